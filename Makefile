@@ -1,0 +1,39 @@
+# Every target installs what it needs first, so on a fresh clone each is one command.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its dev extras
+
+run: $(STAMP) ## run the demo job against the built-in emulator (no key needed)
+	$(BIN)/pipeline run jobs/demo.yaml --emulator
+
+test: $(STAMP) ## run the test suite (unit, end-to-end, reliability, browser)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) ## run the benchmarks, write bench/results/latest.{json,md}
+	$(BIN)/python -m bench
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove the virtual environment, caches and demo outputs
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

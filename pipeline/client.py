@@ -1,0 +1,284 @@
+"""The 1min.ai API client: one attempt per call, no sleeping, no retrying.
+
+Retries live in the scheduler so that every attempt passes the rate gate again and is recorded.
+The session and base URLs are injected (the httpx / openai-python seam), so tests and the demo
+point the same code at the emulator. Every HTTP outcome becomes an exception of ``errors`` in
+exactly one function, ``error_for_status``; transport failures in ``_transport_error``.
+
+The key is sent only to the API host, never to a result URL, and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from pipeline.config import Endpoints, Timeouts
+from pipeline.errors import (
+    ApiError,
+    ApiTimeout,
+    AssetNotFound,
+    BadRequest,
+    BadResponse,
+    ConnectionLost,
+    KeyRejected,
+    OutOfCredits,
+    RateLimited,
+    RecordFailed,
+    ServerError,
+)
+from pipeline.models import MODEL, Asset, FeatureResult, Job
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425})
+CREDIT_WORDS = ("credit", "balance", "quota exceeded", "insufficient funds")
+# Hosts a temporaryUrl may point at besides the configured API and asset hosts: the provider
+# signs S3 URLs. Anything else is never contacted; the asset host path is used instead.
+TRUSTED_RESULT_SUFFIXES = (".amazonaws.com",)
+CHUNK = 256 * 1024
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def error_for_status(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> ApiError:
+    """Map one non-2xx API answer to the error tree (SPEC §1). The only such mapping."""
+    text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    lowered = message.lower()
+    if status == 429:
+        retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+        return RateLimited(text, status, retry_after=retry_after)
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return ServerError(text, status)
+    if status in (401, 403):
+        return KeyRejected(f"the API rejected the key ({text})", status)
+    if status == 402 or any(word in lowered for word in CREDIT_WORDS):
+        return OutOfCredits(f"out of credits ({text})", status)
+    if "asset" in lowered and ("not found" in lowered or "unknown" in lowered):
+        return AssetNotFound(text, status)
+    return BadRequest(text, status)
+
+
+def _transport_error(exc: BaseException, what: str) -> ApiError:
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return ApiTimeout(f"{what}: no answer in time")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return BadResponse(f"{what}: incomplete body ({type(exc).__name__})")
+    return ConnectionLost(f"{what}: connection failed ({type(exc).__name__})")
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own words from an error body, short and printable."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        for name in ("message", "error", "detail"):
+            value = data.get(name)
+            if isinstance(value, str):
+                return value[:500]
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return value["message"][:500]
+    return str(data)[:200]
+
+
+def _dig(data: Any, *names: str) -> Any:
+    for name in names:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(name)
+    return data
+
+
+def parse_upload(data: Any) -> str:
+    path = _dig(data, "fileContent", "path") or _dig(data, "asset", "key")
+    if not isinstance(path, str) or not path:
+        raise BadResponse("upload answer has no fileContent.path nor asset.key")
+    return path
+
+
+def parse_feature(data: Any) -> FeatureResult:
+    record = _dig(data, "aiRecord")
+    if not isinstance(record, dict):
+        raise BadResponse("feature answer has no aiRecord")
+    status = record.get("status")
+    uuid = record.get("uuid") if isinstance(record.get("uuid"), str) else ""
+    if status != "SUCCESS":
+        raise RecordFailed(f"aiRecord.status is {status!r} (record {uuid or 'unknown'})")
+    paths = _dig(record, "aiRecordDetail", "resultObject")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise BadResponse("aiRecord.aiRecordDetail.resultObject lists no result paths")
+    temporary_url = record.get("temporaryUrl")
+    used, limit = _dig(record, "teamUser", "usedCredit"), _dig(record, "teamUser", "creditLimit")
+    return FeatureResult(
+        uuid=uuid,
+        result_paths=tuple(paths),
+        temporary_url=temporary_url if isinstance(temporary_url, str) else None,
+        used_credit=used if isinstance(used, int) else None,
+        credit_limit=limit if isinstance(limit, int) else None,
+    )
+
+
+class OneMinClient:
+    """Upload, edit and fetch against the 1min.ai API (or the emulator), one attempt each."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoints: Endpoints,
+        api_key: str,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._session = session
+        self._endpoints = endpoints
+        self._key = api_key
+        self._timeouts = timeouts or Timeouts()
+        self._trusted_hosts = {
+            urlsplit(endpoints.api_base).hostname,
+            urlsplit(endpoints.asset_base).hostname,
+        }
+
+    def __repr__(self) -> str:  # the default repr would be harmless, but be explicit: no key
+        return f"OneMinClient(api_base={self._endpoints.api_base!r})"
+
+    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=total, sock_connect=self._timeouts.connect)
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, url: str, what: str, total: float, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        try:
+            async with self._session.request(
+                method, url, timeout=self._timeout(total), allow_redirects=False, **kwargs
+            ) as response:
+                yield response
+        except ApiError:
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transport_error(exc, what) from exc
+
+    async def _read_limited(self, response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+        if response.content_length is not None and response.content_length > limit:
+            raise BadResponse(f"{what}: answer of {response.content_length} bytes is too large")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise BadResponse(f"{what}: answer larger than {limit} bytes")
+        return bytes(body)
+
+    async def _api_json(self, method: str, route: str, what: str, total: float, **kw: Any) -> Any:
+        headers = {"API-KEY": self._key}
+        url = f"{self._endpoints.api_base}{route}"
+        async with self._request(method, url, what, total, headers=headers, **kw) as response:
+            body = await self._read_limited(response, self._timeouts.max_json_bytes, what)
+            if response.status >= 300:
+                raise error_for_status(response.status, _error_message(body), response.headers)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadResponse(f"{what}: malformed JSON in a {response.status} answer") from exc
+
+    async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
+        form = aiohttp.FormData()
+        form.add_field("asset", data, filename=filename, content_type=content_type)
+        answer = await self._api_json(
+            "POST", "/api/assets", "upload", self._timeouts.upload, data=form
+        )
+        return Asset(path=parse_upload(answer))
+
+    def feature_body(self, job: Job, image_path: str, mask_path: str | None) -> dict[str, Any]:
+        prompt_object: dict[str, Any] = {"imageUrl": image_path}
+        if mask_path is not None:
+            prompt_object["maskUrl"] = mask_path
+        prompt_object.update(job.parameters())
+        return {"type": job.feature.value, "model": MODEL, "promptObject": prompt_object}
+
+    async def run_feature(self, job: Job, image_path: str, mask_path: str | None) -> FeatureResult:
+        body = self.feature_body(job, image_path, mask_path)
+        answer = await self._api_json(
+            "POST", "/api/features", "feature call", self._timeouts.feature, json=body
+        )
+        return parse_feature(answer)
+
+    def result_urls(self, result: FeatureResult, index: int) -> list[str]:
+        """Where result ``index`` can be fetched, best first: signed URL, then asset host."""
+        urls = []
+        if index == 0 and result.temporary_url and self._trusted(result.temporary_url):
+            urls.append(result.temporary_url)
+        urls.append(f"{self._endpoints.asset_base}/{result.result_paths[index].lstrip('/')}")
+        return urls
+
+    def _trusted(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https"):
+            return False
+        return host in self._trusted_hosts or host.endswith(TRUSTED_RESULT_SUFFIXES)
+
+    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+        """Stream result ``index`` into ``dest``; try every URL before giving up.
+
+        Raises the error of the last URL tried; all of them are transient or ``BadResponse``
+        because a result that exists may be briefly unavailable: the scheduler decides when to
+        stop retrying. Never re-runs the feature.
+        """
+        failures: list[ApiError] = []
+        for url in self.result_urls(result, index):
+            try:
+                return await self.download(url, dest, "result download")
+            except ApiError as exc:
+                failures.append(exc)
+        reasons = "; ".join(str(f) for f in failures)
+        status = failures[-1].http_status
+        if all(isinstance(f, BadRequest) for f in failures):
+            raise BadResponse(f"result {index} not available at any URL: {reasons}", status)
+        raise next(f for f in reversed(failures) if not isinstance(f, BadRequest))
+
+    async def download(self, url: str, dest: Path, what: str = "download") -> int:
+        """GET ``url`` into ``dest`` (no key sent), checking size and completeness."""
+        limit = self._timeouts.max_download_bytes
+        async with self._request("GET", url, what, self._timeouts.download) as response:
+            if response.status != 200:
+                body = await self._read_limited(response, 64 * 1024, what)
+                status = response.status
+                if status in (401, 403, 404, 410):  # expired signature or missing object
+                    raise BadRequest(f"{what} HTTP {status}: {_error_message(body)}", status)
+                raise error_for_status(status, _error_message(body), response.headers)
+            expected = response.content_length
+            if expected is not None and expected > limit:
+                raise BadResponse(f"{what}: {expected} bytes is more than the {limit} allowed")
+            written = 0
+            with dest.open("wb") as sink:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise BadResponse(f"{what}: more than the {limit} bytes allowed")
+                    sink.write(chunk)
+        if written == 0 or (expected is not None and written != expected):
+            raise BadResponse(f"{what}: truncated ({written} of {expected or '?'} bytes)")
+        return written

@@ -1,0 +1,175 @@
+"""Every default as a named constant, grouped in typed settings.
+
+Layers, later wins: built-in defaults < ``--config`` file (YAML, see ``configs/``) < environment
+(``ONEMIN_API_BASE``, ``ONEMIN_ASSET_BASE``) < command-line flags.
+The API key is deliberately not part of Settings: it is read from ``ONEMIN_API_KEY`` by the CLI
+and handed straight to the client, so no settings dump, repr or summary can ever contain it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API_BASE = "https://api.1min.ai"
+ASSET_BASE = "https://asset.1min.ai"
+KEY_ENV = "ONEMIN_API_KEY"
+API_BASE_ENV = "ONEMIN_API_BASE"
+ASSET_BASE_ENV = "ONEMIN_ASSET_BASE"
+
+CONCURRENCY = 8
+RPM = 120.0
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 1.0  # seconds before the first retry
+BACKOFF_MAX = 60.0  # no single wait is longer, except an announced Retry-After
+RETRY_AFTER_MAX = 900.0  # a Retry-After beyond this is treated as this (a misbehaving server)
+JITTER = 0.5  # each wait is scaled by a random factor in [1 - JITTER, 1]
+
+CONNECT_TIMEOUT = 15.0
+UPLOAD_TIMEOUT = 120.0
+FEATURE_TIMEOUT = 300.0  # generation is slow; a feature call may legitimately take minutes
+DOWNLOAD_TIMEOUT = 120.0
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # a result bigger than this is a broken or hostile server
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+# Adaptive slow-down (AIMD) on 429s that carry no Retry-After.
+SLOWDOWN_FACTOR = 0.5  # multiply the rate by this on a hint-less 429
+RECOVERY_STEP = 0.05  # add this share of the configured rate back per success
+MIN_RPM = 1.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api_base: str = API_BASE
+    asset_base: str = ASSET_BASE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api_base", self.api_base.rstrip("/"))
+        object.__setattr__(self, "asset_base", self.asset_base.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rpm: float = RPM  # feature calls per minute, spread evenly
+    concurrency: int = CONCURRENCY  # jobs in flight, so feature calls open at once
+    slowdown_factor: float = SLOWDOWN_FACTOR
+    recovery_step: float = RECOVERY_STEP
+    min_rpm: float = MIN_RPM
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = MAX_ATTEMPTS
+    backoff_base: float = BACKOFF_BASE
+    backoff_max: float = BACKOFF_MAX
+    retry_after_max: float = RETRY_AFTER_MAX
+    jitter: float = JITTER
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = CONNECT_TIMEOUT
+    upload: float = UPLOAD_TIMEOUT
+    feature: float = FEATURE_TIMEOUT
+    download: float = DOWNLOAD_TIMEOUT
+    max_download_bytes: int = MAX_DOWNLOAD_BYTES
+    max_json_bytes: int = MAX_JSON_BYTES
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    rate: RateLimit = field(default_factory=RateLimit)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_credits: float | None = None
+
+
+class ConfigError(ValueError):
+    """A settings file or value that cannot be used; the message names the key."""
+
+
+_GROUPS: dict[str, type] = {
+    "endpoints": Endpoints,
+    "rate": RateLimit,
+    "retry": RetrySettings,
+    "timeouts": Timeouts,
+}
+
+
+def _coerce(group: str, name: str, value: Any, current: Any) -> Any:
+    kind = type(current)
+    try:
+        if kind is bool or value is None:
+            return value
+        coerced = kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{group}.{name}: expected {kind.__name__}, got {value!r}") from exc
+    if isinstance(coerced, int | float) and coerced < 0:
+        raise ConfigError(f"{group}.{name}: must not be negative, got {value!r}")
+    return coerced
+
+
+def apply(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """Return settings with ``{"group": {"field": value}}`` (or ``max_credits``) applied."""
+    updated = settings
+    for group, values in overrides.items():
+        if group == "max_credits":
+            updated = replace(updated, max_credits=None if values is None else float(values))
+            continue
+        if group not in _GROUPS:
+            known = ", ".join([*_GROUPS, "max_credits"])
+            raise ConfigError(f"unknown settings group {group!r} (known: {known})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{group}: expected a mapping of settings")
+        section = getattr(updated, group)
+        names = {f.name for f in fields(section)}
+        changes = {}
+        for name, value in values.items():
+            if name not in names:
+                raise ConfigError(f"unknown setting {group}.{name} (known: {', '.join(names)})")
+            if value is not None:
+                changes[name] = _coerce(group, name, value, getattr(section, name))
+        updated = replace(updated, **{group: replace(section, **changes)})
+    return updated
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a settings file is a mapping of groups")
+    return data
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    endpoints = {}
+    if env.get(API_BASE_ENV):
+        endpoints["api_base"] = env[API_BASE_ENV]
+    if env.get(ASSET_BASE_ENV):
+        endpoints["asset_base"] = env[ASSET_BASE_ENV]
+    return {"endpoints": endpoints} if endpoints else {}
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Built-in < file < env < flags."""
+    settings = Settings()
+    if config_file is not None:
+        settings = apply(settings, load_file(config_file))
+    settings = apply(settings, from_env(os.environ if env is None else env))
+    if flags:
+        settings = apply(settings, flags)
+    return settings

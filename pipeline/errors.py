@@ -1,0 +1,141 @@
+"""One exception tree for the whole pipeline.
+
+    PipelineError
+    ├── ManifestError            bad manifest or inputs; carries every Problem found (exit 2)
+    ├── LockError                another run holds the output folder (exit 2)
+    ├── StoreError               the output folder cannot be written (disk full, permissions)
+    └── ApiError                 anything the remote API (or the way to it) did
+        ├── TransientError       retry with backoff: the same request may well succeed later
+        │   ├── RateLimited      429 (flow control: does not use up a job's attempts)
+        │   ├── ServerError      408, 409, 425, 5xx
+        │   ├── ApiTimeout       no answer within the phase's timeout
+        │   ├── ConnectionLost   refused, reset or dropped connection
+        │   ├── BadResponse      malformed or incomplete JSON, truncated or undecodable download
+        │   └── RecordFailed     the API answered, but aiRecord.status is not SUCCESS
+        ├── JobFatal             this job is wrong: fail it, do not retry
+        │   ├── BadRequest       any other 4xx
+        │   │   └── AssetNotFound the API no longer knows an uploaded asset: upload again once
+        │   └── DownloadFailed   no result URL answered with the image after every attempt
+        └── RunFatal             stop the whole run (exit 3); jobs stay resumable
+            ├── KeyRejected      401, 403 on the API
+            └── OutOfCredits     402, or a 4xx that speaks of credits or balance
+
+Every class has a stable ``kind`` string: it is what the ledger and the summary record.
+HTTP statuses are mapped to this tree in exactly one place, ``client.error_for_status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PipelineError(Exception):
+    kind = "pipeline"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest: where it is, which field, what is wrong."""
+
+    job: str | None  # job id, or None for manifest-level problems
+    field: str | None
+    message: str
+    location: str | None = None  # "file:line[:col]" or "items.csv row 17"
+
+    def __str__(self) -> str:
+        where = []
+        if self.location:
+            where.append(self.location)
+        if self.job is not None:
+            where.append(f"job {self.job!r}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class ManifestError(PipelineError):
+    kind = "manifest"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class LockError(PipelineError):
+    kind = "lock"
+
+
+class StoreError(PipelineError):
+    kind = "store"
+
+
+class ApiError(PipelineError):
+    kind = "api"
+
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+
+class TransientError(ApiError):
+    kind = "transient"
+
+
+class RateLimited(TransientError):
+    kind = "rate_limited"
+
+    def __init__(
+        self, message: str, http_status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, http_status)
+        self.retry_after = retry_after  # seconds, as announced by the server; None if absent
+
+
+class ServerError(TransientError):
+    kind = "server_error"
+
+
+class ApiTimeout(TransientError):
+    kind = "timeout"
+
+
+class ConnectionLost(TransientError):
+    kind = "connection"
+
+
+class BadResponse(TransientError):
+    kind = "bad_response"
+
+
+class RecordFailed(TransientError):
+    kind = "record_failed"
+
+
+class JobFatal(ApiError):
+    kind = "job_fatal"
+
+
+class BadRequest(JobFatal):
+    kind = "bad_request"
+
+
+class AssetNotFound(BadRequest):
+    kind = "asset_not_found"
+
+
+class DownloadFailed(JobFatal):
+    kind = "download"
+
+
+class RunFatal(ApiError):
+    kind = "run_fatal"
+
+
+class KeyRejected(RunFatal):
+    kind = "key_rejected"
+
+
+class OutOfCredits(RunFatal):
+    kind = "out_of_credits"

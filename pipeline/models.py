@@ -1,0 +1,140 @@
+"""Frozen values passed between stages. No behaviour beyond small derived properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+MODEL = "gpt-image-1-mini"
+
+
+class Feature(StrEnum):
+    INPAINT = "IMAGE_INPAINTER"
+    BACKGROUND = "BACKGROUND_REPLACER"
+
+
+# The seed tables, shared by the manifest schema and the preflight checks.
+SIZES = ("1024x1024", "1024x1536", "1536x1024")
+QUALITIES = ("low", "medium", "high")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+BACKGROUNDS = ("auto", "opaque", "transparent")
+PROMPT_MAX = 4000
+N_MAX = 10
+
+
+class Status(StrEnum):
+    """A job's states in the ledger. A job's state is its latest line."""
+
+    STARTED = "started"
+    UPLOADED = "uploaded"
+    SUBMITTED = "submitted"  # the feature call succeeded: results exist, not yet stored
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+InputKind = Literal["file", "url", "asset"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """Where an input image comes from: a local file, an http(s) URL, or an uploaded asset."""
+
+    kind: InputKind
+    value: str  # absolute path, URL, or asset path (without the "asset:" prefix)
+
+    def __str__(self) -> str:
+        return f"asset:{self.value}" if self.kind == "asset" else self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One edit as the manifest asks for it, every default applied."""
+
+    id: str
+    feature: Feature
+    image: InputRef
+    prompt: str
+    size: str = "1024x1024"  # one of SIZES once preflight has resolved "auto"
+    quality: str = "medium"
+    mask: InputRef | None = None  # inpainter only
+    n: int = 1  # inpainter only; the background replacer makes one image
+    output_format: str = "png"  # inpainter only
+    output_compression: int = 85  # inpainter only
+    background: str = "auto"  # background replacer only
+    location: str = ""  # where the job was written, for messages: "demo.yaml job 3"
+
+    def parameters(self) -> dict[str, Any]:
+        """The promptObject fields other than the asset paths, as the API takes them."""
+        if self.feature is Feature.INPAINT:
+            return {
+                "prompt": self.prompt,
+                "size": self.size,
+                "n": self.n,
+                "quality": self.quality,
+                "output_format": self.output_format,
+                "output_compression": self.output_compression,
+            }
+        return {
+            "prompt": self.prompt,
+            "size": self.size,
+            "quality": self.quality,
+            "background": self.background,
+        }
+
+    @property
+    def expected_outputs(self) -> int:
+        return self.n if self.feature is Feature.INPAINT else 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    """A checked job with the content key that decides whether a re-run must redo it."""
+
+    job: Job
+    key: str  # hash of input bytes, mask bytes, prompt and every parameter
+    image_digest: str | None = None  # sha256 of the file's bytes (None for URL/asset inputs)
+    mask_digest: str | None = None
+    # The mask must be converted to grayscale before upload (e.g. RGBA whose alpha marks the
+    # edit area); preflight.mask_upload_bytes() does it and says so in its warnings.
+    mask_convert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """An input stored on the API side: the path that imageUrl / maskUrl take."""
+
+    path: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureResult:
+    """What a successful feature call produced."""
+
+    uuid: str
+    result_paths: tuple[str, ...]
+    temporary_url: str | None = None
+    used_credit: int | None = None
+    credit_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    kind: str
+    message: str
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended in this run."""
+
+    job_id: str
+    status: Status
+    attempts: int
+    outputs: tuple[str, ...] = ()
+    credits: int | None = None
+    error: ErrorInfo | None = None
+    timings: dict[str, float] = field(default_factory=dict)

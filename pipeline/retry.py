@@ -1,0 +1,49 @@
+"""A pure retry policy: which errors are retried, and how long to wait before the next try.
+
+No sleeping and no clock here: the scheduler sleeps, tests call ``delay`` with a seeded random
+source (stamina's and openai-python's shape: exponential backoff, jitter, a cap, Retry-After).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.config import RetrySettings
+from pipeline.errors import ApiError, RateLimited, TransientError
+
+# A server that answers 429 forever must not keep a job alive forever. 429s do not use up
+# --max-attempts (they are flow control), so they get their own, much larger, allowance.
+MAX_RATE_LIMITED_WAITS = 100
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    settings: RetrySettings = field(default_factory=RetrySettings)
+    random: Callable[[], float] = random.random
+
+    @property
+    def max_attempts(self) -> int:
+        return self.settings.max_attempts
+
+    @staticmethod
+    def counts_as_attempt(error: ApiError) -> bool:
+        """A 429 is flow control, not a failure of the job (SPEC §1)."""
+        return not isinstance(error, RateLimited)
+
+    def should_retry(self, error: ApiError, attempts: int, rate_limited: int = 0) -> bool:
+        """``attempts``: tries that counted so far; ``rate_limited``: 429s so far."""
+        if not isinstance(error, TransientError):
+            return False
+        if isinstance(error, RateLimited):
+            return rate_limited < MAX_RATE_LIMITED_WAITS
+        return attempts < self.settings.max_attempts
+
+    def delay(self, error: ApiError, attempt: int) -> float:
+        """Seconds to wait before try ``attempt + 1``; ``attempt`` counts from 1."""
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return min(error.retry_after, self.settings.retry_after_max)
+        exponent = min(max(attempt - 1, 0), 32)
+        backoff = min(self.settings.backoff_max, self.settings.backoff_base * 2.0**exponent)
+        return backoff * (1.0 - self.settings.jitter * self.random())
