@@ -1,0 +1,103 @@
+"""What happens during a run, as frozen events, and a tiny synchronous fan-out bus.
+
+The scheduler only emits; the ledger, the progress bar and the run statistics listen. Listeners
+are called in subscription order, so the ledger (subscribed first) has written and flushed a
+line before anything else learns of the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.models import Asset, ErrorInfo, FeatureResult, PlannedJob
+
+
+@dataclass(frozen=True, slots=True)
+class JobStarted:
+    planned: PlannedJob
+
+
+@dataclass(frozen=True, slots=True)
+class JobSkipped:
+    job_id: str
+    reason: str  # "done" | "failed" (a failed job without --retry-failed)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetsUploaded:
+    job_id: str
+    key: str
+    assets: dict[str, Asset]  # role ("image" | "mask") -> the uploaded asset
+    uploads: int  # how many of them this job actually sent (0: all reused)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSubmitted:
+    job_id: str
+    key: str
+    attempt: int
+    result: FeatureResult
+    credits: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRetrying:
+    job_id: str
+    key: str
+    step: str  # "upload" | "feature" | "download"
+    attempt: int
+    error: ErrorInfo
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobSucceeded:
+    job_id: str
+    key: str
+    outputs: tuple[str, ...]
+    attempts: int
+    credits: int | None
+    uuid: str
+    timings: dict[str, float] = field(default_factory=dict)
+    superseded: tuple[str, ...] = ()
+    bytes_written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    job_id: str
+    key: str
+    error: ErrorInfo
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopping:
+    reason: str  # "interrupted" | "key_rejected" | "out_of_credits" | "max_credits"
+    message: str
+
+
+Event = (
+    JobStarted
+    | JobSkipped
+    | AssetsUploaded
+    | FeatureSubmitted
+    | JobRetrying
+    | JobSucceeded
+    | JobFailed
+    | RunStopping
+)
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)

@@ -1,0 +1,133 @@
+"""Output files: ``OUT/<id>/<index>.<ext>``, never outside OUT, never half-written.
+
+A result is downloaded to a hidden temporary name in the job's folder, checked (it decodes as an
+image of the expected size; headers only, no re-encoding) and renamed into place, so a file at a
+final name is always whole. Earlier outputs of a job whose content changed are moved aside into
+``OUT/<id>/.superseded/<stamp>/``, never deleted, and the ledger says which files are current.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.errors import BadResponse, StoreError
+
+FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+TEMP_PREFIX = ".part-"
+SUPERSEDED_DIR = ".superseded"
+MAX_RESULT_PIXELS = 64_000_000
+
+
+def check_image(path: Path, expected_size: tuple[int, int] | None) -> str:
+    """The file's extension if it is a whole image of the expected size, else BadResponse."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                fmt, size = image.format, image.size
+                if size[0] * size[1] > MAX_RESULT_PIXELS:
+                    raise BadResponse(f"result is {size[0]}x{size[1]}, too large to be an edit")
+                image.verify()  # checks structure (PNG CRCs) without decoding pixels
+    except BadResponse:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as exc:
+        raise BadResponse(f"result does not decode as an image ({exc})") from exc
+    if fmt not in FORMAT_EXTENSIONS:
+        raise BadResponse(f"result is a {fmt} image; expected PNG, JPEG or WebP")
+    if expected_size is not None and size != expected_size:
+        raise BadResponse(
+            f"result is {size[0]}x{size[1]}, expected {expected_size[0]}x{expected_size[1]}"
+        )
+    return FORMAT_EXTENSIONS[fmt]
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    width, _, height = size.partition("x")
+    return (int(width), int(height)) if width.isdigit() and height.isdigit() else None
+
+
+class Store:
+    def __init__(self, out_dir: Path) -> None:
+        self.root = out_dir.resolve()
+
+    def prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the output folder {self.root}: {exc.strerror}"
+            ) from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreError(f"the output folder {self.root} is not writable")
+
+    def job_dir(self, job_id: str) -> Path:
+        folder = (self.root / job_id).resolve()
+        if folder.parent != self.root:  # preflight rejects such ids; this is the last line
+            raise StoreError(f"job id {job_id!r} would write outside {self.root}")
+        return folder
+
+    def temp_path(self, job_id: str, label: int | str) -> Path:
+        folder = self.job_dir(job_id)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
+        return folder / f"{TEMP_PREFIX}{label}-{secrets.token_hex(4)}"
+
+    @staticmethod
+    def discard(temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+
+    def publish(self, job_id: str, temps: list[tuple[Path, str]]) -> tuple[list[str], list[str]]:
+        """Rename checked temps (``(path, ext)``, index order) into place.
+
+        Returns the new outputs and the earlier files moved aside, both relative to OUT.
+        """
+        folder = self.job_dir(job_id)
+        try:
+            superseded = self._move_aside(folder)
+            outputs = []
+            for index, (temp, ext) in enumerate(temps):
+                final = folder / f"{index}.{ext}"
+                os.replace(temp, final)
+                outputs.append(final.relative_to(self.root).as_posix())
+            _fsync_dir(folder)
+        except OSError as exc:
+            raise StoreError(f"cannot write outputs in {folder}: {exc.strerror}") from exc
+        return outputs, superseded
+
+    def _move_aside(self, folder: Path) -> list[str]:
+        """Earlier outputs of this job (any visible file) go to .superseded/<stamp>/."""
+        earlier = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if not earlier:
+            return []
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = folder / SUPERSEDED_DIR / stamp
+        aside.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for path in sorted(earlier):
+            target = aside / path.name
+            os.replace(path, target)
+            moved.append(target.relative_to(self.root).as_posix())
+        return moved
+
+    def sweep_temps(self, job_id: str) -> None:
+        """Remove temporaries a killed run left in a job's folder."""
+        folder = self.job_dir(job_id)
+        if folder.is_dir():
+            for path in folder.glob(f"{TEMP_PREFIX}*"):
+                path.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
