@@ -1,0 +1,74 @@
+"""A scripted stand-in for OneMinClient, for fast deterministic scheduler tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.errors import ApiError
+from pipeline.models import Asset, FeatureResult, Job
+
+
+def png_bytes(size: tuple[int, int] = (1024, 1024), color: str = "red") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FakeClient:
+    """Each step fails with the scripted errors (in order) before it succeeds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.script: dict[str, list[ApiError]] = defaultdict(list)
+        self.uploads: list[str] = []
+        self.feature_calls: list[str] = []
+        self.fetches: list[tuple[str, int]] = []
+        self.delay = delay
+        self.open_features = 0
+        self.max_open_features = 0
+        self._results: dict[str, Job] = {}
+        self._png_cache: dict[tuple[int, int], bytes] = {}
+
+    def fail(self, step: str, *errors: ApiError) -> None:
+        self.script[step].extend(errors)
+
+    def _maybe_fail(self, step: str) -> None:
+        if self.script[step]:
+            raise self.script[step].pop(0)
+
+    async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
+        self.uploads.append(filename)
+        self._maybe_fail("upload")
+        return Asset(path=f"assets/{len(self.uploads)}-{filename}")
+
+    async def run_feature(self, job: Job, image_path: str, mask_path: str | None) -> FeatureResult:
+        self.feature_calls.append(job.id)
+        self.open_features += 1
+        self.max_open_features = max(self.max_open_features, self.open_features)
+        try:
+            await asyncio.sleep(self.delay)
+            self._maybe_fail("feature")
+        finally:
+            self.open_features -= 1
+        uuid = f"rec-{len(self.feature_calls)}"
+        self._results[uuid] = job
+        paths = tuple(f"results/{uuid}/{i}.png" for i in range(job.expected_outputs))
+        return FeatureResult(uuid, paths, f"http://127.0.0.1/tmp/{paths[0]}", 100, 10_000)
+
+    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+        self.fetches.append((result.uuid, index))
+        self._maybe_fail("download")
+        job = self._results.get(result.uuid)
+        width, height = map(int, (job.size if job else "1024x1024").split("x"))
+        data = self._png_cache.setdefault((width, height), png_bytes((width, height)))
+        dest.write_bytes(data)
+        return len(data)
+
+    async def download(self, url: str, dest: Path, what: str = "download") -> int:
+        data = png_bytes((64, 64))
+        dest.write_bytes(data)
+        return len(data)

@@ -1,0 +1,115 @@
+"""HTTP answers → the error tree, in the one function that does it (SPEC §1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from pipeline.client import error_for_status, parse_feature, parse_retry_after, parse_upload
+from pipeline.errors import (
+    AssetNotFound,
+    BadRequest,
+    BadResponse,
+    KeyRejected,
+    OutOfCredits,
+    RateLimited,
+    RecordFailed,
+    RunFatal,
+    ServerError,
+    TransientError,
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (429, "Too many requests", RateLimited),
+        (408, "", ServerError),
+        (409, "", ServerError),
+        (425, "", ServerError),
+        (500, "boom", ServerError),
+        (502, "", ServerError),
+        (503, "", ServerError),
+        (504, "", ServerError),
+        (401, "Invalid API key", KeyRejected),
+        (403, "Forbidden", KeyRejected),
+        (402, "Payment required", OutOfCredits),
+        (400, "Insufficient credit balance", OutOfCredits),
+        (403 + 0, "credit", KeyRejected),  # 401/403 are the key whatever the words
+        (422, "your balance is too low", OutOfCredits),
+        (404, "imageUrl: asset not found: x.png", AssetNotFound),
+        (400, "prompt: must be 1 to 4000 characters", BadRequest),
+        (404, "Not Found", BadRequest),
+        (413, "too large", BadRequest),
+    ],
+)
+def test_status_mapping(status: int, message: str, expected: type) -> None:
+    error = error_for_status(status, message)
+    assert type(error) is expected
+    assert error.http_status == status
+
+
+def test_transient_and_run_fatal_branches() -> None:
+    assert isinstance(error_for_status(503, ""), TransientError)
+    assert isinstance(error_for_status(401, ""), RunFatal)
+    assert isinstance(error_for_status(402, ""), RunFatal)
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(header, now=lambda: now.timestamp()) == pytest.approx(30)
+    past = format_datetime(now - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(past, now=lambda: now.timestamp()) == 0.0
+
+
+def test_429_carries_retry_after() -> None:
+    error = error_for_status(429, "slow down", {"Retry-After": "12"})
+    assert isinstance(error, RateLimited)
+    assert error.retry_after == 12.0
+
+
+def test_parse_upload_both_places() -> None:
+    assert parse_upload({"fileContent": {"path": "a/b.png"}}) == "a/b.png"
+    assert parse_upload({"asset": {"key": "a/c.png"}}) == "a/c.png"
+    with pytest.raises(BadResponse):
+        parse_upload({"fileContent": {}})
+
+
+def record(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "uuid": "u-1",
+        "status": "SUCCESS",
+        "teamUser": {"usedCredit": 10, "creditLimit": 100},
+        "aiRecordDetail": {"resultObject": ["r/0.png", "r/1.png"]},
+        "temporaryUrl": "https://s3.example/r/0.png?sig",
+    }
+    base.update(overrides)
+    return {"aiRecord": base}
+
+
+def test_parse_feature_success() -> None:
+    result = parse_feature(record())
+    assert result.uuid == "u-1"
+    assert result.result_paths == ("r/0.png", "r/1.png")
+    assert result.used_credit == 10 and result.credit_limit == 100
+
+
+def test_parse_feature_failed_record_is_retryable() -> None:
+    with pytest.raises(RecordFailed):
+        parse_feature(record(status="FAILED"))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"aiRecord": None}, record(aiRecordDetail={"resultObject": []}), record(aiRecordDetail=3)],
+)
+def test_parse_feature_incomplete_is_bad_response(data: dict[str, object]) -> None:
+    with pytest.raises(BadResponse):
+        parse_feature(data)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import RetrySettings
+from pipeline.errors import BadRequest, KeyRejected, RateLimited, ServerError
+from pipeline.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
+
+
+def policy(jitter: float = 0.0, rand: float = 0.0, **kw: float) -> RetryPolicy:
+    return RetryPolicy(RetrySettings(jitter=jitter, **kw), random=lambda: rand)
+
+
+def test_backoff_doubles_and_caps() -> None:
+    p = policy(backoff_base=1.0, backoff_max=10.0)
+    delays = [p.delay(ServerError("x", 500), attempt) for attempt in range(1, 7)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_jitter_scales_down_within_bounds() -> None:
+    assert policy(jitter=0.5, rand=1.0).delay(ServerError("x"), 3) == pytest.approx(2.0)
+    assert policy(jitter=0.5, rand=0.0).delay(ServerError("x"), 3) == pytest.approx(4.0)
+
+
+def test_retry_after_wins_and_is_capped() -> None:
+    p = policy(retry_after_max=30.0)
+    assert p.delay(RateLimited("x", retry_after=7.5), 1) == 7.5
+    assert p.delay(RateLimited("x", retry_after=3600), 1) == 30.0
+    assert p.delay(RateLimited("x", retry_after=None), 2) == 2.0  # no hint: plain backoff
+
+
+def test_transient_retried_up_to_max_attempts() -> None:
+    p = policy(max_attempts=3)
+    assert p.should_retry(ServerError("x", 503), attempts=2)
+    assert not p.should_retry(ServerError("x", 503), attempts=3)
+
+
+@pytest.mark.parametrize("error", [BadRequest("x", 400), KeyRejected("x", 401)])
+def test_fatal_errors_never_retried(error: Exception) -> None:
+    assert not policy().should_retry(error, attempts=0)  # type: ignore[arg-type]
+
+
+def test_rate_limited_does_not_use_attempts_but_is_bounded() -> None:
+    p = policy(max_attempts=1)
+    error = RateLimited("x")
+    assert not RetryPolicy.counts_as_attempt(error)
+    assert p.should_retry(error, attempts=5, rate_limited=1)
+    assert not p.should_retry(error, attempts=0, rate_limited=MAX_RATE_LIMITED_WAITS)

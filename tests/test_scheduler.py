@@ -1,0 +1,304 @@
+"""The worker pool against a scripted client: retries, resume, stops. Nothing really sleeps."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+from PIL import Image
+
+from pipeline.config import RateLimit, RetrySettings
+from pipeline.errors import (
+    ApiError,
+    ApiTimeout,
+    AssetNotFound,
+    BadRequest,
+    BadResponse,
+    ConnectionLost,
+    KeyRejected,
+    OutOfCredits,
+    RateLimited,
+    RecordFailed,
+    ServerError,
+)
+from pipeline.events import EventBus
+from pipeline.ledger import LedgerWriter, read_ledger
+from pipeline.models import Feature, InputRef, Job, PlannedJob
+from pipeline.retry import RetryPolicy
+from pipeline.scheduler import Scheduler
+from pipeline.stats import RunStats
+from pipeline.store import Store
+from pipeline.throttle import Throttle
+from tests.fakes import FakeClient
+
+
+class Sleeps:
+    """Injected time: sleeping advances the clock at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.now += seconds
+
+
+def make_jobs(
+    tmp_path: Path, count: int, shared_image: bool = True, n: int = 1
+) -> list[PlannedJob]:
+    jobs = []
+    for i in range(count):
+        name = "shared.png" if shared_image else f"img{i}.png"
+        image = tmp_path / name
+        if not image.exists():
+            Image.new("RGB", (64, 64), (i * 10 % 255, 80, 80)).save(image)
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        job = Job(
+            id=f"job-{i}",
+            feature=Feature.BACKGROUND if n == 1 else Feature.INPAINT,
+            image=InputRef("file", str(image)),
+            mask=None if n == 1 else InputRef("file", str(image)),
+            prompt=f"prompt {i}",
+            n=n,
+        )
+        jobs.append(PlannedJob(job, key=f"key-{i}", image_digest=digest, mask_digest=digest))
+    return jobs
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, client: FakeClient, **options: object) -> None:
+        self.out = tmp_path / "out"
+        self.client = client
+        self.sleeps = Sleeps()
+        self.options = options
+
+    async def run(self, jobs: list[PlannedJob], **overrides: object) -> tuple[object, RunStats]:
+        options = {**self.options, **overrides}
+        store = Store(self.out)
+        store.prepare()
+        ledger = read_ledger(self.out / "ledger.jsonl")
+        bus = EventBus()
+        stats = RunStats()
+        with LedgerWriter(self.out / "ledger.jsonl") as writer:
+            bus.subscribe(writer)
+            bus.subscribe(stats)
+            scheduler = Scheduler(
+                self.client,  # type: ignore[arg-type]
+                store,
+                bus,
+                Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
+                RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
+                ledger,
+                concurrency=int(options.get("concurrency", 4)),
+                credits_for=lambda job: 4000,
+                max_credits=options.get("max_credits"),  # type: ignore[arg-type]
+                retry_failed=bool(options.get("retry_failed", False)),
+                sleep=self.sleeps,
+                clock=self.sleeps.clock,
+            )
+            outcome = await scheduler.run(jobs)
+        return outcome, stats
+
+    def lines(self) -> list[dict[str, object]]:
+        text = (self.out / "ledger.jsonl").read_bytes()
+        return [orjson.loads(line) for line in text.splitlines()]
+
+    def latest(self) -> dict[str, str]:
+        return {line["job_id"]: line["status"] for line in self.lines()}  # type: ignore[misc]
+
+
+async def test_all_jobs_done_with_decodable_outputs(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, FakeClient())
+    jobs = make_jobs(tmp_path, 6, n=2)
+    outcome, stats = await harness.run(jobs)
+    assert outcome.stop_reason is None  # type: ignore[attr-defined]
+    assert stats.succeeded == 6
+    for job in jobs:
+        files = sorted((harness.out / job.job.id).glob("*.png"))
+        assert [f.name for f in files] == ["0.png", "1.png"]
+        with Image.open(files[0]) as image:
+            assert image.size == (1024, 1024)
+
+
+async def test_second_run_sends_nothing(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, FakeClient())
+    jobs = make_jobs(tmp_path, 5)
+    await harness.run(jobs)
+    calls = len(harness.client.feature_calls), len(harness.client.uploads)
+    _, stats = await harness.run(jobs)
+    assert (len(harness.client.feature_calls), len(harness.client.uploads)) == calls
+    assert stats.skipped == 5
+
+
+async def test_changed_content_runs_again(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, FakeClient())
+    jobs = make_jobs(tmp_path, 3)
+    await harness.run(jobs)
+    changed = [PlannedJob(jobs[0].job, "new-key", jobs[0].image_digest), *jobs[1:]]
+    await harness.run(changed)
+    assert harness.client.feature_calls.count("job-0") == 2
+    assert len(harness.client.feature_calls) == 4
+    assert list((harness.out / "job-0" / ".superseded").iterdir())  # old output kept aside
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServerError("HTTP 503", 503),
+        ServerError("HTTP 500", 500),
+        ApiTimeout("slow"),
+        ConnectionLost("dropped"),
+        BadResponse("half JSON"),
+        RecordFailed("FAILED"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_transient_feature_errors_retried(
+    tmp_path: Path, error: ApiError, failures: int
+) -> None:
+    client = FakeClient()
+    client.fail("feature", *[error] * failures)
+    harness = Harness(tmp_path, client, max_attempts=3)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1
+    assert len(client.feature_calls) == failures + 1
+    succeeded = harness.lines()[-1]
+    assert succeeded["status"] == "succeeded" and succeeded["attempts"] == failures + 1
+    assert stats.counters[f"retry/reason/{error.kind}"] == failures
+    assert len(harness.sleeps.calls) == failures
+
+
+async def test_transient_errors_exhaust_max_attempts(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("feature", *[ServerError("HTTP 502", 502)] * 5)
+    harness = Harness(tmp_path, client, max_attempts=3)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.failed == 1 and len(client.feature_calls) == 3
+    failed = harness.lines()[-1]
+    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed["error"] == {"kind": "server_error", "message": "HTTP 502", "http_status": 502}
+
+
+async def test_429_does_not_use_up_attempts(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("feature", *[RateLimited("HTTP 429", retry_after=2.0)] * 6)
+    harness = Harness(tmp_path, client, max_attempts=2)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1
+    assert harness.lines()[-1]["attempts"] == 1
+    assert harness.sleeps.calls.count(2.0) >= 6  # each Retry-After honoured
+
+
+async def test_bad_request_fails_at_once(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("feature", BadRequest("HTTP 400: prompt: too long", 400))
+    harness = Harness(tmp_path, client)
+    _, stats = await harness.run(make_jobs(tmp_path, 2))
+    assert stats.failed == 1 and stats.succeeded == 1
+    assert len(client.feature_calls) == 2
+    assert not harness.sleeps.calls
+
+
+async def test_failed_download_never_buys_the_edit_again(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("download", BadResponse("truncated"), ConnectionLost("reset"))
+    harness = Harness(tmp_path, client)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1
+    assert len(client.feature_calls) == 1 and len(client.fetches) == 3
+
+
+async def test_download_exhausted_fails_then_retry_failed_fetches_only(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("download", *[BadResponse("403 expired and 404")] * 3)
+    harness = Harness(tmp_path, client, max_attempts=3)
+    jobs = make_jobs(tmp_path, 1)
+    _, stats = await harness.run(jobs)
+    assert stats.failed == 1 and harness.lines()[-1]["error"]["kind"] == "download"  # type: ignore[index]
+    _, stats = await harness.run(jobs)  # failed jobs are skipped without --retry-failed
+    assert stats.skipped == 1 and len(client.feature_calls) == 1
+    _, stats = await harness.run(jobs, retry_failed=True)
+    assert stats.succeeded == 1
+    assert len(client.feature_calls) == 1  # fetched from the stored result, not bought again
+
+
+async def test_resume_after_submitted_fetches_without_paying(tmp_path: Path) -> None:
+    """A kill between the feature call and the download: the ledger has the result."""
+    client = FakeClient()
+    harness = Harness(tmp_path, client)
+    jobs = make_jobs(tmp_path, 2)
+    await harness.run(jobs)
+    kept = [line for line in harness.lines() if line["status"] != "succeeded"]
+    (harness.out / "ledger.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in kept))
+    _, stats = await harness.run(jobs)
+    assert stats.succeeded == 2 and len(client.feature_calls) == 2
+
+
+@pytest.mark.parametrize("fatal", [KeyRejected("HTTP 401", 401), OutOfCredits("HTTP 402", 402)])
+async def test_run_fatal_stops_and_leaves_jobs_resumable(tmp_path: Path, fatal: ApiError) -> None:
+    client = FakeClient()
+    client.fail("feature", fatal)
+    harness = Harness(tmp_path, client, concurrency=1)
+    jobs = make_jobs(tmp_path, 10)
+    outcome, stats = await harness.run(jobs)
+    assert outcome.stop_reason == fatal.kind  # type: ignore[attr-defined]
+    assert len(client.feature_calls) == 1
+    assert stats.failed == 0
+    assert "failed" not in harness.latest().values()
+    _, stats = await harness.run(jobs)  # the key works again: everything resumes
+    assert stats.succeeded == 10
+
+
+async def test_max_credits_stops_before_the_budget_is_exceeded(tmp_path: Path) -> None:
+    client = FakeClient()
+    harness = Harness(tmp_path, client, concurrency=1, max_credits=10_000)
+    outcome, stats = await harness.run(make_jobs(tmp_path, 5))
+    assert outcome.stop_reason == "max_credits"  # type: ignore[attr-defined]
+    assert len(client.feature_calls) == 2  # 2 x 4000 fits, a third would not
+    assert stats.counters["credits/estimated"] == 8000
+
+
+async def test_shared_inputs_uploaded_once_even_concurrently(tmp_path: Path) -> None:
+    client = FakeClient(delay=0.001)
+    harness = Harness(tmp_path, client, concurrency=8)
+    await harness.run(make_jobs(tmp_path, 20, shared_image=True, n=2))
+    assert len(client.uploads) == 1  # image and mask are the same bytes here
+
+
+async def test_resumed_run_reuses_uploads_from_the_ledger(tmp_path: Path) -> None:
+    client = FakeClient()
+    harness = Harness(tmp_path, client)
+    jobs = make_jobs(tmp_path, 4, shared_image=False)
+    await harness.run(jobs[:2])
+    await harness.run(jobs)
+    assert len(client.uploads) == 4
+
+
+async def test_forgotten_asset_is_uploaded_again_once(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("feature", AssetNotFound("HTTP 404: imageUrl: asset not found: x", 404))
+    harness = Harness(tmp_path, client)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1 and len(client.uploads) == 2
+
+
+async def test_asset_forgotten_twice_fails_the_job(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.fail("feature", *[AssetNotFound("HTTP 404: asset not found", 404)] * 2)
+    harness = Harness(tmp_path, client)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.failed == 1 and len(client.uploads) == 2
+
+
+async def test_concurrency_caps_open_feature_calls(tmp_path: Path) -> None:
+    client = FakeClient(delay=0.002)
+    harness = Harness(tmp_path, client, concurrency=3)
+    await harness.run(make_jobs(tmp_path, 15))
+    assert client.max_open_features == 3
