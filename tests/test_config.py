@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, Settings, load_settings
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("rate: {rpm: 30, concurrency: 2}\nendpoints: {api_base: http://file}\n")
+    env = {"ONEMIN_API_BASE": "http://env/"}
+    settings = load_settings(profile, env, {"rate": {"concurrency": 5, "rpm": None}})
+    assert settings.rate.rpm == 30  # file, not overridden by an unset flag
+    assert settings.rate.concurrency == 5  # the flag wins
+    assert settings.endpoints.api_base == "http://env"  # env beats file; trailing / dropped
+
+
+def test_builtin_defaults_without_layers() -> None:
+    assert load_settings(None, {}, None) == Settings()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_profiles_load(name: str) -> None:
+    if name == "credits.yaml":
+        pytest.skip("the credit table is not a settings profile")
+    load_settings(CONFIGS / name, {}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rate: {rpmm: 3}", "unknown setting rate.rpmm"),
+        ("ratee: {}", "unknown settings group"),
+        ("rate: {rpm: fast}", "rate.rpm: expected float"),
+        ("rate: {concurrency: -1}", "must not be negative"),
+        ("rate: [1, 2]", "expected a mapping"),
+        ("- a list", "a settings file is a mapping"),
+        ("rate: {rpm: [", "not valid YAML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_settings(profile, {}, None)
