@@ -1,0 +1,206 @@
+"""Command-line wiring: `pipeline emulator [options]` (and `python -m pipeline.emulator`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from .config import RATE_FIELDS, RETRY_AFTER_FORMATS, EmulatorConfig
+from .server import EmulatorServer
+
+_RATE_HELP = {
+    "rate_429": "share of feature calls answered 429 at random (Retry-After 1 s)",
+    "rate_5xx": "share of feature calls answered 500/502/503",
+    "rate_drop": "share of requests whose connection is closed without an answer",
+    "rate_malformed": "share of feature answers that are 200 with broken JSON",
+    "rate_failed": 'share of feature calls answered 200 with status "FAILED" (free)',
+    "rate_truncate": "share of downloads cut short after a full Content-Length",
+    "rate_expire": "share of temporaryUrl downloads answered 403 (expired signature)",
+    "rate_forget": "share of feature calls that first forget their image asset (404)",
+    "rate_slow": "share of feature calls that sleep --slow-seconds before answering",
+    "rate_huge": "share of downloads that stream --huge-bytes of garbage",
+}
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --host, --port and one option per EmulatorConfig field (dest = the field's name)."""
+    d = EmulatorConfig()
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port, 0 for any free one (%(default)s)"
+    )
+    account = parser.add_argument_group("account")
+    account.add_argument(
+        "--key", dest="api_key", metavar="KEY", default=d.api_key, help="the accepted API key"
+    )
+    account.add_argument("--credit-limit", type=_count, metavar="N", default=d.credit_limit)
+    account.add_argument(
+        "--used-credit", type=_count, metavar="N", default=d.used_credit, help="used at start"
+    )
+    account.add_argument(
+        "--rpm-limit",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="feature calls admitted per rolling 60 s; beyond: 429 (default: no limit)",
+    )
+    account.add_argument(
+        "--retry-after",
+        choices=RETRY_AFTER_FORMATS,
+        default=d.retry_after,
+        help="Retry-After format on 429 answers (%(default)s)",
+    )
+    timing = parser.add_argument_group("timing (seconds)")
+    timing.add_argument(
+        "--latency", type=_non_negative, metavar="S", default=d.latency, help="per feature call"
+    )
+    timing.add_argument(
+        "--jitter", type=_non_negative, metavar="S", default=d.jitter, help="+- on --latency"
+    )
+    timing.add_argument(
+        "--asset-latency",
+        type=_non_negative,
+        metavar="S",
+        default=d.asset_latency,
+        help="per upload and download",
+    )
+    faults = parser.add_argument_group("faults (rates are probabilities 0..1)")
+    for name in RATE_FIELDS:
+        flag = "--" + name.replace("_", "-")
+        faults.add_argument(
+            flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
+        )
+    faults.add_argument(
+        "--slow-seconds",
+        type=_non_negative,
+        metavar="S",
+        default=d.slow_seconds,
+        help="sleep of a slow call (%(default)s)",
+    )
+    faults.add_argument(
+        "--huge-bytes",
+        type=_count,
+        metavar="N",
+        default=d.huge_bytes,
+        help="length of a huge download (%(default)s)",
+    )
+    faults.add_argument(
+        "--foreign-temporary-url",
+        action="store_true",
+        help="point temporaryUrl at another, unreachable host (203.0.113.1)",
+    )
+    faults.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of every random decision (%(default)s)"
+    )
+    parser.add_argument(
+        "--request-log",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="append one JSON line per request here (never headers or the key)",
+    )
+
+
+def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
+    """The config from parsed options; ValueError for combinations argparse cannot check."""
+    values = {name: getattr(ns, name) for name in EmulatorConfig.field_names() if hasattr(ns, name)}
+    return EmulatorConfig(**values)
+
+
+def serve_forever(config: EmulatorConfig, host: str, port: int) -> int:
+    """Serve until Ctrl-C or SIGTERM; 0 after a clean stop, 1 if it cannot listen."""
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_serve(config, host, port))
+    return 0
+
+
+async def _serve(config: EmulatorConfig, host: str, port: int) -> int:
+    server = EmulatorServer(config)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        print(f"emulator: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available on every platform; Ctrl-C then arrives as KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    _print_banner(server, config)
+    try:
+        await stop.wait()
+    finally:
+        print("emulator: stopping", flush=True)
+        await server.stop()
+    return 0
+
+
+def _print_banner(server: EmulatorServer, config: EmulatorConfig) -> None:
+    # The emulator's key is a fake one chosen on the command line; showing it is the point.
+    lines = [
+        "1min.ai emulator listening",
+        f"  api base:   {server.api_base}",
+        f"  asset base: {server.asset_base}",
+        f"  API key:    set ONEMIN_API_KEY={config.api_key}",
+        f"  try:        ONEMIN_API_BASE={server.api_base} ONEMIN_ASSET_BASE={server.asset_base}",
+    ]
+    if config.request_log is not None:
+        lines.append(f"  request log: {config.request_log}")
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.emulator",
+        description="A local stand-in of the 1min.ai API, with seeded fault injection.",
+    )
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        config = config_from_args(ns)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return serve_forever(config, ns.host, ns.port)

@@ -1,0 +1,43 @@
+"""The rolling 60-second window that answers 429 beyond `rpm_limit` feature calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class RollingWindow:
+    """Admits at most `capacity` calls in any `period` seconds.
+
+    Only admitted calls are recorded, so a client that keeps knocking while limited does not
+    push its own next slot further away (the same as most API gateways).
+    """
+
+    def __init__(
+        self,
+        limit: float,
+        period: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # A fractional limit cannot admit a fraction of a call; round down, but admit at least one.
+        self.capacity = max(1, math.floor(limit))
+        self.period = period
+        self.clock = clock
+        self._admitted: deque[float] = deque()
+
+    def wait_time(self) -> float | None:
+        """Seconds until a slot frees, or None if a call may go now."""
+        now = self.clock()
+        while self._admitted and self._admitted[0] <= now - self.period:
+            self._admitted.popleft()
+        if len(self._admitted) < self.capacity:
+            return None
+        return self._admitted[0] + self.period - now
+
+    def admit(self) -> None:
+        self._admitted.append(self.clock())
+
+    def __len__(self) -> int:
+        return len(self._admitted)
