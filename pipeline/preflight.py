@@ -1,0 +1,504 @@
+"""Preflight: every check on a job that needs no network, before any credit is spent.
+
+``Preflight.check(job)`` returns the job (``size: auto`` resolved), its problems and its notices
+(warnings that do not stop the job). Each distinct file is opened once (cached by its real path,
+in a bounded cache); the only per-job memory is the set of ids seen, to find duplicates.
+
+Policies (the decisions behind the checks):
+
+- Ids must be unique and usable as a folder name (see ``manifest.folder_name_problem``). They
+  are compared ignoring letter case and Unicode normal form, because ``SKU-1`` and ``sku-1`` are
+  one folder on macOS and Windows.
+- Files: a path that points into the manifest's folder must stay inside it once symbolic links
+  are resolved (a link placed there must not quietly upload a file from elsewhere). A path
+  written outside the folder (absolute, ``~`` or ``..``) is taken as written: the manifest says
+  plainly where the file is. Inputs must be regular, non-empty, readable files.
+- Formats: the API takes PNG, JPEG and WebP (the seed's mask table; we hold images to the same).
+  GIF, BMP, TIFF and others are refused with a hint to convert, not converted silently, so the
+  bytes uploaded are the bytes the user has and the content key is the file's digest. JPEG
+  files that Pillow calls MPO (phone cameras) are JPEGs and pass.
+- Animated images (APNG, animated WebP) are refused: the API documents still images only and
+  what it does with extra frames is unknown, which costs credits to find out.
+- Integrity is checked once per file as cheaply as the format allows: PNG by ``verify()`` (every
+  chunk's CRC, no pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a
+  full decode. Images larger than ``MAX_PIXELS`` are refused (decompression bombs).
+- Masks: ``L``, ``RGB`` and ``1`` are uploaded as they are (the API reads luminance). Any other
+  mode is converted to grayscale before upload (``PlannedJob.mask_convert``, done by
+  ``mask_upload_bytes``) and a notice says so. When the mask has real transparency (some alpha
+  below 255) OpenAI's convention decides, since gpt-image models define it: transparent = edit,
+  so the upload is ``255 - alpha`` and colours are ignored; the notice gives the share of the
+  image that will be edited, so an inverted mask shows at a glance. Without transparency the
+  conversion keeps luminance.
+- Mask content (the seeds' checklist) is only warned about: all black (edits nothing), all white
+  (edits everything), mostly mid-gray (low contrast). Notices about a file are given once, with
+  the first job that uses it, so 100,000 jobs sharing a mask do not print it 100,000 times.
+- ``size: auto`` picks the allowed size whose aspect ratio is closest to the image's (ties go to
+  the square). For URL or asset inputs the image cannot be seen offline: 1024x1024 and a notice.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import stat
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageChops, UnidentifiedImageError
+
+from pipeline.errors import Problem
+from pipeline.manifest import folder_name_problem
+from pipeline.models import (
+    BACKGROUNDS,
+    N_MAX,
+    OUTPUT_FORMATS,
+    PROMPT_MAX,
+    QUALITIES,
+    SIZES,
+    Feature,
+    InputRef,
+    Job,
+)
+
+AUTO_SIZE = "auto"
+FALLBACK_SIZE = "1024x1024"
+MAX_PIXELS = 50_000_000  # far above any real photo; a bigger "image" is a bomb or a mistake
+LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+COMPRESSION_RANGE = range(0, 101)
+CACHE_SIZE = 65_536  # distinct files remembered; past that the least recently used are re-read
+
+# Mask content thresholds, on 0-255 luminance (white = edit).
+THUMBNAIL = (64, 64)
+NEAR_BLACK = 8
+NEAR_WHITE = 247
+MID_GRAY = range(64, 192)
+MID_GRAY_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A warning about a job: worth reading, does not stop it. Same fields as Problem."""
+
+    job: str | None
+    field: str | None
+    message: str
+    location: str | None = None
+
+    __str__ = Problem.__str__
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What preflight learnt about one file; shared by every job that uses it."""
+
+    path: str  # the real path
+    format: str  # PNG, JPEG or WebP
+    width: int
+    height: int
+    mode: str
+    notes: tuple[str, ...] = ()  # notices about the file, given once
+    convert_mask: bool = False  # as a mask, it must be converted to grayscale before upload
+
+
+_Inspect = Callable[[str], ImageFacts | str]
+
+
+class Preflight:
+    """Checks jobs one at a time; remembers ids (for duplicates) and facts per distinct file."""
+
+    def __init__(self, max_pixels: int = MAX_PIXELS, cache_size: int = CACHE_SIZE) -> None:
+        self.max_pixels = max_pixels
+        self._ids: set[str] = set()
+        self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
+        self._resolve = lru_cache(maxsize=cache_size)(_resolve)
+        self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
+        self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
+
+    def check(
+        self, job: Job, base_dir: Path | None = None
+    ) -> tuple[Job | None, list[Problem], list[Notice]]:
+        """The job with ``size: auto`` resolved (None if it has problems), problems, notices.
+
+        ``base_dir`` is the manifest's folder, for the symbolic-link policy; ``scan`` passes it.
+        """
+        problems = [Problem(job.id, name, text, job.location) for name, text in self._fields(job)]
+        notices: list[Notice] = []
+        base = os.path.abspath(base_dir) if base_dir is not None else None
+        image = self._check_file(job, "image", base, self._image_facts, problems, notices)
+        mask = None
+        if job.mask is not None and job.feature is Feature.INPAINT:
+            mask = self._check_file(job, "mask", base, self._mask_facts, problems, notices)
+        if image is not None and mask is not None:
+            self._compare_sizes(job, image, mask, problems)
+        size = self._resolved_size(job, image, notices)
+        if problems:
+            return None, problems, notices
+        return (job if size == job.size else replace(job, size=size)), [], notices
+
+    def mask_convert(self, job: Job) -> bool:
+        """Whether the job's mask must be converted before upload (read from the cache)."""
+        if job.mask is None or job.mask.kind != "file":
+            return False
+        real, _refusal = self._resolve(job.mask.value, None)
+        facts = self._mask_facts(real)
+        return isinstance(facts, ImageFacts) and facts.convert_mask
+
+    # -- fields --
+
+    def _fields(self, job: Job) -> Iterator[tuple[str, str]]:
+        yield from self._id_problems(job.id)
+        yield from _prompt_problems(job.prompt)
+        yield from _parameter_problems(job)
+
+    def _id_problems(self, job_id: str) -> Iterator[tuple[str, str]]:
+        reason = folder_name_problem(job_id)
+        if reason:
+            yield "id", f"{job_id!r} cannot name the job's output folder: {reason}"
+        folded = unicodedata.normalize("NFC", job_id).casefold()
+        if folded in self._ids:
+            yield "id", f"{job_id!r} is already used by an earlier job (letter case ignored)"
+        self._ids.add(folded)
+
+    # -- files --
+
+    def _check_file(
+        self,
+        job: Job,
+        name: str,
+        base: str | None,
+        inspect: _Inspect,
+        problems: list[Problem],
+        notices: list[Notice],
+    ) -> ImageFacts | None:
+        ref = job.image if name == "image" else job.mask
+        if ref is None:
+            return None
+        if ref.kind != "file":
+            reason = _remote_ref_problem(ref)
+            if reason:
+                problems.append(Problem(job.id, name, reason, job.location))
+            return None
+        real, refusal = self._resolve(ref.value, base)
+        facts = refusal or inspect(real)
+        if isinstance(facts, str):
+            shown = _shown_path(ref.value, base)
+            problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
+            return None
+        if facts.notes and (name, real) not in self._noted:
+            self._noted.add((name, real))
+            shown = _shown_path(ref.value, base)
+            notices.extend(
+                Notice(
+                    job.id, name, f"{shown} {note}; said once for all jobs using it", job.location
+                )
+                for note in facts.notes
+            )
+        return facts
+
+    def _inspect_image(self, real: str) -> ImageFacts | str:
+        problem = _file_problem(real)
+        if problem:
+            return problem
+        try:
+            with _bombs_refused(), Image.open(real) as image:
+                problem = _header_problem(image, self.max_pixels)
+                if problem:
+                    return problem
+                facts = _facts(real, image, _file_notes(real))
+                _decode_cheaply(image)
+                return facts
+        # Pillow's decoders raise many types on malformed data (OSError, SyntaxError,
+        # ValueError, struct.error, ...); bad input must never end in a traceback.
+        except Exception as exc:
+            return _failure(exc)
+
+    def _inspect_mask(self, real: str) -> ImageFacts | str:
+        problem = _file_problem(real)
+        if problem:
+            return problem
+        try:
+            with _bombs_refused(), Image.open(real) as image:
+                problem = _header_problem(image, self.max_pixels)
+                if problem:
+                    return problem
+                image.load()  # the content checks need the pixels anyway
+                gray = mask_as_grayscale(image)
+                notes = (
+                    *_file_notes(real),
+                    *_conversion_notes(image, gray),
+                    *_content_notes(gray),
+                )
+                return _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+        except Exception as exc:  # as in _inspect_image
+            return _failure(exc)
+
+    @staticmethod
+    def _compare_sizes(
+        job: Job, image: ImageFacts, mask: ImageFacts, problems: list[Problem]
+    ) -> None:
+        if (image.width, image.height) != (mask.width, mask.height):
+            message = (
+                f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
+                "they must match exactly"
+            )
+            problems.append(Problem(job.id, "mask", message, job.location))
+
+    def _resolved_size(self, job: Job, image: ImageFacts | None, notices: list[Notice]) -> str:
+        if job.size != AUTO_SIZE:
+            return job.size
+        if image is not None:
+            return closest_size(image.width, image.height)
+        if job.image.kind != "file":
+            message = f"auto needs a local image to measure; using {FALLBACK_SIZE}"
+            notices.append(Notice(job.id, "size", message, job.location))
+        return FALLBACK_SIZE
+
+
+# --- field checks ---------------------------------------------------------------------------
+
+
+def _prompt_problems(prompt: str) -> Iterator[tuple[str, str]]:
+    if not prompt.strip():
+        yield "prompt", f"is empty: describe the edit (1-{PROMPT_MAX} characters)"
+    elif len(prompt) > PROMPT_MAX:
+        yield "prompt", f"is {len(prompt)} characters long; the API takes at most {PROMPT_MAX}"
+
+
+def _parameter_problems(job: Job) -> Iterator[tuple[str, str]]:
+    yield from _choice("size", job.size, (*SIZES, AUTO_SIZE))
+    yield from _choice("quality", job.quality, QUALITIES)
+    if job.feature is Feature.INPAINT:
+        if not _is_int(job.n) or not 1 <= job.n <= N_MAX:
+            yield "n", f"is {job.n!r}; must be 1 to {N_MAX}"
+        yield from _choice("output_format", job.output_format, OUTPUT_FORMATS)
+        if not _is_int(job.output_compression) or job.output_compression not in COMPRESSION_RANGE:
+            yield "output_compression", f"is {job.output_compression!r}; must be 0 to 100"
+        if job.mask is None:
+            yield "mask", "required for IMAGE_INPAINTER: white marks the area to edit"
+    else:
+        yield from _choice("background", job.background, BACKGROUNDS)
+        if job.n != 1:
+            yield "n", "applies only to IMAGE_INPAINTER; the background replacer makes one image"
+        if job.mask is not None:
+            yield "mask", "applies only to IMAGE_INPAINTER; the background replacer takes none"
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    if value not in allowed:
+        yield name, f"{value!r} is not one of {', '.join(allowed)}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _remote_ref_problem(ref: InputRef) -> str | None:
+    if ref.kind == "asset":
+        return None if ref.value.strip() else "asset: needs a path after the colon"
+    try:
+        parts = urlsplit(ref.value)
+        host = parts.hostname
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{ref.value!r} is not an http(s) URL"
+    if not host:
+        return f"{ref.value!r} has no host"
+    if any(char.isspace() for char in ref.value):
+        return f"{ref.value!r} contains spaces; encode them as %20"
+    return None
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def _resolve(path: str, base: str | None) -> tuple[str, str | None]:
+    """The real path, and why the folder policy refuses it (None if it does not)."""
+    real = os.path.realpath(path)
+    if base is None or not _is_within(path, base) or _is_within(real, os.path.realpath(base)):
+        return real, None
+    refusal = (
+        f"leads outside the manifest's folder through a symbolic link (to {real}); "
+        "write the real path if you mean that file"
+    )
+    return real, refusal
+
+
+def _is_within(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def _file_problem(real: str) -> str | None:
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        return f"does not exist (looked for {real})"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        return "is not a regular file"
+    if info.st_size == 0:
+        return "is empty (0 bytes)"
+    return None
+
+
+def _file_notes(real: str) -> tuple[str, ...]:
+    size = os.path.getsize(real)
+    if size > LARGE_FILE_BYTES:
+        megabytes = size / (1024 * 1024)
+        return (f"is {megabytes:.0f} MB; gpt-image models take at most 50 MB per image",)
+    return ()
+
+
+@contextmanager
+def _bombs_refused() -> Iterator[None]:
+    # Pillow only warns between its own pixel limit and twice that; make that a refusal too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _failure(exc: Exception) -> str:
+    """Why a file could not be opened or decoded, in words."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return "is too large to be a real image (decompression bomb)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "is not an image Pillow can read (PNG, JPEG or WebP)"
+    if isinstance(exc, PermissionError):
+        return "cannot be read: permission denied"
+    return f"is damaged or truncated: {exc}"
+
+
+def _header_problem(image: Image.Image, max_pixels: int) -> str | None:
+    kind = ACCEPTED_FORMATS.get(image.format or "")
+    if kind is None:
+        return f"is {image.format or 'an unknown format'}; the API takes PNG, JPEG or WebP"
+    if image.width * image.height > max_pixels:
+        return f"is {image.width}x{image.height}, more than {max_pixels / 1e6:g} megapixels"
+    if kind != "JPEG" and getattr(image, "is_animated", False):
+        return "is animated; the API takes still images (save one frame)"
+    return None
+
+
+def _decode_cheaply(image: Image.Image) -> None:
+    if image.format == "PNG":
+        image.verify()  # every chunk's CRC up to IEND: finds truncation without decoding pixels
+        return
+    if image.format in ("JPEG", "MPO"):
+        # Decoding at 1/8 scale still reads every byte, so truncation shows, ~20x cheaper.
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
+
+
+def _facts(
+    real: str, image: Image.Image, notes: tuple[str, ...], convert_mask: bool = False
+) -> ImageFacts:
+    kind = ACCEPTED_FORMATS[image.format or ""]
+    return ImageFacts(real, kind, image.width, image.height, image.mode, notes, convert_mask)
+
+
+def _shown_path(path: str, base: str | None) -> str:
+    """The path as short as it can be told: relative to the manifest's folder when inside."""
+    return os.path.relpath(path, base) if base is not None and _is_within(path, base) else path
+
+
+# --- masks ----------------------------------------------------------------------------------
+
+
+def mask_as_grayscale(image: Image.Image) -> Image.Image:
+    """The mask as the API expects it: mode L, white = edit (see the module docstring)."""
+    if image.mode == "L":
+        return image
+    alpha = _alpha(image)
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        return ImageChops.invert(alpha)  # OpenAI's convention: transparent = edit
+    return image.convert("L")
+
+
+def _alpha(image: Image.Image) -> Image.Image | None:
+    if image.mode in ALPHA_MODES:
+        return image.getchannel("A")
+    if image.mode == "P" and "transparency" in image.info:
+        return image.convert("RGBA").getchannel("A")
+    return None
+
+
+def mask_upload_bytes(path: Path) -> bytes:
+    """PNG bytes of the mask converted to grayscale (L, white = edit), for ``mask_convert``."""
+    with Image.open(path) as image:
+        image.load()
+        buffer = io.BytesIO()
+        mask_as_grayscale(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _conversion_notes(image: Image.Image, gray: Image.Image) -> Iterator[str]:
+    if image.mode in MASK_MODES_AS_IS:
+        return
+    alpha = _alpha(image)
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        share = _mean(gray) / 255
+        yield (
+            f"has transparency: it will be uploaded as grayscale with OpenAI's rule "
+            f"(transparent = edit, opaque = keep); {share:.0%} of the image will be edited"
+        )
+    else:
+        yield f"is mode {image.mode}: it will be uploaded converted to grayscale"
+
+
+def _content_notes(gray: Image.Image) -> Iterator[str]:
+    darkest, brightest = gray.getextrema()
+    if brightest <= NEAR_BLACK:
+        yield "is all black: nothing will be edited (white marks the area to edit)"
+        return
+    if darkest >= NEAR_WHITE:
+        yield "is all white: the whole image will be regenerated"
+        return
+    histogram = _thumbnail(gray).histogram()
+    gray_share = sum(histogram[MID_GRAY.start : MID_GRAY.stop]) / sum(histogram)
+    if gray_share > MID_GRAY_SHARE:
+        yield (
+            f"is mostly mid-gray ({gray_share:.0%}), low contrast: edits will only blend; "
+            "use white to edit and black to keep"
+        )
+
+
+def _thumbnail(gray: Image.Image) -> Image.Image:
+    small = gray.copy()
+    small.thumbnail(THUMBNAIL)
+    return small
+
+
+def _mean(gray: Image.Image) -> float:
+    histogram = _thumbnail(gray).histogram()
+    return sum(value * count for value, count in enumerate(histogram)) / max(1, sum(histogram))
+
+
+# --- size auto ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def closest_size(width: int, height: int) -> str:
+    """The allowed size whose aspect ratio is closest to ``width / height`` (ties: the first)."""
+    ratio = math.log(width / height)
+
+    def distance(size: str) -> float:
+        size_width, size_height = (int(part) for part in size.split("x"))
+        return abs(ratio - math.log(size_width / size_height))
+
+    return min(SIZES, key=distance)

@@ -1,0 +1,328 @@
+"""plan.py (content keys, digests, scan) and validate.py (the validate / dry-run report)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import plan as plan_module
+from pipeline.config import ConfigError
+from pipeline.errors import Problem
+from pipeline.manifest import load_manifest
+from pipeline.models import Feature, InputRef, Job, PlannedJob
+from pipeline.plan import Planner, content_key, file_digest, scan
+from pipeline.preflight import Notice
+from pipeline.validate import (
+    BUILT_IN_CREDITS,
+    format_plan,
+    format_problems,
+    load_credit_table,
+    summarize,
+)
+from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def raw_inputs(folder: Path) -> tuple[Path, Path]:
+    # The planner never decodes: plain bytes keep the golden key independent of Pillow.
+    folder.mkdir(parents=True, exist_ok=True)
+    image, mask = folder / "image.png", folder / "mask.png"
+    image.write_bytes(b"image-bytes")
+    mask.write_bytes(b"mask-bytes")
+    return image, mask
+
+
+def job_for(image: Path, mask: Path | None = None, **changes: Any) -> Job:
+    job = Job(
+        id="sku-1",
+        feature=Feature.INPAINT,
+        image=InputRef("file", str(image)),
+        mask=InputRef("file", str(mask)) if mask else None,
+        prompt="linen lampshade",
+        location="m.yaml job 1",
+    )
+    return replace(job, **changes)
+
+
+# --- digests and keys -----------------------------------------------------------------------
+
+
+def test_file_digest_is_sha256_of_the_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    path.write_bytes(data)
+    assert file_digest(path) == hashlib.sha256(data).hexdigest()
+
+
+GOLDEN_KEY = "b940a09e4844d6036989a051b9ccb9796d9a99b8d0cd97a5c605a785c161815a"
+
+
+def test_key_is_stable_across_processes(tmp_path: Path) -> None:
+    image, mask = raw_inputs(tmp_path)
+    key = Planner().plan(job_for(image, mask)).key
+    code = (
+        "import sys; from pathlib import Path; from pipeline.plan import Planner;"
+        "from tests.test_plan import job_for;"
+        "print(Planner().plan(job_for(Path(sys.argv[1]), Path(sys.argv[2]))).key)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(image), str(mask)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == key
+
+
+def test_key_has_not_changed_by_accident(tmp_path: Path) -> None:
+    # Changing what goes into the key re-runs every user's finished jobs: bump KEY_VERSION and
+    # update this value deliberately, never as a side effect.
+    image, mask = raw_inputs(tmp_path)
+    assert Planner().plan(job_for(image, mask)).key == GOLDEN_KEY
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"prompt": "linen lampshade."},
+        {"size": "1536x1024"},
+        {"n": 2},
+        {"quality": "high"},
+        {"output_format": "webp"},
+        {"output_compression": 84},
+        {"feature": Feature.BACKGROUND, "mask": None},
+    ],
+)
+def test_any_parameter_changes_the_key(tmp_path: Path, changes: dict[str, Any]) -> None:
+    image, mask = raw_inputs(tmp_path)
+    planner = Planner()
+    base = planner.plan(job_for(image, mask)).key
+    assert planner.plan(replace(job_for(image, mask), **changes)).key != base
+
+
+def test_background_parameter_changes_the_key(tmp_path: Path) -> None:
+    image, _ = raw_inputs(tmp_path)
+    job = job_for(image, feature=Feature.BACKGROUND)
+    planner = Planner()
+    assert planner.plan(job).key != planner.plan(replace(job, background="opaque")).key
+
+
+def test_id_and_location_do_not_change_the_key(tmp_path: Path) -> None:
+    image, mask = raw_inputs(tmp_path)
+    planner = Planner()
+    moved = job_for(image, mask, id="other", location="rows.csv row 9")
+    assert planner.plan(moved).key == planner.plan(job_for(image, mask)).key
+
+
+def test_a_changed_byte_or_mask_conversion_changes_the_key(tmp_path: Path) -> None:
+    image, mask = raw_inputs(tmp_path)
+    job = job_for(image, mask)
+    before = Planner().plan(job).key
+    assert Planner().plan(job, mask_convert=True).key != before
+    mask.write_bytes(b"mask-bytez")
+    assert Planner().plan(job).key != before
+    mask.write_bytes(b"mask-bytes")
+    image.write_bytes(b"image-bytez")
+    assert Planner().plan(job).key != before
+
+
+def test_url_and_asset_inputs_are_keyed_by_their_text(tmp_path: Path) -> None:
+    job = job_for(tmp_path, mask=None, feature=Feature.BACKGROUND)
+    url = replace(job, image=InputRef("url", "https://e.com/a.png"))
+    asset = replace(job, image=InputRef("asset", "https://e.com/a.png"))
+    planned = Planner().plan(url)
+    assert planned.image_digest is None
+    assert planned.key != Planner().plan(asset).key
+    assert planned.key == content_key(url, "url:https://e.com/a.png", None)
+
+
+def test_digest_computed_once_per_distinct_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    real_digest = plan_module.file_digest
+
+    def counting_digest(path: Path) -> str:
+        calls.append(path)
+        return real_digest(path)
+
+    monkeypatch.setattr(plan_module, "file_digest", counting_digest)
+    image, mask = raw_inputs(tmp_path)
+    (tmp_path / "alias.png").symlink_to(image)
+    planner = Planner()
+    spellings = [image, tmp_path / "alias.png", tmp_path / ".." / tmp_path.name / "image.png"]
+    for index in range(300):
+        planner.plan(job_for(spellings[index % 3], mask, id=f"j{index}"))
+    assert sorted(calls) == sorted([image, mask])
+
+
+# --- scan -----------------------------------------------------------------------------------
+
+
+def test_scan_yields_problems_notices_and_planned_jobs_in_order(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    make_mask(tmp_path / "masks" / "black.png", fill=0, edit=0)
+    make_alpha_mask(tmp_path / "masks" / "alpha.png")
+    base = {"type": "inpaint", "image": "images/item.png", "prompt": "p"}
+    jobs = [
+        {**base, "id": "good", "mask": "masks/item.png", "size": "auto"},
+        {**base, "id": "black", "mask": "masks/black.png"},
+        {**base, "id": "missing", "mask": "masks/none.png"},
+        {**base, "id": "alpha", "mask": "masks/alpha.png"},
+        {**base, "id": "bad-n", "mask": "masks/item.png", "n": "many"},
+    ]
+    manifest = load_manifest(write_manifest(tmp_path, {"jobs": jobs}))
+    items = list(scan(manifest))
+    kinds = [(type(item).__name__, _job_id(item)) for item in items]
+    assert kinds == [
+        ("PlannedJob", "good"),
+        ("Notice", "black"),
+        ("PlannedJob", "black"),
+        ("Problem", "missing"),
+        ("Notice", "alpha"),
+        ("PlannedJob", "alpha"),
+        ("Problem", "bad-n"),
+    ]
+    planned = [item for item in items if isinstance(item, PlannedJob)]
+    assert planned[0].job.size == "1024x1024"  # auto resolved before the key is made
+    assert [p.mask_convert for p in planned] == [False, False, True]
+    assert planned[0].image_digest == planned[1].image_digest
+
+
+def _job_id(item: PlannedJob | Problem | Notice) -> str | None:
+    return item.job.id if isinstance(item, PlannedJob) else item.job
+
+
+def test_scan_is_lazy(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    rows = "".join(f"j{i},images/item.png,p\n" for i in range(20_000))
+    (tmp_path / "rows.csv").write_text("id,image,prompt\n" + rows, encoding="utf-8")
+    manifest = load_manifest(
+        write_manifest(tmp_path, {"defaults": {"type": "background"}, "items": "rows.csv"})
+    )
+    first = next(scan(manifest))
+    assert isinstance(first, PlannedJob) and first.job.id == "j0"
+
+
+def test_duplicate_ids_across_jobs_and_items(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    (tmp_path / "rows.csv").write_text("id,image,prompt\nsame,images/item.png,p\n")
+    data = {
+        "defaults": {"type": "background", "prompt": "p"},
+        "jobs": [{"id": "same", "image": "images/item.png"}],
+        "items": "rows.csv",
+    }
+    items = list(scan(load_manifest(write_manifest(tmp_path, data))))
+    (problem,) = [item for item in items if isinstance(item, Problem)]
+    assert (problem.job, problem.field, problem.location) == ("same", "id", "rows.csv row 1")
+
+
+# --- validate -------------------------------------------------------------------------------
+
+
+def test_summary_counts_and_credits(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    base = {"image": "images/item.png", "prompt": "p"}
+    jobs = [
+        {**base, "id": "a", "type": "inpaint", "mask": "masks/item.png", "n": 3, "quality": "low"},
+        {**base, "id": "b", "type": "inpaint", "mask": "masks/item.png"},
+        {**base, "id": "c", "type": "background", "quality": "high"},
+        {**base, "id": "d", "type": "background", "prompt": ""},
+    ]
+    summary = summarize(write_manifest(tmp_path, {"name": "spring", "jobs": jobs}))
+    inpaint, background = summary.counts[Feature.INPAINT], summary.counts[Feature.BACKGROUND]
+    assert (inpaint.jobs, inpaint.calls, inpaint.images, inpaint.uploads) == (2, 2, 4, 2)
+    assert inpaint.credits == 3 * 1000 + 4000
+    assert (background.jobs, background.images, background.credits) == (1, 1, 8000)
+    assert (summary.uploads, summary.total.credits, summary.total_jobs) == (2, 15000, 3)
+    assert (summary.problem_count, summary.ok) == (1, False)
+    report = format_plan(summary)
+    assert "Manifest 'spring'" in report and "15,000" in report and "NOT READY" in report
+    assert "job 'd' (manifest.yaml:" in report and "prompt: is empty" in report
+
+
+def test_summary_skips_jobs_the_ledger_has_done(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    jobs = [{"id": f"j{i}", "image": "images/item.png", "prompt": f"p{i}"} for i in range(3)]
+    path = write_manifest(tmp_path, {"defaults": {"type": "background"}, "jobs": jobs})
+    keys = {p.job.id: p.key for p in scan(load_manifest(path)) if isinstance(p, PlannedJob)}
+    # A finished job with another key (its prompt changed since) runs again.
+    done = {"j0": keys["j0"], "j1": "stale-key"}
+    summary = summarize(path, done_keys=lambda job_id, key: done.get(job_id) == key)
+    counts = summary.counts[Feature.BACKGROUND]
+    assert (counts.jobs, counts.skipped, counts.calls) == (3, 1, 2)
+    assert "READY: 2 feature calls would produce 2 images." in format_plan(summary)
+
+
+def test_summary_of_a_manifest_that_does_not_load(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\njobs: [\n")
+    summary = summarize(path)
+    assert not summary.ok and "not valid YAML" in format_plan(summary)
+
+
+def test_the_examples_in_jobs_are_valid() -> None:
+    for name in ("demo", "catalog"):
+        summary = summarize(REPO / "jobs" / f"{name}.yaml")
+        assert summary.ok, format_plan(summary)
+        assert summary.warning_count == 0
+
+
+def test_format_problems_groups_by_job_and_limits() -> None:
+    problems = [Problem(None, "version", "missing", "m.yaml")]
+    problems += [Problem(f"j{i}", "n", "too big", f"m.yaml job {i}") for i in range(5)]
+    problems.append(Problem("j4", "prompt", "is empty", "m.yaml job 4"))
+    text = format_problems(problems, limit=4)
+    assert text.splitlines() == [
+        "7 problems:",
+        "  m.yaml:",
+        "    version: missing",
+        "  job 'j0' (m.yaml job 0):",
+        "    n: too big",
+        "  job 'j1' (m.yaml job 1):",
+        "    n: too big",
+        "  job 'j2' (m.yaml job 2):",
+        "    n: too big",
+        "  ... and 3 more",
+    ]
+    assert format_problems([]) == ""
+    warning = Notice("j1", "mask", "is all black", "m.yaml job 1")
+    assert format_problems([warning], heading="warnings").startswith("1 warning:\n")
+    assert "and 4,995 more" in format_problems(problems[:5], limit=10, total=5000)
+
+
+def test_credit_table_file_and_fallback(tmp_path: Path) -> None:
+    table = load_credit_table()
+    assert table.source.endswith("configs/credits.yaml")
+    assert table.per_image == BUILT_IN_CREDITS  # the file and the fallback agree
+    custom = tmp_path / "credits.yaml"
+    custom.write_text(
+        "per_image:\n"
+        "  IMAGE_INPAINTER: {low: 1, medium: 2, high: 3}\n"
+        "  BACKGROUND_REPLACER: {low: 4, medium: 5, high: 6}\n"
+    )
+    assert load_credit_table(custom).per_image["BACKGROUND_REPLACER"]["high"] == 6
+    custom.write_text("per_image:\n  IMAGE_INPAINTER: {low: 1, medium: -2, high: 3}\n")
+    with pytest.raises(ConfigError, match=r"per_image\.IMAGE_INPAINTER\.medium"):
+        load_credit_table(custom)
+
+
+def test_credit_table_falls_back_when_the_file_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pipeline.validate as validate_module
+
+    monkeypatch.setattr(validate_module, "CREDITS_FILE", tmp_path / "absent.yaml")
+    table = load_credit_table()
+    assert (table.source, table.per_image) == ("built-in", BUILT_IN_CREDITS)
