@@ -140,13 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def command_validate(manifest_path: Path) -> int:
     summary = summarize(manifest_path)
-    if summary.warnings:
-        print(format_problems(summary.warnings, heading="warnings"), file=sys.stderr)
-    if summary.problems:
-        print(format_problems(summary.problems), file=sys.stderr)
-        return EXIT_USAGE
-    print(format_plan(summary))
-    return EXIT_OK
+    print(format_plan(summary), file=sys.stdout if summary.ok else sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_USAGE
 
 
 def command_status(out_dir: Path) -> int:
@@ -213,12 +208,15 @@ def command_run(args: argparse.Namespace) -> int:
         ledger = read_ledger(out_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, out_dir)
         summary = summarize(args.manifest, done_keys=_done_keys(ledger, args.retry_failed))
-        if summary.warnings:
-            print(format_problems(summary.warnings, heading="warnings"), file=sys.stderr)
-        if summary.problems:
-            print(format_problems(summary.problems), file=sys.stderr)
+        if not summary.ok:
+            print(format_plan(summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
             return EXIT_USAGE
+        if summary.warning_count:
+            warnings = format_problems(
+                summary.warnings, total=summary.warning_count, heading="warnings"
+            )
+            print(warnings, file=sys.stderr)
         return asyncio.run(_run(context, store, ledger, summary.total_jobs))
 
 
@@ -232,15 +230,11 @@ def _done_keys(ledger: LedgerState, retry_failed: bool) -> Any:
 
 def _dry_run(context: RunContext) -> int:
     ledger = read_ledger(context.out_dir / LEDGER_NAME)
-    summary = summarize(
-        context.args.manifest, done_keys=_done_keys(ledger, context.args.retry_failed)
-    )
-    if summary.warnings:
-        print(format_problems(summary.warnings, heading="warnings"), file=sys.stderr)
-    if summary.problems:
-        print(format_problems(summary.problems), file=sys.stderr)
+    retry_failed = context.args.retry_failed
+    summary = summarize(context.args.manifest, done_keys=_done_keys(ledger, retry_failed))
+    print(format_plan(summary), file=sys.stdout if summary.ok else sys.stderr)
+    if not summary.ok:
         return EXIT_USAGE
-    print(format_plan(summary))
     print("dry run: nothing was sent.")
     return EXIT_OK
 

@@ -1,0 +1,195 @@
+"""End to end: the real CLI against the emulator on 127.0.0.1 (issue 4's "done when")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_helpers import (
+    assert_outputs_whole,
+    latest_states,
+    ledger_lines,
+    run_cli,
+    spawn_cli,
+    summary,
+    write_catalog,
+)
+from tests.emulator_thread import emulator_thread
+
+FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+
+
+def test_all_jobs_done_then_a_second_run_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_catalog(tmp_path, 12, images=3, n=2)
+    out = tmp_path / "out"
+    with emulator_thread() as emulator:
+        args = ["run", str(manifest), "--out", str(out), *FAST]
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(12)], 2, (1024, 1024))
+        assert len(emulator.calls("features")) == 12
+        # 3 photos + 3 byte-identical masks: uploads go by content, so 4
+        assert len(emulator.calls("assets")) == 4
+        requests_before = len(emulator.log)
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert len(emulator.log) == requests_before  # nothing sent at all
+    result = summary(out)
+    assert result["counts"]["skipped"] == 12 and result["exit_code"] == 0
+
+
+def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = write_catalog(tmp_path, 30, images=3)
+    out = tmp_path / "out"
+    faults = {
+        "rate_429": 0.1,
+        "retry_after": "seconds",
+        "rate_5xx": 0.1,
+        "rate_drop": 0.05,
+        "rate_malformed": 0.05,
+        "rate_failed": 0.05,
+        "rate_truncate": 0.1,
+        "rate_expire": 0.2,
+        "seed": 7,
+    }
+    with emulator_thread(**faults) as emulator:
+        args = ["run", str(manifest), "--out", str(out), *FAST, "--max-attempts", "8"]
+        code = run_cli([*args, "--config", str(_fast_backoff(tmp_path))], emulator.env, monkeypatch)
+        assert code == 0
+        injected = [e["fault"] for e in emulator.log if e["fault"]]
+        assert len(injected) >= 10  # the faults really happened
+        charged = [e for e in emulator.calls("features") if e["credits"]]
+        assert len(charged) == 30  # each edit bought exactly once despite download faults
+    assert set(latest_states(out).values()) == {"succeeded"}
+    assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(30)], 1, (1024, 1024))
+    stats = summary(out)["stats"]
+    assert stats["retry/count"] >= 10
+
+
+def _fast_backoff(folder: Path) -> Path:
+    profile = folder / "fast-retry.yaml"
+    profile.write_text("retry: {backoff_base: 0.01, backoff_max: 0.05, retry_after_max: 0.05}\n")
+    return profile
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ({"api_key": "a-different-key"}, "key"),
+        ({"credit_limit": 2000}, "credit"),  # two low-quality images' worth
+    ],
+)
+def test_rejected_key_and_exhausted_credits_stop_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: dict[str, object], reason: str
+) -> None:
+    manifest = write_catalog(tmp_path, 10, images=2)
+    out = tmp_path / "out"
+    with emulator_thread() as emulator:
+        for name, value in setup.items():
+            if name == "credit_limit":
+                emulator.server.state.credit_limit = int(value)  # type: ignore[call-overload]
+            else:
+                emulator.configure(**{name: value})
+        args = ["run", str(manifest), "--out", str(out), *FAST, "--concurrency", "2"]
+        assert run_cli(args, emulator.env, monkeypatch) == 3
+        stopped = summary(out)["stopped"]
+        assert reason in stopped["message"].lower()
+        states = latest_states(out)
+        assert "failed" not in states.values()  # nothing is marked failed: all resumable
+        assert len(emulator.calls("features", status=None)) <= 2 + 2  # stopped within a few
+        # Fix the cause, run again: everything completes, nothing bought twice.
+        emulator.configure(api_key="e2e-test-key-0123456789")
+        emulator.server.state.credit_limit = 10**9
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert len([e for e in emulator.calls("features") if e["credits"]]) == 10
+
+
+def test_rpm_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = write_catalog(tmp_path, 6, images=1)
+    with emulator_thread() as emulator:
+        args = ["run", str(manifest), "--out", str(tmp_path / "o"), "--no-progress", "--no-report"]
+        assert (
+            run_cli([*args, "--rpm", "600", "--concurrency", "6"], emulator.env, monkeypatch) == 0
+        )
+        times = [e["ts"] for e in emulator.calls("features")]
+    # 600/min is one call every 0.1 s from the first: no start-up burst. Arrival times jitter a
+    # little on the way, so check the span (a lower bound pacing guarantees), not each gap.
+    assert len(times) == 6
+    assert times[-1] - times[0] >= 5 * 0.1 * 0.9
+
+
+def test_run_without_key_explains_and_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write_catalog(tmp_path, 2)
+    monkeypatch.delenv("ONEMIN_API_KEY", raising=False)
+    assert run_cli(["run", str(manifest), "--out", str(tmp_path / "o")], {}, monkeypatch) == 2
+    assert "ONEMIN_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_emulator_flag_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = write_catalog(tmp_path, 3)
+    monkeypatch.delenv("ONEMIN_API_KEY", raising=False)
+    args = ["run", str(manifest), "--out", str(tmp_path / "o"), "--emulator", *FAST]
+    assert run_cli(args, {}, monkeypatch) == 0
+    assert latest_states(tmp_path / "o") == dict.fromkeys(
+        [f"sku-{j:04d}" for j in range(3)], "succeeded"
+    )
+
+
+def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
+    manifest = write_catalog(tmp_path, 24, images=3)
+    out = tmp_path / "out"
+    concurrency = 4
+    with emulator_thread(latency=0.15) as emulator:
+        args = ["run", str(manifest), "--out", str(out), "--no-progress", "--no-report"]
+        args += ["--rpm", "6000", "--concurrency", str(concurrency)]
+        process = spawn_cli(args, emulator.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = latest_states(out) if (out / "ledger.jsonl").exists() else {}
+            if list(states.values()).count("succeeded") >= 6:
+                break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        before = latest_states(out)
+        succeeded_before = {j for j, s in before.items() if s == "succeeded"}
+        assert 6 <= len(succeeded_before) < 24
+        lines_before = len(ledger_lines(out))
+        resumed = spawn_cli(args, emulator.env)
+        assert resumed.wait(60) == 0, resumed.stderr.read().decode()  # type: ignore[union-attr]
+        paid = [e for e in emulator.calls("features") if e["credits"]]
+    after = ledger_lines(out)[lines_before:]
+    restarted = {line["job_id"] for line in after if line["status"] == "started"}
+    assert not restarted & succeeded_before  # no job recorded as succeeded is sent again
+    assert set(latest_states(out).values()) == {"succeeded"}
+    assert len(paid) - 24 <= concurrency  # at most the in-flight calls were paid twice
+    assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(24)], 1, (1024, 1024))
+    assert not list(out.glob("*/.part-*"))
+
+
+def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
+    manifest = write_catalog(tmp_path, 40, images=2)
+    out = tmp_path / "out"
+    with emulator_thread(latency=0.2) as emulator:
+        args = ["run", str(manifest), "--out", str(out), "--no-progress", "--no-report"]
+        process = spawn_cli([*args, "--rpm", "6000", "--concurrency", "3"], emulator.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            (out / "ledger.jsonl").exists() and "succeeded" in latest_states(out).values()
+        ):
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(20)
+        assert code == 130, process.stderr.read().decode()  # type: ignore[union-attr]
+        states = latest_states(out)
+    assert "failed" not in states.values()
+    assert set(states.values()) <= {"succeeded"}  # in-flight jobs were settled, not dropped
+    assert len(states) < 40
+    assert os.path.exists(out / "summary.json")
