@@ -1,0 +1,304 @@
+"""``pipeline.report``: the review page built from a run folder's ledger, summary and images."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from PIL import Image
+
+from pipeline.ledger import LEDGER_NAME
+from pipeline.models import ErrorInfo, Feature
+from pipeline.report import (
+    REPORT_NAME,
+    THUMBS_DIR,
+    embed_json,
+    format_duration,
+    make_thumbnail,
+    progress_chart,
+    write_report,
+)
+from tests.browser.synthetic_run import SyntheticJob, build_run, records
+
+HOSTILE_PROMPT = "<script>alert(1)</script> & \u2028 </x-end>"
+HOSTILE_ID = "<img src=x onerror=alert(1)>"
+
+
+def page_data(page: str) -> dict[str, Any]:
+    """The JSON the page's script renders (json.loads undoes the \\u003c escapes)."""
+    match = re.search(
+        r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S
+    )
+    assert match is not None
+    return json.loads(match.group(1))
+
+
+def tile(page: str, label: str) -> str:
+    match = re.search(rf">{label}</span><span class=\"tile-value\">([^<]*)<", page)
+    assert match is not None, label
+    return match.group(1)
+
+
+def thumbs_of(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / THUMBS_DIR).iterdir()}
+
+
+@pytest.fixture
+def mixed_run(tmp_path: Path) -> Path:
+    """Two successes, a failure, an interrupted job, in an order that is not failed-first."""
+    out = tmp_path / "out"
+    build_run(
+        out,
+        [
+            SyntheticJob("ok-1", n=2),
+            SyntheticJob("bg-1", feature=Feature.BACKGROUND, product="lamp"),
+            SyntheticJob(
+                "bad-1",
+                outcome="failed",
+                retries=[ErrorInfo("server_error", "502", 502)] * 2,
+                error=ErrorInfo("server_error", "502 Bad Gateway", 502),
+            ),
+            SyntheticJob("cut-1", outcome="started"),
+            SyntheticJob("bad-2", outcome="failed", retries=[ErrorInfo("rate_limited", "", 429)]),
+        ],
+        side=24,
+    )
+    return out
+
+
+def test_header_counts_and_failed_first(mixed_run: Path) -> None:
+    page = write_report(mixed_run).read_text()
+
+    assert tile(page, "Succeeded") == "2"
+    assert tile(page, "Failed") == "2"
+    assert tile(page, "Unfinished") == "1"
+    assert tile(page, "Retries") == "3"
+    assert "rate_limited 1, server_error 2" in page
+    jobs = page_data(page)["jobs"]
+    # Failed first, then unfinished, then succeeded; the ledger's order within each group.
+    assert [job["id"] for job in jobs] == ["bad-1", "bad-2", "cut-1", "ok-1", "bg-1"]
+    bad = jobs[0]
+    assert bad["error"] == {
+        "kind": "server_error",
+        "message": "502 Bad Gateway",
+        "http_status": 502,
+    }
+    assert bad["attempts"] == 3
+    assert bad["retries"] == {"server_error": 2}
+    assert [o["full"] for o in jobs[3]["outputs"]] == ["ok-1/0.png", "ok-1/1.png"]
+    assert jobs[3]["prompt"] == "modern pendant light, brushed metal"
+    assert jobs[3]["params"]["n"] == 2 and "prompt" not in jobs[3]["params"]
+
+
+def test_inpainter_source_shows_the_mask_as_an_overlay(mixed_run: Path) -> None:
+    source = page_data(write_report(mixed_run).read_text())["jobs"][3]["source"]
+    assert source["thumb"] != source["plain"]  # tinted, with the plain source one click away
+    tinted = Image.open(mixed_run / source["thumb"]).convert("RGB")
+    plain = Image.open(mixed_run / source["plain"]).convert("RGB")
+    x, y = tinted.width // 2, tinted.height // 8  # inside the synthetic mask's ellipse
+    assert tinted.getpixel((x, y))[1] < plain.getpixel((x, y))[1] - 40  # red: less green
+    corner = (1, tinted.height - 2)  # outside it: untouched
+    assert tinted.getpixel(corner) == pytest.approx(plain.getpixel(corner), abs=12)
+
+
+def test_hostile_prompt_and_id_are_escaped(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_run(out, [SyntheticJob(HOSTILE_ID, prompt=HOSTILE_PROMPT)], side=16, name="</title>x")
+    page = write_report(out).read_text()
+
+    for raw in ("<script>alert", "<img src=x", "</x-end>", "</title>x", "\u2028"):
+        assert raw not in page
+    assert "&lt;/title&gt;x" in page  # the manifest's name, escaped in the header
+    job = page_data(page)["jobs"][0]
+    assert (job["id"], job["prompt"]) == (HOSTILE_ID, HOSTILE_PROMPT)  # intact once parsed
+    assert job["outputs"][0]["full"] == "%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E/0.png"
+
+
+def test_embed_json_cannot_close_its_script_element() -> None:
+    text = embed_json({"a": "</script><!-- & \u2028\u2029 >"})
+    assert not set("<>&") & set(text)
+    assert "\u2028" not in text and "\u2029" not in text
+    assert json.loads(text) == {"a": "</script><!-- & \u2028\u2029 >"}
+
+
+def test_missing_unreadable_and_remote_inputs_become_placeholders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = build_run(
+        out,
+        [
+            SyntheticJob("gone", n=2),
+            SyntheticJob("broken"),
+            SyntheticJob("remote", image="https://example.com/a.png", mask="asset:masks/m.png"),
+            SyntheticJob("stored", feature=Feature.BACKGROUND, image="asset:uploads/b.png"),
+        ],
+        side=16,
+    )
+    (run.inputs_dir / "gone.png").unlink()
+    (out / "gone" / "1.png").unlink()
+    (run.inputs_dir / "broken.png").write_bytes(b"not an image at all")
+    (out / "broken" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    jobs = {job["id"]: job for job in page_data(write_report(out).read_text())["jobs"]}
+
+    assert jobs["gone"]["source"]["note"] == "missing"
+    assert [o["note"] for o in jobs["gone"]["outputs"]] == [None, "missing"]
+    assert jobs["broken"]["source"]["note"] == "unreadable"
+    assert jobs["broken"]["source"]["thumb"] is None
+    assert jobs["broken"]["outputs"][0]["note"] == "unreadable"
+    assert jobs["remote"]["source"]["note"] == "url"
+    assert jobs["remote"]["mask"] == {"kind": "asset", "label": "masks/m.png"}
+    assert jobs["stored"]["source"]["note"] == "asset"
+    assert not [p for p in (out / THUMBS_DIR).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_output_paths_that_leave_the_folder_are_not_linked(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_run(out, [SyntheticJob("a")], side=16)
+    lines = records(out)
+    lines[-1]["outputs"] = ["../../etc/passwd", "/etc/passwd", "a/0.png"]
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+
+    outputs = page_data(write_report(out).read_text())["jobs"][0]["outputs"]
+    assert [o["note"] for o in outputs] == ["missing", "missing", None]
+    assert [o.get("full") for o in outputs] == [None, None, "a/0.png"]
+
+
+def test_torn_ledger_tail_is_ignored(mixed_run: Path) -> None:
+    with (mixed_run / LEDGER_NAME).open("ab") as ledger:
+        ledger.write(b'{"ts": "2026-01-01T00:00:00.000Z", "job_id": "torn", "stat')
+    page = write_report(mixed_run).read_text()
+
+    assert "torn" not in {job["id"] for job in page_data(page)["jobs"]}
+    assert "last line was torn" in page
+    assert tile(page, "Succeeded") == "2"
+
+
+def test_without_summary_the_figures_come_from_the_ledger(mixed_run: Path) -> None:
+    (mixed_run / "summary.json").unlink()
+    page = write_report(mixed_run).read_text()
+
+    assert "no summary.json" in page
+    assert tile(page, "Succeeded") == "2"
+    assert tile(page, "Skipped") == "—"
+    assert tile(page, "Retries") == "3"
+    assert tile(page, "Credits") == "12"  # two successes at 6 credits each
+    assert "<svg" in page
+
+
+def test_a_summary_older_than_the_ledger_is_not_trusted(mixed_run: Path) -> None:
+    summary = json.loads((mixed_run / "summary.json").read_text())
+    summary["finished_at"] = "2000-01-01T00:00:00.000Z"
+    summary["counts"]["skipped"] = 99
+    (mixed_run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(mixed_run).read_text()
+
+    assert "older than the ledger" in page
+    assert tile(page, "Skipped") == "—"
+
+
+def test_a_job_that_ran_again_shows_its_latest_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_run(out, [SyntheticJob("again", prompt="first try", outcome="failed")], side=16)
+    first = records(out)
+    build_run(out, [SyntheticJob("again", prompt="second try")], side=16)
+    lines = first + records(out)
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+
+    (job,) = page_data(write_report(out).read_text())["jobs"]
+    assert (job["status"], job["prompt"], job["error"]) == ("succeeded", "second try", None)
+
+
+def test_thumbnails_are_made_once_and_follow_changes(mixed_run: Path) -> None:
+    write_report(mixed_run)
+    made = thumbs_of(mixed_run)
+    assert made and all(name.endswith(".webp") for name in made)
+
+    write_report(mixed_run)
+    assert thumbs_of(mixed_run) == made  # same files, untouched
+
+    output = mixed_run / "bg-1" / "0.png"
+    Image.new("RGB", (24, 24), (0, 0, 255)).save(output)
+    os.utime(output, ns=(1, 1))  # a different mtime whatever the clock's resolution
+    write_report(mixed_run)
+    after = thumbs_of(mixed_run)
+    assert len(set(after) - set(made)) == 1  # the replaced output's new thumbnail
+    assert len(set(made) - set(after)) == 1  # and its old one pruned
+    assert {n: after[n] for n in set(made) & set(after)} == {
+        n: made[n] for n in set(made) & set(after)
+    }
+
+
+def test_links_are_relative_and_nothing_comes_from_the_network(mixed_run: Path) -> None:
+    page = write_report(mixed_run).read_text()
+    data = page_data(page)
+
+    assert str(mixed_run.parent) not in page  # no absolute local path anywhere
+    links = [
+        image[key]
+        for job in data["jobs"]
+        for image in (job["source"], *job["outputs"])
+        for key in ("thumb", "plain", "full")
+        if image.get(key)
+    ]
+    assert links and all(not link.startswith(("/", "file:", "http")) for link in links)
+    for link in links:
+        assert (mixed_run / link).is_file()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//|@import", page)
+    assert "default-src 'none'" in page
+
+
+def test_report_is_written_atomically(mixed_run: Path) -> None:
+    path = write_report(mixed_run)
+    assert path == mixed_run / REPORT_NAME
+    assert path.read_text().startswith("<!doctype html>")
+    assert not [p for p in mixed_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_progress_chart_counts_finished_jobs() -> None:
+    finished = [
+        ("2026-11-21T10:00:01.000Z", "succeeded"),
+        ("2026-11-21T10:00:02.000Z", "failed"),
+        ("2026-11-21T10:00:05.000Z", "succeeded"),
+    ]
+    chart = progress_chart(finished, since="2026-11-21T10:00:00.000Z")
+    assert "<title>2 succeeded, 1 failed over 5.0 s</title>" in chart
+    # An earlier run's lines are left out of the run the header describes.
+    assert "1 succeeded" in progress_chart(finished, since="2026-11-21T10:00:03.000Z")
+    assert "no finished jobs" in progress_chart([], since=None)
+
+
+def test_format_duration() -> None:
+    assert format_duration(None) == "—"
+    assert format_duration(12.34) == "12.3 s"
+    assert format_duration(125) == "2 min 05 s"
+    assert format_duration(7300) == "2 h 01 min"
+
+
+def test_thumbnail_keeps_transparency_and_fits_the_box(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    Image.new("RGBA", (1000, 400), (10, 20, 30, 0)).save(path)
+    thumb = make_thumbnail(path)
+    assert thumb.mode == "RGBA" and max(thumb.size) == 256 and thumb.size[1] < 256
+
+
+def test_mask_overlay_of_a_transparent_source_is_flattened(tmp_path: Path) -> None:
+    source, mask = tmp_path / "cutout.png", tmp_path / "mask.png"
+    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(source)  # fully transparent black
+    Image.new("L", (40, 40), 0).save(mask)  # edits nothing
+    thumb = make_thumbnail(source, mask)
+    assert thumb.mode == "RGB" and thumb.getpixel((5, 5)) == (245, 245, 245)
+
+
+def test_a_mangled_summary_does_not_break_the_page(mixed_run: Path) -> None:
+    summary = {"started_at": 12, "stats": [], "counts": "x", "credits": None, "name": 5}
+    (mixed_run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(mixed_run).read_text()
+    assert tile(page, "Succeeded") == "2"
+    (mixed_run / "summary.json").write_text("{ not json")
+    assert "no summary.json" in write_report(mixed_run).read_text()
