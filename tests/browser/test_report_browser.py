@@ -19,7 +19,9 @@ from pipeline.ledger import LEDGER_NAME
 from pipeline.report import read_ledger_view, write_report
 from tests.browser.cdp import open_page
 from tests.browser.chromium import dump_dom, find_chromium, install_chromium, screenshot
-from tests.browser.synthetic_run import SyntheticJob, build_run, demo_jobs
+from tests.browser.synthetic_run import SyntheticJob, build_run
+from tests.e2e_helpers import REPO, latest_states, spawn_cli
+from tests.emulator_thread import emulator_thread
 
 # Installing Chromium on a fresh machine takes minutes; once installed the module runs in seconds.
 pytestmark = pytest.mark.timeout(900)
@@ -40,14 +42,20 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def run_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run's output folder with its report written.
+    """A real run of jobs/demo.yaml: the CLI as a subprocess against the emulator.
 
-    Synthetic for now: the demo's six jobs, one failed, drawn locally. To test a real run
-    instead, make this fixture run ``pipeline run jobs/demo.yaml --emulator --out <dir>``.
+    The emulator answers 30% of feature calls with a FAILED record (seeded) and the run allows
+    one attempt, so one job of the five fails and the failed-only filter has something to show.
     """
     out = tmp_path_factory.mktemp("demo-run") / "out"
-    build_run(out, demo_jobs(), side=96)
-    write_report(out)
+    args = ["run", str(REPO / "jobs" / "demo.yaml"), "--out", str(out), "--no-progress"]
+    args += ["--max-attempts", "1", "--concurrency", "1", "--rpm", "6000"]
+    with emulator_thread(rate_failed=0.3, seed=4) as emulator:
+        process = spawn_cli(args, emulator.env)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr.decode()  # finished, one job failed
+    assert b"report.html" in stdout  # the run wrote the page itself
+    assert sorted(latest_states(out).values()).count("failed") == 1
     return out
 
 
