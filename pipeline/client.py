@@ -43,6 +43,7 @@ CREDIT_WORDS = ("credit", "balance", "quota exceeded", "insufficient funds")
 # signs S3 URLs. Anything else is never contacted; the asset host path is used instead.
 TRUSTED_RESULT_SUFFIXES = (".amazonaws.com",)
 CHUNK = 256 * 1024
+REDACTED = "[API key]"
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -197,11 +198,22 @@ class OneMinClient:
         async with self._request(method, url, what, total, headers=headers, **kw) as response:
             body = await self._read_limited(response, self._timeouts.max_json_bytes, what)
             if response.status >= 300:
-                raise error_for_status(response.status, _error_message(body), response.headers)
+                message = self._redacted(body)
+                raise error_for_status(response.status, message, response.headers)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadResponse(f"{what}: malformed JSON in a {response.status} answer") from exc
+
+    def _redacted(self, body: bytes) -> str:
+        """The server's error message without our key: servers and proxies quote requests back
+        ("invalid key sk-...", a 400 echoing every header), and the message goes to the ledger,
+        the summary and the terminal. Replaced in the raw bytes, before the message is cut to
+        length (a cut could leave part of the key), and again after JSON decoding (escapes)."""
+        if not self._key:  # replacing "" would insert the marker between every character
+            return _error_message(body)
+        message = _error_message(body.replace(self._key.encode(), REDACTED.encode()))
+        return message.replace(self._key, REDACTED)
 
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
         form = aiohttp.FormData()

@@ -15,6 +15,7 @@ the holder dies, however it dies, so a stale lock from a killed run is simply ta
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -182,7 +183,10 @@ class LedgerWriter:
             os.fsync(self._file.fileno())
         except OSError:
             pass  # the lines are flushed; a failed final fsync only risks power-loss durability
-        self._file.close()
+        # A disk that filled up mid-run: close() retries the flush of a line whose write
+        # already failed (and stopped the run); that line is lost either way.
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def __enter__(self) -> LedgerWriter:
         return self
@@ -255,12 +259,42 @@ def _parse(raw: bytes, number: int, state: LedgerState, last: bool) -> Iterator[
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
         record = None
-    if isinstance(record, dict) and isinstance(record.get("job_id"), str) and "status" in record:
+    if _well_formed(record):
         yield record
     elif last and not raw.endswith(b"\n"):
         state.torn_tail = True  # a crash mid-write: expected, silently ignored
     else:
         state.corrupt_lines.append(number)
+
+
+# The type of every field a reader relies on (see event_record). A line that parses but breaks
+# one (a hand edit, bit rot inside a value) is corrupt like any other: reported and skipped, so
+# no reader (resume, status, report) meets a list where it expects a number.
+_NONE = type(None)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "job_id": (str,),
+    "status": (str,),
+    "key": (str, _NONE),
+    "attempt": (int,),
+    "attempts": (int,),
+    "credits": (int, float, _NONE),
+    "assets": (dict,),
+    "error": (dict,),
+    "job": (dict,),
+    "result_paths": (list,),
+    "outputs": (list,),
+    "timings": (dict,),
+}
+
+
+def _well_formed(record: Any) -> bool:
+    if not isinstance(record, dict) or "job_id" not in record or "status" not in record:
+        return False
+    for name, value in record.items():
+        kinds = _FIELD_TYPES.get(name)
+        if kinds is not None and not isinstance(value, kinds):
+            return False
+    return True
 
 
 def _pending_from(record: dict[str, Any]) -> Pending | None:
@@ -277,6 +311,10 @@ def _pending_from(record: dict[str, Any]) -> Pending | None:
     return Pending(result, record.get("credits"), int(record.get("attempt") or 1))
 
 
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def read_ledger(path: Path) -> LedgerState:
     state = LedgerState()
     jobs, pending = state.jobs, state.pending
@@ -284,7 +322,11 @@ def read_ledger(path: Path) -> LedgerState:
         job_id, status, key = record["job_id"], record["status"], record.get("key") or ""
         if status == "uploaded":
             for asset in (record.get("assets") or {}).values():
-                if isinstance(asset, dict) and asset.get("digest") and asset.get("path"):
+                if (
+                    isinstance(asset, dict)
+                    and _text(asset.get("digest"))
+                    and _text(asset.get("path"))
+                ):
                     state.assets[asset["digest"]] = asset["path"]
             continue  # an upload does not change where the job stands
         previous = jobs.get(job_id)

@@ -40,10 +40,21 @@ class RetryPolicy:
             return rate_limited < MAX_RATE_LIMITED_WAITS
         return attempts < self.settings.max_attempts
 
+    def announced_wait(self, error: RateLimited) -> float | None:
+        """The server's Retry-After capped at ``retry_after_max``, or None if it gave none.
+
+        The one place the cap is applied, so the job's own wait and the pause of every worker
+        (``Throttle.on_rate_limited``) agree: a server announcing a day is waited 15 minutes.
+        """
+        if error.retry_after is None:
+            return None
+        return min(error.retry_after, self.settings.retry_after_max)
+
     def delay(self, error: ApiError, attempt: int) -> float:
         """Seconds to wait before try ``attempt + 1``; ``attempt`` counts from 1."""
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            return min(error.retry_after, self.settings.retry_after_max)
+        announced = self.announced_wait(error) if isinstance(error, RateLimited) else None
+        if announced is not None:
+            return announced
         exponent = min(max(attempt - 1, 0), 32)
         backoff = min(self.settings.backoff_max, self.settings.backoff_base * 2.0**exponent)
         return backoff * (1.0 - self.settings.jitter * self.random())

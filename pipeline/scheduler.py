@@ -193,6 +193,11 @@ class Scheduler:
                 self.request_stop(exc.kind, str(exc))
             except StoreError as exc:
                 self.request_stop("store", str(exc))
+            except Exception:
+                # A bug must not hang the run: a dead worker leaves the feeder blocked on a full
+                # queue forever. Stop the intake so run() returns, and let the error be seen.
+                self.request_stop("crashed", "an unexpected error stopped the run")
+                raise
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -296,7 +301,7 @@ class Scheduler:
                     limited += 1
                     if counts_feature:
                         run.attempts -= 1  # flow control, not a failed try
-                        self._throttle.on_rate_limited(exc.retry_after)
+                        self._throttle.on_rate_limited(self._policy.announced_wait(exc))
                 else:
                     tries += 1
                 if self._stop.is_set() or not self._policy.should_retry(exc, tries, limited):
@@ -414,6 +419,12 @@ class Scheduler:
             try:
                 size = await self._client.fetch_result(result, index, temp)
                 return temp, check_image(temp, expected), size
+            except OSError as exc:
+                # Writing the temporary file failed (disk full, ...): the client turns every
+                # network OSError into an ApiError, so this one is local. Stop, resumable.
+                self._store.discard(temp)
+                reason = exc.strerror or str(exc)
+                raise StoreError(f"cannot write results in {temp.parent}: {reason}") from exc
             except BaseException:
                 self._store.discard(temp)
                 raise
@@ -441,6 +452,10 @@ class _Stopped(TransientError):
     """The run is stopping: a call not yet sent is not sent. The job stays resumable."""
 
     kind = "stopped"
+
+    def __init__(self, message: str = "the run is stopping") -> None:
+        # Raised bare (`_Stopped()`) where a stop is noticed; ApiError needs a message.
+        super().__init__(message)
 
 
 def _upload_key(ref: InputRef, digest: str | None, convert: bool) -> str:

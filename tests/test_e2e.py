@@ -190,6 +190,9 @@ def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
         assert code == 130, process.stderr.read().decode()  # type: ignore[union-attr]
         states = latest_states(out)
     assert "failed" not in states.values()
-    assert set(states.values()) <= {"succeeded"}  # in-flight jobs were settled, not dropped
+    # In-flight jobs were settled, not dropped: a paid edit is finished and stored; a job
+    # stopped before its feature call was sent (uploading, or at the rate gate) spent nothing
+    # and stays `started`, resumable. Which of the two a job is depends on timing.
+    assert set(states.values()) <= {"succeeded", "started"}
     assert len(states) < 40
     assert os.path.exists(out / "summary.json")
