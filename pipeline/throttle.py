@@ -19,6 +19,9 @@ from pipeline.config import RateLimit
 # Rebuild the limiter only when the rate moved by more than this share: each rebuild lets the
 # waiters of the old bucket through at the old pace once.
 REBUILD_THRESHOLD = 0.05
+# After a cut, further hint-less 429s within this many intervals at the new rate belong to the
+# same congestion event (answers to calls sent before the cut) and do not cut again.
+SLOWDOWN_HOLD_INTERVALS = 2.0
 
 
 class Throttle:
@@ -34,6 +37,7 @@ class Throttle:
         self._clock = clock
         self._sleep = sleep
         self._pause_until = 0.0
+        self._hold_rate_until = 0.0
         self._limiter = self._make_limiter(self._current)
         self._limiter_rpm = self._current
         self.slowdowns = 0
@@ -84,10 +88,16 @@ class Throttle:
         if retry_after is not None:
             self.pause(retry_after)
             return
+        if self._now() < self._hold_rate_until:
+            # The other calls that were in flight when the server pushed back answer 429 too;
+            # that is one congestion event, so the rate is cut once (as TCP does per window).
+            return
         self.slowdowns += 1
         self._set_rate(self._current * self._rate.slowdown_factor)
         if self._current > 0:
-            self.pause(60.0 / self._current)  # let the server's window drain a little
+            interval = 60.0 / self._current
+            self.pause(interval)  # let the server's window drain a little
+            self._hold_rate_until = self._now() + interval * SLOWDOWN_HOLD_INTERVALS
 
     def on_success(self) -> None:
         if self._current < self._configured:

@@ -42,10 +42,11 @@ async def test_longer_pause_wins_over_shorter() -> None:
 
 
 def test_hintless_429_halves_rate_and_successes_recover() -> None:
-    gate, _ = throttle(rpm=120, recovery_step=0.1, min_rpm=1)
+    gate, fake = throttle(rpm=120, recovery_step=0.1, min_rpm=1)
     gate.on_rate_limited(None)
     assert gate.current_rpm == 60
     assert gate.paused_for() == 1.0  # one interval at the new rate
+    fake.now += 2.5  # past the hold: a new congestion event
     gate.on_rate_limited(None)
     assert gate.current_rpm == 30
     for _ in range(20):
@@ -54,10 +55,19 @@ def test_hintless_429_halves_rate_and_successes_recover() -> None:
 
 
 def test_rate_never_below_floor() -> None:
-    gate, _ = throttle(rpm=4, min_rpm=1)
+    gate, fake = throttle(rpm=4, min_rpm=1)
     for _ in range(10):
         gate.on_rate_limited(None)
+        fake.now += 1000
     assert gate.current_rpm == 1
+
+
+def test_a_burst_of_429s_from_calls_in_flight_cuts_the_rate_once() -> None:
+    gate, fake = throttle(rpm=120)
+    for _ in range(8):  # eight workers' calls, all sent before the server pushed back
+        gate.on_rate_limited(None)
+        fake.now += 0.1
+    assert gate.current_rpm == 60 and gate.slowdowns == 1
 
 
 def test_retry_after_does_not_slow_the_rate() -> None:
