@@ -207,7 +207,10 @@ def command_run(args: argparse.Namespace) -> int:
     with OutputLock(out_dir):
         ledger = read_ledger(out_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, out_dir)
-        summary = summarize(args.manifest, done_keys=_done_keys(ledger, args.retry_failed))
+        # One Preflight and Planner for both passes: each input file is read and hashed once.
+        preflight, planner = Preflight(), Planner()
+        done = _done_keys(ledger, args.retry_failed)
+        summary = summarize(args.manifest, done, preflight=preflight, planner=planner)
         if not summary.ok:
             print(format_plan(summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
@@ -217,7 +220,8 @@ def command_run(args: argparse.Namespace) -> int:
                 summary.warnings, total=summary.warning_count, heading="warnings"
             )
             print(warnings, file=sys.stderr)
-        return asyncio.run(_run(context, store, ledger, summary.total_jobs))
+        jobs = _planned_jobs(manifest, preflight.next_pass(), planner)
+        return asyncio.run(_run(context, store, ledger, summary.total_jobs, jobs))
 
 
 def _done_keys(ledger: LedgerState, retry_failed: bool) -> Any:
@@ -251,14 +255,22 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
         )
 
 
-def _planned_jobs(manifest: Manifest) -> Iterator[PlannedJob]:
+def _planned_jobs(
+    manifest: Manifest, preflight: Preflight, planner: Planner
+) -> Iterator[PlannedJob]:
     """The second, streaming pass: preflight already passed, so only jobs come out."""
-    for item in scan(manifest, Preflight(), Planner()):
+    for item in scan(manifest, preflight, planner):
         if isinstance(item, PlannedJob):
             yield item
 
 
-async def _run(context: RunContext, store: Store, ledger: LedgerState, total: int) -> int:
+async def _run(
+    context: RunContext,
+    store: Store,
+    ledger: LedgerState,
+    total: int,
+    planned: Iterator[PlannedJob],
+) -> int:
     settings, args = context.settings, context.args
     bus = EventBus()
     stats = RunStats()
@@ -292,7 +304,7 @@ async def _run(context: RunContext, store: Store, ledger: LedgerState, total: in
             mask_converter=mask_upload_bytes,
         )
         _install_signal_handlers(scheduler, writer)
-        outcome = await scheduler.run(_planned_jobs(context.manifest))
+        outcome = await scheduler.run(planned)
     code = _exit_code(outcome.stop_reason, stats.failed)
     summary = stats.summary(
         manifest=str(context.manifest.path),
@@ -307,7 +319,10 @@ async def _run(context: RunContext, store: Store, ledger: LedgerState, total: in
             "emulator": bool(args.emulator),
         },
     )
-    write_summary(context.out_dir, summary)
+    try:
+        write_summary(context.out_dir, summary)
+    except OSError as exc:  # a full disk: the ledger already holds what matters
+        print(f"warning: could not write the summary: {exc.strerror or exc}", file=sys.stderr)
     report_path = None if args.no_report else _write_report(context.out_dir)
     _print_summary(context, stats, outcome.stop_message, code, report_path)
     return code

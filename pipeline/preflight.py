@@ -38,6 +38,7 @@ Policies (the decisions behind the checks):
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -123,6 +124,13 @@ class Preflight:
         self._resolve = lru_cache(maxsize=cache_size)(_resolve)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
+
+    def next_pass(self) -> Preflight:
+        """A Preflight for another pass over the same manifest: ids and notices start afresh,
+        but a file already inspected is not opened again (the per-file caches are shared)."""
+        other = copy.copy(self)
+        other._ids, other._noted = set(), set()
+        return other
 
     def check(
         self, job: Job, base_dir: Path | None = None

@@ -18,8 +18,8 @@ from pipeline.config import ConfigError
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import load_manifest
 from pipeline.models import QUALITIES, Feature, Job, PlannedJob
-from pipeline.plan import scan
-from pipeline.preflight import Notice
+from pipeline.plan import Planner, scan
+from pipeline.preflight import Notice, Preflight
 
 KEEP = 1000  # problems (and warnings) kept for printing; the rest are only counted
 CREDITS_FILE = Path(__file__).resolve().parent.parent / "configs" / "credits.yaml"
@@ -132,8 +132,14 @@ def summarize(
     manifest_path: Path,
     done_keys: DoneKeys | None = None,
     credits: CreditTable | None = None,
+    preflight: Preflight | None = None,
+    planner: Planner | None = None,
 ) -> PlanSummary:
-    """Check the whole manifest and count what a run would do; nothing is sent."""
+    """Check the whole manifest and count what a run would do; nothing is sent.
+
+    ``run`` passes its own ``preflight`` and ``planner`` so that its second, streaming pass
+    reuses what this one learnt about each file instead of reading and hashing it again.
+    """
     summary = PlanSummary(manifest=manifest_path, name=manifest_path.stem)
     try:
         manifest = load_manifest(manifest_path)
@@ -144,7 +150,7 @@ def summarize(
     table = credits if credits is not None else load_credit_table()
     summary.credit_source = table.source
     uploads = _Uploads()
-    for item in scan(manifest):
+    for item in scan(manifest, preflight, planner):
         if isinstance(item, PlannedJob):
             _count(summary, item, table, uploads, done_keys)
         elif isinstance(item, Notice):
