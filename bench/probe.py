@@ -1,0 +1,79 @@
+"""The pipeline's own command line, with stopwatch readings: ``python -m bench.probe ARGS...``.
+
+Runs ``pipeline.cli.main(ARGS)`` in this process, exactly as ``python -m pipeline ARGS`` does,
+and appends JSON lines to the file named by ``$BENCH_EVENTS``:
+
+- ``ready``: the modules are imported (what follows is the pipeline's work, not Python's);
+- ``ledger_read_start`` / ``_end`` and ``preflight_start`` / ``_end``: around reading the
+  ledger and the full preflight pass (``summarize``);
+- ``scheduler_start``: ``Scheduler.run`` was entered, i.e. preflight is over;
+- ``first_feature``: the first feature call is about to be sent;
+- ``end``: ``main`` returned (with its exit code).
+
+Each line has ``t`` (wall clock, comparable with the parent's), ``cpu`` (user + system seconds
+of this process so far) and ``maxrss_kb`` (peak resident memory so far). The hooks only
+note the time and call the original; they change nothing the pipeline does.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pipeline.cli
+from bench.readings import EVENTS_ENV, Events
+from pipeline.client import OneMinClient
+from pipeline.scheduler import Scheduler
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _noting(events: Events, name: str, method: F) -> F:
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        events.note(name)
+        return await method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _timing(events: Events, name: str, function: F) -> F:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        events.note(f"{name}_start")
+        try:
+            return function(*args, **kwargs)
+        finally:
+            events.note(f"{name}_end")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def install_hooks(events: Events) -> None:
+    """Note the moments the scenarios time; each hook calls the original and nothing else."""
+    # ``pipeline.cli`` imported these names, so they are replaced where it looks them up.
+    pipeline.cli.read_ledger = _timing(events, "ledger_read", pipeline.cli.read_ledger)
+    pipeline.cli.summarize = _timing(events, "preflight", pipeline.cli.summarize)
+    Scheduler.run = _noting(events, "scheduler_start", Scheduler.run)  # type: ignore[method-assign]
+    OneMinClient.run_feature = _noting(  # type: ignore[method-assign]
+        events, "first_feature", OneMinClient.run_feature
+    )
+
+
+def main(argv: list[str]) -> int:
+    events = Events(os.environ.get(EVENTS_ENV))
+    install_hooks(events)
+    events.note("ready")
+    code = 130
+    try:
+        code = pipeline.cli.main(argv)
+    finally:
+        events.note("end", code=code)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
