@@ -210,7 +210,8 @@ class LedgerState:
 
     jobs: dict[str, tuple[str, str]] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)  # content digest -> asset path
-    pending: dict[str, Pending] = field(default_factory=dict)  # job id -> stored feature result
+    # job id -> its latest `submitted` line, while no success followed: a paid result to fetch
+    submitted: dict[str, dict[str, Any]] = field(default_factory=dict)
     corrupt_lines: list[int] = field(default_factory=list)
     torn_tail: bool = False
     lines: int = 0
@@ -225,7 +226,8 @@ class LedgerState:
     def pending_for(self, job_id: str, key: str) -> Pending | None:
         if self.status_of(job_id, key) is None:
             return None
-        return self.pending.get(job_id)
+        record = self.submitted.get(job_id)
+        return None if record is None else _pending_from(record)
 
     def asset_for(self, digest: str | None) -> Asset | None:
         if digest is None or digest not in self.assets:
@@ -234,65 +236,82 @@ class LedgerState:
 
 
 def iter_records(path: Path, state: LedgerState | None = None) -> Iterator[dict[str, Any]]:
-    """Every well-formed line; corrupt ones are noted in ``state`` and skipped."""
+    """Every well-formed line; corrupt ones are noted in ``state`` and skipped.
+
+    One tight loop (resume start-up over a million lines is mostly this): each line is parsed
+    when the next one has been read, so the last line, the only one a crash can tear, is known.
+    """
     state = state if state is not None else LedgerState()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return
+    loads, decode_error, well_formed = orjson.loads, orjson.JSONDecodeError, _well_formed
     with handle:
         previous: bytes | None = None
         number = 0
         for raw in handle:
             if previous is not None:
-                yield from _parse(previous, number, state, last=False)
+                try:
+                    record = loads(previous)
+                except decode_error:
+                    record = None
+                if well_formed(record):
+                    yield record
+                elif previous.strip():
+                    state.corrupt_lines.append(number)
             previous, number = raw, number + 1
         if previous is not None:
-            yield from _parse(previous, number, state, last=True)
+            yield from _parse_last(previous, number, state)
     state.lines = number
 
 
-def _parse(raw: bytes, number: int, state: LedgerState, last: bool) -> Iterator[dict[str, Any]]:
-    if not raw.strip():
-        return
+def _parse_last(raw: bytes, number: int, state: LedgerState) -> Iterator[dict[str, Any]]:
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError:
         record = None
     if _well_formed(record):
         yield record
-    elif last and not raw.endswith(b"\n"):
+    elif not raw.endswith(b"\n"):
         state.torn_tail = True  # a crash mid-write: expected, silently ignored
-    else:
+    elif raw.strip():
         state.corrupt_lines.append(number)
 
 
-# The type of every field a reader relies on (see event_record). A line that parses but breaks
-# one (a hand edit, bit rot inside a value) is corrupt like any other: reported and skipped, so
-# no reader (resume, status, report) meets a list where it expects a number.
+# The type of every field a reader relies on (see event_record), per status. A line that parses
+# but breaks one (a hand edit, bit rot inside a value) is corrupt like any other: reported and
+# skipped, so no reader (resume, status, report) meets a list where it expects a number. Only
+# the fields a status carries are checked: this runs for every line of a long ledger.
 _NONE = type(None)
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "job_id": (str,),
-    "status": (str,),
-    "key": (str, _NONE),
-    "attempt": (int,),
-    "attempts": (int,),
-    "credits": (int, float, _NONE),
-    "assets": (dict,),
-    "error": (dict,),
-    "job": (dict,),
-    "result_paths": (list,),
-    "outputs": (list,),
-    "timings": (dict,),
+_KEY = ("key", (str, _NONE))
+_CREDITS = ("credits", (int, float, _NONE))
+_FIELDS_BY_STATUS: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    "started": (_KEY, ("job", (dict,))),
+    "uploaded": (_KEY, ("assets", (dict,))),
+    "submitted": (_KEY, ("attempt", (int,)), _CREDITS, ("result_paths", (list,))),
+    "retrying": (_KEY, ("attempt", (int,)), ("error", (dict,))),
+    "succeeded": (
+        _KEY,
+        ("attempts", (int,)),
+        _CREDITS,
+        ("outputs", (list,)),
+        ("timings", (dict,)),
+    ),
+    "failed": (_KEY, ("attempts", (int,)), ("error", (dict,))),
 }
+_MISSING = object()
 
 
 def _well_formed(record: Any) -> bool:
-    if not isinstance(record, dict) or "job_id" not in record or "status" not in record:
+    if type(record) is not dict or type(record.get("job_id")) is not str:
         return False
-    for name, value in record.items():
-        kinds = _FIELD_TYPES.get(name)
-        if kinds is not None and not isinstance(value, kinds):
+    status = record.get("status")
+    if type(status) is not str:
+        return False
+    for name, kinds in _FIELDS_BY_STATUS.get(status, ()):
+        value = record.get(name, _MISSING)
+        if value is not _MISSING and not isinstance(value, kinds):
             return False
     return True
 
@@ -315,27 +334,25 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+def _remember_assets(record: dict[str, Any], assets: dict[str, str]) -> None:
+    for asset in (record.get("assets") or {}).values():
+        if isinstance(asset, dict) and _text(asset.get("digest")) and _text(asset.get("path")):
+            assets[asset["digest"]] = asset["path"]
+
+
 def read_ledger(path: Path) -> LedgerState:
     state = LedgerState()
-    jobs, pending = state.jobs, state.pending
+    jobs, submitted = state.jobs, state.submitted
     for record in iter_records(path, state):
         job_id, status, key = record["job_id"], record["status"], record.get("key") or ""
         if status == "uploaded":
-            for asset in (record.get("assets") or {}).values():
-                if (
-                    isinstance(asset, dict)
-                    and _text(asset.get("digest"))
-                    and _text(asset.get("path"))
-                ):
-                    state.assets[asset["digest"]] = asset["path"]
+            _remember_assets(record, state.assets)
             continue  # an upload does not change where the job stands
         previous = jobs.get(job_id)
         if status == "submitted":
-            found = _pending_from(record)
-            if found is not None:
-                pending[job_id] = found
+            submitted[job_id] = record  # made into a Pending only if a resume asks for it
         elif status == "succeeded" or (previous is not None and previous[1] != key):
-            pending.pop(job_id, None)
+            submitted.pop(job_id, None)
         elif status == "retrying" and previous is not None and previous[0] == "submitted":
             status = "submitted"  # a download retry: the results are still there to fetch
         jobs[job_id] = (status, key)
