@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +28,17 @@ from pipeline.client import OneMinClient
 from pipeline.config import KEY_ENV, ConfigError, Endpoints, Settings, load_settings
 from pipeline.errors import LockError, ManifestError, PipelineError, StoreError
 from pipeline.events import EventBus
-from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter, OutputLock, read_ledger
+from pipeline.ledger import (
+    LEDGER_NAME,
+    LOCK_NAME,
+    LedgerState,
+    LedgerWriter,
+    OutputLock,
+    read_ledger,
+)
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import PlannedJob
-from pipeline.plan import Planner, scan
+from pipeline.plan import EntrySet, Planner, scan
 from pipeline.preflight import Preflight, mask_upload_bytes
 from pipeline.progress import ProgressBar
 from pipeline.retry import RetryPolicy
@@ -203,31 +212,73 @@ def command_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(context)
     store = Store(out_dir)
+    created = not out_dir.exists()
     store.prepare()
     with OutputLock(out_dir):
         ledger = read_ledger(out_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, out_dir)
-        # One Preflight and Planner for both passes: each input file is read and hashed once.
-        preflight, planner = Preflight(), Planner()
-        done = _done_keys(ledger, args.retry_failed)
-        summary = summarize(args.manifest, done, preflight=preflight, planner=planner)
-        if not summary.ok:
-            print(format_plan(summary), file=sys.stderr)
-            print("nothing was sent.", file=sys.stderr)
+        plan = _checked_plan(manifest, args, ledger)
+        if plan is None:
+            if created:
+                _remove_empty(out_dir)  # nothing was sent: leave nothing behind either
             return EXIT_USAGE
-        if summary.warning_count:
-            warnings = format_problems(
-                summary.warnings, total=summary.warning_count, heading="warnings"
-            )
-            print(warnings, file=sys.stderr)
-        jobs = _planned_jobs(manifest, preflight.next_pass(), planner)
-        return asyncio.run(_run(context, store, ledger, summary.total_jobs, jobs))
+        return asyncio.run(_run(context, store, ledger, plan))
 
 
-def _done_keys(ledger: LedgerState, retry_failed: bool) -> Any:
+@dataclass
+class CheckedPlan:
+    """The first pass's verdict, and the second pass ready to stream into the workers."""
+
+    total: int  # valid jobs, done ones included
+    skipped: Counter[str]  # jobs the first pass found done ("done") or failed before ("failed")
+    jobs: Iterator[PlannedJob]
+
+
+def _checked_plan(
+    manifest: Manifest, args: argparse.Namespace, ledger: LedgerState
+) -> CheckedPlan | None:
+    """Check everything first (None: problems were printed), then stream what must run."""
+    # One Preflight and Planner for both passes: each input file is read and hashed once.
+    preflight, planner, runnable = Preflight(), Planner(), EntrySet()
+    skipped: Counter[str] = Counter()
+    done = _done_keys(ledger, args.retry_failed, skipped)
+    summary = summarize(
+        args.manifest, done, preflight=preflight, planner=planner, runnable=runnable
+    )
+    if not summary.ok:
+        print(format_plan(summary), file=sys.stderr)
+        print("nothing was sent.", file=sys.stderr)
+        return None
+    if summary.warning_count:
+        warnings = format_problems(
+            summary.warnings, total=summary.warning_count, heading="warnings"
+        )
+        print(warnings, file=sys.stderr)
+    # The second pass reads only the entries the first found something to do for.
+    jobs = _planned_jobs(manifest, preflight.next_pass(), planner, runnable)
+    return CheckedPlan(summary.total_jobs, skipped, jobs)
+
+
+def _remove_empty(out_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (out_dir / LOCK_NAME).unlink()
+        out_dir.rmdir()
+
+
+def _done_keys(
+    ledger: LedgerState, retry_failed: bool, skipped: Counter[str] | None = None
+) -> Callable[[str, str], bool]:
     def done(job_id: str, key: str) -> bool:
         status = ledger.status_of(job_id, key)
-        return status == "succeeded" or (status == "failed" and not retry_failed)
+        if status == "succeeded":
+            reason = "done"
+        elif status == "failed" and not retry_failed:
+            reason = "failed"
+        else:
+            return False
+        if skipped is not None:
+            skipped[reason] += 1
+        return True
 
     return done
 
@@ -256,24 +307,20 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
 
 
 def _planned_jobs(
-    manifest: Manifest, preflight: Preflight, planner: Planner
+    manifest: Manifest, preflight: Preflight, planner: Planner, wanted: EntrySet
 ) -> Iterator[PlannedJob]:
     """The second, streaming pass: preflight already passed, so only jobs come out."""
-    for item in scan(manifest, preflight, planner):
+    for item in scan(manifest, preflight, planner, wanted):
         if isinstance(item, PlannedJob):
             yield item
 
 
-async def _run(
-    context: RunContext,
-    store: Store,
-    ledger: LedgerState,
-    total: int,
-    planned: Iterator[PlannedJob],
-) -> int:
+async def _run(context: RunContext, store: Store, ledger: LedgerState, plan: CheckedPlan) -> int:
     settings, args = context.settings, context.args
     bus = EventBus()
     stats = RunStats()
+    for reason, count in plan.skipped.items():  # the second pass does not even read these
+        stats.counters[f"jobs/skipped/{reason}"] += count
     async with AsyncExitStack() as stack:
         endpoints, api_key = settings.endpoints, context.api_key
         if args.emulator:
@@ -282,7 +329,7 @@ async def _run(
         bus.subscribe(writer)
         bus.subscribe(stats)
         if not args.no_progress and sys.stderr.isatty():
-            bar = ProgressBar(total, stats)
+            bar = ProgressBar(plan.total, stats, initial=stats.skipped)
             stack.callback(bar.close)
             bus.subscribe(bar)
         connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
@@ -304,7 +351,7 @@ async def _run(
             mask_converter=mask_upload_bytes,
         )
         _install_signal_handlers(scheduler, writer)
-        outcome = await scheduler.run(planned)
+        outcome = await scheduler.run(plan.jobs)
     code = _exit_code(outcome.stop_reason, stats.failed)
     summary = stats.summary(
         manifest=str(context.manifest.path),

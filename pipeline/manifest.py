@@ -197,23 +197,31 @@ class Manifest:
     items: Sequence[Path] = ()
     display_name: str = ""  # the file name as messages show it
 
-    def iter_jobs(self) -> Iterator[Job | Problem]:
-        """Every job in manifest order, defaults applied (``size`` may still be ``auto``)."""
+    def iter_jobs(self, wanted: Callable[[int], bool] | None = None) -> Iterator[Job | Problem]:
+        """Every job in manifest order, defaults applied (``size`` may still be ``auto``).
+
+        Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``;
+        with ``wanted``, entries it refuses are skipped before any validation, so a second pass
+        over a catalog that is mostly done costs little more than reading the rows.
+        """
+        entries = _Entries(wanted)
         for index, entry in enumerate(self.jobs):
+            if (ordinal := entries.next()) is None:
+                continue
             line = self.job_lines[index] if index < len(self.job_lines) else None
             where = f"{self.display_name}:{line}" if line else self.display_name
-            yield from self._job_from_entry(entry, f"{where} job {index + 1}")
+            yield from self._job_from_entry(entry, f"{where} job {index + 1}", ordinal)
         for entry in self.globs:
-            yield from self._iter_glob(entry)
+            yield from self._iter_glob(entry, entries)
         for items_path in self.items:
             if items_path.suffix.lower() == ".csv":
-                yield from self._iter_csv(items_path)
+                yield from self._iter_csv(items_path, entries)
             else:
-                yield from self._iter_jsonl(items_path)
+                yield from self._iter_jsonl(items_path, entries)
 
     # -- sources --
 
-    def _iter_glob(self, entry: GlobEntry) -> Iterator[Job | Problem]:
+    def _iter_glob(self, entry: GlobEntry, entries: _Entries) -> Iterator[Job | Problem]:
         matches = sorted(
             match
             for match in globlib.glob(entry.pattern, root_dir=self.base_dir, recursive=True)
@@ -222,15 +230,18 @@ class Manifest:
         if not matches:
             yield Problem(None, "pattern", f"{entry.pattern!r} matches no file", entry.location)
         for match in matches:
+            if (ordinal := entries.next()) is None:
+                continue
             stem = PurePosixPath(match.replace("\\", "/")).stem
             own = {
                 name: value.replace("{stem}", stem) if isinstance(value, str) else value
                 for name, value in entry.fields.items()
             }
             own["image"] = match
-            yield from self._job_from_fields(own, frozenset(), f"{entry.location} ({match})")
+            location = f"{entry.location} ({match})"
+            yield from self._job_from_fields(own, frozenset(), location, ordinal)
 
-    def _iter_csv(self, path: Path) -> Iterator[Job | Problem]:
+    def _iter_csv(self, path: Path, entries: _Entries) -> Iterator[Job | Problem]:
         display = path.name
         row_number = 0
         try:
@@ -245,6 +256,8 @@ class Manifest:
                 for row_number, cells in enumerate(reader, start=1):
                     if not any(cell.strip() for cell in cells):
                         continue
+                    if (ordinal := entries.next()) is None:
+                        continue
                     location = f"{display} row {row_number}"
                     if len(cells) > len(header):
                         message = f"has {len(cells)} cells but the header names {len(header)}"
@@ -253,7 +266,7 @@ class Manifest:
                     raw = {
                         name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()
                     }
-                    yield from self._job_from_entry(raw, location)
+                    yield from self._job_from_entry(raw, location, ordinal)
         except UnicodeDecodeError:
             message = f"not UTF-8 text (after row {row_number}); save the file as UTF-8 CSV"
             yield Problem(None, None, message, display)
@@ -262,7 +275,7 @@ class Manifest:
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
 
-    def _iter_jsonl(self, path: Path) -> Iterator[Job | Problem]:
+    def _iter_jsonl(self, path: Path, entries: _Entries) -> Iterator[Job | Problem]:
         display = path.name
         try:
             with path.open("rb") as handle:
@@ -271,40 +284,59 @@ class Manifest:
                     text = line.removeprefix(b"\xef\xbb\xbf") if line_number == 1 else line
                     if not text.strip():
                         continue
+                    if (ordinal := entries.next()) is None:
+                        continue
                     location = f"{display} line {line_number}"
                     try:
                         raw = orjson.loads(text)
                     except orjson.JSONDecodeError as exc:
                         yield Problem(None, None, f"not valid JSON: {exc}", location)
                         continue
-                    yield from self._job_from_entry(raw, location)
+                    yield from self._job_from_entry(raw, location, ordinal)
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
 
     # -- one job --
 
-    def _job_from_entry(self, raw: Any, location: str) -> Iterator[Job | Problem]:
+    def _job_from_entry(self, raw: Any, location: str, entry: int) -> Iterator[Job | Problem]:
         if not isinstance(raw, Mapping):
             message = f"a job is a mapping of fields (image, prompt, ...), got {_kind(raw)}"
             yield Problem(None, None, message, location)
             return
         own, invalid, problems = _validate_fields(raw, location)
         yield from problems
-        yield from self._job_from_fields(own, invalid, location, known_bad=bool(problems))
+        yield from self._job_from_fields(own, invalid, location, entry, known_bad=bool(problems))
 
     def _job_from_fields(
         self,
         own: Mapping[str, Any],
         invalid: frozenset[str],
         location: str,
+        entry: int,
         known_bad: bool = False,
     ) -> Iterator[Job | Problem]:
-        result = build_job(own, self.defaults, self.base_dir, location, invalid)
+        result = build_job(own, self.defaults, self.base_dir, location, invalid, entry)
         if isinstance(result, Job):
             if not known_bad:
                 yield result
         else:
             yield from result
+
+
+class _Entries:
+    """Numbers the manifest's entries in stream order and says which ones to read."""
+
+    def __init__(self, wanted: Callable[[int], bool] | None) -> None:
+        self._wanted = wanted
+        self._next = 0
+
+    def next(self) -> int | None:
+        """The next entry's ordinal, or None if it is to be skipped."""
+        ordinal = self._next
+        self._next += 1
+        if self._wanted is not None and not self._wanted(ordinal):
+            return None
+        return ordinal
 
 
 def _csv_columns(header: list[str], display: str) -> tuple[list[tuple[int, str]], list[Problem]]:
@@ -393,6 +425,7 @@ def build_job(
     base_dir: Path,
     location: str,
     invalid: frozenset[str] = frozenset(),
+    entry: int = -1,
 ) -> Job | list[Problem]:
     """Apply defaults to one entry's typed fields and make a Job, or say what is wrong.
 
@@ -433,6 +466,7 @@ def build_job(
         mask=mask,
         prompt=merged["prompt"],
         location=location,
+        entry=entry,
         **parameters,
     )
 

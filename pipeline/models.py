@@ -64,6 +64,9 @@ class Job:
     output_compression: int = 85  # inpainter only
     background: str = "auto"  # background replacer only
     location: str = ""  # where the job was written, for messages: "demo.yaml job 3"
+    # Position of the entry in the manifest's stream (jobs, glob matches, items rows), from 0:
+    # lets a second pass over the manifest skip entries the first pass found nothing to do for.
+    entry: int = -1
 
     def parameters(self) -> dict[str, Any]:
         """The promptObject fields other than the asset paths, as the API takes them."""

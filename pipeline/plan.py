@@ -88,21 +88,45 @@ def _token(ref: InputRef, digest: str | None) -> str:
     return f"sha256:{digest}" if digest is not None else f"{ref.kind}:{ref.value}"
 
 
+class EntrySet:
+    """A set of manifest entry ordinals, one bit each: a million entries in 125 KB."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self.count = 0
+
+    def add(self, ordinal: int) -> None:
+        index, bit = ordinal >> 3, 1 << (ordinal & 7)
+        if index >= len(self._bits):
+            self._bits.extend(bytes(index - len(self._bits) + 1 + len(self._bits) // 2))
+        if not self._bits[index] & bit:
+            self._bits[index] |= bit
+            self.count += 1
+
+    def __contains__(self, ordinal: object) -> bool:
+        if not isinstance(ordinal, int) or ordinal < 0:
+            return False
+        index = ordinal >> 3
+        return index < len(self._bits) and bool(self._bits[index] & (1 << (ordinal & 7)))
+
+
 def scan(
     manifest: Manifest,
     preflight: Preflight | None = None,
     planner: Planner | None = None,
+    wanted: EntrySet | None = None,
 ) -> Iterator[PlannedJob | Problem | Notice]:
     """Stream the manifest's jobs through preflight and the planner, in manifest order.
 
     Yields a job's problems and notices before its PlannedJob; a job with problems yields no
     PlannedJob. Read again on every call, so ``run`` can check everything first, then feed.
     Give each pass a fresh Preflight (it remembers the ids it saw, to find duplicates); a
-    Planner may be shared between passes to reuse its digests.
+    Planner may be shared between passes to reuse its digests. With ``wanted``, only those
+    entries are read (the first pass said the others are done or cannot run).
     """
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
-    for item in manifest.iter_jobs():
+    for item in manifest.iter_jobs(None if wanted is None else wanted.__contains__):
         if isinstance(item, Problem):
             yield item
             continue

@@ -12,9 +12,18 @@ from pipeline.stats import RunStats
 
 
 class ProgressBar:
-    def __init__(self, total: int | None, stats: RunStats, stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, total: int | None, stats: RunStats, initial: int = 0, stream: TextIO = sys.stderr
+    ) -> None:
         self._stats = stats
-        self._bar = tqdm(total=total, unit="job", file=stream, dynamic_ncols=True, smoothing=0.1)
+        self._bar = tqdm(
+            total=total,
+            initial=initial,  # jobs done before this run: never fed, already counted
+            unit="job",
+            file=stream,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, JobSucceeded | JobFailed | JobSkipped):

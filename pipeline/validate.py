@@ -18,7 +18,7 @@ from pipeline.config import ConfigError
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import load_manifest
 from pipeline.models import QUALITIES, Feature, Job, PlannedJob
-from pipeline.plan import Planner, scan
+from pipeline.plan import EntrySet, Planner, scan
 from pipeline.preflight import Notice, Preflight
 
 KEEP = 1000  # problems (and warnings) kept for printing; the rest are only counted
@@ -134,11 +134,13 @@ def summarize(
     credits: CreditTable | None = None,
     preflight: Preflight | None = None,
     planner: Planner | None = None,
+    runnable: EntrySet | None = None,
 ) -> PlanSummary:
     """Check the whole manifest and count what a run would do; nothing is sent.
 
     ``run`` passes its own ``preflight`` and ``planner`` so that its second, streaming pass
-    reuses what this one learnt about each file instead of reading and hashing it again.
+    reuses what this one learnt about each file instead of reading and hashing it again, and
+    ``runnable``, which collects the entries that will run, so that pass skips all the others.
     """
     summary = PlanSummary(manifest=manifest_path, name=manifest_path.stem)
     try:
@@ -152,7 +154,9 @@ def summarize(
     uploads = _Uploads()
     for item in scan(manifest, preflight, planner):
         if isinstance(item, PlannedJob):
-            _count(summary, item, table, uploads, done_keys)
+            will_run = _count(summary, item, table, uploads, done_keys)
+            if will_run and runnable is not None:
+                runnable.add(item.job.entry)
         elif isinstance(item, Notice):
             summary.warning_count += 1
             if len(summary.warnings) < KEEP:
@@ -183,13 +187,14 @@ def _count(
     table: CreditTable,
     uploads: _Uploads,
     done_keys: DoneKeys | None,
-) -> None:
+) -> bool:
+    """Count one planned job; True if a run would send it."""
     job = planned.job
     counts = summary.counts[job.feature]
     counts.jobs += 1
     if done_keys is not None and done_keys(job.id, planned.key):
         counts.skipped += 1
-        return
+        return False
     counts.calls += 1
     counts.images += job.expected_outputs
     counts.credits += table.for_job(job)
@@ -199,6 +204,7 @@ def _count(
         # A converted mask uploads other bytes than the file's.
         prefix = "converted:" if planned.mask_convert else ""
         uploads.add(job.feature, prefix + planned.mask_digest)
+    return True
 
 
 def _add_problems(summary: PlanSummary, problems: Iterable[Problem]) -> None:

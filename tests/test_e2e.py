@@ -196,3 +196,30 @@ def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
     assert set(states.values()) <= {"succeeded", "started"}
     assert len(states) < 40
     assert os.path.exists(out / "summary.json")
+
+
+def test_resume_reads_only_unfinished_entries_and_counts_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run's streaming pass skips what the checking pass found done."""
+    manifest = write_catalog(tmp_path, 8, images=2)
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), *FAST]
+    with emulator_thread() as emulator:
+        assert run_cli([*args, "--max-credits", "4000"], emulator.env, monkeypatch) == 3
+        done_first = [j for j, s in latest_states(out).items() if s == "succeeded"]
+        assert 0 < len(done_first) < 8
+        built: list[int] = []
+        original = __import__("pipeline.manifest", fromlist=["build_job"]).build_job
+
+        def counting_build_job(*a: object, **kw: object) -> object:
+            built.append(1)
+            return original(*a, **kw)
+
+        monkeypatch.setattr("pipeline.manifest.build_job", counting_build_job)
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+    # the checking pass builds all 8; the streaming pass only the unfinished ones
+    assert len(built) == 8 + (8 - len(done_first))
+    result = summary(out)
+    assert result["counts"]["skipped"] == len(done_first)
+    assert result["counts"]["succeeded"] == 8 - len(done_first)

@@ -326,3 +326,61 @@ def test_credit_table_falls_back_when_the_file_is_missing(
     monkeypatch.setattr(validate_module, "CREDITS_FILE", tmp_path / "absent.yaml")
     table = load_credit_table()
     assert (table.source, table.per_image) == ("built-in", BUILT_IN_CREDITS)
+
+
+def entries_manifest(folder: Path) -> Path:
+    """Two jobs, a glob of one file and a CSV of three rows (one blank): six entries."""
+    demo_inputs(folder)
+    (folder / "items.csv").write_text(
+        "id,image,mask,prompt\n"
+        "c1,images/item.png,masks/item.png,one\n"
+        ",,,\n"
+        "c2,images/item.png,masks/item.png,two\n"
+        "c3,images/item.png,masks/item.png,three\n",
+        encoding="utf-8",
+    )
+    return write_manifest(
+        folder,
+        {
+            "defaults": {"type": "inpaint"},
+            "jobs": [
+                {"id": "j1", "image": "images/item.png", "mask": "masks/item.png", "prompt": "a"},
+                {"id": "j2", "image": "images/item.png", "mask": "masks/item.png", "prompt": "b"},
+            ],
+            "glob": [{"pattern": "images/*.png", "id": "g-{stem}", "prompt": "c"}],
+            "items": "items.csv",
+        },
+    )
+
+
+def test_entries_are_numbered_in_stream_order(tmp_path: Path) -> None:
+    manifest = load_manifest(entries_manifest(tmp_path))
+    jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
+    assert [(job.id, job.entry) for job in jobs] == [
+        ("j1", 0),
+        ("j2", 1),
+        ("g-item", 2),
+        ("c1", 3),
+        ("c2", 4),  # the blank row is no entry
+        ("c3", 5),
+    ]
+
+
+def test_a_second_pass_reads_only_the_wanted_entries(tmp_path: Path) -> None:
+    manifest = load_manifest(entries_manifest(tmp_path))
+    wanted = plan_module.EntrySet()
+    for ordinal in (1, 4):
+        wanted.add(ordinal)
+    planned = [p for p in scan(manifest, wanted=wanted) if isinstance(p, PlannedJob)]
+    assert [p.job.id for p in planned] == ["j2", "c2"]
+    full = {p.job.id: p.key for p in scan(manifest) if isinstance(p, PlannedJob)}
+    assert all(p.key == full[p.job.id] for p in planned)  # same content keys either way
+
+
+def test_entry_set_is_a_set_of_ordinals() -> None:
+    entries = plan_module.EntrySet()
+    for ordinal in (0, 7, 8, 1_000_003, 7):
+        entries.add(ordinal)
+    assert entries.count == 4
+    assert {0, 7, 8, 1_000_003} == {i for i in range(1_000_010) if i in entries}
+    assert -1 not in entries and "3" not in entries
