@@ -7,9 +7,32 @@ misunderstanding in the client cannot make both sides agree on something wrong.
 
 from __future__ import annotations
 
-from .cli import add_arguments, config_from_args, serve_forever
-from .config import EmulatorConfig
-from .server import EmulatorServer, EmulatorState, StoredAsset
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cli import add_arguments, config_from_args, serve_forever
+    from .config import EmulatorConfig
+    from .server import EmulatorServer, EmulatorState, StoredAsset
+
+# Loaded on first use (PEP 562): every `pipeline` command builds the emulator's argument parser,
+# and none but `pipeline emulator` and `run --emulator` needs the server and its image code.
+_EXPORTS = {
+    "add_arguments": ".cli",
+    "config_from_args": ".cli",
+    "serve_forever": ".cli",
+    "EmulatorConfig": ".config",
+    "EmulatorServer": ".server",
+    "EmulatorState": ".server",
+    "StoredAsset": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)
+
 
 __all__ = [
     "EmulatorConfig",

@@ -8,9 +8,12 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import RATE_FIELDS, RETRY_AFTER_FORMATS, EmulatorConfig
-from .server import EmulatorServer
+
+if TYPE_CHECKING:
+    from .server import EmulatorServer
 
 _RATE_HELP = {
     "rate_429": "share of feature calls answered 429 at random (Retry-After 1 s)",
@@ -156,6 +159,8 @@ def serve_forever(config: EmulatorConfig, host: str, port: int) -> int:
 
 
 async def _serve(config: EmulatorConfig, host: str, port: int) -> int:
+    from .server import EmulatorServer  # not at import: every `pipeline` command loads this file
+
     server = EmulatorServer(config)
     try:
         await server.start(host, port)
