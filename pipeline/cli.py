@@ -328,6 +328,12 @@ async def _run(context: RunContext, store: Store, ledger: LedgerState, plan: Che
         writer = stack.enter_context(LedgerWriter(context.out_dir / LEDGER_NAME))
         bus.subscribe(writer)
         bus.subscribe(stats)
+        if not args.no_report:
+            from pipeline.report import ThumbnailPrefetcher
+
+            thumbnails = ThumbnailPrefetcher(context.out_dir)
+            stack.callback(thumbnails.close)
+            bus.subscribe(thumbnails)
         if not args.no_progress and sys.stderr.isatty():
             bar = ProgressBar(plan.total, stats, initial=stats.skipped)
             stack.callback(bar.close)

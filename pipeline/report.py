@@ -34,6 +34,7 @@ from urllib.parse import quote
 import orjson
 from PIL import Image, ImageOps
 
+from pipeline.events import Event, JobFailed, JobStarted, JobSucceeded
 from pipeline.ledger import LEDGER_NAME, LedgerState, iter_records
 from pipeline.report_page import render_page
 
@@ -255,7 +256,7 @@ class Thumbnailer:
         tasks = list(self.tasks.values())
         # Pillow releases the GIL while it decodes, resizes and encodes, so threads do scale.
         with ThreadPoolExecutor(max_workers=THUMB_WORKERS) as pool:
-            for task, ok in zip(tasks, pool.map(self._make, tasks), strict=True):
+            for task, ok in zip(tasks, pool.map(self.make, tasks), strict=True):
                 if not ok:
                     self.failed.add(task.name)
         self.tasks.clear()
@@ -269,7 +270,7 @@ class Thumbnailer:
             if THUMB_NAME.match(name):
                 (self.dir / name).unlink(missing_ok=True)
 
-    def _make(self, task: ThumbTask) -> bool:
+    def make(self, task: ThumbTask) -> bool:
         temp = self.dir / f".{task.name}.{os.getpid()}.tmp"
         try:
             image = make_thumbnail(task.source, task.mask)
@@ -695,6 +696,47 @@ def embed_json(data: object) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
+
+
+class ThumbnailPrefetcher:
+    """Makes each finished job's thumbnails while the run goes on, on one background thread.
+
+    An event listener, like the ledger. The report written at the end of the run then finds
+    them made (the same names, the same recipe) instead of making thousands of them after the
+    last job, while nothing else is happening. Pillow releases the GIL while it decodes and
+    encodes, so the workers barely notice.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self._thumbs = Thumbnailer(out_dir)
+        self._data = PageData(out_dir, self._thumbs)
+        self._details: dict[str, dict[str, Any]] = {}  # jobs in flight: their started details
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails")
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, JobStarted):
+            job = event.planned.job
+            image, mask = str(job.image), str(job.mask) if job.mask else None
+            self._details[job.id] = {"feature": job.feature.value, "image": image, "mask": mask}
+        elif isinstance(event, JobSucceeded):
+            details = self._details.pop(event.job_id, None)
+            if details is not None:
+                self._prefetch(JobView(event.job_id, 0, "succeeded", details, [*event.outputs]))
+        elif isinstance(event, JobFailed):
+            self._details.pop(event.job_id, None)
+
+    def _prefetch(self, view: JobView) -> None:
+        self._data.plan([view])  # names the thumbnails and queues the missing ones
+        tasks = list(self._thumbs.tasks.values())
+        self._thumbs.tasks.clear()
+        self._thumbs.existing.update(task.name for task in tasks)  # made or being made
+        for task in tasks:
+            self._pool.submit(self._thumbs.make, task)
+
+    def close(self, finish: bool = False) -> None:
+        """Stop; unless ``finish``, what is still queued is dropped: the report makes it, with
+        more threads than this one."""
+        self._pool.shutdown(wait=True, cancel_futures=not finish)
 
 
 def build_report(out_dir: Path) -> str:

@@ -302,3 +302,47 @@ def test_a_mangled_summary_does_not_break_the_page(mixed_run: Path) -> None:
     assert tile(page, "Succeeded") == "2"
     (mixed_run / "summary.json").write_text("{ not json")
     assert "no summary.json" in write_report(mixed_run).read_text()
+
+
+def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.events import EventBus, JobStarted, JobSucceeded
+    from pipeline.ledger import LedgerWriter
+    from pipeline.models import Feature, InputRef, Job, PlannedJob
+    from pipeline.report import Thumbnailer, ThumbnailPrefetcher, write_report
+
+    out = tmp_path / "out"
+    (out / "j1").mkdir(parents=True)
+    Image.new("RGB", (80, 60), "teal").save(tmp_path / "src.png")
+    Image.new("L", (80, 60), 255).save(tmp_path / "mask.png")
+    Image.new("RGB", (80, 60), "orange").save(out / "j1" / "0.png")
+    job = Job(
+        "j1",
+        Feature.INPAINT,
+        InputRef("file", str(tmp_path / "src.png")),
+        "p",
+        mask=InputRef("file", str(tmp_path / "mask.png")),
+    )
+    bus = EventBus()
+    prefetcher = ThumbnailPrefetcher(out)
+    with LedgerWriter(out / "ledger.jsonl") as writer:
+        bus.subscribe(writer)
+        bus.subscribe(prefetcher)
+        bus.emit(JobStarted(PlannedJob(job, "k")))
+        bus.emit(JobSucceeded("j1", "k", ("j1/0.png",), 1, 1000, "u"))
+    prefetcher.close(finish=True)
+    made_during_run = sorted(p.name for p in (out / ".thumbs").iterdir())
+    assert len(made_during_run) == 3  # source, source with its mask, the output
+
+    calls: list[object] = []
+    original = Thumbnailer.make
+
+    def counting_make(self: Thumbnailer, task: object) -> bool:
+        calls.append(task)
+        return original(self, task)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Thumbnailer, "make", counting_make)
+    write_report(out)
+    assert calls == []  # the report found every thumbnail already made
+    assert sorted(p.name for p in (out / ".thumbs").iterdir()) == made_during_run
