@@ -51,9 +51,9 @@ class RunningEmulator:
 
 
 @contextmanager
-def emulator_thread(**config: Any) -> Iterator[RunningEmulator]:
+def serve_in_thread(server: EmulatorServer) -> Iterator[RunningEmulator]:
+    """Any EmulatorServer on 127.0.0.1, served by its own event loop in a background thread."""
     loop = asyncio.new_event_loop()
-    server = EmulatorServer(EmulatorConfig(api_key=KEY, **config))
     ready = threading.Event()
 
     def serve() -> None:
@@ -73,3 +73,9 @@ def emulator_thread(**config: Any) -> Iterator[RunningEmulator]:
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@contextmanager
+def emulator_thread(**config: Any) -> Iterator[RunningEmulator]:
+    with serve_in_thread(EmulatorServer(EmulatorConfig(api_key=KEY, **config))) as running:
+        yield running

@@ -8,9 +8,7 @@ every request header. Real APIs and proxies do both.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer
-from tests.emulator_thread import RunningEmulator
+from tests.emulator_thread import RunningEmulator, serve_in_thread
 from tests.reliability.figures import tally, tally_faults
 from tests.reliability.harness import (
     CliResult,
@@ -62,26 +60,11 @@ class EchoingEmulator(EmulatorServer):
 
 @contextmanager
 def serve(server: EmulatorServer) -> Iterator[RunningEmulator]:
-    """Any EmulatorServer on 127.0.0.1 in a background thread (emulator_thread's pattern)."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start("127.0.0.1", 0))
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(server.stop())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="echoing-emulator", daemon=True)
-    thread.start()
-    assert ready.wait(10), "the emulator did not start"
+    """The echoing emulator in a background thread; its faults count toward the figures."""
     try:
-        yield RunningEmulator(server, loop)
+        with serve_in_thread(server) as running:
+            yield running
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
         tally_faults(server.state.log)
 
 
