@@ -25,7 +25,7 @@ import orjson
 from pipeline.errors import Problem
 from pipeline.manifest import Manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob
-from pipeline.preflight import Notice, Preflight
+from pipeline.preflight import Notice, Preflight, id_fingerprint
 
 KEY_VERSION = 1
 CACHE_SIZE = 65_536  # distinct files whose digest is remembered
@@ -140,3 +140,22 @@ def scan(
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
             yield Problem(job.id, None, f"cannot read an input: {reason}", job.location)
+    duplicates = preflight.duplicate_ids()
+    if duplicates:
+        yield from _name_duplicates(manifest, duplicates)
+
+
+def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Problem]:
+    """Every reuse of an id, with where it was first used (a second pass over the ids alone)."""
+    first: dict[int, str] = {}
+    for item in manifest.iter_jobs():
+        if not isinstance(item, Job):
+            continue
+        fingerprint = id_fingerprint(item.id)
+        if fingerprint not in duplicates:
+            continue
+        if fingerprint not in first:
+            first[fingerprint] = item.location
+            continue
+        message = f"{item.id!r} is already used by the job at {first[fingerprint]} "
+        yield Problem(item.id, "id", message + "(letter case ignored)", item.location)

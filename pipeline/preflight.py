@@ -39,12 +39,14 @@ Policies (the decisions behind the checks):
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import math
 import os
 import stat
 import unicodedata
 import warnings
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -115,22 +117,43 @@ _Inspect = Callable[[str], ImageFacts | str]
 
 
 class Preflight:
-    """Checks jobs one at a time; remembers ids (for duplicates) and facts per distinct file."""
+    """Checks jobs one at a time; remembers ids (for duplicates) and facts per distinct file.
+
+    Ids are remembered as 8-byte fingerprints in an array, not as a set of strings (about 95
+    bytes each): memory must not grow with a million-row catalog beyond the ledger's done-set.
+    Duplicates are therefore found once the pass is over (``duplicate_ids``) and named by a
+    cheap extra pass over the ids alone (``plan.scan`` does it), only if there are any.
+    """
 
     def __init__(self, max_pixels: int = MAX_PIXELS, cache_size: int = CACHE_SIZE) -> None:
         self.max_pixels = max_pixels
-        self._ids: set[str] = set()
+        self._ids: array[int] | None = array("Q")  # None: not tracked (a later pass)
+        self._id_filter = bytearray(ID_FILTER_BITS // 8)
+        self._maybe_seen: set[int] = set()
         self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
         self._resolve = lru_cache(maxsize=cache_size)(_resolve)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
 
     def next_pass(self) -> Preflight:
-        """A Preflight for another pass over the same manifest: ids and notices start afresh,
-        but a file already inspected is not opened again (the per-file caches are shared)."""
+        """A Preflight for another pass over the same manifest: notices start afresh, ids are
+        not tracked (the first pass checked them), and a file already inspected is not opened
+        again (the per-file caches are shared)."""
         other = copy.copy(self)
-        other._ids, other._noted = set(), set()
+        other._ids, other._noted, other._maybe_seen = None, set(), set()
+        other._id_filter = bytearray()
         return other
+
+    def duplicate_ids(self) -> set[int]:
+        """Fingerprints of the ids seen more than once in this pass (``id_fingerprint``)."""
+        if not self._ids or not self._maybe_seen:
+            return set()
+        seen: set[int] = set()
+        duplicates: set[int] = set()
+        for fingerprint in self._ids:  # only candidates are held as Python ints
+            if fingerprint in self._maybe_seen:
+                (duplicates if fingerprint in seen else seen).add(fingerprint)
+        return duplicates
 
     def check(
         self, job: Job, base_dir: Path | None = None
@@ -172,10 +195,17 @@ class Preflight:
         reason = folder_name_problem(job_id)
         if reason:
             yield "id", f"{job_id!r} cannot name the job's output folder: {reason}"
-        folded = unicodedata.normalize("NFC", job_id).casefold()
-        if folded in self._ids:
-            yield "id", f"{job_id!r} is already used by an earlier job (letter case ignored)"
-        self._ids.add(folded)
+        if self._ids is not None:
+            fingerprint = id_fingerprint(job_id)
+            self._ids.append(fingerprint)
+            # A bit per fingerprint's low bits: an id whose bit is already set may repeat one
+            # (false positives are a few percent at a million ids), so only those are kept.
+            index = fingerprint & ID_FILTER_MASK
+            byte, bit = index >> 3, 1 << (index & 7)
+            if self._id_filter[byte] & bit:
+                self._maybe_seen.add(fingerprint)
+            else:
+                self._id_filter[byte] |= bit
 
     # -- files --
 
@@ -273,6 +303,17 @@ class Preflight:
 
 
 # --- field checks ---------------------------------------------------------------------------
+
+
+ID_FILTER_BITS = 1 << 26  # 8 MB: about 1.5% of a million ids look like repeats, and are checked
+ID_FILTER_MASK = ID_FILTER_BITS - 1
+
+
+def id_fingerprint(job_id: str) -> int:
+    """64 bits of the id as a folder name sees it: letter case and Unicode form ignored, since
+    ``SKU-1`` and ``sku-1`` are one folder on macOS and Windows."""
+    folded = unicodedata.normalize("NFC", job_id).casefold()
+    return int.from_bytes(hashlib.blake2b(folded.encode(), digest_size=8).digest(), "little")
 
 
 def _prompt_problems(prompt: str) -> Iterator[tuple[str, str]]:

@@ -226,6 +226,17 @@ def test_duplicate_ids_across_jobs_and_items(tmp_path: Path) -> None:
     items = list(scan(load_manifest(write_manifest(tmp_path, data))))
     (problem,) = [item for item in items if isinstance(item, Problem)]
     assert (problem.job, problem.field, problem.location) == ("same", "id", "rows.csv row 1")
+    assert "already used by the job at manifest.yaml:" in problem.message
+
+
+def test_every_reuse_of_an_id_is_named(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    rows = "".join(f"{name},images/item.png,p\n" for name in ("a", "B", "b", "c", "A"))
+    (tmp_path / "rows.csv").write_text("id,image,prompt\n" + rows)
+    data = {"defaults": {"type": "background"}, "items": "rows.csv"}
+    items = list(scan(load_manifest(write_manifest(tmp_path, data))))
+    named = [(p.job, p.location) for p in items if isinstance(p, Problem)]
+    assert named == [("b", "rows.csv row 3"), ("A", "rows.csv row 5")]
 
 
 # --- validate -------------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from PIL import Image
 from pipeline import preflight as preflight_module
 from pipeline.errors import Problem
 from pipeline.models import Feature, InputRef, Job
-from pipeline.preflight import Notice, Preflight, closest_size, mask_upload_bytes
+from pipeline.preflight import (
+    Notice,
+    Preflight,
+    closest_size,
+    id_fingerprint,
+    mask_upload_bytes,
+)
 from tests.fixtures_images import (
     demo_inputs,
     make_alpha_mask,
@@ -102,9 +108,10 @@ def test_duplicate_ids_across_the_stream_ignore_case(tmp_path: Path) -> None:
     preflight = Preflight()
     job = inpaint_job(tmp_path)
     assert preflight.check(job)[1] == []
-    _, problems, _ = preflight.check(replace(job, id="JOB-1", location="rows.csv row 9"))
-    assert [(p.job, p.field, p.location) for p in problems] == [("JOB-1", "id", "rows.csv row 9")]
-    assert "already used" in problems[0].message
+    assert preflight.duplicate_ids() == set()
+    assert preflight.check(replace(job, id="JOB-1", location="rows.csv row 9"))[1] == []
+    assert preflight.duplicate_ids() == {id_fingerprint("job-1")}  # found once the pass is over
+    assert preflight.next_pass().duplicate_ids() == set()  # later passes do not track ids
 
 
 @pytest.mark.parametrize(
@@ -431,3 +438,17 @@ def test_each_distinct_file_is_opened_once(tmp_path: Path, monkeypatch: pytest.M
         _, problems, _ = preflight.check(replace(job, id=f"job-{index}", image=image))
         assert problems == []
     assert sorted(opened) == sorted([job.image.value, job.mask.value])  # type: ignore[union-attr]
+
+
+def test_duplicate_ids_are_exact_even_when_the_filter_collides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.preflight as preflight_module
+
+    monkeypatch.setattr(preflight_module, "ID_FILTER_BITS", 8)  # every id looks like a repeat
+    monkeypatch.setattr(preflight_module, "ID_FILTER_MASK", 7)
+    preflight = Preflight()
+    job = inpaint_job(tmp_path)
+    for job_id in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "B", "j"]:
+        preflight.check(replace(job, id=job_id))
+    assert preflight.duplicate_ids() == {id_fingerprint("b"), id_fingerprint("j")}
