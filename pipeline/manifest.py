@@ -305,7 +305,7 @@ class Manifest:
             return
         own, invalid, problems = _validate_fields(raw, location)
         yield from problems
-        yield from self._job_from_fields(own, invalid, location, entry, known_bad=bool(problems))
+        yield from self._job_from_fields(own, invalid, location, entry)
 
     def _job_from_fields(
         self,
@@ -313,12 +313,13 @@ class Manifest:
         invalid: frozenset[str],
         location: str,
         entry: int,
-        known_bad: bool = False,
     ) -> Iterator[Job | Problem]:
         result = build_job(own, self.defaults, self.base_dir, location, invalid, entry)
+        # A job with a bad field is still built from its good ones and passed on, so preflight
+        # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
+        # instead of one at a time. Its problems keep the run from starting.
         if isinstance(result, Job):
-            if not known_bad:
-                yield result
+            yield result
         else:
             yield from result
 
@@ -453,7 +454,9 @@ def build_job(
         problem("prompt", "required: describe the edit")
     if job_id is None and image is not None:
         problem("id", "cannot be derived from the image; set an id")
-    if problems or invalid or feature is None or image is None or "prompt" not in merged:
+    # Fields already reported as invalid are left out (their defaults apply), so the job can
+    # still be checked for everything else; the reported problems keep it from running.
+    if problems or feature is None or image is None or "prompt" not in merged:
         return problems
     parameters = {name: merged[name] for name in _PARAMETERS if name in merged}
     if "output_format" in parameters:

@@ -126,14 +126,18 @@ def scan(
     """
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
+    flawed: str | None = None  # location of the latest entry the manifest found wrong
     for item in manifest.iter_jobs(None if wanted is None else wanted.__contains__):
         if isinstance(item, Problem):
+            flawed = item.location
             yield item
             continue
         job, problems, notices = preflight.check(item, manifest.base_dir)
         yield from problems
         yield from notices
-        if job is None:
+        # A flawed entry's job (built from its good fields) is checked for the rest of its
+        # problems, so all are reported at once, but never planned.
+        if job is None or item.location == flawed:
             continue
         try:
             yield planner.plan(job, preflight.mask_convert(job))

@@ -186,7 +186,11 @@ def test_several_bad_jobs_all_named_in_one_pass(tmp_path: Path) -> None:
         {**BACKGROUND, "id": "bad-type", "type": "?"},
     ]
     items = stream(tmp_path, {"jobs": jobs})
-    assert [job.id for job in items if isinstance(job, Job)] == ["ok"]
+    # A flawed entry still yields its job, built from its good fields, after its problems, so
+    # preflight can report the rest of what is wrong with it (plan.scan never plans it).
+    assert [job.id for job in items if isinstance(job, Job)] == ["ok", "bad-n", "bad-field"]
+    order = [(type(i).__name__, getattr(i, "id", None) or i.job) for i in items]  # type: ignore[union-attr]
+    assert order.index(("Problem", "bad-n")) < order.index(("Job", "bad-n"))
     named = {(p.job, p.field) for p in problems_of(items)}
     assert named == {("bad-n", "n"), ("bad-field", "colour"), (None, None), ("bad-type", "type")}
 
@@ -347,7 +351,7 @@ def test_jsonl_items(tmp_path: Path) -> None:
     ]
     (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     items = stream(tmp_path, {"defaults": {"type": "inpaint"}, "items": "rows.jsonl"})
-    assert [(i.id, i.n) for i in items if isinstance(i, Job)] == [("a", 2), ("c", 1)]
+    assert [(i.id, i.n) for i in items if isinstance(i, Job)] == [("a", 2), ("b", 1), ("c", 1)]
     assert [(p.location, p.field) for p in problems_of(items)] == [
         ("rows.jsonl line 3", None),
         ("rows.jsonl line 4", None),

@@ -395,3 +395,26 @@ def test_entry_set_is_a_set_of_ordinals() -> None:
     assert entries.count == 4
     assert {0, 7, 8, 1_000_003} == {i for i in range(1_000_010) if i in entries}
     assert -1 not in entries and "3" not in entries
+
+
+def test_a_flawed_job_is_checked_for_everything_but_never_planned(tmp_path: Path) -> None:
+    demo_inputs(tmp_path)
+    make_mask(tmp_path / "masks" / "small.png", size=(32, 32))
+    data = {
+        "defaults": {"type": "inpaint"},
+        "jobs": [
+            {"id": "ok", "image": "images/item.png", "mask": "masks/item.png", "prompt": "p"},
+            {
+                "id": "../escape",
+                "image": "images/item.png",
+                "mask": "masks/small.png",
+                "prompt": "",
+                "n": 12,
+                "qualty": "high",
+            },
+        ],
+    }
+    items = list(scan(load_manifest(write_manifest(tmp_path, data))))
+    assert [p.job.id for p in items if isinstance(p, PlannedJob)] == ["ok"]
+    fields = {p.field for p in items if isinstance(p, Problem) and p.job == "../escape"}
+    assert fields == {"qualty", "id", "prompt", "n", "mask"}  # every problem, in one pass
