@@ -256,7 +256,7 @@ def _checked_plan(
         print(warnings, file=sys.stderr)
     # The second pass reads only the entries the first found something to do for.
     jobs = _planned_jobs(manifest, preflight.next_pass(), planner, runnable)
-    return CheckedPlan(summary.total_jobs, skipped, jobs)
+    return CheckedPlan(summary.total.jobs, skipped, jobs)
 
 
 def _remove_empty(out_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -128,16 +128,3 @@ class ErrorInfo:
     kind: str
     message: str
     http_status: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a job ended in this run."""
-
-    job_id: str
-    status: Status
-    attempts: int
-    outputs: tuple[str, ...] = ()
-    credits: int | None = None
-    error: ErrorInfo | None = None
-    timings: dict[str, float] = field(default_factory=dict)

@@ -111,11 +111,6 @@ class PlanSummary:
         return self.problem_count == 0
 
     @property
-    def total_jobs(self) -> int:
-        """Valid jobs over both features, the ones the ledger has done included."""
-        return sum(counts.jobs for counts in self.counts.values())
-
-    @property
     def total(self) -> FeatureCounts:
         total = FeatureCounts()
         for counts in self.counts.values():

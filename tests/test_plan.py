@@ -256,7 +256,7 @@ def test_summary_counts_and_credits(tmp_path: Path) -> None:
     assert (inpaint.jobs, inpaint.calls, inpaint.images, inpaint.uploads) == (2, 2, 4, 2)
     assert inpaint.credits == 3 * 1000 + 4000
     assert (background.jobs, background.images, background.credits) == (1, 1, 8000)
-    assert (summary.uploads, summary.total.credits, summary.total_jobs) == (2, 15000, 3)
+    assert (summary.uploads, summary.total.credits, summary.total.jobs) == (2, 15000, 3)
     assert (summary.problem_count, summary.ok) == (1, False)
     report = format_plan(summary)
     assert "Manifest 'spring'" in report and "15,000" in report and "NOT READY" in report

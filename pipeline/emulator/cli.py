@@ -39,11 +39,12 @@ def _rate(text: str) -> float:
     return value
 
 
-def _non_negative(text: str) -> float:
+def _non_negative(text: str, kind: type[float] | type[int] = float) -> float:
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from exc
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
@@ -57,13 +58,7 @@ def _positive(text: str) -> float:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+    return int(_non_negative(text, int))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
