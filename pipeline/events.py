@@ -25,6 +25,14 @@ class JobSkipped:
 
 
 @dataclass(frozen=True, slots=True)
+class JobsSkipped:
+    """Jobs the plan left out before the run began (done, failed before, held back)."""
+
+    reason: str  # plan.Skip: "done" | "failed" | "held"
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class AssetsUploaded:
     job_id: str
     key: str
@@ -81,6 +89,7 @@ class RunStopping:
 Event = (
     JobStarted
     | JobSkipped
+    | JobsSkipped
     | AssetsUploaded
     | FeatureSubmitted
     | JobRetrying

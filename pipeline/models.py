@@ -128,3 +128,6 @@ class ErrorInfo:
     kind: str
     message: str
     http_status: int | None = None
+    # The job ran out of retries on transient errors alone (5xx, timeouts, dropped
+    # connections): the next run tries it again without --retry-failed (SPEC 5).
+    transient: bool = False

@@ -15,17 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from pipeline.errors import Problem
-from pipeline.manifest import Manifest
-from pipeline.models import MODEL, InputRef, Job, PlannedJob
+from pipeline.credits import CreditTable
+from pipeline.errors import ManifestError, Problem
+from pipeline.ledger import JobState, LedgerState
+from pipeline.manifest import Manifest, load_manifest
+from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
 from pipeline.preflight import Notice, Preflight, id_fingerprint
+from pipeline.summary import PlanSummary
 
 KEY_VERSION = 1
 CACHE_SIZE = 65_536  # distinct files whose digest is remembered
@@ -163,3 +169,161 @@ def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Probl
             continue
         message = f"{item.id!r} is already used by the job at {first[fingerprint]} "
         yield Problem(item.id, "id", message + "(letter case ignored)", item.location)
+
+
+# -- the plan: both passes, the entry set and the skip rule ------------------------------------
+
+
+class Skip(StrEnum):
+    """Why a valid job is not run now."""
+
+    DONE = "done"  # succeeded for the same content
+    FAILED = "failed"  # failed for the same content; waits for --retry-failed
+    HELD = "held"  # pending, left for a later run by --limit or --only
+
+
+# (job id, content key) -> the job's outputs were rejected by a reviewer for that content
+Rejected = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    retry_failed: bool = False
+    limit: int | None = None  # run at most this many of the pending jobs (a canary)
+    only: frozenset[str] | None = None  # run only these ids
+    rejected: Rejected | None = None
+
+
+def skip_reason(state: JobState | None, options: PlanOptions) -> Skip | None:
+    """The one skip rule: None means the job runs (SPEC 4, 5, 6)."""
+    if state is None:
+        return None
+    if state.status is Status.SUCCEEDED:
+        return Skip.DONE
+    if state.status is Status.FAILED and not options.retry_failed:
+        # A job that only ran out of retries on transient errors (an outage, not the job's
+        # fault) is tried again by the next run on its own.
+        return None if state.error is not None and state.error.transient else Skip.FAILED
+    return None
+
+
+@dataclass
+class CheckedPlan:
+    """The first pass's verdict, and (if it passed) the second pass ready to stream."""
+
+    summary: PlanSummary
+    skipped: Counter[Skip] = field(default_factory=Counter)
+    jobs: Iterator[PlannedJob] = field(default_factory=lambda: iter(()))
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.ok
+
+    @property
+    def total(self) -> int:
+        return self.summary.total.jobs
+
+
+def prepare(
+    manifest: Manifest, ledger: LedgerState, options: PlanOptions, credits: CreditTable
+) -> CheckedPlan:
+    """Check the whole manifest (pass 1), then stream the jobs that must run (pass 2).
+
+    Pass 1 counts, names every problem and marks the entries that will run, one bit each; pass
+    2 reads only those entries again (each input file was hashed once, in pass 1). Nothing is
+    held per job but that bit, so a million-row catalog plans in flat memory.
+    """
+    preflight, planner, runnable = Preflight(), Planner(), EntrySet()
+    plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
+    summary = plan.summary
+    summary.credit_source = credits.source
+    chosen = _Chooser(options)
+    for item in scan(manifest, preflight, planner):
+        if isinstance(item, PlannedJob):
+            job, key = item.job, item.key
+            chosen.note(job.id)
+            state = ledger.state_of(job.id, key)
+            redo = _rejected(options, state, job.id, key)
+            reason = None if redo else skip_reason(state, options)
+            if reason is None and not chosen.take(job.id):
+                reason = Skip.HELD
+            if reason is None:
+                summary.count_job(item, True, credits.for_job(job), redo)
+                runnable.add(job.entry)
+            else:
+                summary.count_skip(item, held=reason is Skip.HELD)
+                plan.skipped[reason] += 1
+        elif isinstance(item, Notice):
+            summary.add_warning(item)
+        else:
+            summary.add_problems([item])
+    summary.add_problems(chosen.unknown_ids(manifest.display_name))
+    if summary.ok:
+        plan.jobs = _second_pass(manifest, preflight.next_pass(), planner, runnable)
+    return plan
+
+
+def prepare_file(
+    path: Path,
+    ledger: LedgerState | None = None,
+    options: PlanOptions | None = None,
+    credits: CreditTable | None = None,
+) -> CheckedPlan:
+    """``prepare`` for a manifest file; a header that does not load is a plan of problems."""
+    from pipeline.credits import load_credit_table
+
+    table = credits if credits is not None else load_credit_table()
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as exc:
+        plan = CheckedPlan(PlanSummary(manifest=path, name=path.stem))
+        plan.summary.add_problems(exc.problems)
+        return plan
+    return prepare(manifest, ledger or LedgerState(), options or PlanOptions(), table)
+
+
+def _rejected(options: PlanOptions, state: JobState | None, job_id: str, key: str) -> bool:
+    return (
+        options.rejected is not None
+        and state is not None
+        and state.status is Status.SUCCEEDED
+        and options.rejected(job_id, key)
+    )
+
+
+class _Chooser:
+    """``--only`` and ``--limit``: which of the jobs that would run, run now."""
+
+    def __init__(self, options: PlanOptions) -> None:
+        self._only = options.only
+        self._left = options.limit
+        self._seen: set[str] = set()
+
+    def note(self, job_id: str) -> None:
+        if self._only is not None and job_id in self._only:
+            self._seen.add(job_id)
+
+    def take(self, job_id: str) -> bool:
+        if self._only is not None and job_id not in self._only:
+            return False
+        if self._left is None:
+            return True
+        if self._left <= 0:
+            return False
+        self._left -= 1
+        return True
+
+    def unknown_ids(self, where: str) -> list[Problem]:
+        if self._only is None:
+            return []
+        message = "given to --only but no valid job of the manifest has this id"
+        return [Problem(job_id, "id", message, where) for job_id in sorted(self._only - self._seen)]
+
+
+def _second_pass(
+    manifest: Manifest, preflight: Preflight, planner: Planner, wanted: EntrySet
+) -> Iterator[PlannedJob]:
+    """The streaming pass: preflight already passed, so only jobs come out."""
+    for item in scan(manifest, preflight, planner, wanted):
+        if isinstance(item, PlannedJob):
+            yield item

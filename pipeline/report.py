@@ -35,7 +35,7 @@ import orjson
 from PIL import Image, ImageOps
 
 from pipeline.events import Event, JobFailed, JobStarted, JobSucceeded
-from pipeline.ledger import LEDGER_NAME, LedgerState, iter_records
+from pipeline.ledger import LEDGER_NAME, Damage, read_records, to_dict
 from pipeline.report_page import render_page
 
 REPORT_NAME = "report.html"
@@ -84,13 +84,14 @@ class LedgerView:
     images: int = 0
     first_ts: str | None = None
     last_ts: str | None = None
-    damage: LedgerState = field(default_factory=LedgerState)
+    damage: Damage = field(default_factory=Damage)
 
 
 def read_ledger_view(path: Path) -> LedgerView:
     """One pass over the ledger; a job's state is its latest line (uploads say nothing)."""
     view = LedgerView()
-    for record in iter_records(path, view.damage):
+    for typed in read_records(path, view.damage):
+        record = to_dict(typed)
         ts = str(record.get("ts") or "")
         if ts:
             view.first_ts = view.first_ts or ts

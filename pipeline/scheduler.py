@@ -38,12 +38,11 @@ from pipeline.events import (
     FeatureSubmitted,
     JobFailed,
     JobRetrying,
-    JobSkipped,
     JobStarted,
     JobSucceeded,
     RunStopping,
 )
-from pipeline.ledger import LedgerState
+from pipeline.ledger import ResumeState
 from pipeline.models import Asset, ErrorInfo, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.retry import RetryPolicy
 from pipeline.store import Store, check_image, parse_size
@@ -51,7 +50,6 @@ from pipeline.throttle import Throttle
 
 T = TypeVar("T")
 QUEUE_PER_WORKER = 2
-YIELD_EVERY_SKIPS = 512
 
 
 class Client(Protocol):
@@ -94,7 +92,7 @@ class Scheduler:
         bus: EventBus,
         throttle: Throttle,
         policy: RetryPolicy,
-        ledger: LedgerState,
+        ledger: ResumeState,
         *,
         concurrency: int,
         credits_for: Callable[[Job], int] | None = None,
@@ -165,19 +163,10 @@ class Scheduler:
         return self._outcome
 
     async def _feed(self, planned: Iterable[PlannedJob], queue: asyncio.Queue) -> None:
-        skipped = 0
+        # The plan already left out what need not run (plan.skip_reason): feed everything.
         for item in planned:
             if self._stop.is_set():
                 return
-            status = self._ledger.status_of(item.job.id, item.key)
-            if status == "succeeded" or (status == "failed" and not self._retry_failed):
-                self._bus.emit(
-                    JobSkipped(item.job.id, "done" if status == "succeeded" else "failed")
-                )
-                skipped += 1
-                if skipped % YIELD_EVERY_SKIPS == 0:
-                    await asyncio.sleep(0)  # a long run of skips must not starve the workers
-                continue
             await queue.put(item)
         for _ in range(self._concurrency):
             await queue.put(None)
@@ -358,7 +347,7 @@ class Scheduler:
         if digest is None:
             return
         self._uploads.pop(digest, None)
-        self._ledger.assets.pop(digest, None)
+        self._ledger.forget_asset(digest)
 
     async def _upload(self, run: _JobRun, ref: InputRef, cache_key: str, convert: bool) -> Asset:
         data, filename = await self._input_bytes(run, ref, convert)

@@ -23,11 +23,12 @@ from pipeline.events import (
     JobFailed,
     JobRetrying,
     JobSkipped,
+    JobsSkipped,
     JobStarted,
     JobSucceeded,
     RunStopping,
 )
-from pipeline.ledger import utc_now
+from pipeline.ledger.schema import utc_now
 
 SUMMARY_NAME = "summary.json"
 
@@ -56,6 +57,8 @@ class RunStats:
                 self.in_flight.add(planned.job.id)
             case JobSkipped(reason=reason):
                 count[f"jobs/skipped/{reason}"] += 1
+            case JobsSkipped(reason=reason, count=skipped):
+                count[f"jobs/skipped/{reason}"] += skipped
             case AssetsUploaded(uploads=uploads):
                 count["upload/count"] += uploads
             case FeatureSubmitted(result=result, credits=credits):

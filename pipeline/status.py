@@ -1,62 +1,156 @@
-"""``pipeline status OUT``: where every job stands, from the ledger alone."""
+"""``pipeline status OUT``: where every job of the manifest stands, from the ledger's fold.
+
+Every job the manifest lists is shown, not only those the ledger knows: a job never started is
+``pending``. A succeeded job whose output files are gone is ``missing``. The manifest is the one
+the last run recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import LedgerState, iter_records
+from pipeline.ledger import LEDGER_NAME, Damage, JobState, read_ledger
+from pipeline.models import Job, Status
 
 FAILED_SHOWN = 50
+PENDING = "pending"
+MISSING = "missing"
+# The order states are listed in.
+STATE_ORDER = (
+    "succeeded",
+    "failed",
+    MISSING,
+    PENDING,
+    "submitted",
+    "retrying",
+    "started",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    job_id: str
+    state: str
+    error: dict[str, Any] | None = None
+    attempts: int | None = None
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass
-class RunStatus:
-    states: Counter[str] = field(default_factory=Counter)
-    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> its failed line
-    ledger: LedgerState = field(default_factory=LedgerState)
+class FolderStatus:
+    out_dir: Path
+    manifest: str | None  # the manifest whose jobs are listed, if it could be read
+    jobs: list[JobStatus] = field(default_factory=list)
+    damage: Damage = field(default_factory=Damage)
+    not_in_manifest: int = 0  # ledger jobs the manifest no longer lists
+    credits_spent: int = 0
+
+    @property
+    def states(self) -> Counter[str]:
+        return Counter(job.state for job in self.jobs)
+
+    @property
+    def all_succeeded(self) -> bool:
+        return bool(self.jobs) and all(job.state == "succeeded" for job in self.jobs)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out_dir),
+            "manifest": self.manifest,
+            "counts": dict(sorted(self.states.items())),
+            "total": len(self.jobs),
+            "not_in_manifest": self.not_in_manifest,
+            "credits_spent": self.credits_spent,
+            "corrupt_lines": self.damage.corrupt_lines,
+            "jobs": [
+                {
+                    "id": job.job_id,
+                    "state": job.state,
+                    "error": job.error,
+                    "attempts": job.attempts,
+                    "outputs": list(job.outputs),
+                }
+                for job in self.jobs
+            ],
+        }
 
 
-def read_status(ledger_path: Path) -> RunStatus:
-    status = RunStatus()
-    latest: dict[str, str] = {}
-    for record in iter_records(ledger_path, status.ledger):
-        if record["status"] == "uploaded":
-            continue  # says nothing about where the job stands
-        job_id = record["job_id"]
-        latest[job_id] = record["status"]
-        if record["status"] == "failed":
-            status.failed[job_id] = record
-        else:
-            status.failed.pop(job_id, None)
-    status.states.update(latest.values())
+def read_status(
+    out_dir: Path, manifest_jobs: Iterable[Job] | None = None, manifest: str | None = None
+) -> FolderStatus:
+    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None)."""
+    ledger = read_ledger(out_dir / LEDGER_NAME, detailed=True)
+    status = FolderStatus(out_dir, manifest, damage=ledger.damage)
+    status.credits_spent = ledger.credits_spent
+    if manifest_jobs is None:
+        status.jobs = [_job_status(out_dir, state) for state in ledger.jobs.values()]
+        return status
+    listed: set[str] = set()
+    for job in manifest_jobs:
+        if job.id in listed:
+            continue
+        listed.add(job.id)
+        state = ledger.jobs.get(job.id)
+        status.jobs.append(_job_status(out_dir, state) if state else JobStatus(job.id, PENDING))
+    status.not_in_manifest = len(ledger.jobs.keys() - listed)
     return status
 
 
-def format_status(status: RunStatus) -> str:
-    total = sum(status.states.values())
-    lines = [f"{total} jobs in the ledger"]
-    for state in ("succeeded", "failed", "submitted", "retrying", "uploaded", "started"):
-        if status.states[state]:
-            lines.append(f"  {state:<10} {status.states[state]}")
-    unfinished = total - status.states["succeeded"] - status.states["failed"]
+def _job_status(out_dir: Path, state: JobState) -> JobStatus:
+    name = state.status.value
+    if state.status is Status.SUCCEEDED and not all(
+        os.path.isfile(out_dir / output) for output in state.outputs
+    ):
+        name = MISSING
+    error = None
+    if state.error is not None:
+        error = {
+            "kind": state.error.kind,
+            "message": state.error.message,
+            "http_status": state.error.http_status,
+            "transient": state.error.transient,
+        }
+    return JobStatus(state.job_id, name, error, state.attempts, state.outputs)
+
+
+def format_status(status: FolderStatus) -> str:
+    states = status.states
+    total = len(status.jobs)
+    what = f"jobs of {status.manifest}" if status.manifest else "jobs in the ledger"
+    lines = [f"{total} {what}"]
+    for state in (*STATE_ORDER, *sorted(set(states) - set(STATE_ORDER))):
+        if states[state]:
+            lines.append(f"  {state:<10} {states[state]}")
+    unfinished = total - states["succeeded"] - states["failed"] - states[MISSING]
     if unfinished:
         lines.append(f"  ({unfinished} unfinished: a re-run of the same command resumes them)")
-    if status.ledger.corrupt_lines:
-        numbers = ", ".join(map(str, status.ledger.corrupt_lines[:10]))
+    if states[MISSING]:
+        lines.append(f"  ({states[MISSING]} missing: succeeded, but output files are gone)")
+    if status.not_in_manifest:
+        lines.append(f"  ({status.not_in_manifest} more in the ledger, no longer in the manifest)")
+    if status.damage.corrupt_lines:
+        numbers = ", ".join(map(str, status.damage.corrupt_lines[:10]))
         lines.append(f"unreadable ledger lines skipped: {numbers}")
-    if status.failed:
+    failed = [job for job in status.jobs if job.state == "failed"]
+    if failed:
         lines.append("")
-        lines.append("failed jobs (run again with --retry-failed):")
-        for job_id, record in list(status.failed.items())[:FAILED_SHOWN]:
-            error = record.get("error") or {}
+        lines.append(
+            "failed jobs (transient ones run again by the next run; others need --retry-failed):"
+        )
+        for job in failed[:FAILED_SHOWN]:
+            error = job.error or {}
             http = f" HTTP {error['http_status']}" if error.get("http_status") else ""
+            transient = " [transient]" if error.get("transient") else ""
+            attempts = "?" if job.attempts is None else job.attempts
             lines.append(
-                f"  {job_id}: {error.get('kind', '?')}{http}: {error.get('message', '')} "
-                f"(attempts: {record.get('attempts', '?')})"
+                f"  {job.job_id}: {error.get('kind', '?')}{http}{transient}: "
+                f"{error.get('message', '')} (attempts: {attempts})"
             )
-        if len(status.failed) > FAILED_SHOWN:
-            lines.append(f"  ... and {len(status.failed) - FAILED_SHOWN} more")
+        if len(failed) > FAILED_SHOWN:
+            lines.append(f"  ... and {len(failed) - FAILED_SHOWN} more")
     return "\n".join(lines)

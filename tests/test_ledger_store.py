@@ -57,12 +57,12 @@ def test_torn_tail_ignored_and_next_write_starts_a_fresh_line(tmp_path: Path) ->
     with ledger.open("ab") as handle:
         handle.write(b'{"ts": "2026", "job_id": "b", "sta')  # kill -9 mid-write
     state = read_ledger(ledger)
-    assert state.torn_tail and not state.corrupt_lines
+    assert state.damage.torn_tail and not state.damage.corrupt_lines
     assert state.status_of("a", "k") == "succeeded"
     write_events(ledger, JobSucceeded("b", "k", ("b/0.png",), 1, 1, "u"))
     state = read_ledger(ledger)
     assert state.status_of("b", "k") == "succeeded"
-    assert state.corrupt_lines == [2]  # the torn fragment is now a reported middle line
+    assert state.damage.corrupt_lines == [2]  # the torn fragment is now a reported middle line
 
 
 def test_corrupt_middle_line_reported_with_number(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_corrupt_middle_line_reported_with_number(tmp_path: Path) -> None:
     good = orjson.dumps({"ts": "t", "job_id": "a", "status": "succeeded", "key": "k"})
     ledger.write_bytes(good + b"\n\x00garbage\n[1,2]\n" + good.replace(b'"a"', b'"b"') + b"\n")
     state = read_ledger(ledger)
-    assert state.corrupt_lines == [2, 3]
+    assert state.damage.corrupt_lines == [2, 3]
     assert state.status_of("b", "k") == "succeeded"
 
 
@@ -79,11 +79,11 @@ def test_submitted_result_is_pending_until_success(tmp_path: Path) -> None:
     retry = JobRetrying("a", "k", "download", 1, ErrorInfo("bad_response", "cut", None), 1.0)
     write_events(ledger, FeatureSubmitted("a", "k", 1, RESULT, 4000), retry)
     state = read_ledger(ledger)
-    pending = state.pending_for("a", "k")
+    pending = state.resume().pending_for("a", "k")
     assert pending is not None and pending.result.result_paths == ("r/0.png",)
-    assert state.pending_for("a", "changed-content") is None
+    assert state.resume().pending_for("a", "changed-content") is None
     write_events(ledger, JobSucceeded("a", "k", ("a/0.png",), 1, 1, "u1"))
-    assert read_ledger(ledger).pending_for("a", "k") is None
+    assert read_ledger(ledger).resume().pending_for("a", "k") is None
 
 
 def test_lock_refuses_second_holder_and_is_released(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""plan.py (content keys, digests, scan) and validate.py (the validate / dry-run report)."""
+"""plan.py (content keys, digests, scan, prepare), summary.py (the validate / dry-run report),
+credits.py (the credit table)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,22 @@ from pipeline.manifest import load_manifest
 from pipeline.models import Feature, InputRef, Job, PlannedJob
 from pipeline.plan import Planner, content_key, file_digest, scan
 from pipeline.preflight import Notice
-from pipeline.validate import (
-    BUILT_IN_CREDITS,
-    format_plan,
-    format_problems,
-    load_credit_table,
-    summarize,
-)
+from pipeline.credits import load_credit_table
+from pipeline.ledger import JobState, LedgerState
+from pipeline.models import Status
+from pipeline.plan import prepare_file
+from pipeline.summary import PlanSummary, format_plan, format_problems
 from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def summarize(path: Path, done: dict[str, str] | None = None) -> PlanSummary:
+    """The plan's summary, with ``done`` (job id -> key) succeeded in the ledger."""
+    ledger = LedgerState()
+    for order, (job_id, key) in enumerate((done or {}).items()):
+        ledger.jobs[job_id] = JobState(job_id, Status.SUCCEEDED, key, order)
+    return prepare_file(path, ledger).summary
 
 
 def raw_inputs(folder: Path) -> tuple[Path, Path]:
@@ -270,7 +277,7 @@ def test_summary_skips_jobs_the_ledger_has_done(tmp_path: Path) -> None:
     keys = {p.job.id: p.key for p in scan(load_manifest(path)) if isinstance(p, PlannedJob)}
     # A finished job with another key (its prompt changed since) runs again.
     done = {"j0": keys["j0"], "j1": "stale-key"}
-    summary = summarize(path, done_keys=lambda job_id, key: done.get(job_id) == key)
+    summary = summarize(path, done)
     counts = summary.counts[Feature.BACKGROUND]
     assert (counts.jobs, counts.skipped, counts.calls) == (3, 1, 2)
     assert "READY: 2 feature calls would produce 2 images." in format_plan(summary)
@@ -313,10 +320,10 @@ def test_format_problems_groups_by_job_and_limits() -> None:
     assert "and 4,995 more" in format_problems(problems[:5], limit=10, total=5000)
 
 
-def test_credit_table_file_and_fallback(tmp_path: Path) -> None:
+def test_credit_table_is_package_data_and_a_file_may_replace_it(tmp_path: Path) -> None:
     table = load_credit_table()
-    assert table.source.endswith("configs/credits.yaml")
-    assert table.per_image == BUILT_IN_CREDITS  # the file and the fallback agree
+    assert table.source == "pipeline/data/credits.yaml"  # shipped in the wheel, not a checkout
+    assert table.per_image["IMAGE_INPAINTER"] == {"low": 1000, "medium": 4000, "high": 8000}
     custom = tmp_path / "credits.yaml"
     custom.write_text(
         "per_image:\n"
@@ -327,16 +334,6 @@ def test_credit_table_file_and_fallback(tmp_path: Path) -> None:
     custom.write_text("per_image:\n  IMAGE_INPAINTER: {low: 1, medium: -2, high: 3}\n")
     with pytest.raises(ConfigError, match=r"per_image\.IMAGE_INPAINTER\.medium"):
         load_credit_table(custom)
-
-
-def test_credit_table_falls_back_when_the_file_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    import pipeline.validate as validate_module
-
-    monkeypatch.setattr(validate_module, "CREDITS_FILE", tmp_path / "absent.yaml")
-    table = load_credit_table()
-    assert (table.source, table.per_image) == ("built-in", BUILT_IN_CREDITS)
 
 
 def entries_manifest(folder: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -23,9 +24,10 @@ from pipeline.errors import (
     RecordFailed,
     ServerError,
 )
-from pipeline.events import EventBus
+from pipeline.events import EventBus, JobsSkipped
 from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.models import Feature, InputRef, Job, PlannedJob
+from pipeline.plan import PlanOptions, skip_reason
 from pipeline.retry import RetryPolicy
 from pipeline.scheduler import Scheduler
 from pipeline.stats import RunStats
@@ -83,18 +85,30 @@ class Harness:
         store = Store(self.out)
         store.prepare()
         ledger = read_ledger(self.out / "ledger.jsonl")
+        # What the plan would run (the plan owns the skip rule; the scheduler runs what it gets).
+        plan_options = PlanOptions(retry_failed=bool(options.get("retry_failed", False)))
+        skipped: Counter[str] = Counter()
+        runnable = []
+        for job in jobs:
+            reason = skip_reason(ledger.state_of(job.job.id, job.key), plan_options)
+            if reason is None:
+                runnable.append(job)
+            else:
+                skipped[reason.value] += 1
         bus = EventBus()
         stats = RunStats()
         with LedgerWriter(self.out / "ledger.jsonl") as writer:
             bus.subscribe(writer)
             bus.subscribe(stats)
+            for reason, count in skipped.items():
+                bus.emit(JobsSkipped(reason, count))
             scheduler = Scheduler(
                 self.client,  # type: ignore[arg-type]
                 store,
                 bus,
                 Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
                 RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
-                ledger,
+                ledger.resume(),
                 concurrency=int(options.get("concurrency", 4)),
                 credits_for=lambda job: 4000,
                 max_credits=options.get("max_credits"),  # type: ignore[arg-type]
@@ -102,7 +116,7 @@ class Harness:
                 sleep=self.sleeps,
                 clock=self.sleeps.clock,
             )
-            outcome = await scheduler.run(jobs)
+            outcome = await scheduler.run(runnable)
         return outcome, stats
 
     def lines(self) -> list[dict[str, object]]:

@@ -1,6 +1,6 @@
 """Synthetic run folders for the report tests: real ledger lines, real images, no network.
 
-The ledger lines come from ``pipeline.ledger.event_record`` fed with real events, and the summary
+The ledger lines come from ``pipeline.ledger.record_for`` fed with real events, and the summary
 from ``RunStats.summary``, so the shapes stay those of a real run. Only the timestamps are made
 up (evenly spaced), so the progress chart has something to draw.
 
@@ -29,7 +29,7 @@ from pipeline.events import (
     JobStarted,
     JobSucceeded,
 )
-from pipeline.ledger import LEDGER_NAME, event_record
+from pipeline.ledger import LEDGER_NAME, record_for, to_dict
 from pipeline.models import ErrorInfo, Feature, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.stats import RunStats
 
@@ -84,9 +84,9 @@ def build_run(
     for job in jobs:
         for event in _events(job, out_dir, inputs_dir, side):
             stats(event)
-            record = event_record(event)
+            record = record_for(event)
             if record is not None:
-                records.append({"ts": clock.tick(), **record})
+                records.append({**to_dict(record), "ts": clock.tick()})
     (out_dir / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     if summary:
         write_synthetic_summary(out_dir, stats, name, start, clock.now)

@@ -102,7 +102,7 @@ def test_a_line_of_the_wrong_types_is_skipped_by_every_reader(
     read_ledger(out / "ledger.jsonl")
     read_ledger_view(out / "ledger.jsonl")
     capsys.readouterr()
-    assert main(["status", str(out)]) == 0
+    assert main(["status", str(out)]) in (0, 1)  # 1: a mutated line left a job unfinished
     # The resume's reading (and planning) of the ledger, without sending anything.
     dry = [*args[:3], str(out), *args[4:], "--dry-run"]
     assert main(dry) == 0

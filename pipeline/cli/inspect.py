@@ -1,0 +1,107 @@
+"""``pipeline validate``, ``status`` and ``report``: commands that read and never send."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.cli.codes import ExitCode
+from pipeline.errors import ManifestError, PipelineError
+from pipeline.ledger import LEDGER_NAME
+from pipeline.manifest import load_manifest
+from pipeline.models import Job
+from pipeline.plan import prepare_file
+from pipeline.status import format_status, read_status
+from pipeline.summary import format_plan
+
+SUMMARY_NAME = "summary.json"
+
+
+def add_arguments(commands: Any) -> None:
+    validate = commands.add_parser("validate", help="check a manifest; send nothing")
+    validate.add_argument("manifest", type=Path, metavar="MANIFEST")
+    validate.set_defaults(handler=command_validate)
+
+    status = commands.add_parser(
+        "status", help="where every job of the manifest stands (exit 0: all succeeded)"
+    )
+    status.add_argument("out", type=Path, metavar="OUT_DIR")
+    status.add_argument(
+        "--manifest", type=Path, help="the manifest (default: the one the last run recorded)"
+    )
+    status.add_argument("--json", action="store_true", help="every job's state as JSON")
+    status.set_defaults(handler=command_status)
+
+    report = commands.add_parser("report", help="write OUT_DIR/report.html to review a run")
+    report.add_argument("out", type=Path, metavar="OUT_DIR")
+    report.set_defaults(handler=command_report)
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    plan = prepare_file(args.manifest)
+    print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
+    return ExitCode.OK if plan.ok else ExitCode.USAGE
+
+
+def command_status(args: argparse.Namespace) -> int:
+    out_dir: Path = args.out
+    if not (out_dir / LEDGER_NAME).is_file():
+        print(f"error: no ledger at {out_dir / LEDGER_NAME}", file=sys.stderr)
+        return ExitCode.USAGE
+    manifest_path = args.manifest or _recorded_manifest(out_dir)
+    jobs, shown = _manifest_jobs(manifest_path)
+    status = read_status(out_dir, jobs, shown)
+    if args.json:
+        sys.stdout.write(orjson.dumps(status.as_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        print(format_status(status))
+    return ExitCode.OK if status.all_succeeded else ExitCode.FAILED
+
+
+def _recorded_manifest(out_dir: Path) -> Path | None:
+    try:
+        summary = orjson.loads((out_dir / SUMMARY_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    manifest = summary.get("manifest") if isinstance(summary, dict) else None
+    return Path(manifest) if isinstance(manifest, str) and manifest else None
+
+
+def _manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
+    """The manifest's jobs by id (no file is read but the manifest and its items)."""
+    if path is None:
+        return None, None
+    try:
+        manifest = load_manifest(path)
+    except ManifestError:
+        print(
+            f"warning: cannot read the manifest {path}; showing the ledger's jobs", file=sys.stderr
+        )
+        return None, None
+    jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
+    return jobs, manifest.display_name
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    out_dir: Path = args.out
+    if not (out_dir / LEDGER_NAME).is_file():
+        print(f"error: no ledger at {out_dir / LEDGER_NAME}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        print(write_report(out_dir))
+    except OSError as exc:
+        print(
+            f"error: cannot write the report in {out_dir}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return ExitCode.STOPPED
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.STOPPED
+    return ExitCode.OK

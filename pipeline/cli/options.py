@@ -1,0 +1,101 @@
+"""Argument types shared by the commands: each refuses a bad value with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def http_url(text: str) -> str:
+    """An http(s) base URL with a host: ``127.0.0.1:8765`` without a scheme is refused."""
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {text!r}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL; write it as http://HOST:PORT or https://HOST"
+        )
+    return text.strip()
+
+
+def ids_option(text: str) -> frozenset[str]:
+    """``ID,ID`` or ``@FILE``: ids one a line, or JSON (a list of ids, or the review page's
+    export: an object whose ``ids``, ``rejected`` or ``jobs`` list holds ids or {"id": ...})."""
+    if not text.startswith("@"):
+        ids = frozenset(part.strip() for part in text.split(",") if part.strip())
+        if not ids:
+            raise argparse.ArgumentTypeError("no ids given")
+        return ids
+    path = Path(text[1:])
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
+    ids = _ids_from_json(data) if data.lstrip()[:1] in (b"[", b"{") else _ids_from_lines(data)
+    if ids is None:
+        raise argparse.ArgumentTypeError(f"{path}: expected ids one a line, or a JSON list of ids")
+    if not ids:
+        raise argparse.ArgumentTypeError(f"{path}: no ids in it")
+    return ids
+
+
+def _ids_from_lines(data: bytes) -> frozenset[str]:
+    lines = data.decode("utf-8", "replace").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def _ids_from_json(data: bytes) -> frozenset[str] | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict):
+        value = next((value[k] for k in ("ids", "rejected", "jobs") if k in value), None)
+    if not isinstance(value, list):
+        return None
+    ids = set()
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("id") or item.get("job_id")
+        if not isinstance(item, str) or not item:
+            return None
+        ids.add(item)
+    return frozenset(ids)

@@ -1,0 +1,343 @@
+"""``pipeline run``: check the manifest, plan, and run the jobs that must run (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
+from pipeline.cli.options import (
+    http_url,
+    ids_option,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from pipeline.client import OneMinClient
+from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
+from pipeline.credits import load_credit_table
+from pipeline.errors import PipelineError
+from pipeline.events import EventBus, JobsSkipped
+from pipeline.ledger import (
+    LEDGER_NAME,
+    LOCK_NAME,
+    LedgerState,
+    LedgerWriter,
+    OutputLock,
+    read_ledger,
+)
+from pipeline.manifest import Manifest, load_manifest
+from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare
+from pipeline.preflight import mask_upload_bytes
+from pipeline.progress import ProgressBar
+from pipeline.retry import RetryPolicy
+from pipeline.scheduler import Scheduler
+from pipeline.stats import RunStats, write_summary
+from pipeline.store import Store
+from pipeline.summary import format_plan, format_problems
+from pipeline.throttle import Throttle
+
+# Stop reasons that end a run with exit 3; anything else but "interrupted" is the plan's end.
+INTERRUPTED = "interrupted"
+
+NO_KEY_HELP = f"""\
+No API key: set {KEY_ENV} to your 1min.ai key (https://1min.ai, account settings → API), e.g.
+
+    export {KEY_ENV}=...        # never passed on the command line, never printed
+
+or try the pipeline first against the built-in emulator, no key needed:
+
+    pipeline run MANIFEST --emulator
+"""
+
+
+def add_arguments(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run a manifest's jobs (resumable)",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("manifest", type=Path, metavar="MANIFEST")
+    run.add_argument(
+        "--out", type=Path, help="output folder (default: out/<name> beside the manifest)"
+    )
+    run.add_argument("--config", type=Path, help="settings file (see configs/)")
+    run.add_argument(
+        "--api-base", type=http_url, help="API base URL (default: $ONEMIN_API_BASE or the real API)"
+    )
+    run.add_argument(
+        "--asset-base", type=http_url, help="asset host base URL (default: $ONEMIN_ASSET_BASE)"
+    )
+    run.add_argument("--concurrency", type=positive_int, help="jobs in flight at once")
+    run.add_argument(
+        "--rpm", type=positive_float, help="requests to the API host per minute, evenly spread"
+    )
+    run.add_argument("--max-attempts", type=positive_int, help="tries per step before failing")
+    run.add_argument(
+        "--max-credits", type=non_negative_float, help="stop before this run spends more"
+    )
+    run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    run.add_argument(
+        "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
+    )
+    run.add_argument(
+        "--only",
+        type=ids_option,
+        metavar="IDS",
+        help="run only these jobs: ID,ID or @FILE (ids one a line, or the review page's export)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    run.add_argument(
+        "--emulator", action="store_true", help="run against the built-in emulator (no key)"
+    )
+    run.set_defaults(handler=command_run)
+
+
+@dataclass
+class RunContext:
+    manifest: Manifest
+    settings: Settings
+    out_dir: Path
+    api_key: str | None
+    args: argparse.Namespace
+
+
+def default_out(manifest: Manifest) -> Path:
+    """``out/<name>`` beside the manifest, so cron without ``cd`` finds the same ledger."""
+    return manifest.base_dir / "out" / manifest.name
+
+
+def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {
+        "endpoints": {"api_base": args.api_base, "asset_base": args.asset_base},
+        "rate": {"rpm": args.rpm, "concurrency": args.concurrency},
+        "retry": {"max_attempts": args.max_attempts},
+    }
+    if args.max_credits is not None:
+        flags["max_credits"] = args.max_credits
+    return flags
+
+
+def plan_options(args: argparse.Namespace) -> PlanOptions:
+    return PlanOptions(retry_failed=args.retry_failed, limit=args.limit, only=args.only)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ, _flag_settings(args))
+    api_key = os.environ.get(KEY_ENV) or None
+    if api_key is None and not args.emulator and not args.dry_run:
+        print(NO_KEY_HELP, file=sys.stderr)
+        return ExitCode.USAGE
+    manifest = load_manifest(args.manifest)
+    out_dir = args.out or default_out(manifest)
+    context = RunContext(manifest, settings, out_dir, api_key, args)
+    if args.dry_run:
+        return _dry_run(context)
+    store = Store(out_dir)
+    created = not out_dir.exists()
+    store.prepare()
+    with OutputLock(out_dir):
+        ledger = read_ledger(out_dir / LEDGER_NAME)
+        _report_ledger_damage(ledger, out_dir)
+        plan = prepare(manifest, ledger, plan_options(args), load_credit_table())
+        if not plan.ok:
+            print(format_plan(plan.summary), file=sys.stderr)
+            print("nothing was sent.", file=sys.stderr)
+            if created:
+                _remove_empty(out_dir)  # nothing was sent: leave nothing behind either
+            return ExitCode.USAGE
+        _print_warnings(plan)
+        return asyncio.run(_run(context, store, ledger, plan))
+
+
+def _print_warnings(plan: CheckedPlan) -> None:
+    summary = plan.summary
+    if summary.warning_count:
+        text = format_problems(summary.warnings, total=summary.warning_count, heading="warnings")
+        print(text, file=sys.stderr)
+
+
+def _remove_empty(out_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (out_dir / LOCK_NAME).unlink()
+        out_dir.rmdir()
+
+
+def _dry_run(context: RunContext) -> int:
+    ledger = read_ledger(context.out_dir / LEDGER_NAME)
+    plan = prepare(context.manifest, ledger, plan_options(context.args), load_credit_table())
+    print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
+    if not plan.ok:
+        return ExitCode.USAGE
+    print("dry run: nothing was sent.")
+    return ExitCode.OK
+
+
+def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
+    corrupt = ledger.damage.corrupt_lines
+    if corrupt:
+        shown = ", ".join(map(str, corrupt[:10]))
+        more = f" and {len(corrupt) - 10} more" if len(corrupt) > 10 else ""
+        print(
+            f"warning: {out_dir / LEDGER_NAME}: skipped unreadable line(s) {shown}{more}",
+            file=sys.stderr,
+        )
+
+
+async def _run(context: RunContext, store: Store, ledger: LedgerState, plan: CheckedPlan) -> int:
+    settings, args = context.settings, context.args
+    bus = EventBus()
+    stats = RunStats()
+    async with AsyncExitStack() as stack:
+        endpoints, api_key = settings.endpoints, context.api_key
+        if args.emulator:
+            endpoints, api_key = await _start_emulator(stack)
+        writer = stack.enter_context(LedgerWriter(context.out_dir / LEDGER_NAME))
+        bus.subscribe(writer)
+        bus.subscribe(stats)
+        if not args.no_report:
+            from pipeline.report import ThumbnailPrefetcher
+
+            thumbnails = ThumbnailPrefetcher(context.out_dir)
+            stack.callback(thumbnails.close)
+            bus.subscribe(thumbnails)
+        for reason, count in plan.skipped.items():  # the second pass does not even read these
+            bus.emit(JobsSkipped(reason.value, count))
+        if not args.no_progress and sys.stderr.isatty():
+            bar = ProgressBar(plan.total, stats, initial=stats.skipped)
+            stack.callback(bar.close)
+            bus.subscribe(bar)
+        connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
+        session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        assert api_key is not None
+        client = OneMinClient(session, endpoints, api_key, settings.timeouts)
+        scheduler = Scheduler(
+            client,
+            store,
+            bus,
+            Throttle(settings.rate),
+            RetryPolicy(settings.retry),
+            ledger.resume(),
+            concurrency=settings.rate.concurrency,
+            credits_for=load_credit_table().for_job,
+            max_credits=settings.max_credits,
+            retry_failed=args.retry_failed,
+            mask_converter=mask_upload_bytes,
+        )
+        _install_signal_handlers(scheduler, writer)
+        outcome = await scheduler.run(plan.jobs)
+    failures = stats.failed + plan.skipped[Skip.FAILED]
+    code = exit_code(outcome.stop_reason, failures)
+    summary = stats.summary(
+        manifest=str(context.manifest.path),
+        name=context.manifest.name,
+        out_dir=str(context.out_dir),
+        exit_code=int(code),
+        settings={
+            "concurrency": settings.rate.concurrency,
+            "rpm": settings.rate.rpm,
+            "max_attempts": settings.retry.max_attempts,
+            "max_credits": settings.max_credits,
+            "emulator": bool(args.emulator),
+        },
+    )
+    try:
+        write_summary(context.out_dir, summary)
+    except OSError as exc:  # a full disk: the ledger already holds what matters
+        print(f"warning: could not write the summary: {exc.strerror or exc}", file=sys.stderr)
+    report_path = None if args.no_report else _write_report(context.out_dir)
+    _print_summary(context, stats, outcome.stop_message, code, report_path, failures)
+    return code
+
+
+async def _start_emulator(stack: AsyncExitStack) -> tuple[Endpoints, str]:
+    from pipeline.emulator import EmulatorConfig, EmulatorServer
+
+    key = secrets.token_urlsafe(16)  # a throwaway key: the real one is never needed here
+    server = EmulatorServer(EmulatorConfig(api_key=key))
+    await stack.enter_async_context(server)
+    return Endpoints(server.api_base, server.asset_base), key
+
+
+def _install_signal_handlers(scheduler: Scheduler, writer: LedgerWriter) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if scheduler.stopping:
+            writer.close()  # every line is already whole; make them durable and go
+            os._exit(ExitCode.INTERRUPTED)
+        name = signal.Signals(signum).name
+        print(
+            f"\n{name}: finishing the jobs in flight, then stopping "
+            "(again to stop at once; the ledger stays valid)",
+            file=sys.stderr,
+        )
+        scheduler.request_stop(INTERRUPTED, f"stopped by {name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def exit_code(stop_reason: str | None, failures: int) -> ExitCode:
+    """SPEC 2 and 5: a stop beats failures; failures remaining (new or earlier) give 1."""
+    if stop_reason == INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    if stop_reason is not None:
+        return ExitCode.STOPPED
+    return ExitCode.FAILED if failures else ExitCode.OK
+
+
+def _write_report(out_dir: Path) -> Path | None:
+    try:
+        from pipeline.report import write_report
+    except ImportError:
+        return None
+    try:
+        return write_report(out_dir)
+    except (OSError, PipelineError) as exc:
+        print(f"warning: could not write the report: {exc}", file=sys.stderr)
+        return None
+
+
+def _print_summary(
+    context: RunContext,
+    stats: RunStats,
+    stop_message: str,
+    code: int,
+    report: Path | None,
+    failures: int,
+) -> None:
+    counters = stats.counters
+    retries = counters["retry/count"]
+    lines = [
+        f"{context.manifest.name}: {stats.succeeded} succeeded, {stats.failed} failed, "
+        f"{stats.skipped} skipped in {stats.elapsed():.1f} s "
+        f"({counters['images/written']} images, {retries} retries, "
+        f"~{counters['credits/estimated']} credits)",
+        f"outputs: {context.out_dir}",
+    ]
+    if stop_message:
+        lines.append(f"stopped: {stop_message}")
+    if failures:
+        earlier = failures - stats.failed
+        also = f" ({earlier} from earlier runs)" if earlier else ""
+        lines.append(f"failed jobs{also}: pipeline status {context.out_dir}")
+    if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED):
+        lines.append("run the same command again to resume; finished jobs are not sent again")
+    if report is not None:
+        lines.append(f"report: {report}")
+    print("\n".join(lines))

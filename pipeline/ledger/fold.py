@@ -1,0 +1,274 @@
+"""Reading the ledger back: lines → typed records → one state per job. The only fold.
+
+Resume, ``pipeline status`` and the review page all read the ledger through ``read_ledger``, so
+they cannot disagree about where a job stands. The rules, in one place:
+
+- A job's state is its latest line, except ``uploaded`` (it only records asset paths, for reuse
+  by content digest) and ``retrying`` after ``submitted``: a download or poll being retried
+  leaves the job ``submitted``, since its paid result is still there to fetch.
+- A ``submitted`` record stays the job's pending result until a ``succeeded`` line, or a line
+  for other content (a changed prompt or photo), replaces it. A ``failed`` line keeps it, so
+  ``--retry-failed`` fetches (or polls) what was paid for instead of buying it again.
+- A torn last line (a crash mid-write) is ignored silently; any other line that is not JSON or
+  breaks the schema is counted in ``damage`` with its line number and skipped.
+
+``detailed=False`` (resume) keeps only what the scheduler needs per job; ``detailed=True``
+(status, report) also keeps each job's details, outputs, retries and the finish times.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from pipeline.ledger.schema import (
+    Failed,
+    JobDetails,
+    Record,
+    Retrying,
+    Started,
+    Status,
+    Submitted,
+    Succeeded,
+    Uploaded,
+    parse_record,
+)
+from pipeline.models import Asset, ErrorInfo, FeatureResult
+
+
+@dataclass
+class Damage:
+    """What could not be read: reported, never fatal."""
+
+    corrupt_lines: list[int] = field(default_factory=list)
+    torn_tail: bool = False
+    lines: int = 0
+
+
+@dataclass(slots=True)
+class JobState:
+    """Where one job stands, folded from its lines."""
+
+    job_id: str
+    status: Status
+    key: str
+    order: int  # first appearance in the ledger
+    submitted: Submitted | None = None  # a paid result not yet stored: fetch or poll it
+    outputs: tuple[str, ...] = ()
+    error: ErrorInfo | None = None
+    attempts: int | None = None
+    credits: int | None = None
+    uuid: str = ""
+    updated: str = ""
+    details: JobDetails | None = None  # detailed folds only
+    retries: Counter[str] | None = None  # detailed folds only: reasons since the latest start
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A paid feature call whose results were not all stored: fetch (or poll), don't buy."""
+
+    result: FeatureResult
+    credits: int | None
+    attempts: int
+
+
+@dataclass
+class LedgerState:
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    assets: dict[str, str] = field(default_factory=dict)  # upload key (content digest) -> path
+    damage: Damage = field(default_factory=Damage)
+    credits_spent: int = 0  # estimated credits of every paid call, in every run
+    # detailed folds only:
+    finished: list[tuple[str, Status]] = field(default_factory=list)  # (ts, status), terminal
+    retry_reasons: Counter[str] = field(default_factory=Counter)
+    first_ts: str | None = None
+    last_ts: str | None = None
+
+    def status_of(self, job_id: str, key: str) -> Status | None:
+        """The job's state if its latest content is ``key``, else None (a new job)."""
+        state = self.jobs.get(job_id)
+        return state.status if state is not None and state.key == key else None
+
+    def state_of(self, job_id: str, key: str) -> JobState | None:
+        state = self.jobs.get(job_id)
+        return state if state is not None and state.key == key else None
+
+    def resume(self) -> ResumeState:
+        """What a run needs from earlier runs; the run's own changes stay in its copy."""
+        return ResumeState(self.jobs, dict(self.assets))
+
+
+@dataclass
+class ResumeState:
+    """The scheduler's view of earlier runs: pending results and uploaded assets."""
+
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    assets: dict[str, str] = field(default_factory=dict)
+
+    def status_of(self, job_id: str, key: str) -> Status | None:
+        state = self.jobs.get(job_id)
+        return state.status if state is not None and state.key == key else None
+
+    def pending_for(self, job_id: str, key: str) -> Pending | None:
+        state = self.jobs.get(job_id)
+        if state is None or state.key != key or state.submitted is None:
+            return None
+        record = state.submitted
+        result = FeatureResult(
+            uuid=record.uuid,
+            result_paths=record.result_paths,
+            temporary_url=record.temporary_url,
+            used_credit=record.used_credit,
+            credit_limit=record.credit_limit,
+        )
+        return Pending(result, record.credits, record.attempt)
+
+    def asset_for(self, digest: str | None) -> Asset | None:
+        if digest is None or digest not in self.assets:
+            return None
+        return Asset(path=self.assets[digest], digest=digest)
+
+    def forget_asset(self, digest: str | None) -> None:
+        """The API no longer knows this upload: the next job uploads it again."""
+        if digest is not None:
+            self.assets.pop(digest, None)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_records(path: Path, damage: Damage | None = None) -> Iterator[Record]:
+    """Every valid record of the ledger at ``path``, in order; damage is noted, not raised.
+
+    One tight loop (resume start-up over a million lines is mostly this): each line is parsed
+    once the next one has been read, so the last line, the only one a crash can tear, is known.
+    """
+    damage = damage if damage is not None else Damage()
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    loads, decode_error, parse = orjson.loads, orjson.JSONDecodeError, parse_record
+    with handle:
+        previous: bytes | None = None
+        number = 0
+        for raw in handle:
+            if previous is not None:
+                try:
+                    record = parse(loads(previous))
+                except decode_error:
+                    record = None
+                if record is not None:
+                    yield record
+                elif previous.strip():
+                    damage.corrupt_lines.append(number)
+            previous, number = raw, number + 1
+        if previous is not None:
+            yield from _last(previous, number, damage)
+    damage.lines = number
+
+
+def _last(raw: bytes, number: int, damage: Damage) -> Iterator[Record]:
+    try:
+        record = parse_record(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        record = None
+    if record is not None:
+        yield record
+    elif not raw.endswith(b"\n"):
+        damage.torn_tail = True  # a crash mid-write: expected, silently ignored
+    elif raw.strip():
+        damage.corrupt_lines.append(number)
+
+
+def read_ledger(path: Path, *, detailed: bool = False) -> LedgerState:
+    state = LedgerState()
+    for record in read_records(path, state.damage):
+        apply(state, record, detailed)
+    return state
+
+
+# -- the fold -------------------------------------------------------------------------------------
+
+
+def apply(state: LedgerState, record: Record, detailed: bool = False) -> None:
+    """Fold one record into ``state`` (the rules are in the module docstring)."""
+    if detailed and record.ts:
+        state.first_ts = state.first_ts or record.ts
+        state.last_ts = record.ts
+    if type(record) is Uploaded:
+        for asset in record.assets.values():
+            if asset.digest:
+                state.assets[asset.digest] = asset.path
+        return
+    job = state.jobs.get(record.job_id)
+    if job is None:
+        job = state.jobs[record.job_id] = JobState(
+            record.job_id, record.status, record.key, len(state.jobs)
+        )
+    elif job.key != record.key:
+        job.submitted = None  # a result paid for other content is not this content's result
+    job.key, job.updated = record.key, record.ts
+    _FOLDS[type(record)](state, job, record, detailed)
+
+
+def _started(state: LedgerState, job: JobState, record: Started, detailed: bool) -> None:
+    job.status = Status.STARTED
+    if detailed:
+        # A new run of the job: what earlier runs produced or hit is no longer its state.
+        job.details = record.job or job.details
+        job.outputs, job.error, job.attempts, job.retries = (), None, None, Counter()
+
+
+def _submitted(state: LedgerState, job: JobState, record: Submitted, detailed: bool) -> None:
+    # Each call is paid once: a record that was still processing is written again, with the
+    # same uuid, when it finishes; that second line is not a second purchase.
+    repeat = job.submitted is not None and bool(record.uuid) and job.submitted.uuid == record.uuid
+    if not repeat:
+        state.credits_spent += record.credits or 0
+    job.status, job.submitted = Status.SUBMITTED, record
+    job.uuid, job.credits = record.uuid, record.credits
+
+
+def _retrying(state: LedgerState, job: JobState, record: Retrying, detailed: bool) -> None:
+    if job.status is not Status.SUBMITTED:  # a download retry: the results are still there
+        job.status = Status.RETRYING
+    if detailed:
+        kind = record.error.kind
+        if job.retries is None:
+            job.retries = Counter()
+        job.retries[kind] += 1
+        state.retry_reasons[kind] += 1
+
+
+def _succeeded(state: LedgerState, job: JobState, record: Succeeded, detailed: bool) -> None:
+    job.status, job.submitted = Status.SUCCEEDED, None
+    job.outputs, job.attempts, job.credits, job.error = (
+        record.outputs,
+        record.attempts,
+        record.credits,
+        None,
+    )
+    job.uuid = record.uuid or job.uuid
+    if detailed:
+        state.finished.append((record.ts, Status.SUCCEEDED))
+
+
+def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -> None:
+    job.status, job.error, job.attempts = Status.FAILED, record.error, record.attempts
+    if detailed:
+        state.finished.append((record.ts, Status.FAILED))
+
+
+_FOLDS = {
+    Started: _started,
+    Submitted: _submitted,
+    Retrying: _retrying,
+    Succeeded: _succeeded,
+    Failed: _failed,
+}

@@ -1,0 +1,154 @@
+"""The append-only ledger writer: an event listener that turns events into typed records.
+
+One JSON object per line, each line written whole with a single ``write`` and flushed, fsynced
+in small batches (every ``FSYNC_EVERY_LINES`` lines or ``FSYNC_EVERY_SECONDS``), never rewritten
+in place. A crash can only tear the last line, which readers ignore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from pipeline.errors import StoreError
+from pipeline.events import (
+    AssetsUploaded,
+    Event,
+    FeatureSubmitted,
+    JobFailed,
+    JobRetrying,
+    JobStarted,
+    JobSucceeded,
+)
+from pipeline.ledger.schema import (
+    AssetRecord,
+    Failed,
+    JobDetails,
+    Record,
+    Retrying,
+    Started,
+    Submitted,
+    Succeeded,
+    Uploaded,
+    to_line,
+)
+
+FSYNC_EVERY_LINES = 64
+FSYNC_EVERY_SECONDS = 1.0
+
+
+def record_for(event: Event) -> Record | None:
+    """The ledger record of an event, or None if the ledger ignores it."""
+    match event:
+        case JobStarted(planned=planned):
+            job = planned.job
+            details = JobDetails(
+                job.feature.value,
+                str(job.image),
+                str(job.mask) if job.mask else None,
+                job.parameters(),
+            )
+            return Started(job.id, planned.key, details)
+        case AssetsUploaded(job_id=job_id, key=key, assets=assets):
+            records = {role: AssetRecord(a.digest, a.path) for role, a in assets.items()}
+            return Uploaded(job_id, key, records)
+        case FeatureSubmitted(job_id=job_id, key=key, attempt=attempt, result=result):
+            return Submitted(
+                job_id,
+                key,
+                result.uuid,
+                tuple(result.result_paths),
+                attempt,
+                event.credits,
+                result.temporary_url,
+                result.used_credit,
+                result.credit_limit,
+            )
+        case JobRetrying():
+            return Retrying(
+                event.job_id, event.key, event.step, event.attempt, event.error, event.delay
+            )
+        case JobSucceeded():
+            return Succeeded(
+                event.job_id,
+                event.key,
+                tuple(event.outputs),
+                event.attempts,
+                event.credits,
+                event.uuid,
+                dict(event.timings),
+                tuple(event.superseded),
+            )
+        case JobFailed():
+            uuid = getattr(event, "uuid", None)
+            return Failed(event.job_id, event.key, event.error, event.attempts, uuid)
+    return None
+
+
+class LedgerWriter:
+    """Appends event lines. Call ``close`` (or use as a context manager) to fsync the tail."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            self._file: IO[bytes] = path.open("ab")
+            self._terminate_torn_tail()
+        except OSError as exc:
+            raise StoreError(f"cannot write the ledger {path}: {exc.strerror}") from exc
+        self._unsynced = 0
+        self._last_sync = clock()
+
+    def _terminate_torn_tail(self) -> None:
+        """A crash mid-line leaves no newline; start on a fresh line so ours stay whole."""
+        size = self._file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        with self.path.open("rb") as reader:
+            reader.seek(size - 1)
+            if reader.read(1) != b"\n":
+                self._file.write(b"\n")
+                self._file.flush()
+
+    def __call__(self, event: Event) -> None:
+        record = record_for(event)
+        if record is not None:
+            self.write(record)
+
+    def write(self, record: Record) -> None:
+        self.write_line(to_line(record))
+
+    def write_line(self, line: bytes) -> None:
+        try:
+            self._file.write(line)
+            self._file.flush()
+            self._unsynced += 1
+            now = self._clock()
+            if self._unsynced >= FSYNC_EVERY_LINES or now - self._last_sync >= FSYNC_EVERY_SECONDS:
+                os.fsync(self._file.fileno())
+                self._unsynced, self._last_sync = 0, now
+        except OSError as exc:
+            raise StoreError(f"cannot write the ledger {self.path}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            pass  # the lines are flushed; a failed final fsync only risks power-loss durability
+        # A disk that filled up mid-run: close() retries the flush of a line whose write
+        # already failed (and stopped the run); that line is lost either way.
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

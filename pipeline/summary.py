@@ -1,0 +1,216 @@
+"""The plan's summary: counts per feature, problems and warnings, and the text of ``validate``
+and ``run --dry-run``.
+
+The plan's first pass (``plan.prepare``) feeds it one job at a time and it keeps counts, not
+jobs, so it works on a million-row catalog; at most ``KEEP`` problems and warnings are kept for
+printing, all are counted. Credits are estimates (``pipeline.credits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import Problem
+from pipeline.models import Feature, PlannedJob
+from pipeline.preflight import Notice
+
+KEEP = 1000  # problems (and warnings) kept for printing; the rest are only counted
+
+
+@dataclass
+class FeatureCounts:
+    jobs: int = 0  # valid jobs
+    skipped: int = 0  # already done (or failed, without --retry-failed) for the same content
+    calls: int = 0  # feature calls to send: one per job that runs
+    images: int = 0  # images those calls produce
+    uploads: int = 0  # distinct inputs (image, mask) those jobs upload
+    credits: int = 0  # estimated
+    redo: int = 0  # of the calls: jobs run again because a reviewer rejected their outputs
+    held: int = 0  # pending jobs this run leaves for later (--limit, --only)
+
+    def add(self, other: FeatureCounts) -> None:
+        for name in ("jobs", "skipped", "calls", "images", "credits", "redo", "held"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class PlanSummary:
+    manifest: Path
+    name: str = ""
+    counts: dict[Feature, FeatureCounts] = field(
+        default_factory=lambda: {feature: FeatureCounts() for feature in Feature}
+    )
+    problems: list[Problem] = field(default_factory=list)  # the first KEEP
+    warnings: list[Notice] = field(default_factory=list)  # the first KEEP
+    problem_count: int = 0
+    warning_count: int = 0
+    credit_source: str = ""
+    remote_inputs: int = 0  # remote inputs fetched to check them (validate says so)
+    _uploads: dict[Feature, set[str]] = field(
+        default_factory=lambda: {f: set() for f in Feature}, repr=False
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    @property
+    def uploads(self) -> int:
+        """Distinct inputs over both features (a file shared between them counts once)."""
+        return len(set().union(*self._uploads.values()))
+
+    @property
+    def total(self) -> FeatureCounts:
+        total = FeatureCounts()
+        for counts in self.counts.values():
+            total.add(counts)
+        total.uploads = self.uploads
+        return total
+
+    def count_job(self, planned: PlannedJob, runs: bool, credits: int, redo: bool = False) -> None:
+        """One valid job: ``runs`` if this run sends it, with its estimated ``credits``."""
+        counts = self.counts[planned.job.feature]
+        counts.jobs += 1
+        if not runs:
+            return
+        counts.calls += 1
+        counts.redo += redo
+        counts.images += planned.job.expected_outputs
+        counts.credits += credits
+        uploads = self._uploads[planned.job.feature]
+        if planned.image_digest is not None:
+            uploads.add(planned.image_digest)
+        if planned.mask_digest is not None:
+            # A converted mask uploads other bytes than the file's.
+            uploads.add(("converted:" if planned.mask_convert else "") + planned.mask_digest)
+        counts.uploads = len(uploads)
+
+    def count_skip(self, planned: PlannedJob, held: bool = False) -> None:
+        counts = self.counts[planned.job.feature]
+        counts.jobs += 1
+        if held:
+            counts.held += 1
+        else:
+            counts.skipped += 1
+
+    def add_problems(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:
+            self.problem_count += 1
+            if len(self.problems) < KEEP:
+                self.problems.append(problem)
+
+    def add_warning(self, warning: Notice) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < KEEP:
+            self.warnings.append(warning)
+
+
+# --- text -----------------------------------------------------------------------------------
+
+
+def format_problems(
+    problems: Sequence[Problem | Notice],
+    limit: int = 200,
+    total: int | None = None,
+    heading: str = "problems",
+) -> str:
+    """Problems (or warnings) grouped by job, at most ``limit`` of them, then "and N more".
+
+    ``total`` is how many there were in all when ``problems`` holds only the first ones (a
+    PlanSummary keeps ``KEEP``; pass ``summary.problem_count``).
+    """
+    total = len(problems) if total is None else total
+    if total == 0:
+        return ""
+    word = heading.removesuffix("s") if total == 1 else heading
+    lines = [f"{total:,} {word}:"]
+    groups: dict[tuple[str | None, str | None], list[Problem | Notice]] = {}
+    for problem in problems[:limit]:
+        groups.setdefault((problem.job, problem.location), []).append(problem)
+    for (job_id, location), members in groups.items():
+        lines.append(f"  {_group_title(job_id, location)}")
+        lines.extend(f"    {_line(problem)}" for problem in members)
+    shown = min(limit, len(problems))
+    if total > shown:
+        lines.append(f"  ... and {total - shown:,} more")
+    return "\n".join(lines)
+
+
+def _group_title(job_id: str | None, location: str | None) -> str:
+    if job_id is None:
+        return f"{location}:" if location else "manifest:"
+    return f"job {job_id!r} ({location}):" if location else f"job {job_id!r}:"
+
+
+def _line(problem: Problem | Notice) -> str:
+    return f"{problem.field}: {problem.message}" if problem.field else problem.message
+
+
+def _plural(word: str, count: int) -> str:
+    return word if count == 1 else f"{word}s"
+
+
+def format_plan(summary: PlanSummary) -> str:
+    """The report: problems, warnings, then a table per feature and what happens next."""
+    parts = [f"Manifest {summary.name!r} ({summary.manifest})"]
+    if summary.problem_count:
+        parts.append(format_problems(summary.problems, total=summary.problem_count))
+    if summary.warning_count:
+        warnings = format_problems(
+            summary.warnings, total=summary.warning_count, heading="warnings"
+        )
+        parts.append(warnings)
+    if summary.credit_source:  # the manifest header was readable
+        parts.append(_table(summary))
+    parts.append(_verdict(summary))
+    return "\n\n".join(parts)
+
+
+_COLUMNS = ("jobs", "skip", "calls", "images", "uploads", "est. credits")
+
+
+def _table(summary: PlanSummary) -> str:
+    rows = [(feature.value, summary.counts[feature]) for feature in Feature]
+    rows.append(("total", summary.total))
+    width = max(len(name) for name, _ in rows)
+    widths = [max(7, len(column)) for column in _COLUMNS]
+    header = f"{'feature':<{width}}  " + "  ".join(
+        f"{column:>{w}}" for column, w in zip(_COLUMNS, widths, strict=True)
+    )
+    lines = [header]
+    for name, counts in rows:
+        values = (
+            counts.jobs,
+            counts.skipped,
+            counts.calls,
+            counts.images,
+            counts.uploads,
+            counts.credits,
+        )
+        cells = "  ".join(f"{value:>{w},}" for value, w in zip(values, widths, strict=True))
+        lines.append(f"{name:<{width}}  {cells}")
+    total = summary.total
+    if total.redo:
+        lines.append(f"redo {total.redo:,}: calls that re-run jobs a reviewer rejected (paid)")
+    if total.held:
+        lines.append(f"held {total.held:,}: pending jobs left for a later run (--limit, --only)")
+    if summary.remote_inputs:
+        lines.append(f"fetched {summary.remote_inputs:,} remote inputs to check them")
+    lines.append(f"credits are estimates ({summary.credit_source}); nothing was sent")
+    return "\n".join(lines)
+
+
+def _verdict(summary: PlanSummary) -> str:
+    if summary.problem_count:
+        count = summary.problem_count
+        return f"NOT READY: fix the {count} {_plural('problem', count)} above; nothing was sent."
+    total = summary.total
+    if total.calls == 0 and total.jobs and not total.held:
+        return f"READY: all {total.jobs:,} jobs are already done; a run would send nothing."
+    calls, images = total.calls, total.images
+    return (
+        f"READY: {calls:,} feature {_plural('call', calls)} would produce "
+        f"{images:,} {_plural('image', images)}."
+    )
