@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test bench lint format clean
+.PHONY: help install run test test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,12 +24,16 @@ run: $(STAMP) ## run the demo job against the built-in emulator (no key needed)
 test: $(STAMP) ## run the test suite (unit, end-to-end, reliability, browser)
 	$(BIN)/python -m pytest -q
 
+test-fast: $(STAMP) ## the suite without slow (processes, kills, signals) and browser tests
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
 bench: $(STAMP) ## run the benchmarks, write bench/results/latest.{json,md}
 	$(BIN)/python -m bench
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check, format check and the type checker (mypy)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from bench.scenarios.overhead import Plan, measure
+
+pytestmark = pytest.mark.slow
 
 
 def test_overhead_scenario_runs_both_clients_and_reports_figures() -> None:

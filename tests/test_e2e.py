@@ -142,6 +142,7 @@ def test_emulator_flag_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 24, images=3)
     out = tmp_path / "out"
@@ -174,6 +175,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     assert not list(out.glob("*/.part-*"))
 
 
+@pytest.mark.slow
 def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 40, images=2)
     out = tmp_path / "out"

@@ -15,15 +15,13 @@ import pytest
 
 from pipeline import plan as plan_module
 from pipeline.config import ConfigError
-from pipeline.errors import Problem
-from pipeline.manifest import load_manifest
-from pipeline.models import Feature, InputRef, Job, PlannedJob
-from pipeline.plan import Planner, content_key, file_digest, scan
-from pipeline.preflight import Notice
 from pipeline.credits import load_credit_table
+from pipeline.errors import Problem
 from pipeline.ledger import JobState, LedgerState
-from pipeline.models import Status
-from pipeline.plan import prepare_file
+from pipeline.manifest import load_manifest
+from pipeline.models import Feature, InputRef, Job, PlannedJob, Status
+from pipeline.plan import Planner, content_key, file_digest, prepare_file, scan
+from pipeline.preflight import Notice
 from pipeline.summary import PlanSummary, format_plan, format_problems
 from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
 

@@ -60,16 +60,17 @@ def ids_option(text: str) -> frozenset[str]:
     """``ID,ID`` or ``@FILE``: ids one a line, or JSON (a list of ids, or the review page's
     export: an object whose ``ids``, ``rejected`` or ``jobs`` list holds ids or {"id": ...})."""
     if not text.startswith("@"):
-        ids = frozenset(part.strip() for part in text.split(",") if part.strip())
-        if not ids:
+        given = frozenset(part.strip() for part in text.split(",") if part.strip())
+        if not given:
             raise argparse.ArgumentTypeError("no ids given")
-        return ids
+        return given
     path = Path(text[1:])
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
-    ids = _ids_from_json(data) if data.lstrip()[:1] in (b"[", b"{") else _ids_from_lines(data)
+    is_json = data.lstrip()[:1] in (b"[", b"{")
+    ids: frozenset[str] | None = _ids_from_json(data) if is_json else _ids_from_lines(data)
     if ids is None:
         raise argparse.ArgumentTypeError(f"{path}: expected ids one a line, or a JSON list of ids")
     if not ids:

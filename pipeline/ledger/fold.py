@@ -19,9 +19,10 @@ they cannot disagree about where a job stands. The rules, in one place:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -265,7 +266,8 @@ def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -
         state.finished.append((record.ts, Status.FAILED))
 
 
-_FOLDS = {
+_Fold = Callable[[LedgerState, JobState, Any, bool], None]
+_FOLDS: dict[type, _Fold] = {
     Started: _started,
     Submitted: _submitted,
     Retrying: _retrying,

@@ -37,6 +37,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     assert not refused, f"the pipeline tried to reach other hosts: {refused}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The whole reliability suite is slow: real processes, kills, signals, fault matrices."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines = report_lines()
     if lines:
