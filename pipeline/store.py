@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.durability import Syncer, fsync_dir
 from pipeline.errors import BadResponse, StoreError
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -74,8 +75,9 @@ def parse_size(size: str) -> tuple[int, int] | None:
 
 
 class Store:
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, syncer: Syncer | None = None) -> None:
         self.root = out_dir.resolve()
+        self._syncer = syncer  # folder fsyncs off the event loop, batched with the ledger's
 
     def prepare(self) -> None:
         try:
@@ -88,10 +90,17 @@ class Store:
             raise StoreError(f"the output folder {self.root} is not writable")
 
     def job_dir(self, job_id: str) -> Path:
-        folder = (self.root / job_id).resolve()
-        if folder.parent != self.root:  # preflight rejects such ids; this is the last line
+        # Lexical, not resolve(): preflight refuses ids that are not plain folder names, and
+        # nothing but this tool writes job folders, so a symlink there is not ours to follow.
+        if (
+            not job_id
+            or job_id in (".", "..")
+            or "/" in job_id
+            or os.sep in job_id
+            or "\0" in job_id
+        ):
             raise StoreError(f"job id {job_id!r} would write outside {self.root}")
-        return folder
+        return self.root / job_id
 
     def temp_path(self, job_id: str, label: int | str) -> Path:
         folder = self.job_dir(job_id)
@@ -118,7 +127,10 @@ class Store:
                 final = folder / f"{index}.{ext}"
                 os.replace(temp, final)
                 outputs.append(final.relative_to(self.root).as_posix())
-            _fsync_dir(folder)
+            if self._syncer is not None:
+                self._syncer.dirty(folder)
+            else:
+                fsync_dir(folder)
         except OSError as exc:
             raise StoreError(f"cannot write outputs in {folder}: {exc.strerror}") from exc
         return outputs, superseded
@@ -144,11 +156,3 @@ class Store:
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

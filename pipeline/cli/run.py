@@ -27,6 +27,7 @@ from pipeline.cli.options import (
 from pipeline.client import OneMinClient
 from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
 from pipeline.credits import load_credit_table
+from pipeline.durability import Syncer
 from pipeline.errors import PipelineError
 from pipeline.events import EventBus, JobsSkipped
 from pipeline.ledger import (
@@ -147,7 +148,15 @@ def command_run(args: argparse.Namespace) -> int:
     context = RunContext(manifest, settings, out_dir, api_key, args)
     if args.dry_run:
         return _dry_run(context)
-    store = Store(out_dir)
+    syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
+    try:
+        return _locked_run(context, Store(out_dir, syncer), syncer)
+    finally:
+        syncer.close()
+
+
+def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
+    out_dir, args, manifest = context.out_dir, context.args, context.manifest
     created = not out_dir.exists()
     store.prepare()
     with OutputLock(out_dir):
@@ -161,7 +170,7 @@ def command_run(args: argparse.Namespace) -> int:
                 _remove_empty(out_dir)  # nothing was sent: leave nothing behind either
             return ExitCode.USAGE
         _print_warnings(plan)
-        return asyncio.run(_run(context, store, ledger, plan))
+        return asyncio.run(_run(context, store, ledger, plan, syncer))
 
 
 def _print_warnings(plan: CheckedPlan) -> None:
@@ -198,7 +207,9 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
         )
 
 
-async def _run(context: RunContext, store: Store, ledger: LedgerState, plan: CheckedPlan) -> int:
+async def _run(
+    context: RunContext, store: Store, ledger: LedgerState, plan: CheckedPlan, syncer: Syncer
+) -> int:
     settings, args = context.settings, context.args
     bus = EventBus()
     stats = RunStats()
@@ -206,7 +217,7 @@ async def _run(context: RunContext, store: Store, ledger: LedgerState, plan: Che
         endpoints, api_key = settings.endpoints, context.api_key
         if args.emulator:
             endpoints, api_key = await _start_emulator(stack)
-        writer = stack.enter_context(LedgerWriter(context.out_dir / LEDGER_NAME))
+        writer = stack.enter_context(LedgerWriter(context.out_dir / LEDGER_NAME, syncer=syncer))
         bus.subscribe(writer)
         bus.subscribe(stats)
         if not args.no_report:
