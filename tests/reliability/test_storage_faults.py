@@ -186,7 +186,7 @@ def test_disk_full_while_writing_the_ledger_stops_cleanly_and_resumes(
     def filling_up(self: LedgerWriter, record: dict[str, Any]) -> None:
         written["lines"] += 1
         if written["lines"] == 6:
-            self._file = DEV_FULL.open("ab")
+            self._file = DEV_FULL.open("ab", buffering=0)  # as the writer opens its own
         original(self, record)
 
     args, expected = _args(tmp_path)
