@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,46 +96,21 @@ def _token(ref: InputRef, digest: str | None) -> str:
     return f"sha256:{digest}" if digest is not None else f"{ref.kind}:{ref.value}"
 
 
-class EntrySet:
-    """A set of manifest entry ordinals, one bit each: a million entries in 125 KB."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self.count = 0
-
-    def add(self, ordinal: int) -> None:
-        index, bit = ordinal >> 3, 1 << (ordinal & 7)
-        if index >= len(self._bits):
-            self._bits.extend(bytes(index - len(self._bits) + 1 + len(self._bits) // 2))
-        if not self._bits[index] & bit:
-            self._bits[index] |= bit
-            self.count += 1
-
-    def __contains__(self, ordinal: object) -> bool:
-        if not isinstance(ordinal, int) or ordinal < 0:
-            return False
-        index = ordinal >> 3
-        return index < len(self._bits) and bool(self._bits[index] & (1 << (ordinal & 7)))
-
-
 def scan(
     manifest: Manifest,
     preflight: Preflight | None = None,
     planner: Planner | None = None,
-    wanted: EntrySet | None = None,
 ) -> Iterator[PlannedJob | Problem | Notice]:
     """Stream the manifest's jobs through preflight and the planner, in manifest order.
 
     Yields a job's problems and notices before its PlannedJob; a job with problems yields no
-    PlannedJob. Read again on every call, so ``run`` can check everything first, then feed.
-    Give each pass a fresh Preflight (it remembers the ids it saw, to find duplicates); a
-    Planner may be shared between passes to reuse its digests. With ``wanted``, only those
-    entries are read (the first pass said the others are done or cannot run).
+    PlannedJob. Give each call a fresh Preflight (it remembers the ids it saw, to find
+    duplicates).
     """
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
     flawed: str | None = None  # location of the latest entry the manifest found wrong
-    for item in manifest.iter_jobs(None if wanted is None else wanted.__contains__):
+    for item in manifest.iter_jobs():
         if isinstance(item, Problem):
             flawed = item.location
             yield item
@@ -227,13 +204,13 @@ class CheckedPlan:
 def prepare(
     manifest: Manifest, ledger: LedgerState, options: PlanOptions, credits: CreditTable
 ) -> CheckedPlan:
-    """Check the whole manifest (pass 1), then stream the jobs that must run (pass 2).
+    """Check the whole manifest (one pass), then stream the jobs that must run.
 
-    Pass 1 counts, names every problem and marks the entries that will run, one bit each; pass
-    2 reads only those entries again (each input file was hashed once, in pass 1). Nothing is
-    held per job but that bit, so a million-row catalog plans in flat memory.
+    The pass counts, names every problem and spools each job that will run to an anonymous
+    temporary file; the run then streams them from there, so no row is parsed or checked
+    twice and no job is held in memory: a million-row catalog plans in flat memory.
     """
-    preflight, planner, runnable = Preflight(), Planner(), EntrySet()
+    preflight, planner, runnable = Preflight(), Planner(), Spool()
     plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
     summary = plan.summary
     summary.credit_source = credits.source
@@ -249,7 +226,7 @@ def prepare(
                 reason = Skip.HELD
             if reason is None:
                 summary.count_job(item, True, credits.for_job(job), redo)
-                runnable.add(job.entry)
+                runnable.add(item)
             else:
                 summary.count_skip(item, held=reason is Skip.HELD)
                 plan.skipped[reason] += 1
@@ -259,7 +236,9 @@ def prepare(
             summary.add_problems([item])
     summary.add_problems(chosen.unknown_ids(manifest.display_name))
     if summary.ok:
-        plan.jobs = _second_pass(manifest, preflight.next_pass(), planner, runnable)
+        plan.jobs = iter(runnable)
+    else:
+        runnable.close()
     return plan
 
 
@@ -320,10 +299,34 @@ class _Chooser:
         return [Problem(job_id, "id", message, where) for job_id in sorted(self._only - self._seen)]
 
 
-def _second_pass(
-    manifest: Manifest, preflight: Preflight, planner: Planner, wanted: EntrySet
-) -> Iterator[PlannedJob]:
-    """The streaming pass: preflight already passed, so only jobs come out."""
-    for item in scan(manifest, preflight, planner, wanted):
-        if isinstance(item, PlannedJob):
-            yield item
+class Spool:
+    """Planned jobs written to an anonymous temporary file, read back once, in order.
+
+    Pickled one by one with a length prefix: a PlannedJob is a tree of frozen dataclasses, and
+    pickle keeps every field (new ones too) without a schema of its own. The file is deleted
+    by the system when closed, or when the process dies.
+    """
+
+    def __init__(self) -> None:
+        # Not a `with`: the file lives from the first pass to the end of the run.
+        self._file = tempfile.TemporaryFile(prefix="pipeline-plan-")  # noqa: SIM115
+        self.count = 0
+
+    def add(self, planned: PlannedJob) -> None:
+        data = pickle.dumps(planned, protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.write(len(data).to_bytes(4, "little") + data)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[PlannedJob]:
+        handle = self._file
+        handle.flush()
+        handle.seek(0)
+        try:
+            for _ in range(self.count):
+                size = int.from_bytes(handle.read(4), "little")
+                yield pickle.loads(handle.read(size))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._file.close()

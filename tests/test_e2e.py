@@ -200,10 +200,10 @@ def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
     assert os.path.exists(out / "summary.json")
 
 
-def test_resume_reads_only_unfinished_entries_and_counts_the_rest(
+def test_resume_reads_each_row_once_and_counts_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A re-run's streaming pass skips what the checking pass found done."""
+    """A re-run checks every row once; the run streams the spooled unfinished jobs."""
     manifest = write_catalog(tmp_path, 8, images=2)
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), *FAST]
@@ -220,8 +220,8 @@ def test_resume_reads_only_unfinished_entries_and_counts_the_rest(
 
         monkeypatch.setattr("pipeline.manifest.build_job", counting_build_job)
         assert run_cli(args, emulator.env, monkeypatch) == 0
-    # the checking pass builds all 8; the streaming pass only the unfinished ones
-    assert len(built) == 8 + (8 - len(done_first))
+    # the one checking pass builds all 8; the run reads the spooled jobs, building none again
+    assert len(built) == 8
     result = summary(out)
     assert result["counts"]["skipped"] == len(done_first)
     assert result["counts"]["succeeded"] == 8 - len(done_first)

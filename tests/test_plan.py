@@ -353,7 +353,14 @@ def entries_manifest(folder: Path) -> Path:
                 {"id": "j1", "image": "images/item.png", "mask": "masks/item.png", "prompt": "a"},
                 {"id": "j2", "image": "images/item.png", "mask": "masks/item.png", "prompt": "b"},
             ],
-            "glob": [{"pattern": "images/*.png", "id": "g-{stem}", "prompt": "c"}],
+            "glob": [
+                {
+                    "pattern": "images/*.png",
+                    "id": "g-{stem}",
+                    "prompt": "c",
+                    "mask": "masks/{stem}.png",
+                }
+            ],
             "items": "items.csv",
         },
     )
@@ -372,24 +379,16 @@ def test_entries_are_numbered_in_stream_order(tmp_path: Path) -> None:
     ]
 
 
-def test_a_second_pass_reads_only_the_wanted_entries(tmp_path: Path) -> None:
+def test_the_plan_streams_what_its_one_pass_spooled(tmp_path: Path) -> None:
     manifest = load_manifest(entries_manifest(tmp_path))
-    wanted = plan_module.EntrySet()
-    for ordinal in (1, 4):
-        wanted.add(ordinal)
-    planned = [p for p in scan(manifest, wanted=wanted) if isinstance(p, PlannedJob)]
-    assert [p.job.id for p in planned] == ["j2", "c2"]
-    full = {p.job.id: p.key for p in scan(manifest) if isinstance(p, PlannedJob)}
-    assert all(p.key == full[p.job.id] for p in planned)  # same content keys either way
-
-
-def test_entry_set_is_a_set_of_ordinals() -> None:
-    entries = plan_module.EntrySet()
-    for ordinal in (0, 7, 8, 1_000_003, 7):
-        entries.add(ordinal)
-    assert entries.count == 4
-    assert {0, 7, 8, 1_000_003} == {i for i in range(1_000_010) if i in entries}
-    assert -1 not in entries and "3" not in entries
+    full = [p for p in scan(manifest) if isinstance(p, PlannedJob)]
+    ledger = LedgerState()
+    ledger.jobs["j2"] = JobState("j2", Status.SUCCEEDED, full[1].key, 0)
+    plan = plan_module.prepare(manifest, ledger, plan_module.PlanOptions(), load_credit_table())
+    assert plan.ok and plan.skipped == {plan_module.Skip.DONE: 1}
+    streamed = list(plan.jobs)
+    assert streamed == [p for p in full if p.job.id != "j2"]  # equal values, manifest order
+    assert list(plan.jobs) == []  # read once; the spool is closed and gone
 
 
 def test_a_flawed_job_is_checked_for_everything_but_never_planned(tmp_path: Path) -> None:
