@@ -32,7 +32,7 @@ def test_publish_and_ledger_lines_are_fsynced_by_the_syncer_thread_not_the_calle
     temp.write_bytes(b"png")
     with LedgerWriter(tmp_path / "out" / "ledger.jsonl", syncer=syncer) as writer:
         outputs, _ = store.publish("job-1", [(temp, "png")])
-        writer.write(Started("job-1", "k"))
+        writer.write(Started(job_id="job-1", key="k"))
         assert calls == []  # nothing fsynced on the caller's (the event loop's) thread
         syncer.nudge()
         for _ in range(200):

@@ -151,8 +151,20 @@ def test_a_record_still_processing_is_pending_and_paid_once(tmp_path: Path) -> N
 
 
 def test_records_round_trip_through_their_lines() -> None:
-    submitted = Submitted("a", "k", "rec", ("r/0.png",), 2, 4000, "https://x", 10, 20, "t")
-    failed = Failed("a", "k", ErrorInfo("timeout", "slow", None, True), 4, "rec", "t")
+    submitted = Submitted(
+        job_id="a",
+        key="k",
+        ts="t",
+        uuid="rec",
+        result_paths=("r/0.png",),
+        attempt=2,
+        credits=4000,
+        temporary_url="https://x",
+        used_credit=10,
+        credit_limit=20,
+    )
+    error = ErrorInfo("timeout", "slow", None, True)
+    failed = Failed(job_id="a", key="k", ts="t", error=error, attempts=4, uuid="rec")
     for record in (submitted, failed):
         assert parse_record(orjson.loads(orjson.dumps(to_dict(record)))) == record
 
@@ -170,7 +182,7 @@ def test_the_skip_rule() -> None:
     assert skip_reason(ledger_jobs["done"], PlanOptions()) is Skip.DONE
     # A transient failure (an outage) runs again without --retry-failed.
     assert skip_reason(ledger_jobs["failed"], PlanOptions()) is None
-    job_fatal = Failed("f", "k", ErrorInfo("bad_request", "no"), 1)
+    job_fatal = Failed(job_id="f", key="k", error=ErrorInfo("bad_request", "no"), attempts=1)
     apply(state, job_fatal)
     assert skip_reason(state.jobs["f"], PlanOptions()) is Skip.FAILED
     assert skip_reason(state.jobs["f"], PlanOptions(retry_failed=True)) is None

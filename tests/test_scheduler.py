@@ -197,7 +197,12 @@ async def test_transient_errors_exhaust_max_attempts(tmp_path: Path) -> None:
     assert stats.failed == 1 and len(client.feature_calls) == 3
     failed = harness.lines()[-1]
     assert failed["status"] == "failed" and failed["attempts"] == 3
-    assert failed["error"] == {"kind": "server_error", "message": "HTTP 502", "http_status": 502}
+    assert failed["error"] == {
+        "kind": "server_error",
+        "message": "HTTP 502",
+        "http_status": 502,
+        "transient": False,  # the scheduler's new breaker sets it (issue 12)
+    }
 
 
 async def test_429_does_not_use_up_attempts(tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from pipeline.ledger.fold import (
     read_records,
 )
 from pipeline.ledger.lock import LOCK_NAME, OutputLock
-from pipeline.ledger.schema import Record, Status, parse_record, to_dict, to_line, utc_now
+from pipeline.ledger.schema import (
+    Record,
+    Status,
+    decode_line,
+    parse_record,
+    to_dict,
+    to_line,
+    utc_now,
+)
 from pipeline.ledger.writer import LedgerWriter, record_for
 
 LEDGER_NAME = "ledger.jsonl"
@@ -35,6 +43,7 @@ __all__ = [
     "Record",
     "ResumeState",
     "Status",
+    "decode_line",
     "parse_record",
     "read_ledger",
     "read_records",

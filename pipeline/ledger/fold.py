@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pipeline.ledger.schema import (
     Failed,
     JobDetails,
@@ -36,7 +34,7 @@ from pipeline.ledger.schema import (
     Submitted,
     Succeeded,
     Uploaded,
-    parse_record,
+    decode_line,
 )
 from pipeline.models import Asset, ErrorInfo, FeatureResult
 
@@ -127,7 +125,7 @@ class ResumeState:
             used_credit=record.used_credit,
             credit_limit=record.credit_limit,
         )
-        return Pending(result, record.credits, record.attempt)
+        return Pending(result, _whole(record.credits), record.attempt)
 
     def asset_for(self, digest: str | None) -> Asset | None:
         if digest is None or digest not in self.assets:
@@ -146,45 +144,35 @@ class ResumeState:
 def read_records(path: Path, damage: Damage | None = None) -> Iterator[Record]:
     """Every valid record of the ledger at ``path``, in order; damage is noted, not raised.
 
-    One tight loop (resume start-up over a million lines is mostly this): each line is parsed
-    once the next one has been read, so the last line, the only one a crash can tear, is known.
+    One tight loop (a resume over a million lines is mostly this): each line is decoded once
+    the next one has been read, so the last line, the only one a crash can tear, is known.
     """
     damage = damage if damage is not None else Damage()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return
-    loads, decode_error, parse = orjson.loads, orjson.JSONDecodeError, parse_record
+    decode = decode_line
     with handle:
         previous: bytes | None = None
         number = 0
         for raw in handle:
             if previous is not None:
-                try:
-                    record = parse(loads(previous))
-                except decode_error:
-                    record = None
+                record = decode(previous)
                 if record is not None:
                     yield record
                 elif previous.strip():
                     damage.corrupt_lines.append(number)
             previous, number = raw, number + 1
         if previous is not None:
-            yield from _last(previous, number, damage)
+            record = decode(previous)
+            if record is not None:
+                yield record
+            elif not previous.endswith(b"\n"):
+                damage.torn_tail = True  # a crash mid-write: expected, silently ignored
+            elif previous.strip():
+                damage.corrupt_lines.append(number)
     damage.lines = number
-
-
-def _last(raw: bytes, number: int, damage: Damage) -> Iterator[Record]:
-    try:
-        record = parse_record(orjson.loads(raw))
-    except orjson.JSONDecodeError:
-        record = None
-    if record is not None:
-        yield record
-    elif not raw.endswith(b"\n"):
-        damage.torn_tail = True  # a crash mid-write: expected, silently ignored
-    elif raw.strip():
-        damage.corrupt_lines.append(number)
 
 
 def read_ledger(path: Path, *, detailed: bool = False) -> LedgerState:
@@ -231,9 +219,9 @@ def _submitted(state: LedgerState, job: JobState, record: Submitted, detailed: b
     # same uuid, when it finishes; that second line is not a second purchase.
     repeat = job.submitted is not None and bool(record.uuid) and job.submitted.uuid == record.uuid
     if not repeat:
-        state.credits_spent += record.credits or 0
+        state.credits_spent += _whole(record.credits) or 0
     job.status, job.submitted = Status.SUBMITTED, record
-    job.uuid, job.credits = record.uuid, record.credits
+    job.uuid, job.credits = record.uuid, _whole(record.credits)
 
 
 def _retrying(state: LedgerState, job: JobState, record: Retrying, detailed: bool) -> None:
@@ -252,7 +240,7 @@ def _succeeded(state: LedgerState, job: JobState, record: Succeeded, detailed: b
     job.outputs, job.attempts, job.credits, job.error = (
         record.outputs,
         record.attempts,
-        record.credits,
+        _whole(record.credits),
         None,
     )
     job.uuid = record.uuid or job.uuid
@@ -264,6 +252,10 @@ def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -
     job.status, job.error, job.attempts = Status.FAILED, record.error, record.attempts
     if detailed:
         state.finished.append((record.ts, Status.FAILED))
+
+
+def _whole(credits: float | None) -> int | None:
+    return None if credits is None else round(credits)
 
 
 _Fold = Callable[[LedgerState, JobState, Any, bool], None]

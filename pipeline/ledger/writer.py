@@ -49,45 +49,57 @@ def record_for(event: Event) -> Record | None:
         case JobStarted(planned=planned):
             job = planned.job
             details = JobDetails(
-                job.feature.value,
-                str(job.image),
-                str(job.mask) if job.mask else None,
-                job.parameters(),
+                feature=job.feature.value,
+                image=str(job.image),
+                mask=str(job.mask) if job.mask else None,
+                parameters=job.parameters(),
             )
-            return Started(job.id, planned.key, details)
+            return Started(job_id=job.id, key=planned.key, job=details)
         case AssetsUploaded(job_id=job_id, key=key, assets=assets):
-            records = {role: AssetRecord(a.digest, a.path) for role, a in assets.items()}
-            return Uploaded(job_id, key, records)
+            records = {
+                role: AssetRecord(path=a.path, digest=a.digest) for role, a in assets.items()
+            }
+            return Uploaded(job_id=job_id, key=key, assets=records)
         case FeatureSubmitted(job_id=job_id, key=key, attempt=attempt, result=result):
             return Submitted(
-                job_id,
-                key,
-                result.uuid,
-                tuple(result.result_paths),
-                attempt,
-                event.credits,
-                result.temporary_url,
-                result.used_credit,
-                result.credit_limit,
+                job_id=job_id,
+                key=key,
+                uuid=result.uuid,
+                result_paths=tuple(result.result_paths),
+                attempt=attempt,
+                credits=event.credits,
+                temporary_url=result.temporary_url,
+                used_credit=result.used_credit,
+                credit_limit=result.credit_limit,
             )
         case JobRetrying():
             return Retrying(
-                event.job_id, event.key, event.step, event.attempt, event.error, event.delay
+                job_id=event.job_id,
+                key=event.key,
+                step=event.step,
+                attempt=event.attempt,
+                error=event.error,
+                delay=round(event.delay, 3),
             )
         case JobSucceeded():
             return Succeeded(
-                event.job_id,
-                event.key,
-                tuple(event.outputs),
-                event.attempts,
-                event.credits,
-                event.uuid,
-                dict(event.timings),
-                tuple(event.superseded),
+                job_id=event.job_id,
+                key=event.key,
+                outputs=tuple(event.outputs),
+                attempts=event.attempts,
+                credits=event.credits,
+                uuid=event.uuid,
+                timings={name: round(value, 3) for name, value in event.timings.items()},
+                superseded=tuple(event.superseded),
             )
         case JobFailed():
-            uuid = getattr(event, "uuid", None)
-            return Failed(event.job_id, event.key, event.error, event.attempts, uuid)
+            return Failed(
+                job_id=event.job_id,
+                key=event.key,
+                error=event.error,
+                attempts=event.attempts,
+                uuid=getattr(event, "uuid", None),
+            )
     return None
 
 
