@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import latest_states, run_cli, write_catalog
+from tests.e2e_helpers import run_cli, states, write_catalog
 from tests.emulator_thread import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
@@ -53,11 +53,11 @@ def test_limit_runs_a_canary_and_only_runs_the_named_jobs(
         assert run_cli([*base, "--dry-run", "--limit", "2"], emulator.env, monkeypatch) == 0
         assert "held 4" in capsys.readouterr().out
         assert run_cli([*base, "--limit", "2"], emulator.env, monkeypatch) == 0
-        assert sorted(latest_states(out)) == ["sku-0000", "sku-0001"]
+        assert sorted(states(out)) == ["sku-0000", "sku-0001"]
         ids = tmp_path / "ids.json"
         ids.write_text(json.dumps({"rejected": ["sku-0005"]}))  # the review page's export
         assert run_cli([*base, "--only", f"@{ids}"], emulator.env, monkeypatch) == 0
-        assert sorted(latest_states(out)) == ["sku-0000", "sku-0001", "sku-0005"]
+        assert sorted(states(out)) == ["sku-0000", "sku-0001", "sku-0005"]
         assert len(emulator.calls("features")) == 3
         capsys.readouterr()
         assert run_cli([*base, "--only", "sku-0003,nope"], emulator.env, monkeypatch) == 2

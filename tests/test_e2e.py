@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import (
+    Expected,
     assert_outputs_whole,
-    latest_states,
-    ledger_lines,
+    records,
     run_cli,
     spawn_cli,
+    states,
     summary,
     write_catalog,
 )
@@ -31,7 +32,7 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
     with emulator_thread() as emulator:
         args = ["run", str(manifest), "--out", str(out), *FAST]
         assert run_cli(args, emulator.env, monkeypatch) == 0
-        assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(12)], 2, (1024, 1024))
+        assert_outputs_whole(out, {f"sku-{j:04d}": Expected(2, (1024, 1024)) for j in range(12)})
         assert len(emulator.calls("features")) == 12
         # 3 photos + 3 byte-identical masks: uploads go by content, so 4
         assert len(emulator.calls("assets")) == 4
@@ -64,8 +65,8 @@ def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert len(injected) >= 10  # the faults really happened
         charged = [e for e in emulator.calls("features") if e["credits"]]
         assert len(charged) == 30  # each edit bought exactly once despite download faults
-    assert set(latest_states(out).values()) == {"succeeded"}
-    assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(30)], 1, (1024, 1024))
+    assert set(states(out).values()) == {"succeeded"}
+    assert_outputs_whole(out, {f"sku-{j:04d}": Expected(1, (1024, 1024)) for j in range(30)})
     stats = summary(out)["stats"]
     assert stats["retry/count"] >= 10
 
@@ -98,8 +99,8 @@ def test_rejected_key_and_exhausted_credits_stop_with_exit_3(
         assert run_cli(args, emulator.env, monkeypatch) == 3
         stopped = summary(out)["stopped"]
         assert reason in stopped["message"].lower()
-        states = latest_states(out)
-        assert "failed" not in states.values()  # nothing is marked failed: all resumable
+        latest = states(out)
+        assert "failed" not in latest.values()  # nothing is marked failed: all resumable
         assert len(emulator.calls("features", status=None)) <= 2 + 2  # stopped within a few
         # Fix the cause, run again: everything completes, nothing bought twice.
         emulator.configure(api_key="e2e-test-key-0123456789")
@@ -137,9 +138,7 @@ def test_emulator_flag_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("ONEMIN_API_KEY", raising=False)
     args = ["run", str(manifest), "--out", str(tmp_path / "o"), "--emulator", *FAST]
     assert run_cli(args, {}, monkeypatch) == 0
-    assert latest_states(tmp_path / "o") == dict.fromkeys(
-        [f"sku-{j:04d}" for j in range(3)], "succeeded"
-    )
+    assert states(tmp_path / "o") == dict.fromkeys([f"sku-{j:04d}" for j in range(3)], "succeeded")
 
 
 @pytest.mark.slow
@@ -153,25 +152,25 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
         process = spawn_cli(args, emulator.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            states = latest_states(out) if (out / "ledger.jsonl").exists() else {}
-            if list(states.values()).count("succeeded") >= 6:
+            latest = states(out) if (out / "ledger.jsonl").exists() else {}
+            if list(latest.values()).count("succeeded") >= 6:
                 break
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        before = latest_states(out)
+        before = states(out)
         succeeded_before = {j for j, s in before.items() if s == "succeeded"}
         assert 6 <= len(succeeded_before) < 24
-        lines_before = len(ledger_lines(out))
+        lines_before = len(records(out))
         resumed = spawn_cli(args, emulator.env)
         assert resumed.wait(60) == 0, resumed.stderr.read().decode()  # type: ignore[union-attr]
         paid = [e for e in emulator.calls("features") if e["credits"]]
-    after = ledger_lines(out)[lines_before:]
+    after = records(out)[lines_before:]
     restarted = {line["job_id"] for line in after if line["status"] == "started"}
     assert not restarted & succeeded_before  # no job recorded as succeeded is sent again
-    assert set(latest_states(out).values()) == {"succeeded"}
+    assert set(states(out).values()) == {"succeeded"}
     assert len(paid) - 24 <= concurrency  # at most the in-flight calls were paid twice
-    assert_outputs_whole(out, [f"sku-{j:04d}" for j in range(24)], 1, (1024, 1024))
+    assert_outputs_whole(out, {f"sku-{j:04d}": Expected(1, (1024, 1024)) for j in range(24)})
     assert not list(out.glob("*/.part-*"))
 
 
@@ -184,19 +183,19 @@ def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
         process = spawn_cli([*args, "--rpm", "6000", "--concurrency", "3"], emulator.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
-            (out / "ledger.jsonl").exists() and "succeeded" in latest_states(out).values()
+            (out / "ledger.jsonl").exists() and "succeeded" in states(out).values()
         ):
             time.sleep(0.02)
         process.send_signal(signal.SIGINT)
         code = process.wait(20)
         assert code == 130, process.stderr.read().decode()  # type: ignore[union-attr]
-        states = latest_states(out)
-    assert "failed" not in states.values()
+        latest = states(out)
+    assert "failed" not in latest.values()
     # In-flight jobs were settled, not dropped: a paid edit is finished and stored; a job
     # stopped before its feature call was sent (uploading, or at the rate gate) spent nothing
     # and stays `started`, resumable. Which of the two a job is depends on timing.
-    assert set(states.values()) <= {"succeeded", "started"}
-    assert len(states) < 40
+    assert set(latest.values()) <= {"succeeded", "started"}
+    assert len(latest) < 40
     assert os.path.exists(out / "summary.json")
 
 
@@ -209,7 +208,7 @@ def test_resume_reads_each_row_once_and_counts_the_rest(
     args = ["run", str(manifest), "--out", str(out), *FAST]
     with emulator_thread() as emulator:
         assert run_cli([*args, "--max-credits", "4000"], emulator.env, monkeypatch) == 3
-        done_first = [j for j, s in latest_states(out).items() if s == "succeeded"]
+        done_first = [j for j, s in states(out).items() if s == "succeeded"]
         assert 0 < len(done_first) < 8
         built: list[int] = []
         original = __import__("pipeline.manifest", fromlist=["build_job"]).build_job

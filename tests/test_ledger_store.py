@@ -35,7 +35,12 @@ def test_every_line_has_ts_job_id_status(tmp_path: Path) -> None:
     lines = [orjson.loads(line) for line in ledger.read_bytes().splitlines()]
     assert all({"ts", "job_id", "status"} <= line.keys() for line in lines)
     assert lines[1]["outputs"] == ["a/0.png"] and lines[1]["attempts"] == 1
-    assert lines[2]["error"] == {"kind": "bad_request", "message": "no", "http_status": 400, "transient": False}
+    assert lines[2]["error"] == {
+        "kind": "bad_request",
+        "message": "no",
+        "http_status": 400,
+        "transient": False,
+    }
 
 
 def test_latest_line_wins_and_key_matters(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pipeline.report import read_ledger_view, write_report
 from tests.browser.cdp import open_page
 from tests.browser.chromium import dump_dom, find_chromium, install_chromium, screenshot
 from tests.browser.synthetic_run import SyntheticJob, build_run
-from tests.e2e_helpers import REPO, latest_states, spawn_cli
+from tests.e2e_helpers import REPO, spawn_cli, states
 from tests.emulator_thread import emulator_thread
 
 # Installing Chromium on a fresh machine takes minutes; once installed the module runs in seconds.
@@ -55,7 +55,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
         stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr.decode()  # finished, one job failed
     assert b"report.html" in stdout  # the run wrote the page itself
-    assert sorted(latest_states(out).values()).count("failed") == 1
+    assert sorted(states(out).values()).count("failed") == 1
     return out
 
 

@@ -19,22 +19,26 @@ from typing import Any
 import pytest
 
 import pipeline.scheduler
-from tests.emulator_thread import RunningEmulator
-from tests.reliability.figures import tally
-from tests.reliability.harness import (
-    QUIET,
+from tests.e2e_helpers import (
     assert_ledger_parses,
     assert_no_partial_final_files,
-    assert_outputs_whole,
-    emulator,
     finish,
-    paid_feature_calls,
     records,
     run_inprocess,
     spawn_module,
     states,
-    write_catalog,
     write_profile,
+)
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
+from tests.emulator_thread import RunningEmulator
+from tests.reliability.figures import tally
+from tests.reliability.harness import (
+    QUIET,
+    assert_outputs_whole,
+    emulator,
+    paid_feature_calls,
 )
 
 JOBS = 6

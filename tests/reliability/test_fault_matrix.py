@@ -16,7 +16,16 @@ import pytest
 
 from pipeline.client import OneMinClient
 from pipeline.errors import RateLimited
-from tests.e2e_helpers import summary
+from tests.e2e_helpers import (
+    records,
+    run_inprocess,
+    states,
+    summary,
+    write_profile,
+)
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
 from tests.reliability.harness import (
     QUIET,
     assert_outputs_whole,
@@ -24,12 +33,7 @@ from tests.reliability.harness import (
     expected_retries,
     observed_retries,
     paid_feature_calls,
-    records,
     retries_by_reason,
-    run_inprocess,
-    states,
-    write_catalog,
-    write_profile,
 )
 
 JOBS = 18

@@ -20,19 +20,21 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from tests.fixtures_images import make_alpha_mask, make_animated, make_image, make_mask, truncate
-from tests.reliability.figures import tally
-from tests.reliability.harness import (
-    QUIET,
+from tests.e2e_helpers import (
     CliResult,
     assert_no_partial_final_files,
-    assert_outputs_whole,
-    emulator,
-    paid_feature_calls,
     records,
     run_inprocess,
     states,
     write_profile,
+)
+from tests.fixtures_images import make_alpha_mask, make_animated, make_image, make_mask, truncate
+from tests.reliability.figures import tally
+from tests.reliability.harness import (
+    QUIET,
+    assert_outputs_whole,
+    emulator,
+    paid_feature_calls,
 )
 from tests.reliability.harness import Expected as Want
 

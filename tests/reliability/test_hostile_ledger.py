@@ -18,8 +18,14 @@ from hypothesis import strategies as st
 from pipeline.cli import main
 from pipeline.ledger import read_ledger
 from pipeline.report import read_ledger_view
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
 from tests.reliability.figures import tally
-from tests.reliability.harness import QUIET, emulator, write_catalog
+from tests.reliability.harness import (
+    QUIET,
+    emulator,
+)
 from tests.reliability.test_hostile_manifests import VALUES
 
 # Every field a ledger line may carry (ledger.event_record), plus nested ones readers open.

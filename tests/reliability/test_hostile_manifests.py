@@ -18,8 +18,10 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.manifest import JOB_FIELDS
+from tests.e2e_helpers import (
+    CliResult,
+)
 from tests.reliability.figures import tally
-from tests.reliability.harness import CliResult
 
 EXAMPLES = settings(
     max_examples=60,

@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.figures import tally
-from tests.reliability.harness import (
-    QUIET,
+from tests.e2e_helpers import (
     Expected,
-    assert_outputs_whole,
-    emulator,
     run_inprocess,
     spawn_module,
     states,
-    write_catalog,
     write_profile,
+)
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
+from tests.reliability.figures import tally
+from tests.reliability.harness import (
+    QUIET,
+    assert_outputs_whole,
+    emulator,
 )
 
 JOBS = 6

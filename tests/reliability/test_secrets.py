@@ -18,15 +18,17 @@ import pytest
 from aiohttp import web
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer
-from tests.emulator_thread import RunningEmulator, serve_in_thread
-from tests.reliability.figures import tally, tally_faults
-from tests.reliability.harness import (
+from tests.e2e_helpers import (
     CliResult,
     run_inprocess,
     scan_for_secret,
-    write_catalog,
     write_profile,
 )
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
+from tests.emulator_thread import RunningEmulator, serve_in_thread
+from tests.reliability.figures import tally, tally_faults
 
 JOBS = 6
 

@@ -13,23 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator_thread import RunningEmulator
-from tests.reliability.figures import tally
-from tests.reliability.harness import (
-    QUIET,
+from tests.e2e_helpers import (
     CliResult,
     Expected,
     assert_ledger_parses,
     assert_no_partial_final_files,
-    assert_outputs_whole,
-    emulator,
     finish,
-    paid_feature_calls,
     run_inprocess,
     spawn_module,
     states,
-    write_catalog,
     write_profile,
+)
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
+from tests.emulator_thread import RunningEmulator
+from tests.reliability.figures import tally
+from tests.reliability.harness import (
+    QUIET,
+    assert_outputs_whole,
+    emulator,
+    paid_feature_calls,
 )
 
 JOBS = 12

@@ -16,21 +16,25 @@ from typing import Any
 import pytest
 
 from pipeline.ledger import LedgerWriter
-from tests.e2e_helpers import summary
+from tests.e2e_helpers import (
+    CliResult,
+    assert_ledger_parses,
+    assert_no_partial_final_files,
+    run_inprocess,
+    states,
+    summary,
+    write_profile,
+)
+from tests.e2e_helpers import (
+    write_mixed_catalog as write_catalog,
+)
 from tests.emulator_thread import RunningEmulator
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,
-    CliResult,
-    assert_ledger_parses,
-    assert_no_partial_final_files,
     assert_outputs_whole,
     emulator,
     paid_feature_calls,
-    run_inprocess,
-    states,
-    write_catalog,
-    write_profile,
 )
 
 JOBS = 6
