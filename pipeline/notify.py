@@ -14,6 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -42,6 +43,9 @@ async def notify(
     sleep: Sleep = asyncio.sleep,
 ) -> NotifyResult:
     """POST `payload` to `url`; never raises, never takes longer than `deadline` seconds."""
+    problem = url_problem(url)
+    if problem:
+        return NotifyResult(False, 0, reason=f"bad URL: {problem}")
     body = scrub(payload)
     tried = 0
     last = NotifyResult(False, 0, reason="not sent")
@@ -65,6 +69,14 @@ async def notify(
     except (ValueError, aiohttp.InvalidURL) as exc:  # a malformed URL: the flag was wrong
         return NotifyResult(False, tried, None, f"bad URL: {exc}")
     return last
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a notify target, or None; the CLI can refuse it up front (exit 2)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL"
+    return None
 
 
 async def _post_once(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.notify import REDACTED, notify, payload_from_summary, scrub
+from pipeline.notify import REDACTED, notify, payload_from_summary, scrub, url_problem
 from pipeline.stats import RunStats
 
 KEY = "sk-test-7f3a9c-never-send-me"
@@ -158,7 +158,13 @@ async def test_unreachable_host_gives_a_reason() -> None:
     assert result.reason.startswith("cannot connect")
 
 
-@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/x"])
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/x", "http://"])
 async def test_bad_url_is_a_reason_not_an_exception(url: str) -> None:
+    assert url_problem(url) is not None
     result = await notify(url, {"x": 1}, sleep=no_sleep)
-    assert not result.ok and result.reason
+    assert not result.ok and result.attempts == 0 and result.reason.startswith("bad URL")
+
+
+def test_good_urls_pass() -> None:
+    assert url_problem("https://hooks.example.com/T0/B0?x=1") is None
+    assert url_problem("http://127.0.0.1:9/hook") is None
