@@ -26,6 +26,29 @@ LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 
+class LineStream(Protocol):
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+class AboveProgressBar:
+    """A stream whose lines tqdm prints above the bar, so a log line never tears the bar."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def write(self, text: str, /) -> int:
+        from tqdm import tqdm
+
+        for line in text.splitlines():
+            tqdm.write(line, file=self.stream or sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        (self.stream or sys.stderr).flush()
+
+
 class LogFileError(Exception):
     """The log file cannot be opened; `str()` is one line for the CLI to print."""
 
@@ -45,25 +68,32 @@ def _text_value(value: Any) -> str:
 class RunLog:
     def __init__(
         self,
-        stream: TextIO,
+        stream: LineStream,
         fmt: LogFormat = "text",
         clock: Callable[[], float] = time.time,
         *,
         verbose: bool = False,
-        owns_stream: bool = False,
     ) -> None:
         if fmt not in LOG_FORMATS:
             raise ValueError(f"log format must be text or json, not {fmt!r}")
         self.stream, self.fmt, self.clock, self.verbose = stream, fmt, clock, verbose
-        self._owns_stream = owns_stream
+        self._file: TextIO | None = None  # a log file this object opened, and closes
 
     @classmethod
     def open(
-        cls, path: Path | str | None, fmt: LogFormat = "text", *, verbose: bool = False
+        cls,
+        path: Path | str | None,
+        fmt: LogFormat = "text",
+        *,
+        verbose: bool = False,
+        above_bar: bool = False,
     ) -> RunLog:
-        """Append to `path` (parents created), or write to stderr when there is none."""
+        """Append to `path` (parents created), or write to stderr when there is none.
+
+        `above_bar`: a progress bar shares stderr, so lines go above it through tqdm.
+        """
         if path is None:
-            return cls(sys.stderr, fmt, verbose=verbose)
+            return cls(AboveProgressBar() if above_bar else sys.stderr, fmt, verbose=verbose)
         target = Path(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,11 +103,14 @@ class RunLog:
             raise LogFileError(
                 f"cannot write the log file {target}: {exc.strerror or exc}"
             ) from None
-        return cls(stream, fmt, verbose=verbose, owns_stream=True)
+        log = cls(stream, fmt, verbose=verbose)
+        log._file = stream
+        return log
 
     def close(self) -> None:
-        if self._owns_stream:
-            self.stream.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> RunLog:
         return self
@@ -101,7 +134,9 @@ class RunLog:
     def _write(self, level: str, message: str, fields: Mapping[str, Any]) -> None:
         ts = _stamp(self.clock())
         if self.fmt == "json":
-            record = {"ts": ts, "level": level.lower(), "msg": message, **fields}
+            record: dict[str, Any] = {"ts": ts, "level": level.lower(), "msg": message}
+            for key, value in fields.items():  # a field never hides the stamp or the level
+                record[f"field_{key}" if key in record else key] = value
             line = orjson.dumps(record, default=str).decode()
         else:
             pairs = "".join(f" {key}={_text_value(value)}" for key, value in fields.items())

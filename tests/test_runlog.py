@@ -152,3 +152,17 @@ def test_start_and_stop_lines() -> None:
     )
     assert "WARNING run finished exit_code=3 succeeded=0 failed=2" in stop
     assert stop.endswith("stop_reason=api_unreachable")
+
+
+def test_json_fields_never_hide_the_stamp() -> None:
+    stream = io.StringIO()
+    RunLog(stream, "json", clock=lambda: T0).info("x", ts="mine", level=3)
+    record = json.loads(stream.getvalue())
+    assert record["ts"] == "2026-12-01T02:15:03Z" and record["level"] == "info"
+    assert record["field_ts"] == "mine" and record["field_level"] == 3
+
+
+def test_lines_above_a_progress_bar_are_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    log = RunLog.open(None, "text", above_bar=True)
+    log.warning("run stopping", reason="interrupted")
+    assert capsys.readouterr().err.endswith("WARNING run stopping reason=interrupted\n")
