@@ -28,8 +28,12 @@ def write_metrics(
     exit_code: int,
     duration_s: float,
     manifest: str,
+    manifest_total: int | None = None,
 ) -> Path:
     """Write the textfile; `last_success_ts=None` keeps the previous file's value.
+
+    `jobs_by_state` holds states only (done, failed, pending, rejected...), so that
+    `sum(onemin_pipeline_jobs)` is the manifest's size; that size, if given, is its own gauge.
 
     An alert on "no success for 2 days" needs the timestamp of the last good run even after a
     failing one, so a failing run carries it forward instead of dropping it. Raises OSError when
@@ -43,6 +47,8 @@ def write_metrics(
     jobs = Gauge(f"{PREFIX}jobs", "Manifest jobs by state", (*labels, "state"), registry=registry)
     for state, count in sorted(jobs_by_state.items()):
         jobs.labels(manifest, state).set(count)
+    if manifest_total is not None:
+        _single(registry, "manifest_jobs", "Jobs in the manifest", manifest, manifest_total)
     credits = Gauge(
         f"{PREFIX}credits_spent",
         "Credits spent by this run (scope=run) and by every run on the folder (scope=total)",

@@ -101,8 +101,10 @@ def _worth_retrying(result: NotifyResult) -> bool:
 
 
 def _connection_reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"cannot connect: {text}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port}: {why}"
+    return f"connection failed: {exc or type(exc).__name__}"
 
 
 def scrub(value: Any, secret: str | None = None) -> Any:

@@ -95,6 +95,9 @@ class RunLog:
         if path is None:
             return cls(AboveProgressBar() if above_bar else sys.stderr, fmt, verbose=verbose)
         target = Path(path)
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # mkdir would only say "File exists"
+            raise LogFileError(f"cannot write the log file {target}: {blocker} is not a folder")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # line-buffered: a cron job killed mid-run still leaves every whole line behind

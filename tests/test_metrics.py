@@ -33,7 +33,7 @@ def run(path: Path, **overrides: Any) -> Path:
 
 
 def test_metrics_file_parses_with_prometheus_parser(tmp_path: Path) -> None:
-    path = run(tmp_path / "textfiles" / "catalog.prom")
+    path = run(tmp_path / "textfiles" / "catalog.prom", manifest_total=13)
     got = samples(path)
     m = ("manifest", "catalog")
     assert got[("onemin_pipeline_jobs", (m, ("state", "succeeded")))] == 10
@@ -45,6 +45,7 @@ def test_metrics_file_parses_with_prometheus_parser(tmp_path: Path) -> None:
     assert got[("onemin_pipeline_last_success_timestamp_seconds", (m,))] == 1796091303.0
     assert got[("onemin_pipeline_exit_code", (m,))] == 0
     assert got[("onemin_pipeline_run_duration_seconds", (m,))] == 12.5
+    assert got[("onemin_pipeline_manifest_jobs", (m,))] == 13
     assert not list(tmp_path.glob("textfiles/*.tmp*"))  # the temporary file was renamed away
 
 

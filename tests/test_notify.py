@@ -155,7 +155,7 @@ async def test_unreachable_host_gives_a_reason() -> None:
         port = probe.getsockname()[1]
     result = await notify(f"http://127.0.0.1:{port}/hook", {"x": 1}, sleep=no_sleep)
     assert not result.ok and result.attempts == 3 and result.status is None
-    assert result.reason.startswith("cannot connect")
+    assert result.reason.startswith(f"cannot connect to 127.0.0.1:{port}: ")
 
 
 @pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/x", "http://"])

@@ -68,6 +68,9 @@ def test_open_unwritable_is_one_line_error(tmp_path: Path) -> None:
         RunLog.open(blocker / "run.log", "text")
     message = str(info.value)
     assert "\n" not in message and str(blocker / "run.log") in message
+    assert message.endswith(f"{blocker} is not a folder")
+    with pytest.raises(LogFileError, match="cannot write the log file"):
+        RunLog.open(tmp_path, "text")  # a folder, not a file
 
 
 def test_listener_logs_failures_and_stop_and_retries_only_when_verbose() -> None:
