@@ -360,15 +360,20 @@ def grow_mask(mask: Image.Image, pixels: int) -> Image.Image:
 
 def _window_max(image: Image.Image, radius: int, *, horizontal: bool) -> Image.Image:
     """out[x] = max(image[x - radius .. x + radius]) along one axis, zeros beyond the edges."""
+    width, height = image.size
+    # Padded by `radius` zeros before and after, so padded[x] = image[x - radius].
+    if horizontal:
+        spans = image.crop((-radius, 0, width + radius, height))
+    else:
+        spans = image.crop((0, -radius, width, height + radius))
     length = 2 * radius + 1
-    spans = image  # spans[x] = max(image[x .. x + width - 1])
-    width = 1
-    while width * 2 <= length:
-        spans = ImageChops.lighter(spans, _shifted(spans, width, horizontal))
-        width *= 2
-    if width < length:  # two overlapping spans of `width` cover `length` exactly
-        spans = ImageChops.lighter(spans, _shifted(spans, length - width, horizontal))
-    return _shifted(spans, -radius, horizontal)
+    covered = 1  # spans[x] = max(padded[x .. x + covered - 1])
+    while covered * 2 <= length:
+        spans = ImageChops.lighter(spans, _shifted(spans, covered, horizontal))
+        covered *= 2
+    if covered < length:  # two overlapping windows of `covered` make `length` exactly
+        spans = ImageChops.lighter(spans, _shifted(spans, length - covered, horizontal))
+    return spans.crop((0, 0, width, height))
 
 
 def _shifted(image: Image.Image, offset: int, horizontal: bool) -> Image.Image:
