@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
@@ -312,7 +312,7 @@ def alpha_mask(image: Image.Image) -> Image.Image:
         raise MaskError(
             f"alpha: the image has no transparency (mode {image.mode}, no alpha channel)"
         )
-    if alpha.getextrema()[0] == 255:
+    if _darkest(alpha) == 255:
         raise MaskError("alpha: the image has no transparency (every pixel is opaque)")
     return ImageChops.invert(alpha)
 
@@ -322,9 +322,14 @@ def as_edit_mask(image: Image.Image) -> Image.Image:
     if image.mode == "L":
         return image
     alpha = _alpha(image)
-    if alpha is not None and alpha.getextrema()[0] < 255:
+    if alpha is not None and _darkest(alpha) < 255:
         return ImageChops.invert(alpha)
     return image.convert("L")
+
+
+def _darkest(band: Image.Image) -> int:
+    low, _high = cast("tuple[int, int]", band.getextrema())  # one band: (min, max)
+    return low
 
 
 def _alpha(image: Image.Image) -> Image.Image | None:
@@ -418,7 +423,7 @@ def mask_stats(mask: Image.Image) -> MaskStats:
     gray = mask if mask.mode == "L" else mask.convert("L")
     histogram = gray.histogram()
     total = max(1, sum(histogram))
-    darkest, brightest = gray.getextrema()
+    darkest, brightest = cast("tuple[int, int]", gray.getextrema())
     mean = sum(value * count for value, count in enumerate(histogram)) / total
     mid = sum(histogram[MID_GRAY.start : MID_GRAY.stop]) / total
     return MaskStats(mean / 255, int(darkest), int(brightest), mid)

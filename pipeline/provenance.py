@@ -74,26 +74,60 @@ def xmp_packet(creator_tool: str) -> bytes:
     ).encode()
 
 
+Pieces = list[bytes | memoryview]
+
+
 def add_provenance(data: bytes, *, creator_tool: str) -> bytes:
-    """``data`` with the provenance packet inserted (or replaced); pixels untouched."""
+    """``data`` with the provenance packet inserted (or replaced); pixels untouched.
+
+    Returns ``data`` itself when it already carries exactly this packet. Building the new
+    bytes copies the file once (~0.1 ms per MB); ``provenance_pieces`` + ``write_pieces``
+    write the file without that copy.
+    """
+    pieces = provenance_pieces(data, creator_tool=creator_tool)
+    return data if pieces is None else b"".join(pieces)
+
+
+def provenance_pieces(data: bytes, *, creator_tool: str) -> Pieces | None:
+    """The marked file as slices of ``data`` plus the new chunk; None when nothing changes."""
     packet = xmp_packet(creator_tool)
     kind = image_kind(data)
+    pieces: Pieces | None
     if kind == "png":
-        return _png_with_xmp(data, packet)
-    if kind == "jpeg":
-        return _jpeg_with_xmp(data, packet)
-    return _webp_with_xmp(data, packet)
+        pieces = _png_with_xmp(data, packet)
+    elif kind == "jpeg":
+        pieces = _jpeg_with_xmp(data, packet)
+    else:
+        pieces = _webp_with_xmp(data, packet)
+    return None if pieces is None or _same(pieces, data) else pieces
+
+
+def write_pieces(path: Path, pieces: Pieces) -> None:
+    """Write to a temporary name beside ``path``, then rename: a file at its name is whole."""
+    temporary = path.with_name(f".{path.name}.xmp.tmp")
+    with temporary.open("wb") as file:
+        file.writelines(pieces)
+    os.replace(temporary, path)
+
+
+def _same(pieces: Pieces, data: bytes) -> bool:
+    """True when the pieces spell ``data`` exactly (compared in place, nothing joined)."""
+    if sum(len(piece) for piece in pieces) != len(data):
+        return False
+    view, offset = memoryview(data), 0
+    for piece in pieces:
+        if view[offset : offset + len(piece)] != piece:
+            return False
+        offset += len(piece)
+    return True
 
 
 def add_provenance_file(path: Path, creator_tool: str) -> bool:
     """Write provenance into ``path`` (temporary file, then rename); False if already there."""
-    data = path.read_bytes()
-    marked = add_provenance(data, creator_tool=creator_tool)
-    if marked == data:
+    pieces = provenance_pieces(path.read_bytes(), creator_tool=creator_tool)
+    if pieces is None:
         return False
-    temporary = path.with_name(f".{path.name}.xmp.tmp")
-    temporary.write_bytes(marked)
-    os.replace(temporary, path)
+    write_pieces(path, pieces)
     return True
 
 
@@ -172,10 +206,10 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def _png_with_xmp(data: bytes, packet: bytes) -> bytes:
+def _png_with_xmp(data: bytes, packet: bytes) -> Pieces:
     # keyword, NUL, compression flag 0, method 0, empty language tag, NUL, empty translation, NUL
     chunk = _png_chunk(b"iTXt", PNG_XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + packet)
-    pieces: list[bytes | memoryview] = []
+    pieces: Pieces = []
     view = memoryview(data)
     kept_from = 0
     inserted = False
@@ -189,8 +223,7 @@ def _png_with_xmp(data: bytes, packet: bytes) -> bytes:
     if not inserted:
         raise ProvenanceError("PNG has no image data (IDAT chunk)")
     pieces.append(view[kept_from:])
-    marked = b"".join(pieces)
-    return data if marked == data else marked  # already exactly ours: the same object back
+    return pieces
 
 
 def _png_xmp(data: bytes) -> bytes | None:
@@ -211,7 +244,7 @@ def _png_xmp(data: bytes) -> bytes | None:
 
 def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
     """``(start, end, marker)`` of each segment between SOI and SOS (SOS itself excluded)."""
-    segments = []
+    segments: list[tuple[int, int, int]] = []
     offset = 2
     while True:
         while (
@@ -238,7 +271,7 @@ def _is_jpeg_xmp(data: bytes, start: int, marker: int) -> bool:
     return marker == 0xE1 and data[start + 4 : start + 4 + len(JPEG_XMP_HEADER)] == JPEG_XMP_HEADER
 
 
-def _jpeg_with_xmp(data: bytes, packet: bytes) -> bytes:
+def _jpeg_with_xmp(data: bytes, packet: bytes) -> Pieces | None:
     payload = JPEG_XMP_HEADER + packet
     if len(payload) > JPEG_MAX_SEGMENT:
         raise ProvenanceError("XMP packet too large for one JPEG segment")
@@ -253,15 +286,15 @@ def _jpeg_with_xmp(data: bytes, packet: bytes) -> bytes:
     # Old packets all lie at or after insert_at: an XMP segment ends the leading run.
     existing = [(s, e) for s, e, m in segments if _is_jpeg_xmp(data, s, m)]
     if existing == [(insert_at, insert_at + len(segment))] and data[insert_at:].startswith(segment):
-        return data
+        return None
     view = memoryview(data)
-    pieces: list[bytes | memoryview] = [view[:insert_at], segment]
+    pieces: Pieces = [view[:insert_at], segment]
     kept_from = insert_at
     for start, end in existing:
         pieces.append(view[kept_from:start])
         kept_from = end
     pieces.append(view[kept_from:])
-    return b"".join(pieces)
+    return pieces
 
 
 def _jpeg_xmp(data: bytes) -> bytes | None:
@@ -312,7 +345,7 @@ def _webp_canvas(data: bytes, start: int, fourcc: bytes) -> tuple[int, int, bool
     return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool((bits >> 28) & 1)
 
 
-def _webp_with_xmp(data: bytes, packet: bytes) -> bytes:
+def _webp_with_xmp(data: bytes, packet: bytes) -> Pieces:
     chunks = _webp_chunks(data)
     xmp = _webp_chunk(b"XMP ", packet)
     view = memoryview(data)
@@ -330,12 +363,11 @@ def _webp_with_xmp(data: bytes, packet: bytes) -> bytes:
         )
     else:
         raise ProvenanceError(f"WebP starts with an unknown chunk {first!r}")
-    body: list[bytes | memoryview] = [head]
+    body: Pieces = [head]
     body += [view[s:e] for s, e, fourcc in chunks[1:] if fourcc != b"XMP "]
     body.append(xmp)
     size = sum(len(piece) for piece in body) + 4
-    marked = b"".join([b"RIFF", struct.pack("<I", size), b"WEBP", *body])
-    return data if marked == data else marked
+    return [b"RIFF", struct.pack("<I", size), b"WEBP", *body]
 
 
 def _webp_xmp(data: bytes) -> bytes | None:
