@@ -138,3 +138,14 @@ def test_not_an_image_is_a_clear_error() -> None:
         add_provenance(b"GIF89a....", creator_tool=TOOL)
     with pytest.raises(ProvenanceError, match="truncated"):
         add_provenance(CASES["png"][0]()[:40], creator_tool=TOOL)
+
+
+@pytest.mark.parametrize("case", ["png", "jpeg", "webp-vp8l"])
+def test_pieces_spell_the_same_file_and_none_when_done(case: str) -> None:
+    data = CASES[case][0]()
+    pieces = provenance.provenance_pieces(data, creator_tool=TOOL)
+    assert pieces is not None
+    marked = b"".join(pieces)
+    assert marked == add_provenance(data, creator_tool=TOOL)
+    assert provenance.provenance_pieces(marked, creator_tool=TOOL) is None
+    assert add_provenance(marked, creator_tool=TOOL) is marked
