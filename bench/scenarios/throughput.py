@@ -38,7 +38,9 @@ JITTER = 0.1
 FAULT_RATE_429 = 0.025
 FAULT_RATE_5XX = 0.025
 # Retries of a 5xx need not wait long: the call itself already took 2 s.
-FAULT_PROFILE = {"retry": {"backoff_base": 0.25, "backoff_max": 5.0, "max_attempts": 8}}
+FAULT_PROFILE: dict[str, dict[str, object]] = {
+    "retry": {"backoff_base": 0.25, "backoff_max": 5.0, "max_attempts": 8}
+}
 
 
 @dataclass(frozen=True)
