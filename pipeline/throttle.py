@@ -1,27 +1,60 @@
-"""The rate gate every feature call passes, shared by all workers.
+"""The rate gate every request to the API host passes (uploads, feature calls, result polls).
 
-Three things, in order: a pause while an announced ``Retry-After`` is in force (no worker sends a
-feature call then); an even-paced aiolimiter for ``--rpm`` (a bucket of one, so no start-up
-burst); and AIMD on top: a 429 without a hint halves the rate, each success wins back a small
-step of the configured rate, so a client set too fast converges on what the server accepts
-(Scrapy's AutoThrottle idea, but honouring Retry-After).
+The rule (SPEC §1, §1a), exactly:
+
+- **Pace.** Requests leave one at a time, evenly spaced at ``--rpm`` (one interval = 60 / rpm
+  seconds apart; a bucket of one, so no burst at start-up, after idling or after a pause).
+- **A lone 429 with Retry-After** delays only the call that got it (the scheduler sleeps the
+  policy's delay for it, the announced wait capped at ``retry_after_max``). The pace is not cut;
+  every other worker goes on.
+- **Correlated 429s mean the account's limit is reached.** They are: ``correlated_429s``
+  (default 3) 429s whose announced waits are in force at once (each counts from its arrival for
+  its announced wait, at least ``CORRELATION_INTERVALS`` intervals), or more than
+  ``share_limit`` (10%) 429s among the last ``share_window`` (20) answers, or any 429 with a
+  Retry-After within one announced wait after a pause for correlated 429s ended (the limit was
+  reached a moment ago: this is the same limit, not a lone 429). Then new calls from every worker
+  pause until the announced time of the latest 429 (a pause only ever grows), and the pace is cut
+  once per congestion event (multiplied by ``slowdown_factor``, never below ``min_rpm``).
+- **A 429 without Retry-After** cuts the pace and pauses every worker one interval at the new
+  pace; the other calls that were in flight answer 429 too, so further hint-less 429s within
+  ``SLOWDOWN_HOLD_INTERVALS`` intervals belong to the same event and do not cut again.
+- **Recovery.** Each success adds ``recovery_step`` of the configured pace back, up to (never
+  above) ``--rpm``: additive increase, multiplicative decrease (AIMD).
+- **Release after a pause is spread.** Senders queue in arrival order and leave one interval
+  apart, a pause holding the head of the queue: when a pause ends, the waiting workers leave one
+  interval apart, never at once.
+
+The pacer is this module's own (a FIFO queue and the time of the last send) rather than
+aiolimiter's bucket: it runs on the injected clock and sleep, and a change of pace applies to the
+same single queue (rebuilding an aiolimiter bucket on each change of pace left the old bucket's
+waiters running at the old pace beside the new one's: a burst above the pace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable
-
-from aiolimiter import AsyncLimiter
 
 from pipeline.config import RateLimit
 
-# Rebuild the limiter only when the rate moved by more than this share: each rebuild lets the
-# waiters of the old bucket through at the old pace once.
-REBUILD_THRESHOLD = 0.05
-# After a cut, further hint-less 429s within this many intervals at the new rate belong to the
-# same congestion event (answers to calls sent before the cut) and do not cut again.
+# Defaults of the settings read with getattr(rate, name, DEFAULT), until RateLimit has them.
+CORRELATED_429S = 3  # 429s in force at once that mean the account's limit is reached
+SHARE_WINDOW = 20  # recent answers (successes and 429s) the share of 429s is taken over
+SHARE_LIMIT = 0.10  # more than this share of 429s among them: the limit is reached
+# A Retry-After of 0 or a fraction of a second still groups the 429s of one burst: an announced
+# wait counts as at least this many intervals at the current pace.
+CORRELATION_INTERVALS = 3.0
+# After a pause for correlated 429s ends, a 429 with a hint within this many announced waits is
+# the same limit again (a server's window refills on its own period), so it pauses everyone at
+# once instead of being allowed as a lone 429.
+LIMIT_MEMORY_WAITS = 1.0
+# After a cut, further 429s within this many intervals at the new pace (answers to calls sent
+# before the cut) belong to the same congestion event and do not cut again.
 SLOWDOWN_HOLD_INTERVALS = 2.0
+
+_NEVER = -math.inf
 
 
 class Throttle:
@@ -31,16 +64,22 @@ class Throttle:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        self._configured = rate.rpm
         self._rate = rate
+        self._configured = rate.rpm
         self._current = rate.rpm
         self._clock = clock
         self._sleep = sleep
-        self._pause_until = 0.0
-        self._hold_rate_until = 0.0
-        self._limiter = self._make_limiter(self._current)
-        self._limiter_rpm = self._current
-        self.slowdowns = 0
+        self._correlated = int(getattr(rate, "correlated_429s", CORRELATED_429S))
+        self._share_limit = float(getattr(rate, "share_limit", SHARE_LIMIT))
+        self._answers: deque[bool] = deque(maxlen=int(getattr(rate, "share_window", SHARE_WINDOW)))
+        self._turn = asyncio.Lock()
+        self._last_sent = _NEVER
+        self._pause_until = _NEVER
+        self._hold_rate_until = _NEVER
+        self._limit_known_until = _NEVER
+        self._in_force: deque[float] = deque()  # when the announced waits of recent 429s end
+        self.slowdowns = 0  # cuts of the pace
+        self.pauses = 0  # correlated 429s that paused every worker
 
     @property
     def current_rpm(self) -> float:
@@ -49,56 +88,89 @@ class Throttle:
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
 
-    @staticmethod
-    def _make_limiter(rpm: float) -> AsyncLimiter | None:
-        return AsyncLimiter(1, 60.0 / rpm) if rpm > 0 else None
+    def _interval(self) -> float:
+        return 60.0 / self._current if self._current > 0 else 0.0
 
-    def _set_rate(self, rpm: float) -> None:
-        if self._configured <= 0:
-            return
-        self._current = min(self._configured, max(self._rate.min_rpm, rpm))
-        drift = abs(self._current - self._limiter_rpm)
-        back_to_full = self._current == self._configured != self._limiter_rpm
-        if drift > REBUILD_THRESHOLD * self._limiter_rpm or back_to_full:
-            self._limiter = self._make_limiter(self._current)
-            self._limiter_rpm = self._current
-
-    async def _wait_pause(self) -> None:
-        while (remaining := self._pause_until - self._now()) > 0:
-            await self._sleep(remaining)
+    # -- sending ------------------------------------------------------------------------------
 
     async def acquire(self) -> None:
-        """Wait until a feature call may be sent."""
-        while True:
-            await self._wait_pause()
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            # A Retry-After may have arrived while this worker waited for the bucket.
-            if self._pause_until <= self._now():
-                return
+        """Wait until a request to the API host may go: after any pause, one interval apart."""
+        # One sender at a time, in arrival order (asyncio.Lock is FIFO): the head of the queue
+        # waits for both the pause and its slot, the others wait behind it, so the end of a
+        # pause lets exactly one through and the next one an interval later.
+        async with self._turn:
+            while (wait := self._ready_at() - self._now()) > 0:
+                # Woken early or late, look again: a pause may have begun or grown meanwhile.
+                await self._sleep(wait)
+            self._last_sent = self._now()
+
+    def _ready_at(self) -> float:
+        return max(self._pause_until, self._last_sent + self._interval())
 
     def pause(self, seconds: float) -> None:
-        """Hold every worker's next feature call for ``seconds`` (an announced Retry-After)."""
+        """Hold every worker's next request for ``seconds``; a pause never shrinks."""
         self._pause_until = max(self._pause_until, self._now() + seconds)
 
     def paused_for(self) -> float:
         return max(0.0, self._pause_until - self._now())
 
+    # -- answers ------------------------------------------------------------------------------
+
+    def on_success(self) -> None:
+        self._record_answer(limited=False)
+        if 0 < self._current < self._configured:
+            self._set_rate(self._current + self._rate.recovery_step * self._configured)
+
     def on_rate_limited(self, retry_after: float | None) -> None:
-        if retry_after is not None:
-            self.pause(retry_after)
+        """A 429; ``retry_after``: the announced wait, capped (``RetryPolicy.announced_wait``)."""
+        share_tripped = self._record_answer(limited=True)
+        if retry_after is None:
+            self._slow_down()
+            if self._current > 0:
+                self.pause(self._interval())  # let the server's window drain a little
             return
-        if self._now() < self._hold_rate_until:
-            # The other calls that were in flight when the server pushed back answer 429 too;
-            # that is one congestion event, so the rate is cut once (as TCP does per window).
+        now = self._now()
+        self._in_force.append(now + max(retry_after, CORRELATION_INTERVALS * self._interval()))
+        while self._in_force and self._in_force[0] <= now:
+            self._in_force.popleft()
+        if (
+            share_tripped
+            or now < self._limit_known_until
+            or len(self._in_force) >= self._correlated
+        ):
+            self._limit_reached(retry_after)
+        # else: a lone 429; its own call waits (the scheduler sleeps the policy's delay).
+
+    def _record_answer(self, limited: bool) -> bool:
+        """Note an answer; True if 429s now pass their share of the recent answers."""
+        self._answers.append(limited)
+        if not limited or self._answers.maxlen is None:
+            return False
+        tripped = self._answers.count(True) > self._share_limit * self._answers.maxlen
+        if tripped:
+            self._answers.clear()  # one trip per rising share, not one per later 429
+        return tripped
+
+    def _limit_reached(self, retry_after: float) -> None:
+        self.pauses += 1
+        self.pause(retry_after)
+        self._slow_down()
+        # The pause may end before the cut's hold: calls in flight at the cut still answer late.
+        self._hold_rate_until = max(self._hold_rate_until, self._pause_until)
+        memory = LIMIT_MEMORY_WAITS * retry_after
+        self._limit_known_until = max(self._limit_known_until, self._pause_until + memory)
+
+    def _slow_down(self) -> None:
+        """Cut the pace, once per congestion event."""
+        now = self._now()
+        if self._configured <= 0 or now < self._hold_rate_until:
+            # The other calls in flight when the server pushed back answer 429 too; that is one
+            # congestion event, so the pace is cut once (as TCP does per window).
             return
         self.slowdowns += 1
         self._set_rate(self._current * self._rate.slowdown_factor)
-        if self._current > 0:
-            interval = 60.0 / self._current
-            self.pause(interval)  # let the server's window drain a little
-            self._hold_rate_until = self._now() + interval * SLOWDOWN_HOLD_INTERVALS
+        self._hold_rate_until = now + self._interval() * SLOWDOWN_HOLD_INTERVALS
 
-    def on_success(self) -> None:
-        if self._current < self._configured:
-            self._set_rate(self._current + self._rate.recovery_step * self._configured)
+    def _set_rate(self, rpm: float) -> None:
+        # The next sender is spaced at the new pace from the last one: still a single stream.
+        self._current = min(self._configured, max(self._rate.min_rpm, rpm))

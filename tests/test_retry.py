@@ -46,3 +46,13 @@ def test_rate_limited_does_not_use_attempts_but_is_bounded() -> None:
     assert not RetryPolicy.counts_as_attempt(error)
     assert p.should_retry(error, attempts=5, rate_limited=1)
     assert not p.should_retry(error, attempts=0, rate_limited=MAX_RATE_LIMITED_WAITS)
+
+
+def test_announced_wait_is_the_capped_hint_the_throttle_pauses_for() -> None:
+    p = policy(retry_after_max=30.0)
+    assert p.announced_wait(RateLimited("x", retry_after=7.5)) == 7.5
+    assert p.announced_wait(RateLimited("x", retry_after=3600)) == 30.0
+    assert p.announced_wait(RateLimited("x", retry_after=None)) is None
+    # The call that got the 429 waits exactly what every worker would pause for.
+    error = RateLimited("x", retry_after=3600)
+    assert p.delay(error, 1) == p.announced_wait(error)
