@@ -66,7 +66,15 @@ def spawn_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def summary(out: Path) -> dict[str, Any]:
-    return json.loads((out / "summary.json").read_text())
+    """The last run that sent anything, as ``OUT/summary.json`` records it."""
+    run: dict[str, Any] = folder_summary(out)["last_run"]
+    return run
+
+
+def folder_summary(out: Path) -> dict[str, Any]:
+    """``OUT/summary.json``: the folder as a whole (every manifest job, all runs)."""
+    data: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return data
 
 
 SIZES = ((1024, 1024), (1024, 1536), (1536, 1024))

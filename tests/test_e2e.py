@@ -12,6 +12,7 @@ import pytest
 from tests.e2e_helpers import (
     Expected,
     assert_outputs_whole,
+    folder_summary,
     records,
     run_cli,
     spawn_cli,
@@ -39,8 +40,11 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
         requests_before = len(emulator.log)
         assert run_cli(args, emulator.env, monkeypatch) == 0
         assert len(emulator.log) == requests_before  # nothing sent at all
+    # The no-op night keeps the folder's figures: the last run is still the one that ran.
     result = summary(out)
-    assert result["counts"]["skipped"] == 12 and result["exit_code"] == 0
+    assert result["counts"]["succeeded"] == 12 and result["exit_code"] == 0
+    assert folder_summary(out)["jobs"] == {"total": 12, "succeeded": 12, "failed": 0, "pending": 0}
+    assert len(list((out / "runs").glob("*.json"))) == 1
 
 
 def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

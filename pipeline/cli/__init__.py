@@ -16,6 +16,7 @@ from pipeline.cli import inspect, run
 from pipeline.cli.codes import ExitCode
 from pipeline.config import ConfigError
 from pipeline.errors import LockError, ManifestError, StoreError
+from pipeline.pipes import run_quietly
 from pipeline.summary import format_problems
 
 __all__ = ["ExitCode", "build_parser", "main"]
@@ -45,7 +46,12 @@ def _command_emulator(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; output piped into ``head`` ends quietly (exit 141, as ``git`` does)."""
     args = build_parser().parse_args(argv)
+    return run_quietly(lambda: _dispatch(args), write_error_code=ExitCode.STOPPED)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except ManifestError as exc:

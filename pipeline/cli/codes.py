@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     STOPPED = 3  # stopped: key rejected, out of credits, a budget reached, API unreachable
     TEMPFAIL = 75  # EX_TEMPFAIL: another run holds the output folder; try again later
     INTERRUPTED = 130  # SIGINT/SIGTERM, after the jobs in flight settled
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout was closed early (`| head`); said nowhere
 
 
 EXIT_CODES_HELP = """\
@@ -23,4 +24,5 @@ exit codes:
        reached, API or input host unreachable, output folder unwritable; run again to resume
   75   another run holds the output folder; try again later
   130  interrupted (SIGINT/SIGTERM) after in-flight work settled; run again to resume
+  141  standard output was closed early (piped into head): nothing else went wrong
 """

@@ -68,7 +68,9 @@ def _recorded_manifest(out_dir: Path) -> Path | None:
         summary = orjson.loads((out_dir / SUMMARY_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    manifest = summary.get("manifest") if isinstance(summary, dict) else None
+    # The folder's summary: its last run recorded the manifest's path.
+    run = summary.get("last_run") if isinstance(summary, dict) else None
+    manifest = run.get("manifest") if isinstance(run, dict) else None
     return Path(manifest) if isinstance(manifest, str) and manifest else None
 
 

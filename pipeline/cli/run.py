@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import secrets
 import signal
 import sys
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,13 @@ from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
 from pipeline.errors import PipelineError
 from pipeline.events import EventBus, JobsSkipped
+from pipeline.history import (
+    folder_summary,
+    read_folder_summary,
+    sent_anything,
+    write_folder_summary,
+    write_run_record,
+)
 from pipeline.ledger import (
     LEDGER_NAME,
     LOCK_NAME,
@@ -39,12 +48,23 @@ from pipeline.ledger import (
     read_ledger,
 )
 from pipeline.manifest import Manifest, load_manifest
+from pipeline.metrics import write_metrics
+from pipeline.notify import notify, payload_from_summary, url_problem
 from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare
 from pipeline.preflight import mask_upload_bytes
 from pipeline.progress import ProgressBar
 from pipeline.retry import RetryPolicy
+from pipeline.runlog import (
+    LOG_FORMATS,
+    Heartbeat,
+    LogFileError,
+    LogListener,
+    RunLog,
+    log_start,
+    log_stop,
+)
 from pipeline.scheduler import Scheduler
-from pipeline.stats import RunStats, write_summary
+from pipeline.stats import RunStats
 from pipeline.store import Store
 from pipeline.summary import format_plan, format_problems
 from pipeline.throttle import Throttle
@@ -105,6 +125,18 @@ def add_arguments(commands: Any) -> None:
     run.add_argument(
         "--emulator", action="store_true", help="run against the built-in emulator (no key)"
     )
+    ops = run.add_argument_group("unattended runs (cron)")
+    ops.add_argument("--log-file", type=Path, metavar="PATH", help="append the log here")
+    ops.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="log lines as text or JSON"
+    )
+    ops.add_argument("--verbose", action="store_true", help="also log every retry")
+    ops.add_argument(
+        "--metrics-file", type=Path, metavar="PATH", help="write a Prometheus textfile here"
+    )
+    ops.add_argument(
+        "--notify", metavar="URL", help="POST the run summary (JSON) here when the run ends"
+    )
     run.set_defaults(handler=command_run)
 
 
@@ -115,6 +147,11 @@ class RunContext:
     out_dir: Path
     api_key: str | None
     args: argparse.Namespace
+    log: RunLog
+    show_bar: bool = False
+
+
+_NO_LOG = RunLog(io.StringIO())  # a dry run logs nothing
 
 
 def default_out(manifest: Manifest) -> Path:
@@ -143,16 +180,27 @@ def command_run(args: argparse.Namespace) -> int:
     if api_key is None and not args.emulator and not args.dry_run:
         print(NO_KEY_HELP, file=sys.stderr)
         return ExitCode.USAGE
+    if args.notify and (problem := url_problem(args.notify)):
+        print(f"error: --notify: {problem}", file=sys.stderr)
+        return ExitCode.USAGE
     manifest = load_manifest(args.manifest)
     out_dir = args.out or default_out(manifest)
-    context = RunContext(manifest, settings, out_dir, api_key, args)
     if args.dry_run:
-        return _dry_run(context)
-    syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
+        return _dry_run(RunContext(manifest, settings, out_dir, api_key, args, _NO_LOG))
+    show_bar = not args.no_progress and sys.stderr.isatty()
+    above_bar = show_bar and args.log_file is None
     try:
-        return _locked_run(context, Store(out_dir, syncer), syncer)
-    finally:
-        syncer.close()
+        log = RunLog.open(args.log_file, args.log_format, verbose=args.verbose, above_bar=above_bar)
+    except LogFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
+    with log:
+        context = RunContext(manifest, settings, out_dir, api_key, args, log, show_bar)
+        try:
+            return _locked_run(context, Store(out_dir, syncer), syncer)
+        finally:
+            syncer.close()
 
 
 def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
@@ -226,12 +274,25 @@ async def _run(
             thumbnails = ThumbnailPrefetcher(context.out_dir)
             stack.callback(thumbnails.close)
             bus.subscribe(thumbnails)
-        for reason, count in plan.skipped.items():  # the second pass does not even read these
+        for reason, count in plan.skipped.items():  # the run does not even read these
             bus.emit(JobsSkipped(reason.value, count))
-        if not args.no_progress and sys.stderr.isatty():
+        bus.subscribe(LogListener(context.log, plan.total))
+        if context.show_bar:
             bar = ProgressBar(plan.total, stats, initial=stats.skipped)
             stack.callback(bar.close)
             bus.subscribe(bar)
+        else:  # nobody sees a bar: a timestamped line a minute says how far the run is
+            heartbeat = Heartbeat(context.log, stats, plan.total)
+            heartbeat.start()
+            stack.push_async_callback(heartbeat.stop)
+        log_start(
+            context.log,
+            context.manifest.name,
+            context.out_dir,
+            plan.total,
+            plan.total - stats.skipped,
+            _settings_summary(settings, args),
+        )
         connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         assert api_key is not None
@@ -251,28 +312,105 @@ async def _run(
         )
         _install_signal_handlers(scheduler, writer)
         outcome = await scheduler.run(plan.jobs)
-    failures = stats.failed + plan.skipped[Skip.FAILED]
-    code = exit_code(outcome.stop_reason, failures)
-    summary = stats.summary(
-        manifest=str(context.manifest.path),
-        name=context.manifest.name,
-        out_dir=str(context.out_dir),
-        exit_code=int(code),
-        settings={
-            "concurrency": settings.rate.concurrency,
-            "rpm": settings.rate.rpm,
-            "max_attempts": settings.retry.max_attempts,
-            "max_credits": settings.max_credits,
-            "emulator": bool(args.emulator),
-        },
-    )
-    try:
-        write_summary(context.out_dir, summary)
-    except OSError as exc:  # a full disk: the ledger already holds what matters
-        print(f"warning: could not write the summary: {exc.strerror or exc}", file=sys.stderr)
-    report_path = None if args.no_report else _write_report(context.out_dir)
+        failures = stats.failed + plan.skipped[Skip.FAILED]
+        code = exit_code(outcome.stop_reason, failures)
+        summary = stats.summary(
+            manifest=str(context.manifest.path),
+            name=context.manifest.name,
+            out_dir=str(context.out_dir),
+            exit_code=int(code),
+            settings=_settings_summary(settings, args),
+        )
+    report_path = await _finish(context, ledger, plan, stats, summary, code)
     _print_summary(context, stats, outcome.stop_message, code, report_path, failures)
     return code
+
+
+def _settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "concurrency": settings.rate.concurrency,
+        "rpm": settings.rate.rpm,
+        "max_attempts": settings.retry.max_attempts,
+        "max_credits": settings.max_credits,
+        "emulator": bool(args.emulator),
+    }
+
+
+async def _finish(
+    context: RunContext,
+    ledger: LedgerState,
+    plan: CheckedPlan,
+    stats: RunStats,
+    summary: dict[str, Any],
+    code: ExitCode,
+) -> Path | None:
+    """What a run leaves for its operator: history, the folder's summary, metrics, the report,
+    the log's last line and the notification. A run that sent nothing leaves the last real
+    run's figures as they were (SPEC 5); each piece that cannot be written is a warning."""
+    out, log, args = context.out_dir, context.log, context.args
+    sent = sent_anything(summary)
+    states = _folder_states(plan, stats)
+    credits_all_runs = ledger.credits_spent + stats.counters["credits/estimated"]
+    try:
+        if sent:
+            summary["record"] = write_run_record(out, summary).relative_to(out).as_posix()
+        folder = folder_summary(
+            manifest_name=context.manifest.name,
+            manifest_total=plan.total,
+            states=states,
+            credits_all_runs=credits_all_runs,
+            last_run=summary if sent else None,
+            previous=read_folder_summary(out),
+        )
+        write_folder_summary(out, folder)
+    except OSError as exc:  # a full disk: the ledger already holds what matters
+        log.warning("could not write the run history or summary", reason=exc.strerror or str(exc))
+    if args.metrics_file is not None:
+        _write_metrics(context, states, summary, credits_all_runs, stats, code)
+    report_path = None if args.no_report or not sent else _write_report(out)
+    log_stop(log, code, summary)
+    if args.notify:
+        result = await notify(args.notify, payload_from_summary(summary))
+        if not result.ok:
+            log.warning("notify failed", url=args.notify, reason=result.reason)
+    return report_path
+
+
+def _folder_states(plan: CheckedPlan, stats: RunStats) -> dict[str, int]:
+    """Every manifest job's state after this run, counted from the plan and the run alone."""
+    done = plan.skipped[Skip.DONE] + stats.succeeded
+    failed = plan.skipped[Skip.FAILED] + stats.failed
+    return {"succeeded": done, "failed": failed, "pending": plan.total - done - failed}
+
+
+def _write_metrics(
+    context: RunContext,
+    states: dict[str, int],
+    summary: dict[str, Any],
+    credits_all_runs: float,
+    stats: RunStats,
+    code: ExitCode,
+) -> None:
+    now = time.time()
+    try:
+        write_metrics(
+            context.args.metrics_file,
+            jobs_by_state=states,
+            manifest_total=sum(states.values()),
+            credits_run=stats.counters["credits/estimated"],
+            credits_total=credits_all_runs,
+            last_run_ts=now,
+            last_success_ts=now if code == ExitCode.OK else None,
+            exit_code=int(code),
+            duration_s=stats.elapsed(),
+            manifest=context.manifest.name,
+        )
+    except OSError as exc:
+        context.log.warning(
+            "could not write the metrics file",
+            path=str(context.args.metrics_file),
+            reason=exc.strerror or str(exc),
+        )
 
 
 async def _start_emulator(stack: AsyncExitStack) -> tuple[Endpoints, str]:
