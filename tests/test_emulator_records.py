@@ -460,6 +460,11 @@ def test_new_flags_map_onto_config() -> None:
     assert defaults == EmulatorConfig()
     with pytest.raises(ValueError, match="window_limit with window_seconds"):
         config_from_args(parser.parse_args(["--rpm-limit", "132", "--window-seconds", "10"]))
-    for bad in (["--bad-key-status", "404"], ["--window-limit", "0"], ["--drift", "x"]):
+    for bad in (
+        ["--bad-key-status", "404"],
+        ["--window-limit", "0"],
+        ["--drift", "x"],
+        ["--rpm-limit", "10", "--window-limit", "5"],
+    ):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)

@@ -95,11 +95,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     account.add_argument(
         "--key", dest="api_key", metavar="KEY", default=d.api_key, help="the accepted API key"
     )
-    account.add_argument("--credit-limit", type=_count, metavar="N", default=d.credit_limit)
+    account.add_argument(
+        "--credit-limit",
+        type=_count,
+        metavar="N",
+        default=d.credit_limit,
+        help="credits the account may use in all; beyond: 402 (%(default)s)",
+    )
     account.add_argument(
         "--used-credit", type=_count, metavar="N", default=d.used_credit, help="used at start"
     )
-    account.add_argument(
+    # One window, given per minute or over any length: never both.
+    limits = account.add_mutually_exclusive_group()
+    limits.add_argument(
         "--rpm-limit",
         type=_positive,
         metavar="N",
@@ -107,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="API requests (uploads, feature calls and result polls together; not downloads) "
         "admitted in any rolling 60 s; beyond: 429 with Retry-After (default: no limit)",
     )
-    account.add_argument(
+    limits.add_argument(
         "--window-limit",
         type=_positive_count,
         metavar="N",
