@@ -21,7 +21,6 @@ import hmac
 import json
 import math
 import os
-import re
 import secrets
 import time
 import uuid
@@ -32,11 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import IO, Any, TypeVar
-from urllib.parse import unquote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from . import answers
+from . import answers, transport
 from .config import EmulatorConfig
 from .faults import FaultPlan, FeatureFaults
 from .imaging import (
@@ -193,7 +191,7 @@ class EmulatorServer:
             raise
         self._runner = runner
         bound_port = runner.addresses[0][1]
-        self._api_base = f"http://{_url_host(host)}:{bound_port}"
+        self._api_base = f"http://{transport.url_host(host)}:{bound_port}"
 
     async def stop(self) -> None:
         # Wake sleeping slow/latency handlers so shutdown does not wait for them.
@@ -369,20 +367,20 @@ class EmulatorServer:
         self.state.uploads += 1
         challenged = self._faults.html_403("assets")
         if drop:
-            await _discard_body(request)
+            await transport.discard_body(request)
             return self._drop(request)
         if challenged:
-            await _discard_body(request)
+            await transport.discard_body(request)
             return self._challenged(request)
         self._check_key(request)
         self._window_check(request)
         await self._sleep(self.config.asset_latency)
-        filename, data = await _read_asset_field(request)
+        filename, data = await transport.read_asset_field(request, MAX_UPLOAD_BYTES)
         try:
             info, digest = await self._in_thread(_inspect_and_digest, data)
         except ValueError as exc:
             raise ApiError(400, f"asset: {exc}") from exc
-        name = _safe_name(filename, info.format)
+        name = transport.safe_name(filename, info.format)
         asset = self._store(name, data, digest, info.mime, info.width, info.height)
         return web.json_response(self._upload_answer(asset, request))
 
@@ -420,7 +418,7 @@ class EmulatorServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise ApiError(413, "body: request body is too large") from exc
-        payload = _decode_json(body)
+        payload = transport.decode_json(body)
         if isinstance(payload, dict) and isinstance(payload.get("type"), str):
             # Logged even when the call is refused before validation (401, 429, 5xx).
             request[_RECORD_KEY].feature_type = payload["type"][:40]
@@ -439,7 +437,7 @@ class EmulatorServer:
         if faults.slow:
             self._fault(request, "slow")
             await self._sleep(self.config.slow_seconds)
-            if _client_gone(request):
+            if transport.client_gone(request):
                 # Best effort: nobody will read the answer, so do not do (or charge) the work.
                 request[_RECORD_KEY].dropped = True
                 return web.Response(status=499)
@@ -455,7 +453,7 @@ class EmulatorServer:
         self._window_check(request)
 
     def _parse(self, request: web.Request, payload: object, faults: FeatureFaults) -> FeatureParams:
-        if isinstance(payload, _BadJson):
+        if isinstance(payload, transport.BadJson):
             raise ApiError(400, f"body: malformed JSON ({payload.reason})")
         params = validate_feature(payload)
         if faults.forget:
@@ -671,7 +669,9 @@ class EmulatorServer:
         chunk = bytes(_CHUNK)
         sent = 0
         with contextlib.suppress(*_STREAM_WRITE_ERRORS):
-            while sent < total and not self._stopping.is_set() and not _client_gone(request):
+            while (
+                sent < total and not self._stopping.is_set() and not transport.client_gone(request)
+            ):
                 piece = chunk[: min(_CHUNK, total - sent)]
                 await response.write(piece)
                 sent += len(piece)
@@ -690,70 +690,6 @@ def _inspect_and_digest(data: bytes) -> tuple[ImageInfo, str]:
 def _render_and_digest(imager: Imager, edit: EditRequest) -> list[tuple[bytes, str]]:
     # Results can be inputs of later calls, so they need a digest too; hash off the loop.
     return [(data, digest_of(data)) for data in imager.render(edit)]
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        # Listening on every interface; this machine reaches itself on loopback.
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-@dataclass(frozen=True)
-class _BadJson:
-    reason: str
-
-
-def _decode_json(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _BadJson(str(exc))
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-def _safe_name(filename: str, pil_format: str) -> str:
-    """The upload's base name restricted to URL-safe characters, with an extension."""
-    # Clients percent-encode odd characters in multipart filenames (aiohttp does).
-    base = unquote(filename).replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-")[:100] or "image"
-    if "." not in cleaned:
-        cleaned += "." + pil_format.lower().replace("jpeg", "jpg")
-    return cleaned
-
-
-async def _discard_body(request: web.Request) -> None:
-    # A dropped upload is dropped after the bytes arrived, as when a server dies mid-request.
-    with contextlib.suppress(Exception):
-        while await request.content.read(_CHUNK):
-            pass
-
-
-async def _read_asset_field(request: web.Request) -> tuple[str, bytes]:
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "asset: expected a multipart/form-data body with a file field 'asset'")
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "asset":
-                return part.filename or "image", await _read_limited(part)
-            await part.release()
-    except ValueError as exc:  # aiohttp's complaint about a broken multipart body
-        raise ApiError(400, f"asset: malformed multipart body ({exc})") from exc
-    raise ApiError(400, "asset: missing file field 'asset'")
-
-
-async def _read_limited(part: BodyPartReader) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(_CHUNK):
-        data += chunk
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ApiError(413, f"asset: file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-    return bytes(data)
 
 
 def _asset_response(asset: StoredAsset) -> web.Response:
