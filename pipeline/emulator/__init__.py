@@ -1,8 +1,9 @@
 """A faithful local stand-in of the 1min.ai API (uploads, IMAGE_INPAINTER, BACKGROUND_REPLACER,
-asset downloads), with seeded fault injection.
+records still processing and their results endpoint, asset downloads), with seeded fault
+injection.
 
-It is written from the seed documents alone and imports nothing else from `pipeline`, so a
-misunderstanding in the client cannot make both sides agree on something wrong.
+It is written from the seed documents and SPEC 1a alone and imports nothing else from `pipeline`,
+so a misunderstanding in the client cannot make both sides agree on something wrong.
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import RATE_FIELDS, RETRY_AFTER_FORMATS, EmulatorConfig
+from .config import (
+    BAD_KEY_STATUSES,
+    ERROR_BODIES,
+    FAILURE_WORDS,
+    RATE_FIELDS,
+    RETRY_AFTER_FORMATS,
+    EmulatorConfig,
+)
 
 if TYPE_CHECKING:
     from .server import EmulatorServer
@@ -20,13 +27,22 @@ _RATE_HELP = {
     "rate_5xx": "share of feature calls answered 500/502/503",
     "rate_drop": "share of requests whose connection is closed without an answer",
     "rate_malformed": "share of feature answers that are 200 with broken JSON",
-    "rate_failed": 'share of feature calls answered 200 with status "FAILED" (free)',
+    "rate_failed": "share of feature calls answered 200 with a failed record (free; see "
+    "--failure-status)",
     "rate_truncate": "share of downloads cut short after a full Content-Length",
     "rate_expire": "share of temporaryUrl downloads answered 403 (expired signature)",
     "rate_forget": "share of feature calls that first forget their image asset (404)",
     "rate_slow": "share of feature calls that sleep --slow-seconds before answering",
     "rate_huge": "share of downloads that stream --huge-bytes of garbage",
+    "rate_403_html": "share of API requests (uploads, feature calls, polls) answered 403 with "
+    "an HTML challenge page, as a CDN in front of the API does (transient)",
+    "rate_processing": 'share of feature calls answered 200 with status "PROCESSING" (a body '
+    'with "async": true always is); poll GET /api/results/{uuid}',
+    "rate_processing_failed": "share of PROCESSING records that end failed (free) instead of "
+    "SUCCESS",
 }
+# Shown in their own group, not among the faults.
+_RECORD_RATES = ("rate_processing", "rate_processing_failed")
 
 
 def _rate(text: str) -> float:
@@ -61,6 +77,13 @@ def _count(text: str) -> int:
     return int(_non_negative(text, int))
 
 
+def _positive_count(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --host, --port and one option per EmulatorConfig field (dest = the field's name)."""
     d = EmulatorConfig()
@@ -72,16 +95,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     account.add_argument(
         "--key", dest="api_key", metavar="KEY", default=d.api_key, help="the accepted API key"
     )
-    account.add_argument("--credit-limit", type=_count, metavar="N", default=d.credit_limit)
+    account.add_argument(
+        "--credit-limit",
+        type=_count,
+        metavar="N",
+        default=d.credit_limit,
+        help="credits the account may use in all; beyond: 402 (%(default)s)",
+    )
     account.add_argument(
         "--used-credit", type=_count, metavar="N", default=d.used_credit, help="used at start"
     )
-    account.add_argument(
+    # One window, given per minute or over any length: never both.
+    limits = account.add_mutually_exclusive_group()
+    limits.add_argument(
         "--rpm-limit",
         type=_positive,
         metavar="N",
         default=None,
-        help="feature calls admitted per rolling 60 s; beyond: 429 (default: no limit)",
+        help="API requests (uploads, feature calls and result polls together; not downloads) "
+        "admitted in any rolling 60 s; beyond: 429 with Retry-After (default: no limit)",
+    )
+    limits.add_argument(
+        "--window-limit",
+        type=_positive_count,
+        metavar="N",
+        default=None,
+        help="the same limit over another window: N API requests in any --window-seconds "
+        "(instead of --rpm-limit)",
+    )
+    account.add_argument(
+        "--window-seconds",
+        type=_positive,
+        metavar="S",
+        default=d.window_seconds,
+        help="length of the --window-limit window (%(default)s)",
+    )
+    account.add_argument(
+        "--bad-key-status",
+        type=int,
+        choices=BAD_KEY_STATUSES,
+        default=d.bad_key_status,
+        help='status of a wrong or missing key, JSON {"message": "Invalid API key"} (%(default)s)',
     )
     account.add_argument(
         "--retry-after",
@@ -103,8 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.asset_latency,
         help="per upload and download",
     )
+    _add_record_arguments(parser, d)
     faults = parser.add_argument_group("faults (rates are probabilities 0..1)")
-    for name in RATE_FIELDS:
+    for name in (rate for rate in RATE_FIELDS if rate not in _RECORD_RATES):
         flag = "--" + name.replace("_", "-")
         faults.add_argument(
             flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
@@ -129,6 +184,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="point temporaryUrl at another, unreachable host (203.0.113.1)",
     )
     faults.add_argument(
+        "--failure-status",
+        choices=FAILURE_WORDS,
+        default=d.failure_status,
+        help="status word of a failed record; mixed: FAILED or FAILURE, seeded (%(default)s)",
+    )
+    faults.add_argument(
+        "--error-bodies",
+        choices=ERROR_BODIES,
+        default=d.error_bodies,
+        help="where JSON 5xx answers put their text: varied among message, error.message and "
+        "error (a string), seeded; or always message (%(default)s)",
+    )
+    faults.add_argument(
+        "--drift",
+        type=_count,
+        metavar="LEVELS",
+        default=d.drift,
+        help="inpainted results change the pixels the mask keeps by up to this many levels per "
+        "channel (a seeded shift per result, as the real model does not keep them exactly); "
+        "0 keeps them exactly (%(default)s)",
+    )
+    faults.add_argument(
         "--seed", type=int, default=d.seed, help="seed of every random decision (%(default)s)"
     )
     parser.add_argument(
@@ -137,6 +214,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         default=None,
         help="append one JSON line per request here (never headers or the key)",
+    )
+
+
+def _add_record_arguments(parser: argparse.ArgumentParser, d: EmulatorConfig) -> None:
+    records = parser.add_argument_group("unfinished records")
+    for name in _RECORD_RATES:
+        flag = "--" + name.replace("_", "-")
+        records.add_argument(
+            flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
+        )
+    records.add_argument(
+        "--processing-seconds",
+        type=_non_negative,
+        metavar="S",
+        default=d.processing_seconds,
+        help="how long a PROCESSING record takes to finish (%(default)s)",
+    )
+    records.add_argument(
+        "--processing-jitter",
+        type=_non_negative,
+        metavar="S",
+        default=d.processing_jitter,
+        help="+- on --processing-seconds, seeded (%(default)s)",
     )
 
 

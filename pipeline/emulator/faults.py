@@ -3,17 +3,22 @@
 Every decision draws a fixed number of random numbers, whatever the rates are and whichever fault
 fires, so the n-th call of a route always meets the same fate for a given seed. Each route has its
 own stream (derived from the seed), so extra download retries do not shift the feature-call faults.
+Faults added later draw from streams of their own, so an old seed keeps its old fault sequence.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .config import EmulatorConfig
 
 SERVER_ERROR_STATUSES = (500, 502, 503)
 MALFORMED_VARIANTS = ("half-json", "not-json", "empty", "truncated-record")
+# Where a JSON error answer puts its message (SPEC 1a "Error bodies").
+ERROR_SHAPES = ("message", "error.message", "error")
+API_ROUTES = ("assets", "features", "results")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,13 @@ class FeatureFaults:
     malformed: str | None = None
     failed: bool = False
     jitter: float = 0.0
+    # Not answer-changing in the same sense: they shape a record that the call produces.
+    processing: bool = False
+    processing_failed: bool = False
+    processing_seconds: float = 0.0
+    failure_word: str = "FAILED"
+    error_shape: str = "message"
+    html_403: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class FaultPlan:
         self._uploads = random.Random(f"{seed}:uploads")
         self._downloads = random.Random(f"{seed}:downloads")
         self._jitter = random.Random(f"{seed}:jitter")
+        self._processing = random.Random(f"{seed}:processing")
+        self._words = random.Random(f"{seed}:words")
+        self._bodies = random.Random(f"{seed}:bodies")
+        self._html = {route: random.Random(f"{seed}:html403:{route}") for route in API_ROUTES}
 
     def feature(self) -> FeatureFaults:
         cfg = self._config
@@ -64,20 +80,47 @@ class FaultPlan:
         variant = MALFORMED_VARIANTS[rng.randrange(len(MALFORMED_VARIANTS))]
         failed = rng.random() < cfg.rate_failed
         jitter = self._jitter.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter else 0.0
+        html_403 = self.html_403("features")
+        base = FeatureFaults(jitter=jitter, html_403=html_403 and not drop, **self._record_shape())
         # One answer-changing fault per call, the earliest in the request's life wins.
         if drop:
-            return FeatureFaults(drop=True, jitter=jitter)
+            return replace(base, drop=True)
         if storm:
-            return FeatureFaults(storm_429=True, jitter=jitter)
+            return replace(base, storm_429=True)
         if error:
-            return FeatureFaults(server_error=error_status, jitter=jitter)
+            return replace(base, server_error=error_status)
         if forget:
-            return FeatureFaults(forget=True, jitter=jitter)
+            return replace(base, forget=True)
         if slow:
-            return FeatureFaults(slow=True, jitter=jitter)
+            return replace(base, slow=True)
         if malformed:
-            return FeatureFaults(malformed=variant, jitter=jitter)
-        return FeatureFaults(failed=failed, jitter=jitter)
+            return replace(base, malformed=variant)
+        return replace(base, failed=failed)
+
+    def _record_shape(self) -> dict[str, Any]:
+        """Processing, failure word and error body of one feature call (fixed draws per call)."""
+        cfg = self._config
+        rng = self._processing
+        processing = rng.random() < cfg.rate_processing
+        processing_failed = rng.random() < cfg.rate_processing_failed
+        spread = rng.uniform(-cfg.processing_jitter, cfg.processing_jitter)
+        alternate = self._words.random() < 0.5
+        if cfg.failure_status == "mixed":
+            word = "FAILURE" if alternate else "FAILED"
+        else:
+            word = cfg.failure_status
+        shape = ERROR_SHAPES[self._bodies.randrange(len(ERROR_SHAPES))]
+        return {
+            "processing": processing,
+            "processing_failed": processing_failed,
+            "processing_seconds": max(0.0, cfg.processing_seconds + spread),
+            "failure_word": word,
+            "error_shape": shape if cfg.error_bodies == "varied" else "message",
+        }
+
+    def html_403(self, route: str) -> bool:
+        """Whether the CDN in front of the API answers this request with a challenge page."""
+        return self._html[route].random() < self._config.rate_403_html
 
     def upload_drop(self) -> bool:
         return self._uploads.random() < self._config.rate_drop

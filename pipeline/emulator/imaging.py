@@ -1,7 +1,8 @@
 """The image edits the emulator performs: real pixels, deterministic from inputs and prompt.
 
 Nothing here is meant to look like a model's output; it is meant to be *checkable*: an inpainted
-result keeps the source where the mask is black, replaces it where white and blends where gray;
+result keeps the source where the mask is black (within `drift` levels per channel: like the real
+model, it does not keep those pixels exactly), replaces it where white and blends where gray;
 a background replacement keeps the product and swaps (or clears) what is connected to the borders.
 Colors come from a hash of the prompt and the result index, so the n results of one call differ and
 the same request always gives the same bytes.
@@ -86,6 +87,8 @@ class EditRequest:
     output_format: str
     output_compression: int
     background: str
+    # Largest change, in levels per channel, of the pixels the mask keeps (0: kept exactly).
+    drift: int = 0
 
 
 def digest_of(data: bytes) -> str:
@@ -182,6 +185,7 @@ class Imager:
             request.output_format,
             request.output_compression,
             request.background,
+            request.drift,
             index,
         )
         if request.kind == "IMAGE_INPAINTER":
@@ -201,7 +205,8 @@ class Imager:
         mask = self._fitted(request.mask, request.size, "L")
         palette = _Palette.of(request.prompt, index)
         fill = _generated_fill(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
-        result = Image.composite(fill, source, mask)
+        kept = _drifted(source, request, index)
+        result = Image.composite(fill, kept, mask)
         return _encode(result, request.output_format, request.output_compression)
 
     def _replace_background(self, request: EditRequest, index: int) -> bytes:
@@ -220,6 +225,28 @@ class Imager:
             scene = _generated_scene(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
             result = Image.composite(source.convert("RGB"), scene, keep)
         return _encode(result, "png", _BACKGROUND_PNG_COMPRESSION)
+
+
+def drift_offsets(request: EditRequest, index: int) -> tuple[int, int, int]:
+    """The per-channel shift of result `index`: each in [-drift, -1] or [1, drift], seeded by the
+    request, so every result has something outside the mask for a client's `protect` to undo."""
+    if request.drift == 0:
+        return (0, 0, 0)
+    digest = hashlib.sha256(
+        f"drift\x00{request.image.digest}\x00{index}\x00{request.prompt}".encode()
+    ).digest()
+    return tuple(  # type: ignore[return-value]
+        (byte % request.drift + 1) * (1 if byte & 0x80 else -1) for byte in digest[:3]
+    )
+
+
+def _drifted(source: Image.Image, request: EditRequest, index: int) -> Image.Image:
+    """The RGB source shifted by `drift_offsets`, clipped to 0..255 (a copy: sources are shared)."""
+    offsets = drift_offsets(request, index)
+    if offsets == (0, 0, 0):
+        return source
+    lut = [min(255, max(0, level + offset)) for offset in offsets for level in range(256)]
+    return source.point(lut)
 
 
 def _decode_fitted(data: bytes, size: tuple[int, int], mode: str) -> Image.Image:

@@ -1,4 +1,5 @@
-"""The rolling 60-second window that answers 429 beyond `rpm_limit` feature calls."""
+"""The rolling window that answers 429 beyond the account's limit of API requests (uploads,
+feature calls and result polls together, as the real API counts them)."""
 
 from __future__ import annotations
 

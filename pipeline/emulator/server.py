@@ -1,11 +1,16 @@
 """The emulator's HTTP side: routes, in-memory state, request log and fault injection.
 
 A feature call goes through these steps, in this order (each may end it):
-read body -> drop -> API key (401) -> rpm window (429) -> random 429 -> latency -> random 5xx
--> validation (400; `forget` deletes the image asset here) -> asset lookup (404) and mask size
-(400) -> slow -> credits (402) -> malformed -> FAILED -> render, store, charge -> 200.
-Nothing is charged unless the answer is a SUCCESS record; dropped, malformed and FAILED calls
-are free, so the client's own credit accounting can be checked exactly against `used_credit`.
+read body -> drop -> CDN challenge (HTML 403) -> API key (401/403) -> request window (429)
+-> random 429 -> latency -> random 5xx -> validation (400; `forget` deletes the image asset here)
+-> asset lookup (404) and mask size (400) -> slow -> credits (402) -> malformed
+-> PROCESSING (`"async": true` or `rate_processing`: charge, render in the background, 200)
+-> FAILED/FAILURE -> render, store, charge -> 200.
+Uploads and result polls pass the same challenge, key and window checks: the window counts every
+request to the API host (uploads, feature calls, polls), never downloads.
+Nothing is charged unless the record succeeds; dropped, malformed and failed calls are free, so
+the client's own credit accounting can be checked exactly against `used_credit`. A processing
+record is charged at submission (see records.py), once.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import hmac
 import json
 import math
 import os
-import re
 import secrets
 import time
 import uuid
@@ -27,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import IO, Any, TypeVar
-from urllib.parse import unquote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
+from . import answers, transport
 from .config import EmulatorConfig
 from .faults import FaultPlan, FeatureFaults
 from .imaging import (
@@ -44,8 +48,9 @@ from .imaging import (
     inspect_image,
 )
 from .ratelimit import RollingWindow
-from .signing import check_presigned, presign, s3_error
-from .validation import INPAINTER, MODEL, ApiError, FeatureParams, validate_feature
+from .records import PROCESSING, SUCCESS, Record, RecordBook
+from .signing import check_presigned, presign
+from .validation import INPAINTER, ApiError, FeatureParams, validate_feature
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # Feature bodies are small JSON (a prompt is at most 4000 characters).
@@ -89,6 +94,7 @@ class EmulatorState:
     feature_calls: int = 0
     uploads: int = 0
     downloads: int = 0
+    polls: int = 0
     successes: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
@@ -100,6 +106,7 @@ class EmulatorState:
             "feature_calls": self.feature_calls,
             "uploads": self.uploads,
             "downloads": self.downloads,
+            "polls": self.polls,
             "successes": self.successes,
             **{f"fault_{name}": count for name, count in self.faults.items()},
         }
@@ -110,9 +117,11 @@ class _RequestRecord:
     """What the request log says about one request, filled in as the handler goes."""
 
     route: str | None
+    arrived: float
     fault: str | None = None
     feature_type: str | None = None
     uuid: str | None = None
+    record: str | None = None  # the aiRecord.status answered, if any
     credits: int = 0
     dropped: bool = False
 
@@ -126,14 +135,18 @@ class EmulatorServer:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.state = EmulatorState(credit_limit=config.credit_limit, used_credit=config.used_credit)
-        # Replace to drive the rpm window from a test without sleeping.
+        # Replace to drive the request window and processing records from a test without sleeping.
         self.clock: Callable[[], float] = time.monotonic
         self.imager = Imager()
         self._faults = FaultPlan(config)
+        window = config.window
         self._window = (
-            RollingWindow(config.rpm_limit, clock=lambda: self.clock())
-            if config.rpm_limit is not None
+            RollingWindow(window[0], window[1], clock=lambda: self.clock())
+            if window is not None
             else None
+        )
+        self.records = RecordBook(
+            lambda: self.clock(), on_success=self._record_succeeded, on_broken=self._refund
         )
         # Per-process secret: temporary URLs do not survive a restart, nor do the assets.
         self._secret = secrets.token_bytes(32)
@@ -178,11 +191,12 @@ class EmulatorServer:
             raise
         self._runner = runner
         bound_port = runner.addresses[0][1]
-        self._api_base = f"http://{_url_host(host)}:{bound_port}"
+        self._api_base = f"http://{transport.url_host(host)}:{bound_port}"
 
     async def stop(self) -> None:
         # Wake sleeping slow/latency handlers so shutdown does not wait for them.
         self._stopping.set()
+        self.records.cancel_renders()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -211,6 +225,7 @@ class EmulatorServer:
         app = web.Application(client_max_size=MAX_JSON_BYTES, middlewares=[self._middleware])
         app.router.add_post("/api/assets", self._handle_upload, name="assets")
         app.router.add_post("/api/features", self._handle_feature, name="features")
+        app.router.add_get("/api/results/{uuid}", self._handle_result, name="results")
         app.router.add_get("/asset/{path:.+}", self._handle_asset, name="asset")
         app.router.add_get("/s3/asset.1min.ai/{path:.+}", self._handle_temporary, name="temporary")
         return app
@@ -220,7 +235,8 @@ class EmulatorServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
-        record = _RequestRecord(route=route)
+        # Stamped before anything else: pacing is judged by when requests came, not left.
+        record = _RequestRecord(route=route, arrived=time.time())
         request[_RECORD_KEY] = record
         status: int | None = 500
         try:
@@ -245,6 +261,7 @@ class EmulatorServer:
         # Method, path without query, and our own facts only: never headers (the key is one).
         entry = {
             "ts": time.time(),
+            "arrived": record.arrived,
             "method": request.method,
             "path": request.path,
             "route": record.route,
@@ -252,6 +269,7 @@ class EmulatorServer:
             "fault": record.fault,
             "type": record.feature_type,
             "uuid": record.uuid,
+            "record": record.record,
             "credits": record.credits,
         }
         self.state.log.append(entry)
@@ -278,7 +296,22 @@ class EmulatorServer:
     def _check_key(self, request: web.Request) -> None:
         given = request.headers.get("API-KEY", "")
         if not hmac.compare_digest(given.encode(), self.config.api_key.encode()):
-            raise ApiError(401, "Invalid API key")
+            raise ApiError(self.config.bad_key_status, "Invalid API key")
+
+    def _challenged(self, request: web.Request) -> web.Response:
+        """The CDN in front of the API answers first: an HTML 403 the API never sees."""
+        self._fault(request, "html_403")
+        return answers.challenge_403()
+
+    def _window_check(self, request: web.Request) -> None:
+        """The account's one request window: 429 beyond it; only admitted requests count."""
+        if self._window is None:
+            return
+        wait = self._window.wait_time()
+        if wait is not None:
+            self._fault(request, "rate_limit")
+            raise ApiError(429, "Too many requests", self._retry_after(wait))
+        self._window.admit()
 
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -332,22 +365,27 @@ class EmulatorServer:
     async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
         drop = self._faults.upload_drop()
         self.state.uploads += 1
+        challenged = self._faults.html_403("assets")
         if drop:
-            await _discard_body(request)
+            await transport.discard_body(request)
             return self._drop(request)
+        if challenged:
+            await transport.discard_body(request)
+            return self._challenged(request)
         self._check_key(request)
+        self._window_check(request)
         await self._sleep(self.config.asset_latency)
-        filename, data = await _read_asset_field(request)
+        filename, data = await transport.read_asset_field(request, MAX_UPLOAD_BYTES)
         try:
             info, digest = await self._in_thread(_inspect_and_digest, data)
         except ValueError as exc:
             raise ApiError(400, f"asset: {exc}") from exc
-        name = _safe_name(filename, info.format)
+        name = transport.safe_name(filename, info.format)
         asset = self._store(name, data, digest, info.mime, info.width, info.height)
         return web.json_response(self._upload_answer(asset, request))
 
     def _upload_answer(self, asset: StoredAsset, request: web.Request) -> dict[str, Any]:
-        created = _iso_now()
+        created = answers.iso_now()
         location = f"{self._base_for(request)}/asset/{asset.path}"
         return {
             "fileContent": {
@@ -380,24 +418,26 @@ class EmulatorServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise ApiError(413, "body: request body is too large") from exc
-        payload = _decode_json(body)
+        payload = transport.decode_json(body)
         if isinstance(payload, dict) and isinstance(payload.get("type"), str):
             # Logged even when the call is refused before validation (401, 429, 5xx).
             request[_RECORD_KEY].feature_type = payload["type"][:40]
         if faults.drop:
             return self._drop(request)
+        if faults.html_403:
+            return self._challenged(request)
         self._check_key(request)
         self._admit(request, faults)
         await self._sleep(self.config.latency + faults.jitter)
         if faults.server_error is not None:
             self._fault(request, "5xx")
-            return _server_error(faults.server_error)
+            return answers.server_error(faults.server_error, faults.error_shape)
         params = self._parse(request, payload, faults)
         image, mask = self._lookup_assets(params)
         if faults.slow:
             self._fault(request, "slow")
             await self._sleep(self.config.slow_seconds)
-            if _client_gone(request):
+            if transport.client_gone(request):
                 # Best effort: nobody will read the answer, so do not do (or charge) the work.
                 request[_RECORD_KEY].dropped = True
                 return web.Response(status=499)
@@ -405,19 +445,15 @@ class EmulatorServer:
 
     def _admit(self, request: web.Request, faults: FeatureFaults) -> None:
         """Rolling-window limit, then the random 429 storm; only admitted calls count."""
-        if self._window is not None:
-            wait = self._window.wait_time()
-            if wait is not None:
-                self._fault(request, "rate_limit")
-                raise ApiError(429, "Too many requests", self._retry_after(wait))
+        if self._window is not None and self._window.wait_time() is not None:
+            self._window_check(request)  # raises the window's 429
         if faults.storm_429:
             self._fault(request, "429")
             raise ApiError(429, "Too many requests", self._retry_after(1))
-        if self._window is not None:
-            self._window.admit()
+        self._window_check(request)
 
     def _parse(self, request: web.Request, payload: object, faults: FeatureFaults) -> FeatureParams:
-        if isinstance(payload, _BadJson):
+        if isinstance(payload, transport.BadJson):
             raise ApiError(400, f"body: malformed JSON ({payload.reason})")
         params = validate_feature(payload)
         if faults.forget:
@@ -460,20 +496,77 @@ class EmulatorServer:
         if faults.malformed is not None:
             self._fault(request, "malformed")
             return self._malformed(request, params, faults.malformed)
-        record_id = str(uuid.uuid4())
-        request[_RECORD_KEY].uuid = record_id
+        record = Record(str(uuid.uuid4()), params, answers.iso_now(), PROCESSING)
+        request[_RECORD_KEY].uuid = record.uuid
+        if params.asynchronous or faults.processing:
+            return self._submit_processing(request, record, image, mask, faults)
         if faults.failed:
             self._fault(request, "failed")
-            return web.json_response(self._ai_record(request, params, record_id, "FAILED", []))
+            record.status = faults.failure_word
+            return self._record_answer(request, record)
         state.reserved_credit += cost
         try:
-            paths = await self._render(params, image, mask)
+            record.paths = await self._render(params, image, mask)
         finally:
             state.reserved_credit -= cost
-        state.used_credit += cost
+        self._charge(request, cost)
         state.successes += 1
+        record.status = SUCCESS
+        return self._record_answer(request, record)
+
+    def _submit_processing(
+        self,
+        request: web.Request,
+        record: Record,
+        image: StoredAsset,
+        mask: StoredAsset | None,
+        faults: FeatureFaults,
+    ) -> web.Response:
+        """Answer PROCESSING at once; the record finishes `processing_seconds` later (clock)."""
+        self._fault(request, "processing")
+        record.ready_at = self.clock() + faults.processing_seconds
+        if faults.processing_failed or faults.failed:
+            record.final_status = faults.failure_word  # free, like a FAILED direct answer
+        else:
+            # Charged now, once: the edit is bought when submitted, whatever happens to the answer.
+            self._charge(request, record.params.cost)
+            record.render = asyncio.ensure_future(self._render(record.params, image, mask))
+        self.records.add(record)
+        return self._record_answer(request, record)
+
+    def _charge(self, request: web.Request, cost: int) -> None:
+        self.state.used_credit += cost
         request[_RECORD_KEY].credits = cost
-        return web.json_response(self._ai_record(request, params, record_id, "SUCCESS", paths))
+
+    def _record_succeeded(self, record: Record) -> None:
+        self.state.successes += 1
+
+    def _refund(self, record: Record) -> None:
+        # Only when a background render broke (never by design): the record ends FAILURE.
+        self.state.used_credit -= record.params.cost
+
+    def _record_answer(self, request: web.Request, record: Record) -> web.Response:
+        if record.status != PROCESSING and record.uuid not in self.records:
+            self.records.add(record)
+        request[_RECORD_KEY].record = record.status
+        return web.json_response(self._ai_record(request, record))
+
+    async def _handle_result(self, request: web.Request) -> web.StreamResponse:
+        """`GET /api/results/{uuid}`: the record as it stands; an unknown uuid is `null`."""
+        challenged = self._faults.html_403("results")
+        self.state.polls += 1
+        if challenged:
+            return self._challenged(request)
+        self._check_key(request)
+        self._window_check(request)
+        record_id = request.match_info["uuid"]
+        request[_RECORD_KEY].uuid = record_id[:64]
+        record = await self.records.current(record_id)
+        if record is None:
+            return web.json_response({"aiRecord": None})
+        request[_RECORD_KEY].record = record.status
+        request[_RECORD_KEY].feature_type = record.params.type
+        return web.json_response(self._ai_record(request, record))
 
     async def _render(
         self, params: FeatureParams, image: StoredAsset, mask: StoredAsset | None
@@ -489,6 +582,7 @@ class EmulatorServer:
             output_format=params.output_format if params.type == INPAINTER else "png",
             output_compression=params.output_compression,
             background=params.background,
+            drift=self.config.drift,
         )
         results = await self._in_thread(_render_and_digest, self.imager, edit)
         stem = "inpainted" if params.type == INPAINTER else "background_replaced"
@@ -500,61 +594,22 @@ class EmulatorServer:
             for data, digest in results
         ]
 
-    def _ai_record(
-        self,
-        request: web.Request,
-        params: FeatureParams,
-        record_id: str,
-        status: str,
-        paths: list[str],
-    ) -> dict[str, Any]:
-        now = _iso_now()
+    def _ai_record(self, request: web.Request, record: Record) -> dict[str, Any]:
+        now = answers.iso_now()
         temporary_url = None
-        if paths:
+        if record.status == SUCCESS and record.paths:
             base = FOREIGN_HOST if self.config.foreign_temporary_url else self._base_for(request)
-            temporary_url = presign(base, paths[0], self._secret)
-        response_object: dict[str, Any] = {}
-        if status != "SUCCESS":
-            response_object = {"error": {"message": "The model did not produce an image"}}
-        return {
-            "aiRecord": {
-                "uuid": record_id,
-                "userId": "emulator-user",
-                "teamId": "emulator-team",
-                "teamUser": self._team_user(now),
-                "model": MODEL,
-                "type": params.type,
-                "metadata": None,
-                "rating": None,
-                "feedback": None,
-                "conversationId": None,
-                "status": status,
-                "createdAt": now,
-                "aiRecordDetail": {
-                    "promptObject": params.prompt_object,
-                    "resultObject": paths,
-                    "responseObject": response_object,
-                },
-                "additionalData": None,
-                "temporaryUrl": temporary_url,
-            }
-        }
-
-    def _team_user(self, now: str) -> dict[str, Any]:
-        return {
-            "teamId": "emulator-team",
-            "userId": "emulator-user",
-            "userName": "Emulator User",
-            "userAvatar": None,
-            "status": "ACTIVE",
-            "role": "ADMIN",
-            "creditLimit": self.state.credit_limit,
-            "usedCredit": self.state.used_credit,
-            "createdAt": "2025-01-01T00:00:00.000Z",
-            "createdBy": "SYSTEM",
-            "updatedAt": now,
-            "updatedBy": "SYSTEM",
-        }
+            temporary_url = presign(base, record.paths[0], self._secret)
+        return answers.ai_record(
+            record_id=record.uuid,
+            feature_type=record.params.type,
+            prompt_object=record.params.prompt_object,
+            status=record.status,
+            paths=record.paths if record.status == SUCCESS else [],
+            temporary_url=temporary_url,
+            team=answers.team_user(self.state.credit_limit, self.state.used_credit, now),
+            created_at=record.created_at,
+        )
 
     def _malformed(self, request: web.Request, params: FeatureParams, variant: str) -> web.Response:
         if variant == "half-json":
@@ -565,7 +620,8 @@ class EmulatorServer:
             text = ""
         else:
             # A plausible answer cut in the middle, as a proxy that lost the connection might send.
-            full = json.dumps(self._ai_record(request, params, str(uuid.uuid4()), "SUCCESS", []))
+            record = Record(str(uuid.uuid4()), params, answers.iso_now(), SUCCESS)
+            full = json.dumps(self._ai_record(request, record))
             text = full[: len(full) // 2]
         return web.Response(text=text, content_type="application/json")
 
@@ -590,10 +646,10 @@ class EmulatorServer:
                 self._fault(request, "expire")
                 reason = "Request has expired"
             if reason is not None:
-                return _xml_error(403, "AccessDenied", reason)
+                return answers.xml_error(403, "AccessDenied", reason)
         asset = self.state.assets.get(path)
         if asset is None:
-            return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
+            return answers.xml_error(404, "NoSuchKey", "The specified key does not exist.")
         if request.method == "HEAD":
             return _asset_response(asset)
         if faults.huge:
@@ -613,7 +669,9 @@ class EmulatorServer:
         chunk = bytes(_CHUNK)
         sent = 0
         with contextlib.suppress(*_STREAM_WRITE_ERRORS):
-            while sent < total and not self._stopping.is_set() and not _client_gone(request):
+            while (
+                sent < total and not self._stopping.is_set() and not transport.client_gone(request)
+            ):
                 piece = chunk[: min(_CHUNK, total - sent)]
                 await response.write(piece)
                 sent += len(piece)
@@ -632,90 +690,6 @@ def _inspect_and_digest(data: bytes) -> tuple[ImageInfo, str]:
 def _render_and_digest(imager: Imager, edit: EditRequest) -> list[tuple[bytes, str]]:
     # Results can be inputs of later calls, so they need a digest too; hash off the loop.
     return [(data, digest_of(data)) for data in imager.render(edit)]
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        # Listening on every interface; this machine reaches itself on loopback.
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-def _iso_now() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class _BadJson:
-    reason: str
-
-
-def _decode_json(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _BadJson(str(exc))
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-def _safe_name(filename: str, pil_format: str) -> str:
-    """The upload's base name restricted to URL-safe characters, with an extension."""
-    # Clients percent-encode odd characters in multipart filenames (aiohttp does).
-    base = unquote(filename).replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-")[:100] or "image"
-    if "." not in cleaned:
-        cleaned += "." + pil_format.lower().replace("jpeg", "jpg")
-    return cleaned
-
-
-async def _discard_body(request: web.Request) -> None:
-    # A dropped upload is dropped after the bytes arrived, as when a server dies mid-request.
-    with contextlib.suppress(Exception):
-        while await request.content.read(_CHUNK):
-            pass
-
-
-async def _read_asset_field(request: web.Request) -> tuple[str, bytes]:
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "asset: expected a multipart/form-data body with a file field 'asset'")
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "asset":
-                return part.filename or "image", await _read_limited(part)
-            await part.release()
-    except ValueError as exc:  # aiohttp's complaint about a broken multipart body
-        raise ApiError(400, f"asset: malformed multipart body ({exc})") from exc
-    raise ApiError(400, "asset: missing file field 'asset'")
-
-
-async def _read_limited(part: BodyPartReader) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(_CHUNK):
-        data += chunk
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ApiError(413, f"asset: file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-    return bytes(data)
-
-
-def _server_error(status: int) -> web.Response:
-    if status == 500:
-        return web.json_response({"message": "Internal server error"}, status=500)
-    # Gateways answer in HTML: a client must not assume every error body is JSON.
-    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable"}[status]
-    html = (
-        f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1></body></html>"
-    )
-    return web.Response(status=status, text=html, content_type="text/html")
-
-
-def _xml_error(status: int, code: str, message: str) -> web.Response:
-    return web.Response(status=status, text=s3_error(code, message), content_type="application/xml")
 
 
 def _asset_response(asset: StoredAsset) -> web.Response:

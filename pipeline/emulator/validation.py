@@ -7,7 +7,7 @@ report it to the user as is. Checks run in a fixed order and the first failure w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 MODEL = "gpt-image-1-mini"
@@ -23,7 +23,8 @@ N_MAX = 10
 # Credits per produced image, by quality.
 CREDITS_PER_IMAGE = {"low": 1000, "medium": 4000, "high": 8000}
 
-_TOP_LEVEL_KEYS = ("type", "model", "promptObject")
+# "async" asks for an unfinished record at once (SPEC 1a); every other key is refused.
+_TOP_LEVEL_KEYS = ("type", "model", "promptObject", "async")
 
 
 class ApiError(Exception):
@@ -49,6 +50,7 @@ class FeatureParams:
     output_format: str
     output_compression: int
     background: str
+    asynchronous: bool = False
 
     @property
     def cost(self) -> int:
@@ -137,10 +139,13 @@ def validate_feature(payload: object) -> FeatureParams:
         raise _bad("type", f"must be one of {', '.join(FEATURE_TYPES)}, got {feature_type!r}")
     if payload.get("model") != MODEL:
         raise _bad("model", f"must be {MODEL}, got {payload.get('model')!r}")
+    asynchronous = payload.get("async", False)
+    if not isinstance(asynchronous, bool):
+        raise _bad("async", f"must be true or false, got {asynchronous!r}")
     prompt_object = payload.get("promptObject")
     if not isinstance(prompt_object, dict):
         raise _bad("promptObject", "must be an object")
-    return _validate_prompt_object(feature_type, prompt_object)
+    return replace(_validate_prompt_object(feature_type, prompt_object), asynchronous=asynchronous)
 
 
 def _validate_prompt_object(feature_type: str, prompt_object: dict[str, Any]) -> FeatureParams:
