@@ -85,3 +85,13 @@ def test_status_lists_every_manifest_job_and_exits_1_until_all_succeed(
         capsys.readouterr()
         assert run_cli(["status", str(out), "--json"], {}, monkeypatch) == 1
         assert json.loads(capsys.readouterr().out)["counts"]["missing"] == 1
+
+
+def test_an_emulator_option_combination_argparse_cannot_check_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.cli import main
+
+    assert main(["emulator", "--rpm-limit", "5", "--window-seconds", "3", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: pipeline emulator: rpm_limit")

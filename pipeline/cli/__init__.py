@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_emulator(args: argparse.Namespace) -> int:
     from pipeline.emulator import config_from_args, serve_forever
 
-    return serve_forever(config_from_args(args), args.host, args.port)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:  # combinations argparse cannot check (--rpm-limit with ...)
+        print(f"error: pipeline emulator: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    return serve_forever(config, args.host, args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
