@@ -34,10 +34,13 @@ from pipeline.errors import (
         (503, "", ServerError),
         (504, "", ServerError),
         (401, "Invalid API key", KeyRejected),
-        (403, "Forbidden", KeyRejected),
+        (403, "Invalid API key", KeyRejected),
+        (403, "not authorized", KeyRejected),
+        (403, "Forbidden", BadRequest),  # JSON, but not about the key: this job is wrong
         (402, "Payment required", OutOfCredits),
         (400, "Insufficient credit balance", OutOfCredits),
-        (403 + 0, "credit", KeyRejected),  # 401/403 are the key whatever the words
+        (401, "credit", KeyRejected),  # 401 is the key whatever the words
+        (403, "credit", OutOfCredits),
         (422, "your balance is too low", OutOfCredits),
         (404, "imageUrl: asset not found: x.png", AssetNotFound),
         (400, "prompt: must be 1 to 4000 characters", BadRequest),
