@@ -131,7 +131,7 @@ def error_text(body: bytes) -> tuple[str, bool]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body[:64 * 1024].decode("utf-8", "replace")
+        text = body[: 64 * 1024].decode("utf-8", "replace")
         return _short(html_text(text) if "<" in text else text), False
     if not isinstance(data, dict):
         return _short(str(data)), False
