@@ -60,6 +60,7 @@ class FakeClient:
     ) -> FeatureResult:
         self.feature_calls.append(job.id)
         self.async_flags.append(asynchronous)
+        number = len(self.feature_calls)  # before the await: other calls may start meanwhile
         self.open_features += 1
         self.max_open_features = max(self.max_open_features, self.open_features)
         try:
@@ -67,9 +68,9 @@ class FakeClient:
             self._maybe_fail("feature")
         finally:
             self.open_features -= 1
-        uuid = f"rec-{len(self.feature_calls)}"
+        uuid = f"rec-{number}"
         self._results[uuid] = job
-        if asynchronous or self.processing_all or len(self.feature_calls) in self.processing_calls:
+        if asynchronous or self.processing_all or number in self.processing_calls:
             self._polls_left[uuid] = self.polls_needed
             return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
         return self._finished(uuid)

@@ -33,6 +33,17 @@ from pipeline.store import Store
 from pipeline.throttle import Throttle
 from tests.fakes import FakeClient
 
+# Scheduler options a test may set as they are (the others above have harness defaults).
+PASSED_THROUGH = (
+    "submit",
+    "timeouts",
+    "breaker_jobs",
+    "max_total_credits",
+    "spent_before",
+    "rand",
+    "credits_for",
+)
+
 
 class Sleeps:
     """Injected time: sleeping advances the clock at once."""
@@ -92,18 +103,23 @@ class Harness:
                 self.client,  # type: ignore[arg-type]
                 store,
                 bus,
-                Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
+                options.get("throttle")  # type: ignore[arg-type]
+                or Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
                 RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
                 ledger,
                 concurrency=int(options.get("concurrency", 4)),
-                credits_for=lambda job: 4000,
+                credits_for=options.get("credits_for", lambda job: 4000),  # type: ignore[arg-type]
                 max_credits=options.get("max_credits"),  # type: ignore[arg-type]
                 retry_failed=bool(options.get("retry_failed", False)),
                 sleep=self.sleeps,
                 clock=self.sleeps.clock,
+                **{k: v for k, v in options.items() if k in PASSED_THROUGH and k != "credits_for"},  # type: ignore[arg-type]
             )
             outcome = await scheduler.run(jobs)
         return outcome, stats
+
+    def by_status(self, status: str) -> list[dict[str, object]]:
+        return [line for line in self.lines() if line["status"] == status]
 
     def lines(self) -> list[dict[str, object]]:
         text = (self.out / "ledger.jsonl").read_bytes()
