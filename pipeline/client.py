@@ -82,14 +82,17 @@ def error_for_status(
     headers: Mapping[str, str] | None = None,
     *,
     json_body: bool = True,
+    context: str = "",
 ) -> ApiError:
     """Map one non-2xx API answer to the error tree (SPEC 1, 1a). The only such mapping.
 
     ``json_body``: the body was a JSON object (an HTML page or an empty body is not): a 403
     without one comes from a CDN challenge in front of the API, not from the API, so it is
-    transient rather than a rejected key.
+    transient rather than a rejected key. ``context`` (what was asked, e.g. the URL) goes
+    into the message but never into the classification.
     """
     text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    text = f"{context} {text}" if context else text
     lowered = message.lower()
     if status == 429:
         retry_after = parse_retry_after((headers or {}).get("Retry-After"))
@@ -374,7 +377,10 @@ class OneMinClient:
                 status = response.status
                 if status in (401, 403, 404, 410):  # expired signature or missing object
                     raise BadRequest(f"{what} HTTP {status}: {_error_message(body)}", status)
-                raise error_for_status(status, _error_message(body), response.headers)
+                message, json_body = error_text(body)
+                raise error_for_status(
+                    status, message, response.headers, json_body=json_body, context=what
+                )
             expected = response.content_length
             if expected is not None and expected > limit:
                 raise BadResponse(f"{what}: {expected} bytes is more than the {limit} allowed")
