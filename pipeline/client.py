@@ -190,7 +190,8 @@ def parse_feature(data: Any, what: str = "feature answer") -> FeatureResult:
         raise BadResponse(f"{what} has no aiRecord")
     status = record.get("status")
     status = status.upper() if isinstance(status, str) else ""
-    uuid = record.get("uuid") if isinstance(record.get("uuid"), str) else ""
+    raw_uuid = record.get("uuid")
+    uuid = raw_uuid if isinstance(raw_uuid, str) else ""
     if status in FAILED_STATUSES:
         raise RecordFailed(f"aiRecord.status is {status!r} (record {uuid or 'unknown'})")
     temporary_url = record.get("temporaryUrl")

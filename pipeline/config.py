@@ -145,15 +145,17 @@ def _top_level(settings: Settings, name: str, value: Any) -> Settings:
         if value not in SUBMIT_MODES:
             raise ConfigError(f"submit: expected one of {', '.join(SUBMIT_MODES)}, got {value!r}")
         return replace(settings, submit=value)
-    if value is None:
-        return replace(settings, **{name: None})
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}: expected a number, got {value!r}") from exc
-    if number < 0:
-        raise ConfigError(f"{name}: must not be negative, got {value!r}")
-    return replace(settings, **{name: number})
+    number: float | None = None
+    if value is not None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from exc
+        if number < 0:
+            raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    if name == "max_credits":
+        return replace(settings, max_credits=number)
+    return replace(settings, max_total_credits=number)
 
 
 def apply(settings: Settings, overrides: Mapping[str, Any]) -> Settings:

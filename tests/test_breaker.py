@@ -236,3 +236,13 @@ def _url(i: int) -> object:
     from pipeline.models import InputRef
 
     return InputRef("url", f"http://127.0.0.1:9/photos/{i}.png?token=secret")
+
+
+def test_settings_for_breaker_and_total_budget() -> None:
+    from pipeline.config import ConfigError, RetrySettings, Settings, apply
+
+    assert RetrySettings().breaker_jobs == 5
+    settings = apply(Settings(), {"max_total_credits": "50000", "retry": {"breaker_jobs": 3}})
+    assert settings.max_total_credits == 50_000.0 and settings.retry.breaker_jobs == 3
+    with pytest.raises(ConfigError, match="max_total_credits"):
+        apply(Settings(), {"max_total_credits": "lots"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import Timeouts
 from pipeline.errors import ServerError
 from pipeline.events import EventBus, FeatureSubmitted, RecordFinished
@@ -211,3 +213,12 @@ async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
     requests = len(client.uploads) + len(client.feature_calls) + len(client.polls)
     assert len(client.fetches) == 3 and requests == 3 + 3 + 6
     assert len(acquired) == requests
+
+
+def test_submit_setting_is_sync_or_async() -> None:
+    from pipeline.config import ConfigError, Settings, apply
+
+    assert Settings().submit == "sync"
+    assert apply(Settings(), {"submit": "async"}).submit == "async"
+    with pytest.raises(ConfigError, match="submit"):
+        apply(Settings(), {"submit": "later"})
