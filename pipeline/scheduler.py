@@ -434,11 +434,10 @@ class Scheduler:
             mask = assets.get("mask")
             self._reserve(estimate)  # right before the POST: a call not sent reserves nothing
             try:
+                # The flag only when set: a sync run calls run_feature exactly as before.
+                extra = {"asynchronous": True} if self._asynchronous else {}
                 result = await self._client.run_feature(
-                    run.job,
-                    assets["image"].path,
-                    mask.path if mask else None,
-                    asynchronous=self._asynchronous,
+                    run.job, assets["image"].path, mask.path if mask else None, **extra
                 )
             finally:
                 self._credits_reserved -= estimate
