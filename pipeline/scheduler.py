@@ -47,6 +47,7 @@ from pipeline.errors import (
     ProcessingTimeout,
     RateLimited,
     RecordFailed,
+    RecordUnknown,
     RunFatal,
     Stopped,
     StopReason,
@@ -310,6 +311,10 @@ class Scheduler:
             # needs (it produced nothing), within the job's attempts.
             await self._after_record_failed(run, exc)
             return await self._buy(run)
+        except RecordUnknown:
+            # The API no longer knows the record (expired, or it never existed there): there
+            # is nothing to fetch and nothing to pay twice for. Buy it, as a new job would.
+            return await self._buy(run)
 
     # -- the breaker and terminal events -------------------------------------------------------
 
@@ -509,8 +514,8 @@ class Scheduler:
                     if self._stop.is_set():
                         raise Stopped()
                 value = await attempt()
-            except Stopped:
-                raise
+            except (Stopped, BudgetReached):
+                raise  # nothing was sent: not a try
             except final:
                 raise
             except TransientError as exc:

@@ -222,3 +222,33 @@ def test_submit_setting_is_sync_or_async() -> None:
     assert apply(Settings(), {"submit": "async"}).submit == "async"
     with pytest.raises(ConfigError, match="submit"):
         apply(Settings(), {"submit": "later"})
+
+
+async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> None:
+    """``{"aiRecord": null}`` on resume: nothing exists to fetch, so buying is not paying twice."""
+    from pipeline.config import RateLimit
+    from pipeline.retry import RetryPolicy
+    from pipeline.scheduler import Scheduler
+    from pipeline.store import Store
+    from pipeline.throttle import Throttle
+    from tests.test_scheduler import Sleeps
+
+    client = FakeClient()  # remembers no old record: every poll answers RecordUnknown
+    jobs = make_jobs(tmp_path, 2)
+    store = Store(tmp_path / "out")
+    store.prepare()
+    sleeps = Sleeps()
+    scheduler = Scheduler(
+        client,  # type: ignore[arg-type]
+        store,
+        EventBus(),
+        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
+        RetryPolicy(),
+        ResumeWithProcessingRecord([j.job.id for j in jobs]),
+        concurrency=1,
+        sleep=sleeps,
+        clock=sleeps.clock,
+    )
+    await scheduler.run(jobs)
+    assert len(client.polls) == 2 and sorted(client.feature_calls) == ["job-0", "job-1"]
+    assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
