@@ -246,3 +246,30 @@ def test_settings_for_breaker_and_total_budget() -> None:
     assert settings.max_total_credits == 50_000.0 and settings.retry.breaker_jobs == 3
     with pytest.raises(ConfigError, match="max_total_credits"):
         apply(Settings(), {"max_total_credits": "lots"})
+
+
+# -- 403s through the scheduler -------------------------------------------------------------
+
+
+async def test_html_403_is_retried_and_the_job_succeeds(tmp_path: Path) -> None:
+    from pipeline.client import error_for_status
+
+    client = FakeClient()
+    page = error_for_status(403, "Just a moment...", json_body=False)
+    client.fail("feature", page, page)
+    client.fail("upload", page)
+    harness = Harness(tmp_path, client, max_attempts=3)
+    outcome, stats = await harness.run(make_jobs(tmp_path, 2))
+    assert outcome.stop_reason is None and stats.succeeded == 2  # type: ignore[attr-defined]
+    assert stats.counters["retry/http/403"] == 3
+
+
+async def test_json_403_about_the_key_stops_the_run(tmp_path: Path) -> None:
+    from pipeline.client import error_for_status
+
+    client = FakeClient()
+    client.fail("feature", error_for_status(403, "Invalid API key", json_body=True))
+    harness = Harness(tmp_path, client, concurrency=1)
+    outcome, stats = await harness.run(make_jobs(tmp_path, 5))
+    assert outcome.stop_reason == StopReason.KEY_REJECTED  # type: ignore[attr-defined]
+    assert stats.failed == 0 and len(client.feature_calls) == 1

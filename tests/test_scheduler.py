@@ -105,7 +105,8 @@ class Harness:
                 bus,
                 options.get("throttle")  # type: ignore[arg-type]
                 or Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
-                RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
+                options.get("policy")  # type: ignore[arg-type]
+                or RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
                 ledger,
                 concurrency=int(options.get("concurrency", 4)),
                 credits_for=options.get("credits_for", lambda job: 4000),  # type: ignore[arg-type]
