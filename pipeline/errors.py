@@ -21,15 +21,16 @@
         │   ├── RecordUnknown    the results endpoint does not know the uuid ({"aiRecord": null})
         │   └── ProcessingTimeout a record still unfinished after timeouts.processing
         └── RunFatal             stop the whole run (exit 3); jobs stay resumable
-            ├── KeyRejected      401, 403 on the API
+            ├── KeyRejected      401, or a 403 whose JSON body speaks of the key
             ├── OutOfCredits     402, or a 4xx that speaks of credits or balance
-            ├── BudgetReached    --max-credits would be exceeded by the next call
-            │   └── TotalBudgetReached  --max-total-credits (all runs of the folder)
-            └── Unreachable      circuit breaker: several jobs in a row ran out on transient errors
+            └── BudgetReached    --max-credits would be exceeded by the next call
+                └── TotalBudgetReached  --max-total-credits (all runs of the folder)
 
 Every class has a stable ``kind`` string: it is what the ledger and the summary record.
 HTTP statuses are mapped to this tree in exactly one place, ``client.error_for_status``.
-Why a run stopped is a ``StopReason``; its values are what the ledger and the summary show.
+Why a run stopped is a ``StopReason``; its values are what the ledger and the summary show (the
+circuit breaker's ``api_unreachable`` / ``input_host_unreachable`` are reasons, not errors: no
+request failed in a new way, several jobs in a row ran out of retries).
 """
 
 from __future__ import annotations
@@ -187,17 +188,6 @@ class BudgetReached(RunFatal):
 
 class TotalBudgetReached(BudgetReached):
     kind = "max_total_credits"
-
-
-class Unreachable(RunFatal):
-    """The circuit breaker tripped: the failure is systemic, not the jobs' fault."""
-
-    kind = "api_unreachable"
-
-    def __init__(self, message: str, input_host: bool = False) -> None:
-        super().__init__(message)
-        if input_host:
-            self.kind = "input_host_unreachable"
 
 
 class StopReason(StrEnum):
