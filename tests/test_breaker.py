@@ -10,6 +10,7 @@ from pipeline.errors import (
     ApiTimeout,
     BadRequest,
     ConnectionLost,
+    ProcessingTimeout,
     RateLimited,
     ServerError,
     StopReason,
@@ -97,6 +98,8 @@ def test_transient_flag_on_failed_events() -> None:
     assert not _systemic(BadRequest("x", 400))
     assert _info(ServerError("x", 500), transient=True).transient
     assert not _info(BadRequest("x", 400)).transient
+    timeout = _info(ProcessingTimeout("record r-1 still PROCESSING", "r-1"))
+    assert (timeout.kind, timeout.uuid, timeout.transient) == ("processing_timeout", "r-1", False)
 
 
 async def test_breaker_defers_the_streak_with_events(tmp_path: Path) -> None:
