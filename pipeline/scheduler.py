@@ -90,9 +90,14 @@ class Client(Protocol):
 
 
 class PendingRecord(Protocol):
-    result: FeatureResult
-    credits: int | None
-    attempts: int
+    """A paid record from an earlier run (read-only: the ledger's is a frozen dataclass)."""
+
+    @property
+    def result(self) -> FeatureResult: ...  # result_paths empty: still processing, poll it
+    @property
+    def credits(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
 
 
 class ResumeState(Protocol):
