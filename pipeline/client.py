@@ -11,12 +11,15 @@ The key is sent only to the API host, never to a result URL, and never appears i
 from __future__ import annotations
 
 import email.utils
+import html
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -33,6 +36,7 @@ from pipeline.errors import (
     OutOfCredits,
     RateLimited,
     RecordFailed,
+    RecordUnknown,
     ServerError,
 )
 from pipeline.models import MODEL, Asset, FeatureResult, Job
@@ -44,6 +48,16 @@ CREDIT_WORDS = ("credit", "balance", "quota exceeded", "insufficient funds")
 TRUSTED_RESULT_SUFFIXES = (".amazonaws.com",)
 CHUNK = 256 * 1024
 REDACTED = "[API key]"
+MESSAGE_MAX = 200  # an error message is cut to this many characters
+# A 403 whose JSON message speaks of these is the key; any other 403 is not (SPEC 1a).
+KEY_WORDS = ("key", "auth", "permission", "token", "credential")
+SUCCESS_STATUSES = frozenset({"SUCCESS", "SUCCEEDED", "COMPLETED", "DONE"})
+FAILED_STATUSES = frozenset({"FAILURE", "FAILED", "ERROR", "CANCELLED", "CANCELED"})
+# Any other status with a uuid (PROCESSING, PENDING, QUEUED, RUNNING, ...) is unfinished: polled,
+# never bought again. Treating an unknown word as unfinished costs at worst a processing
+# timeout; treating it as a failure would pay for the edit twice.
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -63,17 +77,31 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 def error_for_status(
-    status: int, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    json_body: bool = True,
+    context: str = "",
 ) -> ApiError:
-    """Map one non-2xx API answer to the error tree (SPEC §1). The only such mapping."""
+    """Map one non-2xx API answer to the error tree (SPEC 1, 1a). The only such mapping.
+
+    ``json_body``: the body was a JSON object (an HTML page or an empty body is not): a 403
+    without one comes from a CDN challenge in front of the API, not from the API, so it is
+    transient rather than a rejected key. ``context`` (what was asked, e.g. the URL) goes
+    into the message but never into the classification.
+    """
     text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    text = f"{context} {text}" if context else text
     lowered = message.lower()
     if status == 429:
         retry_after = parse_retry_after((headers or {}).get("Retry-After"))
         return RateLimited(text, status, retry_after=retry_after)
     if status in TRANSIENT_STATUSES or status >= 500:
         return ServerError(text, status)
-    if status in (401, 403):
+    if status == 403 and not json_body:
+        return ServerError(f"{text} (not from the API: retried)", status)
+    if status == 401 or (status == 403 and any(word in lowered for word in KEY_WORDS)):
         return KeyRejected(f"the API rejected the key ({text})", status)
     if status == 402 or any(word in lowered for word in CREDIT_WORDS):
         return OutOfCredits(f"out of credits ({text})", status)
@@ -90,20 +118,46 @@ def _transport_error(exc: BaseException, what: str) -> ApiError:
     return ConnectionLost(f"{what}: connection failed ({type(exc).__name__})")
 
 
-def _error_message(body: bytes) -> str:
-    """The server's own words from an error body, short and printable."""
+def _short(text: str) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1].rstrip() + "…"
+
+
+def html_text(text: str) -> str:
+    """The readable text of an HTML page (scripts and styles dropped), whitespace collapsed."""
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def error_text(body: bytes) -> tuple[str, bool]:
+    """The server's own words from an error body, short and printable, and whether the body
+    was a JSON object. The message is at ``message``, ``error.message`` or ``error``."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip()
-    if isinstance(data, dict):
-        for name in ("message", "error", "detail"):
-            value = data.get(name)
-            if isinstance(value, str):
-                return value[:500]
-            if isinstance(value, dict) and isinstance(value.get("message"), str):
-                return value["message"][:500]
-    return str(data)[:200]
+        text = body[: 64 * 1024].decode("utf-8", "replace")
+        return _short(html_text(text) if "<" in text else text), False
+    if not isinstance(data, dict):
+        return _short(str(data)), False
+    for name in ("message", "error", "detail"):
+        value = data.get(name)
+        if isinstance(value, str):
+            return _short(value), True
+        if isinstance(value, dict) and isinstance(value.get("message"), str):
+            return _short(value["message"]), True
+    return _short(str(data)), True
+
+
+def _error_message(body: bytes) -> str:
+    return error_text(body)[0]
+
+
+def public_url(url: str) -> str:
+    """A URL fit for a message: no query or fragment (signatures, tokens), no user info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _dig(data: Any, *names: str) -> Any:
@@ -121,26 +175,50 @@ def parse_upload(data: Any) -> str:
     return path
 
 
-def parse_feature(data: Any) -> FeatureResult:
+def _credit(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def parse_feature(data: Any, what: str = "feature answer") -> FeatureResult:
+    """A feature answer (or a poll answer) as a FeatureResult; ``finished`` False while the
+    record is still processing. FAILURE/FAILED raise RecordFailed (retry buys again: right,
+    the failed record produced nothing)."""
     record = _dig(data, "aiRecord")
     if not isinstance(record, dict):
-        raise BadResponse("feature answer has no aiRecord")
+        raise BadResponse(f"{what} has no aiRecord")
     status = record.get("status")
-    uuid = record.get("uuid") if isinstance(record.get("uuid"), str) else ""
-    if status != "SUCCESS":
+    status = status.upper() if isinstance(status, str) else ""
+    raw_uuid = record.get("uuid")
+    uuid = raw_uuid if isinstance(raw_uuid, str) else ""
+    if status in FAILED_STATUSES:
         raise RecordFailed(f"aiRecord.status is {status!r} (record {uuid or 'unknown'})")
+    temporary_url = record.get("temporaryUrl")
+    used = _credit(_dig(record, "teamUser", "usedCredit"))
+    limit = _credit(_dig(record, "teamUser", "creditLimit"))
+    if status not in SUCCESS_STATUSES:
+        if not uuid:
+            raise BadResponse(f"{what}: record {status or 'without status'} has no uuid to poll")
+        return FeatureResult(uuid, (), None, used, limit, finished=False, status=status)
     paths = _dig(record, "aiRecordDetail", "resultObject")
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise BadResponse("aiRecord.aiRecordDetail.resultObject lists no result paths")
-    temporary_url = record.get("temporaryUrl")
-    used, limit = _dig(record, "teamUser", "usedCredit"), _dig(record, "teamUser", "creditLimit")
     return FeatureResult(
         uuid=uuid,
         result_paths=tuple(paths),
         temporary_url=temporary_url if isinstance(temporary_url, str) else None,
-        used_credit=used if isinstance(used, int) else None,
-        credit_limit=limit if isinstance(limit, int) else None,
+        used_credit=used,
+        credit_limit=limit,
+        status=status,
     )
+
+
+def parse_poll(data: Any, uuid: str) -> FeatureResult:
+    if isinstance(data, dict) and "aiRecord" in data and data["aiRecord"] is None:
+        raise RecordUnknown(f"the API does not know record {uuid} (results endpoint: null)")
+    result = parse_feature(data, f"poll of record {uuid}")
+    return result if result.uuid else replace(result, uuid=uuid)
 
 
 class OneMinClient:
@@ -198,22 +276,24 @@ class OneMinClient:
         async with self._request(method, url, what, total, headers=headers, **kw) as response:
             body = await self._read_limited(response, self._timeouts.max_json_bytes, what)
             if response.status >= 300:
-                message = self._redacted(body)
-                raise error_for_status(response.status, message, response.headers)
+                message, json_body = self._redacted(body)
+                raise error_for_status(
+                    response.status, message, response.headers, json_body=json_body
+                )
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadResponse(f"{what}: malformed JSON in a {response.status} answer") from exc
 
-    def _redacted(self, body: bytes) -> str:
+    def _redacted(self, body: bytes) -> tuple[str, bool]:
         """The server's error message without our key: servers and proxies quote requests back
         ("invalid key sk-...", a 400 echoing every header), and the message goes to the ledger,
         the summary and the terminal. Replaced in the raw bytes, before the message is cut to
         length (a cut could leave part of the key), and again after JSON decoding (escapes)."""
         if not self._key:  # replacing "" would insert the marker between every character
-            return _error_message(body)
-        message = _error_message(body.replace(self._key.encode(), REDACTED.encode()))
-        return message.replace(self._key, REDACTED)
+            return error_text(body)
+        message, json_body = error_text(body.replace(self._key.encode(), REDACTED.encode()))
+        return message.replace(self._key, REDACTED), json_body
 
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
         form = aiohttp.FormData()
@@ -223,19 +303,35 @@ class OneMinClient:
         )
         return Asset(path=parse_upload(answer))
 
-    def feature_body(self, job: Job, image_path: str, mask_path: str | None) -> dict[str, Any]:
+    def feature_body(
+        self, job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = False
+    ) -> dict[str, Any]:
         prompt_object: dict[str, Any] = {"imageUrl": image_path}
         if mask_path is not None:
             prompt_object["maskUrl"] = mask_path
         prompt_object.update(job.parameters())
-        return {"type": job.feature.value, "model": MODEL, "promptObject": prompt_object}
+        body: dict[str, Any] = {"type": job.feature.value, "model": MODEL}
+        if asynchronous:
+            body["async"] = True  # top level, beside type (SPEC 1a): the answer is PROCESSING
+        body["promptObject"] = prompt_object
+        return body
 
-    async def run_feature(self, job: Job, image_path: str, mask_path: str | None) -> FeatureResult:
-        body = self.feature_body(job, image_path, mask_path)
+    async def run_feature(
+        self, job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = False
+    ) -> FeatureResult:
+        """One feature call. The answer may be unfinished (``finished`` False): poll it."""
+        body = self.feature_body(job, image_path, mask_path, asynchronous=asynchronous)
         answer = await self._api_json(
             "POST", "/api/features", "feature call", self._timeouts.feature, json=body
         )
         return parse_feature(answer)
+
+    async def poll_result(self, uuid: str) -> FeatureResult:
+        """One look at a record: ``GET /api/results/{uuid}``. Unfinished, finished, or raises
+        RecordFailed (FAILURE) / RecordUnknown (``{"aiRecord": null}``)."""
+        route = f"/api/results/{quote(uuid, safe='')}"
+        answer = await self._api_json("GET", route, "poll", self._timeouts.poll)
+        return parse_poll(answer, uuid)
 
     def result_urls(self, result: FeatureResult, index: int) -> list[str]:
         """Where result ``index`` can be fetched, best first: signed URL, then asset host."""
@@ -272,15 +368,20 @@ class OneMinClient:
         raise next(f for f in reversed(failures) if not isinstance(f, BadRequest))
 
     async def download(self, url: str, dest: Path, what: str = "download") -> int:
-        """GET ``url`` into ``dest`` (no key sent), checking size and completeness."""
+        """GET ``url`` into ``dest`` (no key sent), checking size and completeness. Every error
+        names the URL, without its query (signatures and tokens stay out of messages)."""
         limit = self._timeouts.max_download_bytes
+        what = f"{what} {public_url(url)}"
         async with self._request("GET", url, what, self._timeouts.download) as response:
             if response.status != 200:
                 body = await self._read_limited(response, 64 * 1024, what)
                 status = response.status
                 if status in (401, 403, 404, 410):  # expired signature or missing object
                     raise BadRequest(f"{what} HTTP {status}: {_error_message(body)}", status)
-                raise error_for_status(status, _error_message(body), response.headers)
+                message, json_body = error_text(body)
+                raise error_for_status(
+                    status, message, response.headers, json_body=json_body, context=what
+                )
             expected = response.content_length
             if expected is not None and expected > limit:
                 raise BadResponse(f"{what}: {expected} bytes is more than the {limit} allowed")

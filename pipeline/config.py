@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -30,12 +30,25 @@ BACKOFF_MAX = 60.0  # no single wait is longer, except an announced Retry-After
 RETRY_AFTER_MAX = 900.0  # a Retry-After beyond this is treated as this (a misbehaving server)
 JITTER = 0.5  # each wait is scaled by a random factor in [1 - JITTER, 1]
 
+# Circuit breaker (SPEC 5): this many jobs in a row out of retries on transient errors alone
+# means the host is down, not the jobs wrong: stop the run, keep them pending.
+BREAKER_JOBS = 5
+
 CONNECT_TIMEOUT = 15.0
 UPLOAD_TIMEOUT = 120.0
 FEATURE_TIMEOUT = 300.0  # generation is slow; a feature call may legitimately take minutes
 DOWNLOAD_TIMEOUT = 120.0
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # a result bigger than this is a broken or hostile server
 MAX_JSON_BYTES = 4 * 1024 * 1024
+POLL_TIMEOUT = 60.0
+PROCESSING_TIMEOUT = 900.0  # a record unfinished this long after submission fails the job
+POLL_INITIAL = 2.0  # first wait before polling a processing record
+POLL_MAX = 10.0  # polls back off (x1.5 each) up to this
+POLL_GROWTH = 1.5
+POLL_JITTER = 0.2  # each poll wait is scaled by a random factor in [1 - POLL_JITTER, 1]
+
+SubmitMode = Literal["sync", "async"]
+SUBMIT_MODES: tuple[str, ...] = ("sync", "async")
 
 # Adaptive slow-down (AIMD) on 429s that carry no Retry-After.
 SLOWDOWN_FACTOR = 0.5  # multiply the rate by this on a hint-less 429
@@ -55,8 +68,8 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class RateLimit:
-    rpm: float = RPM  # feature calls per minute, spread evenly
-    concurrency: int = CONCURRENCY  # jobs in flight, so feature calls open at once
+    rpm: float = RPM  # API-host requests (uploads, feature calls, polls) per minute, evenly
+    concurrency: int = CONCURRENCY  # jobs in flight (sync: feature calls open at once)
     slowdown_factor: float = SLOWDOWN_FACTOR
     recovery_step: float = RECOVERY_STEP
     min_rpm: float = MIN_RPM
@@ -69,6 +82,7 @@ class RetrySettings:
     backoff_max: float = BACKOFF_MAX
     retry_after_max: float = RETRY_AFTER_MAX
     jitter: float = JITTER
+    breaker_jobs: int = BREAKER_JOBS  # 0 disables the circuit breaker
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,10 @@ class Timeouts:
     download: float = DOWNLOAD_TIMEOUT
     max_download_bytes: int = MAX_DOWNLOAD_BYTES
     max_json_bytes: int = MAX_JSON_BYTES
+    poll: float = POLL_TIMEOUT  # one GET of a record's state
+    processing: float = PROCESSING_TIMEOUT
+    poll_initial: float = POLL_INITIAL
+    poll_max: float = POLL_MAX
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,9 @@ class Settings:
     rate: RateLimit = field(default_factory=RateLimit)
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeouts: Timeouts = field(default_factory=Timeouts)
-    max_credits: float | None = None
+    max_credits: float | None = None  # this run's spend, counted from calls sent
+    max_total_credits: float | None = None  # the output folder's spend over all runs
+    submit: SubmitMode = "sync"  # "async": send "async": true, poll every record
 
 
 class ConfigError(ValueError):
@@ -115,15 +135,38 @@ def _coerce(group: str, name: str, value: Any, current: Any) -> Any:
     return coerced
 
 
+_TOP_LEVEL = ("max_credits", "max_total_credits", "submit")
+
+
+def _top_level(settings: Settings, name: str, value: Any) -> Settings:
+    if name == "submit":
+        if value is None:
+            return settings
+        if value not in SUBMIT_MODES:
+            raise ConfigError(f"submit: expected one of {', '.join(SUBMIT_MODES)}, got {value!r}")
+        return replace(settings, submit=value)
+    number: float | None = None
+    if value is not None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from exc
+        if number < 0:
+            raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    if name == "max_credits":
+        return replace(settings, max_credits=number)
+    return replace(settings, max_total_credits=number)
+
+
 def apply(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """Return settings with ``{"group": {"field": value}}`` (or ``max_credits``) applied."""
+    """Return settings with ``{"group": {"field": value}}`` (or a top-level one) applied."""
     updated = settings
     for group, values in overrides.items():
-        if group == "max_credits":
-            updated = replace(updated, max_credits=None if values is None else float(values))
+        if group in _TOP_LEVEL:
+            updated = _top_level(updated, group, values)
             continue
         if group not in _GROUPS:
-            known = ", ".join([*_GROUPS, "max_credits"])
+            known = ", ".join([*_GROUPS, *_TOP_LEVEL])
             raise ConfigError(f"unknown settings group {group!r} (known: {known})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{group}: expected a mapping of settings")

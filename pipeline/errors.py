@@ -11,22 +11,32 @@
         │   ├── ApiTimeout       no answer within the phase's timeout
         │   ├── ConnectionLost   refused, reset or dropped connection
         │   ├── BadResponse      malformed or incomplete JSON, truncated or undecodable download
-        │   └── RecordFailed     the API answered, but aiRecord.status is not SUCCESS
+        │   ├── RecordFailed     the API answered, but aiRecord.status is FAILURE/FAILED
+        │   └── Stopped          the run is stopping: a call not yet sent is not sent
         ├── JobFatal             this job is wrong: fail it, do not retry
         │   ├── BadRequest       any other 4xx
         │   │   └── AssetNotFound the API no longer knows an uploaded asset: upload again once
-        │   └── DownloadFailed   no result URL answered with the image after every attempt
+        │   ├── DownloadFailed   no result URL answered with the image after every attempt
+        │   ├── InputUnreadable  a local input file cannot be read
+        │   ├── RecordUnknown    the results endpoint does not know the uuid ({"aiRecord": null})
+        │   └── ProcessingTimeout a record still unfinished after timeouts.processing
         └── RunFatal             stop the whole run (exit 3); jobs stay resumable
-            ├── KeyRejected      401, 403 on the API
-            └── OutOfCredits     402, or a 4xx that speaks of credits or balance
+            ├── KeyRejected      401, or a 403 whose JSON body speaks of the key
+            ├── OutOfCredits     402, or a 4xx that speaks of credits or balance
+            └── BudgetReached    --max-credits would be exceeded by the next call
+                └── TotalBudgetReached  --max-total-credits (all runs of the folder)
 
 Every class has a stable ``kind`` string: it is what the ledger and the summary record.
 HTTP statuses are mapped to this tree in exactly one place, ``client.error_for_status``.
+Why a run stopped is a ``StopReason``; its values are what the ledger and the summary show (the
+circuit breaker's ``api_unreachable`` / ``input_host_unreachable`` are reasons, not errors: no
+request failed in a new way, several jobs in a row ran out of retries).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class PipelineError(Exception):
@@ -139,3 +149,56 @@ class KeyRejected(RunFatal):
 
 class OutOfCredits(RunFatal):
     kind = "out_of_credits"
+
+
+class Stopped(TransientError):
+    """The run is stopping: a call not yet sent is not sent. The job stays resumable."""
+
+    kind = "stopped"
+
+    def __init__(self, message: str = "the run is stopping") -> None:
+        # Raised bare (`Stopped()`) where a stop is noticed; ApiError needs a message.
+        super().__init__(message)
+
+
+class InputUnreadable(JobFatal):
+    kind = "input"
+
+
+class RecordUnknown(JobFatal):
+    """The results endpoint answered ``{"aiRecord": null}``: polling it again cannot help."""
+
+    kind = "record_unknown"
+
+
+class ProcessingTimeout(JobFatal):
+    """A record still processing after ``timeouts.processing``. Job-level: not retried in this
+    run (re-buying would pay twice); ``--retry-failed`` polls the same uuid once more."""
+
+    kind = "processing_timeout"
+
+    def __init__(self, message: str, uuid: str) -> None:
+        super().__init__(message)
+        self.uuid = uuid
+
+
+class BudgetReached(RunFatal):
+    kind = "max_credits"
+
+
+class TotalBudgetReached(BudgetReached):
+    kind = "max_total_credits"
+
+
+class StopReason(StrEnum):
+    """Why a run stopped early; the values are what the ledger and the summary record."""
+
+    INTERRUPTED = "interrupted"
+    KEY_REJECTED = "key_rejected"
+    OUT_OF_CREDITS = "out_of_credits"
+    MAX_CREDITS = "max_credits"
+    MAX_TOTAL_CREDITS = "max_total_credits"
+    STORE = "store"
+    CRASHED = "crashed"
+    API_UNREACHABLE = "api_unreachable"
+    INPUT_HOST_UNREACHABLE = "input_host_unreachable"

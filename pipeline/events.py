@@ -50,10 +50,36 @@ class FeatureSubmitted:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordFinished:
+    """A record that was still processing when FeatureSubmitted was emitted has finished: the
+    result paths are now known. Not a second purchase (listeners must not count credits again);
+    the ledger writes it as a ``submitted`` line with the paths, so a resume downloads."""
+
+    job_id: str
+    key: str
+    attempt: int
+    result: FeatureResult
+    credits: int | None
+    polls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobDeferred:
+    """A job cut short by a systemic stop (circuit breaker): not failed, stays pending.
+
+    The ledger writes nothing for it; listeners may count it."""
+
+    job_id: str
+    key: str
+    error: ErrorInfo
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobRetrying:
     job_id: str
     key: str
-    step: str  # "upload" | "feature" | "download"
+    step: str  # "input" | "upload" | "feature" | "poll" | "download"
     attempt: int
     error: ErrorInfo
     delay: float
@@ -82,7 +108,7 @@ class JobFailed:
 
 @dataclass(frozen=True, slots=True)
 class RunStopping:
-    reason: str  # "interrupted" | "key_rejected" | "out_of_credits" | "max_credits"
+    reason: str  # a pipeline.errors.StopReason value
     message: str
 
 
@@ -92,6 +118,8 @@ Event = (
     | JobsSkipped
     | AssetsUploaded
     | FeatureSubmitted
+    | RecordFinished
+    | JobDeferred
     | JobRetrying
     | JobSucceeded
     | JobFailed

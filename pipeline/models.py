@@ -114,13 +114,19 @@ class Asset:
 
 @dataclass(frozen=True, slots=True)
 class FeatureResult:
-    """What a successful feature call produced."""
+    """What a feature call (or a poll of its record) answered.
+
+    ``finished`` is False while the record is still processing: ``result_paths`` is empty then
+    and the record is polled by ``uuid``, never bought again.
+    """
 
     uuid: str
     result_paths: tuple[str, ...]
     temporary_url: str | None = None
     used_credit: int | None = None
     credit_limit: int | None = None
+    finished: bool = True
+    status: str = "SUCCESS"  # aiRecord.status as the API wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,7 @@ class ErrorInfo:
     kind: str
     message: str
     http_status: int | None = None
-    # The job ran out of retries on transient errors alone (5xx, timeouts, dropped
-    # connections): the next run tries it again without --retry-failed (SPEC 5).
+    # The job's retries ran out on transient errors alone (5xx, timeouts, connection): the next
+    # run tries it again without --retry-failed (SPEC 5).
     transient: bool = False
+    uuid: str | None = None  # the record concerned, when there is one (processing_timeout)

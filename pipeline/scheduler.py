@@ -1,11 +1,24 @@
 """The worker pool: planned jobs stream through a bounded queue to N workers.
 
-Each worker takes one job at a time through upload → feature → fetch → store, so ``--concurrency``
-bounds both jobs in flight and feature calls open at once. Retries happen here, step by step: a
-failed download is retried from the stored result and never buys the edit again; an upload is
-shared by every job with the same input bytes. Run-fatal errors (key rejected, out of credits,
-budget reached) and signals stop the intake; jobs already in flight settle, untouched jobs keep no
-ledger line and so stay resumable.
+Each worker takes one job at a time through upload → feature → (poll) → fetch → store. Retries
+happen here, step by step: a failed download is retried from the stored result and never buys
+the edit again; an upload is shared by every job with the same input bytes; a record still
+processing is polled by its uuid (written to the ledger first), never bought again.
+
+Every request to the API host (upload, feature call, poll) passes the shared throttle; result
+and input downloads do not (SPEC 1a). ``--concurrency`` bounds jobs held by workers: in sync
+mode that is feature calls open at once; with ``submit: async`` the POST returns at once and a
+worker stays with its record while polling it (polls are paced and cheap), so it bounds records
+outstanding, not connections held open.
+
+Run-fatal errors (key rejected, out of credits, a budget reached, the circuit breaker) and
+signals stop the intake; jobs already in flight settle, untouched jobs keep no ledger line and
+so stay resumable. The breaker (SPEC 5): when ``breaker_jobs`` jobs in a row run out of retries
+on transient errors, the run stops and those jobs are deferred (``JobDeferred``), not failed.
+
+``attempts`` on a job's succeeded/failed line: every feature call sent (each counts, answered
+or not) plus every failed try of its other steps (input fetch, upload, poll, download), 429s
+excepted (flow control). A clean job shows 1; a job whose download was retried twice shows 3.
 
 The scheduler only emits events; the ledger, progress bar and statistics listen.
 """
@@ -15,34 +28,45 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
 from pipeline.errors import (
     ApiError,
     AssetNotFound,
+    BudgetReached,
     DownloadFailed,
+    InputUnreadable,
     JobFatal,
     PipelineError,
+    ProcessingTimeout,
     RateLimited,
+    RecordFailed,
+    RecordUnknown,
     RunFatal,
+    Stopped,
+    StopReason,
     StoreError,
+    TotalBudgetReached,
     TransientError,
 )
 from pipeline.events import (
     AssetsUploaded,
     EventBus,
     FeatureSubmitted,
+    JobDeferred,
     JobFailed,
     JobRetrying,
     JobStarted,
     JobSucceeded,
+    RecordFinished,
     RunStopping,
 )
-from pipeline.ledger import ResumeState
 from pipeline.models import Asset, ErrorInfo, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.retry import RetryPolicy
 from pipeline.store import Store, check_image, parse_size
@@ -50,15 +74,36 @@ from pipeline.throttle import Throttle
 
 T = TypeVar("T")
 QUEUE_PER_WORKER = 2
+API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the throttle
 
 
 class Client(Protocol):
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset: ...
     async def run_feature(
-        self, job: Job, image_path: str, mask_path: str | None
+        self, job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = ...
     ) -> FeatureResult: ...
+    async def poll_result(self, uuid: str) -> FeatureResult: ...
     async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int: ...
     async def download(self, url: str, dest: Path, what: str = ...) -> int: ...
+
+
+class PendingRecord(Protocol):
+    """A paid record from an earlier run (read-only: the ledger's is a frozen dataclass)."""
+
+    @property
+    def result(self) -> FeatureResult: ...  # result_paths empty: still processing, poll it
+    @property
+    def credits(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class ResumeState(Protocol):
+    """What the scheduler asks the ledger, and nothing more."""
+
+    def pending_for(self, job_id: str, key: str) -> PendingRecord | None: ...
+    def asset_for(self, digest: str | None) -> Asset | None: ...
+    def forget_asset(self, digest: str | None) -> None: ...
 
 
 MaskConverter = Callable[[Path], bytes]
@@ -66,7 +111,7 @@ MaskConverter = Callable[[Path], bytes]
 
 @dataclass
 class RunOutcome:
-    stop_reason: str | None = None  # None: the plan ran to its end
+    stop_reason: str | None = None  # None: the plan ran to its end; else a StopReason
     stop_message: str = ""
 
 
@@ -75,13 +120,23 @@ class _JobRun:
     """Mutable bookkeeping of one job while a worker holds it."""
 
     planned: PlannedJob
-    attempts: int = 0  # feature calls that counted toward --max-attempts
+    attempts: int = 0  # see the module docstring
     timings: dict[str, float] = field(default_factory=dict)
     reuploaded: bool = False
+    feature_tries: int = 0  # failed feature tries that count toward --max-attempts
+    last_step: str = ""  # the step of the latest failure: says which host the breaker blames
 
     @property
     def job(self) -> Job:
         return self.planned.job
+
+
+@dataclass
+class _Exhausted:
+    """A job out of retries on transient errors, held back until the breaker decides."""
+
+    run: _JobRun
+    error: PipelineError
 
 
 class Scheduler:
@@ -97,10 +152,16 @@ class Scheduler:
         concurrency: int,
         credits_for: Callable[[Job], int] | None = None,
         max_credits: float | None = None,
+        max_total_credits: float | None = None,
+        spent_before: float = 0.0,
         retry_failed: bool = False,
+        submit: str = "sync",
+        breaker_jobs: int | None = None,
+        timeouts: Timeouts | None = None,
         mask_converter: MaskConverter | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self._client = client
         self._store = store
@@ -111,15 +172,24 @@ class Scheduler:
         self._concurrency = max(1, concurrency)
         self._credits_for = credits_for or (lambda job: 0)
         self._max_credits = max_credits
+        self._max_total = max_total_credits
+        self._spent_before = spent_before
         self._retry_failed = retry_failed
+        self._asynchronous = submit == "async"
+        self._breaker_jobs = policy.settings.breaker_jobs if breaker_jobs is None else breaker_jobs
+        self._timeouts = timeouts or Timeouts()
         self._mask_converter = mask_converter
         self._sleep = sleep
         self._clock = clock
+        self._rand = rand
         self._uploads: dict[str, asyncio.Future[Asset]] = {}
         self._stop = asyncio.Event()
         self._outcome = RunOutcome()
+        self._held: list[_Exhausted] = []  # the current streak of transient exhaustions
         self.credits_spent = 0
         self._credits_reserved = 0
+        self._used_baseline: int | None = None  # account usedCredit before this run's calls
+        self._used_latest: int | None = None
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -160,6 +230,7 @@ class Scheduler:
             for task in (*workers, feeder):
                 task.cancel()
             await asyncio.gather(*workers, feeder, stopper, return_exceptions=True)
+            self._settle_held(defer=self._tripped())
         return self._outcome
 
     async def _feed(self, planned: Iterable[PlannedJob], queue: asyncio.Queue) -> None:
@@ -181,11 +252,11 @@ class Scheduler:
             except RunFatal as exc:
                 self.request_stop(exc.kind, str(exc))
             except StoreError as exc:
-                self.request_stop("store", str(exc))
+                self.request_stop(StopReason.STORE, str(exc))
             except Exception:
                 # A bug must not hang the run: a dead worker leaves the feeder blocked on a full
                 # queue forever. Stop the intake so run() returns, and let the error be seen.
-                self.request_stop("crashed", "an unexpected error stopped the run")
+                self.request_stop(StopReason.CRASHED, "an unexpected error stopped the run")
                 raise
 
     # -- one job ------------------------------------------------------------------------------
@@ -197,15 +268,15 @@ class Scheduler:
         pending = self._ledger.pending_for(job.id, run.planned.key)
         try:
             if pending is not None:
-                result, credits, run.attempts = pending.result, pending.credits, pending.attempts
+                run.attempts = pending.attempts
+                result, credits = await self._resume(run, pending.result, pending.credits)
             else:
                 result, credits = await self._buy(run)
             outputs, superseded, written = await self._fetch_all(run, result)
         except (JobFatal, TransientError) as exc:
-            if isinstance(exc, TransientError) and self._stop.is_set():
-                return  # cut short by the stop, not failed: the job stays resumable
-            self._bus.emit(JobFailed(job.id, run.planned.key, _info(exc), run.attempts))
+            self._job_ended_badly(run, exc)
             return
+        self._job_succeeded()
         run.timings["total"] = self._clock() - started
         self._bus.emit(
             JobSucceeded(
@@ -221,49 +292,161 @@ class Scheduler:
             )
         )
 
+    async def _resume(
+        self, run: _JobRun, result: FeatureResult, credits: int | None
+    ) -> tuple[FeatureResult, int | None]:
+        """A paid record from an earlier run: fetch it, or poll it while it has no paths."""
+        if result.result_paths:
+            return result, credits
+        try:
+            return await self._finish_record(run, result, credits), credits
+        except RecordFailed as exc:
+            # The record failed while nobody watched: buying again is what a FAILED record
+            # needs (it produced nothing), within the job's attempts.
+            await self._after_record_failed(run, exc)
+            return await self._buy(run)
+        except RecordUnknown:
+            # The API no longer knows the record (expired, or it never existed there): there
+            # is nothing to fetch and nothing to pay twice for. Buy it, as a new job would.
+            return await self._buy(run)
+
+    # -- the breaker and terminal events -------------------------------------------------------
+
+    def _job_ended_badly(self, run: _JobRun, exc: PipelineError) -> None:
+        if self._stop.is_set() and isinstance(exc, TransientError):
+            # Cut short by the stop, not failed: the job stays resumable.
+            self._bus.emit(JobDeferred(run.job.id, run.planned.key, _info(exc), run.attempts))
+            return
+        if not _systemic(exc):
+            self._settle_held(defer=False)  # the host answered: the streak is broken
+            self._fail(run, exc)
+            return
+        self._held.append(_Exhausted(run, exc))
+        if self._breaker_jobs and len(self._held) >= self._breaker_jobs:
+            host = "input host" if run.last_step == "input" else "API"
+            reason = (
+                StopReason.INPUT_HOST_UNREACHABLE
+                if run.last_step == "input"
+                else StopReason.API_UNREACHABLE
+            )
+            count = len(self._held)
+            self.request_stop(
+                reason, f"{host} unreachable: {count} jobs in a row ran out of retries ({exc})"
+            )
+
+    def _job_succeeded(self) -> None:
+        self._settle_held(defer=False)  # any success resets the count
+
+    def _tripped(self) -> bool:
+        return self._outcome.stop_reason in (
+            StopReason.API_UNREACHABLE,
+            StopReason.INPUT_HOST_UNREACHABLE,
+        )
+
+    def _settle_held(self, *, defer: bool) -> None:
+        held, self._held = self._held, []
+        for item in held:
+            run = item.run
+            if defer:
+                info = _info(item.error, transient=True)
+                self._bus.emit(JobDeferred(run.job.id, run.planned.key, info, run.attempts))
+            else:
+                self._fail(run, item.error)
+
+    def _fail(self, run: _JobRun, exc: PipelineError) -> None:
+        info = _info(exc, transient=_systemic(exc))
+        self._bus.emit(JobFailed(run.job.id, run.planned.key, info, run.attempts))
+
+    # -- buying and polling ----------------------------------------------------------------------
+
     async def _buy(self, run: _JobRun) -> tuple[FeatureResult, int]:
         """Upload the inputs and pay for the feature call (once, if all goes well)."""
         started = self._clock()
         assets = await self._assets_for(run)
         run.timings["upload"] = self._clock() - started
-        started = self._clock()
         estimate = self._credits_for(run.job)
-        self._reserve(estimate)
-        try:
-            result = await self._call_feature(run, assets)
-        finally:
-            self._credits_reserved -= estimate
-        self.credits_spent += estimate
-        run.timings["feature"] = self._clock() - started
+        while True:
+            started = self._clock()
+            result = await self._call_feature(run, assets, estimate)
+            run.timings["feature"] = self._clock() - started
+            self._bus.emit(
+                FeatureSubmitted(run.job.id, run.planned.key, run.attempts, result, estimate)
+            )
+            if result.finished:
+                return result, estimate
+            try:
+                return await self._finish_record(run, result, estimate), estimate
+            except RecordFailed as exc:
+                await self._after_record_failed(run, exc)
+
+    async def _after_record_failed(self, run: _JobRun, exc: RecordFailed) -> None:
+        """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
+        run.feature_tries += 1
+        run.last_step = "feature"
+        if self._stop.is_set() or not self._policy.should_retry(exc, run.feature_tries):
+            raise exc
+        delay = self._policy.delay(exc, run.feature_tries)
         self._bus.emit(
-            FeatureSubmitted(run.job.id, run.planned.key, run.attempts, result, estimate)
+            JobRetrying(run.job.id, run.planned.key, "feature", run.attempts, _info(exc), delay)
         )
-        return result, estimate
+        await self._sleep(delay)
 
-    def _reserve(self, estimate: int) -> None:
-        limit = self._max_credits
-        if limit is not None and self.credits_spent + self._credits_reserved + estimate > limit:
-            raise _BudgetReached(
-                f"--max-credits {limit:g} reached: {self.credits_spent} spent, "
-                f"{self._credits_reserved} in flight, the next job needs about {estimate}"
-            )
-        self._credits_reserved += estimate
-
-    async def _call_feature(self, run: _JobRun, assets: dict[str, Asset]) -> FeatureResult:
-        async def attempt() -> FeatureResult:
-            await self._throttle.acquire()
+    async def _finish_record(
+        self, run: _JobRun, record: FeatureResult, credits: int | None
+    ) -> FeatureResult:
+        """Poll a processing record until it finishes; its uuid is in the ledger already."""
+        started = self._clock()
+        deadline = started + self._timeouts.processing
+        wait, polls = self._timeouts.poll_initial, 0
+        while True:
+            now = self._clock()
+            if now >= deadline:
+                raise ProcessingTimeout(
+                    f"record {record.uuid} still {record.status or 'processing'} after "
+                    f"{self._timeouts.processing:g} s ({polls} polls)",
+                    record.uuid,
+                )
+            await self._sleep(min(self._jittered(wait), max(0.0, deadline - now)))
             if self._stop.is_set():
-                raise _Stopped()
-            mask = assets.get("mask")
-            result = await self._client.run_feature(
-                run.job, assets["image"].path, mask.path if mask else None
+                raise Stopped()  # resumable: the next run polls the same uuid
+            record = await self._retrying(
+                run, "poll", _poller(self._client, record.uuid), final=(RecordFailed,)
             )
-            self._throttle.on_success()
+            polls += 1
+            if record.finished:
+                run.timings["processing"] = self._clock() - started
+                key = run.planned.key
+                self._bus.emit(
+                    RecordFinished(run.job.id, key, run.attempts, record, credits, polls)
+                )
+                self._observe_credit(record, 0)
+                return record
+            wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+
+    def _jittered(self, wait: float) -> float:
+        return wait * (1.0 - POLL_JITTER * self._rand())
+
+    async def _call_feature(
+        self, run: _JobRun, assets: dict[str, Asset], estimate: int
+    ) -> FeatureResult:
+        async def attempt() -> FeatureResult:
+            mask = assets.get("mask")
+            self._reserve(estimate)  # right before the POST: a call not sent reserves nothing
+            try:
+                # The flag only when set: a sync run calls run_feature exactly as before.
+                extra = {"asynchronous": True} if self._asynchronous else {}
+                result = await self._client.run_feature(
+                    run.job, assets["image"].path, mask.path if mask else None, **extra
+                )
+            finally:
+                self._credits_reserved -= estimate
+            self.credits_spent += estimate
+            self._observe_credit(result, estimate)
             return result
 
         while True:
             try:
-                return await self._retrying(run, "feature", attempt, counts_feature=True)
+                return await self._retrying(run, "feature", attempt)
             except AssetNotFound:
                 if run.reuploaded:
                     raise
@@ -272,34 +455,92 @@ class Scheduler:
                     self._forget_asset(asset.digest)
                 assets = await self._assets_for(run)
 
+    # -- budgets ---------------------------------------------------------------------------------
+
+    def _spent(self) -> float:
+        """This run's spend: our estimates, or what the account says if that is more."""
+        observed = 0
+        if self._used_baseline is not None and self._used_latest is not None:
+            observed = self._used_latest - self._used_baseline
+        return max(self.credits_spent, observed)
+
+    def _observe_credit(self, result: FeatureResult, charged: int) -> None:
+        used = result.used_credit
+        if used is None:
+            return
+        if self._used_baseline is None:
+            # The first answer already includes its own charge: the account stood below it.
+            self._used_baseline = used - charged
+        self._used_latest = max(self._used_latest or used, used)
+
+    def _reserve(self, estimate: int) -> None:
+        committed = self._spent() + self._credits_reserved
+        limit, total = self._max_credits, self._max_total
+        if limit is not None and committed + estimate > limit:
+            raise BudgetReached(
+                f"--max-credits {limit:g} reached: {self._spent():g} spent, "
+                f"{self._credits_reserved} in flight, the next call needs about {estimate}"
+            )
+        if total is not None and self._spent_before + committed + estimate > total:
+            raise TotalBudgetReached(
+                f"--max-total-credits {total:g} reached: {self._spent_before:g} spent by earlier "
+                f"runs, {self._spent():g} by this one, {self._credits_reserved} in flight, "
+                f"the next call needs about {estimate}"
+            )
+        self._credits_reserved += estimate
+
+    # -- retrying one step ---------------------------------------------------------------------
+
     async def _retrying(
         self,
         run: _JobRun,
         step: str,
         attempt: Callable[[], Awaitable[T]],
-        counts_feature: bool = False,
+        final: tuple[type[BaseException], ...] = (),
     ) -> T:
+        """Run one step with retries. Steps to the API host pass the throttle first; feature
+        tries are counted per job (``run.feature_tries``), other steps per call."""
         tries = limited = 0
         while True:
             try:
-                if counts_feature:
-                    run.attempts += 1
-                return await attempt()
+                if step in API_STEPS:
+                    await self._throttle.acquire()
+                    if self._stop.is_set():
+                        raise Stopped()
+                value = await attempt()
+            except (Stopped, BudgetReached):
+                raise  # nothing was sent: not a try
+            except final:
+                raise
             except TransientError as exc:
+                run.last_step = step
                 if isinstance(exc, RateLimited):
                     limited += 1
-                    if counts_feature:
-                        run.attempts -= 1  # flow control, not a failed try
+                    if step in API_STEPS:
                         self._throttle.on_rate_limited(self._policy.announced_wait(exc))
-                else:
-                    tries += 1
+                if self._policy.counts_as_attempt(exc):
+                    run.attempts += 1
+                    if step == "feature":
+                        run.feature_tries += 1
+                    tries = run.feature_tries if step == "feature" else tries + 1
                 if self._stop.is_set() or not self._policy.should_retry(exc, tries, limited):
                     raise
                 delay = self._policy.delay(exc, max(tries, 1))
                 self._bus.emit(
-                    JobRetrying(run.job.id, run.planned.key, step, tries, _info(exc), delay)
+                    JobRetrying(run.job.id, run.planned.key, step, run.attempts, _info(exc), delay)
                 )
                 await self._sleep(delay)
+                continue
+            except ApiError:
+                run.last_step = step
+                if step == "feature":
+                    run.attempts += 1  # sent and refused: it was a try
+                raise
+            if step in API_STEPS:
+                self._throttle.on_success()
+            if step == "feature":
+                run.attempts += 1
+            return value
 
     # -- uploads ------------------------------------------------------------------------------
 
@@ -337,7 +578,7 @@ class Scheduler:
             asset = await self._upload(run, ref, cache_key, convert)
         except BaseException as exc:
             del self._uploads[cache_key]  # a later job may try again
-            future.set_exception(exc if isinstance(exc, Exception) else _Stopped())
+            future.set_exception(exc if isinstance(exc, Exception) else Stopped())
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         future.set_result(asset)
@@ -373,7 +614,7 @@ class Scheduler:
     async def _fetch_input(self, run: _JobRun, url: str) -> tuple[bytes, str]:
         temp = self._store.temp_path(run.job.id, "input")
         try:
-            await self._retrying(run, "upload", lambda: self._client.download(url, temp, "input"))
+            await self._retrying(run, "input", lambda: self._client.download(url, temp, "input"))
             return temp.read_bytes(), Path(url.split("?")[0]).name or "input"
         finally:
             self._store.discard(temp)
@@ -429,22 +670,8 @@ class Scheduler:
             ) from exc
 
 
-class InputUnreadable(JobFatal):
-    kind = "input"
-
-
-class _BudgetReached(RunFatal):
-    kind = "max_credits"
-
-
-class _Stopped(TransientError):
-    """The run is stopping: a call not yet sent is not sent. The job stays resumable."""
-
-    kind = "stopped"
-
-    def __init__(self, message: str = "the run is stopping") -> None:
-        # Raised bare (`_Stopped()`) where a stop is noticed; ApiError needs a message.
-        super().__init__(message)
+def _poller(client: Client, uuid: str) -> Callable[[], Awaitable[FeatureResult]]:
+    return lambda: client.poll_result(uuid)
 
 
 def _upload_key(ref: InputRef, digest: str | None, convert: bool) -> str:
@@ -452,9 +679,19 @@ def _upload_key(ref: InputRef, digest: str | None, convert: bool) -> str:
     return base + (":gray" if convert else "")
 
 
-def _info(error: PipelineError) -> ErrorInfo:
+def _systemic(error: BaseException) -> bool:
+    """Out of retries on transient errors alone (host down, 5xx, timeouts, broken answers):
+    what the breaker counts and what ``error.transient`` records. A FAILED record is not: the
+    host answered. A download that ran out is, through its cause."""
+    if isinstance(error, DownloadFailed):
+        return _systemic(error.__cause__) if error.__cause__ is not None else False
+    return isinstance(error, TransientError) and not isinstance(error, RecordFailed | Stopped)
+
+
+def _info(error: PipelineError, *, transient: bool = False) -> ErrorInfo:
     status = error.http_status if isinstance(error, ApiError) else None
-    return ErrorInfo(error.kind, str(error), status)
+    uuid = error.uuid if isinstance(error, ProcessingTimeout) else None
+    return ErrorInfo(error.kind, str(error), status, transient=transient, uuid=uuid)
 
 
 def _put_nowait_dropping(queue: asyncio.Queue[PlannedJob | None], item: None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.errors import ApiError
+from pipeline.errors import ApiError, RecordFailed, RecordUnknown
 from pipeline.models import Asset, FeatureResult, Job
 
 
@@ -32,6 +32,16 @@ class FakeClient:
         self.max_open_features = 0
         self._results: dict[str, Job] = {}
         self._png_cache: dict[tuple[int, int], bytes] = {}
+        # Records still processing: feature answers PROCESSING for the records whose (1-based)
+        # call number is in `processing_calls`, or for every call when `processing_all`; each
+        # then answers PROCESSING to `polls_needed` polls before SUCCESS (or `poll_outcome`).
+        self.processing_calls: set[int] = set()
+        self.processing_all = False
+        self.polls_needed = 2
+        self.poll_outcome: dict[str, str] = {}  # uuid -> "FAILURE" | "NEVER" (stays processing)
+        self.polls: list[str] = []
+        self.async_flags: list[bool] = []
+        self._polls_left: dict[str, int] = {}
 
     def fail(self, step: str, *errors: ApiError) -> None:
         self.script[step].extend(errors)
@@ -45,8 +55,12 @@ class FakeClient:
         self._maybe_fail("upload")
         return Asset(path=f"assets/{len(self.uploads)}-{filename}")
 
-    async def run_feature(self, job: Job, image_path: str, mask_path: str | None) -> FeatureResult:
+    async def run_feature(
+        self, job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = False
+    ) -> FeatureResult:
         self.feature_calls.append(job.id)
+        self.async_flags.append(asynchronous)
+        number = len(self.feature_calls)  # before the await: other calls may start meanwhile
         self.open_features += 1
         self.max_open_features = max(self.max_open_features, self.open_features)
         try:
@@ -54,10 +68,36 @@ class FakeClient:
             self._maybe_fail("feature")
         finally:
             self.open_features -= 1
-        uuid = f"rec-{len(self.feature_calls)}"
+        uuid = f"rec-{number}"
         self._results[uuid] = job
+        if asynchronous or self.processing_all or number in self.processing_calls:
+            self._polls_left[uuid] = self.polls_needed
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+        return self._finished(uuid)
+
+    def _finished(self, uuid: str) -> FeatureResult:
+        job = self._results[uuid]
         paths = tuple(f"results/{uuid}/{i}.png" for i in range(job.expected_outputs))
         return FeatureResult(uuid, paths, f"http://127.0.0.1/tmp/{paths[0]}", 100, 10_000)
+
+    async def poll_result(self, uuid: str) -> FeatureResult:
+        self.polls.append(uuid)
+        self._maybe_fail("poll")
+        if uuid not in self._results:
+            raise RecordUnknown(f"unknown record {uuid}")
+        outcome = self.poll_outcome.get(uuid)
+        left = self._polls_left.get(uuid, 0)
+        if outcome == "NEVER" or left > 0:
+            self._polls_left[uuid] = left - 1
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+        if outcome == "FAILURE":
+            raise RecordFailed(f"aiRecord.status is 'FAILURE' (record {uuid})")
+        return self._finished(uuid)
+
+    def remember(self, uuid: str, job: Job, polls_needed: int = 0) -> None:
+        """A record bought by an earlier run (a resumed ledger names it)."""
+        self._results[uuid] = job
+        self._polls_left[uuid] = polls_needed
 
     async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
         self.fetches.append((result.uuid, index))

@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from pipeline.client import OneMinClient
@@ -24,6 +26,7 @@ from pipeline.errors import (
     OutOfCredits,
     RateLimited,
     RecordFailed,
+    RecordUnknown,
     ServerError,
 )
 from pipeline.models import Feature, FeatureResult, InputRef, Job
@@ -240,3 +243,137 @@ async def test_foreign_temporary_url_is_never_contacted(
 def test_key_not_in_repr() -> None:
     client = OneMinClient(None, Endpoints(), "sk-secret")  # type: ignore[arg-type]
     assert "sk-secret" not in repr(client) and "sk-secret" not in str(vars(client).keys())
+
+
+# -- against small stub servers: what the emulator of this tree does not model yet ------------
+
+
+class Stub:
+    """An aiohttp.web server answering each route with a scripted (status, body, type)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, bytes, str]] = {}
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((request.method, request.path, dict(request.headers), body))
+        status, payload, content_type = self.answers.get(request.path, (404, b"", "text/plain"))
+        return web.Response(status=status, body=payload, content_type=content_type)
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[tuple[Stub, str]]:
+    state = Stub()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def stub_client(base: str, session: aiohttp.ClientSession) -> OneMinClient:
+    return OneMinClient(session, Endpoints(base, base), KEY)
+
+
+def ai_record(status: str, paths: list[str] | None = None) -> bytes:
+    record = {
+        "uuid": "rec-7",
+        "status": status,
+        "aiRecordDetail": {"resultObject": paths or []},
+        "teamUser": {"usedCredit": 12, "creditLimit": 100},
+    }
+    return orjson.dumps({"aiRecord": record})
+
+
+async def test_async_flag_sent_at_top_level_and_processing_answer_parsed(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/features"] = (200, ai_record("PROCESSING"), "application/json")
+    client = stub_client(base, session)
+    result = await client.run_feature(inpaint_job(), "a.png", "m.png", asynchronous=True)
+    assert not result.finished and result.uuid == "rec-7"
+    sent = orjson.loads(state.requests[-1][3])
+    assert sent["async"] is True and "async" not in sent["promptObject"]
+    await client.run_feature(inpaint_job(), "a.png", "m.png")
+    assert "async" not in orjson.loads(state.requests[-1][3])
+
+
+async def test_poll_result_gets_the_record_with_the_key(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/results/rec-7"] = (
+        200,
+        ai_record("SUCCESS", ["r/0.png"]),
+        "application/json",
+    )
+    result = await stub_client(base, session).poll_result("rec-7")
+    assert result.finished and result.result_paths == ("r/0.png",)
+    method, path, headers, _ = state.requests[-1]
+    assert (method, path, headers["API-KEY"]) == ("GET", "/api/results/rec-7", KEY)
+
+
+async def test_poll_of_unknown_record_is_job_fatal(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/results/nope"] = (200, b'{"aiRecord": null}', "application/json")
+    with pytest.raises(RecordUnknown):
+        await stub_client(base, session).poll_result("nope")
+
+
+async def test_poll_of_failed_record_is_record_failed(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/results/rec-7"] = (200, ai_record("FAILURE"), "application/json")
+    with pytest.raises(RecordFailed):
+        await stub_client(base, session).poll_result("rec-7")
+
+
+CHALLENGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title><script>x()</script>"
+CHALLENGE += b"</head><body><p>Checking your browser before accessing</p></body></html>"
+
+
+@pytest.mark.parametrize(("body", "content_type"), [(CHALLENGE, "text/html"), (b"", "text/plain")])
+async def test_html_or_empty_403_is_transient(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession, body: bytes, content_type: str
+) -> None:
+    state, base = stub
+    state.answers["/api/features"] = (403, body, content_type)
+    with pytest.raises(ServerError) as caught:
+        await stub_client(base, session).run_feature(inpaint_job(), "a.png", "m.png")
+    assert caught.value.http_status == 403
+    assert "<" not in str(caught.value) and "x()" not in str(caught.value)
+
+
+async def test_json_403_about_the_key_is_rejected(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    body = orjson.dumps({"error": {"message": f"Invalid API key {KEY}"}})
+    state.answers["/api/assets"] = (403, body, "application/json")
+    with pytest.raises(KeyRejected) as caught:
+        await stub_client(base, session).upload_asset(image_bytes(), "a.png", "image/png")
+    assert KEY not in str(caught.value) and "[API key]" in str(caught.value)
+
+
+async def test_input_download_failure_names_the_url_without_query(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    state, base = stub
+    state.answers["/photos/a.png"] = (500, b"<h1>Oops</h1>", "text/html")
+    with pytest.raises(ServerError) as caught:
+        await stub_client(base, session).download(
+            f"{base}/photos/a.png?token=s3cret", tmp_path / "x", "input"
+        )
+    message = str(caught.value)
+    assert f"{base}/photos/a.png" in message and "s3cret" not in message and "Oops" in message

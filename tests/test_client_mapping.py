@@ -7,7 +7,15 @@ from email.utils import format_datetime
 
 import pytest
 
-from pipeline.client import error_for_status, parse_feature, parse_retry_after, parse_upload
+from pipeline.client import (
+    error_for_status,
+    error_text,
+    parse_feature,
+    parse_poll,
+    parse_retry_after,
+    parse_upload,
+    public_url,
+)
 from pipeline.errors import (
     AssetNotFound,
     BadRequest,
@@ -16,6 +24,7 @@ from pipeline.errors import (
     OutOfCredits,
     RateLimited,
     RecordFailed,
+    RecordUnknown,
     RunFatal,
     ServerError,
     TransientError,
@@ -34,10 +43,13 @@ from pipeline.errors import (
         (503, "", ServerError),
         (504, "", ServerError),
         (401, "Invalid API key", KeyRejected),
-        (403, "Forbidden", KeyRejected),
+        (403, "Invalid API key", KeyRejected),
+        (403, "not authorized", KeyRejected),
+        (403, "Forbidden", BadRequest),  # JSON, but not about the key: this job is wrong
         (402, "Payment required", OutOfCredits),
         (400, "Insufficient credit balance", OutOfCredits),
-        (403 + 0, "credit", KeyRejected),  # 401/403 are the key whatever the words
+        (401, "credit", KeyRejected),  # 401 is the key whatever the words
+        (403, "credit", OutOfCredits),
         (422, "your balance is too low", OutOfCredits),
         (404, "imageUrl: asset not found: x.png", AssetNotFound),
         (400, "prompt: must be 1 to 4000 characters", BadRequest),
@@ -113,3 +125,73 @@ def test_parse_feature_failed_record_is_retryable() -> None:
 def test_parse_feature_incomplete_is_bad_response(data: dict[str, object]) -> None:
     with pytest.raises(BadResponse):
         parse_feature(data)
+
+
+@pytest.mark.parametrize("status", ["PROCESSING", "PENDING", "QUEUED", "RUNNING", "processing"])
+def test_parse_feature_unfinished_is_not_a_failure(status: str) -> None:
+    result = parse_feature(record(status=status, aiRecordDetail={"resultObject": []}))
+    assert not result.finished and result.result_paths == () and result.uuid == "u-1"
+    assert result.status == status.upper()
+
+
+def test_parse_feature_unfinished_without_uuid_cannot_be_polled() -> None:
+    with pytest.raises(BadResponse):
+        parse_feature(record(status="PROCESSING", uuid=None))
+
+
+@pytest.mark.parametrize("status", ["FAILURE", "FAILED"])
+def test_parse_feature_failure_words(status: str) -> None:
+    with pytest.raises(RecordFailed):
+        parse_feature(record(status=status))
+
+
+def test_parse_poll_null_record_is_unknown() -> None:
+    with pytest.raises(RecordUnknown, match="u-9"):
+        parse_poll({"aiRecord": None}, "u-9")
+    assert parse_poll(record(), "u-1").finished
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "is_json"),
+    [
+        (b'{"message": "Invalid API key"}', "Invalid API key", True),
+        (b'{"error": {"message": "quota gone"}}', "quota gone", True),
+        (b'{"error": "bad prompt"}', "bad prompt", True),
+        (
+            b"<html><head><style>p{}</style><title>Attention</title></head>"
+            b"<body><h1>Just a moment&hellip;</h1>\n\n  <p>Checking   your browser</p>"
+            b"</body></html>",
+            "Attention Just a moment… Checking your browser",
+            False,
+        ),
+        (b"", "", False),
+    ],
+)
+def test_error_text_from_bodies(body: bytes, expected: str, is_json: bool) -> None:
+    assert error_text(body) == (expected, is_json)
+
+
+def test_error_text_is_cut_short() -> None:
+    message, _ = error_text(b"<p>" + b"word " * 500 + b"</p>")
+    assert len(message) <= 200 and message.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("message", "json_body", "expected"),
+    [
+        ("Just a moment", False, ServerError),  # a CDN challenge page: transient
+        ("", False, ServerError),  # empty body: transient
+        ("Invalid API key", True, KeyRejected),
+        ("permission denied", True, KeyRejected),
+        ("token expired", True, KeyRejected),
+        ("Unauthorized", False, ServerError),  # HTML even if it speaks of auth
+    ],
+)
+def test_403_is_not_always_the_key(message: str, json_body: bool, expected: type) -> None:
+    assert type(error_for_status(403, message, json_body=json_body)) is expected
+    assert type(error_for_status(401, message, json_body=json_body)) is KeyRejected
+
+
+def test_public_url_drops_query_and_credentials() -> None:
+    url = "https://user:pw@cdn.example.com:8443/p/a.png?X-Amz-Signature=abc#frag"
+    assert public_url(url) == "https://cdn.example.com:8443/p/a.png"

@@ -40,6 +40,7 @@ def test_every_line_has_ts_job_id_status(tmp_path: Path) -> None:
         "message": "no",
         "http_status": 400,
         "transient": False,
+        "uuid": None,
     }
 
 

@@ -88,6 +88,7 @@ def test_header_counts_and_failed_first(mixed_run: Path) -> None:
         "message": "502 Bad Gateway",
         "http_status": 502,
         "transient": False,
+        "uuid": None,
     }
     assert bad["attempts"] == 3
     assert bad["retries"] == {"server_error": 2}

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import RetrySettings
-from pipeline.errors import BadRequest, KeyRejected, RateLimited, ServerError
+from pipeline.errors import ApiError, BadRequest, KeyRejected, RateLimited, ServerError
 from pipeline.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
+from tests.fakes import FakeClient
+from tests.test_scheduler import Harness, make_jobs
 
 
 def policy(jitter: float = 0.0, rand: float = 0.0, **kw: float) -> RetryPolicy:
@@ -56,3 +60,19 @@ def test_announced_wait_is_the_capped_hint_the_throttle_pauses_for() -> None:
     # The call that got the 429 waits exactly what every worker would pause for.
     error = RateLimited("x", retry_after=3600)
     assert p.delay(error, 1) == p.announced_wait(error)
+
+
+async def test_scheduler_asks_the_policy_what_counts_as_an_attempt(tmp_path: Path) -> None:
+    """The scheduler does not re-implement the rule: a policy counting 429s changes attempts."""
+
+    class Counting429s(RetryPolicy):
+        @staticmethod
+        def counts_as_attempt(error: ApiError) -> bool:
+            return True
+
+    for policy, expected in ((RetryPolicy(), 1), (Counting429s(), 2)):
+        client = FakeClient()
+        client.fail("feature", RateLimited("HTTP 429", retry_after=1.0))
+        harness = Harness(tmp_path / type(policy).__name__, client, policy=policy)
+        await harness.run(make_jobs(tmp_path, 1))
+        assert harness.by_status("succeeded")[0]["attempts"] == expected

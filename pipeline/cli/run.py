@@ -109,6 +109,17 @@ def add_arguments(commands: Any) -> None:
     run.add_argument(
         "--max-credits", type=non_negative_float, help="stop before this run spends more"
     )
+    run.add_argument(
+        "--max-total-credits",
+        type=non_negative_float,
+        help="stop before the output folder's spend over all runs passes this",
+    )
+    run.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help='send "async": true and poll every record (concurrency bounds records outstanding)',
+    )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     run.add_argument(
         "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
@@ -167,6 +178,10 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.max_credits is not None:
         flags["max_credits"] = args.max_credits
+    if args.max_total_credits is not None:
+        flags["max_total_credits"] = args.max_total_credits
+    if args.asynchronous:
+        flags["submit"] = "async"
     return flags
 
 
@@ -307,7 +322,11 @@ async def _run(
             concurrency=settings.rate.concurrency,
             credits_for=load_credit_table().for_job,
             max_credits=settings.max_credits,
+            max_total_credits=settings.max_total_credits,
+            spent_before=ledger.credits_spent,
             retry_failed=args.retry_failed,
+            submit=settings.submit,
+            timeouts=settings.timeouts,
             mask_converter=mask_upload_bytes,
         )
         _install_signal_handlers(scheduler, writer)
@@ -332,6 +351,8 @@ def _settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str,
         "rpm": settings.rate.rpm,
         "max_attempts": settings.retry.max_attempts,
         "max_credits": settings.max_credits,
+        "max_total_credits": settings.max_total_credits,
+        "submit": settings.submit,
         "emulator": bool(args.emulator),
     }
 

@@ -25,6 +25,7 @@ from pipeline.events import (
     JobRetrying,
     JobStarted,
     JobSucceeded,
+    RecordFinished,
 )
 from pipeline.ledger.schema import (
     AssetRecord,
@@ -60,7 +61,11 @@ def record_for(event: Event) -> Record | None:
                 role: AssetRecord(path=a.path, digest=a.digest) for role, a in assets.items()
             }
             return Uploaded(job_id=job_id, key=key, assets=records)
-        case FeatureSubmitted(job_id=job_id, key=key, attempt=attempt, result=result):
+        # A record still processing is written with no result paths; when it finishes, the
+        # same uuid again with its paths (one purchase: the fold counts its credits once).
+        case FeatureSubmitted(job_id=job_id, key=key, attempt=attempt, result=result) | (
+            RecordFinished(job_id=job_id, key=key, attempt=attempt, result=result)
+        ):
             return Submitted(
                 job_id=job_id,
                 key=key,
@@ -98,7 +103,7 @@ def record_for(event: Event) -> Record | None:
                 key=event.key,
                 error=event.error,
                 attempts=event.attempts,
-                uuid=getattr(event, "uuid", None),
+                uuid=event.error.uuid,
             )
     return None
 

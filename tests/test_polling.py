@@ -1,0 +1,246 @@
+"""Records still processing (SPEC 1a): polled by uuid, never bought again. Nothing sleeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Timeouts
+from pipeline.errors import ServerError
+from pipeline.events import EventBus, FeatureSubmitted, JobStarted, RecordFinished
+from pipeline.ledger import LedgerWriter, ResumeState, read_ledger
+from pipeline.models import FeatureResult, PlannedJob
+from tests.fakes import FakeClient
+from tests.test_scheduler import Harness, make_jobs
+
+
+def test_timeouts_defaults() -> None:
+    timeouts = Timeouts()
+    assert (timeouts.processing, timeouts.poll_initial, timeouts.poll_max) == (900.0, 2.0, 10.0)
+
+
+async def test_processing_answers_buy_one_edit_per_job_and_poll_the_rest(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_calls = {c for c in range(1, 21) if c % 5 < 3}  # 60% of the calls
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=4)
+    jobs = make_jobs(tmp_path, 20)
+    _, stats = await harness.run(jobs)
+    assert stats.succeeded == 20
+    assert sorted(client.feature_calls) == sorted(j.job.id for j in jobs)  # one each
+    assert len(client.polls) == 12 * 4  # 3 unfinished answers + the finishing one per record
+    assert all(line["attempts"] == 1 for line in harness.by_status("succeeded"))
+    assert stats.counters["credits/estimated"] == 20 * 4000  # finishing is not a purchase
+
+
+async def test_uuid_is_in_the_ledger_before_the_first_poll(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    harness = Harness(tmp_path, client)
+    ledger_seen: list[int] = []
+    original = client.poll_result
+
+    async def poll(uuid: str) -> FeatureResult:
+        text = (harness.out / "ledger.jsonl").read_text()
+        ledger_seen.append(text.count(f'"uuid":"{uuid}"'))
+        return await original(uuid)
+
+    client.poll_result = poll  # type: ignore[method-assign]
+    await harness.run(make_jobs(tmp_path, 2))
+    assert ledger_seen and all(count >= 1 for count in ledger_seen)
+    submitted = harness.by_status("submitted")[0]
+    assert submitted["result_paths"] == [] and submitted["uuid"] == "rec-1"
+
+
+async def test_poll_waits_back_off_from_2_to_10_seconds(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    client.polls_needed = 8
+    harness = Harness(tmp_path, client, concurrency=1, rand=lambda: 0.0)
+    await harness.run(make_jobs(tmp_path, 1))
+    assert harness.sleeps.calls == [2.0, 3.0, 4.5, 6.75, 10.0, 10.0, 10.0, 10.0, 10.0]
+
+
+async def test_poll_jitter_comes_from_the_injected_random(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    client.polls_needed = 0
+    harness = Harness(tmp_path, client, concurrency=1, rand=lambda: 1.0)
+    await harness.run(make_jobs(tmp_path, 1))
+    assert harness.sleeps.calls == [1.6]  # 2 s scaled by 1 - 0.2
+
+
+async def test_async_mode_sends_async_on_every_call(tmp_path: Path) -> None:
+    client = FakeClient()
+    harness = Harness(tmp_path, client, submit="async")
+    _, stats = await harness.run(make_jobs(tmp_path, 5))
+    assert stats.succeeded == 5 and client.async_flags == [True] * 5
+    assert len(client.polls) == 5 * 3
+
+
+async def test_transient_poll_errors_are_retried_without_buying(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    client.fail("poll", ServerError("HTTP 502", 502), ServerError("HTTP 503", 503))
+    harness = Harness(tmp_path, client, concurrency=1)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1 and len(client.feature_calls) == 1
+    assert stats.counters["retry/step/poll"] == 2
+    assert harness.by_status("succeeded")[0]["attempts"] == 3  # 1 call + 2 failed polls
+
+
+async def test_failed_record_is_bought_again_within_max_attempts(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_calls = {1}
+    client.poll_outcome["rec-1"] = "FAILURE"
+    harness = Harness(tmp_path, client, max_attempts=3)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.succeeded == 1 and len(client.feature_calls) == 2
+    assert harness.by_status("succeeded")[0]["attempts"] == 2
+
+
+async def test_record_failing_every_time_fails_the_job(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    client.poll_outcome.update({f"rec-{i}": "FAILURE" for i in range(1, 10)})
+    harness = Harness(tmp_path, client, max_attempts=3)
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.failed == 1 and len(client.feature_calls) == 3
+    failed = harness.by_status("failed")[0]
+    assert failed["error"]["kind"] == "record_failed" and failed["attempts"] == 3  # type: ignore[index]
+
+
+async def test_processing_timeout_fails_the_job_with_its_uuid(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    client.poll_outcome["rec-1"] = "NEVER"
+    harness = Harness(tmp_path, client, timeouts=replace(Timeouts(), processing=60.0))
+    _, stats = await harness.run(make_jobs(tmp_path, 1))
+    assert stats.failed == 1 and len(client.feature_calls) == 1  # never bought again
+    failed = harness.by_status("failed")[0]
+    assert failed["error"]["kind"] == "processing_timeout"  # type: ignore[index]
+    assert "rec-1" in failed["error"]["message"]  # type: ignore[index]
+    assert sum(harness.sleeps.calls) == 60.0  # the deadline bounds the waiting
+
+
+@dataclass
+class Pending:
+    result: FeatureResult
+    credits: int | None
+    attempts: int
+
+
+def resume_with_processing_record(out: Path, jobs: list[PlannedJob]) -> ResumeState:
+    """The real ledger after a kill while each job's record was still processing: its
+    ``submitted`` line carries the uuid and no result paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    with LedgerWriter(out / "ledger.jsonl") as writer:
+        for planned in jobs:
+            writer(JobStarted(planned))
+            result = FeatureResult(f"rec-old-{planned.job.id}", (), finished=False)
+            writer(FeatureSubmitted(planned.job.id, planned.key, 1, result, 4000))
+    return read_ledger(out / "ledger.jsonl").resume()
+
+
+async def test_resumed_record_without_paths_is_polled_never_bought(tmp_path: Path) -> None:
+    from pipeline.config import RateLimit
+    from pipeline.retry import RetryPolicy
+    from pipeline.scheduler import Scheduler
+    from pipeline.store import Store
+    from pipeline.throttle import Throttle
+    from tests.test_scheduler import Sleeps
+
+    client = FakeClient()
+    jobs = make_jobs(tmp_path, 3)
+    for planned in jobs:
+        client.remember(f"rec-old-{planned.job.id}", planned.job, polls_needed=1)
+    store = Store(tmp_path / "out")
+    store.prepare()
+    bus, events = EventBus(), []
+    bus.subscribe(events.append)
+    sleeps = Sleeps()
+    scheduler = Scheduler(
+        client,  # type: ignore[arg-type]
+        store,
+        bus,
+        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
+        RetryPolicy(),
+        resume_with_processing_record(tmp_path / "out", jobs),
+        concurrency=2,
+        credits_for=lambda job: 4000,
+        sleep=sleeps,
+        clock=sleeps.clock,
+    )
+    outcome = await scheduler.run(jobs)
+    assert outcome.stop_reason is None
+    assert client.feature_calls == [] and client.uploads == []
+    assert sorted(set(client.polls)) == sorted(f"rec-old-{j.job.id}" for j in jobs)
+    finished = [e for e in events if isinstance(e, RecordFinished)]
+    assert len(finished) == 3 and all(e.result.result_paths for e in finished)
+    assert not any(isinstance(e, FeatureSubmitted) for e in events)
+    assert scheduler.credits_spent == 0
+    assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
+
+
+async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
+    """Uploads, feature calls and polls share one budget; downloads do not (SPEC 1a)."""
+    from pipeline.config import RateLimit
+    from pipeline.throttle import Throttle
+
+    acquired: list[str] = []
+
+    class CountingThrottle(Throttle):
+        async def acquire(self) -> None:
+            acquired.append("x")
+            await super().acquire()
+
+    client = FakeClient()
+    client.processing_all = True
+    client.polls_needed = 1
+    harness = Harness(tmp_path, client, concurrency=1, throttle=CountingThrottle(RateLimit(rpm=0)))
+    _, stats = await harness.run(make_jobs(tmp_path, 3, shared_image=False))
+    assert stats.succeeded == 3
+    requests = len(client.uploads) + len(client.feature_calls) + len(client.polls)
+    assert len(client.fetches) == 3 and requests == 3 + 3 + 6
+    assert len(acquired) == requests
+
+
+def test_submit_setting_is_sync_or_async() -> None:
+    from pipeline.config import ConfigError, Settings, apply
+
+    assert Settings().submit == "sync"
+    assert apply(Settings(), {"submit": "async"}).submit == "async"
+    with pytest.raises(ConfigError, match="submit"):
+        apply(Settings(), {"submit": "later"})
+
+
+async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> None:
+    """``{"aiRecord": null}`` on resume: nothing exists to fetch, so buying is not paying twice."""
+    from pipeline.config import RateLimit
+    from pipeline.retry import RetryPolicy
+    from pipeline.scheduler import Scheduler
+    from pipeline.store import Store
+    from pipeline.throttle import Throttle
+    from tests.test_scheduler import Sleeps
+
+    client = FakeClient()  # remembers no old record: every poll answers RecordUnknown
+    jobs = make_jobs(tmp_path, 2)
+    store = Store(tmp_path / "out")
+    store.prepare()
+    sleeps = Sleeps()
+    scheduler = Scheduler(
+        client,  # type: ignore[arg-type]
+        store,
+        EventBus(),
+        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
+        RetryPolicy(),
+        resume_with_processing_record(tmp_path / "out", jobs),
+        concurrency=1,
+        sleep=sleeps,
+        clock=sleeps.clock,
+    )
+    await scheduler.run(jobs)
+    assert len(client.polls) == 2 and sorted(client.feature_calls) == ["job-0", "job-1"]
+    assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
