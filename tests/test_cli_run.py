@@ -95,3 +95,16 @@ def test_an_emulator_option_combination_argparse_cannot_check_is_one_line(
     assert main(["emulator", "--rpm-limit", "5", "--window-seconds", "3", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("error: pipeline emulator: rpm_limit")
+
+
+def test_doctor_through_the_cli_spends_nothing_and_says_what_it_found(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import main
+
+    with emulator_thread() as emulator:
+        assert run_cli(["doctor"], emulator.env, monkeypatch) == 0
+        assert emulator.calls("features", None) == []  # no credit spent
+    out = capsys.readouterr().out
+    assert "ready" in out and emulator.env["ONEMIN_API_KEY"] not in out
+    assert main(["doctor", "--api-base", "http://127.0.0.1:9"]) == 1  # no key, or unreachable

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,8 @@ from typing import Any
 import orjson
 
 from pipeline.cli.codes import ExitCode
+from pipeline.cli.options import http_url
+from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
 from pipeline.errors import ManifestError, PipelineError
 from pipeline.ledger import LEDGER_NAME
 from pipeline.manifest import load_manifest
@@ -35,6 +40,19 @@ def add_arguments(commands: Any) -> None:
     )
     status.add_argument("--json", action="store_true", help="every job's state as JSON")
     status.set_defaults(handler=command_status)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the key, the API and asset hosts and the settings; spends no credit",
+        epilog="exit codes: 0 all is well, 3 key rejected (or no credits), 1 unreachable",
+    )
+    doctor.add_argument("--config", type=Path, help="settings file (see configs/)")
+    doctor.add_argument("--api-base", type=http_url, help="API base URL")
+    doctor.add_argument("--asset-base", type=http_url, help="asset host base URL")
+    doctor.add_argument(
+        "--emulator", action="store_true", help="check against the built-in emulator (no key)"
+    )
+    doctor.set_defaults(handler=command_doctor)
 
     report = commands.add_parser("report", help="write OUT_DIR/report.html to review a run")
     report.add_argument("out", type=Path, metavar="OUT_DIR")
@@ -87,6 +105,26 @@ def _manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
         return None, None
     jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
     return jobs, manifest.display_name
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    flags = {"endpoints": {"api_base": args.api_base, "asset_base": args.asset_base}}
+    settings = load_settings(args.config, os.environ, flags)
+    return asyncio.run(_doctor(settings, args.emulator))
+
+
+async def _doctor(settings: Settings, emulator: bool) -> int:
+    from pipeline.doctor import run_doctor
+
+    if not emulator:
+        key = os.environ.get(KEY_ENV) or None
+        return await run_doctor(settings.endpoints, key, settings.timeouts, sys.stdout)
+    from pipeline.emulator import EmulatorConfig, EmulatorServer
+
+    key = secrets.token_urlsafe(16)  # a throwaway key for a throwaway server
+    async with EmulatorServer(EmulatorConfig(api_key=key)) as server:
+        endpoints = Endpoints(server.api_base, server.asset_base)
+        return await run_doctor(endpoints, key, settings.timeouts, sys.stdout)
 
 
 def command_report(args: argparse.Namespace) -> int:
