@@ -647,8 +647,9 @@ class Scheduler:
 
         async def attempt() -> tuple[Path, str, int]:
             try:
-                size = await self._client.fetch_result(result, index, temp)
-                return temp, check_image(temp, expected), size
+                await self._client.fetch_result(result, index, temp)
+                extension = check_image(temp, expected)
+                return temp, extension, self._store.mark_provenance(temp)
             except OSError as exc:
                 # Writing the temporary file failed (disk full, ...): the client turns every
                 # network OSError into an ApiError, so this one is local. Stop, resumable.

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline import __version__
 from pipeline.durability import Syncer, fsync_dir
 from pipeline.errors import BadResponse, StoreError
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+CREATOR_TOOL = f"onemin-pipeline {__version__}"  # xmp:CreatorTool of every delivered image
 TEMP_PREFIX = ".part-"
 SUPERSEDED_DIR = ".superseded"
 MAX_RESULT_PIXELS = 64_000_000
@@ -109,6 +111,27 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
         return folder / f"{TEMP_PREFIX}{label}-{secrets.token_hex(4)}"
+
+    @staticmethod
+    def mark_provenance(temp: Path) -> int:
+        """Add the AI-edit XMP packet (SPEC 4) to a checked result, without re-encoding it.
+
+        The metadata chunk or segment is inserted between the file's own byte ranges; the file
+        is rewritten under a temporary name of the same family (swept if a run dies here) and
+        renamed over the original. Returns the file's new size.
+        """
+        from pipeline.provenance import provenance_pieces
+
+        data = temp.read_bytes()
+        pieces = provenance_pieces(data, creator_tool=CREATOR_TOOL)
+        if pieces is None:  # already marked exactly so
+            return len(data)
+        marked = temp.with_name(temp.name + "-xmp")
+        with marked.open("wb") as handle:
+            handle.writelines(pieces)
+            size = handle.tell()
+        os.replace(marked, temp)
+        return size
 
     @staticmethod
     def discard(temp: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.provenance import read_provenance
 from tests.e2e_helpers import (
     Expected,
     assert_outputs_whole,
@@ -34,6 +35,11 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
         args = ["run", str(manifest), "--out", str(out), *FAST]
         assert run_cli(args, emulator.env, monkeypatch) == 0
         assert_outputs_whole(out, {f"sku-{j:04d}": Expected(2, (1024, 1024)) for j in range(12)})
+        # Every delivered image says it was AI-edited (SPEC 4), its pixels untouched.
+        marked = read_provenance((out / "sku-0000" / "0.png").read_bytes())
+        assert marked is not None and marked["digital_source_type"].endswith(
+            "compositeWithTrainedAlgorithmicMedia"
+        )
         assert len(emulator.calls("features")) == 12
         # 3 photos + 3 byte-identical masks: uploads go by content, so 4
         assert len(emulator.calls("assets")) == 4
