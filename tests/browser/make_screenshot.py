@@ -28,7 +28,11 @@ def shoot(out_dir: Path, png: Path) -> Path:
             page = browser.new_page(viewport=WINDOW)
             page.goto(report.as_uri())
             wait_ready(page)
-            page.wait_for_load_state("load")
+            # Lazily loaded images in view: wait until each has decoded (or failed).
+            page.wait_for_function(
+                "[...document.images].filter((i) => i.getBoundingClientRect().top < innerHeight)"
+                ".every((i) => i.complete)"
+            )
             page.screenshot(path=str(png))
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
