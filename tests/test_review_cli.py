@@ -98,7 +98,7 @@ async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -
         row = next(row for row in again["jobs"] if row[0] == "j0")
         assert row[again["fields"].index("decision")][:2] == ["rejected", "crooked"]
         # Thumbnails are made on first request; outputs come from OUT; nothing else does.
-        thumb = next(row[5]["thumb"] for row in again["jobs"] if row[5].get("thumb"))
+        thumb = next(source["thumb"] for source in again["sources"] if source.get("thumb"))
         assert (await client.get(f"/.thumbs/{thumb}")).status == 200
         assert (await client.get("/j0/0.png")).status == 200
         for path in ("/ledger.jsonl", "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.raw/x.png"):

@@ -33,9 +33,12 @@ def payload_of(page: str) -> dict[str, Any]:
     return json.loads(match.group(1))
 
 
-def as_job(fields: list[str], row: list[Any], thumbs: str) -> dict[str, Any]:
-    """A row as the script sees it: named fields, outputs and mask as objects, thumb links."""
-    job = dict(zip(fields, row, strict=True))
+def as_job(payload: dict[str, Any], row: list[Any]) -> dict[str, Any]:
+    """A row as the script sees it: named fields, tables resolved, outputs and mask as objects."""
+    job = dict(zip(payload["fields"], row, strict=True))
+    job["source"] = dict(payload["sources"][job["source"]])
+    job["params"] = payload["params"][job["params"]] if job["params"] is not None else {}
+    thumbs = payload["thumbs"]
     job["outputs"] = [{"label": a, "full": f, "note": n} for a, f, n in job["outputs"]]
     if job["mask"]:
         job["mask"] = {"kind": job["mask"][0], "label": job["mask"][1]}
@@ -47,7 +50,7 @@ def as_job(fields: list[str], row: list[Any], thumbs: str) -> dict[str, Any]:
 
 def page_data(page: str) -> dict[str, Any]:
     payload = payload_of(page)
-    payload["jobs"] = [as_job(payload["fields"], row, payload["thumbs"]) for row in payload["jobs"]]
+    payload["jobs"] = [as_job(payload, row) for row in payload["jobs"]]
     return payload
 
 
@@ -265,8 +268,9 @@ def test_a_shared_source_and_mask_are_thumbnailed_once(tmp_path: Path) -> None:
 
     payload, _ = build_payload(out)
     assert len(thumbs_of(out)) == 2
-    sources = {json.dumps(row[5], sort_keys=True) for row in payload["jobs"]}
-    assert len(sources) == 1
+    assert len(payload["sources"]) == 1
+    assert {row[5] for row in payload["jobs"]} == {0}
+    assert len(payload["params"]) == 1  # the same parameters, named once
 
 
 def test_pending_manifest_jobs_are_listed_after_the_ledger_jobs(mixed_run: Path) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,14 @@ def safe_parts(relative: str) -> list[str] | None:
     return parts
 
 
+_PLAIN = re.compile(r"^[A-Za-z0-9._~/-]*$")
+
+
 def url_of(parts: Iterable[str]) -> str:
-    return "/".join(quote(part) for part in parts)
+    joined = "/".join(parts)
+    if _PLAIN.match(joined):  # the common case: nothing to escape, skip quote() per part
+        return joined
+    return "/".join(quote(part) for part in joined.split("/"))
 
 
 class PageData:
@@ -61,8 +68,14 @@ class PageData:
     def __init__(self, out_dir: Path, thumbs: Thumbnailer) -> None:
         self.root = os.path.abspath(out_dir)
         self.thumbs = thumbs
-        # A catalog often shares one mask or backdrop between many jobs: stat each file once.
+        # A catalog often shares one mask or backdrop between many jobs: stat each file once,
+        # and describe each distinct (image, mask) pair once.
         self._stats: dict[str, os.stat_result | None] = {}
+        # Rows refer to these tables by index: a 100,000-job payload names each once.
+        self.sources: list[dict[str, Any]] = []
+        self.params: list[dict[str, Any]] = []
+        self._inputs: dict[tuple[object, object, bool], tuple[int, Input]] = {}
+        self._params_index: dict[bytes, int] = {}
 
     def stat(self, path: str) -> os.stat_result | None:
         if path not in self._stats:
@@ -81,16 +94,15 @@ class PageData:
         parameters = details.get("parameters")
         parameters = dict(parameters) if isinstance(parameters, dict) else {}
         prompt = parameters.pop("prompt", "")
-        source = resolve_input(details.get("image"), self.stat)
-        mask = resolve_input(details.get("mask"), self.stat)
+        source, mask = self._inputs_of(details.get("image"), details.get("mask"), thumbs)
         applies = decision is not None and decision.applies_to(view.key)
         return [
             view.job_id,
             view.status,
             str(details.get("feature") or ""),
             str(prompt),
-            parameters or None,
-            self._source(source, mask, thumbs),
+            self._params_of(parameters),
+            source,
             None if mask.kind == "none" else [mask.kind, mask.label],
             [self._output(relative) for relative in view.outputs],
             view.error,
@@ -101,6 +113,24 @@ class PageData:
             view.key,
             [decision.decision, decision.note, decision.ts] if decision and applies else None,
         ]
+
+    def _inputs_of(self, image: object, mask: object, thumbs: bool) -> tuple[int, Input]:
+        """The index of the page's source entry, and the mask: once per distinct pair."""
+        key = (image, mask, thumbs)
+        if key not in self._inputs:
+            source, mask_input = resolve_input(image, self.stat), resolve_input(mask, self.stat)
+            self.sources.append(self._source(source, mask_input, thumbs))
+            self._inputs[key] = (len(self.sources) - 1, mask_input)
+        return self._inputs[key]
+
+    def _params_of(self, parameters: dict[str, Any]) -> int | None:
+        if not parameters:
+            return None
+        key = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
+        if key not in self._params_index:
+            self.params.append(parameters)
+            self._params_index[key] = len(self.params) - 1
+        return self._params_index[key]
 
     def _source(self, source: Input, mask: Input, thumbs: bool) -> dict[str, Any]:
         image: dict[str, Any] = {"label": source.label, "kind": source.kind}
@@ -129,10 +159,9 @@ class PageData:
             return [label, None, "missing"]
         return [label, url_of(parts or []), None]
 
-    def finish(self, rows: Iterable[list[Any]]) -> None:
+    def finish(self) -> None:
         """After the thumbnails were made: failures become placeholders."""
-        for row in rows:
-            image = row[5]
+        for image in self.sources:
             if image.get("thumb") and self.thumbs.url(image["thumb"]) is None:
                 image.pop("thumb"), image.pop("plain", None)
                 image["note"] = "unreadable"
@@ -150,8 +179,9 @@ def build_payload(
     make_thumbs: bool = True,
     live: bool = False,
 ) -> tuple[dict[str, Any], Thumbnailer]:
-    """The page's one JSON payload: ``{header, fields, jobs, live}``; thumbnails named (and made
-    when ``make_thumbs``; the server makes them on request instead)."""
+    """The page's one JSON payload: ``{header, fields, jobs, sources, params, live}``.
+
+    Thumbnails are named, and made when ``make_thumbs`` (the server makes them on request)."""
     view = read_ledger_view(out_dir / LEDGER_NAME)
     header = header_data(out_dir, view, read_summary(out_dir))
     decisions = read_decisions(out_dir)
@@ -173,26 +203,33 @@ def build_payload(
     if make_thumbs:
         thumbs.run()
         thumbs.prune()
-        data.finish(rows)
+        data.finish()
     header["pending"] = sum(1 for row in rows if row[1] == "pending")
-    header["decisions"] = _decision_counts(rows)
     payload = {
         "header": header,
         "fields": FIELDS,
         "jobs": rows,
+        "sources": data.sources,  # row[5] indexes this
+        "params": data.params,  # row[4] indexes this (or is null)
         "thumbs": THUMBS_DIR + "/",
         "live": live,
         "run_key": f"{header['title']}|{header.get('started_at') or ''}",
     }
+    apply_decisions(payload, decisions)
     return payload, thumbs
 
 
-def _decision_counts(rows: Sequence[list[Any]]) -> dict[str, int]:
+def apply_decisions(payload: dict[str, Any], decisions: dict[str, Decision]) -> None:
+    """Put each job's decision (when made for its current content) into its row and the header."""
     counts = {"approved": 0, "rejected": 0}
-    for row in rows:
-        if row[14]:
-            counts[row[14][0]] = counts.get(row[14][0], 0) + 1
-    return counts
+    for row in payload["jobs"]:
+        decision = decisions.get(row[0])
+        if decision is not None and decision.applies_to(row[13]):
+            row[14] = [decision.decision, decision.note, decision.ts]
+            counts[decision.decision] += 1
+        else:
+            row[14] = None
+    payload["header"]["decisions"] = counts
 
 
 def embed_json(data: object) -> str:

@@ -18,8 +18,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline.review.decisions import DECISIONS, record_decisions
-from pipeline.review.page import ManifestJob, build_payload, render_page, safe_parts, static_text
+from pipeline.ledger import LEDGER_NAME
+from pipeline.review.decisions import DECISIONS, read_decisions, record_decisions
+from pipeline.review.page import (
+    ManifestJob,
+    apply_decisions,
+    build_payload,
+    render_page,
+    safe_parts,
+    static_text,
+)
 from pipeline.review.thumbs import THUMB_NAME, THUMBS_DIR, Thumbnailer
 
 IMAGE_TYPES = {
@@ -43,6 +51,9 @@ class ReviewApp:
         self.manifest_jobs = manifest_jobs
         self.thumbs: Thumbnailer | None = None
         self.keys: dict[str, str | None] = {}  # job id -> current content key
+        # The ledger-derived part is rebuilt only when the ledger changed (a run going on);
+        # decisions are read again at every request.
+        self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -68,11 +79,21 @@ class ReviewApp:
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     def _payload(self) -> dict[str, Any]:
+        signature = _signature(self.out_dir / LEDGER_NAME)
+        if self._cached is not None and self._cached[0] == signature:
+            payload = self._cached[1]
+            apply_decisions(payload, read_decisions(self.out_dir))
+            return payload
         jobs = self.manifest_jobs() if self.manifest_jobs else None
         payload, thumbs = build_payload(self.out_dir, jobs, make_thumbs=False, live=True)
         self.thumbs = thumbs
         self.keys = {row[0]: row[13] for row in payload["jobs"]}
+        self._cached = (signature, payload)
         return payload
+
+    def warm(self) -> None:
+        """Build the page's data before the URL is printed, so the first open is fast."""
+        self._payload()
 
     async def decisions(self, request: web.Request) -> web.Response:
         try:
@@ -80,8 +101,7 @@ class ReviewApp:
             entries = parse_decisions(body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return web.Response(status=400, text=str(exc))
-        if not self.keys:
-            await asyncio.to_thread(self._payload)
+        await asyncio.to_thread(self._payload)  # the current keys (cached unless the run moved)
         unknown = [job_id for job_id, _, _, _ in entries if job_id not in self.keys]
         if unknown:
             return web.Response(status=400, text="unknown job ids: " + ", ".join(unknown[:20]))
@@ -121,6 +141,14 @@ class ReviewApp:
         return web.FileResponse(real, headers={"Content-Type": kind})
 
 
+def _signature(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
 def parse_decisions(body: object) -> list[tuple[str, str | None, str, str]]:
     """``{"decisions": [{job_id, decision, note?}, ...]}`` -> (job_id, key, decision, note)."""
     items = body.get("decisions") if isinstance(body, dict) else None
@@ -145,7 +173,9 @@ async def serve(
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until cancelled; ``ready`` gets the page's URL once the socket listens."""
-    runner = web.AppRunner(ReviewApp(out_dir, manifest_jobs).app(), access_log=None)
+    review = ReviewApp(out_dir, manifest_jobs)
+    await asyncio.to_thread(review.warm)
+    runner = web.AppRunner(review.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -11,7 +11,8 @@
   const $ = (id) => document.getElementById(id);
   const grid = $("grid"), more = $("more"), count = $("count");
   const state = {status: "all", feature: "all", query: "", decision: "all", rejectedOnly: false};
-  let DATA, JOBS, BY_ID, matches = [], shown = 0, storeKey = "";
+  // Rows stay as they came (compact arrays); a row becomes a job object only when drawn.
+  let DATA, ROWS, COL, CACHE, SEARCH = null, BY_ID = null, matches = [], shown = 0, storeKey = "";
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -19,19 +20,32 @@
     if (text !== undefined && text !== null) node.textContent = String(text);
     return node;
   }
-  const group = (job) => UNFINISHED.has(job.status) ? "unfinished" : job.status;
+  const groupOf = (status) => UNFINISHED.has(status) ? "unfinished" : status;
+  const group = (job) => groupOf(job.status);
   const decisionOf = (job) => job.decision ? job.decision[0] : null;
+  const rowDecision = (row) => row[COL.decision] ? row[COL.decision][0] : null;
 
-  function toJob(row) {
-    const job = {};
-    DATA.fields.forEach((name, i) => { job[name] = row[i]; });
+  function jobAt(index) {
+    if (CACHE[index]) return CACHE[index];
+    const row = ROWS[index];
+    const job = {index};
+    DATA.fields.forEach((name, i) => { if (name !== "decision") job[name] = row[i]; });
+    // The decision lives in the row, so filters (which read rows) see every change.
+    Object.defineProperty(job, "decision", {get: () => row[COL.decision],
+      set: (value) => { row[COL.decision] = value; }});
     job.outputs = (job.outputs || []).map(([label, full, note]) => ({label, full, note}));
-    const source = job.source || {note: "none"};
+    const source = Object.assign({}, DATA.sources[job.source] || {note: "none"});
     for (const key of ["thumb", "plain"]) if (source[key]) source[key] = DATA.thumbs + source[key];
     job.source = source;
+    job.params = job.params === null ? {} : DATA.params[job.params];
     if (job.mask) job.mask = {kind: job.mask[0], label: job.mask[1]};
-    job.search = (job.id + "\n" + (job.prompt || "")).toLowerCase();
+    CACHE[index] = job;
     return job;
+  }
+
+  function indexOf(id) {
+    if (!BY_ID) BY_ID = new Map(ROWS.map((row, i) => [row[COL.id], i]));
+    return BY_ID.get(id);
   }
 
   // -- header -------------------------------------------------------------------------------
@@ -128,18 +142,22 @@
   }
 
   // -- filters ------------------------------------------------------------------------------
-  function matchesFilters(job) {
-    if (state.status !== "all" && group(job) !== state.status) return false;
-    if (state.feature !== "all" && job.feature !== state.feature) return false;
-    const decision = decisionOf(job);
+  function matchesFilters(row, index) {
+    if (state.status !== "all" && groupOf(row[COL.status]) !== state.status) return false;
+    if (state.feature !== "all" && row[COL.feature] !== state.feature) return false;
+    const decision = rowDecision(row);
     if (state.rejectedOnly && decision !== "rejected") return false;
     if (state.decision !== "all" && (decision || "none") !== state.decision) return false;
-    if (state.query && !job.search.includes(state.query)) return false;
+    if (state.query) {
+      if (!SEARCH) SEARCH = ROWS.map((r) => (r[COL.id] + "\n" + (r[COL.prompt] || "")).toLowerCase());
+      if (!SEARCH[index].includes(state.query)) return false;
+    }
     return true;
   }
 
   function apply() {
-    matches = JOBS.filter(matchesFilters);
+    matches = [];
+    for (let i = 0; i < ROWS.length; i++) if (matchesFilters(ROWS[i], i)) matches.push(i);
     shown = 0;
     grid.replaceChildren();
     renderMore();
@@ -151,14 +169,14 @@
   function renderMore() {
     const end = Math.min(shown + PAGE_SIZE, matches.length);
     const batch = document.createDocumentFragment();
-    for (let i = shown; i < end; i++) batch.append(card(matches[i]));
+    for (let i = shown; i < end; i++) batch.append(card(jobAt(matches[i])));
     grid.append(batch);
     shown = end;
     more.hidden = shown >= matches.length;
     $("empty").hidden = matches.length > 0;
     count.textContent = "showing " + shown.toLocaleString("en-US") + " of " +
-      matches.length.toLocaleString("en-US") + (matches.length === JOBS.length ? " jobs" :
-      " matching (" + JOBS.length.toLocaleString("en-US") + " jobs)");
+      matches.length.toLocaleString("en-US") + (matches.length === ROWS.length ? " jobs" :
+      " matching (" + ROWS.length.toLocaleString("en-US") + " jobs)");
   }
 
   function syncControls() {
@@ -342,8 +360,10 @@
     try {
       const saved = JSON.parse(localStorage.getItem(storeKey) || "{}");
       for (const [id, decision] of Object.entries(saved)) {
-        const job = BY_ID.get(id);
-        if (job && ["approved", "rejected"].includes(decision)) job.decision = [decision, "", ""];
+        const index = indexOf(id);
+        if (index !== undefined && ["approved", "rejected"].includes(decision)) {
+          ROWS[index][COL.decision] = [decision, "", ""];
+        }
       }
     } catch (error) { /* private mode or mangled storage: start from the recorded ones */ }
   }
@@ -351,7 +371,10 @@
   function saveLocal() {
     if (DATA.live) return;
     const saved = {};
-    for (const job of JOBS) if (job.decision && job.decision[2] === "") saved[job.id] = job.decision[0];
+    for (const row of ROWS) {
+      const decision = row[COL.decision];
+      if (decision && decision[2] === "") saved[row[COL.id]] = decision[0];
+    }
     try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch (error) { }
   }
 
@@ -403,16 +426,17 @@
   }
 
   function bulk(decision) {
-    const targets = matches.slice();
+    const targets = matches.map(jobAt);
     if (!targets.length) return;
     decide(targets, decision).then(() => {
       for (const article of grid.querySelectorAll("article.card")) {
-        paintCard(BY_ID.get(article.dataset.jobId), article);
+        paintCard(jobAt(indexOf(article.dataset.jobId)), article);
       }
     });
   }
 
-  const idsWith = (decision) => JOBS.filter((job) => decisionOf(job) === decision).map((j) => j.id);
+  const idsWith = (decision) => ROWS.filter((row) => rowDecision(row) === decision)
+    .map((row) => row[COL.id]);
 
   function syncDecided() {
     const ids = idsWith("rejected");
@@ -489,11 +513,12 @@
 
   // -- wiring -------------------------------------------------------------------------------
   function wire() {
-    const counts = {all: JOBS.length, failed: 0, unfinished: 0, succeeded: 0, pending: 0};
+    const counts = {all: ROWS.length, failed: 0, unfinished: 0, succeeded: 0, pending: 0};
     const features = new Set();
-    for (const job of JOBS) {
-      counts[group(job)] = (counts[group(job)] || 0) + 1;
-      if (job.feature) features.add(job.feature);
+    for (const row of ROWS) {
+      const name = groupOf(row[COL.status]);
+      counts[name] = (counts[name] || 0) + 1;
+      if (row[COL.feature]) features.add(row[COL.feature]);
     }
     for (const button of document.querySelectorAll("#status button")) {
       button.textContent += " " + (counts[button.dataset.status] || 0).toLocaleString("en-US");
@@ -542,9 +567,12 @@
 
   async function load() {
     const inline = $("report-data");
+    performance.mark("script");
     DATA = inline ? JSON.parse(inline.textContent) : await (await fetch("api/data")).json();
-    JOBS = DATA.jobs.map(toJob);
-    BY_ID = new Map(JOBS.map((job) => [job.id, job]));
+    performance.mark("parsed");
+    ROWS = DATA.jobs;
+    COL = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
+    CACHE = new Array(ROWS.length);
     storeKey = "pipeline-report:decisions:" + DATA.run_key;
     if (!DATA.live) $("live-status").textContent = "read-only: decisions are exported as JSON";
     loadLocal();
@@ -553,6 +581,7 @@
     readHash();
     apply();
     syncDecided();
+    performance.mark("ready");
     document.body.dataset.ready = "1";
   }
   load();
