@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -406,3 +407,34 @@ def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
     write_report(out)
     assert calls == []  # the report found every thumbnail already made
     assert sorted(p.name for p in (out / ".thumbs").iterdir()) == made_during_run
+
+
+def test_closing_the_prefetcher_drops_queued_thumbnails(tmp_path: Path) -> None:
+    """An interrupted run does not wait for the thumbnail queue: close() cancels what is queued."""
+    from pipeline.events import JobStarted
+    from pipeline.models import InputRef, Job, PlannedJob
+    from pipeline.review.thumbs import Thumbnailer, ThumbnailPrefetcher
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gate = threading.Event()
+    original = Thumbnailer.make
+
+    def slow_make(self: Thumbnailer, task: Any) -> bool:
+        gate.wait(10)  # the first task holds the one worker until close() has been called
+        return original(self, task)
+
+    prefetcher = ThumbnailPrefetcher(out)
+    prefetcher._thumbs.make = slow_make.__get__(prefetcher._thumbs)  # type: ignore[method-assign]
+    for i in range(20):
+        Image.new("RGB", (40, 30), (i * 10, 0, 0)).save(tmp_path / f"s{i}.png")
+        job = Job(f"j{i}", Feature.BACKGROUND, InputRef("file", str(tmp_path / f"s{i}.png")), "p")
+        prefetcher(JobStarted(PlannedJob(job, "k")))
+    closing = threading.Thread(target=prefetcher.close)
+    closing.start()
+    prefetcher._thumbs.cancelled.wait(10)  # close() has begun: now let the worker go on
+    gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    # Every task that reached the worker after close() returned without decoding anything.
+    assert list((out / ".thumbs").iterdir()) == []
