@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pipeline.ledger import LEDGER_NAME
 from pipeline.review.decisions import record_decisions
 from pipeline.review.view import read_ledger_view
+
+if TYPE_CHECKING:
+    from pipeline.review.page import ManifestJob
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_PORT = 8765
@@ -78,14 +81,17 @@ def _no_ledger(out_dir: Path) -> str | None:
 # -- report -------------------------------------------------------------------------------------
 
 
-def command_report(args: argparse.Namespace) -> int:
+def command_report(
+    args: argparse.Namespace, manifest_jobs: Iterable[ManifestJob] | None = None
+) -> int:
+    """Write report.html; with ``manifest_jobs`` the jobs not run yet are listed too."""
     from pipeline.review.page import write_report
 
     missing = _no_ledger(args.out)
     if missing:
         return _fail(missing)
     try:
-        print(write_report(args.out))
+        print(write_report(args.out, manifest_jobs))
     except OSError as exc:
         return _fail(f"cannot write the report in {args.out}: {exc.strerror or exc}", EXIT_FAILED)
     return EXIT_OK
@@ -109,15 +115,20 @@ def read_from_file(path: Path) -> tuple[list[str], list[str], str]:
         rejected, approved = data.get("rejected") or [], data.get("approved") or []
         if not all(isinstance(i, str) for i in [*rejected, *approved]):
             raise ValueError(f"{path}: 'rejected' and 'approved' must be lists of job ids")
-        note = data.get("note") if isinstance(data.get("note"), str) else ""
-        return list(rejected), list(approved), note
+        note = data.get("note")
+        return list(rejected), list(approved), note if isinstance(note, str) else ""
     if isinstance(data, list) and all(isinstance(i, str) for i in data):
         return list(data), [], ""
     lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line and not line.startswith("#")], [], ""
 
 
-def command_review(args: argparse.Namespace) -> int:
+def command_review(
+    args: argparse.Namespace, manifest_jobs: Callable[[], Iterable[ManifestJob]] | None = None
+) -> int:
+    """Record decisions given on the command line, else serve the page (until Ctrl-C).
+
+    ``manifest_jobs`` (called at each page load) adds the manifest's jobs not run yet."""
     missing = _no_ledger(args.out)
     if missing:
         return _fail(missing)
@@ -133,7 +144,7 @@ def command_review(args: argparse.Namespace) -> int:
         note = note or file_note
     if rejected or approved:
         return record(args.out, rejected, approved, note)
-    return serve_page(args)
+    return serve_page(args, manifest_jobs)
 
 
 def record(out_dir: Path, rejected: list[str], approved: list[str], note: str) -> int:
@@ -155,14 +166,16 @@ def record(out_dir: Path, rejected: list[str], approved: list[str], note: str) -
     return EXIT_OK
 
 
-def serve_page(args: argparse.Namespace) -> int:
+def serve_page(
+    args: argparse.Namespace, manifest_jobs: Callable[[], Iterable[ManifestJob]] | None = None
+) -> int:
     from pipeline.review.server import serve
 
     def ready(url: str) -> None:
         print(f"review page: {url}  (Ctrl-C to stop)", flush=True)
 
     try:
-        asyncio.run(serve(args.out, args.host, args.port, ready=ready))
+        asyncio.run(serve(args.out, args.host, args.port, manifest_jobs, ready))
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as exc:

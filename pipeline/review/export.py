@@ -67,8 +67,8 @@ def template_fields(template: str) -> list[str]:
 def job_fields(view: JobView, index: int, ext: str) -> dict[str, Any]:
     """What a name template may use: the manifest row's fields, the job's, then id/index/ext."""
     details = view.job
-    row = details.get("row") if isinstance(details.get("row"), dict) else {}
-    parameters = details.get("parameters") if isinstance(details.get("parameters"), dict) else {}
+    row = _mapping(details.get("row"))
+    parameters = _mapping(details.get("parameters"))
     image = str(details.get("image") or "")
     fields: dict[str, Any] = {**row, **parameters}
     fields.update(
@@ -80,6 +80,10 @@ def job_fields(view: JobView, index: int, ext: str) -> dict[str, Any]:
         stem=PurePosixPath(image.replace("\\", "/")).stem,
     )
     return fields
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def render_name(template: str, fields: dict[str, Any], job_id: str) -> str:
@@ -149,8 +153,9 @@ def plan_export(
 def convert(data: bytes, fmt: str, quality: int | None) -> bytes:
     """The image re-encoded as ``fmt``; XMP provenance added again when the module is here."""
     pil_format = FORMATS[fmt][0]
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        image: Image.Image = opened
         if pil_format == "JPEG" and image.mode not in ("RGB", "L"):
             image = image.convert("RGB")  # JPEG has no alpha
         buffer = io.BytesIO()
@@ -188,7 +193,7 @@ def export(
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Deliver every planned target to DEST (a path or an fsspec URL) and write export.csv."""
-    import fsspec
+    import fsspec  # type: ignore[import-untyped]
 
     targets, notes = plan_export(out_dir, template, approved_only, fmt)
     try:

@@ -154,14 +154,14 @@ def parse_decisions(body: object) -> list[tuple[str, str | None, str, str]]:
     items = body.get("decisions") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         raise ValueError('expected {"decisions": [{"job_id": ..., "decision": ...}, ...]}')
-    entries = []
+    entries: list[tuple[str, str | None, str, str]] = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("job_id"), str):
             raise ValueError("every decision needs a job_id")
         if item.get("decision") not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
         note = item.get("note") if isinstance(item.get("note"), str) else ""
-        entries.append((item["job_id"], None, str(item["decision"]), note))
+        entries.append((str(item["job_id"]), None, str(item["decision"]), str(note)))
     return entries
 
 

@@ -193,7 +193,7 @@ def _damage_notes(view: LedgerView) -> list[str]:
 def _facts_from_summary(
     out_dir: Path, summary: dict[str, Any], states: Counter[str], notes: list[str]
 ) -> RunFacts:
-    stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
+    stats = _dict(summary.get("stats"))
     reasons = {
         key.removeprefix("retry/reason/"): value
         for key, value in stats.items()
