@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench lint format clean
+.PHONY: help install run test test-fast bench lint format clean chromium
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,11 @@ install: $(STAMP) ## create .venv and install the package with its dev extras
 run: $(STAMP) ## run the demo job against the built-in emulator (no key needed)
 	$(BIN)/pipeline run jobs/demo.yaml --emulator
 
-test: $(STAMP) ## run the test suite (unit, end-to-end, reliability, browser)
+# Playwright drives the system Chromium (it cannot download its own browser here).
+chromium: ## install Chromium with apt for the browser tests, when /usr/bin/chromium is missing
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) chromium ## run the test suite (unit, end-to-end, reliability, browser)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## the suite without slow (processes, kills, signals) and browser tests

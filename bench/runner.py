@@ -23,6 +23,7 @@ from bench.scenarios import (
     overhead,
     preflight,
     rate_control,
+    report,
     startup,
     throughput,
 )
@@ -37,6 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory.run,
     "startup": startup.run,
     "imaging": imaging.run,
+    "report": report.run,
 }
 # Scenarios that mostly wait run in a thread beside another that mostly waits, to keep the
 # suite under ten minutes: rate control (two calls a second, for two minutes) beside

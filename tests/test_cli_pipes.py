@@ -53,7 +53,7 @@ def test_report_into_a_read_only_folder_is_one_line(
         raise PermissionError(13, "Permission denied", str(out / "report.html"))
 
     monkeypatch.setattr("pathlib.Path.write_text", refuse)  # root ignores chmod; refuse instead
-    assert main(["report", str(out)]) == 3
+    assert main(["report", str(out)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cannot write" in err and "Permission denied" in err

@@ -14,7 +14,7 @@ from pipeline.ledger.schema import Started
 from pipeline.store import Store
 
 
-def test_publish_and_ledger_lines_are_fsynced_by_the_syncer_thread_not_the_caller(
+def test_publish_and_records_are_fsynced_by_the_syncer_thread_not_the_caller(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, int]] = []

@@ -15,11 +15,13 @@ import orjson
 from pipeline.cli.codes import ExitCode
 from pipeline.cli.options import http_url
 from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
-from pipeline.errors import ManifestError, PipelineError
+from pipeline.errors import ManifestError
 from pipeline.ledger import LEDGER_NAME
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
 from pipeline.plan import prepare_file
+from pipeline.review.page import ManifestJob
+from pipeline.review.page import manifest_rows as page_rows
 from pipeline.status import format_status, read_status
 from pipeline.summary import format_plan
 
@@ -54,9 +56,15 @@ def add_arguments(commands: Any) -> None:
     )
     doctor.set_defaults(handler=command_doctor)
 
-    report = commands.add_parser("report", help="write OUT_DIR/report.html to review a run")
-    report.add_argument("out", type=Path, metavar="OUT_DIR")
-    report.set_defaults(handler=command_report)
+    from pipeline.review import cli as review_cli
+
+    review_cli.add_report_arguments(commands).set_defaults(
+        handler=lambda args: review_cli.command_report(args, manifest_rows(args.out))
+    )
+    review_cli.add_review_arguments(commands).set_defaults(
+        handler=lambda args: review_cli.command_review(args, lambda: manifest_rows(args.out) or ())
+    )
+    review_cli.add_export_arguments(commands).set_defaults(handler=review_cli.command_export)
 
 
 def command_validate(args: argparse.Namespace) -> int:
@@ -127,21 +135,7 @@ async def _doctor(settings: Settings, emulator: bool) -> int:
         return await run_doctor(endpoints, key, settings.timeouts, sys.stdout)
 
 
-def command_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report
-
-    out_dir: Path = args.out
-    if not (out_dir / LEDGER_NAME).is_file():
-        print(f"error: no ledger at {out_dir / LEDGER_NAME}", file=sys.stderr)
-        return ExitCode.USAGE
-    try:
-        print(write_report(out_dir))
-    except OSError as exc:
-        print(
-            f"error: cannot write the report in {out_dir}: {exc.strerror or exc}", file=sys.stderr
-        )
-        return ExitCode.STOPPED
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.STOPPED
-    return ExitCode.OK
+def manifest_rows(out_dir: Path) -> list[ManifestJob] | None:
+    """The recorded manifest's jobs as the review page lists them (pending ones too)."""
+    jobs, _shown = _manifest_jobs(_recorded_manifest(out_dir))
+    return None if jobs is None else list(page_rows(jobs))

@@ -49,6 +49,7 @@ from pipeline.ledger import (
 )
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.metrics import write_metrics
+from pipeline.models import Job
 from pipeline.notify import notify, payload_from_summary, url_problem
 from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare
 from pipeline.preflight import mask_upload_bytes
@@ -284,7 +285,7 @@ async def _run(
         bus.subscribe(writer)
         bus.subscribe(stats)
         if not args.no_report:
-            from pipeline.report import ThumbnailPrefetcher
+            from pipeline.review.thumbs import ThumbnailPrefetcher
 
             thumbnails = ThumbnailPrefetcher(context.out_dir)
             stack.callback(thumbnails.close)
@@ -388,7 +389,7 @@ async def _finish(
         log.warning("could not write the run history or summary", reason=exc.strerror or str(exc))
     if args.metrics_file is not None:
         _write_metrics(context, states, summary, credits_all_runs, stats, code)
-    report_path = None if args.no_report or not sent else _write_report(out)
+    report_path = None if args.no_report or not sent else _write_report(out, context.manifest)
     log_stop(log, code, summary)
     if args.notify:
         result = await notify(args.notify, payload_from_summary(summary))
@@ -471,13 +472,23 @@ def exit_code(stop_reason: str | None, failures: int) -> ExitCode:
     return ExitCode.FAILED if failures else ExitCode.OK
 
 
-def _write_report(out_dir: Path) -> Path | None:
+def _write_report(out_dir: Path, manifest: Manifest) -> Path | None:
+    from pipeline.review.page import write_report
+
+    rows = (
+        (
+            job.id,
+            None,
+            job.feature.value,
+            str(job.image),
+            str(job.mask) if job.mask else None,
+            job.prompt,
+        )
+        for job in manifest.iter_jobs()
+        if isinstance(job, Job)
+    )
     try:
-        from pipeline.report import write_report
-    except ImportError:
-        return None
-    try:
-        return write_report(out_dir)
+        return write_report(out_dir, rows)
     except (OSError, PipelineError) as exc:
         print(f"warning: could not write the report: {exc}", file=sys.stderr)
         return None

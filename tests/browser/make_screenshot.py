@@ -13,21 +13,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.report import write_report
-from tests.browser.chromium import find_chromium, install_chromium, screenshot
+from pipeline.review.page import write_report
+from tests.browser.playwright_helpers import WINDOW, launched, wait_ready
 from tests.browser.synthetic_run import build_run, demo_jobs
 
 DEFAULT_PNG = Path(__file__).resolve().parents[2] / "docs" / "report.png"
-WINDOW = (1400, 1000)
 
 
 def shoot(out_dir: Path, png: Path) -> Path:
-    binary = find_chromium() or install_chromium()
-    if binary is None:
-        raise SystemExit("headless Chromium is not available (Debian package `chromium`)")
     report = write_report(out_dir)
     png.parent.mkdir(parents=True, exist_ok=True)
-    return screenshot(binary, report.as_uri(), png, WINDOW, budget_ms=3000)
+    try:
+        with launched() as browser:
+            page = browser.new_page(viewport=WINDOW)
+            page.goto(report.as_uri())
+            wait_ready(page)
+            # Lazily loaded images in view: wait until each has decoded (or failed).
+            page.wait_for_function(
+                "[...document.images].filter((i) => i.getBoundingClientRect().top < innerHeight)"
+                ".every((i) => i.complete)"
+            )
+            page.screenshot(path=str(png))
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    return png
 
 
 def main(argv: list[str] | None = None) -> int:

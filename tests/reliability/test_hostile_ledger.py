@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.ledger import read_ledger
-from pipeline.report import read_ledger_view
+from pipeline.review.view import read_ledger_view
 from tests.e2e_helpers import (
     write_mixed_catalog as write_catalog,
 )
@@ -28,7 +28,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.test_hostile_manifests import VALUES
 
-# Every field a ledger line may carry (ledger.event_record), plus nested ones readers open.
+# Every field a ledger line may carry (ledger.record_for), plus nested ones readers open.
 FIELDS = (
     "job_id",
     "status",

@@ -1,10 +1,11 @@
-"""``pipeline.report``: the review page built from a run folder's ledger, summary and images."""
+"""``pipeline.review.page``: the review page's payload and ``report.html``, from a run folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +15,17 @@ from PIL import Image
 
 from pipeline.ledger import LEDGER_NAME
 from pipeline.models import ErrorInfo, Feature
-from pipeline.report import (
-    REPORT_NAME,
-    THUMBS_DIR,
-    embed_json,
-    format_duration,
-    make_thumbnail,
-    progress_chart,
-    write_report,
-)
+from pipeline.review.decisions import record_decisions
+from pipeline.review.page import REPORT_NAME, build_payload, embed_json, write_report
+from pipeline.review.thumbs import THUMBS_DIR, make_thumbnail
+from pipeline.review.view import progress_series
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 
 HOSTILE_PROMPT = "<script>alert(1)</script> & \u2028 </x-end>"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
 
 
-def page_data(page: str) -> dict[str, Any]:
+def payload_of(page: str) -> dict[str, Any]:
     """The JSON the page's script renders (json.loads undoes the \\u003c escapes)."""
     match = re.search(
         r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S
@@ -38,10 +34,29 @@ def page_data(page: str) -> dict[str, Any]:
     return json.loads(match.group(1))
 
 
-def tile(page: str, label: str) -> str:
-    match = re.search(rf">{label}</span><span class=\"tile-value\">([^<]*)<", page)
-    assert match is not None, label
-    return match.group(1)
+def as_job(payload: dict[str, Any], row: list[Any]) -> dict[str, Any]:
+    """A row as the script sees it: named fields, tables resolved, outputs and mask as objects."""
+    job = dict(zip(payload["fields"], row, strict=True))
+    job["source"] = dict(payload["sources"][job["source"]])
+    job["params"] = payload["params"][job["params"]] if job["params"] is not None else {}
+    thumbs = payload["thumbs"]
+    job["outputs"] = [{"label": a, "full": f, "note": n} for a, f, n in job["outputs"]]
+    if job["mask"]:
+        job["mask"] = {"kind": job["mask"][0], "label": job["mask"][1]}
+    for key in ("thumb", "plain"):
+        if job["source"].get(key):
+            job["source"][key] = thumbs + job["source"][key]
+    return job
+
+
+def page_data(page: str) -> dict[str, Any]:
+    payload = payload_of(page)
+    payload["jobs"] = [as_job(payload, row) for row in payload["jobs"]]
+    return payload
+
+
+def header(page: str) -> dict[str, Any]:
+    return payload_of(page)["header"]
 
 
 def thumbs_of(out: Path) -> dict[str, int]:
@@ -74,11 +89,10 @@ def mixed_run(tmp_path: Path) -> Path:
 def test_header_counts_and_failed_first(mixed_run: Path) -> None:
     page = write_report(mixed_run).read_text()
 
-    assert tile(page, "Succeeded") == "2"
-    assert tile(page, "Failed") == "2"
-    assert tile(page, "Unfinished") == "1"
-    assert tile(page, "Retries") == "3"
-    assert "rate_limited 1, server_error 2" in page
+    facts = header(page)
+    assert facts["states"] == {"succeeded": 2, "failed": 2, "started": 1}
+    assert facts["unfinished"] == 1
+    assert facts["retry_reasons"] == {"rate_limited": 1, "server_error": 2}
     jobs = page_data(page)["jobs"]
     # Failed first, then unfinished, then succeeded; the ledger's order within each group.
     assert [job["id"] for job in jobs] == ["bad-1", "bad-2", "cut-1", "ok-1", "bg-1"]
@@ -150,8 +164,9 @@ def test_missing_unreadable_and_remote_inputs_become_placeholders(tmp_path: Path
     assert jobs["gone"]["source"]["note"] == "missing"
     assert [o["note"] for o in jobs["gone"]["outputs"]] == [None, "missing"]
     assert jobs["broken"]["source"]["note"] == "unreadable"
-    assert jobs["broken"]["source"]["thumb"] is None
-    assert jobs["broken"]["outputs"][0]["note"] == "unreadable"
+    assert "thumb" not in jobs["broken"]["source"]
+    # Outputs are shown as themselves: a corrupt one is the browser's placeholder, not ours.
+    assert jobs["broken"]["outputs"][0] == {"label": "0.png", "full": "broken/0.png", "note": None}
     assert jobs["remote"]["source"]["note"] == "url"
     assert jobs["remote"]["mask"] == {"kind": "asset", "label": "masks/m.png"}
     assert jobs["stored"]["source"]["note"] == "asset"
@@ -176,20 +191,21 @@ def test_torn_ledger_tail_is_ignored(mixed_run: Path) -> None:
     page = write_report(mixed_run).read_text()
 
     assert "torn" not in {job["id"] for job in page_data(page)["jobs"]}
-    assert "last line was torn" in page
-    assert tile(page, "Succeeded") == "2"
+    assert any("last line was torn" in note for note in header(page)["notes"])
+    assert header(page)["states"]["succeeded"] == 2
 
 
 def test_without_summary_the_figures_come_from_the_ledger(mixed_run: Path) -> None:
     (mixed_run / "summary.json").unlink()
     page = write_report(mixed_run).read_text()
 
-    assert "no summary.json" in page
-    assert tile(page, "Succeeded") == "2"
-    assert tile(page, "Skipped") == "—"
-    assert tile(page, "Retries") == "3"
-    assert tile(page, "Credits") == "12"  # two successes at 6 credits each
-    assert "<svg" in page
+    facts = header(page)
+    assert any("no summary.json" in note for note in facts["notes"])
+    assert facts["states"]["succeeded"] == 2
+    assert facts["skipped"] is None
+    assert sum(facts["retry_reasons"].values()) == 3
+    assert facts["credits"] == 12  # two successes at 6 credits each
+    assert facts["chart"]["ok"][-1] == 2
 
 
 def test_a_summary_older_than_the_ledger_is_not_trusted(mixed_run: Path) -> None:
@@ -199,8 +215,8 @@ def test_a_summary_older_than_the_ledger_is_not_trusted(mixed_run: Path) -> None
     (mixed_run / "summary.json").write_text(json.dumps(summary))
     page = write_report(mixed_run).read_text()
 
-    assert "older than the ledger" in page
-    assert tile(page, "Skipped") == "—"
+    assert any("older than the ledger" in note for note in header(page)["notes"])
+    assert header(page)["skipped"] is None
 
 
 def test_a_job_that_ran_again_shows_its_latest_run(tmp_path: Path) -> None:
@@ -223,16 +239,65 @@ def test_thumbnails_are_made_once_and_follow_changes(mixed_run: Path) -> None:
     write_report(mixed_run)
     assert thumbs_of(mixed_run) == made  # same files, untouched
 
-    output = mixed_run / "bg-1" / "0.png"
-    Image.new("RGB", (24, 24), (0, 0, 255)).save(output)
-    os.utime(output, ns=(1, 1))  # a different mtime whatever the clock's resolution
+    source = Path(
+        next(
+            r["job"]["image"]
+            for r in records(mixed_run)
+            if r["job_id"] == "bg-1" and r["status"] == "started"
+        )
+    )
+    Image.new("RGB", (24, 24), (0, 0, 255)).save(source)
+    os.utime(source, ns=(1, 1))  # a different mtime whatever the clock's resolution
     write_report(mixed_run)
     after = thumbs_of(mixed_run)
-    assert len(set(after) - set(made)) == 1  # the replaced output's new thumbnail
+    assert len(set(after) - set(made)) == 1  # the replaced source's new thumbnail
     assert len(set(made) - set(after)) == 1  # and its old one pruned
     assert {n: after[n] for n in set(made) & set(after)} == {
         n: made[n] for n in set(made) & set(after)
     }
+
+
+def test_a_shared_source_and_mask_are_thumbnailed_once(tmp_path: Path) -> None:
+    """Ten jobs over one source and one mask: one task, two files (plain and tinted)."""
+    out = tmp_path / "out"
+    run = build_run(out, [SyntheticJob(f"j{i}") for i in range(10)], side=24)
+    lines = records(out)
+    first = next(r for r in lines if r["status"] == "started")["job"]
+    for line in lines:
+        if line["status"] == "started":
+            line["job"]["image"], line["job"]["mask"] = first["image"], first["mask"]
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    assert run.inputs_dir.is_dir()
+
+    payload, _ = build_payload(out)
+    assert len(thumbs_of(out)) == 2
+    assert len(payload["sources"]) == 1
+    assert {row[5] for row in payload["jobs"]} == {0}
+    assert len(payload["params"]) == 1  # the same parameters, named once
+
+
+def test_pending_manifest_jobs_are_listed_after_the_ledger_jobs(mixed_run: Path) -> None:
+    manifest = [
+        ("ok-1", "k", "IMAGE_INPAINTER", None, None, "already in the ledger"),
+        ("new-1", "k1", "BACKGROUND_REPLACER", "/no/such.png", None, "a marble top"),
+    ]
+    page = write_report(mixed_run, manifest).read_text()
+    jobs = page_data(page)["jobs"]
+    assert [job["id"] for job in jobs].count("ok-1") == 1
+    assert jobs[-1]["id"] == "new-1" and jobs[-1]["status"] == "pending"
+    assert jobs[-1]["prompt"] == "a marble top" and jobs[-1]["key"] == "k1"
+    assert header(page)["pending"] == 1
+
+
+def test_decisions_show_on_the_static_page_for_their_content_only(mixed_run: Path) -> None:
+    keys = {r["job_id"]: r["key"] for r in records(mixed_run) if r["status"] == "succeeded"}
+    record_decisions(mixed_run, [("ok-1", keys["ok-1"], "rejected")], note="blurry")
+    record_decisions(mixed_run, [("bg-1", "an older key", "rejected")])
+    page = write_report(mixed_run).read_text()
+    jobs = {job["id"]: job for job in page_data(page)["jobs"]}
+    assert jobs["ok-1"]["decision"][:2] == ["rejected", "blurry"]
+    assert jobs["bg-1"]["decision"] is None  # made for content the job no longer has
+    assert header(page)["decisions"] == {"approved": 0, "rejected": 1}
 
 
 def test_links_are_relative_and_nothing_comes_from_the_network(mixed_run: Path) -> None:
@@ -262,24 +327,19 @@ def test_report_is_written_atomically(mixed_run: Path) -> None:
     assert not [p for p in mixed_run.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_progress_chart_counts_finished_jobs() -> None:
+def test_progress_series_counts_finished_jobs() -> None:
     finished = [
         ("2026-11-21T10:00:01.000Z", "succeeded"),
         ("2026-11-21T10:00:02.000Z", "failed"),
         ("2026-11-21T10:00:05.000Z", "succeeded"),
     ]
-    chart = progress_chart(finished, since="2026-11-21T10:00:00.000Z")
-    assert "<title>2 succeeded, 1 failed over 5.0 s</title>" in chart
+    series = progress_series(finished, since="2026-11-21T10:00:00.000Z")
+    assert series is not None
+    assert (series["ok"][-1], series["failed"][-1], series["span"]) == (2, 1, 5.0)
     # An earlier run's lines are left out of the run the header describes.
-    assert "1 succeeded" in progress_chart(finished, since="2026-11-21T10:00:03.000Z")
-    assert "no finished jobs" in progress_chart([], since=None)
-
-
-def test_format_duration() -> None:
-    assert format_duration(None) == "—"
-    assert format_duration(12.34) == "12.3 s"
-    assert format_duration(125) == "2 min 05 s"
-    assert format_duration(7300) == "2 h 01 min"
+    later = progress_series(finished, since="2026-11-21T10:00:03.000Z")
+    assert later is not None and later["ok"][-1] == 1 and later["failed"][-1] == 0
+    assert progress_series([], since=None) is None
 
 
 def test_thumbnail_keeps_transparency_and_fits_the_box(tmp_path: Path) -> None:
@@ -301,9 +361,10 @@ def test_a_mangled_summary_does_not_break_the_page(mixed_run: Path) -> None:
     summary = {"started_at": 12, "stats": [], "counts": "x", "credits": None, "name": 5}
     (mixed_run / "summary.json").write_text(json.dumps(summary))
     page = write_report(mixed_run).read_text()
-    assert tile(page, "Succeeded") == "2"
+    assert header(page)["states"]["succeeded"] == 2
     (mixed_run / "summary.json").write_text("{ not json")
-    assert "no summary.json" in write_report(mixed_run).read_text()
+    notes = header(write_report(mixed_run).read_text())["notes"]
+    assert any("no summary.json" in note for note in notes)
 
 
 def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
@@ -312,7 +373,7 @@ def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
     from pipeline.events import EventBus, JobStarted, JobSucceeded
     from pipeline.ledger import LedgerWriter
     from pipeline.models import Feature, InputRef, Job, PlannedJob
-    from pipeline.report import Thumbnailer, ThumbnailPrefetcher, write_report
+    from pipeline.review.thumbs import Thumbnailer, ThumbnailPrefetcher
 
     out = tmp_path / "out"
     (out / "j1").mkdir(parents=True)
@@ -335,7 +396,7 @@ def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
         bus.emit(JobSucceeded("j1", "k", ("j1/0.png",), 1, 1000, "u"))
     prefetcher.close(finish=True)
     made_during_run = sorted(p.name for p in (out / ".thumbs").iterdir())
-    assert len(made_during_run) == 3  # source, source with its mask, the output
+    assert len(made_during_run) == 2  # the source and the source with its mask; outputs: none
 
     calls: list[object] = []
     original = Thumbnailer.make
@@ -348,3 +409,34 @@ def test_thumbnails_made_during_the_run_leave_the_report_nothing_to_make(
     write_report(out)
     assert calls == []  # the report found every thumbnail already made
     assert sorted(p.name for p in (out / ".thumbs").iterdir()) == made_during_run
+
+
+def test_closing_the_prefetcher_drops_queued_thumbnails(tmp_path: Path) -> None:
+    """An interrupted run does not wait for the thumbnail queue: close() cancels what is queued."""
+    from pipeline.events import JobStarted
+    from pipeline.models import InputRef, Job, PlannedJob
+    from pipeline.review.thumbs import Thumbnailer, ThumbnailPrefetcher
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gate = threading.Event()
+    original = Thumbnailer.make
+
+    def slow_make(self: Thumbnailer, task: Any) -> bool:
+        gate.wait(10)  # the first task holds the one worker until close() has been called
+        return original(self, task)
+
+    prefetcher = ThumbnailPrefetcher(out)
+    prefetcher._thumbs.make = slow_make.__get__(prefetcher._thumbs)  # type: ignore[method-assign]
+    for i in range(20):
+        Image.new("RGB", (40, 30), (i * 10, 0, 0)).save(tmp_path / f"s{i}.png")
+        job = Job(f"j{i}", Feature.BACKGROUND, InputRef("file", str(tmp_path / f"s{i}.png")), "p")
+        prefetcher(JobStarted(PlannedJob(job, "k")))
+    closing = threading.Thread(target=prefetcher.close)
+    closing.start()
+    prefetcher._thumbs.cancelled.wait(10)  # close() has begun: now let the worker go on
+    gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    # Every task that reached the worker after close() returned without decoding anything.
+    assert list((out / ".thumbs").iterdir()) == []

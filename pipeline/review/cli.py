@@ -1,0 +1,203 @@
+"""The ``review``, ``report`` and ``export`` commands: their arguments and what they do.
+
+``pipeline/cli.py`` registers them: ``add_*_arguments(subparsers)`` adds the sub-command, and the
+matching ``command_*(args) -> int`` runs it. Every failure is one line on stderr and exit 2 (usage,
+unknown ids, missing ledger) or 1 (could not write); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pipeline.ledger import LEDGER_NAME
+from pipeline.review.decisions import record_decisions
+from pipeline.review.view import read_ledger_view
+
+if TYPE_CHECKING:
+    from pipeline.review.page import ManifestJob
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_PORT = 8765
+
+
+def _subparser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+    parser.add_argument("out", type=Path, metavar="OUT_DIR")
+    return parser
+
+
+def add_review_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    review = _subparser(
+        subparsers, "review", "serve the review page with approve/reject, or record decisions"
+    )
+    review.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+    review.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    review.add_argument("--reject", metavar="ID,ID", action="append", default=[])
+    review.add_argument("--approve", metavar="ID,ID", action="append", default=[])
+    review.add_argument("--note", default="", help="a note stored with these decisions")
+    review.add_argument(
+        "--from",
+        dest="from_file",
+        type=Path,
+        metavar="FILE",
+        help="the page's exported JSON, or job ids one a line (rejected)",
+    )
+    return review
+
+
+def add_report_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    return _subparser(subparsers, "report", "write OUT_DIR/report.html to review a run")
+
+
+def add_export_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    from pipeline.review.export import DEFAULT_NAME, FORMATS
+
+    export = _subparser(subparsers, "export", "copy delivered images to a folder or object store")
+    export.add_argument("dest", metavar="DEST", help="a folder or an fsspec URL (s3://...)")
+    export.add_argument("--approved-only", action="store_true", help="only approved jobs")
+    export.add_argument("--name", default=DEFAULT_NAME, help=f"file name template ({DEFAULT_NAME})")
+    export.add_argument("--format", choices=sorted(FORMATS), help="convert to this format")
+    export.add_argument("--quality", type=int, help="JPEG/WebP quality, 1-100")
+    return export
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _no_ledger(out_dir: Path) -> str | None:
+    path = out_dir / LEDGER_NAME
+    return None if path.is_file() else f"no ledger at {path}"
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def command_report(
+    args: argparse.Namespace, manifest_jobs: Iterable[ManifestJob] | None = None
+) -> int:
+    """Write report.html; with ``manifest_jobs`` the jobs not run yet are listed too."""
+    from pipeline.review.page import write_report
+
+    missing = _no_ledger(args.out)
+    if missing:
+        return _fail(missing)
+    try:
+        print(write_report(args.out, manifest_jobs))
+    except OSError as exc:
+        return _fail(f"cannot write the report in {args.out}: {exc.strerror or exc}", EXIT_FAILED)
+    return EXIT_OK
+
+
+# -- review -------------------------------------------------------------------------------------
+
+
+def split_ids(values: Iterable[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def read_from_file(path: Path) -> tuple[list[str], list[str], str]:
+    """(rejected, approved, note) from the page's export JSON, or ids one a line (rejected)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        rejected, approved = data.get("rejected") or [], data.get("approved") or []
+        if not all(isinstance(i, str) for i in [*rejected, *approved]):
+            raise ValueError(f"{path}: 'rejected' and 'approved' must be lists of job ids")
+        note = data.get("note")
+        return list(rejected), list(approved), note if isinstance(note, str) else ""
+    if isinstance(data, list) and all(isinstance(i, str) for i in data):
+        return list(data), [], ""
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")], [], ""
+
+
+def command_review(
+    args: argparse.Namespace, manifest_jobs: Callable[[], Iterable[ManifestJob]] | None = None
+) -> int:
+    """Record decisions given on the command line, else serve the page (until Ctrl-C).
+
+    ``manifest_jobs`` (called at each page load) adds the manifest's jobs not run yet."""
+    missing = _no_ledger(args.out)
+    if missing:
+        return _fail(missing)
+    rejected, approved = split_ids(args.reject), split_ids(args.approve)
+    note = args.note
+    if args.from_file is not None:
+        try:
+            more_rejected, more_approved, file_note = read_from_file(args.from_file)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            return _fail(f"cannot read --from {args.from_file}: {exc}")
+        rejected += more_rejected
+        approved += more_approved
+        note = note or file_note
+    if rejected or approved:
+        return record(args.out, rejected, approved, note)
+    return serve_page(args, manifest_jobs)
+
+
+def record(out_dir: Path, rejected: list[str], approved: list[str], note: str) -> int:
+    both = sorted(set(rejected) & set(approved))
+    if both:
+        return _fail("both approved and rejected: " + ", ".join(both))
+    jobs = read_ledger_view(out_dir / LEDGER_NAME).jobs
+    unknown = [job_id for job_id in dict.fromkeys([*rejected, *approved]) if job_id not in jobs]
+    if unknown:
+        return _fail(f"unknown job ids (not in {out_dir / LEDGER_NAME}): " + ", ".join(unknown))
+    entries = [(j, jobs[j].key, "rejected") for j in dict.fromkeys(rejected)]
+    entries += [(j, jobs[j].key, "approved") for j in dict.fromkeys(approved)]
+    try:
+        count = record_decisions(out_dir, entries, note)
+    except OSError as exc:
+        return _fail(f"cannot write {out_dir}/reviews.jsonl: {exc.strerror or exc}", EXIT_FAILED)
+    rejected_n = sum(1 for _, _, d in entries if d == "rejected")
+    print(f"recorded {count} decisions ({rejected_n} rejected, {count - rejected_n} approved)")
+    return EXIT_OK
+
+
+def serve_page(
+    args: argparse.Namespace, manifest_jobs: Callable[[], Iterable[ManifestJob]] | None = None
+) -> int:
+    from pipeline.review.server import serve
+
+    def ready(url: str) -> None:
+        print(f"review page: {url}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        asyncio.run(serve(args.out, args.host, args.port, manifest_jobs, ready))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        return _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+    return EXIT_OK
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from pipeline.review.export import ExportError, export
+
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        return _fail("--quality must be between 1 and 100")
+    try:
+        result = export(
+            args.out, args.dest, args.name, args.approved_only, args.format, args.quality
+        )
+    except ExportError as exc:
+        return _fail(str(exc))
+    for note in result.skipped:
+        print(f"note: {note}", file=sys.stderr)
+    print(result.line())
+    return EXIT_OK

@@ -1,0 +1,103 @@
+"""``OUT/reviews.jsonl``: a person's approve/reject decisions, appended, never rewritten.
+
+Each line is ``{ts, job_id, key, decision, note}``. A line is written with one ``write()`` on a
+file opened with ``O_APPEND``, so lines from the review page, the CLI and a run in progress never
+interleave and nothing needs the run's lock. The latest line per job wins; a decision is about the
+content ``key`` it was made for, so a job whose content changed since is no longer rejected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+REVIEWS_NAME = "reviews.jsonl"
+DECISIONS = ("approved", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    job_id: str
+    key: str | None  # the job's content key when it was reviewed
+    decision: str  # "approved" | "rejected"
+    note: str
+    ts: str
+
+    def applies_to(self, key: str | None) -> bool:
+        """True when this decision was made for the content ``key`` (None: unknown, so yes)."""
+        return self.key is None or key is None or self.key == key
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def record_decisions(
+    out_dir: Path,
+    decisions: Iterable[tuple[str, str | None, str]],
+    note: str = "",
+    ts: str | None = None,
+) -> int:
+    """Append one line per ``(job_id, key, decision)``; returns how many were written."""
+    stamp = ts or utc_now()
+    lines = []
+    for job_id, key, decision in decisions:
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}: {decision!r}")
+        record = {"ts": stamp, "job_id": job_id, "key": key, "decision": decision, "note": note}
+        lines.append(orjson.dumps(record) + b"\n")
+    if not lines:
+        return 0
+    fd = os.open(out_dir / REVIEWS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for line in lines:
+            # One write per line: O_APPEND makes each land whole at the end, whoever else writes.
+            os.write(fd, line)
+    finally:
+        os.close(fd)
+    return len(lines)
+
+
+def read_decisions(out_dir: Path) -> dict[str, Decision]:
+    """The latest decision per job id; torn or foreign lines are skipped."""
+    decisions: dict[str, Decision] = {}
+    try:
+        raw = (out_dir / REVIEWS_NAME).read_bytes()
+    except FileNotFoundError:
+        return decisions
+    for line in raw.splitlines():
+        decision = _parse(line)
+        if decision is not None:
+            decisions[decision.job_id] = decision
+    return decisions
+
+
+def _parse(line: bytes) -> Decision | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    job_id, key, decision = record.get("job_id"), record.get("key"), record.get("decision")
+    if not isinstance(job_id, str) or decision not in DECISIONS:
+        return None
+    note = record.get("note")
+    return Decision(
+        job_id=job_id,
+        key=key if isinstance(key, str) else None,
+        decision=str(decision),
+        note=note if isinstance(note, str) else "",
+        ts=str(record.get("ts") or ""),
+    )
+
+
+def rejected_for(decisions: dict[str, Decision], job_id: str, key: str | None) -> bool:
+    """True when the job's latest decision is a rejection of this very content."""
+    decision = decisions.get(job_id)
+    return decision is not None and decision.decision == "rejected" and decision.applies_to(key)

@@ -1,0 +1,280 @@
+"""Thumbnails of job sources in ``OUT/.thumbs/``, named by what they are made of.
+
+A name is a hash of the source file's path, mtime and size (and the mask's): re-running only
+makes what is missing, and a changed file gets a new name. Cost is kept per distinct input, not
+per job: a source shared by many jobs is one task (same name), each task decodes its source once
+(JPEG at a reduced scale through ``draft``, others through ``reduce``) and makes both the plain and
+the mask-tinted thumbnail from it, and a mask shared by a catalog is decoded once and cached.
+Outputs get no thumbnails at all: the page shows the output file itself, lazily loaded with its
+size set, and the browser scales it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
+
+from PIL import Image, ImageOps
+
+from pipeline.events import Event, JobStarted
+
+THUMBS_DIR = ".thumbs"
+THUMB_SIDE = 256
+THUMB_QUALITY = 80
+# Bump when the thumbnail recipe changes: the new names miss the cache and old files are pruned.
+THUMB_RECIPE = 2
+THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.webp$")
+THUMB_WORKERS = min(8, os.cpu_count() or 1)
+# The inpainter's mask drawn over its source: white (edited) areas tinted red, half opaque.
+MASK_TINT = (239, 68, 68)
+MASK_OPACITY = 0.55
+MASK_CACHE = 32  # decoded masks kept: a catalog shares a handful
+_ALPHA = [round(v * MASK_OPACITY) for v in range(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """Where one job input is and, for a local file, its stat (None: missing)."""
+
+    kind: str  # "file" | "url" | "asset" | "none"
+    label: str
+    path: str | None = None  # absolute; plain strings, as pathlib costs add up at 100,000 jobs
+    stat: os.stat_result | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None and self.stat is not None
+
+    def identity(self) -> list[str]:
+        """What a thumbnail of this file depends on: a changed file gets a new name."""
+        assert self.stat is not None
+        return [str(self.path), str(self.stat.st_mtime_ns), str(self.stat.st_size)]
+
+
+def resolve_input(value: object, stat: Callable[[str], os.stat_result | None]) -> Input:
+    """A ledger input reference ("/abs/path", "https://...", "asset:...") and where it is."""
+    if not isinstance(value, str) or not value:
+        return Input("none", "")
+    if value.startswith(("http://", "https://", "s3://", "gs://", "az://")):
+        return Input("url", value)
+    if value.startswith("asset:"):
+        return Input("asset", value.removeprefix("asset:"))
+    path = os.path.abspath(value.removeprefix("file://"))
+    return Input("file", os.path.basename(path), path, stat(path))
+
+
+def stat_file(path: str) -> os.stat_result | None:
+    """The stat of a regular file, or None if it is missing or no file."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte in a hostile path
+        return None
+    return stat if S_ISREG(stat.st_mode) else None
+
+
+def thumb_name(*inputs: Input) -> str:
+    parts = [str(THUMB_RECIPE), str(THUMB_SIDE)]
+    for index, item in enumerate(inputs):
+        parts += (["mask"] if index else []) + item.identity()
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=12).hexdigest() + ".webp"
+
+
+@dataclass(frozen=True, slots=True)
+class ThumbTask:
+    """One source decoded once: its plain thumbnail and, with a mask, the tinted one."""
+
+    plain: str
+    source: str
+    masked: str | None = None
+    mask: str | None = None
+    mask_id: str | None = None  # the mask's identity, the key of the decoded-mask cache
+
+
+class MaskCache:
+    """Decoded masks (luminance) by identity and size, shared by all threads."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, tuple[int, int]], Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, identity: str, size: tuple[int, int]) -> Image.Image:
+        key = (identity, size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        with Image.open(path) as opened:
+            opened.draft("L", (size[0] * 2, size[1] * 2))
+            # Luminance is the edit weight (white edits, black keeps), as the API reads masks.
+            weight = opened.convert("L").resize(size, Image.Resampling.BILINEAR)
+        alpha = weight.point(_ALPHA)
+        with self._lock:
+            self._items[key] = alpha
+            while len(self._items) > MASK_CACHE:
+                self._items.popitem(last=False)
+        return alpha
+
+
+def load_small(source: str) -> tuple[Image.Image, bool]:
+    """The source decoded once at thumbnail scale, upright; and whether it has transparency."""
+    box = (THUMB_SIDE, THUMB_SIDE)
+    with Image.open(source) as opened:
+        opened.draft("RGB", box)  # JPEG decodes at 1/2..1/8 scale for free
+        image = ImageOps.exif_transpose(opened)
+        # reducing_gap: a cheap integer reduce() first, then a short bilinear pass.
+        image.thumbnail(box, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB"), has_alpha
+
+
+def tint(image: Image.Image, has_alpha: bool, alpha: Image.Image) -> Image.Image:
+    if has_alpha:
+        # Flatten onto a light backdrop; dropping alpha would bare whatever hides under it.
+        backdrop = Image.new("RGB", image.size, (245, 245, 245))
+        backdrop.paste(image, mask=image.getchannel("A"))
+        image = backdrop
+    return Image.composite(Image.new("RGB", image.size, MASK_TINT), image, alpha)
+
+
+def make_thumbnail(
+    source: str | Path, mask: str | Path | None = None, masks: MaskCache | None = None
+) -> Image.Image:
+    """The plain thumbnail, or with ``mask`` the tinted one (kept for callers and tests)."""
+    image, has_alpha = load_small(str(source))
+    if mask is None:
+        return image  # transparency kept: the page shows it over a checkerboard
+    alpha = (masks or MaskCache()).get(str(mask), str(mask), image.size)
+    return tint(image, has_alpha, alpha)
+
+
+class Thumbnailer:
+    """Names thumbnails by what they are made of, and makes only the missing ones."""
+
+    def __init__(self, out_dir: Path, create: bool = True) -> None:
+        self.dir = out_dir / THUMBS_DIR
+        if create:
+            self.dir.mkdir(exist_ok=True)
+        # One listing instead of one stat per thumbnail: cheap at 100,000 jobs.
+        self.existing = {e.name for e in os.scandir(self.dir)} if self.dir.is_dir() else set()
+        self.wanted: set[str] = set()
+        self.tasks: dict[str, ThumbTask] = {}  # by plain name
+        self.by_name: dict[str, ThumbTask] = {}  # every name a task makes -> the task
+        self.failed: set[str] = set()
+        self.masks = MaskCache()
+        self.cancelled = threading.Event()
+
+    def request(self, source: Input, mask: Input | None = None) -> tuple[str, str | None]:
+        """The plain and the tinted thumbnail's names; scheduled if either is missing."""
+        plain = thumb_name(source)
+        masked = thumb_name(source, mask) if mask is not None else None
+        self.wanted.add(plain)
+        if masked:
+            self.wanted.add(masked)
+        missing = plain not in self.existing or (masked and masked not in self.existing)
+        if missing and (masked or plain) not in self.by_name:
+            assert source.path is not None
+            task = ThumbTask(
+                plain,
+                source.path,
+                masked,
+                mask.path if mask else None,
+                "\0".join(mask.identity()) if mask else None,
+            )
+            self.tasks[masked or plain] = task
+            self.by_name.setdefault(plain, task)
+            if masked:
+                self.by_name[masked] = task
+        return plain, masked
+
+    def run(self, workers: int = THUMB_WORKERS) -> None:
+        if not self.tasks:
+            return
+        tasks = list(self.tasks.values())
+        # Pillow releases the GIL while it decodes, resizes and encodes, so threads do scale.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for task, ok in zip(tasks, pool.map(self.make, tasks), strict=True):
+                if not ok:
+                    self.failed.add(task.plain)
+                    if task.masked:
+                        self.failed.add(task.masked)
+        self.tasks.clear()
+
+    def url(self, name: str | None) -> str | None:
+        return None if name is None or name in self.failed else name
+
+    def prune(self) -> None:
+        """Drop our thumbnails that no job shows any more (replaced outputs, changed sources)."""
+        for name in self.existing - self.wanted:
+            if THUMB_NAME.match(name):
+                (self.dir / name).unlink(missing_ok=True)
+
+    def make(self, task: ThumbTask) -> bool:
+        if self.cancelled.is_set():
+            return True  # dropped, not failed: whoever needs it later makes it
+        try:
+            image, has_alpha = load_small(task.source)
+            made = [] if task.plain in self.existing else [(task.plain, image)]
+            if task.masked and task.mask and task.mask_id:
+                alpha = self.masks.get(task.mask, task.mask_id, image.size)
+                made.append((task.masked, tint(image, has_alpha, alpha)))
+            for name, picture in made:
+                self._save(name, picture)
+        except Exception:  # an unreadable or unwritable image is a placeholder, never a crash
+            return False
+        self.existing.update([task.plain, *([task.masked] if task.masked else [])])
+        return True
+
+    def _save(self, name: str, image: Image.Image) -> None:
+        temp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            image.save(temp, "WEBP", quality=THUMB_QUALITY, method=0)  # fastest; still small
+            os.replace(temp, self.dir / name)
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+class ThumbnailPrefetcher:
+    """Makes each started job's source thumbnails while the run goes on, on one thread.
+
+    An event listener, like the ledger. The report written at the end of the run then finds them
+    made (the same names, the same recipe). ``close()`` drops whatever is still queued and only
+    waits for the one thumbnail in progress, so an interrupted run ends at once.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self._thumbs = Thumbnailer(out_dir)
+        self._stats: dict[str, os.stat_result | None] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails")
+
+    def _stat(self, path: str) -> os.stat_result | None:
+        if path not in self._stats:
+            self._stats[path] = stat_file(path)
+        return self._stats[path]
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, JobStarted):
+            return
+        job = event.planned.job
+        source = resolve_input(str(job.image), self._stat)
+        mask = resolve_input(str(job.mask), self._stat) if job.mask else None
+        if source.kind != "file" or not source.present:
+            return
+        self._thumbs.request(source, mask if mask and mask.present else None)
+        tasks = list(self._thumbs.tasks.values())
+        self._thumbs.tasks.clear()
+        for task in tasks:
+            self._pool.submit(self._thumbs.make, task)
+
+    def close(self, finish: bool = False) -> None:
+        """Stop. Unless ``finish``, queued work is dropped (the report makes what is missing)."""
+        if not finish:
+            self._thumbs.cancelled.set()
+        self._pool.shutdown(wait=True, cancel_futures=not finish)

@@ -1,0 +1,316 @@
+"""The ledger folded into one view per job, and the run's facts for the page's header.
+
+Read-only: one pass over ``ledger.jsonl`` (a job's state is its latest line) and ``summary.json``
+when it describes the same run. Everything here is plain data that the page's script renders.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import msgspec
+import orjson
+
+from pipeline.ledger import Damage, JobState, read_ledger
+from pipeline.models import ErrorInfo, Status
+
+SUMMARY_NAME = "summary.json"  # pipeline.stats writes it; not imported to keep the review read-only
+CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
+UNFINISHED = frozenset({"started", "submitted", "retrying"})
+# Failed jobs first (they need attention), then unfinished ones, then the successes, then pending.
+STATUS_RANK = {"failed": 0, "started": 1, "retrying": 1, "submitted": 1, "succeeded": 2}
+PENDING_RANK = 3
+
+# -- the ledger, folded into one view per job ---------------------------------------------------
+
+
+@dataclass
+class JobView:
+    job_id: str
+    order: int  # first appearance in the ledger: the manifest's order for a single run
+    status: str = "started"
+    key: str | None = None  # the content key of the latest run
+    job: dict[str, Any] = field(default_factory=dict)  # the latest `started` line's job details
+    outputs: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    attempts: int | None = None
+    credits: int | None = None
+    retries: Counter[str] = field(default_factory=Counter)  # reasons, since the latest start
+    updated: str = ""
+
+
+@dataclass
+class LedgerView:
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    finished: list[tuple[str, str]] = field(default_factory=list)  # (ts, status) when terminal
+    retry_reasons: Counter[str] = field(default_factory=Counter)
+    credits: int = 0
+    images: int = 0
+    first_ts: str | None = None
+    last_ts: str | None = None
+    damage: Damage = field(default_factory=Damage)
+
+
+def read_ledger_view(path: Path) -> LedgerView:
+    """The ledger's one fold (``pipeline.ledger``), as the page's per-job views: the page can
+    never disagree with resume or ``pipeline status`` about where a job stands."""
+    state = read_ledger(path, detailed=True)
+    view = LedgerView(
+        finished=[(ts, status.value) for ts, status in state.finished],
+        retry_reasons=Counter(state.retry_reasons),
+        credits=state.credits_spent,
+        first_ts=state.first_ts,
+        last_ts=state.last_ts,
+        damage=state.damage,
+    )
+    for job_id, job in state.jobs.items():
+        view.jobs[job_id] = _job_view(job)
+        if job.status is Status.SUCCEEDED:
+            view.images += len(job.outputs)
+    return view
+
+
+def _job_view(job: JobState) -> JobView:
+    details = job.details
+    error = job.error
+    return JobView(
+        job_id=job.job_id,
+        order=job.order,
+        status=job.status.value,
+        key=job.key or None,
+        job=msgspec.structs.asdict(details) if details is not None else {},
+        outputs=list(job.outputs),
+        error=None if error is None else _error_dict(error),
+        attempts=job.attempts,
+        credits=job.credits,
+        retries=Counter(job.retries or {}),
+        updated=job.updated,
+    )
+
+
+def _error_dict(error: ErrorInfo) -> dict[str, Any]:
+    return {
+        "kind": error.kind,
+        "message": error.message,
+        "http_status": error.http_status,
+        "transient": error.transient,
+        "uuid": error.uuid,
+    }
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_ts(ts: object) -> datetime | None:
+    if not isinstance(ts, str) or not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+
+
+# -- the run summary ------------------------------------------------------------------------------
+
+
+def read_summary(out_dir: Path) -> dict[str, Any] | None:
+    """summary.json, or None if it is missing or unreadable (a killed run writes none)."""
+    try:
+        summary = orjson.loads((out_dir / SUMMARY_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if isinstance(summary, dict) and "last_run" in summary:  # the folder's summary (SPEC 5)
+        summary = summary["last_run"]
+    return summary if isinstance(summary, dict) else None
+
+
+def summary_is_stale(summary: dict[str, Any], view: LedgerView) -> bool:
+    """True when the ledger moved on after the summary: a later run was killed before writing."""
+    finished, last = parse_ts(summary.get("finished_at")), parse_ts(view.last_ts)
+    if finished is None or last is None:
+        return False
+    try:
+        return last > finished
+    except TypeError:  # one of them had no zone: cannot tell, trust the summary
+        return False
+
+
+# -- the header -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunFacts:
+    """What the header says, from summary.json when it describes the ledger, else the ledger."""
+
+    title: str
+    manifest: str
+    started_at: str | None
+    duration: float | None
+    states: Counter[str]
+    skipped: int | None
+    retry_reasons: dict[str, int]
+    credits: int | None
+    account: str | None
+    jobs_per_minute: float | None
+    images_per_minute: float | None
+    exit_code: int | None
+    stopped: str | None
+    notes: list[str]
+    chart_since: str | None
+
+
+def run_facts(out_dir: Path, view: LedgerView, summary: dict[str, Any] | None) -> RunFacts:
+    states = Counter(job.status for job in view.jobs.values())
+    notes = _damage_notes(view)
+    if summary is not None and summary_is_stale(summary, view):
+        notes.append("summary.json is older than the ledger: the last run did not finish")
+        summary = None
+    elif summary is None:
+        notes.append("no summary.json (the run did not finish?): the figures are from the ledger")
+    if summary is None:
+        return _facts_from_ledger(out_dir, view, states, notes)
+    return _facts_from_summary(out_dir, summary, states, notes)
+
+
+def _damage_notes(view: LedgerView) -> list[str]:
+    notes = []
+    if view.damage.torn_tail:
+        notes.append("the ledger's last line was torn (a crash mid-write) and was ignored")
+    if view.damage.corrupt_lines:
+        shown = ", ".join(map(str, view.damage.corrupt_lines[:10]))
+        notes.append(f"unreadable ledger lines skipped: {shown}")
+    return notes
+
+
+def _facts_from_summary(
+    out_dir: Path, summary: dict[str, Any], states: Counter[str], notes: list[str]
+) -> RunFacts:
+    stats = _dict(summary.get("stats"))
+    reasons = {
+        key.removeprefix("retry/reason/"): value
+        for key, value in stats.items()
+        if key.startswith("retry/reason/") and isinstance(value, int)
+    }
+    counts = _dict(summary.get("counts"))
+    throughput = _dict(summary.get("throughput"))
+    credits = _dict(summary.get("credits"))
+    stopped = _dict(summary.get("stopped"))
+    manifest = summary.get("manifest")
+    used, limit = credits.get("account_used"), credits.get("account_limit")
+    return RunFacts(
+        title=str(summary.get("name") or out_dir.resolve().name),
+        manifest=PurePosixPath(str(manifest)).name if manifest else "",
+        started_at=str(summary.get("started_at") or "") or None,
+        duration=_number(summary.get("wall_seconds")),
+        states=states,
+        skipped=_int_or_none(counts.get("skipped")),
+        retry_reasons=reasons,
+        credits=_int_or_none(credits.get("estimated")),
+        account=f"{used:,} of {limit:,} used" if used is not None and limit is not None else None,
+        jobs_per_minute=_number(throughput.get("jobs_per_minute")),
+        images_per_minute=_number(throughput.get("images_per_minute")),
+        exit_code=_int_or_none(summary.get("exit_code")),
+        stopped=str(stopped.get("message") or stopped.get("reason") or "") or None,
+        notes=notes,
+        chart_since=str(summary.get("started_at") or "") or None,
+    )
+
+
+def _facts_from_ledger(
+    out_dir: Path, view: LedgerView, states: Counter[str], notes: list[str]
+) -> RunFacts:
+    first, last = parse_ts(view.first_ts), parse_ts(view.last_ts)
+    duration = (last - first).total_seconds() if first and last else None
+    per_minute = 60 / duration if duration else None
+    return RunFacts(
+        title=out_dir.resolve().name,
+        manifest="",
+        started_at=view.first_ts,
+        duration=duration,
+        states=states,
+        skipped=None,
+        retry_reasons=dict(view.retry_reasons),
+        credits=view.credits,
+        account=None,
+        jobs_per_minute=round(states["succeeded"] * per_minute, 2) if per_minute else None,
+        images_per_minute=round(view.images * per_minute, 2) if per_minute else None,
+        exit_code=None,
+        stopped=None,
+        notes=notes,
+        chart_since=None,
+    )
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _cumulative(
+    events: Sequence[tuple[float, str]], t0: float, span: float
+) -> tuple[list[int], list[int]]:
+    """Counts at CHART_POINTS evenly spaced moments: one walk over the sorted events."""
+    ok, failed, index = 0, 0, 0
+    ok_line, failed_line = [0], [0]
+    for step in range(1, CHART_POINTS + 1):
+        until = t0 + span * step / CHART_POINTS
+        while index < len(events) and events[index][0] <= until + 1e-9:
+            if events[index][1] == "succeeded":
+                ok += 1
+            else:
+                failed += 1
+            index += 1
+        ok_line.append(ok)
+        failed_line.append(failed)
+    return ok_line, failed_line
+
+
+def progress_series(
+    finished: Sequence[tuple[str, str]], since: str | None
+) -> dict[str, Any] | None:
+    """Cumulative succeeded and failed counts at CHART_POINTS moments, for the page to draw."""
+    start = parse_ts(since)
+    events: list[tuple[float, str]] = []
+    for ts, status in finished:
+        moment = parse_ts(ts)
+        if moment is None:
+            continue
+        try:
+            if start is not None and moment < start:
+                continue  # an earlier run: the chart shows the run the header describes
+        except TypeError:
+            continue
+        events.append((moment.timestamp(), status))
+    if not events:
+        return None
+    events.sort()
+    t0 = start.timestamp() if start is not None else events[0][0]
+    span = max(events[-1][0] - t0, 1e-3)
+    ok_line, failed_line = _cumulative(events, t0, span)
+    return {"ok": ok_line, "failed": failed_line, "span": round(span, 3)}
+
+
+def header_data(out_dir: Path, view: LedgerView, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything the page's header shows, as JSON-ready data (the script draws it)."""
+    facts = run_facts(out_dir, view, summary)
+    data = asdict(facts)
+    data["states"] = dict(facts.states)
+    data["unfinished"] = sum(facts.states[s] for s in UNFINISHED)
+    data["chart"] = progress_series(view.finished, facts.chart_since)
+    return data
+
+
+def ordered(jobs: Iterable[JobView]) -> list[JobView]:
+    return sorted(jobs, key=lambda job: (STATUS_RANK.get(job.status, 1), job.order))

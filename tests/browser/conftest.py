@@ -1,0 +1,28 @@
+"""Fixtures of the browser tests: one Chromium per session, a fresh page per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.playwright_helpers import WINDOW, chromium_path, launched
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if chromium_path() is None:
+        pytest.skip("headless Chromium is not installed: run `make chromium` (Debian `chromium`)")
+    with launched() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport=WINDOW, accept_downloads=True)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()

@@ -1,0 +1,105 @@
+"""``pipeline review``: decisions from the command line and through the served page's API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pipeline.review.cli import (
+    add_report_arguments,
+    add_review_arguments,
+    command_report,
+    command_review,
+)
+from pipeline.review.decisions import REVIEWS_NAME, read_decisions
+from pipeline.review.server import ReviewApp
+from tests.browser.synthetic_run import SyntheticJob, build_run, records
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    build_run(out, [SyntheticJob(f"j{i}") for i in range(4)], side=16)
+    return out
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    add_review_arguments(commands)
+    add_report_arguments(commands)
+    return parser.parse_args(list(argv))
+
+
+def test_reject_and_approve_from_the_command_line(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = command_review(parse("review", str(run), "--reject", "j0,j1", "--approve", "j2"))
+    assert code == 0 and "3 decisions" in capsys.readouterr().out
+    decisions = read_decisions(run)
+    key = {r["job_id"]: r["key"] for r in records(run) if r["status"] == "succeeded"}
+    assert {j: d.decision for j, d in decisions.items()} == {
+        "j0": "rejected",
+        "j1": "rejected",
+        "j2": "approved",
+    }
+    assert decisions["j0"].key == key["j0"]
+
+
+def test_unknown_ids_are_an_error_naming_them(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert command_review(parse("review", str(run), "--reject", "j0,nope,gone")) == 2
+    err = capsys.readouterr().err
+    assert "nope, gone" in err and "j0" not in err.split(":")[-1]
+    assert not (run / REVIEWS_NAME).exists()  # nothing recorded when one id is wrong
+
+
+def test_from_the_pages_export_or_a_list_of_ids(run: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "rejected.json"
+    exported.write_bytes(orjson.dumps({"rejected": ["j1"], "approved": ["j3"], "note": "n"}))
+    assert command_review(parse("review", str(run), "--from", str(exported))) == 0
+    listed = tmp_path / "ids.txt"
+    listed.write_text("j2\n\n# a comment\n")
+    assert command_review(parse("review", str(run), "--from", str(listed))) == 0
+    decisions = read_decisions(run)
+    assert decisions["j1"].note == "n" and decisions["j3"].decision == "approved"
+    assert decisions["j2"].decision == "rejected"
+
+
+def test_a_missing_ledger_or_file_is_one_line(
+    tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert command_review(parse("review", str(tmp_path / "none"), "--reject", "a")) == 2
+    assert command_report(parse("report", str(tmp_path / "none"))) == 2
+    assert command_review(parse("review", str(run), "--from", str(tmp_path / "no.json"))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and "Traceback" not in err
+
+
+async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -> None:
+    async with TestClient(TestServer(ReviewApp(run).app())) as client:
+        page = await (await client.get("/")).text()
+        assert 'src="static/report.js"' in page
+        assert (await client.get("/static/report.js")).status == 200
+        data = await (await client.get("/api/data")).json()
+        assert data["live"] is True and len(data["jobs"]) == 4
+        body = {"decisions": [{"job_id": "j0", "decision": "rejected", "note": "crooked"}]}
+        response = await client.post("/api/decisions", json=body)
+        assert response.status == 200 and (await response.json()) == {"recorded": 1}
+        bad = {"decisions": [{"job_id": "zzz", "decision": "rejected"}]}
+        response = await client.post("/api/decisions", json=bad)
+        assert response.status == 400 and "zzz" in await response.text()
+        again = await (await client.get("/api/data")).json()
+        row = next(row for row in again["jobs"] if row[0] == "j0")
+        assert row[again["fields"].index("decision")][:2] == ["rejected", "crooked"]
+        # Thumbnails are made on first request; outputs come from OUT; nothing else does.
+        thumb = next(source["thumb"] for source in again["sources"] if source.get("thumb"))
+        assert (await client.get(f"/.thumbs/{thumb}")).status == 200
+        assert (await client.get("/j0/0.png")).status == 200
+        for path in ("/ledger.jsonl", "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.raw/x.png"):
+            assert (await client.get(path)).status == 404, path

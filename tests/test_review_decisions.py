@@ -1,0 +1,72 @@
+"""``reviews.jsonl``: append-only decisions, latest per job, bound to the content key."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.review.decisions import (
+    REVIEWS_NAME,
+    read_decisions,
+    record_decisions,
+    rejected_for,
+)
+
+
+def test_latest_line_per_job_wins(tmp_path: Path) -> None:
+    record_decisions(tmp_path, [("a", "k1", "rejected"), ("b", "k2", "approved")], "dull", "t1")
+    record_decisions(tmp_path, [("a", "k1", "approved")], ts="t2")
+    decisions = read_decisions(tmp_path)
+    assert decisions["a"].decision == "approved" and decisions["a"].ts == "t2"
+    assert (decisions["b"].decision, decisions["b"].note, decisions["b"].key) == (
+        "approved",
+        "dull",
+        "k2",
+    )
+    lines = (tmp_path / REVIEWS_NAME).read_bytes().splitlines()
+    assert [orjson.loads(line)["job_id"] for line in lines] == ["a", "b", "a"]  # never rewritten
+    assert set(orjson.loads(lines[0])) == {"ts", "job_id", "key", "decision", "note"}
+
+
+def test_a_rejection_applies_only_to_the_content_it_was_made_for(tmp_path: Path) -> None:
+    record_decisions(tmp_path, [("a", "old-key", "rejected")])
+    decisions = read_decisions(tmp_path)
+    assert rejected_for(decisions, "a", "old-key")
+    assert not rejected_for(decisions, "a", "new-key")  # the job changed since: not rejected
+    assert not rejected_for(decisions, "b", "old-key")
+
+
+def test_torn_and_foreign_lines_are_skipped(tmp_path: Path) -> None:
+    record_decisions(tmp_path, [("a", "k", "rejected")])
+    with (tmp_path / REVIEWS_NAME).open("ab") as file:
+        file.write(b'[1]\n{"job_id": "b", "decision": "maybe"}\n{"job_id": "c", "deci')
+    assert set(read_decisions(tmp_path)) == {"a"}
+    assert read_decisions(tmp_path / "nowhere") == {}
+
+
+def test_an_unknown_decision_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="approved, rejected"):
+        record_decisions(tmp_path, [("a", "k", "rejected"), ("b", "k", "meh")])
+    assert not (tmp_path / REVIEWS_NAME).exists()
+
+
+def test_writers_at_once_never_tear_a_line(tmp_path: Path) -> None:
+    """Appends from several writers (the page, the CLI) land as whole lines."""
+
+    def write(prefix: str) -> None:
+        for i in range(200):
+            record_decisions(tmp_path, [(f"{prefix}{i}", "k" * 300, "rejected")], note="x" * 500)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = (tmp_path / REVIEWS_NAME).read_bytes().splitlines()
+    assert len(lines) == 800 and all(orjson.loads(line)["key"] == "k" * 300 for line in lines)
+    assert len(read_decisions(tmp_path)) == 800
+    assert os.stat(tmp_path / REVIEWS_NAME).st_size == sum(len(line) + 1 for line in lines)
