@@ -18,8 +18,9 @@ import os
 import pickle
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,7 @@ from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
 from pipeline.preflight import Notice, Preflight, id_fingerprint
+from pipeline.review.decisions import Decision
 from pipeline.summary import PlanSummary
 
 KEY_VERSION = 1
@@ -159,8 +161,28 @@ class Skip(StrEnum):
     HELD = "held"  # pending, left for a later run by --limit or --only
 
 
-# (job id, content key) -> the job's outputs were rejected by a reviewer for that content
-Rejected = Callable[[str, str], bool]
+# A succeeded job's state -> a reviewer rejected its outputs for this content since
+Rejected = Callable[[JobState], bool]
+
+
+def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
+    """The redo rule (SPEC 6): a job rejected for its current content, and not run again
+    since the rejection, is bought again; a changed job is new content anyway."""
+
+    def rejected(state: JobState) -> bool:
+        decision = decisions.get(state.job_id)
+        if decision is None or decision.decision != "rejected":
+            return False
+        return decision.applies_to(state.key) and _later(decision.ts, state.updated)
+
+    return rejected
+
+
+def _later(first: str, than: str) -> bool:
+    try:
+        return datetime.fromisoformat(first) > datetime.fromisoformat(than)
+    except (TypeError, ValueError):  # a timestamp is missing or odd: trust the decision
+        return True
 
 
 @dataclass(frozen=True)
@@ -220,7 +242,7 @@ def prepare(
             job, key = item.job, item.key
             chosen.note(job.id)
             state = ledger.state_of(job.id, key)
-            redo = _rejected(options, state, job.id, key)
+            redo = _rejected(options, state)
             reason = None if redo else skip_reason(state, options)
             if reason is None and not chosen.take(job.id):
                 reason = Skip.HELD
@@ -261,12 +283,12 @@ def prepare_file(
     return prepare(manifest, ledger or LedgerState(), options or PlanOptions(), table)
 
 
-def _rejected(options: PlanOptions, state: JobState | None, job_id: str, key: str) -> bool:
+def _rejected(options: PlanOptions, state: JobState | None) -> bool:
     return (
         options.rejected is not None
         and state is not None
         and state.status is Status.SUCCEEDED
-        and options.rejected(job_id, key)
+        and options.rejected(state)
     )
 
 

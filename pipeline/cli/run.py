@@ -51,10 +51,11 @@ from pipeline.manifest import Manifest, load_manifest
 from pipeline.metrics import write_metrics
 from pipeline.models import Job
 from pipeline.notify import notify, payload_from_summary, url_problem
-from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare
+from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare, reviewer_rejections
 from pipeline.preflight import mask_upload_bytes
 from pipeline.progress import ProgressBar
 from pipeline.retry import RetryPolicy
+from pipeline.review.decisions import read_decisions
 from pipeline.runlog import (
     LOG_FORMATS,
     Heartbeat,
@@ -186,8 +187,13 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def plan_options(args: argparse.Namespace) -> PlanOptions:
-    return PlanOptions(retry_failed=args.retry_failed, limit=args.limit, only=args.only)
+def plan_options(args: argparse.Namespace, out_dir: Path) -> PlanOptions:
+    return PlanOptions(
+        retry_failed=args.retry_failed,
+        limit=args.limit,
+        only=args.only,
+        rejected=reviewer_rejections(read_decisions(out_dir)),
+    )
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -226,7 +232,7 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
     with OutputLock(out_dir):
         ledger = read_ledger(out_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, out_dir)
-        plan = prepare(manifest, ledger, plan_options(args), load_credit_table())
+        plan = prepare(manifest, ledger, plan_options(args, out_dir), load_credit_table())
         if not plan.ok:
             print(format_plan(plan.summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
@@ -252,7 +258,9 @@ def _remove_empty(out_dir: Path) -> None:
 
 def _dry_run(context: RunContext) -> int:
     ledger = read_ledger(context.out_dir / LEDGER_NAME)
-    plan = prepare(context.manifest, ledger, plan_options(context.args), load_credit_table())
+    plan = prepare(
+        context.manifest, ledger, plan_options(context.args, context.out_dir), load_credit_table()
+    )
     print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
     if not plan.ok:
         return ExitCode.USAGE

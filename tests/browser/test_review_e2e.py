@@ -1,9 +1,7 @@
-"""Issue 15's end-to-end path, up to the planner: run 8 jobs, reject 2 through the served page,
-approve the rest in bulk, and deliver the approved 6 under a name template, twice.
-
-The re-run of the rejected two (``redo``, outputs to ``.superseded/``) is the planner's part; this
-test checks what it will read: ``rejected_for(read_decisions(OUT), id, current key)``.
-"""
+"""Issue 15's end-to-end path: run 8 jobs, reject 2 through the served page, approve the rest
+in bulk; the next run buys exactly those 2 again (``redo`` in the dry run, their old outputs
+moved to ``.superseded/``) and a third sends nothing; the approved 6 are delivered under a name
+template, and a second export copies nothing."""
 
 from __future__ import annotations
 
@@ -38,12 +36,8 @@ def test_reject_two_of_eight_through_the_page_then_deliver_the_rest(
     # signal handlers, main thread only): the real CLI runs as its own process.
     process = spawn_cli(args, {})
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr.decode() and set(states(out).values()) == {
-        "succeeded"
-    }
-    keys = {
-        line["job_id"]: line["key"] for line in records(out) if line["status"] == "succeeded"
-    }
+    assert process.returncode == 0, stderr.decode() and set(states(out).values()) == {"succeeded"}
+    keys = {line["job_id"]: line["key"] for line in records(out) if line["status"] == "succeeded"}
     rejected = ["sku-0002", "sku-0005"]
 
     with served(out) as url:
@@ -67,6 +61,21 @@ def test_reject_two_of_eight_through_the_page_then_deliver_the_rest(
         and decisions["sku-0002"].key == keys["sku-0002"]
     )
     assert sum(d.decision == "approved" for d in decisions.values()) == 6
+
+    dry = spawn_cli([*args, "--dry-run"], {})
+    stdout, _ = dry.communicate(timeout=60)
+    assert "redo 2" in stdout.decode()
+    for _ in range(2):  # the redo run, then one with nothing left to do
+        process = spawn_cli(args, {})
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    bought: dict[str, int] = {}
+    for line in records(out):
+        if line["status"] == "submitted":
+            bought[line["job_id"]] = bought.get(line["job_id"], 0) + 1
+    assert bought == {job_id: 2 if job_id in rejected else 1 for job_id in keys}
+    for job_id in rejected:
+        assert list((out / job_id / ".superseded").glob("*/0.png")), job_id
 
     capsys.readouterr()
     shop = tmp_path / "shop"
