@@ -23,7 +23,7 @@ API_BASE_ENV = "ONEMIN_API_BASE"
 ASSET_BASE_ENV = "ONEMIN_ASSET_BASE"
 
 CONCURRENCY = 8
-RPM = 120.0
+RPM = 150.0  # requests to the API host a minute; the documented account limit is 180
 MAX_ATTEMPTS = 5
 BACKOFF_BASE = 1.0  # seconds before the first retry
 BACKOFF_MAX = 60.0  # no single wait is longer, except an announced Retry-After
@@ -54,6 +54,10 @@ SUBMIT_MODES: tuple[str, ...] = ("sync", "async")
 SLOWDOWN_FACTOR = 0.5  # multiply the rate by this on a hint-less 429
 RECOVERY_STEP = 0.05  # add this share of the configured rate back per success
 MIN_RPM = 1.0
+# When 429s come together the account's limit is reached (throttle.py states the rule).
+CORRELATED_429S = 3
+SHARE_WINDOW = 20
+SHARE_LIMIT = 0.10
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class RateLimit:
     slowdown_factor: float = SLOWDOWN_FACTOR
     recovery_step: float = RECOVERY_STEP
     min_rpm: float = MIN_RPM
+    correlated_429s: int = CORRELATED_429S  # 429s in force at once: the account's limit
+    share_window: int = SHARE_WINDOW  # recent answers the share of 429s is taken over
+    share_limit: float = SHARE_LIMIT  # more than this share of 429s: the limit is reached
 
 
 @dataclass(frozen=True)

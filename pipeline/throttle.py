@@ -39,10 +39,6 @@ from collections.abc import Awaitable, Callable
 
 from pipeline.config import RateLimit
 
-# Defaults of the settings read with getattr(rate, name, DEFAULT), until RateLimit has them.
-CORRELATED_429S = 3  # 429s in force at once that mean the account's limit is reached
-SHARE_WINDOW = 20  # recent answers (successes and 429s) the share of 429s is taken over
-SHARE_LIMIT = 0.10  # more than this share of 429s among them: the limit is reached
 # A Retry-After of 0 or a fraction of a second still groups the 429s of one burst: an announced
 # wait counts as at least this many intervals at the current pace.
 CORRELATION_INTERVALS = 3.0
@@ -69,9 +65,9 @@ class Throttle:
         self._current = rate.rpm
         self._clock = clock
         self._sleep = sleep
-        self._correlated = int(getattr(rate, "correlated_429s", CORRELATED_429S))
-        self._share_limit = float(getattr(rate, "share_limit", SHARE_LIMIT))
-        self._answers: deque[bool] = deque(maxlen=int(getattr(rate, "share_window", SHARE_WINDOW)))
+        self._correlated = rate.correlated_429s
+        self._share_limit = rate.share_limit
+        self._answers: deque[bool] = deque(maxlen=rate.share_window)
         self._turn = asyncio.Lock()
         self._last_sent = _NEVER
         self._pause_until = _NEVER

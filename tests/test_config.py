@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import ConfigError, Settings, load_settings
 
@@ -35,6 +37,15 @@ def test_shipped_profiles_load(name: str) -> None:
     settings = load_settings(CONFIGS / name, {}, None)
     if name == "default.yaml":  # the file spells out the built-in defaults, and must agree
         assert settings == Settings()
+
+
+def test_default_profile_spells_out_every_setting() -> None:
+    data = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    settings = Settings()
+    for group in ("endpoints", "rate", "retry", "timeouts"):
+        assert set(data[group]) == {f.name for f in fields(getattr(settings, group))}, group
+    top = {f.name for f in fields(settings)} - {"endpoints", "rate", "retry", "timeouts"}
+    assert top <= set(data)
 
 
 @pytest.mark.parametrize(

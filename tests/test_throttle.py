@@ -260,11 +260,8 @@ def test_a_burst_of_hintless_429s_from_calls_in_flight_cuts_the_rate_once() -> N
 
 
 def test_settings_on_rate_limit_override_the_defaults() -> None:
-    class Settings(RateLimit):
-        correlated_429s = 2
-
     fake = VirtualTime()
-    gate = Throttle(Settings(rpm=60), clock=fake.clock, sleep=fake.sleep)
+    gate = Throttle(RateLimit(rpm=60, correlated_429s=2), clock=fake.clock, sleep=fake.sleep)
     gate.on_rate_limited(5.0)
     gate.on_rate_limited(5.0)
     assert gate.pauses == 1

@@ -1,4 +1,7 @@
-"""Fixtures of the browser tests: one Chromium per session, a fresh page per test."""
+"""Fixtures of the browser tests: one Chromium for this package, a fresh page per test.
+
+Package scope, not session: Playwright's sync API runs an event loop in the test thread while
+it is started, and every asyncio test after this package needs that thread's loop free."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 from tests.browser.playwright_helpers import WINDOW, chromium_path, launched
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if chromium_path() is None:
         pytest.skip("headless Chromium is not installed: run `make chromium` (Debian `chromium`)")
