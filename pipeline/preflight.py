@@ -57,7 +57,6 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from pipeline.errors import Problem
-from pipeline.manifest import folder_name_problem
 from pipeline.models import (
     BACKGROUNDS,
     N_MAX,
@@ -69,6 +68,7 @@ from pipeline.models import (
     InputRef,
     Job,
 )
+from pipeline.naming import folder_name_problem
 
 AUTO_SIZE = "auto"
 FALLBACK_SIZE = "1024x1024"
