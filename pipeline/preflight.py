@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from pipeline.errors import Problem
+from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size, is_16bit, orientation_of
 from pipeline.models import (
     BACKGROUNDS,
     N_MAX,
@@ -72,7 +73,7 @@ from pipeline.naming import folder_name_problem
 
 AUTO_SIZE = "auto"
 FALLBACK_SIZE = "1024x1024"
-MAX_PIXELS = 50_000_000  # far above any real photo; a bigger "image" is a bomb or a mistake
+MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
@@ -111,6 +112,8 @@ class ImageFacts:
     mode: str
     notes: tuple[str, ...] = ()  # notices about the file, given once
     convert_mask: bool = False  # as a mask, it must be converted to grayscale before upload
+    orientation: int = 1  # EXIF orientation; width and height above are already upright
+    sixteen_bit: bool = False  # 16 bits per channel: uploaded converted to 8 bits
 
 
 _Inspect = Callable[[str], ImageFacts | str]
@@ -125,8 +128,14 @@ class Preflight:
     cheap extra pass over the ids alone (``plan.scan`` does it), only if there are any.
     """
 
-    def __init__(self, max_pixels: int = MAX_PIXELS, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        max_pixels: int = MAX_PIXELS,
+        cache_size: int = CACHE_SIZE,
+        max_input_side: int = MAX_INPUT_SIDE,
+    ) -> None:
         self.max_pixels = max_pixels
+        self.max_input_side = max_input_side
         self._ids: array[int] | None = array("Q")  # None: not tracked (a later pass)
         self._id_filter = bytearray(ID_FILTER_BITS // 8)
         self._maybe_seen: set[int] = set()
@@ -183,6 +192,29 @@ class Preflight:
         real, _refusal = self._resolve(job.mask.value, None)
         facts = self._mask_facts(real)
         return isinstance(facts, ImageFacts) and facts.convert_mask
+
+    def upload_recipe(self, job: Job, role: str) -> Recipe:
+        """What to do to the job's image or mask file before upload (``inputs.upload``):
+        undo EXIF rotation, scale to ``max_input_side`` (the mask to its image's new size),
+        16 to 8 bits, a mask to grayscale. Read from the per-file cache; call after ``check``."""
+        image = self._cached_facts(job.image, self._image_facts)
+        if image is None:
+            return Recipe()
+        target = fitted_size(image.width, image.height, self.max_input_side)
+        if role == "image":
+            return Recipe(image.orientation, target, image.sixteen_bit)
+        mask = self._cached_facts(job.mask, self._mask_facts)
+        if mask is None:
+            return Recipe()
+        size = target if target is not None and target != (mask.width, mask.height) else None
+        return Recipe(mask.orientation, size, mask.sixteen_bit, mask.convert_mask)
+
+    def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
+        if ref is None or ref.kind != "file":
+            return None
+        real, _refusal = self._resolve(ref.value, None)
+        facts = inspect(real)
+        return facts if isinstance(facts, ImageFacts) else None
 
     # -- fields --
 
@@ -458,7 +490,17 @@ def _facts(
     real: str, image: Image.Image, notes: tuple[str, ...], convert_mask: bool = False
 ) -> ImageFacts:
     kind = ACCEPTED_FORMATS[image.format or ""]
-    return ImageFacts(real, kind, image.width, image.height, image.mode, notes, convert_mask)
+    # PNG's eXIf chunk is read by Pillow only with the pixels, which would break verify(); phone
+    # cameras write JPEG (or HEIC, refused), so PNG orientation is taken as upright.
+    orientation = 1 if kind == "PNG" else orientation_of(image)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # a quarter turn: every check sees the image upright
+        width, height = height, width
+    with open(real, "rb") as handle:
+        sixteen = is_16bit(image, handle.read(32))
+    return ImageFacts(
+        real, kind, width, height, image.mode, notes, convert_mask, orientation, sixteen
+    )
 
 
 def _shown_path(path: str, base: str | None) -> str:
