@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import Problem
 from pipeline.manifest.schema import (
@@ -123,6 +124,9 @@ def _ref_field(
     return ref
 
 
+_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://")
+
+
 @lru_cache(maxsize=_PATH_CACHE_SIZE)
 def input_ref(text: str, base_dir: str) -> InputRef | str:
     """Where an image or mask comes from; a message (str) when it cannot be used.
@@ -131,16 +135,21 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
     """
     text = text.strip()
     lowered = text.lower()
-    if lowered.startswith(("http://", "https://")):
-        return InputRef("url", text)
+    if lowered.startswith(_REMOTE_PREFIXES):
+        return InputRef("url", text)  # fetched by preflight (pipeline.inputs)
+    if lowered.startswith("file://"):
+        local = urlsplit(text)
+        if local.netloc not in ("", "localhost"):
+            return "file:// URLs name a local file: file:///path or file://localhost/path"
+        return InputRef("file", os.path.normpath(unquote(local.path)))
     if lowered.startswith("asset:"):
         path = text[len("asset:") :].strip()
         return InputRef("asset", path) if path else "asset: needs a path after the colon"
     scheme = _URL_SCHEME.match(text)
     if scheme:
         return (
-            f"{scheme.group(1)}:// is not supported; use a file path, an http(s) URL "
-            "or asset:<path>"
+            f"{scheme.group(1)}:// is not supported; use a file path, an http(s), s3://, "
+            "gs://, az:// or file:// URL, or asset:<path>"
         )
     if not text:
         return "is empty"
