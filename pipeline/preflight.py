@@ -47,7 +47,7 @@ import stat
 import unicodedata
 import warnings
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -57,7 +57,10 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from pipeline.errors import Problem
-from pipeline.manifest import folder_name_problem
+from pipeline.inputs.cache import CachedInput, InputCache
+from pipeline.inputs.fetch import FetchOptions, fetch_all
+from pipeline.inputs.objectstore import REMOTE_SCHEMES
+from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size, is_16bit, orientation_of
 from pipeline.models import (
     BACKGROUNDS,
     N_MAX,
@@ -69,10 +72,12 @@ from pipeline.models import (
     InputRef,
     Job,
 )
+from pipeline.naming import folder_name_problem
 
 AUTO_SIZE = "auto"
+DEFAULT_FETCH = FetchOptions()
 FALLBACK_SIZE = "1024x1024"
-MAX_PIXELS = 50_000_000  # far above any real photo; a bigger "image" is a bomb or a mistake
+MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
@@ -111,6 +116,8 @@ class ImageFacts:
     mode: str
     notes: tuple[str, ...] = ()  # notices about the file, given once
     convert_mask: bool = False  # as a mask, it must be converted to grayscale before upload
+    orientation: int = 1  # EXIF orientation; width and height above are already upright
+    sixteen_bit: bool = False  # 16 bits per channel: uploaded converted to 8 bits
 
 
 _Inspect = Callable[[str], ImageFacts | str]
@@ -125,8 +132,20 @@ class Preflight:
     cheap extra pass over the ids alone (``plan.scan`` does it), only if there are any.
     """
 
-    def __init__(self, max_pixels: int = MAX_PIXELS, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        max_pixels: int = MAX_PIXELS,
+        cache_size: int = CACHE_SIZE,
+        max_input_side: int = MAX_INPUT_SIDE,
+        cache: InputCache | None = None,
+        fetch_options: FetchOptions = DEFAULT_FETCH,
+    ) -> None:
         self.max_pixels = max_pixels
+        self.max_input_side = max_input_side
+        self.cache = cache if cache is not None else InputCache()
+        self.fetch_options = fetch_options
+        self._remote: dict[str, CachedInput | str] = {}  # URL → its fetch in this run
+        self.sources: dict[str, str] = {}  # cached file → the URL it was fetched from
         self._ids: array[int] | None = array("Q")  # None: not tracked (a later pass)
         self._id_filter = bytearray(ID_FILTER_BITS // 8)
         self._maybe_seen: set[int] = set()
@@ -174,7 +193,45 @@ class Preflight:
         size = self._resolved_size(job, image, notices)
         if problems:
             return None, problems, notices
-        return (job if size == job.size else replace(job, size=size)), [], notices
+        changes: dict[str, object] = {} if size == job.size else {"size": size}
+        for role, facts in (("image", image), ("mask", mask)):
+            ref = job.image if role == "image" else job.mask
+            if facts is not None and ref is not None and ref.kind == "url":
+                # From here on a remote input is its cached file: its content key is its
+                # bytes', it counts as an upload, and the upload reads the cache.
+                changes[role] = InputRef("file", facts.path)
+                self.sources[facts.path] = ref.value
+        return (replace(job, **changes) if changes else job), [], notices  # type: ignore[arg-type]
+
+    # -- remote inputs --
+
+    def prefetch(self, urls: Iterable[str]) -> int:
+        """Fetch these URLs concurrently (before the checks); how many were fetched."""
+        wanted = [url for url in dict.fromkeys(urls) if url not in self._remote]
+        if wanted:
+            self._remote.update(fetch_all(wanted, self.cache, self.fetch_options))
+        return len(wanted)
+
+    def prefetch_manifest(self, jobs: Iterable[object]) -> int:
+        """Collect the distinct remote inputs of a stream of jobs and fetch them at once."""
+        urls = (
+            ref.value
+            for job in jobs
+            if isinstance(job, Job)
+            for ref in (job.image, job.mask)
+            if ref is not None and ref.kind == "url" and not _remote_ref_problem(ref)
+        )
+        return self.prefetch(urls)
+
+    @property
+    def fetched(self) -> int:
+        """Remote inputs fetched so far in this run (validate prints it)."""
+        return sum(1 for value in self._remote.values() if not isinstance(value, str))
+
+    def _fetched(self, url: str) -> CachedInput | str:
+        if url not in self._remote:  # not prefetched: fetched alone (correct, only slower)
+            self.prefetch([url])
+        return self._remote[url]
 
     def mask_convert(self, job: Job) -> bool:
         """Whether the job's mask must be converted before upload (read from the cache)."""
@@ -183,6 +240,29 @@ class Preflight:
         real, _refusal = self._resolve(job.mask.value, None)
         facts = self._mask_facts(real)
         return isinstance(facts, ImageFacts) and facts.convert_mask
+
+    def upload_recipe(self, job: Job, role: str) -> Recipe:
+        """What to do to the job's image or mask file before upload (``inputs.upload``):
+        undo EXIF rotation, scale to ``max_input_side`` (the mask to its image's new size),
+        16 to 8 bits, a mask to grayscale. Read from the per-file cache; call after ``check``."""
+        image = self._cached_facts(job.image, self._image_facts)
+        if image is None:
+            return Recipe()
+        target = fitted_size(image.width, image.height, self.max_input_side)
+        if role == "image":
+            return Recipe(image.orientation, target, image.sixteen_bit)
+        mask = self._cached_facts(job.mask, self._mask_facts)
+        if mask is None:
+            return Recipe()
+        size = target if target is not None and target != (mask.width, mask.height) else None
+        return Recipe(mask.orientation, size, mask.sixteen_bit, mask.convert_mask)
+
+    def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
+        if ref is None or ref.kind != "file":
+            return None
+        real, _refusal = self._resolve(ref.value, None)
+        facts = inspect(real)
+        return facts if isinstance(facts, ImageFacts) else None
 
     # -- fields --
 
@@ -221,20 +301,27 @@ class Preflight:
         ref = job.image if name == "image" else job.mask
         if ref is None:
             return None
-        if ref.kind != "file":
+        shown = _shown_path(ref.value, base) if ref.kind == "file" else ref.value
+        if ref.kind == "asset":
             reason = _remote_ref_problem(ref)
             if reason:
                 problems.append(Problem(job.id, name, reason, job.location))
             return None
-        real, refusal = self._resolve(ref.value, base)
+        if ref.kind == "url":
+            reason = _remote_ref_problem(ref)
+            fetched = reason or self._fetched(ref.value)
+            if isinstance(fetched, str):
+                problems.append(Problem(job.id, name, f"{ref.value} {fetched}", job.location))
+                return None
+            real, refusal = str(fetched.path), None
+        else:
+            real, refusal = self._resolve(ref.value, base)
         facts = refusal or inspect(real)
         if isinstance(facts, str):
-            shown = _shown_path(ref.value, base)
             problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
             return None
         if facts.notes and (name, real) not in self._noted:
             self._noted.add((name, real))
-            shown = _shown_path(ref.value, base)
             notices.extend(
                 Notice(
                     job.id, name, f"{shown} {note}; said once for all jobs using it", job.location
@@ -296,7 +383,7 @@ class Preflight:
             return job.size
         if image is not None:
             return closest_size(image.width, image.height)
-        if job.image.kind != "file":
+        if job.image.kind == "asset":
             message = f"auto needs a local image to measure; using {FALLBACK_SIZE}"
             notices.append(Notice(job.id, "size", message, job.location))
         return FALLBACK_SIZE
@@ -359,8 +446,8 @@ def _remote_ref_problem(ref: InputRef) -> str | None:
         host = parts.hostname
     except ValueError as exc:
         return f"not a valid URL: {exc}"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"{ref.value!r} is not an http(s) URL"
+    if parts.scheme.lower() not in ("http", "https", *REMOTE_SCHEMES):
+        return f"{ref.value!r} is not an http(s) or object-store URL"
     if not host:
         return f"{ref.value!r} has no host"
     if any(char.isspace() for char in ref.value):
@@ -458,7 +545,17 @@ def _facts(
     real: str, image: Image.Image, notes: tuple[str, ...], convert_mask: bool = False
 ) -> ImageFacts:
     kind = ACCEPTED_FORMATS[image.format or ""]
-    return ImageFacts(real, kind, image.width, image.height, image.mode, notes, convert_mask)
+    # PNG's eXIf chunk is read by Pillow only with the pixels, which would break verify(); phone
+    # cameras write JPEG (or HEIC, refused), so PNG orientation is taken as upright.
+    orientation = 1 if kind == "PNG" else orientation_of(image)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # a quarter turn: every check sees the image upright
+        width, height = height, width
+    with open(real, "rb") as handle:
+        sixteen = is_16bit(image, handle.read(32))
+    return ImageFacts(
+        real, kind, width, height, image.mode, notes, convert_mask, orientation, sixteen
+    )
 
 
 def _shown_path(path: str, base: str | None) -> str:

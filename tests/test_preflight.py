@@ -275,11 +275,10 @@ def test_paths_written_outside_the_folder_are_taken_as_written(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
-        (InputRef("url", "https://cdn.example.com/a.png"), None),
         (InputRef("url", "http://"), "has no host"),
         (InputRef("url", "https:///a.png"), "has no host"),
         (InputRef("url", "https://example.com/a b.png"), "contains spaces"),
-        (InputRef("url", "ftp://example.com/a.png"), "not an http(s) URL"),
+        (InputRef("url", "ftp://example.com/a.png"), "not an http(s) or object-store URL"),
         (InputRef("asset", "development/images/a.png"), None),
         (InputRef("asset", " "), "needs a path"),
     ],
@@ -291,8 +290,9 @@ def test_remote_inputs_are_checked_offline(
     assert [message in p.message for p in problems] == ([True] if message else [])
 
 
-def test_size_auto_with_a_url_falls_back_with_a_notice(tmp_path: Path) -> None:
-    job = background_job(tmp_path, image=InputRef("url", "https://e.com/a.png"), size="auto")
+def test_size_auto_with_an_asset_falls_back_with_a_notice(tmp_path: Path) -> None:
+    # A URL is fetched and measured (tests/test_inputs_remote.py); an asset cannot be seen.
+    job = background_job(tmp_path, image=InputRef("asset", "development/a.png"), size="auto")
     checked, problems, notices = check(job)
     assert checked is not None and checked.size == "1024x1024"
     assert problems == [] and "auto needs a local image" in notices[0].message

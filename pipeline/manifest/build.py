@@ -1,0 +1,157 @@
+"""Building a Job from one entry's typed fields and the defaults; where inputs come from."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pipeline.errors import Problem
+from pipeline.manifest.schema import (
+    _PARAMETERS,
+    _PATH_CACHE_SIZE,
+    _URL_SCHEME,
+    BACKGROUND_ONLY,
+    FEATURE_ALIASES,
+    INPAINT_ONLY,
+    OUTPUT_FORMAT_ALIASES,
+    TYPE_CHOICES,
+    _Report,
+    _stem_of,
+)
+from pipeline.models import Feature, InputRef, Job
+
+# --- building a Job -------------------------------------------------------------------------
+
+
+def build_job(
+    own: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    base_dir: Path,
+    location: str,
+    invalid: frozenset[str] = frozenset(),
+    entry: int = -1,
+) -> Job | list[Problem]:
+    """Apply defaults to one entry's typed fields and make a Job, or say what is wrong.
+
+    ``invalid`` names fields already reported as bad, so they are not reported again as missing.
+    """
+    merged = {**defaults, **own}
+    # An explicit id is kept as written, even "" (preflight says what is wrong with it).
+    job_id = merged["id"] if "id" in merged else _stem_of(merged.get("image", "")) or None
+    problems: list[Problem] = []
+
+    def problem(name: str, message: str) -> None:
+        problems.append(Problem(job_id, name, message, location))
+
+    feature = _feature_of(merged.get("type"), "type" in invalid, problem)
+    if feature is not None:
+        unused = INPAINT_ONLY if feature is Feature.BACKGROUND else BACKGROUND_ONLY
+        for name in unused:
+            if name in own:
+                problem(name, f"applies only to {_other(feature).value}, not {feature.value}")
+            merged.pop(name, None)
+
+    image = _required_ref(merged, "image", base_dir, invalid, problem)
+    mask = _ref_field(merged, "mask", base_dir, problem)
+    if "prompt" not in merged and "prompt" not in invalid:
+        problem("prompt", "required: describe the edit")
+    if job_id is None and image is not None:
+        problem("id", "cannot be derived from the image; set an id")
+    # Fields already reported as invalid are left out (their defaults apply), so the job can
+    # still be checked for everything else; the reported problems keep it from running.
+    if problems or feature is None or image is None or "prompt" not in merged:
+        return problems
+    parameters = {name: merged[name] for name in _PARAMETERS if name in merged}
+    if "output_format" in parameters:
+        fmt = parameters["output_format"]
+        parameters["output_format"] = OUTPUT_FORMAT_ALIASES.get(fmt, fmt)
+    return Job(
+        id=str(job_id),
+        feature=feature,
+        image=image,
+        mask=mask,
+        prompt=merged["prompt"],
+        location=location,
+        entry=entry,
+        **parameters,
+    )
+
+
+def _feature_of(value: Any, already_reported: bool, problem: _Report) -> Feature | None:
+    if value is None:
+        if not already_reported:
+            problem("type", f"required: {TYPE_CHOICES}")
+        return None
+    feature = parse_feature(value)
+    if feature is None:
+        problem("type", f"{value!r} is not {TYPE_CHOICES}")
+    return feature
+
+
+def parse_feature(value: str) -> Feature | None:
+    """``IMAGE_INPAINTER``, ``inpaint``, ``Background``, ... → Feature; None if unknown."""
+    return FEATURE_ALIASES.get(value.strip().lower().replace("-", "_").replace(" ", "_"))
+
+
+def _other(feature: Feature) -> Feature:
+    return Feature.INPAINT if feature is Feature.BACKGROUND else Feature.BACKGROUND
+
+
+def _required_ref(
+    merged: Mapping[str, Any], name: str, base_dir: Path, invalid: frozenset[str], problem: _Report
+) -> InputRef | None:
+    if name not in merged:
+        if name not in invalid:
+            problem(name, "required: a file path, an http(s) URL or asset:<path>")
+        return None
+    return _ref_field(merged, name, base_dir, problem)
+
+
+def _ref_field(
+    merged: Mapping[str, Any], name: str, base_dir: Path, problem: _Report
+) -> InputRef | None:
+    text = merged.get(name)
+    if text is None:
+        return None
+    ref = input_ref(text, str(base_dir))
+    if isinstance(ref, str):
+        problem(name, ref)
+        return None
+    return ref
+
+
+_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://")
+
+
+@lru_cache(maxsize=_PATH_CACHE_SIZE)
+def input_ref(text: str, base_dir: str) -> InputRef | str:
+    """Where an image or mask comes from; a message (str) when it cannot be used.
+
+    Cached: a catalog names the same few files many times.
+    """
+    text = text.strip()
+    lowered = text.lower()
+    if lowered.startswith(_REMOTE_PREFIXES):
+        return InputRef("url", text)  # fetched by preflight (pipeline.inputs)
+    if lowered.startswith("file://"):
+        local = urlsplit(text)
+        if local.netloc not in ("", "localhost"):
+            return "file:// URLs name a local file: file:///path or file://localhost/path"
+        return InputRef("file", os.path.normpath(unquote(local.path)))
+    if lowered.startswith("asset:"):
+        path = text[len("asset:") :].strip()
+        return InputRef("asset", path) if path else "asset: needs a path after the colon"
+    scheme = _URL_SCHEME.match(text)
+    if scheme:
+        return (
+            f"{scheme.group(1)}:// is not supported; use a file path, an http(s), s3://, "
+            "gs://, az:// or file:// URL, or asset:<path>"
+        )
+    if not text:
+        return "is empty"
+    expanded = os.path.expanduser(text)
+    return InputRef("file", os.path.normpath(os.path.join(base_dir, expanded)))
