@@ -225,13 +225,15 @@ def test_resume_reads_each_row_once_and_counts_the_rest(
         done_first = [j for j, s in states(out).items() if s == "succeeded"]
         assert 0 < len(done_first) < 8
         built: list[int] = []
-        original = __import__("pipeline.manifest", fromlist=["build_job"]).build_job
+        from pipeline.manifest import sources
+
+        original = sources.build_job
 
         def counting_build_job(*a: object, **kw: object) -> object:
             built.append(1)
             return original(*a, **kw)
 
-        monkeypatch.setattr("pipeline.manifest.build_job", counting_build_job)
+        monkeypatch.setattr(sources, "build_job", counting_build_job)
         assert run_cli(args, emulator.env, monkeypatch) == 0
     # the one checking pass builds all 8; the run reads the spooled jobs, building none again
     assert len(built) == 8
