@@ -104,6 +104,7 @@ class ResumeState(Protocol):
     def pending_for(self, job_id: str, key: str) -> PendingRecord | None: ...
     def asset_for(self, digest: str | None) -> Asset | None: ...
     def forget_asset(self, digest: str | None) -> None: ...
+    def remember_asset(self, digest: str, path: str) -> None: ...
 
 
 MaskConverter = Callable[[Path], bytes]
@@ -582,6 +583,10 @@ class Scheduler:
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         future.set_result(asset)
+        # Waiters hold the future; later jobs find the path in the resume state (a string, not
+        # a future per distinct input: a catalog of a million photos keeps memory flat).
+        self._ledger.remember_asset(cache_key, asset.path)
+        del self._uploads[cache_key]
         return asset, True
 
     def _forget_asset(self, digest: str | None) -> None:

@@ -132,6 +132,10 @@ class ResumeState:
             return None
         return Asset(path=self.assets[digest], digest=digest)
 
+    def remember_asset(self, digest: str, path: str) -> None:
+        """An upload this run made: later jobs with the same content reuse it."""
+        self.assets[digest] = path
+
     def forget_asset(self, digest: str | None) -> None:
         """The API no longer knows this upload: the next job uploads it again."""
         if digest is not None:
