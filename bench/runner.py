@@ -18,6 +18,7 @@ import orjson
 from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
+    async_rate,
     imaging,
     memory,
     overhead,
@@ -39,6 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "startup": startup.run,
     "imaging": imaging.run,
     "report": report.run,
+    "async_rate": async_rate.run,
 }
 # Scenarios that mostly wait run in a thread beside another that mostly waits, to keep the
 # suite under ten minutes: rate control (two calls a second, for two minutes) beside
