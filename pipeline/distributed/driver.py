@@ -118,7 +118,9 @@ class Driver:
 
     def _start_shard(self) -> None:
         shard_id, self._next_id = self._next_id, self._next_id + 1
-        self.shards[shard_id] = Shard.options(max_concurrency=64, max_restarts=0).remote(
+        self.shards[shard_id] = Shard.options(
+            max_concurrency=64, max_restarts=0, num_cpus=0, scheduling_strategy="SPREAD"
+        ).remote(
             shard_id,
             self._key,
             self._settings,
