@@ -17,7 +17,15 @@ import orjson
 
 from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
-from bench.scenarios import memory, overhead, preflight, rate_control, startup, throughput
+from bench.scenarios import (
+    memory,
+    overhead,
+    preflight,
+    rate_control,
+    ray_scale,
+    startup,
+    throughput,
+)
 from bench.scenarios.catalogs import CATALOGS
 
 Scenario = Callable[[bool], ScenarioResult]
@@ -28,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rate_control": rate_control.run,
     "memory": memory.run,
     "startup": startup.run,
+    "ray_scale": ray_scale.run,
 }
 # Scenarios that mostly wait run in a thread beside another that mostly waits, to keep the
 # suite under ten minutes: rate control (two calls a second, for two minutes) beside

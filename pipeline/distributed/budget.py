@@ -170,10 +170,12 @@ class RemoteThrottle:
         shards: int,
         rate: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lease_cap: int | None = None,
     ) -> None:
         self._name, self._rpm, self._rate = name, rpm, rate or {}
         self._shards = max(1, shards)
         self._clock = clock
+        self._lease_cap = lease_cap  # the bench sets 1 to measure the actor's round-trips
         self._actor = get_budget(name, rpm, **self._rate)
         self._permits: deque[float] = deque()  # local monotonic times the leased permits are due
         self._lock = asyncio.Lock()
@@ -188,7 +190,8 @@ class RemoteThrottle:
 
     def _lease_size(self) -> int:
         per_second = self.current_rpm / 60.0
-        return max(1, int(per_second * LEASE_SECONDS / self._shards))
+        size = max(1, int(per_second * LEASE_SECONDS / self._shards))
+        return size if self._lease_cap is None else min(size, self._lease_cap)
 
     async def acquire(self) -> None:
         """Wait until a feature call may be sent."""
