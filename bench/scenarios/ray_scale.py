@@ -212,7 +212,7 @@ def _budget(result: ScenarioResult, window: float) -> None:
     result.add(Figure("acquire wait p99 (paced)", round(p99, 1), "ms"))
     # Capacity: a limit no shard reaches and leases of one permit, so every permit is one
     # round-trip to the actor: its bound. Real leases (rpm/60/shards permits) multiply it.
-    capacity_permits = 4000 if window < 10 else 20000
+    capacity_permits = 2000 if window < 10 else 8000
     rate, waits = _simulate(60_000_000, capacity_permits, "onemin-budget-bench-capacity", 1)
     p50, p99 = _quantiles(waits)
     log(f"ray_scale: capacity {rate:.0f} permits/s, acquire p99 {p99:.1f} ms")
