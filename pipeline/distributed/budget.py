@@ -145,7 +145,7 @@ class RateBudget:
 
 def get_budget(name: str, rpm: float, **rate: float) -> Any:
     """The named budget actor, created if absent (detached: it outlives one driver)."""
-    return RateBudget.options(
+    return RateBudget.options(  # type: ignore[attr-defined]
         name=name,
         namespace=NAMESPACE,
         lifetime="detached",

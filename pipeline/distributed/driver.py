@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,10 @@ class Driver:
         resume_state: LedgerState,
         retry_failed: bool = False,
         batch_size: int | None = None,
+        max_credits: float | None = None,
     ) -> None:
+        self._max_credits = max_credits
+        self.credits_spent = 0
         self._count = max(1, shards)
         self._key = api_key
         self._settings = settings
@@ -118,7 +121,7 @@ class Driver:
 
     def _start_shard(self) -> None:
         shard_id, self._next_id = self._next_id, self._next_id + 1
-        self.shards[shard_id] = Shard.options(
+        self.shards[shard_id] = Shard.options(  # type: ignore[attr-defined]
             max_concurrency=64, max_restarts=0, num_cpus=0, scheduling_strategy="SPREAD"
         ).remote(
             shard_id,
@@ -200,9 +203,8 @@ class Driver:
     # -- events -------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        while items := ray.get(
-            self._events.actor.get_nowait_batch.remote(ray.get(self._events.actor.qsize.remote()))
-        ):
+        actor: Any = self._events.actor  # Ray's stubs do not type actor methods' .remote
+        while items := ray.get(actor.get_nowait_batch.remote(ray.get(actor.qsize.remote()))):
             for shard_id, events in items:
                 for event in events:
                     self._on_event(shard_id, event)
@@ -216,6 +218,7 @@ class Driver:
             self._stop(event.reason, event.message)
             return
         if isinstance(event, FeatureSubmitted) and owned:
+            self._count_credits(event.credits)
             pending = Pending(event.result, event.credits, event.attempt)
             self._owner[event.job_id] = (shard_id, dataclasses.replace(owned[1], pending=pending))
         elif isinstance(event, AssetsUploaded):
@@ -223,6 +226,20 @@ class Driver:
         elif isinstance(event, JobSucceeded | JobFailed):
             self._owner.pop(event.job_id, None)
         self._bus.emit(event)
+
+    def _count_credits(self, credits: int | None) -> None:
+        # Counted as the shards report them: the calls already open when the limit is reached
+        # still land, so the overshoot is at most the calls in flight (shards x concurrency).
+        self.credits_spent += credits or 0
+        limit = self._max_credits
+        if limit is not None and self.credits_spent >= limit:
+            self._stop(
+                "max_credits", f"--max-credits {limit:g} reached: {self.credits_spent} spent"
+            )
+
+    def request_stop(self, reason: str = "interrupted", message: str = "") -> None:
+        """Stop sending batches (a signal); batches already sent settle, the rest stay resumable."""
+        self._stop(reason, message)
 
     def _stop(self, reason: str, message: str) -> None:
         if not self._outcome.stop_reason:
@@ -287,6 +304,8 @@ async def run_distributed(
     resume_state: LedgerState,
     retry_failed: bool = False,
     batch_size: int | None = None,
+    max_credits: float | None = None,
+    on_start: Callable[[Driver], None] | None = None,
 ) -> RunOutcome:
     """Run the plan on ``shards`` Ray actors; the driver's bus gets every event, in order."""
     started = connect(address)
@@ -300,7 +319,10 @@ async def run_distributed(
             resume_state=resume_state,
             retry_failed=retry_failed,
             batch_size=batch_size,
+            max_credits=max_credits,
         )
+        if on_start is not None:
+            on_start(driver)  # the CLI's signal handlers call driver.request_stop()
         return await driver.run(plan_jobs)
     finally:
         if started:

@@ -45,6 +45,7 @@ def run(
     settings: Settings,
     listener: Any = None,
     resume: LedgerState | None = None,
+    max_credits: float | None = None,
 ) -> Any:
     from pipeline.distributed.driver import Driver
 
@@ -59,6 +60,7 @@ def run(
             out_dir=out,
             bus=bus,
             resume_state=resume or LedgerState(),
+            max_credits=max_credits,
         )
         if listener is not None:
             bus.subscribe(lambda event: listener(driver, event))
@@ -122,3 +124,18 @@ def test_a_killed_shard_is_replaced_and_rebuys_at_most_its_calls_in_flight(
     assert max(succeeded.values()) == 1  # every job succeeded exactly once in the ledger
     # Calls the dead shard had open when it died are bought again; nothing else is.
     assert len(bought) - 24 <= concurrency
+
+
+def test_max_credits_stops_the_intake_across_shards(tmp_path: Path) -> None:
+    jobs = planned(write_catalog(tmp_path, 24, images=3))
+    out = tmp_path / "out"
+    concurrency = 2
+    with serve_in_thread(fast_window_emulator(rpm_limit=10_000, latency=0.05)) as emulator:
+        settings = settings_for(emulator, rpm=600, concurrency=concurrency)
+        driver, outcome = run(jobs, out, settings, max_credits=1)
+        bought = emulator.calls("features")
+    assert outcome.stop_reason == "max_credits"
+    # The first reported call reaches the limit; what was already open still lands.
+    assert 1 <= len(bought) <= 1 + 2 * concurrency * 2  # shards x batches x their concurrency
+    assert len(bought) < 24
+    assert driver.credits_spent >= 1
