@@ -24,6 +24,7 @@ from bench.scenarios import (
     overhead,
     preflight,
     rate_control,
+    ray_scale,
     report,
     startup,
     throughput,
@@ -41,6 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     "imaging": imaging.run,
     "report": report.run,
     "async_rate": async_rate.run,
+    "ray_scale": ray_scale.run,
 }
 # Scenarios that mostly wait run in a thread beside another that mostly waits, to keep the
 # suite under ten minutes: rate control (two calls a second, for two minutes) beside

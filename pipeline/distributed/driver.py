@@ -1,0 +1,323 @@
+"""The driver of a ``--ray`` run: streams jobs to shard actors, writes their events locally.
+
+The driver (where ``pipeline run`` runs) has preflighted, planned and locked OUT; here it keeps
+the ledger's single writer by emitting every shard's events on its own bus. It streams batches
+of ``batch_size`` jobs with at most ``BATCHES_IN_FLIGHT`` batches per shard (backpressure: the
+plan is read only as fast as the shards take it). When a shard dies (``ray.kill``, a node lost:
+``RayActorError``) every job it held and had not finished goes back to the front of the queue
+with what its events said (a ``FeatureSubmitted`` → a ``Pending``: the next shard fetches the
+paid result, never buys it again) and a replacement shard is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+from ray.util.queue import Queue
+
+import pipeline
+from pipeline.config import Endpoints, Settings
+from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
+from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
+from pipeline.events import (
+    AssetsUploaded,
+    Event,
+    EventBus,
+    FeatureSubmitted,
+    JobFailed,
+    JobSucceeded,
+    RunStopping,
+)
+from pipeline.ledger import Pending, ResumeState
+from pipeline.models import Asset, PlannedJob
+from pipeline.scheduler import RunOutcome
+
+POLL_SECONDS = 0.05
+SHARD_RESTARTS_MAX = 20  # a shard that keeps dying is a broken cluster, not bad luck
+
+
+def connect(address: str) -> bool:
+    """``ray.init`` for ``--ray ADDRESS|local``; True if this call started Ray."""
+    if ray.is_initialized():
+        return False
+    code_root = str(Path(pipeline.__file__).resolve().parent.parent)
+    if address == "local":
+        # Workers of a local instance import this very checkout of `pipeline`.
+        path = code_root + os.pathsep + os.environ.get("PYTHONPATH", "")
+        env = {"env_vars": {"PYTHONPATH": path}}
+        ray.init(namespace=NAMESPACE, include_dashboard=False, runtime_env=env, log_to_driver=False)
+    else:  # a cluster: every node must have `pipeline` installed (onemin-pipeline[ray])
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    return True
+
+
+def check_shared_inputs(jobs: Iterable[PlannedJob], address: str) -> list[str]:
+    """Problems with inputs other nodes cannot read: local files, unless ``--ray local``.
+
+    A shard on another machine cannot open a path of the driver's disk. A path under a shared
+    mount would do, but nothing tells the two apart from here, so every local file is refused
+    and the message says why; ``--ray local`` (every node is this machine) accepts them.
+    """
+    if address == "local":
+        return []
+    problems = []
+    for planned in jobs:
+        job = planned.job
+        for role, ref in (("image", job.image), ("mask", job.mask)):
+            if ref is not None and ref.kind == "file":
+                problems.append(
+                    f"{job.location or job.id}: {role} {ref.value} is a local file; with --ray "
+                    "every input must be an http(s) URL or an asset, since shards on other "
+                    "machines cannot read this machine's disk (or use --ray local)"
+                )
+    return problems
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        shards: int,
+        api_key: str,
+        settings: Settings,
+        out_dir: Path,
+        bus: EventBus,
+        resume_state: ResumeState,
+        retry_failed: bool = False,
+        batch_size: int | None = None,
+        max_credits: float | None = None,
+    ) -> None:
+        self._max_credits = max_credits
+        self.credits_spent = 0
+        self._count = max(1, shards)
+        self._key = api_key
+        self._settings = settings
+        self._out = str(out_dir)
+        self._bus = bus
+        self._resume = resume_state
+        self._retry_failed = retry_failed
+        self._batch = batch_size or max(1, settings.rate.concurrency)
+        self._budget = budget_name(api_key)
+        self.shards: dict[int, Any] = {}  # live shard id -> actor handle
+        self._next_id = 0
+        self._refs: dict[Any, tuple[int, list[ShardJob]]] = {}  # batch ObjectRef -> (shard, jobs)
+        self._owner: dict[str, tuple[int, ShardJob]] = {}  # unfinished job id -> its shard
+        self._requeue: deque[ShardJob] = deque()
+        self._assets: dict[str, Asset] = {}
+        self._outcome = RunOutcome()
+        self.restarts = 0
+
+    # -- shards -------------------------------------------------------------------------------
+
+    def _start_shard(self) -> None:
+        shard_id, self._next_id = self._next_id, self._next_id + 1
+        self.shards[shard_id] = Shard.options(  # type: ignore[attr-defined]
+            max_concurrency=64, max_restarts=0, num_cpus=0, scheduling_strategy="SPREAD"
+        ).remote(
+            shard_id,
+            self._key,
+            self._settings,
+            self._out,
+            self._events,
+            self._budget,
+            self._count,
+            self._retry_failed,
+        )
+
+    def _shard_died(self, shard_id: int) -> None:
+        if self.shards.pop(shard_id, None) is None:
+            return  # its other batches report the same death
+        self._drain()  # what it sent before dying is still in the queue
+        for job_id, (owner, job) in list(self._owner.items()):
+            if owner == shard_id:
+                del self._owner[job_id]
+                self._requeue.appendleft(job)
+        self._refs = {r: v for r, v in self._refs.items() if v[0] != shard_id}
+        self.restarts += 1
+        if self.restarts > SHARD_RESTARTS_MAX:
+            self._stop("crashed", f"shards died {self.restarts} times; the cluster is unwell")
+            return
+        self._start_shard()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _source(self, plan: Iterable[PlannedJob]) -> Iterator[ShardJob]:
+        # The plan already left out what need not run (plan.skip_reason): send everything.
+        for planned in plan:
+            yield ShardJob(
+                planned,
+                self._resume.pending_for(planned.job.id, planned.key),
+                self._known_assets(planned),
+            )
+
+    def _known_assets(self, planned: PlannedJob) -> dict[str, Asset]:
+        found = {}
+        for digest in (planned.image_digest, planned.mask_digest):
+            asset = self._assets.get(digest or "") or self._resume.asset_for(digest)
+            if asset is not None and digest is not None:
+                found[digest] = asset
+        return found
+
+    def _take(self, source: Iterator[ShardJob]) -> list[ShardJob]:
+        batch: list[ShardJob] = []
+        while len(batch) < self._batch and self._requeue:
+            batch.append(self._requeue.popleft())
+        while len(batch) < self._batch:
+            job = next(source, None)
+            if job is None:
+                break
+            batch.append(job)
+        return batch
+
+    def _dispatch(self, source: Iterator[ShardJob]) -> bool:
+        """Fill every shard up to its in-flight limit; False once there is nothing left."""
+        more = True
+        for shard_id, handle in list(self.shards.items()):
+            busy = sum(1 for owner, _ in self._refs.values() if owner == shard_id)
+            while more and busy < BATCHES_IN_FLIGHT and not self._outcome.stop_reason:
+                batch = self._take(source)
+                if not batch:
+                    more = False
+                    break
+                for job in batch:
+                    self._owner[job.planned.job.id] = (shard_id, job)
+                self._refs[handle.run_batch.remote(batch)] = (shard_id, batch)
+                busy += 1
+        return more
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        actor: Any = self._events.actor  # Ray's stubs do not type actor methods' .remote
+        while items := ray.get(actor.get_nowait_batch.remote(ray.get(actor.qsize.remote()))):
+            for shard_id, events in items:
+                for event in events:
+                    self._on_event(shard_id, event)
+
+    def _on_event(self, shard_id: int, event: Event) -> None:
+        job_id = getattr(event, "job_id", None)
+        owned = self._owner.get(job_id) if job_id else None
+        if job_id and (owned is None or owned[0] != shard_id):
+            return  # a dead shard's late word on a job another shard now holds
+        if isinstance(event, RunStopping):
+            self._stop(event.reason, event.message)
+            return
+        if isinstance(event, FeatureSubmitted) and owned:
+            self._count_credits(event.credits)
+            pending = Pending(event.result, event.credits, event.attempt)
+            self._owner[event.job_id] = (shard_id, dataclasses.replace(owned[1], pending=pending))
+        elif isinstance(event, AssetsUploaded):
+            self._assets.update({a.digest: a for a in event.assets.values() if a.digest})
+        elif isinstance(event, JobSucceeded | JobFailed):
+            self._owner.pop(event.job_id, None)
+        self._bus.emit(event)
+
+    def _count_credits(self, credits: int | None) -> None:
+        # Counted as the shards report them: the calls already open when the limit is reached
+        # still land, so the overshoot is at most the calls in flight (shards x concurrency).
+        self.credits_spent += credits or 0
+        limit = self._max_credits
+        if limit is not None and self.credits_spent >= limit:
+            self._stop(
+                "max_credits", f"--max-credits {limit:g} reached: {self.credits_spent} spent"
+            )
+
+    def request_stop(self, reason: str = "interrupted", message: str = "") -> None:
+        """Stop sending batches (a signal); batches already sent settle, the rest stay resumable."""
+        self._stop(reason, message)
+
+    def _stop(self, reason: str, message: str) -> None:
+        if not self._outcome.stop_reason:
+            self._outcome = RunOutcome(reason, message)
+            self._bus.emit(RunStopping(reason, message))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, plan: Iterable[PlannedJob]) -> RunOutcome:
+        self._events = Queue(actor_options={"num_cpus": 0})
+        budget = get_budget(self._budget, self._settings.rate.rpm)
+        await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
+        for _ in range(self._count):
+            self._start_shard()
+        source = self._source(plan)
+        try:
+            more = self._dispatch(source)
+            while self._refs or (more and not self._outcome.stop_reason):
+                done, _ = ray.wait(list(self._refs), num_returns=1, timeout=0)
+                if not done:
+                    await asyncio.sleep(POLL_SECONDS)
+                self._drain()
+                for ref in done:
+                    self._finished(ref)
+                more = self._dispatch(source) if not self._outcome.stop_reason else False
+            self._drain()
+        finally:
+            await self._close()
+        return self._outcome
+
+    def _finished(self, ref: Any) -> None:
+        entry = self._refs.pop(ref, None)
+        if entry is None:
+            return
+        try:
+            reason, message = ray.get(ref)
+        except RayActorError:
+            self._shard_died(entry[0])
+            return
+        if reason:
+            self._stop(reason, message)
+
+    async def _close(self) -> None:
+        for handle in self.shards.values():
+            with contextlib.suppress(RayActorError):
+                await handle.close.remote()
+            ray.kill(handle)
+        self.shards.clear()
+        self._events.shutdown()
+
+
+async def run_distributed(
+    plan_jobs: Iterable[PlannedJob],
+    *,
+    address: str,
+    shards: int,
+    endpoints: Endpoints,
+    api_key: str,
+    settings: Settings,
+    out_dir: Path,
+    ledger_writer_bus: EventBus,
+    resume_state: ResumeState,
+    retry_failed: bool = False,
+    batch_size: int | None = None,
+    max_credits: float | None = None,
+    on_start: Callable[[Driver], None] | None = None,
+) -> RunOutcome:
+    """Run the plan on ``shards`` Ray actors; the driver's bus gets every event, in order."""
+    started = connect(address)
+    try:
+        driver = Driver(
+            shards=shards,
+            api_key=api_key,
+            settings=dataclasses.replace(settings, endpoints=endpoints),
+            out_dir=out_dir,
+            bus=ledger_writer_bus,
+            resume_state=resume_state,
+            retry_failed=retry_failed,
+            batch_size=batch_size,
+            max_credits=max_credits,
+        )
+        if on_start is not None:
+            on_start(driver)  # the CLI's signal handlers call driver.request_stop()
+        return await driver.run(plan_jobs)
+    finally:
+        if started:
+            ray.shutdown()

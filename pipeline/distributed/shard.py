@@ -1,0 +1,186 @@
+"""A shard: one Ray async actor running today's worker pool on the jobs the driver sends it.
+
+Each ``run_batch`` runs a ``Scheduler`` over one batch of jobs; the driver keeps at most
+``BATCHES_IN_FLIGHT`` batches per shard (its backpressure), and each batch's scheduler gets an
+equal share of ``--concurrency``, so the shard's feature calls open at once stay bounded while
+one batch tails off and the next one starts.
+
+Events go back to the driver (the ledger's single writer) through a Ray queue: the bus listener
+buffers them and a flusher sends a list every ``FLUSH_SECONDS``; a ``FeatureSubmitted`` is sent
+at once, so a shard killed after paying for a call has told the driver (the job is then polled,
+never bought again). A batch's last events are sent before ``run_batch`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import ray
+
+from pipeline.client import OneMinClient
+from pipeline.config import Settings
+from pipeline.distributed.budget import RemoteThrottle
+from pipeline.events import Event, EventBus, FeatureSubmitted
+from pipeline.ledger import Pending
+from pipeline.models import Asset, PlannedJob
+from pipeline.preflight import mask_upload_bytes
+from pipeline.retry import RetryPolicy
+from pipeline.scheduler import Scheduler
+from pipeline.store import Store
+
+BATCHES_IN_FLIGHT = 2
+FLUSH_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ShardJob:
+    """A job as the driver sends it: with what the ledger says the shard may reuse."""
+
+    planned: PlannedJob
+    pending: Pending | None = None  # a paid result: fetch it, do not buy again
+    assets: dict[str, Asset] = field(default_factory=dict)  # digest -> an uploaded asset
+
+
+class BatchLedger:
+    """The three ``LedgerState`` calls the scheduler makes, answered from the batch itself.
+
+    The driver has already skipped done jobs, so nothing here is "succeeded" or "failed".
+    """
+
+    def __init__(self, jobs: list[ShardJob]) -> None:
+        self._pending = {(j.planned.job.id, j.planned.key): j.pending for j in jobs if j.pending}
+        self._assets = {d: a for j in jobs for d, a in j.assets.items()}
+
+    def status_of(self, job_id: str, key: str) -> str | None:
+        return "submitted" if (job_id, key) in self._pending else None
+
+    def pending_for(self, job_id: str, key: str) -> Pending | None:
+        return self._pending.get((job_id, key))
+
+    def asset_for(self, digest: str | None) -> Asset | None:
+        return None if digest is None else self._assets.get(digest)
+
+    def remember_asset(self, digest: str, path: str) -> None:
+        self._assets[digest] = Asset(path=path, digest=digest)
+
+    def forget_asset(self, digest: str | None) -> None:
+        if digest is not None:
+            self._assets.pop(digest, None)
+
+
+class _Forwarder:
+    """The bus listener: buffers events, sends them to the driver's queue in lists."""
+
+    def __init__(self, shard: int, queue: Any) -> None:
+        self._shard, self._queue = shard, queue
+        self._buffer: list[Event] = []
+        self._sent: list[Any] = []
+
+    def __call__(self, event: Event) -> None:
+        self._buffer.append(event)
+        if isinstance(event, FeatureSubmitted):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            # Calls from one caller to one actor run in order: the driver sees events in order.
+            self._sent.append(self._queue.actor.put_nowait.remote((self._shard, batch)))
+
+    async def settle(self) -> None:
+        self.flush()
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.gather(*sent)
+
+
+@ray.remote
+class Shard:
+    def __init__(
+        self,
+        shard: int,
+        api_key: str,
+        settings: Settings,
+        out_dir: str,
+        events: Any,
+        budget: str,
+        shards: int,
+        retry_failed: bool = False,
+    ) -> None:
+        self._shard = shard
+        self._key = api_key  # held in memory only: never logged, never in a runtime env
+        self._settings = settings
+        self._store = Store(Path(out_dir))
+        self._forwarder = _Forwarder(shard, events)
+        rate = settings.rate
+        self._throttle = RemoteThrottle(
+            budget,
+            rate.rpm,
+            shards,
+            {
+                "slowdown_factor": rate.slowdown_factor,
+                "recovery_step": rate.recovery_step,
+                "min_rpm": rate.min_rpm,
+            },
+        )
+        self._retry_failed = retry_failed
+        self._session: aiohttp.ClientSession | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Shard({self._shard})"  # Ray prints actor reprs in logs: no key in it
+
+    async def _client(self) -> OneMinClient:
+        if self._session is None:
+            limit = self._settings.rate.concurrency * 2 + 4
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+            self._flusher = asyncio.create_task(self._flush_forever())
+        return OneMinClient(
+            self._session, self._settings.endpoints, self._key, self._settings.timeouts
+        )
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self._forwarder.flush()
+
+    async def run_batch(self, jobs: list[ShardJob]) -> tuple[str | None, str]:
+        """Run one batch to its end; its events reach the driver's queue before this returns."""
+        from pipeline.credits import load_credit_table
+
+        bus = EventBus()
+        bus.subscribe(self._forwarder)
+        concurrency = max(1, self._settings.rate.concurrency // BATCHES_IN_FLIGHT)
+        scheduler = Scheduler(
+            await self._client(),
+            self._store,
+            bus,
+            self._throttle,  # type: ignore[arg-type]
+            RetryPolicy(self._settings.retry),
+            BatchLedger(jobs),
+            concurrency=concurrency,
+            credits_for=load_credit_table().for_job,
+            retry_failed=True,
+            submit=self._settings.submit,
+            timeouts=self._settings.timeouts,
+            mask_converter=mask_upload_bytes,
+        )
+        try:
+            outcome = await scheduler.run([j.planned for j in jobs])
+        finally:
+            await self._forwarder.settle()
+        return outcome.stop_reason, outcome.stop_message
+
+    async def ping(self) -> int:
+        return self._shard
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._forwarder.settle()
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,35 @@
+"""One local Ray instance per test module (2 CPUs, no dashboard), workers import this checkout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes seconds (starts processes)")
+    config.addinivalue_line("markers", "ray: needs Ray (a local instance)")
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    from pipeline.distributed.budget import NAMESPACE
+
+    path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
