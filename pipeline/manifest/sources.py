@@ -232,9 +232,19 @@ def _csv_columns(
     not the job's type unless mapped. ``ignore_unknown`` makes unknown names data, not errors.
     """
     location = f"{display} header"
-    if source is not None and source.columns is not None:
-        return _mapped_columns(header, source.columns, location)
     ignore = source is not None and source.ignore_unknown
+    if source is not None and source.columns is not None:
+        columns, problems = _mapped_columns(header, source.columns, location)
+        if not ignore:
+            mapped = set(source.columns.values())
+            for cell in header:
+                name = cell.strip()
+                if name and name not in mapped and name.lower() not in JOB_FIELDS:
+                    message = (
+                        f"column {name!r} is not mapped (ignore_unknown: true keeps it as data)"
+                    )
+                    problems.append(Problem(None, name, message, location))
+        return columns, problems
     columns: list[tuple[int, str]] = []
     problems: list[Problem] = []
     seen: set[str] = set()
