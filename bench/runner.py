@@ -17,12 +17,21 @@ import orjson
 
 from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
-from bench.scenarios import memory, overhead, preflight, rate_control, startup, throughput
+from bench.scenarios import (
+    memory,
+    overhead,
+    preflight,
+    rate_control,
+    remote_preflight,
+    startup,
+    throughput,
+)
 from bench.scenarios.catalogs import CATALOGS
 
 Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
+    "remote_preflight": remote_preflight.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,
