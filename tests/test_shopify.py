@@ -85,11 +85,18 @@ def test_a_mapping_to_a_missing_column_names_it(tmp_path: Path) -> None:
     assert "'Image URL'" in result[0].message and "'Image Src'" in result[0].message
 
 
-def test_braces_are_escaped_by_doubling(tmp_path: Path) -> None:
+def test_braces_are_escaped_and_a_yaml_jobs_own_text_is_literal(tmp_path: Path) -> None:
     make_image(tmp_path / "images" / "a.png", (40, 40))
-    job = {"type": "background", "image": "images/a.png", "prompt": "a {{curly}} {id} sign"}
-    result = _stream(tmp_path, {"version": 1, "jobs": [{**job, "id": "k"}]})
-    assert isinstance(result[0], Job) and result[0].prompt == "a {curly} k sign"
+    jobs = [
+        {"id": "k", "image": "images/a.png"},
+        {"id": "own", "image": "images/a.png", "prompt": "a {literal} sign"},
+    ]
+    defaults = {"type": "background", "prompt": "a {{curly}} {id} sign"}
+    result = _stream(tmp_path, {"version": 1, "defaults": defaults, "jobs": jobs})
+    assert [j.prompt for j in result if isinstance(j, Job)] == [
+        "a {curly} k sign",
+        "a {literal} sign",
+    ]
 
 
 def test_templates_work_in_jsonl_and_glob(tmp_path: Path) -> None:

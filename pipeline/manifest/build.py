@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ def build_job(
     invalid: frozenset[str] = frozenset(),
     entry: int = -1,
     data: Mapping[str, str] | None = None,
+    own_literal: bool = False,
 ) -> Job | list[Problem]:
     """Apply defaults to one entry's typed fields and make a Job, or say what is wrong.
 
@@ -44,7 +45,10 @@ def build_job(
     merged = {**defaults, **own}
     template_problems: list[Problem] = []
     if data is not None:
-        merged = _expanded(merged, data, location, template_problems)
+        # A YAML job's own text is literal (it is written for that job, and braces in old
+        # prompts keep working); its defaults are templates over its fields.
+        literal = own.keys() if own_literal else ()
+        merged = _expanded(merged, data, location, template_problems, literal)
     # An explicit id is kept as written, even "" (preflight says what is wrong with it).
     job_id = merged["id"] if "id" in merged else _stem_of(merged.get("image", "")) or None
     problems: list[Problem] = template_problems
@@ -191,11 +195,16 @@ def expand_template(text: str, data: Mapping[str, str]) -> tuple[str, list[str]]
 
 
 def _expanded(
-    merged: Mapping[str, Any], data: Mapping[str, str], location: str, problems: list[Problem]
+    merged: Mapping[str, Any],
+    data: Mapping[str, str],
+    location: str,
+    problems: list[Problem],
+    literal: Iterable[str] = (),
 ) -> dict[str, Any]:
     result = dict(merged)
+    skip = frozenset(literal)
     for name, value in merged.items():
-        if not isinstance(value, str):
+        if not isinstance(value, str) or name in skip:
             continue
         text, missing = expand_template(value, data)
         result[name] = text

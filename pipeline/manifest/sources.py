@@ -184,9 +184,10 @@ class Manifest:
             return
         own, invalid, problems = _validate_fields(raw, location)
         yield from problems
+        literal = data is None
         if data is None:  # a jobs entry: its own fields are its template data
             data = {str(k): str(v) for k, v in raw.items() if isinstance(v, str | int | float)}
-        yield from self._job_from_fields(own, invalid, location, entry, data)
+        yield from self._job_from_fields(own, invalid, location, entry, data, literal)
 
     def _job_from_fields(
         self,
@@ -195,8 +196,11 @@ class Manifest:
         location: str,
         entry: int,
         data: Mapping[str, str] | None = None,
+        own_literal: bool = False,
     ) -> Iterator[Job | Problem]:
-        result = build_job(own, self.defaults, self.base_dir, location, invalid, entry, data)
+        result = build_job(
+            own, self.defaults, self.base_dir, location, invalid, entry, data, own_literal
+        )
         # A job with a bad field is still built from its good ones and passed on, so preflight
         # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
         # instead of one at a time. Its problems keep the run from starting.
