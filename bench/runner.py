@@ -25,6 +25,7 @@ from bench.scenarios import (
     preflight,
     rate_control,
     ray_scale,
+    remote_preflight,
     report,
     startup,
     throughput,
@@ -34,6 +35,7 @@ from bench.scenarios.catalogs import CATALOGS
 Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
+    "remote_preflight": remote_preflight.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,23 @@ def build_job(
     location: str,
     invalid: frozenset[str] = frozenset(),
     entry: int = -1,
+    data: Mapping[str, str] | None = None,
+    own_literal: bool = False,
 ) -> Job | list[Problem]:
     """Apply defaults to one entry's typed fields and make a Job, or say what is wrong.
 
     ``invalid`` names fields already reported as bad, so they are not reported again as missing.
     """
     merged = {**defaults, **own}
+    template_problems: list[Problem] = []
+    if data is not None:
+        # A YAML job's own text is literal (it is written for that job, and braces in old
+        # prompts keep working); its defaults are templates over its fields.
+        literal = own.keys() if own_literal else ()
+        merged = _expanded(merged, data, location, template_problems, literal)
     # An explicit id is kept as written, even "" (preflight says what is wrong with it).
     job_id = merged["id"] if "id" in merged else _stem_of(merged.get("image", "")) or None
-    problems: list[Problem] = []
+    problems: list[Problem] = template_problems
 
     def problem(name: str, message: str) -> None:
         problems.append(Problem(job_id, name, message, location))
@@ -155,3 +164,54 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
         return "is empty"
     expanded = os.path.expanduser(text)
     return InputRef("file", os.path.normpath(os.path.join(base_dir, expanded)))
+
+
+# --- templates ------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def expand_template(text: str, data: Mapping[str, str]) -> tuple[str, list[str]]:
+    """``text`` with each ``{Column}`` replaced by the row's cell; the names it could not find.
+
+    Names are exact header names (letter case and inner spaces kept); ``{{`` and ``}}`` are
+    literal braces.
+    """
+    if "{" not in text and "}" not in text:
+        return text, []
+    missing: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1).strip()
+        if name in data:
+            return data[name]
+        missing.append(name)
+        return token
+
+    return _PLACEHOLDER.sub(replace, text), missing
+
+
+def _expanded(
+    merged: Mapping[str, Any],
+    data: Mapping[str, str],
+    location: str,
+    problems: list[Problem],
+    literal: Iterable[str] = (),
+) -> dict[str, Any]:
+    result = dict(merged)
+    skip = frozenset(literal)
+    for name, value in merged.items():
+        if not isinstance(value, str) or name in skip:
+            continue
+        text, missing = expand_template(value, data)
+        result[name] = text
+        for placeholder in missing:
+            known = ", ".join(sorted(data)) or "none"
+            message = (
+                f"placeholder {{{placeholder}}} names no column of this row (columns: {known})"
+            )
+            problems.append(Problem(None, name, message[:400], location))
+    return result

@@ -16,6 +16,7 @@ from pipeline.manifest.build import (
 from pipeline.manifest.schema import (
     HEADER_FIELDS,
     ITEM_SUFFIXES,
+    JOB_FIELDS,
     TYPE_CHOICES,
     VERSION,
     _kind,
@@ -26,11 +27,15 @@ from pipeline.manifest.schema import (
 )
 from pipeline.manifest.sources import (
     GlobEntry,
+    ItemsSource,
     Manifest,
 )
 from pipeline.naming import folder_name_problem
 
 # --- loading --------------------------------------------------------------------------------
+
+
+ITEMS_KEYS = ("path", "columns", "skip_empty", "ignore_unknown")
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -140,9 +145,14 @@ def _defaults(raw: Any, display: str, problems: list[Problem]) -> dict[str, Any]
         return {}
     fields, _invalid, found = _validate_fields(raw, location, name_jobs=False)
     problems.extend(found)
-    if "id" in fields:
+    if "id" in fields and "{" not in str(fields["id"]):
         problems.append(
-            Problem(None, "id", "cannot have a default: every job has its own", location)
+            Problem(
+                None,
+                "id",
+                'cannot have a default unless it is a template ("{Handle}-{Image Position}")',
+                location,
+            )
         )
     if "type" in fields and parse_feature(fields["type"]) is None:
         message = f"{fields['type']!r} is not {TYPE_CHOICES}"
@@ -200,23 +210,70 @@ def _glob_entry(entry: Any, location: str, problems: list[Problem]) -> GlobEntry
 
 def _items_paths(
     raw: Any, base_dir: Path, display: str, problems: list[Problem]
-) -> tuple[Path, ...]:
+) -> tuple[ItemsSource, ...]:
     if raw is None:
         return ()
-    names = raw if isinstance(raw, list) else [raw]
-    paths = []
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            message = f"must be the path of a CSV or JSONL file, got {_kind(name)}"
-            problems.append(Problem(None, "items", message, display))
-            continue
-        path = base_dir / os.path.expanduser(name.strip())
-        reason = _items_file_problem(path)
-        if reason:
-            problems.append(Problem(None, "items", f"{name}: {reason}", display))
+    entries = raw if isinstance(raw, list) else [raw]
+    sources = []
+    for entry in entries:
+        source = _items_source(entry, base_dir, display, problems)
+        if source is not None:
+            sources.append(source)
+    return tuple(sources)
+
+
+def _items_source(
+    entry: Any, base_dir: Path, display: str, problems: list[Problem]
+) -> ItemsSource | None:
+    """A string (the file) or a mapping ``{path, columns, skip_empty, ignore_unknown}``."""
+    options: Mapping[str, Any] = entry if isinstance(entry, Mapping) else {"path": entry}
+    where = f"{display} items"
+    for key in options:
+        if key not in ITEMS_KEYS:
+            message = _unknown_field_message(str(key), ITEMS_KEYS, {})
+            problems.append(Problem(None, f"items.{key}", message, where))
+    name = options.get("path")
+    if not isinstance(name, str) or not name.strip():
+        message = f"must be the path of a CSV or JSONL file, got {_kind(name)}"
+        problems.append(Problem(None, "items", message, display))
+        return None
+    path = base_dir / os.path.expanduser(name.strip())
+    reason = _items_file_problem(path)
+    if reason:
+        problems.append(Problem(None, "items", f"{name}: {reason}", display))
+        return None
+    columns = _items_columns(options.get("columns"), where, problems)
+    skip = options.get("skip_empty", ())
+    skip_empty = tuple(skip) if isinstance(skip, list) else (skip,) if skip else ()
+    for field_name in skip_empty:
+        if field_name not in JOB_FIELDS:
+            message = f"{field_name!r} is not a job field ({', '.join(JOB_FIELDS)})"
+            problems.append(Problem(None, "items.skip_empty", message, where))
+    ignore = options.get("ignore_unknown", False)
+    if not isinstance(ignore, bool):
+        problems.append(Problem(None, "items.ignore_unknown", "must be true or false", where))
+        ignore = False
+    return ItemsSource(path, columns, skip_empty, ignore)
+
+
+def _items_columns(raw: Any, where: str, problems: list[Problem]) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        message = f"must map job fields to column names, got {_kind(raw)}"
+        problems.append(Problem(None, "items.columns", message, where))
+        return None
+    columns: dict[str, str] = {}
+    for field_name, column in raw.items():
+        if str(field_name) not in JOB_FIELDS:
+            message = _unknown_field_message(str(field_name))
+            problems.append(Problem(None, f"items.columns.{field_name}", message, where))
+        elif not isinstance(column, str | int) or not str(column).strip():
+            message = f"must be a column name, got {_kind(column)}"
+            problems.append(Problem(None, f"items.columns.{field_name}", message, where))
         else:
-            paths.append(path)
-    return tuple(paths)
+            columns[str(field_name)] = str(column).strip()
+    return columns
 
 
 def _items_file_problem(path: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import glob as globlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,16 @@ class GlobEntry:
     location: str
 
 
+@dataclass(frozen=True, slots=True)
+class ItemsSource:
+    """One ``items:`` file and how its columns become job fields (SPEC 3)."""
+
+    path: Path
+    columns: Mapping[str, str] | None = None  # job field → column name; None: names are fields
+    skip_empty: tuple[str, ...] = ()  # rows where one of these fields is empty are skipped
+    ignore_unknown: bool = False  # columns that are not fields are template data, not errors
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A checked manifest header; ``iter_jobs`` streams the jobs (read again on every call)."""
@@ -49,7 +60,7 @@ class Manifest:
     jobs: Sequence[Any] = ()  # the raw ``jobs:`` entries, checked one by one while streaming
     job_lines: Sequence[int | None] = ()  # 1-based line of each entry, for messages
     globs: Sequence[GlobEntry] = ()
-    items: Sequence[Path] = ()
+    items: Sequence[ItemsSource] = ()
     display_name: str = ""  # the file name as messages show it
 
     def iter_jobs(self, wanted: Callable[[int], bool] | None = None) -> Iterator[Job | Problem]:
@@ -68,11 +79,11 @@ class Manifest:
             yield from self._job_from_entry(entry, f"{where} job {index + 1}", ordinal)
         for entry in self.globs:
             yield from self._iter_glob(entry, entries)
-        for items_path in self.items:
-            if items_path.suffix.lower() == ".csv":
-                yield from self._iter_csv(items_path, entries)
+        for source in self.items:
+            if source.path.suffix.lower() == ".csv":
+                yield from self._iter_csv(source, entries)
             else:
-                yield from self._iter_jsonl(items_path, entries)
+                yield from self._iter_jsonl(source, entries)
 
     # -- sources --
 
@@ -88,15 +99,12 @@ class Manifest:
             if (ordinal := entries.next()) is None:
                 continue
             stem = PurePosixPath(match.replace("\\", "/")).stem
-            own = {
-                name: value.replace("{stem}", stem) if isinstance(value, str) else value
-                for name, value in entry.fields.items()
-            }
-            own["image"] = match
+            own = {**entry.fields, "image": match.replace("{", "{{").replace("}", "}}")}
             location = f"{entry.location} ({match})"
-            yield from self._job_from_fields(own, frozenset(), location, ordinal)
+            yield from self._job_from_fields(own, frozenset(), location, ordinal, {"stem": stem})
 
-    def _iter_csv(self, path: Path, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
+        path = source.path
         display = path.name
         row_number = 0
         try:
@@ -106,10 +114,15 @@ class Manifest:
                 if header is None:
                     yield Problem(None, None, "items file is empty: no header row", display)
                     return
-                columns, header_problems = _csv_columns(header, display)
+                columns, header_problems = _csv_columns(header, display, source)
                 yield from header_problems
+                if header_problems and source.columns is not None:
+                    return  # a mapping naming a missing column would fail every row
+                names = [cell.strip() for cell in header]
                 for row_number, cells in enumerate(reader, start=1):
                     if not any(cell.strip() for cell in cells):
+                        continue
+                    if _skipped(cells, columns, source.skip_empty):
                         continue
                     if (ordinal := entries.next()) is None:
                         continue
@@ -121,7 +134,10 @@ class Manifest:
                     raw = {
                         name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()
                     }
-                    yield from self._job_from_entry(raw, location, ordinal)
+                    data = {
+                        name: cells[i] for i, name in enumerate(names) if name and i < len(cells)
+                    }
+                    yield from self._job_from_entry(raw, location, ordinal, data)
         except UnicodeDecodeError:
             message = f"not UTF-8 text (after row {row_number}); save the file as UTF-8 CSV"
             yield Problem(None, None, message, display)
@@ -130,7 +146,8 @@ class Manifest:
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
 
-    def _iter_jsonl(self, path: Path, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_jsonl(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
+        path = source.path
         display = path.name
         try:
             with path.open("rb") as handle:
@@ -139,28 +156,38 @@ class Manifest:
                     text = line.removeprefix(b"\xef\xbb\xbf") if line_number == 1 else line
                     if not text.strip():
                         continue
-                    if (ordinal := entries.next()) is None:
-                        continue
                     location = f"{display} line {line_number}"
                     try:
                         raw = orjson.loads(text)
                     except orjson.JSONDecodeError as exc:
-                        yield Problem(None, None, f"not valid JSON: {exc}", location)
+                        if entries.next() is not None:
+                            yield Problem(None, None, f"not valid JSON: {exc}", location)
                         continue
-                    yield from self._job_from_entry(raw, location, ordinal)
+                    mapped = _mapped_object(raw, source)
+                    if mapped is None:
+                        continue  # skip_empty
+                    if (ordinal := entries.next()) is None:
+                        continue
+                    own, data = mapped
+                    yield from self._job_from_entry(own, location, ordinal, data)
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
 
     # -- one job --
 
-    def _job_from_entry(self, raw: Any, location: str, entry: int) -> Iterator[Job | Problem]:
+    def _job_from_entry(
+        self, raw: Any, location: str, entry: int, data: Mapping[str, str] | None = None
+    ) -> Iterator[Job | Problem]:
         if not isinstance(raw, Mapping):
             message = f"a job is a mapping of fields (image, prompt, ...), got {_kind(raw)}"
             yield Problem(None, None, message, location)
             return
         own, invalid, problems = _validate_fields(raw, location)
         yield from problems
-        yield from self._job_from_fields(own, invalid, location, entry)
+        literal = data is None
+        if data is None:  # a jobs entry: its own fields are its template data
+            data = {str(k): str(v) for k, v in raw.items() if isinstance(v, str | int | float)}
+        yield from self._job_from_fields(own, invalid, location, entry, data, literal)
 
     def _job_from_fields(
         self,
@@ -168,8 +195,12 @@ class Manifest:
         invalid: frozenset[str],
         location: str,
         entry: int,
+        data: Mapping[str, str] | None = None,
+        own_literal: bool = False,
     ) -> Iterator[Job | Problem]:
-        result = build_job(own, self.defaults, self.base_dir, location, invalid, entry)
+        result = build_job(
+            own, self.defaults, self.base_dir, location, invalid, entry, data, own_literal
+        )
         # A job with a bad field is still built from its good ones and passed on, so preflight
         # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
         # instead of one at a time. Its problems keep the run from starting.
@@ -195,8 +226,29 @@ class _Entries:
         return ordinal
 
 
-def _csv_columns(header: list[str], display: str) -> tuple[list[tuple[int, str]], list[Problem]]:
-    """The (index, field) pairs to read from each row, and problems with the header itself."""
+def _csv_columns(
+    header: list[str], display: str, source: ItemsSource | None = None
+) -> tuple[list[tuple[int, str]], list[Problem]]:
+    """The (index, field) pairs to read from each row, and problems with the header itself.
+
+    Without ``columns`` the header names fields (letter case ignored); with it only the mapped
+    columns are fields and every other column is data for templates, so Shopify's ``Type`` is
+    not the job's type unless mapped. ``ignore_unknown`` makes unknown names data, not errors.
+    """
+    location = f"{display} header"
+    ignore = source is not None and source.ignore_unknown
+    if source is not None and source.columns is not None:
+        columns, problems = _mapped_columns(header, source.columns, location)
+        if not ignore:
+            mapped = set(source.columns.values())
+            for cell in header:
+                name = cell.strip()
+                if name and name not in mapped and name.lower() not in JOB_FIELDS:
+                    message = (
+                        f"column {name!r} is not mapped (ignore_unknown: true keeps it as data)"
+                    )
+                    problems.append(Problem(None, name, message, location))
+        return columns, problems
     columns: list[tuple[int, str]] = []
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -205,10 +257,56 @@ def _csv_columns(header: list[str], display: str) -> tuple[list[tuple[int, str]]
         if not name:
             continue  # spreadsheets export trailing unnamed columns
         if name not in JOB_FIELDS:
-            problems.append(Problem(None, name, _unknown_field_message(name), f"{display} header"))
+            if not ignore:
+                problems.append(Problem(None, name, _unknown_field_message(name), location))
         elif name in seen:
-            problems.append(Problem(None, name, "column appears twice", f"{display} header"))
+            problems.append(Problem(None, name, "column appears twice", location))
         else:
             seen.add(name)
             columns.append((index, name))
     return columns, problems
+
+
+def _mapped_columns(
+    header: list[str], mapping: Mapping[str, str], location: str
+) -> tuple[list[tuple[int, str]], list[Problem]]:
+    positions = {cell.strip(): index for index, cell in reversed(list(enumerate(header)))}
+    columns: list[tuple[int, str]] = []
+    problems: list[Problem] = []
+    for field_name, column in mapping.items():
+        if column in positions:
+            columns.append((positions[column], field_name))
+            continue
+        close = difflib.get_close_matches(column, list(positions), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        message = f"maps to column {column!r}, which is not in the header{hint}"
+        problems.append(Problem(None, f"columns.{field_name}", message, location))
+    return columns, problems
+
+
+def _skipped(cells: list[str], columns: list[tuple[int, str]], skip_empty: tuple[str, ...]) -> bool:
+    if not skip_empty:
+        return False
+    for index, name in columns:
+        if name in skip_empty and not (index < len(cells) and cells[index].strip()):
+            return True
+    mapped = {name for _index, name in columns}
+    return any(name not in mapped for name in skip_empty)
+
+
+def _mapped_object(raw: Any, source: ItemsSource) -> tuple[Any, dict[str, str]] | None:
+    """A JSONL object's job fields and template data, by the same rules as a CSV row."""
+    if not isinstance(raw, Mapping):
+        return raw, {}
+    data = {str(k): str(v) for k, v in raw.items() if isinstance(v, str | int | float)}
+    if source.columns is not None:
+        own = {name: raw[column] for name, column in source.columns.items() if column in raw}
+    elif source.ignore_unknown:
+        own = {k: v for k, v in raw.items() if str(k).strip().lower() in JOB_FIELDS}
+    else:
+        own = raw
+    for name in source.skip_empty:
+        value = own.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+    return own, data
