@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pipeline.inputs.upload import Recipe
 
 MODEL = "gpt-image-1-mini"
 
@@ -102,6 +105,10 @@ class PlannedJob:
     # The mask must be converted to grayscale before upload (e.g. RGBA whose alpha marks the
     # edit area); preflight.mask_upload_bytes() does it and says so in its warnings.
     mask_convert: bool = False
+    # What is done to each file before upload (EXIF rotation undone, scaled to max_input_side,
+    # 16 to 8 bits, a mask to grayscale: inputs.upload); None: upload the file as it is.
+    image_recipe: Recipe | None = None
+    mask_recipe: Recipe | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ import orjson
 
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
+from pipeline.inputs.upload import Recipe
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
@@ -48,9 +49,17 @@ def file_digest(path: Path) -> str:
 
 
 def content_key(
-    job: Job, image_token: str, mask_token: str | None, mask_convert: bool = False
+    job: Job,
+    image_token: str,
+    mask_token: str | None,
+    mask_convert: bool = False,
+    recipes: Mapping[str, str] | None = None,
 ) -> str:
-    """The job's content key from its inputs' tokens (see the module docstring)."""
+    """The job's content key from its inputs' tokens (see the module docstring).
+
+    ``recipes`` holds the non-empty upload recipes (``image_recipe``, ``mask_recipe``): other
+    bytes are uploaded, so another key; a job whose files go up as they are keeps its old key.
+    """
     document: dict[str, Any] = {
         "key_version": KEY_VERSION,
         "model": MODEL,
@@ -59,6 +68,7 @@ def content_key(
         "mask": mask_token,
         "mask_convert": mask_convert,
         "parameters": job.parameters(),
+        **(recipes or {}),
     }
     return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -73,17 +83,31 @@ class Planner:
     def digest(self, path: str | Path) -> str:
         return self._digest(self._real_path(os.fspath(path)))
 
-    def plan(self, job: Job, mask_convert: bool = False) -> PlannedJob:
+    def plan(
+        self,
+        job: Job,
+        mask_convert: bool = False,
+        image_recipe: Recipe | None = None,
+        mask_recipe: Recipe | None = None,
+    ) -> PlannedJob:
         """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
         image_digest = self._file_digest(job.image)
         mask_digest = self._file_digest(job.mask) if job.mask is not None else None
+        recipes = {
+            name: recipe.token
+            for name, recipe in (("image_recipe", image_recipe), ("mask_recipe", mask_recipe))
+            if recipe is not None and recipe.token
+        }
         key = content_key(
             job,
             _token(job.image, image_digest),
             _token(job.mask, mask_digest) if job.mask is not None else None,
             mask_convert,
+            recipes,
         )
-        return PlannedJob(job, key, image_digest, mask_digest, mask_convert)
+        return PlannedJob(
+            job, key, image_digest, mask_digest, mask_convert, image_recipe, mask_recipe
+        )
 
     def _file_digest(self, ref: InputRef) -> str | None:
         return self.digest(ref.value) if ref.kind == "file" else None
@@ -125,7 +149,10 @@ def scan(
         if job is None or item.location == flawed:
             continue
         try:
-            yield planner.plan(job, preflight.mask_convert(job))
+            mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
+            yield planner.plan(
+                job, preflight.mask_convert(job), preflight.upload_recipe(job, "image"), mask_recipe
+            )
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
             yield Problem(job.id, None, f"cannot read an input: {reason}", job.location)

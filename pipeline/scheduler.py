@@ -67,6 +67,7 @@ from pipeline.events import (
     RecordFinished,
     RunStopping,
 )
+from pipeline.inputs.upload import Recipe, prepare_upload
 from pipeline.models import Asset, ErrorInfo, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.retry import RetryPolicy
 from pipeline.store import Store, check_image, parse_size
@@ -547,13 +548,16 @@ class Scheduler:
 
     async def _assets_for(self, run: _JobRun) -> dict[str, Asset]:
         planned = run.planned
-        roles = [("image", planned.job.image, planned.image_digest, False)]
+        roles = [
+            ("image", planned.job.image, planned.image_digest, _Prepared(planned.image_recipe))
+        ]
         if planned.job.mask is not None:
-            roles.append(("mask", planned.job.mask, planned.mask_digest, planned.mask_convert))
+            mask = _Prepared(planned.mask_recipe, planned.mask_convert)
+            roles.append(("mask", planned.job.mask, planned.mask_digest, mask))
         assets: dict[str, Asset] = {}
         sent = 0
-        for role, ref, digest, convert in roles:
-            asset, fresh = await self._asset(run, ref, digest, convert)
+        for role, ref, digest, prepared in roles:
+            asset, fresh = await self._asset(run, ref, digest, prepared)
             assets[role] = asset
             sent += fresh
         if sent:  # the line that lets a resumed run reuse the upload
@@ -561,12 +565,12 @@ class Scheduler:
         return assets
 
     async def _asset(
-        self, run: _JobRun, ref: InputRef, digest: str | None, convert: bool
+        self, run: _JobRun, ref: InputRef, digest: str | None, prepared: _Prepared
     ) -> tuple[Asset, bool]:
         """The uploaded asset for an input, uploading it only if nobody has yet."""
         if ref.kind == "asset":
             return Asset(path=ref.value), False
-        cache_key = _upload_key(ref, digest, convert)
+        cache_key = _upload_key(ref, digest, prepared)
         known = self._ledger.asset_for(cache_key)
         if known is not None:
             return known, False
@@ -576,7 +580,7 @@ class Scheduler:
         future: asyncio.Future[Asset] = asyncio.get_running_loop().create_future()
         self._uploads[cache_key] = future
         try:
-            asset = await self._upload(run, ref, cache_key, convert)
+            asset = await self._upload(run, ref, cache_key, prepared)
         except BaseException as exc:
             del self._uploads[cache_key]  # a later job may try again
             future.set_exception(exc if isinstance(exc, Exception) else Stopped())
@@ -595,9 +599,10 @@ class Scheduler:
         self._uploads.pop(digest, None)
         self._ledger.forget_asset(digest)
 
-    async def _upload(self, run: _JobRun, ref: InputRef, cache_key: str, convert: bool) -> Asset:
-        data, filename = await self._input_bytes(run, ref, convert)
-        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    async def _upload(
+        self, run: _JobRun, ref: InputRef, cache_key: str, prepared: _Prepared
+    ) -> Asset:
+        data, filename, content_type = await self._input_bytes(run, ref, prepared)
 
         async def attempt() -> Asset:
             return await self._client.upload_asset(data, filename, content_type)
@@ -605,14 +610,21 @@ class Scheduler:
         asset = await self._retrying(run, "upload", attempt)
         return Asset(path=asset.path, digest=cache_key)
 
-    async def _input_bytes(self, run: _JobRun, ref: InputRef, convert: bool) -> tuple[bytes, str]:
+    async def _input_bytes(
+        self, run: _JobRun, ref: InputRef, prepared: _Prepared
+    ) -> tuple[bytes, str, str]:
+        """The bytes to upload, their file name and their content type (from the bytes)."""
         if ref.kind == "url":
-            return await self._fetch_input(run, ref.value)
+            data, name = await self._fetch_input(run, ref.value)
+            return data, name, _content_type(name)
         path = Path(ref.value)
         try:
-            if convert and self._mask_converter is not None:
-                return self._mask_converter(path), f"{path.stem}.png"
-            return path.read_bytes(), path.name
+            if prepared.recipe is not None:  # upright, at most max_input_side, 8-bit, gray
+                upload = prepare_upload(path, prepared.recipe)
+                return upload.data, upload.filename, upload.content_type
+            if prepared.convert and self._mask_converter is not None:
+                return self._mask_converter(path), f"{path.stem}.png", "image/png"
+            return path.read_bytes(), path.name, _content_type(path.name)
         except OSError as exc:
             raise InputUnreadable(f"cannot read {path}: {exc.strerror}") from exc
 
@@ -680,9 +692,29 @@ def _poller(client: Client, uuid: str) -> Callable[[], Awaitable[FeatureResult]]
     return lambda: client.poll_result(uuid)
 
 
-def _upload_key(ref: InputRef, digest: str | None, convert: bool) -> str:
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """How an input is turned into the bytes uploaded: a preflight recipe (EXIF, size, depth,
+    grayscale), or, for jobs planned without one, only the mask conversion."""
+
+    recipe: Recipe | None = None
+    convert: bool = False
+
+    @property
+    def token(self) -> str:
+        if self.recipe is not None:
+            return self.recipe.token
+        return "gray" if self.convert else ""
+
+
+def _content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _upload_key(ref: InputRef, digest: str | None, prepared: _Prepared) -> str:
+    """One upload per distinct bytes sent: the file's digest and what is done to it."""
     base = digest or "url:" + hashlib.sha256(ref.value.encode()).hexdigest()
-    return base + (":gray" if convert else "")
+    return f"{base}:{prepared.token}" if prepared.token else base
 
 
 def _systemic(error: BaseException) -> bool:
