@@ -284,6 +284,7 @@ def prepare(
         else:
             summary.add_problems([item])
     summary.add_problems(chosen.unknown_ids(manifest.display_name))
+    summary.remote_inputs = preflight.fetched
     if summary.ok:
         plan.jobs = iter(runnable)
     else:

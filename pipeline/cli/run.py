@@ -14,7 +14,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -65,7 +65,7 @@ from pipeline.runlog import (
     log_start,
     log_stop,
 )
-from pipeline.scheduler import Scheduler
+from pipeline.scheduler import RunOutcome, Scheduler
 from pipeline.stats import RunStats
 from pipeline.store import Store
 from pipeline.summary import format_plan, format_problems
@@ -138,6 +138,15 @@ def add_arguments(commands: Any) -> None:
     run.add_argument(
         "--emulator", action="store_true", help="run against the built-in emulator (no key)"
     )
+    scale = run.add_argument_group("scale-out (Ray; the [ray] extra)")
+    scale.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the shards on a Ray cluster at ADDRESS, or 'local' to start one here",
+    )
+    scale.add_argument(
+        "--shards", type=positive_int, default=2, help="shard actors with --ray (default 2)"
+    )
     ops = run.add_argument_group("unattended runs (cron)")
     ops.add_argument("--log-file", type=Path, metavar="PATH", help="append the log here")
     ops.add_argument(
@@ -207,6 +216,9 @@ def command_run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     manifest = load_manifest(args.manifest)
     out_dir = args.out or default_out(manifest)
+    if args.ray and (problem := _ray_problem(args, manifest)):
+        print(problem, file=sys.stderr)
+        return ExitCode.USAGE
     if args.dry_run:
         return _dry_run(RunContext(manifest, settings, out_dir, api_key, args, _NO_LOG))
     show_bar = not args.no_progress and sys.stderr.isatty()
@@ -338,8 +350,11 @@ async def _run(
             timeouts=settings.timeouts,
             mask_converter=mask_upload_bytes,
         )
-        _install_signal_handlers(scheduler, writer)
-        outcome = await scheduler.run(plan.jobs)
+        if args.ray:
+            outcome = await _run_on_ray(context, plan, ledger, bus, writer, endpoints, api_key)
+        else:
+            _install_signal_handlers(scheduler, writer)
+            outcome = await scheduler.run(plan.jobs)
         failures = stats.failed + plan.skipped[Skip.FAILED]
         code = exit_code(outcome.stop_reason, failures)
         summary = stats.summary(
@@ -352,6 +367,48 @@ async def _run(
     report_path = await _finish(context, ledger, plan, stats, summary, code)
     _print_summary(context, stats, outcome.stop_message, code, report_path, failures)
     return code
+
+
+def _ray_problem(args: argparse.Namespace, manifest: Manifest) -> str | None:
+    """Why the manifest cannot run on this cluster (inputs only this machine can read)."""
+    from pipeline.distributed.driver import check_shared_inputs
+
+    if args.emulator and args.ray != "local":
+        return "error: --emulator listens on this machine's 127.0.0.1: use it with --ray local"
+    jobs = [job for job in manifest.iter_jobs() if isinstance(job, Job)]
+    problems = check_shared_inputs(jobs, args.ray)
+    if not problems:
+        return None
+    more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return "error: --ray:\n  " + "\n  ".join(problems[:10]) + more
+
+
+async def _run_on_ray(
+    context: RunContext,
+    plan: CheckedPlan,
+    ledger: LedgerState,
+    bus: EventBus,
+    writer: LedgerWriter,
+    endpoints: Endpoints,
+    api_key: str,
+) -> RunOutcome:
+    """The same plan on Ray shard actors; this process stays the ledger's single writer."""
+    from pipeline.distributed.driver import run_distributed
+
+    return await run_distributed(
+        plan.jobs,
+        address=context.args.ray,
+        shards=context.args.shards,
+        endpoints=endpoints,
+        api_key=api_key,
+        settings=context.settings,
+        out_dir=context.out_dir,
+        ledger_writer_bus=bus,
+        resume_state=ledger.resume(),
+        retry_failed=context.args.retry_failed,
+        max_credits=context.settings.max_credits,
+        on_start=lambda driver: _install_signal_handlers(driver, writer),
+    )
 
 
 def _settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -452,7 +509,15 @@ async def _start_emulator(stack: AsyncExitStack) -> tuple[Endpoints, str]:
     return Endpoints(server.api_base, server.asset_base), key
 
 
-def _install_signal_handlers(scheduler: Scheduler, writer: LedgerWriter) -> None:
+class Stoppable(Protocol):
+    """A scheduler or a Ray driver: what a signal needs of it."""
+
+    @property
+    def stopping(self) -> bool: ...
+    def request_stop(self, reason: str, message: str = "") -> None: ...
+
+
+def _install_signal_handlers(scheduler: Stoppable, writer: LedgerWriter) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:

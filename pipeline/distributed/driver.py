@@ -38,7 +38,7 @@ from pipeline.events import (
     RunStopping,
 )
 from pipeline.ledger import Pending, ResumeState
-from pipeline.models import Asset, PlannedJob
+from pipeline.models import Asset, Job, PlannedJob
 from pipeline.scheduler import RunOutcome
 
 POLL_SECONDS = 0.05
@@ -60,18 +60,18 @@ def connect(address: str) -> bool:
     return True
 
 
-def check_shared_inputs(jobs: Iterable[PlannedJob], address: str) -> list[str]:
+def check_shared_inputs(jobs: Iterable[Job], address: str) -> list[str]:
     """Problems with inputs other nodes cannot read: local files, unless ``--ray local``.
 
     A shard on another machine cannot open a path of the driver's disk. A path under a shared
     mount would do, but nothing tells the two apart from here, so every local file is refused
     and the message says why; ``--ray local`` (every node is this machine) accepts them.
+    Give it the manifest's jobs as written (before preflight puts URL inputs in a local cache).
     """
     if address == "local":
         return []
     problems = []
-    for planned in jobs:
-        job = planned.job
+    for job in jobs:
         for role, ref in (("image", job.image), ("mask", job.mask)):
             if ref is not None and ref.kind == "file":
                 problems.append(
@@ -230,6 +230,10 @@ class Driver:
             self._stop(
                 "max_credits", f"--max-credits {limit:g} reached: {self.credits_spent} spent"
             )
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._outcome.stop_reason)
 
     def request_stop(self, reason: str = "interrupted", message: str = "") -> None:
         """Stop sending batches (a signal); batches already sent settle, the rest stay resumable."""

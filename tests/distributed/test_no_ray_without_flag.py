@@ -39,10 +39,10 @@ def test_check_shared_inputs_refuses_local_files_off_this_machine(tmp_path: Path
     pytest.importorskip("ray")
     from pipeline.distributed.driver import check_shared_inputs
     from pipeline.manifest import load_manifest
-    from pipeline.models import PlannedJob
-    from pipeline.plan import scan
+    from pipeline.models import Job
 
-    jobs = [j for j in scan(load_manifest(write_catalog(tmp_path, 2))) if isinstance(j, PlannedJob)]
+    manifest = load_manifest(write_catalog(tmp_path, 2))
+    jobs = [j for j in manifest.iter_jobs() if isinstance(j, Job)]
     assert check_shared_inputs(jobs, "local") == []
     problems = check_shared_inputs(jobs, "ray://head:10001")
     assert len(problems) == 4  # an image and a mask per job
