@@ -32,7 +32,7 @@ from pipeline.provenance import add_provenance
 from pipeline.store import CREATOR_TOOL, check_image
 
 TITLE = "Overhead per job (client CPU, 2 MB in and out, zero-latency emulator)"
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.2  # issue 16: the pipeline with --no-report within 1.2x a bare loop
 RUN_TIMEOUT = 300.0
 NOTE = (
     "every job has its own ~2 MB input (distinct bytes) for both clients; the one shared mask "

@@ -21,8 +21,8 @@ from bench.scenarios import memory
 from bench.scenarios.catalogs import CATALOGS, PAIRS
 
 TITLE = "Start-up (time to the first feature call, 1,000,000 jobs)"
-FIRST_CALL_TARGET = 1.0
-RESUME_TARGET = 3.0
+FIRST_CALL_TARGET = 10.0  # issue 16: a fresh 1,000,000-job run calls within 10 s
+RESUME_TARGET = 5.0  # ... and a resume over a 1,000,000-line ledger within 5 s
 TIMEOUT = 600.0
 CUT_AFTER_FIRST_CALL = 2.0
 
