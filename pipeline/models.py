@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pipeline.masks import MaskRecipe
 
 MODEL = "gpt-image-1-mini"
 
@@ -64,6 +67,10 @@ class Job:
     output_compression: int = 85  # inpainter only
     background: str = "auto"  # background replacer only
     location: str = ""  # where the job was written, for messages: "demo.yaml job 3"
+    # The mask as written (a file, alpha, box:, ellipse:) with its modifiers; None without a
+    # mask. ``mask`` above is still the file for a file mask (what plain jobs upload as is).
+    mask_recipe: MaskRecipe | None = None
+    protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
     # Position of the entry in the manifest's stream (jobs, glob matches, items rows), from 0:
     # lets a second pass over the manifest skip entries the first pass found nothing to do for.
     entry: int = -1
@@ -87,6 +94,10 @@ class Job:
         }
 
     @property
+    def has_mask(self) -> bool:
+        return self.mask is not None or self.mask_recipe is not None
+
+    @property
     def expected_outputs(self) -> int:
         return self.n if self.feature is Feature.INPAINT else 1
 
@@ -102,6 +113,9 @@ class PlannedJob:
     # The mask must be converted to grayscale before upload (e.g. RGBA whose alpha marks the
     # edit area); preflight.mask_upload_bytes() does it and says so in its warnings.
     mask_convert: bool = False
+    # A mask made here (generated, modified or scaled): the PNG uploaded in place of the file;
+    # ``mask_digest`` is then the sha256 of these bytes, so identical masks go up once.
+    mask_png: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
