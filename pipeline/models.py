@@ -67,8 +67,8 @@ class Job:
     output_compression: int = 85  # inpainter only
     background: str = "auto"  # background replacer only
     location: str = ""  # where the job was written, for messages: "demo.yaml job 3"
-    # The mask as written (a file, alpha, box:, ellipse:) with its modifiers; None without a
-    # mask. ``mask`` above is still the file for a file mask (what plain jobs upload as is).
+    # A mask made here (alpha, box:, ellipse:, or a file with modifiers); None for no mask or a
+    # plain file mask. ``mask`` above is still the file of a file mask, modified or not.
     mask_recipe: MaskRecipe | None = None
     protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
     # Position of the entry in the manifest's stream (jobs, glob matches, items rows), from 0:

@@ -114,8 +114,9 @@ def _mask_of(
         if ref is None:
             return None, None
         source = masks.FileSource(ref.value)
-    invert = bool(merged.get("mask_invert", False))
-    return masks.MaskRecipe(source, invert=invert, **options), ref
+    recipe = masks.MaskRecipe(source, invert=bool(merged.get("mask_invert", False)), **options)
+    # A plain file mask keeps no recipe: its job is exactly what it was before masks grew forms.
+    return (recipe if recipe.generated else None), ref
 
 
 def _feature_of(value: Any, already_reported: bool, problem: _Report) -> Feature | None:
