@@ -9,6 +9,9 @@ location, so moving or renaming a job keeps its key. Nothing in it depends on th
 in it too: changing what goes into the key means bumping it, which re-runs every job once.
 
 A URL's key is its text: the pipeline cannot see, offline, that the bytes behind it changed.
+A mask made here (``box:``, ``alpha``, a modified or scaled file) is keyed by its recipe, the
+image's digest and the file's (``masks.recipe_token``), not by the PNG's bytes: the key then
+says what was asked, and a plain file mask keeps the key it always had.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from typing import Any
 
 import orjson
 
+from pipeline import masks
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
-from pipeline.preflight import Notice, Preflight, id_fingerprint
+from pipeline.preflight import EffectiveMask, Notice, Preflight, id_fingerprint
 from pipeline.review.decisions import Decision
 from pipeline.summary import PlanSummary
 
@@ -73,10 +77,18 @@ class Planner:
     def digest(self, path: str | Path) -> str:
         return self._digest(self._real_path(os.fspath(path)))
 
-    def plan(self, job: Job, mask_convert: bool = False) -> PlannedJob:
+    def plan(
+        self, job: Job, mask_convert: bool = False, effective: EffectiveMask | None = None
+    ) -> PlannedJob:
         """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
         image_digest = self._file_digest(job.image)
         mask_digest = self._file_digest(job.mask) if job.mask is not None else None
+        if effective is not None and image_digest is not None:
+            token = masks.recipe_token(effective.recipe, image_digest, mask_digest)
+            if effective.size_token:
+                token += f"|{effective.size_token}"
+            key = content_key(job, _token(job.image, image_digest), token)
+            return PlannedJob(job, key, image_digest, effective.digest, False, effective.png)
         key = content_key(
             job,
             _token(job.image, image_digest),
@@ -125,7 +137,7 @@ def scan(
         if job is None or item.location == flawed:
             continue
         try:
-            yield planner.plan(job, preflight.mask_convert(job))
+            yield planner.plan(job, preflight.mask_convert(job), preflight.effective_mask(job))
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
             yield Problem(job.id, None, f"cannot read an input: {reason}", job.location)
