@@ -416,6 +416,9 @@ class Preflight:
         problems: list[Problem],
         notices: list[Notice],
     ) -> None:
+        if job.protect and job.image.kind == "asset":
+            message = "needs a local image: the source's pixels are composited after download"
+            problems.append(Problem(job.id, "protect", message, job.location))
         if image is None or (job.mask is not None and mask is None):
             if job.mask_recipe is not None and job.image.kind == "asset":
                 message = "a generated or modified mask needs a local image to be drawn on"

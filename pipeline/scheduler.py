@@ -546,13 +546,18 @@ class Scheduler:
 
     async def _assets_for(self, run: _JobRun) -> dict[str, Asset]:
         planned = run.planned
-        roles = [("image", planned.job.image, planned.image_digest, False)]
-        if planned.job.mask is not None:
-            roles.append(("mask", planned.job.mask, planned.mask_digest, planned.mask_convert))
+        roles = [("image", planned.job.image, planned.image_digest, False, None)]
+        if planned.mask_png is not None:  # made here: keyed by the PNG's digest
+            made = InputRef("file", f"{planned.job.id}.mask.png")
+            roles.append(("mask", made, planned.mask_digest, False, planned.mask_png))
+        elif planned.job.mask is not None:
+            roles.append(
+                ("mask", planned.job.mask, planned.mask_digest, planned.mask_convert, None)
+            )
         assets: dict[str, Asset] = {}
         sent = 0
-        for role, ref, digest, convert in roles:
-            asset, fresh = await self._asset(run, ref, digest, convert)
+        for role, ref, digest, convert, data in roles:
+            asset, fresh = await self._asset(run, ref, digest, convert, data)
             assets[role] = asset
             sent += fresh
         if sent:  # the line that lets a resumed run reuse the upload
@@ -560,7 +565,12 @@ class Scheduler:
         return assets
 
     async def _asset(
-        self, run: _JobRun, ref: InputRef, digest: str | None, convert: bool
+        self,
+        run: _JobRun,
+        ref: InputRef,
+        digest: str | None,
+        convert: bool,
+        data: bytes | None = None,
     ) -> tuple[Asset, bool]:
         """The uploaded asset for an input, uploading it only if nobody has yet."""
         if ref.kind == "asset":
@@ -575,7 +585,7 @@ class Scheduler:
         future: asyncio.Future[Asset] = asyncio.get_running_loop().create_future()
         self._uploads[cache_key] = future
         try:
-            asset = await self._upload(run, ref, cache_key, convert)
+            asset = await self._upload(run, ref, cache_key, convert, data)
         except BaseException as exc:
             del self._uploads[cache_key]  # a later job may try again
             future.set_exception(exc if isinstance(exc, Exception) else Stopped())
@@ -590,8 +600,13 @@ class Scheduler:
         self._uploads.pop(digest, None)
         self._ledger.forget_asset(digest)
 
-    async def _upload(self, run: _JobRun, ref: InputRef, cache_key: str, convert: bool) -> Asset:
-        data, filename = await self._input_bytes(run, ref, convert)
+    async def _upload(
+        self, run: _JobRun, ref: InputRef, cache_key: str, convert: bool, made: bytes | None
+    ) -> Asset:
+        if made is not None:  # a mask made by preflight: its PNG bytes, named after the job
+            data, filename = made, Path(ref.value).name
+        else:
+            data, filename = await self._input_bytes(run, ref, convert)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
         async def attempt() -> Asset:
@@ -649,6 +664,10 @@ class Scheduler:
             try:
                 await self._client.fetch_result(result, index, temp)
                 extension = check_image(temp, expected)
+                if run.job.protect:  # composited and marked in one write, off the loop
+                    protected = self._store.protect_result
+                    size = await asyncio.to_thread(protected, temp, extension, run.planned)
+                    return temp, extension, size
                 return temp, extension, self._store.mark_provenance(temp)
             except OSError as exc:
                 # Writing the temporary file failed (disk full, ...): the client turns every
