@@ -416,8 +416,10 @@ class Preflight:
         problems: list[Problem],
         notices: list[Notice],
     ) -> None:
-        if job.protect and job.image.kind == "asset":
-            message = "needs a local image: the source's pixels are composited after download"
+        if job.protect and "asset" in (job.image.kind, job.mask.kind if job.mask else ""):
+            message = (
+                "needs a local image and mask: the source's pixels are composited after download"
+            )
             problems.append(Problem(job.id, "protect", message, job.location))
         if image is None or (job.mask is not None and mask is None):
             if job.mask_recipe is not None and job.image.kind == "asset":
@@ -667,7 +669,9 @@ def _shown_path(path: str, base: str | None) -> str:
 
 # --- masks ----------------------------------------------------------------------------------
 
-MASK_CACHE_SIZE = 1024  # rendered masks remembered (a few kB each); past that, drawn again
+# Rendered masks remembered (a box is a few kB, a feathered 2048 px one up to ~100 kB); only
+# the step from check to plan needs a hit when every image is distinct.
+MASK_CACHE_SIZE = 256
 
 
 def _without_path(recipe: masks.MaskRecipe) -> masks.MaskRecipe:

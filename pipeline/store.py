@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 
 from pipeline import __version__
 from pipeline.durability import Syncer, fsync_dir
-from pipeline.errors import BadResponse, StoreError
+from pipeline.errors import BadResponse, InputUnreadable, StoreError
 from pipeline.models import PlannedJob
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
@@ -151,14 +151,28 @@ class Store:
         """
         from pipeline.protect import protect_file
 
+        job = planned.job
+        try:
+            source, mask = protect_inputs(planned)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InputUnreadable(f"protect: cannot read the source or mask again: {exc}") from exc
         raw = temp.with_name(temp.name + "-raw")
         os.replace(temp, raw)
         self._raw_of[temp] = raw
-        source, mask = protect_inputs(planned)
-        job = planned.job
-        data = protect_file(
-            raw, source, mask, temp, extension, job.output_compression, creator_tool=CREATOR_TOOL
-        )
+        try:
+            data = protect_file(
+                raw,
+                source,
+                mask,
+                temp,
+                extension,
+                job.output_compression,
+                creator_tool=CREATOR_TOOL,
+            )
+        except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # check_image reads headers only: a result whose pixels do not decode is the
+            # API's broken answer, fetched again from the stored record.
+            raise BadResponse(f"result does not decode as an image ({exc})") from exc
         return len(data)
 
     def discard(self, temp: Path) -> None:

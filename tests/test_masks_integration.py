@@ -317,3 +317,10 @@ def test_validate_writes_effective_masks_and_overlays(
     generated = Image.open(folder / "gen.mask.png")
     assert generated.getpixel((10, 10)) == 0 and generated.getpixel((10, 50)) == 255
     assert str(folder / "gen.mask.png") in capsys.readouterr().out
+
+
+def test_generated_mask_and_protect_need_a_local_image(tmp_path: Path) -> None:
+    found = _one(tmp_path, {"image": "asset:uploads/a.png", "mask": "box:0,0,1,1", "protect": 1})
+    problems = {item.field: item.message for item in found if not isinstance(item, Notice)}
+    assert set(problems) == {"mask", "protect"}
+    assert "local image" in problems["mask"] and "local image" in problems["protect"]
