@@ -546,7 +546,9 @@ class Scheduler:
 
     async def _assets_for(self, run: _JobRun) -> dict[str, Asset]:
         planned = run.planned
-        roles = [("image", planned.job.image, planned.image_digest, False, None)]
+        roles: list[tuple[str, InputRef, str | None, bool, bytes | None]] = [
+            ("image", planned.job.image, planned.image_digest, False, None)
+        ]
         if planned.mask_png is not None:  # made here: keyed by the PNG's digest
             made = InputRef("file", f"{planned.job.id}.mask.png")
             roles.append(("mask", made, planned.mask_digest, False, planned.mask_png))
