@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from pipeline.inputs.upload import Recipe
+    from pipeline.masks import MaskRecipe
 
 MODEL = "gpt-image-1-mini"
 
@@ -67,6 +68,10 @@ class Job:
     output_compression: int = 85  # inpainter only
     background: str = "auto"  # background replacer only
     location: str = ""  # where the job was written, for messages: "demo.yaml job 3"
+    # A mask made here (alpha, box:, ellipse:, or a file with modifiers); None for no mask or a
+    # plain file mask. ``mask`` above is still the file of a file mask, modified or not.
+    mask_recipe: MaskRecipe | None = None
+    protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
     # Position of the entry in the manifest's stream (jobs, glob matches, items rows), from 0:
     # lets a second pass over the manifest skip entries the first pass found nothing to do for.
     entry: int = -1
@@ -90,6 +95,10 @@ class Job:
         }
 
     @property
+    def has_mask(self) -> bool:
+        return self.mask is not None or self.mask_recipe is not None
+
+    @property
     def expected_outputs(self) -> int:
         return self.n if self.feature is Feature.INPAINT else 1
 
@@ -109,6 +118,9 @@ class PlannedJob:
     # 16 to 8 bits, a mask to grayscale: inputs.upload); None: upload the file as it is.
     image_recipe: Recipe | None = None
     mask_recipe: Recipe | None = None
+    # A mask made here (generated, modified or scaled): the PNG uploaded in place of the file;
+    # ``mask_digest`` is then the sha256 of these bytes, so identical masks go up once.
+    mask_png: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ location, so moving or renaming a job keeps its key. Nothing in it depends on th
 in it too: changing what goes into the key means bumping it, which re-runs every job once.
 
 A URL's key is its text: the pipeline cannot see, offline, that the bytes behind it changed.
+A mask made here (``box:``, ``alpha``, a modified or scaled file) is keyed by its recipe, the
+image's digest and the file's (``masks.recipe_token``), not by the PNG's bytes: the key then
+says what was asked, and a plain file mask keeps the key it always had.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from typing import Any
 
 import orjson
 
+from pipeline import masks
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
 from pipeline.inputs.upload import Recipe
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
-from pipeline.preflight import Notice, Preflight, id_fingerprint
+from pipeline.preflight import EffectiveMask, Notice, Preflight, id_fingerprint
 from pipeline.review.decisions import Decision
 from pipeline.summary import PlanSummary
 
@@ -89,6 +93,7 @@ class Planner:
         mask_convert: bool = False,
         image_recipe: Recipe | None = None,
         mask_recipe: Recipe | None = None,
+        effective: EffectiveMask | None = None,
     ) -> PlannedJob:
         """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
         image_digest = self._file_digest(job.image)
@@ -98,6 +103,16 @@ class Planner:
             for name, recipe in (("image_recipe", image_recipe), ("mask_recipe", mask_recipe))
             if recipe is not None and recipe.token
         }
+        if effective is not None and image_digest is not None:
+            # A mask made here: keyed by its recipe and the image's digest; uploaded as its PNG.
+            token = masks.recipe_token(effective.recipe, image_digest, mask_digest)
+            if effective.size_token:
+                token += f"|{effective.size_token}"
+            image_only = {k: v for k, v in recipes.items() if k == "image_recipe"}
+            key = content_key(job, _token(job.image, image_digest), token, recipes=image_only)
+            return PlannedJob(
+                job, key, image_digest, effective.digest, False, image_recipe, None, effective.png
+            )
         key = content_key(
             job,
             _token(job.image, image_digest),
@@ -151,7 +166,11 @@ def scan(
         try:
             mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
             yield planner.plan(
-                job, preflight.mask_convert(job), preflight.upload_recipe(job, "image"), mask_recipe
+                job,
+                preflight.mask_convert(job),
+                preflight.upload_recipe(job, "image"),
+                mask_recipe,
+                preflight.effective_mask(job),
             )
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)

@@ -54,8 +54,9 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from PIL import Image, ImageChops, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
+from pipeline import masks
 from pipeline.errors import Problem
 from pipeline.inputs.cache import CachedInput, InputCache
 from pipeline.inputs.fetch import FetchOptions, fetch_all
@@ -106,6 +107,21 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class EffectiveMask:
+    """A mask made here for one (image, recipe, mask file): what is uploaded in its place."""
+
+    recipe: masks.MaskRecipe
+    png: bytes  # mode L, the image's upload size (upright, downscaled with it), white = edit
+    digest: str  # sha256 of ``png``: keys the upload, so identical masks go up once
+    scaled_to: tuple[int, int] | None  # the upload size when the image is downscaled
+    notes: tuple[str, ...] = ()  # render notes and content warnings, given once per mask
+
+    @property
+    def size_token(self) -> str:
+        return "" if self.scaled_to is None else f"fit{self.scaled_to[0]}x{self.scaled_to[1]}"
+
+
+@dataclass(frozen=True, slots=True)
 class ImageFacts:
     """What preflight learnt about one file; shared by every job that uses it."""
 
@@ -153,6 +169,8 @@ class Preflight:
         self._resolve = lru_cache(maxsize=cache_size)(_resolve)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
+        # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
+        self._effective = lru_cache(maxsize=MASK_CACHE_SIZE)(self._render_mask)
 
     def next_pass(self) -> Preflight:
         """A Preflight for another pass over the same manifest: notices start afresh, ids are
@@ -188,8 +206,8 @@ class Preflight:
         mask = None
         if job.mask is not None and job.feature is Feature.INPAINT:
             mask = self._check_file(job, "mask", base, self._mask_facts, problems, notices)
-        if image is not None and mask is not None:
-            self._compare_sizes(job, image, mask, problems)
+        if job.feature is Feature.INPAINT and job.has_mask:
+            self._check_effective_mask(job, image, mask, problems, notices)
         size = self._resolved_size(job, image, notices)
         if problems:
             return None, problems, notices
@@ -367,16 +385,102 @@ class Preflight:
         except Exception as exc:  # as in _inspect_image
             return _failure(exc)
 
-    @staticmethod
-    def _compare_sizes(
-        job: Job, image: ImageFacts, mask: ImageFacts, problems: list[Problem]
+    # -- effective masks --
+
+    def recipe_of(self, job: Job) -> masks.MaskRecipe | None:
+        """The recipe whose rendering is uploaded for this job; None: the mask file as it is.
+
+        Reads the per-file cache; call after ``check``.
+        """
+        image = self._cached_facts(job.image, self._image_facts)
+        mask = self._cached_facts(job.mask, self._mask_facts)
+        return _recipe_for(job, image, mask)
+
+    def effective_mask(self, job: Job) -> EffectiveMask | None:
+        """The mask made for this job (cached: once per distinct image, recipe and file)."""
+        recipe = self.recipe_of(job)
+        if recipe is None:
+            return None
+        image = self._cached_facts(job.image, self._image_facts)
+        if image is None:
+            return None
+        mask_real = self._resolve(job.mask.value, None)[0] if job.mask is not None else ""
+        rendered = self._effective(image.path, _without_path(recipe), mask_real)
+        return rendered if isinstance(rendered, EffectiveMask) else None
+
+    def _check_effective_mask(
+        self,
+        job: Job,
+        image: ImageFacts | None,
+        mask: ImageFacts | None,
+        problems: list[Problem],
+        notices: list[Notice],
     ) -> None:
-        if (image.width, image.height) != (mask.width, mask.height):
+        if job.protect and "asset" in (job.image.kind, job.mask.kind if job.mask else ""):
             message = (
-                f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
-                "they must match exactly"
+                "needs a local image and mask: the source's pixels are composited after download"
             )
-            problems.append(Problem(job.id, "mask", message, job.location))
+            problems.append(Problem(job.id, "protect", message, job.location))
+        if image is None or (job.mask is not None and mask is None):
+            if job.mask_recipe is not None and job.image.kind == "asset":
+                message = "a generated or modified mask needs a local image to be drawn on"
+                problems.append(Problem(job.id, "mask", message, job.location))
+            return  # the file's own problem is reported already
+        recipe = _recipe_for(job, image, mask)
+        if recipe is None:
+            return
+        mask_real = mask.path if mask is not None else ""
+        rendered = self._effective(image.path, _without_path(recipe), mask_real)
+        if isinstance(rendered, str):
+            problems.append(Problem(job.id, "mask", rendered, job.location))
+            return
+        noted = ("effective", rendered.digest)
+        if rendered.notes and noted not in self._noted:
+            self._noted.add(noted)
+            notices.extend(
+                Notice(job.id, "mask", f"{note}; said once for all jobs using it", job.location)
+                for note in rendered.notes
+            )
+
+    def _render_mask(
+        self, image_real: str, recipe: masks.MaskRecipe, mask_real: str
+    ) -> EffectiveMask | str:
+        """Render ``recipe`` on the upright image (a str says why it cannot be used)."""
+        facts = self._image_facts(image_real)
+        if not isinstance(facts, ImageFacts):
+            return facts
+        what = _recipe_text(recipe)
+        try:
+            with _bombs_refused():
+                source = _upright(image_real) if _needs_source(recipe) else None
+                mask_file = _upright(mask_real) if mask_real and _is_file(recipe) else None
+                rendered = masks.render_mask(
+                    recipe,
+                    (facts.width, facts.height),
+                    source_image=source,
+                    mask_file_image=mask_file,
+                )
+        except masks.MaskError as exc:
+            mask_facts = self._mask_facts(mask_real) if _is_file(recipe) else None
+            if isinstance(mask_facts, ImageFacts):  # a file's only MaskError: its shape
+                return _shape_mismatch(mask_facts, facts)
+            return f"{what}: {exc}"
+        except Exception as exc:  # a file that decoded in its check but not now
+            return f"{what}: {_failure(exc)}"
+        effective = rendered.mask
+        target = fitted_size(facts.width, facts.height, self.max_input_side)
+        if target is not None:
+            effective = effective.resize(target, Image.Resampling.BILINEAR)
+        stats = masks.mask_stats(effective)
+        error = stats.error()
+        if error:
+            return f"{what} {error}"
+        png = masks.mask_png_bytes(effective)
+        notes = (
+            *(f"{what} {note}" for note in rendered.notes),
+            *(f"{what} {warning}" for warning in stats.warnings()),
+        )
+        return EffectiveMask(recipe, png, hashlib.sha256(png).hexdigest(), target, notes)
 
     def _resolved_size(self, job: Job, image: ImageFacts | None, notices: list[Notice]) -> str:
         if job.size != AUTO_SIZE:
@@ -419,13 +523,13 @@ def _parameter_problems(job: Job) -> Iterator[tuple[str, str]]:
         yield from _choice("output_format", job.output_format, OUTPUT_FORMATS)
         if not _is_int(job.output_compression) or job.output_compression not in COMPRESSION_RANGE:
             yield "output_compression", f"is {job.output_compression!r}; must be 0 to 100"
-        if job.mask is None:
+        if not job.has_mask:
             yield "mask", "required for IMAGE_INPAINTER: white marks the area to edit"
     else:
         yield from _choice("background", job.background, BACKGROUNDS)
         if job.n != 1:
             yield "n", "applies only to IMAGE_INPAINTER; the background replacer makes one image"
-        if job.mask is not None:
+        if job.has_mask:
             yield "mask", "applies only to IMAGE_INPAINTER; the background replacer takes none"
 
 
@@ -564,6 +668,68 @@ def _shown_path(path: str, base: str | None) -> str:
 
 
 # --- masks ----------------------------------------------------------------------------------
+
+# Rendered masks remembered (a box is a few kB, a feathered 2048 px one up to ~100 kB); only
+# the step from check to plan needs a hit when every image is distinct.
+MASK_CACHE_SIZE = 256
+
+
+def _without_path(recipe: masks.MaskRecipe) -> masks.MaskRecipe:
+    # The file is keyed by its real path (an argument of its own), not the path as written.
+    if isinstance(recipe.source, masks.FileSource):
+        return replace(recipe, source=masks.FileSource(""))
+    return recipe
+
+
+def _is_file(recipe: masks.MaskRecipe) -> bool:
+    return isinstance(recipe.source, masks.FileSource)
+
+
+def _needs_source(recipe: masks.MaskRecipe) -> bool:
+    return isinstance(recipe.source, masks.AlphaSource)
+
+
+def _recipe_text(recipe: masks.MaskRecipe) -> str:
+    """The recipe as the user wrote it, for messages: ``box:0,0.7,1,1 (mask_invert)``."""
+    base = "the mask file" if _is_file(recipe) else recipe.source.canonical()
+    mods = [
+        text
+        for text, on in (
+            ("mask_invert", recipe.invert),
+            (f"mask_grow {recipe.grow}", recipe.grow),
+            (f"mask_feather {recipe.feather}", recipe.feather),
+        )
+        if on
+    ]
+    return f"{base} ({', '.join(mods)})" if mods else base
+
+
+def _upright(real: str) -> Image.Image:
+    with Image.open(real) as image:
+        image.load()
+        return ImageOps.exif_transpose(image)
+
+
+def _recipe_for(
+    job: Job, image: ImageFacts | None, mask: ImageFacts | None
+) -> masks.MaskRecipe | None:
+    """A plain file mask of another size than its image (same aspect ratio) is rendered too:
+    scaled. None: the file is uploaded as it is."""
+    if job.mask_recipe is not None:
+        return job.mask_recipe
+    if image is None or mask is None or job.mask is None:
+        return None
+    if (image.width, image.height) == (mask.width, mask.height):
+        return None
+    return masks.MaskRecipe(masks.FileSource(job.mask.value))
+
+
+def _shape_mismatch(mask: ImageFacts, image: ImageFacts) -> str:
+    width, height = mask.width, mask.height
+    return (
+        f"is {width}x{height} but the image is {image.width}x{image.height}; a mask must have "
+        "the image's aspect ratio (one of another size with the same shape is scaled)"
+    )
 
 
 def mask_as_grayscale(image: Image.Image) -> Image.Image:

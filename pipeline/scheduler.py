@@ -548,10 +548,12 @@ class Scheduler:
 
     async def _assets_for(self, run: _JobRun) -> dict[str, Asset]:
         planned = run.planned
-        roles = [
-            ("image", planned.job.image, planned.image_digest, _Prepared(planned.image_recipe))
-        ]
-        if planned.job.mask is not None:
+        image = _Prepared(planned.image_recipe)
+        roles = [("image", planned.job.image, planned.image_digest, image)]
+        if planned.mask_png is not None:  # made here: keyed by the PNG's digest
+            made = InputRef("file", f"{planned.job.id}.mask.png")
+            roles.append(("mask", made, planned.mask_digest, _Prepared(made=planned.mask_png)))
+        elif planned.job.mask is not None:
             mask = _Prepared(planned.mask_recipe, planned.mask_convert)
             roles.append(("mask", planned.job.mask, planned.mask_digest, mask))
         assets: dict[str, Asset] = {}
@@ -602,7 +604,10 @@ class Scheduler:
     async def _upload(
         self, run: _JobRun, ref: InputRef, cache_key: str, prepared: _Prepared
     ) -> Asset:
-        data, filename, content_type = await self._input_bytes(run, ref, prepared)
+        if prepared.made is not None:  # a mask made by preflight: its PNG, named after the job
+            data, filename, content_type = prepared.made, Path(ref.value).name, "image/png"
+        else:
+            data, filename, content_type = await self._input_bytes(run, ref, prepared)
 
         async def attempt() -> Asset:
             return await self._client.upload_asset(data, filename, content_type)
@@ -666,6 +671,10 @@ class Scheduler:
             try:
                 await self._client.fetch_result(result, index, temp)
                 extension = check_image(temp, expected)
+                if run.job.protect:  # composited and marked in one write, off the loop
+                    protected = self._store.protect_result
+                    size = await asyncio.to_thread(protected, temp, extension, run.planned)
+                    return temp, extension, size
                 return temp, extension, self._store.mark_provenance(temp)
             except OSError as exc:
                 # Writing the temporary file failed (disk full, ...): the client turns every
@@ -699,6 +708,7 @@ class _Prepared:
 
     recipe: Recipe | None = None
     convert: bool = False
+    made: bytes | None = None  # a mask preflight made: these PNG bytes are uploaded as they are
 
     @property
     def token(self) -> str:

@@ -5,26 +5,35 @@ expected size, a PNG ending with its end chunk; headers only, never decoded or r
 renamed into place, so a file at a final name is always whole. Earlier outputs of a job whose
 content changed are moved aside into ``OUT/<id>/.superseded/<stamp>/``, never deleted, and the
 ledger says which files are current.
+
+``protect: true`` (SPEC 3): the checked result is kept as the API made it, under a temporary
+name beside the output's, and the delivered file is composited from it (``protect.protect_file``:
+encoded once, provenance in the same write). ``publish`` renames the kept one to
+``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
+belongs to.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline import __version__
 from pipeline.durability import Syncer, fsync_dir
-from pipeline.errors import BadResponse, StoreError
+from pipeline.errors import BadResponse, InputUnreadable, StoreError
+from pipeline.models import PlannedJob
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 CREATOR_TOOL = f"onemin-pipeline {__version__}"  # xmp:CreatorTool of every delivered image
 TEMP_PREFIX = ".part-"
 SUPERSEDED_DIR = ".superseded"
+RAW_DIR = ".raw"  # the API's own images of a protected job
 MAX_RESULT_PIXELS = 64_000_000
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
 
@@ -80,6 +89,7 @@ class Store:
     def __init__(self, out_dir: Path, syncer: Syncer | None = None) -> None:
         self.root = out_dir.resolve()
         self._syncer = syncer  # folder fsyncs off the event loop, batched with the ledger's
+        self._raw_of: dict[Path, Path] = {}  # protected output's temp -> the API's bytes' temp
 
     def prepare(self) -> None:
         try:
@@ -133,9 +143,43 @@ class Store:
         os.replace(marked, temp)
         return size
 
-    @staticmethod
-    def discard(temp: Path) -> None:
+    def protect_result(self, temp: Path, extension: str, planned: PlannedJob) -> int:
+        """Keep the checked result ``temp`` aside and write the protected image in its place.
+
+        Returns the delivered file's size. CPU-bound (decode, composite, encode): run it in a
+        thread.
+        """
+        from pipeline.protect import protect_file
+
+        job = planned.job
+        try:
+            source, mask = protect_inputs(planned)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InputUnreadable(f"protect: cannot read the source or mask again: {exc}") from exc
+        raw = temp.with_name(temp.name + "-raw")
+        os.replace(temp, raw)
+        self._raw_of[temp] = raw
+        try:
+            data = protect_file(
+                raw,
+                source,
+                mask,
+                temp,
+                extension,
+                job.output_compression,
+                creator_tool=CREATOR_TOOL,
+            )
+        except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # check_image reads headers only: a result whose pixels do not decode is the
+            # API's broken answer, fetched again from the stored record.
+            raise BadResponse(f"result does not decode as an image ({exc})") from exc
+        return len(data)
+
+    def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+        raw = self._raw_of.pop(temp, None)
+        if raw is not None:
+            raw.unlink(missing_ok=True)
 
     def publish(self, job_id: str, temps: list[tuple[Path, str]]) -> tuple[list[str], list[str]]:
         """Rename checked temps (``(path, ext)``, index order) into place.
@@ -148,6 +192,7 @@ class Store:
             outputs = []
             for index, (temp, ext) in enumerate(temps):
                 final = folder / f"{index}.{ext}"
+                self._publish_raw(folder, temp, f"{index}.{ext}")
                 os.replace(temp, final)
                 outputs.append(final.relative_to(self.root).as_posix())
             if self._syncer is not None:
@@ -158,14 +203,26 @@ class Store:
             raise StoreError(f"cannot write outputs in {folder}: {exc.strerror}") from exc
         return outputs, superseded
 
+    def _publish_raw(self, folder: Path, temp: Path, name: str) -> None:
+        raw = self._raw_of.pop(temp, None)
+        if raw is None:
+            return
+        raw_dir = folder / RAW_DIR
+        raw_dir.mkdir(exist_ok=True)
+        os.replace(raw, raw_dir / name)  # same folder tree: a rename, whole or not at all
+
     def _move_aside(self, folder: Path) -> list[str]:
-        """Earlier outputs of this job (any visible file) go to .superseded/<stamp>/."""
+        """Earlier outputs of this job (any visible file) go to .superseded/<stamp>/, and the
+        API's own images of a protected job (``.raw``) with them."""
         earlier = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if not earlier:
+        raw_dir = folder / RAW_DIR
+        if not earlier and not raw_dir.is_dir():
             return []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = folder / SUPERSEDED_DIR / stamp
         aside.mkdir(parents=True, exist_ok=True)
+        if raw_dir.is_dir():
+            os.replace(raw_dir, aside / RAW_DIR)
         moved = []
         for path in sorted(earlier):
             target = aside / path.name
@@ -179,3 +236,26 @@ class Store:
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
+
+
+def protect_inputs(planned: PlannedJob) -> tuple[Image.Image, Image.Image]:
+    """The source as uploaded (upright; at the generated mask's size, which is the upload
+    size) and the effective mask (white = edit), for ``protect``."""
+    from pipeline.masks import as_edit_mask
+
+    job = planned.job
+    with Image.open(job.image.value) as image:
+        image.load()
+        source = ImageOps.exif_transpose(image)
+    if planned.mask_png is not None:
+        with Image.open(io.BytesIO(planned.mask_png)) as generated:
+            mask = generated.convert("L")
+    else:
+        if job.mask is None:
+            raise StoreError(f"job {job.id!r} has protect but no mask")
+        with Image.open(job.mask.value) as file_mask:
+            file_mask.load()
+            mask = as_edit_mask(ImageOps.exif_transpose(file_mask))
+    if source.size != mask.size:
+        source = source.resize(mask.size, Image.Resampling.LANCZOS)  # as the upload scales it
+    return source, mask

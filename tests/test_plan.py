@@ -393,7 +393,7 @@ def test_the_plan_streams_what_its_one_pass_spooled(tmp_path: Path) -> None:
 
 def test_a_flawed_job_is_checked_for_everything_but_never_planned(tmp_path: Path) -> None:
     demo_inputs(tmp_path)
-    make_mask(tmp_path / "masks" / "small.png", size=(32, 32))
+    make_mask(tmp_path / "masks" / "small.png", size=(32, 16))  # another aspect ratio: an error
     data = {
         "defaults": {"type": "inpaint"},
         "jobs": [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pipeline import masks
 from pipeline.errors import Problem
 from pipeline.manifest.schema import (
     _PARAMETERS,
@@ -18,6 +19,7 @@ from pipeline.manifest.schema import (
     BACKGROUND_ONLY,
     FEATURE_ALIASES,
     INPAINT_ONLY,
+    MASK_OPTIONS,
     OUTPUT_FORMAT_ALIASES,
     TYPE_CHOICES,
     _Report,
@@ -65,7 +67,7 @@ def build_job(
             merged.pop(name, None)
 
     image = _required_ref(merged, "image", base_dir, invalid, problem)
-    mask = _ref_field(merged, "mask", base_dir, problem)
+    recipe, mask = _mask_of(merged, own, base_dir, problem)
     if "prompt" not in merged and "prompt" not in invalid:
         problem("prompt", "required: describe the edit")
     if job_id is None and image is not None:
@@ -84,10 +86,46 @@ def build_job(
         image=image,
         mask=mask,
         prompt=merged["prompt"],
+        mask_recipe=recipe,
+        protect=bool(merged.get("protect", False)),
         location=location,
         entry=entry,
         **parameters,
     )
+
+
+def _mask_of(
+    merged: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path, problem: _Report
+) -> tuple[masks.MaskRecipe | None, InputRef | None]:
+    """The mask recipe (any string form) and, for a file mask, the file's InputRef."""
+    text = merged.get("mask")
+    if text is None:
+        for name in MASK_OPTIONS:
+            # Set on the job itself only: a defaults block may serve jobs with and without one.
+            if name in own and name in merged and (name != "protect" or own[name]):
+                problem(name, "needs a mask: set mask (a file, alpha, box: or ellipse:)")
+        return None, None
+    options: dict[str, Any] = {}
+    for name in ("mask_grow", "mask_feather"):
+        if name in merged:
+            reason = masks.modifier_problem(name, merged[name])
+            if reason:
+                problem(name, reason)
+            else:
+                options[name.removeprefix("mask_")] = merged[name]
+    source = masks.parse_mask_spec(text)
+    if isinstance(source, str):
+        problem("mask", source)
+        return None, None
+    ref = None
+    if isinstance(source, masks.FileSource):
+        ref = _ref_field(merged, "mask", base_dir, problem)
+        if ref is None:
+            return None, None
+        source = masks.FileSource(ref.value)
+    recipe = masks.MaskRecipe(source, invert=bool(merged.get("mask_invert", False)), **options)
+    # A plain file mask keeps no recipe: its job is exactly what it was before masks grew forms.
+    return (recipe if recipe.generated else None), ref
 
 
 def _feature_of(value: Any, already_reported: bool, problem: _Report) -> Feature | None:

@@ -38,8 +38,10 @@ JOB_FIELDS = (
     "output_format",
     "output_compression",
     "background",
+    *("mask_invert", "mask_grow", "mask_feather", "protect"),
 )
-INPAINT_ONLY = ("mask", "n", "output_format", "output_compression")
+MASK_OPTIONS = ("mask_invert", "mask_grow", "mask_feather", "protect")  # need a mask
+INPAINT_ONLY = ("mask", "n", "output_format", "output_compression", *MASK_OPTIONS)
 BACKGROUND_ONLY = ("background",)
 _PARAMETERS = ("size", "n", "quality", "output_format", "output_compression", "background")
 
@@ -94,11 +96,28 @@ def _whole_number(value: Any) -> int:
     )
 
 
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def _flag(value: Any) -> bool:
+    # A CSV cell is text: "true", "1", "yes" (and their opposites) all mean what they say.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise PydanticCustomError(
+        "flag", "must be true or false (yes/no, 1/0), got {value}", {"value": repr(value)}
+    )
+
+
 # Text fields: numbers are fine as text (YAML reads `id: 1001` as an int), surrounding spaces
 # go. Choice fields are lower-cased too. Both are done by pydantic's core, not per-row Python.
 Text = str
 Choice = Annotated[str, StringConstraints(to_lower=True)]
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
 @with_config(ConfigDict(extra="forbid", coerce_numbers_to_str=True, str_strip_whitespace=True))
@@ -116,6 +135,10 @@ class JobFields(TypedDict, total=False):
     output_format: Choice
     output_compression: WholeNumber
     background: Choice
+    mask_invert: Flag
+    mask_grow: WholeNumber
+    mask_feather: WholeNumber
+    protect: Flag
 
 
 _JOB_FIELDS_ADAPTER: TypeAdapter[JobFields] = TypeAdapter(JobFields)
