@@ -43,14 +43,20 @@ class PipelineError(Exception):
     kind = "pipeline"
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a manifest: where it is, which field, what is wrong."""
+class Severity(StrEnum):
+    ERROR = "error"  # the manifest cannot run: nothing is sent
+    WARNING = "warning"  # worth reading; the job runs
 
-    job: str | None  # job id, or None for manifest-level problems
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing preflight found: where it is, which field, what it is, and how bad."""
+
+    job: str | None  # job id, or None for manifest-level findings
     field: str | None
     message: str
     location: str | None = None  # "file:line[:col]" or "items.csv row 17"
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
         where = []
@@ -62,6 +68,18 @@ class Problem:
             where.append(f"field {self.field!r}")
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+@dataclass(frozen=True)
+class Problem(Finding):
+    """A finding that keeps the manifest from running."""
+
+
+@dataclass(frozen=True)
+class Notice(Finding):
+    """A warning about a job: worth reading, does not stop it."""
+
+    severity: Severity = Severity.WARNING
 
 
 class ManifestError(PipelineError):

@@ -52,12 +52,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from pipeline import masks
-from pipeline.errors import Problem
+from pipeline.errors import Notice, Problem
 from pipeline.inputs.cache import CachedInput, InputCache
 from pipeline.inputs.fetch import FetchOptions, fetch_all
 from pipeline.inputs.objectstore import REMOTE_SCHEMES
@@ -92,18 +93,6 @@ NEAR_BLACK = 8
 NEAR_WHITE = 247
 MID_GRAY = range(64, 192)
 MID_GRAY_SHARE = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A warning about a job: worth reading, does not stop it. Same fields as Problem."""
-
-    job: str | None
-    field: str | None
-    message: str
-    location: str | None = None
-
-    __str__ = Problem.__str__
 
 
 @dataclass(frozen=True, slots=True)
@@ -737,7 +726,7 @@ def mask_as_grayscale(image: Image.Image) -> Image.Image:
     if image.mode == "L":
         return image
     alpha = _alpha(image)
-    if alpha is not None and alpha.getextrema()[0] < 255:
+    if alpha is not None and _extrema(alpha)[0] < 255:
         return ImageChops.invert(alpha)  # OpenAI's convention: transparent = edit
     return image.convert("L")
 
@@ -763,7 +752,7 @@ def _conversion_notes(image: Image.Image, gray: Image.Image) -> Iterator[str]:
     if image.mode in MASK_MODES_AS_IS:
         return
     alpha = _alpha(image)
-    if alpha is not None and alpha.getextrema()[0] < 255:
+    if alpha is not None and _extrema(alpha)[0] < 255:
         share = _mean(gray) / 255
         yield (
             f"has transparency: it will be uploaded as grayscale with OpenAI's rule "
@@ -774,7 +763,7 @@ def _conversion_notes(image: Image.Image, gray: Image.Image) -> Iterator[str]:
 
 
 def _content_notes(gray: Image.Image) -> Iterator[str]:
-    darkest, brightest = gray.getextrema()
+    darkest, brightest = _extrema(gray)
     if brightest <= NEAR_BLACK:
         yield "is all black: nothing will be edited (white marks the area to edit)"
         return
@@ -814,3 +803,8 @@ def closest_size(width: int, height: int) -> str:
         return abs(ratio - math.log(size_width / size_height))
 
     return min(SIZES, key=distance)
+
+
+def _extrema(band: Image.Image) -> tuple[int, int]:
+    """The darkest and brightest value of a one-band image (Pillow types it for every mode)."""
+    return cast(tuple[int, int], band.getextrema())

@@ -405,7 +405,7 @@ def _median_border_color(rgb: Image.Image) -> tuple[int, int, int]:
     border = [pixels[x, y] for x in range(width) for y in (0, height - 1)]
     border += [pixels[x, y] for y in range(height) for x in (0, width - 1)]
     channels = zip(*border, strict=True)
-    return tuple(sorted(channel)[len(border) // 2] for channel in channels)  # type: ignore[return-value]
+    return tuple(sorted(channel)[len(border) // 2] for channel in channels)
 
 
 def _flood_from_borders(similar: bytes, width: int, height: int) -> bytearray:

@@ -238,7 +238,7 @@ def _csv_columns(
     location = f"{display} header"
     ignore = source is not None and source.ignore_unknown
     if source is not None and source.columns is not None:
-        columns, problems = _mapped_columns(header, source.columns, location)
+        mapped_columns, mapped_problems = _mapped_columns(header, source.columns, location)
         if not ignore:
             mapped = set(source.columns.values())
             for cell in header:
@@ -247,8 +247,8 @@ def _csv_columns(
                     message = (
                         f"column {name!r} is not mapped (ignore_unknown: true keeps it as data)"
                     )
-                    problems.append(Problem(None, name, message, location))
-        return columns, problems
+                    mapped_problems.append(Problem(None, name, message, location))
+        return mapped_columns, mapped_problems
     columns: list[tuple[int, str]] = []
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -304,7 +304,7 @@ def _mapped_object(raw: Any, source: ItemsSource) -> tuple[Any, dict[str, str]] 
     elif source.ignore_unknown:
         own = {k: v for k, v in raw.items() if str(k).strip().lower() in JOB_FIELDS}
     else:
-        own = raw
+        own = dict(raw)
     for name in source.skip_empty:
         value = own.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
