@@ -308,7 +308,12 @@ class Preflight:
         ref = job.image if name == "image" else job.mask
         if ref is None:
             return None
-        shown = _shown_path(ref.value, base) if ref.kind == "file" else ref.value
+
+        value, kind = ref.value, ref.kind
+
+        def shown() -> str:  # only when a message needs it: relpath costs tens of µs a call
+            return _shown_path(value, base) if kind == "file" else value
+
         if ref.kind == "asset":
             reason = _remote_ref_problem(ref)
             if reason:
@@ -325,13 +330,13 @@ class Preflight:
             real, refusal = self._resolve(ref.value, base)
         facts = refusal or inspect(real)
         if isinstance(facts, str):
-            problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
+            problems.append(Problem(job.id, name, f"{shown()} {facts}", job.location))
             return None
         if facts.notes and (name, real) not in self._noted:
             self._noted.add((name, real))
             notices.extend(
                 Notice(
-                    job.id, name, f"{shown} {note}; said once for all jobs using it", job.location
+                    job.id, name, f"{shown()} {note}; said once for all jobs using it", job.location
                 )
                 for note in facts.notes
             )
