@@ -4,6 +4,11 @@
     ├── ManifestError            bad manifest or inputs; carries every Problem found (exit 2)
     ├── LockError                another run holds the output folder (exit 2)
     ├── StoreError               the output folder cannot be written (disk full, permissions)
+    ├── MaskError                a mask recipe cannot be drawn for this image
+    ├── ProvenanceError          a result is not a PNG, JPEG or WebP the XMP writer knows
+    ├── ExportError              `pipeline export` cannot start or write
+    ├── ObjectStoreError         an object store cannot be used (missing extra, failed put)
+    ├── LogFileError             `--log-file` cannot be opened
     └── ApiError                 anything the remote API (or the way to it) did
         ├── TransientError       retry with backoff: the same request may well succeed later
         │   ├── RateLimited      429 (flow control: does not use up a job's attempts)
@@ -220,3 +225,30 @@ class StopReason(StrEnum):
     CRASHED = "crashed"
     API_UNREACHABLE = "api_unreachable"
     INPUT_HOST_UNREACHABLE = "input_host_unreachable"
+
+
+# -- errors of the stages beside the API (each names what is wrong in its message) ----------
+
+
+class MaskError(PipelineError):
+    """A mask recipe cannot be rendered for this image (the message names what is wrong)."""
+
+    kind = "mask"
+
+
+class ProvenanceError(PipelineError):
+    """The file is not a PNG, JPEG or WebP this module can write into (message says why)."""
+
+    kind = "provenance"
+
+
+class ExportError(PipelineError):
+    """The export cannot start (bad template, collisions, no ledger) or cannot write."""
+
+
+class ObjectStoreError(PipelineError):
+    """An object store cannot be used (missing extra, refused put, size mismatch)."""
+
+
+class LogFileError(PipelineError):
+    """The log file cannot be opened; `str()` is one line for the CLI to print."""

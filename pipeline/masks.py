@@ -38,7 +38,7 @@ from typing import Literal, cast
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from pipeline.errors import PipelineError
+from pipeline.errors import MaskError
 
 # Mask content thresholds on 0-255 luminance (white = edit); the same as preflight's.
 NEAR_BLACK = 8
@@ -52,12 +52,6 @@ TOKEN_VERSION = "mask1"  # bump when rendering changes, so old content keys run 
 
 ShapeKind = Literal["box", "ellipse"]
 _SHAPE = re.compile(r"^\s*(box|ellipse)\s*:(.*)$", re.IGNORECASE | re.DOTALL)
-
-
-class MaskError(PipelineError):
-    """A mask recipe cannot be rendered for this image (the message names what is wrong)."""
-
-    kind = "mask"
 
 
 @dataclass(frozen=True, slots=True)

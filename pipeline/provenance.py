@@ -28,7 +28,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ProvenanceError
 
 DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
@@ -55,12 +55,6 @@ _PACKET = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
  </rdf:RDF>
 </x:xmpmeta>
 <?xpacket end="w"?>"""
-
-
-class ProvenanceError(PipelineError):
-    """The file is not a PNG, JPEG or WebP this module can write into (message says why)."""
-
-    kind = "provenance"
 
 
 def xmp_packet(creator_tool: str) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 import orjson
 
+from pipeline.errors import LogFileError
 from pipeline.events import Event, JobFailed, JobRetrying, RunStopping
 
 LogFormat = Literal["text", "json"]
@@ -47,10 +48,6 @@ class AboveProgressBar:
 
     def flush(self) -> None:
         (self.stream or sys.stderr).flush()
-
-
-class LogFileError(Exception):
-    """The log file cannot be opened; `str()` is one line for the CLI to print."""
 
 
 def _stamp(seconds: float) -> str:

@@ -19,15 +19,11 @@ from typing import Any
 
 import fsspec
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ObjectStoreError
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
 EXTRAS = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
 PACKAGES = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
-
-
-class ObjectStoreError(PipelineError):
-    """An object store cannot be used (missing extra, refused put, size mismatch)."""
 
 
 def scheme_of(url: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ExportError
 from pipeline.ledger import LEDGER_NAME
 from pipeline.review.decisions import read_decisions
 from pipeline.review.page import safe_parts
@@ -31,10 +31,6 @@ DEFAULT_NAME = "{id}_{index}.{ext}"
 CSV_NAME = "export.csv"
 FORMATS = {"jpeg": ("JPEG", "jpg"), "png": ("PNG", "png"), "webp": ("WEBP", "webp")}
 CREATOR_TOOL = "onemin-pipeline export"
-
-
-class ExportError(PipelineError):
-    """The export cannot start (bad template, collisions, no ledger) or cannot write."""
 
 
 @dataclass(frozen=True, slots=True)
