@@ -2,7 +2,7 @@
 
     PipelineError
     ├── ManifestError            bad manifest or inputs; carries every Problem found (exit 2)
-    ├── LockError                another run holds the output folder (exit 2)
+    ├── LockError                another run holds the output folder (exit 75)
     ├── StoreError               the output folder cannot be written (disk full, permissions)
     ├── MaskError                a mask recipe cannot be drawn for this image
     ├── ProvenanceError          a result is not a PNG, JPEG or WebP the XMP writer knows
