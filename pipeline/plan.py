@@ -396,10 +396,10 @@ class Spool:
         handle = self._file
         handle.flush()
         handle.seek(0)
-        unpickler = pickle.Unpickler(handle)
         try:
             for _ in range(self.count):
-                yield unpickler.load()
+                # One unpickler per job, as each was pickled with a fresh memo.
+                yield pickle.load(handle)
         finally:
             self.close()
 

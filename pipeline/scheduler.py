@@ -584,7 +584,7 @@ class Scheduler:
         try:
             asset = await self._upload(run, ref, cache_key, prepared)
         except BaseException as exc:
-            del self._uploads[cache_key]  # a later job may try again
+            self._uploads.pop(cache_key, None)  # a later job may try again
             future.set_exception(exc if isinstance(exc, Exception) else Stopped())
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
@@ -592,7 +592,7 @@ class Scheduler:
         # Waiters hold the future; later jobs find the path in the resume state (a string, not
         # a future per distinct input: a catalog of a million photos keeps memory flat).
         self._ledger.remember_asset(cache_key, asset.path)
-        del self._uploads[cache_key]
+        self._uploads.pop(cache_key, None)  # (a forgotten asset may have dropped it already)
         return asset, True
 
     def _forget_asset(self, digest: str | None) -> None:

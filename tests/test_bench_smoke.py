@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from bench.scenarios.overhead import Plan, measure
+from bench.scenarios.overhead import TARGET_RATIO, Plan, measure
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_overhead_scenario_runs_both_clients_and_reports_figures() -> None:
     assert result.error is None
     figures = {figure.name: figure for figure in result.figures}
     ratio = figures["pipeline / bare CPU, c=2"]
-    assert ratio.target == ("<=", 1.5)
+    assert ratio.target == ("<=", TARGET_RATIO)
     for name in ("pipeline CPU per job, c=2", "bare loop CPU per job, c=2"):
         assert figures[name].value is not None and math.isfinite(figures[name].value)
     assert len(ratio.runs) == 1

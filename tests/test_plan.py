@@ -412,3 +412,13 @@ def test_a_flawed_job_is_checked_for_everything_but_never_planned(tmp_path: Path
     assert [p.job.id for p in items if isinstance(p, PlannedJob)] == ["ok"]
     fields = {p.field for p in items if isinstance(p, Problem) and p.job == "../escape"}
     assert fields == {"qualty", "id", "prompt", "n", "mask"}  # every problem, in one pass
+
+
+def test_the_spool_gives_back_every_job_equal_and_in_order(tmp_path: Path) -> None:
+    image, mask = raw_inputs(tmp_path)
+    shared = [job_for(image, mask, id=f"j{i}", prompt=f"p{i % 3}") for i in range(50)]
+    planned = [Planner().plan(job) for job in shared]
+    spool = plan_module.Spool()
+    for item in planned:
+        spool.add(item)
+    assert list(spool) == planned  # each job pickled alone: no memo shared between them

@@ -128,7 +128,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
             settings=settings,
             out_dir=out,
             bus=bus,
-            resume_state=LedgerState(),
+            resume_state=LedgerState().resume(),
         )
         started = time.perf_counter()
         outcome = asyncio.run(driver.run(jobs))
