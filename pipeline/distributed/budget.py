@@ -30,6 +30,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from pipeline.config import MIN_RPM, RECOVERY_STEP, SLOWDOWN_FACTOR
+
 NAMESPACE = "onemin-pipeline"
 LEASE_SECONDS = 1.0
 HOLD_INTERVALS = 2.0  # hint-less 429s this soon after a cut are the same congestion event
@@ -46,9 +48,9 @@ class _Budget:
     def __init__(
         self,
         rpm: float,
-        slowdown_factor: float = 0.5,
-        recovery_step: float = 0.05,
-        min_rpm: float = 1.0,
+        slowdown_factor: float = SLOWDOWN_FACTOR,
+        recovery_step: float = RECOVERY_STEP,
+        min_rpm: float = MIN_RPM,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._configured = rpm
@@ -113,9 +115,9 @@ class RateBudget:
     def __init__(
         self,
         rpm: float,
-        slowdown_factor: float = 0.5,
-        recovery_step: float = 0.05,
-        min_rpm: float = 1.0,
+        slowdown_factor: float = SLOWDOWN_FACTOR,
+        recovery_step: float = RECOVERY_STEP,
+        min_rpm: float = MIN_RPM,
     ) -> None:
         self._budget = _Budget(rpm, slowdown_factor, recovery_step, min_rpm)
 
