@@ -38,7 +38,6 @@ Policies (the decisions behind the checks):
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import math
@@ -160,15 +159,6 @@ class Preflight:
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
         # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
         self._effective = lru_cache(maxsize=MASK_CACHE_SIZE)(self._render_mask)
-
-    def next_pass(self) -> Preflight:
-        """A Preflight for another pass over the same manifest: notices start afresh, ids are
-        not tracked (the first pass checked them), and a file already inspected is not opened
-        again (the per-file caches are shared)."""
-        other = copy.copy(self)
-        other._ids, other._noted, other._maybe_seen = None, set(), set()
-        other._id_filter = bytearray()
-        return other
 
     def duplicate_ids(self) -> set[int]:
         """Fingerprints of the ids seen more than once in this pass (``id_fingerprint``)."""

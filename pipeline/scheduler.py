@@ -156,7 +156,6 @@ class Scheduler:
         max_credits: float | None = None,
         max_total_credits: float | None = None,
         spent_before: float = 0.0,
-        retry_failed: bool = False,
         submit: str = "sync",
         breaker_jobs: int | None = None,
         timeouts: Timeouts | None = None,
@@ -176,7 +175,6 @@ class Scheduler:
         self._max_credits = max_credits
         self._max_total = max_total_credits
         self._spent_before = spent_before
-        self._retry_failed = retry_failed
         self._asynchronous = submit == "async"
         self._breaker_jobs = policy.settings.breaker_jobs if breaker_jobs is None else breaker_jobs
         self._timeouts = timeouts or Timeouts()

@@ -125,7 +125,6 @@ class Harness:
                 concurrency=int(options.get("concurrency", 4)),
                 credits_for=options.get("credits_for", lambda job: 4000),  # type: ignore[arg-type]
                 max_credits=options.get("max_credits"),  # type: ignore[arg-type]
-                retry_failed=bool(options.get("retry_failed", False)),
                 sleep=self.sleeps,
                 clock=self.sleeps.clock,
                 **{k: v for k, v in options.items() if k in PASSED_THROUGH and k != "credits_for"},  # type: ignore[arg-type]

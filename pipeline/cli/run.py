@@ -345,7 +345,6 @@ async def _run(
             max_credits=settings.max_credits,
             max_total_credits=settings.max_total_credits,
             spent_before=ledger.credits_spent,
-            retry_failed=args.retry_failed,
             submit=settings.submit,
             timeouts=settings.timeouts,
             mask_converter=mask_upload_bytes,

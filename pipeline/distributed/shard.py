@@ -164,7 +164,6 @@ class Shard:
             BatchLedger(jobs),
             concurrency=concurrency,
             credits_for=load_credit_table().for_job,
-            retry_failed=True,
             submit=self._settings.submit,
             timeouts=self._settings.timeouts,
             mask_converter=mask_upload_bytes,

@@ -6,7 +6,7 @@ import csv
 import difflib
 import glob as globlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -63,17 +63,14 @@ class Manifest:
     items: Sequence[ItemsSource] = ()
     display_name: str = ""  # the file name as messages show it
 
-    def iter_jobs(self, wanted: Callable[[int], bool] | None = None) -> Iterator[Job | Problem]:
+    def iter_jobs(self) -> Iterator[Job | Problem]:
         """Every job in manifest order, defaults applied (``size`` may still be ``auto``).
 
-        Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``;
-        with ``wanted``, entries it refuses are skipped before any validation, so a second pass
-        over a catalog that is mostly done costs little more than reading the rows.
+        Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``.
         """
-        entries = _Entries(wanted)
+        entries = _Entries()
         for index, entry in enumerate(self.jobs):
-            if (ordinal := entries.next()) is None:
-                continue
+            ordinal = entries.next()
             line = self.job_lines[index] if index < len(self.job_lines) else None
             where = f"{self.display_name}:{line}" if line else self.display_name
             yield from self._job_from_entry(entry, f"{where} job {index + 1}", ordinal)
@@ -96,8 +93,7 @@ class Manifest:
         if not matches:
             yield Problem(None, "pattern", f"{entry.pattern!r} matches no file", entry.location)
         for match in matches:
-            if (ordinal := entries.next()) is None:
-                continue
+            ordinal = entries.next()
             stem = PurePosixPath(match.replace("\\", "/")).stem
             own = {**entry.fields, "image": match.replace("{", "{{").replace("}", "}}")}
             location = f"{entry.location} ({match})"
@@ -124,8 +120,7 @@ class Manifest:
                         continue
                     if _skipped(cells, columns, source.skip_empty):
                         continue
-                    if (ordinal := entries.next()) is None:
-                        continue
+                    ordinal = entries.next()
                     location = f"{display} row {row_number}"
                     if len(cells) > len(header):
                         message = f"has {len(cells)} cells but the header names {len(header)}"
@@ -160,14 +155,13 @@ class Manifest:
                     try:
                         raw = orjson.loads(text)
                     except orjson.JSONDecodeError as exc:
-                        if entries.next() is not None:
-                            yield Problem(None, None, f"not valid JSON: {exc}", location)
+                        entries.next()
+                        yield Problem(None, None, f"not valid JSON: {exc}", location)
                         continue
                     mapped = _mapped_object(raw, source)
                     if mapped is None:
                         continue  # skip_empty
-                    if (ordinal := entries.next()) is None:
-                        continue
+                    ordinal = entries.next()
                     own, data = mapped
                     yield from self._job_from_entry(own, location, ordinal, data)
         except OSError as exc:
@@ -211,18 +205,14 @@ class Manifest:
 
 
 class _Entries:
-    """Numbers the manifest's entries in stream order and says which ones to read."""
+    """Numbers the manifest's entries in stream order."""
 
-    def __init__(self, wanted: Callable[[int], bool] | None) -> None:
-        self._wanted = wanted
+    def __init__(self) -> None:
         self._next = 0
 
-    def next(self) -> int | None:
-        """The next entry's ordinal, or None if it is to be skipped."""
+    def next(self) -> int:
         ordinal = self._next
         self._next += 1
-        if self._wanted is not None and not self._wanted(ordinal):
-            return None
         return ordinal
 
 
