@@ -239,6 +239,10 @@ class PlanOptions:
     limit: int | None = None  # run at most this many of the pending jobs (a canary)
     only: frozenset[str] | None = None  # run only these ids
     rejected: Rejected | None = None
+    # --redo-missing: a succeeded job whose outputs are gone is bought again (SPEC 6)
+    missing: Callable[[JobState], bool] | None = None
+    # told of every job skipped as done (pipeline.refetch brings back lost outputs, free)
+    on_done: Callable[[JobState, PlannedJob], None] | None = None
 
 
 def skip_reason(state: JobState | None, options: PlanOptions) -> Skip | None:
@@ -290,8 +294,10 @@ def prepare(
             job, key = item.job, item.key
             chosen.note(job.id)
             state = ledger.state_of(job.id, key)
-            redo = _rejected(options, state)
+            redo = _rejected(options, state) or _missing(options, state)
             reason = None if redo else skip_reason(state, options)
+            if reason is Skip.DONE and state is not None and options.on_done is not None:
+                options.on_done(state, item)
             if reason is None and not chosen.take(job.id):
                 reason = Skip.HELD
             if reason is None:
@@ -338,6 +344,16 @@ def _rejected(options: PlanOptions, state: JobState | None) -> bool:
         and state is not None
         and state.status is Status.SUCCEEDED
         and options.rejected(state)
+    )
+
+
+def _missing(options: PlanOptions, state: JobState | None) -> bool:
+    # Only under --redo-missing: a stat per succeeded job is too dear for every resume.
+    return (
+        options.missing is not None
+        and state is not None
+        and state.status is Status.SUCCEEDED
+        and options.missing(state)
     )
 
 

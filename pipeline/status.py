@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,11 +101,33 @@ def read_status(
     return status
 
 
+def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
+    """Whether any of a succeeded job's outputs (paths relative to ``out_dir``) is gone.
+
+    One directory listing per job folder, not a stat per file: a job's outputs share a folder.
+    The one rule for ``status``, ``--redo-missing`` and the re-fetch.
+    """
+    listings: dict[str, set[str]] = {}
+    for output in outputs:
+        folder, _, name = output.rpartition("/")
+        if folder not in listings:
+            try:
+                listings[folder] = set(os.listdir(out_dir / folder))
+            except OSError:
+                return True
+        if name not in listings[folder]:
+            return True
+    return False
+
+
+def missing_rule(out_dir: Path) -> Callable[[JobState], bool]:
+    """``--redo-missing``'s test for the plan: this succeeded job's outputs are gone."""
+    return lambda state: outputs_missing(out_dir, state.outputs)
+
+
 def _job_status(out_dir: Path, state: JobState) -> JobStatus:
     name = state.status.value
-    if state.status is Status.SUCCEEDED and not all(
-        os.path.isfile(out_dir / output) for output in state.outputs
-    ):
+    if state.status is Status.SUCCEEDED and outputs_missing(out_dir, state.outputs):
         name = MISSING
     error = None
     if state.error is not None:

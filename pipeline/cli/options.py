@@ -9,6 +9,14 @@ from urllib.parse import urlsplit
 import orjson
 
 
+def add_redo_missing(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redo-missing",
+        action="store_true",
+        help="buy again succeeded jobs whose outputs are gone and could not be re-fetched free",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

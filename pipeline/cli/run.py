@@ -20,6 +20,7 @@ import aiohttp
 
 from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
 from pipeline.cli.options import (
+    add_redo_missing,
     http_url,
     ids_option,
     non_negative_float,
@@ -54,6 +55,7 @@ from pipeline.notify import notify, payload_from_summary, url_problem
 from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare, reviewer_rejections
 from pipeline.preflight import mask_upload_bytes
 from pipeline.progress import ProgressBar
+from pipeline.refetch import DoneJobs, Refetcher
 from pipeline.retry import RetryPolicy
 from pipeline.review.decisions import read_decisions
 from pipeline.runlog import (
@@ -67,6 +69,7 @@ from pipeline.runlog import (
 )
 from pipeline.scheduler import RunOutcome, Scheduler
 from pipeline.stats import RunStats
+from pipeline.status import missing_rule
 from pipeline.store import Store
 from pipeline.summary import format_plan, format_problems
 from pipeline.throttle import Throttle
@@ -123,6 +126,7 @@ def add_arguments(commands: Any) -> None:
         help='send "async": true and poll every record (concurrency bounds records outstanding)',
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    add_redo_missing(run)
     run.add_argument(
         "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
     )
@@ -196,12 +200,16 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def plan_options(args: argparse.Namespace, out_dir: Path) -> PlanOptions:
+def plan_options(
+    args: argparse.Namespace, out_dir: Path, done: DoneJobs | None = None
+) -> PlanOptions:
     return PlanOptions(
         retry_failed=args.retry_failed,
         limit=args.limit,
         only=args.only,
         rejected=reviewer_rejections(read_decisions(out_dir)),
+        missing=missing_rule(out_dir) if args.redo_missing else None,
+        on_done=done,
     )
 
 
@@ -244,7 +252,8 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
     with OutputLock(out_dir):
         ledger = read_ledger(out_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, out_dir)
-        plan = prepare(manifest, ledger, plan_options(args, out_dir), load_credit_table())
+        done = DoneJobs()  # the re-fetch of lost outputs (pipeline.refetch) checks these
+        plan = prepare(manifest, ledger, plan_options(args, out_dir, done), load_credit_table())
         if not plan.ok:
             print(format_plan(plan.summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
@@ -252,7 +261,7 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
                 _remove_empty(out_dir)  # nothing was sent: leave nothing behind either
             return ExitCode.USAGE
         _print_warnings(plan)
-        return asyncio.run(_run(context, store, ledger, plan, syncer))
+        return asyncio.run(_run(context, store, ledger, plan, syncer, done))
 
 
 def _print_warnings(plan: CheckedPlan) -> None:
@@ -292,7 +301,12 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
 
 
 async def _run(
-    context: RunContext, store: Store, ledger: LedgerState, plan: CheckedPlan, syncer: Syncer
+    context: RunContext,
+    store: Store,
+    ledger: LedgerState,
+    plan: CheckedPlan,
+    syncer: Syncer,
+    done: DoneJobs,
 ) -> int:
     settings, args = context.settings, context.args
     bus = EventBus()
@@ -333,11 +347,12 @@ async def _run(
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         assert api_key is not None
         client = OneMinClient(session, endpoints, api_key, settings.timeouts)
+        throttle = Throttle(settings.rate)
         scheduler = Scheduler(
             client,
             store,
             bus,
-            Throttle(settings.rate),
+            throttle,
             RetryPolicy(settings.retry),
             ledger.resume(),
             concurrency=settings.rate.concurrency,
@@ -349,11 +364,21 @@ async def _run(
             timeouts=settings.timeouts,
             mask_converter=mask_upload_bytes,
         )
+        refetcher = Refetcher(
+            client,
+            store,
+            throttle,
+            writer.write,
+            context.out_dir,
+            stopping=lambda: scheduler.stopping,
+        )
+        refetch = asyncio.create_task(refetcher.run(done))  # beside the run, free
         if args.ray:
             outcome = await _run_on_ray(context, plan, ledger, bus, writer, endpoints, api_key)
         else:
             _install_signal_handlers(scheduler, writer)
             outcome = await scheduler.run(plan.jobs)
+        refetched = await refetch
         failures = stats.failed + plan.skipped[Skip.FAILED]
         code = exit_code(outcome.stop_reason, failures)
         summary = stats.summary(
@@ -365,6 +390,8 @@ async def _run(
         )
     report_path = await _finish(context, ledger, plan, stats, summary, code)
     _print_summary(context, stats, outcome.stop_message, code, report_path, failures)
+    for line in refetched.lines(context.out_dir):
+        print(line)
     return code
 
 

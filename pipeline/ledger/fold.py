@@ -28,6 +28,7 @@ from pipeline.ledger.schema import (
     Failed,
     JobDetails,
     Record,
+    Refetched,
     Retrying,
     Started,
     Status,
@@ -252,6 +253,12 @@ def _succeeded(state: LedgerState, job: JobState, record: Succeeded, detailed: b
         state.finished.append((record.ts, Status.SUCCEEDED))
 
 
+def _refetched(state: LedgerState, job: JobState, record: Refetched, detailed: bool) -> None:
+    # The same paid result stored again: outputs change, nothing else (no credits, no try).
+    job.status, job.outputs = Status.SUCCEEDED, record.outputs
+    job.uuid = record.uuid or job.uuid
+
+
 def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -> None:
     job.status, job.error, job.attempts = Status.FAILED, record.error, record.attempts
     if detailed:
@@ -269,4 +276,5 @@ _FOLDS: dict[type, _Fold] = {
     Retrying: _retrying,
     Succeeded: _succeeded,
     Failed: _failed,
+    Refetched: _refetched,
 }

@@ -94,7 +94,17 @@ class Failed(_Line, frozen=True, tag=Status.FAILED.value):
     uuid: str | None = None  # the record, when one was bought (a processing timeout, a download)
 
 
-Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed
+class Refetched(_Line, frozen=True, tag="refetched"):
+    """A succeeded job's outputs fetched again from its stored record: free, no feature call
+    (SPEC 6). The job stays succeeded; its outputs are these (``pipeline.refetch``)."""
+
+    status: ClassVar[Status] = Status.SUCCEEDED
+    outputs: tuple[str, ...] = ()
+    uuid: str = ""
+    superseded: tuple[str, ...] = ()
+
+
+Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed | Refetched
 
 _decoder = msgspec.json.Decoder(Record)
 _encoder = msgspec.json.Encoder()

@@ -1,0 +1,195 @@
+"""Lost outputs fetched again from their stored result: free, no feature call (SPEC 6).
+
+A succeeded job whose output files are gone (deleted by hand, a cleaned disk) still has its
+paid record at the API. ``pipeline run`` asks for it again (``GET /api/results/{uuid}``, then
+the asset URLs), checks, protects and marks each image exactly as a first download does, and
+writes a ``refetched`` ledger line. When the record no longer serves (unknown, 4xx, expired),
+the job stays ``missing`` (``pipeline status``) and only ``--redo-missing`` buys it again.
+
+Cost: the plan only hands over the jobs it skipped as done (a pointer each, no file-system
+call), and the existence check (one directory listing per job folder) runs in a thread beside
+the scheduler, so a million-job resume sends its first call as soon as without it. Only the
+jobs of the current content are checked: a changed or rejected job is run by the scheduler
+anyway, so the two never touch the same folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, TransientError
+from pipeline.ledger import JobState
+from pipeline.ledger.schema import Record, Refetched
+from pipeline.models import FeatureResult, PlannedJob
+from pipeline.status import outputs_missing
+from pipeline.store import Store, check_image, parse_size
+
+GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
+CONCURRENCY = 4  # re-fetches in flight beside the run's own jobs
+SHOWN = 10
+
+
+class ResultClient(Protocol):
+    async def poll_result(self, uuid: str) -> FeatureResult: ...
+    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int: ...
+
+
+class Gate(Protocol):
+    async def acquire(self) -> None: ...
+
+
+class DoneJobs:
+    """The plan's ``on_done``: every job skipped as done, remembered cheaply.
+
+    A JobState pointer per job (the ledger's own object); the PlannedJob only for ``protect``
+    jobs, which need the source and mask again to composite a re-fetched image.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: list[JobState | tuple[JobState, PlannedJob]] = []
+
+    def __call__(self, state: JobState, planned: PlannedJob) -> None:
+        self._jobs.append((state, planned) if planned.job.protect else state)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def missing(self, out_dir: Path) -> list[tuple[JobState, PlannedJob | None]]:
+        """The done jobs whose outputs are gone (blocking: run it in a thread)."""
+        found: list[tuple[JobState, PlannedJob | None]] = []
+        for item in self._jobs:
+            state, planned = item if isinstance(item, tuple) else (item, None)
+            if outputs_missing(out_dir, state.outputs):
+                found.append((state, planned))
+        return found
+
+
+@dataclass
+class RefetchReport:
+    refetched: list[str] = field(default_factory=list)
+    gone: list[tuple[str, str]] = field(default_factory=list)  # (id, why): stays missing
+    later: list[tuple[str, str]] = field(default_factory=list)  # (id, why): transient, next run
+
+    def lines(self, out_dir: Path) -> list[str]:
+        """What the run's summary says about lost outputs (nothing when there were none)."""
+        lines = []
+        if self.refetched:
+            lines.append(f"re-fetched free from their stored results: {len(self.refetched)} jobs")
+        for what, items, advice in (
+            ("missing (stored result gone)", self.gone, "--redo-missing buys them again"),
+            ("missing (not re-fetched now)", self.later, "the next run tries again"),
+        ):
+            if not items:
+                continue
+            shown = ", ".join(f"{job_id} ({why})" for job_id, why in items[:SHOWN])
+            more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+            lines.append(f"{what}: {len(items)} jobs; {advice}: {shown}{more}")
+        if self.gone or self.later:
+            lines.append(f"  see: pipeline status {out_dir}")
+        return lines
+
+
+class _Gone(Exception):
+    """The stored result no longer serves: the job stays missing."""
+
+
+class Refetcher:
+    """Brings back the outputs of done jobs whose files are gone, beside the run."""
+
+    def __init__(
+        self,
+        client: ResultClient,
+        store: Store,
+        gate: Gate,
+        write: Callable[[Record], None],
+        out_dir: Path,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._gate = gate
+        self._write = write
+        self._out_dir = out_dir
+        self._stopping = stopping
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(self, done: DoneJobs) -> RefetchReport:
+        report = RefetchReport()
+        if not len(done):
+            return report
+        missing = await asyncio.to_thread(done.missing, self._out_dir)
+        await asyncio.gather(*(self._guarded(state, planned, report) for state, planned in missing))
+        return report
+
+    async def _guarded(
+        self, state: JobState, planned: PlannedJob | None, report: RefetchReport
+    ) -> None:
+        async with self._slots:
+            if self._stopping():
+                report.later.append((state.job_id, "the run stopped"))
+                return
+            try:
+                self._write(await self.refetch(state, planned))
+            except _Gone as exc:
+                report.gone.append((state.job_id, str(exc)))
+            except (TransientError, StoreError) as exc:  # an outage, a full disk: next run
+                report.later.append((state.job_id, str(exc)))
+            else:
+                report.refetched.append(state.job_id)
+
+    async def refetch(self, state: JobState, planned: PlannedJob | None) -> Refetched:
+        """The ledger line of one job's outputs stored again; raises _Gone or TransientError."""
+        if not state.uuid:
+            raise _Gone("no stored record in the ledger")
+        await self._gate.acquire()
+        try:
+            record = await self._client.poll_result(state.uuid)
+        except RecordFailed as exc:
+            raise _Gone(f"record {state.uuid} failed: {exc}") from exc
+        except JobFatal as exc:  # unknown record, 4xx
+            raise _Gone(f"record {state.uuid}: {exc}") from exc
+        if not record.finished or not record.result_paths:
+            raise _Gone(f"record {state.uuid} has no results")
+        temps: list[tuple[Path, str]] = []
+        try:
+            for index in range(len(record.result_paths)):
+                temps.append(await self._fetch_one(state, planned, record, index))
+            outputs, superseded = self._store.publish(state.job_id, temps)
+        finally:
+            for temp, _ in temps:
+                self._store.discard(temp)  # no-op once renamed into place
+        return Refetched(
+            job_id=state.job_id,
+            key=state.key,
+            outputs=tuple(outputs),
+            uuid=state.uuid,
+            superseded=tuple(superseded),
+        )
+
+    async def _fetch_one(
+        self, state: JobState, planned: PlannedJob | None, record: FeatureResult, index: int
+    ) -> tuple[Path, str]:
+        temp = self._store.temp_path(state.job_id, f"refetch{index}")
+        expected = parse_size(planned.job.size) if planned is not None else None
+        try:
+            await self._client.fetch_result(record, index, temp)
+            extension = check_image(temp, expected)
+            if planned is not None:  # protect: composited and marked in one write, off the loop
+                await asyncio.to_thread(self._store.protect_result, temp, extension, planned)
+            else:
+                self._store.mark_provenance(temp)
+        except ApiError as exc:
+            self._store.discard(temp)
+            if exc.http_status in GONE_STATUSES or isinstance(exc, JobFatal):
+                raise _Gone(str(exc)) from exc
+            raise
+        except BaseException:
+            self._store.discard(temp)
+            raise
+        return temp, extension
