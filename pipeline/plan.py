@@ -25,7 +25,6 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +40,7 @@ from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
 from pipeline.preflight import EffectiveMask, Notice, Preflight, id_fingerprint
-from pipeline.review.decisions import Decision
+from pipeline.review.decisions import Decision, standing
 from pipeline.summary import PlanSummary
 
 KEY_VERSION = 1
@@ -215,22 +214,14 @@ Rejected = Callable[[JobState], bool]
 
 def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
     """The redo rule (SPEC 6): a job rejected for its current content, and not run again
-    since the rejection, is bought again; a changed job is new content anyway."""
+    since the rejection, is bought again; a changed job is new content anyway. The rule
+    itself is ``decisions.standing``, shared with the review page and ``export``."""
 
     def rejected(state: JobState) -> bool:
-        decision = decisions.get(state.job_id)
-        if decision is None or decision.decision != "rejected":
-            return False
-        return decision.applies_to(state.key) and _later(decision.ts, state.updated)
+        decision = standing(decisions.get(state.job_id), state.key, state.updated)
+        return decision is not None and decision.decision == "rejected"
 
     return rejected
-
-
-def _later(first: str, than: str) -> bool:
-    try:
-        return datetime.fromisoformat(first) > datetime.fromisoformat(than)
-    except (TypeError, ValueError):  # a timestamp is missing or odd: trust the decision
-        return True
 
 
 @dataclass(frozen=True)

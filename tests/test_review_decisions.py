@@ -11,9 +11,11 @@ import pytest
 
 from pipeline.review.decisions import (
     REVIEWS_NAME,
+    Decision,
     read_decisions,
     record_decisions,
     rejected_for,
+    standing,
 )
 
 
@@ -70,3 +72,14 @@ def test_writers_at_once_never_tear_a_line(tmp_path: Path) -> None:
     assert len(lines) == 800 and all(orjson.loads(line)["key"] == "k" * 300 for line in lines)
     assert len(read_decisions(tmp_path)) == 800
     assert os.stat(tmp_path / REVIEWS_NAME).st_size == sum(len(line) + 1 for line in lines)
+
+
+def test_a_later_run_consumes_a_rejection_but_not_an_approval() -> None:
+    rejection = Decision("a", "k", "rejected", "", "2026-01-02T00:00:00+00:00")
+    approval = Decision("a", "k", "approved", "", "2026-01-02T00:00:00+00:00")
+    before, after = "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"
+    assert standing(rejection, "k", before) is rejection  # the job has not run since
+    assert standing(rejection, "k", after) is None  # the redo ran: its images are new
+    assert standing(rejection, "k", "") is rejection  # no ledger line: a pending job
+    assert standing(approval, "k", after) is approval
+    assert standing(approval, "other", before) is None  # another content

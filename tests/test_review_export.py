@@ -9,6 +9,8 @@ import fsspec
 import pytest
 from PIL import Image
 
+from pipeline.ledger import LEDGER_NAME
+from pipeline.ledger.schema import Succeeded, to_line
 from pipeline.models import Feature
 from pipeline.review.cli import add_export_arguments, command_export
 from pipeline.review.decisions import record_decisions
@@ -137,3 +139,18 @@ def test_the_command_says_what_is_wrong_in_one_line(
     blocked.write_text("a file where the folder should be")
     assert call(str(run), str(blocked / "sub")) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_redone_job_is_no_longer_rejected(run: Path, tmp_path: Path) -> None:
+    # SPEC 6: the rejection asked for a redo; once the job succeeded again, its new images
+    # are exported (and await a new review), as the plan no longer redoes it.
+    key = keys(run)
+    record_decisions(run, [("sku-3", key["sku-3"], "rejected")])  # now: after the run
+    assert export(run, str(tmp_path / "before")).copied == 3
+    redone = Succeeded(
+        job_id="sku-3", key=key["sku-3"], outputs=("sku-3/0.png",), ts="2099-01-02T00:00:00Z"
+    )
+    with (run / LEDGER_NAME).open("ab") as ledger:
+        ledger.write(to_line(redone))
+    result = export(run, str(tmp_path / "all"))
+    assert result.copied == 4 and not any("rejected" in note for note in result.skipped)

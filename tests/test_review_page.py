@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.ledger import LEDGER_NAME
+from pipeline.ledger.schema import Succeeded, to_line
 from pipeline.models import ErrorInfo, Feature
 from pipeline.review.decisions import record_decisions
 from pipeline.review.page import REPORT_NAME, build_payload, embed_json, write_report
@@ -440,3 +441,17 @@ def test_closing_the_prefetcher_drops_queued_thumbnails(tmp_path: Path) -> None:
     assert not closing.is_alive()
     # Every task that reached the worker after close() returned without decoding anything.
     assert list((out / ".thumbs").iterdir()) == []
+
+
+def test_a_redone_job_shows_no_old_rejection(mixed_run: Path) -> None:
+    keys = {r["job_id"]: r["key"] for r in records(mixed_run) if r["status"] == "succeeded"}
+    record_decisions(mixed_run, [("ok-1", keys["ok-1"], "rejected")])  # now: after the run
+    before = {job["id"]: job for job in page_data(write_report(mixed_run).read_text())["jobs"]}
+    assert before["ok-1"]["decision"][0] == "rejected"
+    later = Succeeded(job_id="ok-1", key=keys["ok-1"], outputs=(), ts="2099-01-01T00:00:00Z")
+    with (mixed_run / LEDGER_NAME).open("ab") as ledger:
+        ledger.write(to_line(later))
+    page = write_report(mixed_run).read_text()
+    jobs = {job["id"]: job for job in page_data(page)["jobs"]}
+    assert jobs["ok-1"]["decision"] is None  # the same rule as the plan's redo
+    assert header(page)["decisions"] == {"approved": 0, "rejected": 0}

@@ -97,7 +97,34 @@ def _parse(line: bytes) -> Decision | None:
     )
 
 
-def rejected_for(decisions: dict[str, Decision], job_id: str, key: str | None) -> bool:
-    """True when the job's latest decision is a rejection of this very content."""
-    decision = decisions.get(job_id)
-    return decision is not None and decision.decision == "rejected" and decision.applies_to(key)
+def standing(decision: Decision | None, key: str | None, updated: str = "") -> Decision | None:
+    """The decision that still holds for a job's current outputs, or None. The one rule for the
+    plan's redo, the review page and ``export`` (SPEC 6):
+
+    - it was made for the job's current content ``key`` (a changed job is new content);
+    - a rejection holds only until the job's ledger moves on after it (``updated``, the time of
+      its latest line): the redo it asked for has run, and its new images await a new review.
+      An approval holds for its content: nothing re-buys an approved job's images.
+    """
+    if decision is None or not decision.applies_to(key):
+        return None
+    if decision.decision == "rejected" and not _later(decision.ts, updated):
+        return None
+    return decision
+
+
+def rejected_for(
+    decisions: dict[str, Decision], job_id: str, key: str | None, updated: str = ""
+) -> bool:
+    """True when the job's latest decision is a rejection that still holds (``standing``)."""
+    decision = standing(decisions.get(job_id), key, updated)
+    return decision is not None and decision.decision == "rejected"
+
+
+def _later(first: str, than: str) -> bool:
+    if not than:
+        return True  # the job has no line since: nothing consumed the decision
+    try:
+        return datetime.fromisoformat(first) > datetime.fromisoformat(than)
+    except (TypeError, ValueError):  # a timestamp is missing or odd: trust the decision
+        return True

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.errors import ExportError
 from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import read_decisions
+from pipeline.review.decisions import read_decisions, standing
 from pipeline.review.page import safe_parts
 from pipeline.review.view import JobView, read_ledger_view
 
@@ -118,8 +118,7 @@ def plan_export(
     for job in view.jobs.values():
         if job.status != "succeeded":
             continue
-        decision = decisions.get(job.job_id)
-        current = decision if decision and decision.applies_to(job.key) else None
+        current = standing(decisions.get(job.job_id), job.key, job.updated)
         if current is not None and current.decision == "rejected":
             notes.append(f"{job.job_id}: rejected, not exported")
             continue

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import orjson
 
 from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import Decision, read_decisions
+from pipeline.review.decisions import Decision, read_decisions, standing
 from pipeline.review.thumbs import THUMBS_DIR, Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
     PENDING_RANK,
@@ -106,7 +106,7 @@ class PageData:
         parameters = dict(parameters) if isinstance(parameters, dict) else {}
         prompt = parameters.pop("prompt", "")
         source, mask = self._inputs_of(details.get("image"), details.get("mask"), thumbs)
-        applies = decision is not None and decision.applies_to(view.key)
+        current = standing(decision, view.key, view.updated)
         return [
             view.job_id,
             view.status,
@@ -122,7 +122,7 @@ class PageData:
             dict(view.retries) or None,
             view.updated,
             view.key,
-            [decision.decision, decision.note, decision.ts] if decision and applies else None,
+            [current.decision, current.note, current.ts] if current else None,
         ]
 
     def _inputs_of(self, image: object, mask: object, thumbs: bool) -> tuple[int, Input]:
@@ -231,11 +231,11 @@ def build_payload(
 
 
 def apply_decisions(payload: dict[str, Any], decisions: dict[str, Decision]) -> None:
-    """Put each job's decision (when made for its current content) into its row and the header."""
+    """Put each job's standing decision (``decisions.standing``) into its row and the header."""
     counts = {"approved": 0, "rejected": 0}
     for row in payload["jobs"]:
-        decision = decisions.get(row[0])
-        if decision is not None and decision.applies_to(row[13]):
+        decision = standing(decisions.get(row[0]), row[13], row[12] or "")
+        if decision is not None:
             row[14] = [decision.decision, decision.note, decision.ts]
             counts[decision.decision] += 1
         else:
