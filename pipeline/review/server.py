@@ -27,6 +27,7 @@ from pipeline.review.page import (
     render_page,
     safe_parts,
     static_text,
+    wire_payload,
 )
 from pipeline.review.thumbs import THUMB_NAME, THUMBS_DIR, Thumbnailer
 
@@ -75,8 +76,8 @@ class ReviewApp:
         return web.Response(text=static_text(name), content_type=STATIC_TYPES[name])
 
     async def data(self, request: web.Request) -> web.Response:
-        payload = await asyncio.to_thread(self._payload)
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        body = await asyncio.to_thread(lambda: orjson.dumps(wire_payload(self._payload())))
+        return web.Response(body=body, content_type="application/json")
 
     def _payload(self) -> dict[str, Any]:
         signature = _signature(self.out_dir / LEDGER_NAME)

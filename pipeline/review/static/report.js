@@ -33,7 +33,10 @@
     // The decision lives in the row, so filters (which read rows) see every change.
     Object.defineProperty(job, "decision", {get: () => row[COL.decision],
       set: (value) => { row[COL.decision] = value; }});
-    job.outputs = (job.outputs || []).map(([label, full, note]) => ({label, full, note}));
+    // A present output comes as its URL alone (its label is the last part); others as arrays.
+    job.outputs = (job.outputs || []).map((o) => typeof o === "string" ?
+      {label: decodeURIComponent(o.slice(o.lastIndexOf("/") + 1)), full: o, note: null} :
+      {label: o[0], full: o[1], note: o[2]});
     const source = Object.assign({}, DATA.sources[job.source] || {note: "none"});
     for (const key of ["thumb", "plain"]) if (source[key]) source[key] = DATA.thumbs + source[key];
     job.source = source;
@@ -565,6 +568,16 @@
     window.addEventListener("hashchange", () => { readHash(); apply(); });
   }
 
+  // Repeated values (status, feature, mask) come once in DATA.tables, rows holding an index:
+  // put the values back (shared strings, one pass per column; a few ms for 100,000 rows).
+  function untable() {
+    for (const [name, values] of Object.entries(DATA.tables || {})) {
+      const at = COL[name];
+      if (at === undefined) continue;
+      for (const row of ROWS) if (row[at] !== null) row[at] = values[row[at]];
+    }
+  }
+
   async function load() {
     const inline = $("report-data");
     performance.mark("script");
@@ -572,6 +585,7 @@
     performance.mark("parsed");
     ROWS = DATA.jobs;
     COL = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
+    untable();
     CACHE = new Array(ROWS.length);
     storeKey = "pipeline-report:decisions:" + DATA.run_key;
     if (!DATA.live) $("live-status").textContent = "read-only: decisions are exported as JSON";
