@@ -48,6 +48,7 @@ MID_GRAY_SHARE = 0.5
 ASPECT_TOLERANCE = 0.01
 MAX_MODIFIER_PX = 512  # a larger grow or feather is a typo (and would take a while)
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+ALL_BLACK_ERROR = "edits nothing (all black after modifiers): it would buy an unchanged image"
 TOKEN_VERSION = "mask1"  # bump when rendering changes, so old content keys run again
 
 ShapeKind = Literal["box", "ellipse"]
@@ -158,7 +159,7 @@ class MaskStats:
     def error(self) -> str | None:
         """Why this mask must not be sent, or None."""
         if self.all_black:
-            return "edits nothing (all black after modifiers): it would buy an unchanged image"
+            return ALL_BLACK_ERROR
         return None
 
     def warnings(self) -> list[str]:

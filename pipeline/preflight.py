@@ -29,9 +29,10 @@ Policies (the decisions behind the checks):
   so the upload is ``255 - alpha`` and colours are ignored; the notice gives the share of the
   image that will be edited, so an inverted mask shows at a glance. Without transparency the
   conversion keeps luminance.
-- Mask content (the seeds' checklist) is only warned about: all black (edits nothing), all white
-  (edits everything), mostly mid-gray (low contrast). Notices about a file are given once, with
-  the first job that uses it, so 100,000 jobs sharing a mask do not print it 100,000 times.
+- Mask content (the seeds' checklist): all black after modifiers is an error (it would buy an
+  unchanged image); all white (edits everything) and mostly mid-gray (low contrast) are warned.
+  Notices about a file are given once, with the first job that uses it, so 100,000 jobs sharing
+  a mask do not print it 100,000 times.
 - ``size: auto`` picks the allowed size whose aspect ratio is closest to the image's (ties go to
   the square). For URL or asset inputs the image cannot be seen offline: 1024x1024 and a notice.
 """
@@ -122,6 +123,7 @@ class ImageFacts:
     convert_mask: bool = False  # as a mask, it must be converted to grayscale before upload
     orientation: int = 1  # EXIF orientation; width and height above are already upright
     sixteen_bit: bool = False  # 16 bits per channel: uploaded converted to 8 bits
+    edits_nothing: bool = False  # as a mask, all black: an error unless modifiers change it
 
 
 _Inspect = Callable[[str], ImageFacts | str]
@@ -365,7 +367,8 @@ class Preflight:
                     *_conversion_notes(image, gray),
                     *_content_notes(gray),
                 )
-                return _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+                facts = _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+                return replace(facts, edits_nothing=_extrema(gray)[1] <= NEAR_BLACK)
         except Exception as exc:  # as in _inspect_image
             return _failure(exc)
 
@@ -412,6 +415,9 @@ class Preflight:
             return  # the file's own problem is reported already
         recipe = _recipe_for(job, image, mask)
         if recipe is None:
+            if mask is not None and mask.edits_nothing:  # the file is the effective mask
+                message = f"{masks.ALL_BLACK_ERROR} (white marks the area to edit)"
+                problems.append(Problem(job.id, "mask", message, job.location))
             return
         mask_real = mask.path if mask is not None else ""
         rendered = self._effective(image.path, _without_path(recipe), mask_real)
@@ -760,8 +766,7 @@ def _conversion_notes(image: Image.Image, gray: Image.Image) -> Iterator[str]:
 def _content_notes(gray: Image.Image) -> Iterator[str]:
     darkest, brightest = _extrema(gray)
     if brightest <= NEAR_BLACK:
-        yield "is all black: nothing will be edited (white marks the area to edit)"
-        return
+        return  # an error, not a note, unless modifiers change it (_check_effective_mask)
     if darkest >= NEAR_WHITE:
         yield "is all white: the whole image will be regenerated"
         return

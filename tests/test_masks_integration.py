@@ -147,6 +147,18 @@ def test_all_black_after_invert_is_a_problem(tmp_path: Path) -> None:
     assert "mask_invert" in problem.message
 
 
+def test_an_all_black_file_mask_is_a_problem_unless_a_modifier_changes_it(
+    tmp_path: Path,
+) -> None:
+    demo_inputs(tmp_path)
+    make_mask(tmp_path / "masks" / "black.png", fill=0, edit=0)
+    problem = _problem(_one(tmp_path, {"mask": "masks/black.png"}))
+    assert problem.field == "mask" and "edits nothing" in problem.message
+    inverted = _one(tmp_path, {"mask": "masks/black.png", "mask_invert": True})
+    assert any(isinstance(item, PlannedJob) for item in inverted)  # all white: a warning
+    assert any(isinstance(i, Notice) and "all white" in i.message for i in inverted)
+
+
 def test_alpha_on_an_opaque_image_is_a_problem(tmp_path: Path) -> None:
     demo_inputs(tmp_path)
     problem = _problem(_one(tmp_path, {"mask": "alpha"}))
