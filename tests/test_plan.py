@@ -192,8 +192,7 @@ def test_scan_yields_problems_notices_and_planned_jobs_in_order(tmp_path: Path) 
     kinds = [(type(item).__name__, _job_id(item)) for item in items]
     assert kinds == [
         ("PlannedJob", "good"),
-        ("Notice", "black"),
-        ("PlannedJob", "black"),
+        ("Problem", "black"),  # all black: it would buy an unchanged image (SPEC 3)
         ("Problem", "missing"),
         ("Notice", "alpha"),
         ("PlannedJob", "alpha"),
@@ -201,7 +200,7 @@ def test_scan_yields_problems_notices_and_planned_jobs_in_order(tmp_path: Path) 
     ]
     planned = [item for item in items if isinstance(item, PlannedJob)]
     assert planned[0].job.size == "1024x1024"  # auto resolved before the key is made
-    assert [p.mask_convert for p in planned] == [False, False, True]
+    assert [p.mask_convert for p in planned] == [False, True]
     assert planned[0].image_digest == planned[1].image_digest
 
 

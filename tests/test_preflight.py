@@ -394,7 +394,6 @@ def test_palette_mask_with_transparency_is_converted_by_alpha(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("fill", "edit", "message"),
     [
-        (0, 0, "all black: nothing will be edited"),
         (255, 255, "all white: the whole image will be regenerated"),
         (128, 128, "mostly mid-gray (100%)"),
         (0, 255, None),
@@ -407,8 +406,15 @@ def test_mask_content_warnings(tmp_path: Path, fill: int, edit: int, message: st
     assert [message in n.message for n in notices] == ([True] if message else [])
 
 
+def test_an_all_black_mask_is_a_problem(tmp_path: Path) -> None:
+    mask = make_mask(tmp_path / "m.png", fill=0, edit=0)
+    checked, problems, notices = check(inpaint_job(tmp_path, mask=file_ref(mask)))
+    assert checked is None and notices == []  # SPEC 3: it would buy an unchanged image
+    assert [p.field for p in problems] == ["mask"] and "edits nothing" in problems[0].message
+
+
 def test_file_notices_are_given_once_per_file(tmp_path: Path) -> None:
-    mask = make_mask(tmp_path / "black.png", fill=0, edit=0)
+    mask = make_mask(tmp_path / "white.png", fill=255, edit=255)
     preflight = Preflight()
     first = preflight.check(inpaint_job(tmp_path, mask=file_ref(mask)))[2]
     second = preflight.check(inpaint_job(tmp_path, id="job-2", mask=file_ref(mask)))[2]

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pipeline.ledger import LEDGER_NAME
-from pipeline.ledger.schema import Succeeded, to_line
+from pipeline.ledger.schema import JobDetails, Started, Succeeded, to_line
 from pipeline.models import ErrorInfo, Feature
 from pipeline.review.decisions import record_decisions
 from pipeline.review.page import REPORT_NAME, build_payload, embed_json, write_report
@@ -465,3 +465,79 @@ def test_a_redone_job_shows_no_old_rejection(mixed_run: Path) -> None:
     jobs = {job["id"]: job for job in page_data(page)["jobs"]}
     assert jobs["ok-1"]["decision"] is None  # the same rule as the plan's redo
     assert header(page)["decisions"] == {"approved": 0, "rejected": 0}
+
+
+def _generated_mask_run(tmp_path: Path, recipe: str, mask: str | None = None) -> Path:
+    """One succeeded job whose mask was made here (the ledger records its recipe)."""
+    out = tmp_path / "out"
+    (out / "j").mkdir(parents=True)
+    source = tmp_path / "src.png"
+    Image.new("RGB", (200, 100), (250, 250, 250)).save(source)
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(out / "j" / "0.png")
+    details = JobDetails(feature=Feature.INPAINT.value, image=str(source), mask=mask,
+                         parameters={"prompt": "p"}, mask_recipe=recipe)  # fmt: skip
+    lines = [
+        Started(job_id="j", key="k", job=details, ts="2026-12-01T10:00:00Z"),
+        Succeeded(job_id="j", key="k", outputs=("j/0.png",), ts="2026-12-01T10:00:01Z"),
+    ]
+    (out / LEDGER_NAME).write_bytes(b"".join(to_line(line) for line in lines))
+    return out
+
+
+def test_a_generated_mask_is_drawn_from_its_recipe(tmp_path: Path) -> None:
+    out = _generated_mask_run(tmp_path, "box:0,0,0.5,1;invert=0;grow=0;feather=0")
+    (job,) = page_data(write_report(out).read_text())["jobs"]
+    assert job["mask"] == {"kind": "recipe", "label": "box:0,0,0.5,1"}
+    assert job["source"]["plain"] and job["source"]["thumb"] != job["source"]["plain"]
+    with Image.open(out / job["source"]["thumb"]) as thumb:
+        tinted = thumb.convert("RGB")
+    width, height = tinted.size
+    left, right = tinted.getpixel((width // 4, height // 2)), tinted.getpixel((width * 3 // 4, 5))
+    assert left[0] > left[2] + 60  # the box edits the left half: tinted red
+    assert all(abs(channel - 250) <= 8 for channel in right)  # the rest is the plain source
+
+
+def test_an_inverted_file_mask_is_drawn_as_sent(tmp_path: Path) -> None:
+    mask = make_mask_file(tmp_path / "m.png")
+    out = _generated_mask_run(tmp_path, "file;invert=1;grow=0;feather=0", str(mask))
+    (job,) = page_data(write_report(out).read_text())["jobs"]
+    assert job["mask"]["label"] == "m.png, inverted"
+    with Image.open(out / job["source"]["thumb"]) as thumb:
+        tinted = thumb.convert("RGB")
+    width, height = tinted.size
+    left, right = tinted.getpixel((width // 4, height // 2)), tinted.getpixel((width * 3 // 4, 5))
+    assert right[0] > right[2] + 60 and all(abs(c - 250) <= 8 for c in left)  # inverted
+
+
+def test_a_generated_mask_that_cannot_be_drawn_leaves_the_plain_source(tmp_path: Path) -> None:
+    out = _generated_mask_run(tmp_path, "file;invert=1;grow=0;feather=0", str(tmp_path / "gone"))
+    (job,) = page_data(write_report(out).read_text())["jobs"]
+    assert job["source"]["thumb"] and "plain" not in job["source"]
+
+
+def make_mask_file(path: Path) -> Path:
+    mask = Image.new("L", (200, 100), 255)  # white left half: edit
+    mask.paste(0, (100, 0, 200, 100))
+    mask.save(path)
+    return path
+
+
+def test_a_run_with_a_generated_mask_shows_it_on_its_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e_helpers import run_cli
+    from tests.fixtures_images import demo_inputs, write_manifest
+
+    demo_inputs(tmp_path)
+    job = {"id": "boxed", "image": "images/item.png", "mask": "box:0,0.5,1,1", "mask_grow": 2}
+    manifest = write_manifest(
+        tmp_path, {"defaults": {"type": "inpaint", "prompt": "p"}, "jobs": [job]}
+    )
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
+    assert run_cli(args, {}, monkeypatch) == 0
+    started = next(r for r in records(out) if r["status"] == "started")
+    assert started["job"]["mask_recipe"] == "box:0,0.5,1,1;invert=0;grow=2;feather=0"
+    (shown,) = page_data((out / REPORT_NAME).read_text())["jobs"]
+    assert shown["mask"] == {"kind": "recipe", "label": "box:0,0.5,1,1, grow 2"}
+    assert (out / shown["source"]["thumb"]).is_file() and shown["source"]["plain"]

@@ -33,6 +33,7 @@ class JobDetails(msgspec.Struct, frozen=True):
     image: str = ""
     mask: str | None = None
     parameters: dict[str, Any] = {}
+    mask_recipe: str | None = None  # a mask made here (MaskRecipe.canonical): the page draws it
 
 
 class AssetRecord(msgspec.Struct, frozen=True):

@@ -54,6 +54,7 @@ def record_for(event: Event) -> Record | None:
                 image=str(job.image),
                 mask=str(job.mask) if job.mask else None,
                 parameters=job.parameters(),
+                mask_recipe=job.mask_recipe.canonical() if job.mask_recipe else None,
             )
             return Started(job_id=job.id, key=planned.key, job=details)
         case AssetsUploaded(job_id=job_id, key=key, assets=assets):

@@ -20,7 +20,9 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pipeline.ledger import LEDGER_NAME
+from pipeline.masks import MaskRecipe
 from pipeline.review.decisions import Decision, read_decisions, standing
+from pipeline.review.mask_view import recipe_from_text, recipe_label
 from pipeline.review.thumbs import THUMBS_DIR, Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
     PENDING_RANK,
@@ -85,7 +87,7 @@ class PageData:
         # Rows refer to these tables by index: a 100,000-job payload names each once.
         self.sources: list[dict[str, Any]] = []
         self.params: list[dict[str, Any]] = []
-        self._inputs: dict[tuple[object, object, bool], tuple[int, Input]] = {}
+        self._inputs: dict[tuple[object, object, object, bool], tuple[int, Input]] = {}
         self._params_index: dict[bytes, int] = {}
 
     def stat(self, path: str) -> os.stat_result | None:
@@ -105,7 +107,9 @@ class PageData:
         parameters = details.get("parameters")
         parameters = dict(parameters) if isinstance(parameters, dict) else {}
         prompt = parameters.pop("prompt", "")
-        source, mask = self._inputs_of(details.get("image"), details.get("mask"), thumbs)
+        source, mask = self._inputs_of(
+            details.get("image"), details.get("mask"), details.get("mask_recipe"), thumbs
+        )
         current = standing(decision, view.key, view.updated)
         return [
             view.job_id,
@@ -125,12 +129,20 @@ class PageData:
             [current.decision, current.note, current.ts] if current else None,
         ]
 
-    def _inputs_of(self, image: object, mask: object, thumbs: bool) -> tuple[int, Input]:
-        """The index of the page's source entry, and the mask: once per distinct pair."""
-        key = (image, mask, thumbs)
+    def _inputs_of(
+        self, image: object, mask: object, recipe_text: object, thumbs: bool
+    ) -> tuple[int, Input]:
+        """The index of the page's source entry, and the mask (a generated one as its recipe):
+        once per distinct (image, mask, recipe)."""
+        key = (image, mask, recipe_text, thumbs)
         if key not in self._inputs:
             source, mask_input = resolve_input(image, self.stat), resolve_input(mask, self.stat)
-            self.sources.append(self._source(source, mask_input, thumbs))
+            recipe = None
+            if isinstance(recipe_text, str):
+                recipe = recipe_from_text(recipe_text, mask_input.path)
+            self.sources.append(self._source(source, mask_input, thumbs, recipe))
+            if recipe is not None:
+                mask_input = Input("recipe", recipe_label(recipe, mask_input.label))
             self._inputs[key] = (len(self.sources) - 1, mask_input)
         return self._inputs[key]
 
@@ -143,7 +155,9 @@ class PageData:
             self._params_index[key] = len(self.params) - 1
         return self._params_index[key]
 
-    def _source(self, source: Input, mask: Input, thumbs: bool) -> dict[str, Any]:
+    def _source(
+        self, source: Input, mask: Input, thumbs: bool, recipe: MaskRecipe | None = None
+    ) -> dict[str, Any]:
         image: dict[str, Any] = {"label": source.label, "kind": source.kind}
         if source.kind != "file":
             image["note"] = source.kind  # remote inputs are not fetched: shown as placeholders
@@ -154,7 +168,9 @@ class PageData:
         if not thumbs:
             image["note"] = "pending"
             return image
-        plain, masked = self.thumbs.request(source, mask if mask.present else None)
+        if recipe is not None and mask.kind == "file" and not mask.present:
+            recipe = None  # a modified file mask that is gone: nothing to draw
+        plain, masked = self.thumbs.request(source, mask if mask.present else None, recipe)
         image["thumb"] = masked or plain
         if masked:
             image["plain"] = plain  # the card shows the mask tinted; the plain source a click away
@@ -174,7 +190,11 @@ class PageData:
         """After the thumbnails were made: failures become placeholders."""
         for image in self.sources:
             if image.get("thumb") and self.thumbs.url(image["thumb"]) is None:
-                image.pop("thumb"), image.pop("plain", None)
+                plain = image.pop("plain", None)
+                if plain and self.thumbs.url(plain):  # only the mask could not be drawn
+                    image["thumb"] = plain
+                    continue
+                image.pop("thumb")
                 image["note"] = "unreadable"
 
 

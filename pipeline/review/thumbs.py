@@ -25,6 +25,7 @@ from stat import S_ISREG
 from PIL import Image, ImageOps
 
 from pipeline.events import Event, JobStarted
+from pipeline.masks import MaskRecipe
 
 THUMBS_DIR = ".thumbs"
 THUMB_SIDE = 256
@@ -80,10 +81,12 @@ def stat_file(path: str) -> os.stat_result | None:
     return stat if S_ISREG(stat.st_mode) else None
 
 
-def thumb_name(*inputs: Input) -> str:
+def thumb_name(*inputs: Input, recipe: str | None = None) -> str:
     parts = [str(THUMB_RECIPE), str(THUMB_SIDE)]
     for index, item in enumerate(inputs):
         parts += (["mask"] if index else []) + item.identity()
+    if recipe is not None:  # a generated mask: its recipe makes the tint (see mask_view)
+        parts += ["recipe", recipe]
     return hashlib.blake2b("\0".join(parts).encode(), digest_size=12).hexdigest() + ".webp"
 
 
@@ -96,6 +99,7 @@ class ThumbTask:
     masked: str | None = None
     mask: str | None = None
     mask_id: str | None = None  # the mask's identity, the key of the decoded-mask cache
+    recipe: MaskRecipe | None = None  # a generated mask: rendered, not read (mask_view)
 
 
 class MaskCache:
@@ -171,10 +175,20 @@ class Thumbnailer:
         self.masks = MaskCache()
         self.cancelled = threading.Event()
 
-    def request(self, source: Input, mask: Input | None = None) -> tuple[str, str | None]:
-        """The plain and the tinted thumbnail's names; scheduled if either is missing."""
+    def request(
+        self, source: Input, mask: Input | None = None, recipe: MaskRecipe | None = None
+    ) -> tuple[str, str | None]:
+        """The plain and the tinted thumbnail's names; scheduled if either is missing.
+
+        With ``recipe`` (a generated mask, ``mask`` its file if it has one) the tint is the
+        effective mask, rendered once per distinct source, recipe and file."""
         plain = thumb_name(source)
-        masked = thumb_name(source, mask) if mask is not None else None
+        masked = None
+        if recipe is not None:
+            inputs = (source, mask) if mask is not None else (source,)
+            masked = thumb_name(*inputs, recipe=recipe.canonical())
+        elif mask is not None:
+            masked = thumb_name(source, mask)
         self.wanted.add(plain)
         if masked:
             self.wanted.add(masked)
@@ -187,6 +201,7 @@ class Thumbnailer:
                 masked,
                 mask.path if mask else None,
                 "\0".join(mask.identity()) if mask else None,
+                recipe,
             )
             self.tasks[masked or plain] = task
             self.by_name.setdefault(plain, task)
@@ -222,15 +237,32 @@ class Thumbnailer:
         try:
             image, has_alpha = load_small(task.source)
             made = [] if task.plain in self.existing else [(task.plain, image)]
-            if task.masked and task.mask and task.mask_id:
+            if task.masked and task.recipe is not None:
+                alpha = self._effective(task, image.size)
+                if alpha is not None:
+                    made.append((task.masked, tint(image, has_alpha, alpha)))
+            elif task.masked and task.mask and task.mask_id:
                 alpha = self.masks.get(task.mask, task.mask_id, image.size)
                 made.append((task.masked, tint(image, has_alpha, alpha)))
             for name, picture in made:
                 self._save(name, picture)
         except Exception:  # an unreadable or unwritable image is a placeholder, never a crash
             return False
-        self.existing.update([task.plain, *([task.masked] if task.masked else [])])
+        made_names = [name for name, _ in made]
+        self.existing.update([task.plain, *([task.masked] if task.masked in made_names else [])])
         return True
+
+    def _effective(self, task: ThumbTask, size: tuple[int, int]) -> Image.Image | None:
+        """The generated mask's tint at ``size``; None (and no tinted thumbnail) if it cannot
+        be drawn: the page then shows the plain source."""
+        from pipeline.review.mask_view import effective_mask
+
+        assert task.recipe is not None and task.masked is not None
+        try:
+            return effective_mask(task.source, task.recipe, size).point(_ALPHA)
+        except Exception:  # a mask file gone, a recipe the image no longer fits
+            self.failed.add(task.masked)
+            return None
 
     def _save(self, name: str, image: Image.Image) -> None:
         temp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -267,7 +299,11 @@ class ThumbnailPrefetcher:
         mask = resolve_input(str(job.mask), self._stat) if job.mask else None
         if source.kind != "file" or not source.present:
             return
-        self._thumbs.request(source, mask if mask and mask.present else None)
+        present = mask if mask and mask.present else None
+        recipe = job.mask_recipe
+        if recipe is not None and job.mask is not None and present is None:
+            recipe = None  # a modified file mask that is gone: nothing to draw
+        self._thumbs.request(source, present, recipe)
         tasks = list(self._thumbs.tasks.values())
         self._thumbs.tasks.clear()
         for task in tasks:
