@@ -152,7 +152,10 @@ def format_status(status: FolderStatus) -> str:
     if unfinished:
         lines.append(f"  ({unfinished} unfinished: a re-run of the same command resumes them)")
     if states[MISSING]:
-        lines.append(f"  ({states[MISSING]} missing: succeeded, but output files are gone)")
+        lines.append(
+            f"  ({states[MISSING]} missing: succeeded, but output files are gone; a run fetches "
+            "them again free while their stored results last, --redo-missing buys the rest)"
+        )
     if status.not_in_manifest:
         lines.append(f"  ({status.not_in_manifest} more in the ledger, no longer in the manifest)")
     if status.damage.corrupt_lines:

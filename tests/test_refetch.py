@@ -4,14 +4,21 @@ that still works (free), else ``missing`` in ``status`` and re-bought only with 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pipeline.ledger import read_ledger
+from pipeline.errors import BadResponse, RecordUnknown, ServerError
+from pipeline.ledger import JobState, read_ledger
+from pipeline.ledger.schema import Record, Refetched
+from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
 from pipeline.provenance import read_provenance
+from pipeline.refetch import DoneJobs, Refetcher
+from pipeline.store import Store
 from tests.e2e_helpers import assert_decodes, records, run_cli, run_inprocess, write_catalog
 from tests.emulator_thread import emulator_thread
+from tests.fakes import png_bytes
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 
@@ -88,3 +95,86 @@ def shutil_rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path)
+
+
+# -- the re-fetch alone, against a scripted client ------------------------------------------
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self.acquired = 0
+
+    async def acquire(self) -> None:
+        self.acquired += 1
+
+
+class _Client:
+    """Answers each uuid's poll and download as scripted: a result, or an error to raise."""
+
+    def __init__(self, polls: dict[str, object], downloads: dict[str, object]) -> None:
+        self.polls, self.downloads = polls, downloads
+
+    async def poll_result(self, uuid: str) -> FeatureResult:
+        answer = self.polls[uuid]
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, FeatureResult)
+        return answer
+
+    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+        answer = self.downloads[result.uuid]
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, bytes)
+        dest.write_bytes(answer)
+        return len(answer)
+
+
+def _done(out: Path, job_id: str, uuid: str) -> JobState:
+    (out / job_id).mkdir(parents=True, exist_ok=True)
+    return JobState(job_id, Status.SUCCEEDED, "key", 0, outputs=(f"{job_id}/0.png",), uuid=uuid)
+
+
+async def test_what_serves_comes_back_and_what_does_not_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    states = {
+        "back": _done(out, "back", "u-back"),
+        "kept": _done(out, "kept", "u-kept"),  # its file is there: not even asked about
+        "unknown": _done(out, "unknown", "u-unknown"),
+        "expired": _done(out, "expired", "u-expired"),
+        "outage": _done(out, "outage", "u-outage"),
+        "no-record": _done(out, "no-record", ""),
+    }
+    (out / "kept" / "0.png").write_bytes(png_bytes((8, 8)))
+    ok = FeatureResult("u", ("asset/0.png",))
+    client = _Client(
+        polls={
+            "u-back": replace(ok, uuid="u-back"),
+            "u-unknown": RecordUnknown("record u-unknown is not known"),
+            "u-expired": replace(ok, uuid="u-expired"),
+            "u-outage": ServerError("HTTP 503", 503),
+        },
+        downloads={
+            "u-back": png_bytes((8, 8)),
+            "u-expired": BadResponse("result 0 not available at any URL: HTTP 403", 403),
+        },
+    )
+    done = DoneJobs()
+    for state in states.values():
+        done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
+    written: list[Record] = []
+    gate = _Gate()
+    report = await Refetcher(client, Store(out), gate, written.append, out).run(done)
+    assert report.refetched == ["back"]
+    assert sorted(job for job, _ in report.gone) == ["expired", "no-record", "unknown"]
+    assert [job for job, _ in report.later] == ["outage"]
+    assert gate.acquired == 4  # one poll per job with a record, through the run's throttle
+    (line,) = written
+    assert isinstance(line, Refetched) and line.outputs == ("back/0.png",)
+    assert read_provenance((out / "back" / "0.png").read_bytes()) is not None
+    assert not [p for p in (out / "expired").iterdir() if p.is_file()]  # no temporary left
+    text = "\n".join(report.lines(out))
+    assert "re-fetched free from their stored results: 1 jobs" in text
+    assert "missing (stored result gone): 3 jobs; --redo-missing buys them again" in text
+    assert "missing (not re-fetched now): 1 jobs; the next run tries again" in text
