@@ -19,6 +19,7 @@ from pipeline.store import Store
 from tests.e2e_helpers import assert_decodes, records, run_cli, run_inprocess, write_catalog
 from tests.emulator_thread import emulator_thread
 from tests.fakes import png_bytes
+from tests.fixtures_images import make_image, write_manifest
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 
@@ -178,3 +179,26 @@ async def test_what_serves_comes_back_and_what_does_not_is_reported(tmp_path: Pa
     assert "re-fetched free from their stored results: 1 jobs" in text
     assert "missing (stored result gone): 3 jobs; --redo-missing buys them again" in text
     assert "missing (not re-fetched now): 1 jobs; the next run tries again" in text
+
+
+def test_a_protected_job_is_composited_again_when_re_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_image(tmp_path / "images" / "item.png", size=(64, 64))
+    job = {"id": "p", "prompt": "oak", "mask": "box:0,0.5,1,1", "protect": True}
+    manifest = write_manifest(
+        tmp_path,
+        {"defaults": {"type": "inpaint", "image": "images/item.png", "size": "1024x1024"}}
+        | {"jobs": [job]},
+    )
+    out = tmp_path / "out"
+    with emulator_thread() as emulator:
+        args = ["run", str(manifest), "--out", str(out), *FAST]
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        delivered = (out / "p" / "0.png").read_bytes()
+        raw = (out / "p" / ".raw" / "0.png").read_bytes()
+        (out / "p" / "0.png").unlink()
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert len(emulator.calls("features")) == 1
+    assert (out / "p" / "0.png").read_bytes() == delivered  # the same composite, byte for byte
+    assert (out / "p" / ".raw" / "0.png").read_bytes() == raw  # the API's own image beside it
