@@ -19,7 +19,12 @@ import orjson
 from aiohttp import web
 
 from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import DECISIONS, read_decisions, record_decisions
+from pipeline.review.decisions import (
+    DECISIONS,
+    REVIEWS_NAME,
+    read_decisions,
+    record_decisions,
+)
 from pipeline.review.page import (
     ManifestJob,
     apply_decisions,
@@ -52,9 +57,11 @@ class ReviewApp:
         self.manifest_jobs = manifest_jobs
         self.thumbs: Thumbnailer | None = None
         self.keys: dict[str, str | None] = {}  # job id -> current content key
-        # The ledger-derived part is rebuilt only when the ledger changed (a run going on);
-        # decisions are read again at every request.
-        self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None
+        # (ledger signature, payload, its wire form): rebuilt only when the ledger changed (a
+        # run going on); the JSON sent, only when the ledger or reviews.jsonl changed.
+        self._cached: tuple[tuple[int, int], dict[str, Any], dict[str, Any]] | None = None
+        self._body_cache: tuple[tuple[tuple[int, int], ...], bytes] | None = None
+        self.reviews = out_dir / REVIEWS_NAME
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -76,25 +83,46 @@ class ReviewApp:
         return web.Response(text=static_text(name), content_type=STATIC_TYPES[name])
 
     async def data(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(lambda: orjson.dumps(wire_payload(self._payload())))
+        body = await asyncio.to_thread(self._body)
         return web.Response(body=body, content_type="application/json")
 
+    def _body(self) -> bytes:
+        """The wire payload's JSON, kept while neither the ledger nor the decisions change."""
+        signature = (_signature(self.out_dir / LEDGER_NAME), _signature(self.reviews))
+        if self._body_cache is None or self._body_cache[0] != signature:
+            self._body_cache = (signature, orjson.dumps(self._wire()))
+        return self._body_cache[1]
+
     def _payload(self) -> dict[str, Any]:
+        return self._current()[0]
+
+    def _wire(self) -> dict[str, Any]:
+        payload, wire = self._current()
+        # Decisions change without the ledger: copy them into the cached wire rows (the
+        # header's counts are the same dict in both).
+        mine, theirs = payload["fields"].index("decision"), wire["fields"].index("decision")
+        for row, sent in zip(payload["jobs"], wire["jobs"], strict=True):
+            sent[theirs] = row[mine]
+        return wire
+
+    def _current(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The page's payload and wire form, decisions applied as they stand now."""
         signature = _signature(self.out_dir / LEDGER_NAME)
         if self._cached is not None and self._cached[0] == signature:
-            payload = self._cached[1]
+            _, payload, wire = self._cached
             apply_decisions(payload, read_decisions(self.out_dir))
-            return payload
+            return payload, wire
         jobs = self.manifest_jobs() if self.manifest_jobs else None
         payload, thumbs = build_payload(self.out_dir, jobs, make_thumbs=False, live=True)
         self.thumbs = thumbs
         self.keys = {row[0]: row[13] for row in payload["jobs"]}
-        self._cached = (signature, payload)
-        return payload
+        wire = wire_payload(payload)
+        self._cached = (signature, payload, wire)
+        return payload, wire
 
     def warm(self) -> None:
         """Build the page's data before the URL is printed, so the first open is fast."""
-        self._payload()
+        self._body()
 
     async def decisions(self, request: web.Request) -> web.Response:
         try:
