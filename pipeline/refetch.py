@@ -7,8 +7,9 @@ writes a ``refetched`` ledger line. When the record no longer serves (unknown, 4
 the job stays ``missing`` (``pipeline status``) and only ``--redo-missing`` buys it again.
 
 Cost: the plan only hands over the jobs it skipped as done (a pointer each, no file-system
-call), and the existence check (one directory listing per job folder) runs in a thread beside
-the scheduler, so a million-job resume sends its first call as soon as without it. Only the
+call), and the existence check (a stat per output file, ~5 us) runs in a thread beside the
+scheduler, so a million-job resume sends its first call as soon as without it; its ~5 s for a
+million done jobs overlap the run's work (a run with nothing else to do ends that much later). Only the
 jobs of the current content are checked: a changed or rejected job is run by the scheduler
 anyway, so the two never touch the same folder.
 """

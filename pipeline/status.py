@@ -104,20 +104,12 @@ def read_status(
 def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
     """Whether any of a succeeded job's outputs (paths relative to ``out_dir``) is gone.
 
-    One directory listing per job folder, not a stat per file: a job's outputs share a folder.
-    The one rule for ``status``, ``--redo-missing`` and the re-fetch.
+    A stat per file (5.5 us here) rather than a listing per job folder (13.5 us): jobs have one
+    to a few outputs. The one rule for ``status``, ``--redo-missing`` and the re-fetch.
     """
-    listings: dict[str, set[str]] = {}
-    for output in outputs:
-        folder, _, name = output.rpartition("/")
-        if folder not in listings:
-            try:
-                listings[folder] = set(os.listdir(out_dir / folder))
-            except OSError:
-                return True
-        if name not in listings[folder]:
-            return True
-    return False
+    root = os.fspath(out_dir) + os.sep
+    isfile = os.path.isfile
+    return not all(isfile(root + output) for output in outputs)
 
 
 def missing_rule(out_dir: Path) -> Callable[[JobState], bool]:
