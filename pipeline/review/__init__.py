@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline.review.decisions import Decision, read_decisions, record_decisions, rejected_for
+from pipeline.review.decisions import (
+    Decision,
+    read_decisions,
+    record_decisions,
+    rejected_for,
+    standing,
+)
 from pipeline.review.page import REPORT_NAME, build_payload, build_report, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
@@ -15,5 +21,6 @@ __all__ = [
     "read_decisions",
     "record_decisions",
     "rejected_for",
+    "standing",
     "write_report",
 ]
