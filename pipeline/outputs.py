@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
@@ -146,3 +149,41 @@ class BucketStore(Store):
             objectstore.move(url, f"{prefix}/{aside}/{name}")
             moved.append(f"{job_id}/{aside}/{name}")
         return moved
+
+
+class BucketListing:
+    """Which outputs of a bucket ``OUT`` are there: one listing per job folder, kept.
+
+    ``status`` (and the re-fetch of lost outputs) ask it instead of the local disk when the
+    state folder belongs to a bucket run (``recorded_bucket``).
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out.rstrip("/")
+        self._folders: dict[str, set[str]] = {}
+
+    def missing(self, outputs: Iterable[str]) -> bool:
+        """Whether any of these outputs (relative to OUT) is not in the bucket."""
+        for output in outputs:
+            folder, _, name = output.rpartition("/")
+            if folder not in self._folders:
+                prefix = objectstore.join(self.out, folder) if folder else self.out
+                try:
+                    listed = objectstore.list_files(prefix)
+                except ObjectStoreError as exc:  # the CLI says it in one line, exit 3
+                    raise StoreError(str(exc)) from exc
+                self._folders[folder] = {url.rsplit("/", 1)[1] for url, _size in listed}
+            if name not in self._folders[folder]:
+                return True
+        return False
+
+
+def recorded_bucket(state_dir: Path) -> str | None:
+    """The bucket ``OUT`` a state folder's last run wrote to (its ``summary.json``), if any."""
+    try:
+        summary = orjson.loads((state_dir / "summary.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    run = summary.get("last_run") if isinstance(summary, dict) else None
+    out = run.get("out_dir") if isinstance(run, dict) else None
+    return out if isinstance(out, str) and objectstore.is_object_store(out) else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,14 +81,25 @@ class FolderStatus:
 
 
 def read_status(
-    out_dir: Path, manifest_jobs: Iterable[Job] | None = None, manifest: str | None = None
+    out_dir: Path,
+    manifest_jobs: Iterable[Job] | None = None,
+    manifest: str | None = None,
+    missing: Callable[[tuple[str, ...]], bool] | None = None,
 ) -> FolderStatus:
-    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None)."""
+    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None).
+
+    ``missing``: whether a succeeded job's outputs are gone; default: not all files in OUT (a
+    bucket run's state folder passes ``pipeline.outputs.BucketListing(out).missing``)."""
+    if missing is None:
+
+        def missing(outputs: tuple[str, ...]) -> bool:
+            return not all(os.path.isfile(out_dir / output) for output in outputs)
+
     ledger = read_ledger(out_dir / LEDGER_NAME, detailed=True)
     status = FolderStatus(out_dir, manifest, damage=ledger.damage)
     status.credits_spent = ledger.credits_spent
     if manifest_jobs is None:
-        status.jobs = [_job_status(out_dir, state) for state in ledger.jobs.values()]
+        status.jobs = [_job_status(state, missing) for state in ledger.jobs.values()]
         return status
     listed: set[str] = set()
     for job in manifest_jobs:
@@ -96,16 +107,14 @@ def read_status(
             continue
         listed.add(job.id)
         state = ledger.jobs.get(job.id)
-        status.jobs.append(_job_status(out_dir, state) if state else JobStatus(job.id, PENDING))
+        status.jobs.append(_job_status(state, missing) if state else JobStatus(job.id, PENDING))
     status.not_in_manifest = len(ledger.jobs.keys() - listed)
     return status
 
 
-def _job_status(out_dir: Path, state: JobState) -> JobStatus:
+def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
     name = state.status.value
-    if state.status is Status.SUCCEEDED and not all(
-        os.path.isfile(out_dir / output) for output in state.outputs
-    ):
+    if state.status is Status.SUCCEEDED and missing(state.outputs):
         name = MISSING
     error = None
     if state.error is not None:

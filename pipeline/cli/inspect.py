@@ -19,6 +19,7 @@ from pipeline.errors import ManifestError
 from pipeline.ledger import LEDGER_NAME
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
+from pipeline.outputs import BucketListing, recorded_bucket
 from pipeline.plan import prepare_file
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
@@ -127,7 +128,9 @@ def command_status(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     manifest_path = args.manifest or _recorded_manifest(out_dir)
     jobs, shown = _manifest_jobs(manifest_path)
-    status = read_status(out_dir, jobs, shown)
+    bucket = recorded_bucket(out_dir)  # a bucket run's state folder: its outputs are there
+    missing = BucketListing(bucket).missing if bucket is not None else None
+    status = read_status(out_dir, jobs, shown, missing)
     if args.json:
         sys.stdout.write(orjson.dumps(status.as_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
