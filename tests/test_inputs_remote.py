@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.inputs.cache import InputCache
-from pipeline.inputs.fetch import FetchOptions
+from pipeline.inputs.fetch import FetchOptions, Prefetcher, prefetched
 from pipeline.models import Feature, InputRef, Job
 from pipeline.plan import Planner
 from pipeline.preflight import Preflight
@@ -92,6 +92,42 @@ def test_prefetch_fetches_each_distinct_url_once(tmp_path: Path, image_host: Ima
     for job in jobs:
         assert preflight.check(job)[1] == []
     assert image_host.hits["a.png"] == 1 and preflight.fetched == 1
+
+
+def test_the_prefetcher_keeps_concurrency_fetches_open_and_no_more(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+) -> None:
+    image_host.hold_until = 3  # each request waits until three are in flight together
+    urls = [image_host.url(f"/held/a.png?copy={i}") for i in range(7)]
+    options = FetchOptions(concurrency=3, backoff=0.0, retries=0, timeout=10.0)
+    with Prefetcher(InputCache(tmp_path / "cache"), options) as prefetcher:
+        prefetcher.submit(urls)
+        results = [prefetcher.result(url) for url in urls]
+    assert image_host.max_in_flight == 3
+    assert all(not isinstance(result, str) for result in results)
+    assert image_host.hits["a.png"] == 7  # seven distinct URLs, one blob in the cache
+
+
+def test_prefetched_reads_a_window_ahead_in_order_and_each_url_once(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+) -> None:
+    rows = [
+        image_host.url(f"/img/{name}") for name in ("a.png", "missing.png", "a.png", "tall.png")
+    ]
+    with Prefetcher(InputCache(tmp_path / "cache"), FAST) as prefetcher:
+        stream = prefetched(rows, lambda url: [url], prefetcher, window=2)
+        assert next(stream) == rows[0]
+        assert prefetcher.submitted == 2  # rows 0..2 read: a.png and missing.png started
+        assert list(stream) == rows[1:]
+        assert prefetcher.submitted == 3
+        assert prefetcher.result(rows[1]) == "does not exist (HTTP 404)"
+        fetched = prefetcher.result(rows[3])
+    assert (
+        not isinstance(fetched, str) and fetched.path.read_bytes() == image_host.images["tall.png"]
+    )
+    assert image_host.hits == {"a.png": 1, "missing.png": 1, "tall.png": 1}
 
 
 def test_validate_names_the_one_404_among_200_urls(
