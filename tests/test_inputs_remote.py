@@ -151,3 +151,23 @@ def test_validate_names_the_one_404_among_200_urls(
     output = capsys.readouterr()
     text = output.out + output.err
     assert "catalog.csv row 118" in text and image_host.url("/img/gone.png") in text
+
+
+def test_the_preflight_pass_fetches_the_next_rows_urls_together(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ONEMIN_INPUT_CACHE", str(tmp_path / "cache"))
+    image_host.hold_until = 8  # one at a time, each request would wait out the hold
+    rows = ["id,image,prompt"]
+    rows += [f"p{i},{image_host.url(f'/held/a.png?row={i}')},studio shot" for i in range(8)]
+    (tmp_path / "catalog.csv").write_text("\n".join(rows) + "\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        yaml.safe_dump({"version": 1, "defaults": {"type": "background"}, "items": "catalog.csv"})
+    )
+    assert main(["validate", str(manifest)]) == 0, capsys.readouterr()
+    assert image_host.max_in_flight == 8  # the eight rows' fetches were open at once
+    assert image_host.hits["a.png"] == 8  # and each URL fetched once, rows read once

@@ -97,13 +97,22 @@ class Prefetcher:
     ) -> None:
         self._cache, self._options, self._sleep = cache, options, sleep
         self._futures: dict[str, Future[CachedInput | str]] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="input-prefetch", daemon=True
-        )
-        self._thread.start()
-        self._session = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
+        self._loop: asyncio.AbstractEventLoop | None = None  # started by the first URL
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._gate = asyncio.Semaphore(options.concurrency)  # bound to the loop at first use
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        """The thread and its loop, on first use: a catalog of local files pays nothing."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="input-prefetch", daemon=True
+            )
+            self._thread.start()
+            opened = asyncio.run_coroutine_threadsafe(self._open(), self._loop)
+            self._session = opened.result()
+        return self._loop
 
     async def _open(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._options.timeout))
@@ -121,7 +130,8 @@ class Prefetcher:
         """Start fetching these URLs (those not yet started); returns at once."""
         for url in urls:
             if url not in self._futures:
-                self._futures[url] = asyncio.run_coroutine_threadsafe(self._one(url), self._loop)
+                loop = self._start()
+                self._futures[url] = asyncio.run_coroutine_threadsafe(self._one(url), loop)
 
     def result(self, url: str) -> CachedInput | str:
         """The cached input or the reason it failed; fetched now if it was not submitted."""
@@ -129,18 +139,22 @@ class Prefetcher:
         return self._futures[url].result()
 
     async def _one(self, url: str) -> CachedInput | str:
+        assert self._session is not None
         async with self._gate:
             return await _fetch_one(self._session, url, self._cache, self._options, self._sleep)
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
         for future in self._futures.values():
             future.cancel()  # a fetch nobody will ask for
-        asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        if self._session is not None:
+            asyncio.run_coroutine_threadsafe(self._session.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+        loop.close()
 
     def __enter__(self) -> Prefetcher:
         return self
