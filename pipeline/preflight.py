@@ -198,7 +198,7 @@ class Preflight:
             if facts is not None and ref is not None and ref.kind == "url":
                 # From here on a remote input is its cached file: its content key is its
                 # bytes', it counts as an upload, and the upload reads the cache.
-                changes[role] = InputRef("file", facts.path)
+                changes[role] = InputRef("file", facts.path, ref.value)
                 self.sources[facts.path] = ref.value
         return (replace(job, **changes) if changes else job), [], notices  # type: ignore[arg-type]
 

@@ -171,3 +171,26 @@ def test_the_preflight_pass_fetches_the_next_rows_urls_together(
     assert main(["validate", str(manifest)]) == 0, capsys.readouterr()
     assert image_host.max_in_flight == 8  # the eight rows' fetches were open at once
     assert image_host.hits["a.png"] == 8  # and each URL fetched once, rows read once
+
+
+def test_a_remote_inputs_url_is_what_the_ledger_and_the_review_page_show(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.review.page import build_payload
+    from tests.e2e_helpers import records, run_cli
+
+    monkeypatch.setenv("ONEMIN_INPUT_CACHE", str(tmp_path / "cache"))
+    url = image_host.url("/img/tall.png")
+    manifest = tmp_path / "m.yaml"
+    job = {"id": "lamp", "type": "background", "image": url, "prompt": "on marble"}
+    manifest.write_text(yaml.safe_dump({"version": 1, "jobs": [job]}))
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--emulator", "--out", str(out), "--no-progress", "--no-report"]
+    assert run_cli(args, {}, monkeypatch) == 0
+    started = [r for r in records(out) if r["status"] == "started"]
+    assert started[0]["job"]["image"] == url  # what the user wrote, not the cache's file
+    payload, _thumbs = build_payload(out)
+    (source,) = payload["sources"]
+    assert source["label"] == url and source.get("thumb")  # labelled by URL, drawn from cache
