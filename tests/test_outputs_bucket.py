@@ -207,3 +207,17 @@ def test_state_with_a_local_out_and_an_unknown_scheme_are_usage_errors(
     assert exited.value.code == 2
     assert "neither a folder nor an object-store URL" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_stopped_run_still_copies_its_ledger_to_the_bucket(
+    tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_catalog(tmp_path, 4)
+    state = tmp_path / ".pipeline" / "e2e"
+    args = ["run", str(manifest), "--out", bucket, "--concurrency", "1", *FAST]
+    with emulator_thread() as emulator:
+        # 1000 credits a job (the credit table): the budget lets two run, then stops the run
+        assert run_cli([*args, "--max-credits", "2500"], emulator.env, monkeypatch) == 3
+    assert list(states(state).values()).count("succeeded") == 2
+    stored = objects(bucket)
+    assert stored["ledger.jsonl"] == (state / "ledger.jsonl").read_bytes()
