@@ -30,6 +30,10 @@ from pipeline.store import RAW_DIR, SUPERSEDED_DIR, Store
 
 STAGING_DIR = "staging"  # inside the state folder: a bucket run's temporaries
 COPIED_TO_OUT = ("ledger.jsonl", "summary.json")  # state files the bucket gets at the end
+BUCKET_STATUS_HINT = (
+    "a bucket OUT keeps its ledger in the run's local state folder: "
+    "pipeline status .pipeline/<name> (beside the manifest), or the --state DIR of the run"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,3 +221,11 @@ def test_a_stopped_run_still_copies_its_ledger_to_the_bucket(
     assert list(states(state).values()).count("succeeded") == 2
     stored = objects(bucket)
     assert stored["ledger.jsonl"] == (state / "ledger.jsonl").read_bytes()
+
+
+def test_status_of_a_bucket_url_points_to_the_state_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["status", "s3://bucket/runs/spring"], {}, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "pipeline status .pipeline/<name>" in err and err.count("\n") == 1
