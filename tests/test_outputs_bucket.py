@@ -229,3 +229,30 @@ def test_status_of_a_bucket_url_points_to_the_state_folder(
     assert run_cli(["status", "s3://bucket/runs/spring"], {}, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "pipeline status .pipeline/<name>" in err and err.count("\n") == 1
+
+
+def test_a_put_that_fails_stops_the_run_and_the_next_run_buys_nothing_again(
+    tmp_path: Path,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pipeline.outputs
+
+    manifest = write_catalog(tmp_path, 2)
+    state = tmp_path / ".pipeline" / "e2e"
+    args = ["run", str(manifest), "--out", bucket, "--concurrency", "1", *FAST]
+
+    def refused(local: object, url: str, *_: object, **__: object) -> int:
+        raise objectstore.ObjectStoreError(f"cannot write {url}: AccessDenied")
+
+    with emulator_thread() as emulator:
+        with monkeypatch.context() as patched:
+            patched.setattr(pipeline.outputs.objectstore, "put_file", refused)
+            assert run_cli(args, emulator.env, monkeypatch) == 3
+        assert "AccessDenied" in capsys.readouterr().out  # the stop message names the put
+        bought = len(emulator.calls("features"))
+        assert bought == 1 and "succeeded" not in states(state).values()
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert len(emulator.calls("features")) == bought + 1  # the first job was not re-bought
+    assert {"sku-0000/0.png", "sku-0001/0.png"} <= set(objects(bucket))
