@@ -25,11 +25,13 @@ import orjson
 
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
+from pipeline.history import FOLDER_SUMMARY_NAME
 from pipeline.inputs import objectstore
+from pipeline.ledger import LEDGER_NAME
 from pipeline.store import RAW_DIR, SUPERSEDED_DIR, Store
 
 STAGING_DIR = "staging"  # inside the state folder: a bucket run's temporaries
-COPIED_TO_OUT = ("ledger.jsonl", "summary.json")  # state files the bucket gets at the end
+COPIED_TO_OUT = (LEDGER_NAME, FOLDER_SUMMARY_NAME)  # state files the bucket gets at the end
 BUCKET_STATUS_HINT = (
     "a bucket OUT keeps its ledger in the run's local state folder: "
     "pipeline status .pipeline/<name> (beside the manifest), or the --state DIR of the run"
@@ -185,7 +187,7 @@ class BucketListing:
 def recorded_bucket(state_dir: Path) -> str | None:
     """The bucket ``OUT`` a state folder's last run wrote to (its ``summary.json``), if any."""
     try:
-        summary = orjson.loads((state_dir / "summary.json").read_bytes())
+        summary = orjson.loads((state_dir / FOLDER_SUMMARY_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     run = summary.get("last_run") if isinstance(summary, dict) else None

@@ -11,6 +11,9 @@ name beside the output's, and the delivered file is composited from it (``protec
 encoded once, provenance in the same write). ``publish`` renames the kept one to
 ``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
 belongs to.
+
+``publish`` is awaitable: ``pipeline.outputs.BucketStore`` keeps every step above but the last,
+which puts the files in an object store off the event loop; here it is a few renames.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 SPEC 4: with ``--out s3://bucket/prefix`` every output is put in one call, then checked by its
 size (``fs.info``): a file at its final name is whole, as on a local disk. Puts are idempotent
 (a file already there with the same size is not sent again), so a resumed run repeats nothing.
+A store has no rename: ``move`` is a copy and a delete. ``probe_writable`` writes and deletes
+one tiny object at the start of a run, failing fast. Every failure is one ``ObjectStoreError``
+line (botocore's messages are not all OSErrors, and some span lines).
 
 Endpoints: credentials and endpoints come from the standard places. For S3-compatible servers
 (MinIO, moto, R2) set ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``): botocore >= 1.31 reads
@@ -184,4 +187,6 @@ def _size_of(fs: Any, url: str) -> int | None:
         info = fs.info(url)
     except FileNotFoundError:
         return None
+    except Exception as exc:  # refused, unreachable: one line for the caller to show
+        raise ObjectStoreError(f"cannot read {url}: {one_line(exc)}") from exc
     return int(info["size"]) if info.get("type", "file") == "file" else None
