@@ -47,6 +47,7 @@ class InputRef:
 
     kind: InputKind
     value: str  # absolute path, URL, or asset path (without the "asset:" prefix)
+    source: str | None = None  # a fetched remote input (a cache file): the URL it came from
 
     def __str__(self) -> str:
         return f"asset:{self.value}" if self.kind == "asset" else self.value

@@ -152,7 +152,7 @@ def scan(
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
     flawed: str | None = None  # location of the latest entry the manifest found wrong
-    for item in manifest.iter_jobs():
+    for item in preflight.ahead(manifest.iter_jobs()):  # the next rows' URLs fetched meanwhile
         if isinstance(item, Problem):
             flawed = item.location
             yield item

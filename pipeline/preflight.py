@@ -52,7 +52,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
@@ -60,7 +60,7 @@ from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from pipeline import masks
 from pipeline.errors import Notice, Problem
 from pipeline.inputs.cache import CachedInput, InputCache
-from pipeline.inputs.fetch import FetchOptions, fetch_all
+from pipeline.inputs.fetch import FetchOptions, Prefetcher, fetch_all, prefetched
 from pipeline.inputs.objectstore import REMOTE_SCHEMES
 from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size, is_16bit, orientation_of
 from pipeline.models import (
@@ -78,6 +78,7 @@ from pipeline.naming import folder_name_problem
 
 AUTO_SIZE = "auto"
 DEFAULT_FETCH = FetchOptions()
+_T = TypeVar("_T")
 FALLBACK_SIZE = "1024x1024"
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
@@ -152,6 +153,7 @@ class Preflight:
         self.fetch_options = fetch_options
         self._remote: dict[str, CachedInput | str] = {}  # URL → its fetch in this run
         self.sources: dict[str, str] = {}  # cached file → the URL it was fetched from
+        self._prefetcher: Prefetcher | None = None  # during ahead(): fetching the next rows
         self._ids: array[int] | None = array("Q")  # None: not tracked (a later pass)
         self._id_filter = bytearray(ID_FILTER_BITS // 8)
         self._maybe_seen: set[int] = set()
@@ -198,7 +200,7 @@ class Preflight:
             if facts is not None and ref is not None and ref.kind == "url":
                 # From here on a remote input is its cached file: its content key is its
                 # bytes', it counts as an upload, and the upload reads the cache.
-                changes[role] = InputRef("file", facts.path)
+                changes[role] = InputRef("file", facts.path, ref.value)
                 self.sources[facts.path] = ref.value
         return (replace(job, **changes) if changes else job), [], notices  # type: ignore[arg-type]
 
@@ -213,23 +215,28 @@ class Preflight:
 
     def prefetch_manifest(self, jobs: Iterable[object]) -> int:
         """Collect the distinct remote inputs of a stream of jobs and fetch them at once."""
-        urls = (
-            ref.value
-            for job in jobs
-            if isinstance(job, Job)
-            for ref in (job.image, job.mask)
-            if ref is not None and ref.kind == "url" and not _remote_ref_problem(ref)
-        )
-        return self.prefetch(urls)
+        return self.prefetch(url for job in jobs for url in _remote_urls(job))
 
     @property
     def fetched(self) -> int:
         """Remote inputs fetched so far in this run (validate prints it)."""
         return sum(1 for value in self._remote.values() if not isinstance(value, str))
 
+    def ahead(self, jobs: Iterable[_T]) -> Iterator[_T]:
+        """The jobs in order, while the remote inputs of the next ones are being fetched."""
+        with Prefetcher(self.cache, self.fetch_options) as prefetcher:
+            self._prefetcher = prefetcher
+            try:
+                yield from prefetched(jobs, _remote_urls, prefetcher)
+            finally:
+                self._prefetcher = None
+
     def _fetched(self, url: str) -> CachedInput | str:
         if url not in self._remote:  # not prefetched: fetched alone (correct, only slower)
-            self.prefetch([url])
+            if self._prefetcher is not None:
+                self._remote[url] = self._prefetcher.result(url)
+            else:
+                self.prefetch([url])
         return self._remote[url]
 
     def mask_convert(self, job: Job) -> bool:
@@ -530,6 +537,14 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> Iterator[tuple[s
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _remote_urls(item: object) -> list[str]:
+    """The URLs a manifest item's job fetches (none for a problem or a bad URL)."""
+    if not isinstance(item, Job):
+        return []
+    refs = (item.image, item.mask)
+    return [r.value for r in refs if r and r.kind == "url" and not _remote_ref_problem(r)]
 
 
 def _remote_ref_problem(ref: InputRef) -> str | None:

@@ -9,8 +9,8 @@ the job stays ``missing`` (``pipeline status``) and only ``--redo-missing`` buys
 Cost: the plan only hands over the jobs it skipped as done (a pointer each, no file-system
 call), and the existence check (a stat per output file, ~5 us) runs in a thread beside the
 scheduler, so a million-job resume sends its first call as soon as without it; its ~5 s for a
-million done jobs overlap the run's work (a run with nothing else to do ends that much later). Only the
-jobs of the current content are checked: a changed or rejected job is run by the scheduler
+million done jobs overlap the run's work (a run with nothing else to do ends that much later).
+Only the jobs of the current content are checked: a changed or rejected job is run by the scheduler
 anyway, so the two never touch the same folder.
 """
 
@@ -59,12 +59,14 @@ class DoneJobs:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def missing(self, out_dir: Path) -> list[tuple[JobState, PlannedJob | None]]:
-        """The done jobs whose outputs are gone (blocking: run it in a thread)."""
+    def missing(
+        self, gone: Callable[[tuple[str, ...]], bool]
+    ) -> list[tuple[JobState, PlannedJob | None]]:
+        """The done jobs whose outputs are ``gone`` (blocking: run it in a thread)."""
         found: list[tuple[JobState, PlannedJob | None]] = []
         for item in self._jobs:
             state, planned = item if isinstance(item, tuple) else (item, None)
-            if outputs_missing(out_dir, state.outputs):
+            if gone(state.outputs):
                 found.append((state, planned))
         return found
 
@@ -111,7 +113,11 @@ class Refetcher:
         *,
         stopping: Callable[[], bool] = lambda: False,
         concurrency: int = CONCURRENCY,
+        gone: Callable[[tuple[str, ...]], bool] | None = None,
     ) -> None:
+        # ``gone``: whether outputs are missing; default the files under ``out_dir`` (a bucket
+        # run passes ``pipeline.outputs.BucketListing(out).missing``)
+        self._gone = gone or (lambda outputs: outputs_missing(out_dir, outputs))
         self._client = client
         self._store = store
         self._gate = gate
@@ -124,7 +130,7 @@ class Refetcher:
         report = RefetchReport()
         if not len(done):
             return report
-        missing = await asyncio.to_thread(done.missing, self._out_dir)
+        missing = await asyncio.to_thread(done.missing, self._gone)
         await asyncio.gather(*(self._guarded(state, planned, report) for state, planned in missing))
         return report
 
@@ -161,7 +167,7 @@ class Refetcher:
         try:
             for index in range(len(record.result_paths)):
                 temps.append(await self._fetch_one(state, planned, record, index))
-            outputs, superseded = self._store.publish(state.job_id, temps)
+            outputs, superseded = await self._store.publish(state.job_id, temps)
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place

@@ -653,7 +653,7 @@ class Scheduler:
                 temp, ext, size = await self._fetch_one(run, result, index, expected)
                 temps.append((temp, ext))
                 written += size
-            outputs, superseded = self._store.publish(run.job.id, temps)
+            outputs, superseded = await self._store.publish(run.job.id, temps)
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place

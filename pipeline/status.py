@@ -81,14 +81,25 @@ class FolderStatus:
 
 
 def read_status(
-    out_dir: Path, manifest_jobs: Iterable[Job] | None = None, manifest: str | None = None
+    out_dir: Path,
+    manifest_jobs: Iterable[Job] | None = None,
+    manifest: str | None = None,
+    missing: Callable[[tuple[str, ...]], bool] | None = None,
 ) -> FolderStatus:
-    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None)."""
+    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None).
+
+    ``missing``: whether a succeeded job's outputs are gone; default: not all files in OUT (a
+    bucket run's state folder passes ``pipeline.outputs.BucketListing(out).missing``)."""
+    if missing is None:
+
+        def missing(outputs: tuple[str, ...]) -> bool:
+            return outputs_missing(out_dir, outputs)
+
     ledger = read_ledger(out_dir / LEDGER_NAME, detailed=True)
     status = FolderStatus(out_dir, manifest, damage=ledger.damage)
     status.credits_spent = ledger.credits_spent
     if manifest_jobs is None:
-        status.jobs = [_job_status(out_dir, state) for state in ledger.jobs.values()]
+        status.jobs = [_job_status(state, missing) for state in ledger.jobs.values()]
         return status
     listed: set[str] = set()
     for job in manifest_jobs:
@@ -96,7 +107,7 @@ def read_status(
             continue
         listed.add(job.id)
         state = ledger.jobs.get(job.id)
-        status.jobs.append(_job_status(out_dir, state) if state else JobStatus(job.id, PENDING))
+        status.jobs.append(_job_status(state, missing) if state else JobStatus(job.id, PENDING))
     status.not_in_manifest = len(ledger.jobs.keys() - listed)
     return status
 
@@ -112,14 +123,14 @@ def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
     return not all(isfile(root + output) for output in outputs)
 
 
-def missing_rule(out_dir: Path) -> Callable[[JobState], bool]:
-    """``--redo-missing``'s test for the plan: this succeeded job's outputs are gone."""
-    return lambda state: outputs_missing(out_dir, state.outputs)
+def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[JobState], bool]:
+    """``--redo-missing``'s test for the plan: this succeeded job's outputs are ``gone``."""
+    return lambda state: gone(state.outputs)
 
 
-def _job_status(out_dir: Path, state: JobState) -> JobStatus:
+def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
     name = state.status.value
-    if state.status is Status.SUCCEEDED and outputs_missing(out_dir, state.outputs):
+    if state.status is Status.SUCCEEDED and missing(state.outputs):
         name = MISSING
     error = None
     if state.error is not None:

@@ -11,6 +11,9 @@ name beside the output's, and the delivered file is composited from it (``protec
 encoded once, provenance in the same write). ``publish`` renames the kept one to
 ``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
 belongs to.
+
+``publish`` is awaitable: ``pipeline.outputs.BucketStore`` keeps every step above but the last,
+which puts the files in an object store off the event loop; here it is a few renames.
 """
 
 from __future__ import annotations
@@ -181,11 +184,21 @@ class Store:
         if raw is not None:
             raw.unlink(missing_ok=True)
 
-    def publish(self, job_id: str, temps: list[tuple[Path, str]]) -> tuple[list[str], list[str]]:
-        """Rename checked temps (``(path, ext)``, index order) into place.
+    async def publish(
+        self, job_id: str, temps: list[tuple[Path, str]]
+    ) -> tuple[list[str], list[str]]:
+        """Put checked temps (``(path, ext)``, index order) in place: the new outputs and the
+        earlier files moved aside, both relative to OUT.
 
-        Returns the new outputs and the earlier files moved aside, both relative to OUT.
+        Awaitable so that a bucket store (``pipeline.outputs``) can put off the event loop; on a
+        local disk it is a few renames, done right here.
         """
+        return self.publish_now(job_id, temps)
+
+    def publish_now(
+        self, job_id: str, temps: list[tuple[Path, str]]
+    ) -> tuple[list[str], list[str]]:
+        """``publish`` on a local disk: rename the temps into place (synchronous)."""
         folder = self.job_dir(job_id)
         try:
             superseded = self._move_aside(folder)

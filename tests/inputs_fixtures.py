@@ -75,6 +75,26 @@ class ImageHost:
                 return web.Response(status=404, text="not found")
             return web.Response(body=self.images[name], content_type="image/png")
 
+        # /held/<name>: each request waits until ``hold_until`` requests are in flight (or a
+        # few seconds), so a test sees how many fetches a client really keeps open at once.
+        self.hold_until = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        arrived = asyncio.Event()
+
+        async def held(request: web.Request) -> web.Response:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.in_flight >= self.hold_until:
+                arrived.set()
+            try:
+                await asyncio.wait_for(arrived.wait(), 5)
+            except TimeoutError:
+                pass  # fewer came: the assertion on max_in_flight says so
+            finally:
+                self.in_flight -= 1
+            return await image(request)
+
         async def html(_request: web.Request) -> web.Response:
             return web.Response(text="<html><body>Sign in</body></html>", content_type="text/html")
 
@@ -83,6 +103,7 @@ class ImageHost:
 
         app = web.Application()
         app.router.add_get("/img/{name}", image)
+        app.router.add_get("/held/{name}", held)
         app.router.add_get("/page.jpg", html)
         app.router.add_get("/go", redirect)
         self._loop = asyncio.new_event_loop()

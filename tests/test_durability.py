@@ -31,7 +31,7 @@ def test_publish_and_records_are_fsynced_by_the_syncer_thread_not_the_caller(
     temp = store.temp_path("job-1", 0)
     temp.write_bytes(b"png")
     with LedgerWriter(tmp_path / "out" / "ledger.jsonl", syncer=syncer) as writer:
-        outputs, _ = store.publish("job-1", [(temp, "png")])
+        outputs, _ = store.publish_now("job-1", [(temp, "png")])
         writer.write(Started(job_id="job-1", key="k"))
         assert calls == []  # nothing fsynced on the caller's (the event loop's) thread
         syncer.nudge()

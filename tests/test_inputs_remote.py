@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.inputs.cache import InputCache
-from pipeline.inputs.fetch import FetchOptions
+from pipeline.inputs.fetch import FetchOptions, Prefetcher, prefetched
 from pipeline.models import Feature, InputRef, Job
 from pipeline.plan import Planner
 from pipeline.preflight import Preflight
@@ -94,6 +94,42 @@ def test_prefetch_fetches_each_distinct_url_once(tmp_path: Path, image_host: Ima
     assert image_host.hits["a.png"] == 1 and preflight.fetched == 1
 
 
+def test_the_prefetcher_keeps_concurrency_fetches_open_and_no_more(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+) -> None:
+    image_host.hold_until = 3  # each request waits until three are in flight together
+    urls = [image_host.url(f"/held/a.png?copy={i}") for i in range(7)]
+    options = FetchOptions(concurrency=3, backoff=0.0, retries=0, timeout=10.0)
+    with Prefetcher(InputCache(tmp_path / "cache"), options) as prefetcher:
+        prefetcher.submit(urls)
+        results = [prefetcher.result(url) for url in urls]
+    assert image_host.max_in_flight == 3
+    assert all(not isinstance(result, str) for result in results)
+    assert image_host.hits["a.png"] == 7  # seven distinct URLs, one blob in the cache
+
+
+def test_prefetched_reads_a_window_ahead_in_order_and_each_url_once(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+) -> None:
+    rows = [
+        image_host.url(f"/img/{name}") for name in ("a.png", "missing.png", "a.png", "tall.png")
+    ]
+    with Prefetcher(InputCache(tmp_path / "cache"), FAST) as prefetcher:
+        stream = prefetched(rows, lambda url: [url], prefetcher, window=2)
+        assert next(stream) == rows[0]
+        assert prefetcher.submitted == 2  # rows 0..2 read: a.png and missing.png started
+        assert list(stream) == rows[1:]
+        assert prefetcher.submitted == 3
+        assert prefetcher.result(rows[1]) == "does not exist (HTTP 404)"
+        fetched = prefetcher.result(rows[3])
+    assert (
+        not isinstance(fetched, str) and fetched.path.read_bytes() == image_host.images["tall.png"]
+    )
+    assert image_host.hits == {"a.png": 1, "missing.png": 1, "tall.png": 1}
+
+
 def test_validate_names_the_one_404_among_200_urls(
     tmp_path: Path,
     image_host: ImageHost,  # noqa: F811
@@ -115,3 +151,46 @@ def test_validate_names_the_one_404_among_200_urls(
     output = capsys.readouterr()
     text = output.out + output.err
     assert "catalog.csv row 118" in text and image_host.url("/img/gone.png") in text
+
+
+def test_the_preflight_pass_fetches_the_next_rows_urls_together(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ONEMIN_INPUT_CACHE", str(tmp_path / "cache"))
+    image_host.hold_until = 8  # one at a time, each request would wait out the hold
+    rows = ["id,image,prompt"]
+    rows += [f"p{i},{image_host.url(f'/held/a.png?row={i}')},studio shot" for i in range(8)]
+    (tmp_path / "catalog.csv").write_text("\n".join(rows) + "\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        yaml.safe_dump({"version": 1, "defaults": {"type": "background"}, "items": "catalog.csv"})
+    )
+    assert main(["validate", str(manifest)]) == 0, capsys.readouterr()
+    assert image_host.max_in_flight == 8  # the eight rows' fetches were open at once
+    assert image_host.hits["a.png"] == 8  # and each URL fetched once, rows read once
+
+
+def test_a_remote_inputs_url_is_what_the_ledger_and_the_review_page_show(
+    tmp_path: Path,
+    image_host: ImageHost,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.review.page import build_payload
+    from tests.e2e_helpers import records, run_cli
+
+    monkeypatch.setenv("ONEMIN_INPUT_CACHE", str(tmp_path / "cache"))
+    url = image_host.url("/img/tall.png")
+    manifest = tmp_path / "m.yaml"
+    job = {"id": "lamp", "type": "background", "image": url, "prompt": "on marble"}
+    manifest.write_text(yaml.safe_dump({"version": 1, "jobs": [job]}))
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--emulator", "--out", str(out), "--no-progress", "--no-report"]
+    assert run_cli(args, {}, monkeypatch) == 0
+    started = [r for r in records(out) if r["status"] == "started"]
+    assert started[0]["job"]["image"] == url  # what the user wrote, not the cache's file
+    payload, _thumbs = build_payload(out)
+    (source,) = payload["sources"]
+    assert source["label"] == url and source.get("thumb")  # labelled by URL, drawn from cache

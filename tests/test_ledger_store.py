@@ -132,10 +132,10 @@ def test_publish_renames_and_keeps_earlier_outputs_aside(tmp_path: Path) -> None
     store = Store(tmp_path / "out")
     store.prepare()
     first = make_png(store.temp_path("job", 0))
-    outputs, superseded = store.publish("job", [(first, "png")])
+    outputs, superseded = store.publish_now("job", [(first, "png")])
     assert outputs == ["job/0.png"] and superseded == []
     second = make_png(store.temp_path("job", 0), (8, 8))
-    outputs, superseded = store.publish("job", [(second, "png")])
+    outputs, superseded = store.publish_now("job", [(second, "png")])
     assert outputs == ["job/0.png"]
     assert len(superseded) == 1 and superseded[0].startswith("job/.superseded/")
     assert (store.root / superseded[0]).is_file()

@@ -16,9 +16,11 @@ from pipeline.cli.codes import ExitCode
 from pipeline.cli.options import http_url
 from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
 from pipeline.errors import ManifestError
+from pipeline.inputs.objectstore import REMOTE_SCHEMES
 from pipeline.ledger import LEDGER_NAME
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
+from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
 from pipeline.plan import prepare_file
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
@@ -122,12 +124,17 @@ def write_mask_previews(manifest_path: Path, folder: Path) -> int:
 
 def command_status(args: argparse.Namespace) -> int:
     out_dir: Path = args.out
+    if str(out_dir).split(":/", 1)[0] in REMOTE_SCHEMES:  # Path() made s3://b/p into s3:/b/p
+        print(f"error: {BUCKET_STATUS_HINT}", file=sys.stderr)
+        return ExitCode.USAGE
     if not (out_dir / LEDGER_NAME).is_file():
         print(f"error: no ledger at {out_dir / LEDGER_NAME}", file=sys.stderr)
         return ExitCode.USAGE
     manifest_path = args.manifest or _recorded_manifest(out_dir)
     jobs, shown = _manifest_jobs(manifest_path)
-    status = read_status(out_dir, jobs, shown)
+    bucket = recorded_bucket(out_dir)  # a bucket run's state folder: its outputs are there
+    missing = BucketListing(bucket).missing if bucket is not None else None
+    status = read_status(out_dir, jobs, shown, missing)
     if args.json:
         sys.stdout.write(orjson.dumps(status.as_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")

@@ -64,6 +64,18 @@ def http_url(text: str) -> str:
     return text.strip()
 
 
+def out_option(text: str) -> str:
+    """``--out``: a folder, a ``file://`` URL, or an object-store URL (s3://, gs://, az://)."""
+    from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
+
+    if "://" in text and not is_object_store(text) and not text.startswith("file://"):
+        schemes = ", ".join(f"{scheme}://" for scheme in REMOTE_SCHEMES)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a folder nor an object-store URL ({schemes})"
+        )
+    return text
+
+
 def ids_option(text: str) -> frozenset[str]:
     """``ID,ID`` or ``@FILE``: ids one a line, or JSON (a list of ids, or the review page's
     export: an object whose ``ids``, ``rejected`` or ``jobs`` list holds ids or {"id": ...})."""

@@ -1,4 +1,8 @@
-"""``pipeline run``: check the manifest, plan, and run the jobs that must run (resumable)."""
+"""``pipeline run``: arguments to a checked plan, then ``run_session`` runs it (resumable).
+
+``run_session`` holds the run itself (listeners, scheduler or Ray, signals) and ``run_outputs``
+what the run leaves behind (history, summary, metrics, report, the last lines printed).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,9 @@ import asyncio
 import contextlib
 import io
 import os
-import secrets
-import signal
 import sys
-import time
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiohttp
+from typing import Any
 
 from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
 from pipeline.cli.options import (
@@ -24,58 +21,28 @@ from pipeline.cli.options import (
     http_url,
     ids_option,
     non_negative_float,
+    out_option,
     positive_float,
     positive_int,
 )
-from pipeline.client import OneMinClient
-from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
+from pipeline.cli.run_session import INTERRUPTED, RunContext, exit_code, run_session
+from pipeline.config import KEY_ENV, load_settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
-from pipeline.errors import PipelineError
-from pipeline.events import EventBus, JobsSkipped
-from pipeline.history import (
-    folder_summary,
-    read_folder_summary,
-    sent_anything,
-    write_folder_summary,
-    write_run_record,
-)
-from pipeline.ledger import (
-    LEDGER_NAME,
-    LOCK_NAME,
-    LedgerState,
-    LedgerWriter,
-    OutputLock,
-    read_ledger,
-)
+from pipeline.ledger import LEDGER_NAME, LOCK_NAME, LedgerState, OutputLock, read_ledger
 from pipeline.manifest import Manifest, load_manifest
-from pipeline.metrics import write_metrics
 from pipeline.models import Job
-from pipeline.notify import notify, payload_from_summary, url_problem
-from pipeline.plan import CheckedPlan, PlanOptions, Skip, prepare, reviewer_rejections
-from pipeline.preflight import mask_upload_bytes
-from pipeline.progress import ProgressBar
-from pipeline.refetch import DoneJobs, Refetcher
-from pipeline.retry import RetryPolicy
+from pipeline.notify import url_problem
+from pipeline.outputs import STAGING_DIR, OutputTarget, TargetError, output_target
+from pipeline.plan import CheckedPlan, PlanOptions, prepare, reviewer_rejections
+from pipeline.refetch import DoneJobs
 from pipeline.review.decisions import read_decisions
-from pipeline.runlog import (
-    LOG_FORMATS,
-    Heartbeat,
-    LogFileError,
-    LogListener,
-    RunLog,
-    log_start,
-    log_stop,
-)
-from pipeline.scheduler import RunOutcome, Scheduler
-from pipeline.stats import RunStats
+from pipeline.runlog import LOG_FORMATS, LogFileError, RunLog
 from pipeline.status import missing_rule
 from pipeline.store import Store
 from pipeline.summary import format_plan, format_problems
-from pipeline.throttle import Throttle
 
-# Stop reasons that end a run with exit 3; anything else but "interrupted" is the plan's end.
-INTERRUPTED = "interrupted"
+__all__ = ["INTERRUPTED", "add_arguments", "command_run", "exit_code", "plan_options"]
 
 NO_KEY_HELP = f"""\
 No API key: set {KEY_ENV} to your 1min.ai key (https://1min.ai, account settings → API), e.g.
@@ -97,7 +64,18 @@ def add_arguments(commands: Any) -> None:
     )
     run.add_argument("manifest", type=Path, metavar="MANIFEST")
     run.add_argument(
-        "--out", type=Path, help="output folder (default: out/<name> beside the manifest)"
+        "--out",
+        type=out_option,
+        metavar="OUT",
+        help="output folder or object-store URL, e.g. s3://bucket/prefix "
+        "(default: out/<name> beside the manifest)",
+    )
+    run.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="with an object-store --out: the local folder of the ledger, lock and summaries "
+        "(default: .pipeline/<name> beside the manifest)",
     )
     run.add_argument("--config", type=Path, help="settings file (see configs/)")
     run.add_argument(
@@ -166,23 +144,7 @@ def add_arguments(commands: Any) -> None:
     run.set_defaults(handler=command_run)
 
 
-@dataclass
-class RunContext:
-    manifest: Manifest
-    settings: Settings
-    out_dir: Path
-    api_key: str | None
-    args: argparse.Namespace
-    log: RunLog
-    show_bar: bool = False
-
-
 _NO_LOG = RunLog(io.StringIO())  # a dry run logs nothing
-
-
-def default_out(manifest: Manifest) -> Path:
-    """``out/<name>`` beside the manifest, so cron without ``cd`` finds the same ledger."""
-    return manifest.base_dir / "out" / manifest.name
 
 
 def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,14 +163,14 @@ def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plan_options(
-    args: argparse.Namespace, out_dir: Path, done: DoneJobs | None = None
+    args: argparse.Namespace, target: OutputTarget, done: DoneJobs | None = None
 ) -> PlanOptions:
     return PlanOptions(
         retry_failed=args.retry_failed,
         limit=args.limit,
         only=args.only,
-        rejected=reviewer_rejections(read_decisions(out_dir)),
-        missing=missing_rule(out_dir) if args.redo_missing else None,
+        rejected=reviewer_rejections(read_decisions(target.state_dir)),
+        missing=missing_rule(target.outputs_gone()) if args.redo_missing else None,
         on_done=done,
     )
 
@@ -223,12 +185,16 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: --notify: {problem}", file=sys.stderr)
         return ExitCode.USAGE
     manifest = load_manifest(args.manifest)
-    out_dir = args.out or default_out(manifest)
-    if args.ray and (problem := _ray_problem(args, manifest)):
+    try:
+        target = output_target(args.out, args.state, manifest.base_dir, manifest.name)
+    except TargetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.ray and (problem := _ray_problem(args, manifest, target)):
         print(problem, file=sys.stderr)
         return ExitCode.USAGE
     if args.dry_run:
-        return _dry_run(RunContext(manifest, settings, out_dir, api_key, args, _NO_LOG))
+        return _dry_run(RunContext(manifest, settings, target, api_key, args, _NO_LOG))
     show_bar = not args.no_progress and sys.stderr.isatty()
     above_bar = show_bar and args.log_file is None
     try:
@@ -238,30 +204,31 @@ def command_run(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
     with log:
-        context = RunContext(manifest, settings, out_dir, api_key, args, log, show_bar)
+        context = RunContext(manifest, settings, target, api_key, args, log, show_bar)
         try:
-            return _locked_run(context, Store(out_dir, syncer), syncer)
+            return _locked_run(context, target.open_store(syncer), syncer)
         finally:
             syncer.close()
 
 
 def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
-    out_dir, args, manifest = context.out_dir, context.args, context.manifest
-    created = not out_dir.exists()
-    store.prepare()
-    with OutputLock(out_dir):
-        ledger = read_ledger(out_dir / LEDGER_NAME)
-        _report_ledger_damage(ledger, out_dir)
+    state_dir, args, manifest = context.target.state_dir, context.args, context.manifest
+    created = not state_dir.exists()
+    store.prepare()  # a bucket OUT: probed here, before anything is fetched or bought
+    with OutputLock(state_dir):
+        ledger = read_ledger(state_dir / LEDGER_NAME)
+        _report_ledger_damage(ledger, state_dir)
         done = DoneJobs()  # the re-fetch of lost outputs (pipeline.refetch) checks these
-        plan = prepare(manifest, ledger, plan_options(args, out_dir, done), load_credit_table())
+        options = plan_options(args, context.target, done)
+        plan = prepare(manifest, ledger, options, load_credit_table())
         if not plan.ok:
             print(format_plan(plan.summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
             if created:
-                _remove_empty(out_dir)  # nothing was sent: leave nothing behind either
+                _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
             return ExitCode.USAGE
         _print_warnings(plan)
-        return asyncio.run(_run(context, store, ledger, plan, syncer, done))
+        return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
 
 
 def _print_warnings(plan: CheckedPlan) -> None:
@@ -271,16 +238,19 @@ def _print_warnings(plan: CheckedPlan) -> None:
         print(text, file=sys.stderr)
 
 
-def _remove_empty(out_dir: Path) -> None:
+def _remove_empty(state_dir: Path) -> None:
     with contextlib.suppress(OSError):
-        (out_dir / LOCK_NAME).unlink()
-        out_dir.rmdir()
+        (state_dir / LOCK_NAME).unlink()
+        (state_dir / STAGING_DIR).rmdir()  # a bucket run's, if any
+    with contextlib.suppress(OSError):
+        state_dir.rmdir()
 
 
 def _dry_run(context: RunContext) -> int:
-    ledger = read_ledger(context.out_dir / LEDGER_NAME)
+    state_dir = context.target.state_dir
+    ledger = read_ledger(state_dir / LEDGER_NAME)
     plan = prepare(
-        context.manifest, ledger, plan_options(context.args, context.out_dir), load_credit_table()
+        context.manifest, ledger, plan_options(context.args, context.target), load_credit_table()
     )
     print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
     if not plan.ok:
@@ -300,105 +270,12 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
         )
 
 
-async def _run(
-    context: RunContext,
-    store: Store,
-    ledger: LedgerState,
-    plan: CheckedPlan,
-    syncer: Syncer,
-    done: DoneJobs,
-) -> int:
-    settings, args = context.settings, context.args
-    bus = EventBus()
-    stats = RunStats()
-    async with AsyncExitStack() as stack:
-        endpoints, api_key = settings.endpoints, context.api_key
-        if args.emulator:
-            endpoints, api_key = await _start_emulator(stack)
-        writer = stack.enter_context(LedgerWriter(context.out_dir / LEDGER_NAME, syncer=syncer))
-        bus.subscribe(writer)
-        bus.subscribe(stats)
-        if not args.no_report:
-            from pipeline.review.thumbs import ThumbnailPrefetcher
-
-            thumbnails = ThumbnailPrefetcher(context.out_dir)
-            stack.callback(thumbnails.close)
-            bus.subscribe(thumbnails)
-        for reason, count in plan.skipped.items():  # the run does not even read these
-            bus.emit(JobsSkipped(reason.value, count))
-        bus.subscribe(LogListener(context.log, plan.total))
-        if context.show_bar:
-            bar = ProgressBar(plan.total, stats, initial=stats.skipped)
-            stack.callback(bar.close)
-            bus.subscribe(bar)
-        else:  # nobody sees a bar: a timestamped line a minute says how far the run is
-            heartbeat = Heartbeat(context.log, stats, plan.total)
-            heartbeat.start()
-            stack.push_async_callback(heartbeat.stop)
-        log_start(
-            context.log,
-            context.manifest.name,
-            context.out_dir,
-            plan.total,
-            plan.total - stats.skipped,
-            _settings_summary(settings, args),
-        )
-        connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
-        session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-        assert api_key is not None
-        client = OneMinClient(session, endpoints, api_key, settings.timeouts)
-        throttle = Throttle(settings.rate)
-        scheduler = Scheduler(
-            client,
-            store,
-            bus,
-            throttle,
-            RetryPolicy(settings.retry),
-            ledger.resume(),
-            concurrency=settings.rate.concurrency,
-            credits_for=load_credit_table().for_job,
-            max_credits=settings.max_credits,
-            max_total_credits=settings.max_total_credits,
-            spent_before=ledger.credits_spent,
-            submit=settings.submit,
-            timeouts=settings.timeouts,
-            mask_converter=mask_upload_bytes,
-        )
-        refetcher = Refetcher(
-            client,
-            store,
-            throttle,
-            writer.write,
-            context.out_dir,
-            stopping=lambda: scheduler.stopping,
-        )
-        refetch = asyncio.create_task(refetcher.run(done))  # beside the run, free
-        if args.ray:
-            outcome = await _run_on_ray(context, plan, ledger, bus, writer, endpoints, api_key)
-        else:
-            _install_signal_handlers(scheduler, writer)
-            outcome = await scheduler.run(plan.jobs)
-        refetched = await refetch
-        failures = stats.failed + plan.skipped[Skip.FAILED]
-        code = exit_code(outcome.stop_reason, failures)
-        summary = stats.summary(
-            manifest=str(context.manifest.path),
-            name=context.manifest.name,
-            out_dir=str(context.out_dir),
-            exit_code=int(code),
-            settings=_settings_summary(settings, args),
-        )
-    report_path = await _finish(context, ledger, plan, stats, summary, code)
-    _print_summary(context, stats, outcome.stop_message, code, report_path, failures)
-    for line in refetched.lines(context.out_dir):
-        print(line)
-    return code
-
-
-def _ray_problem(args: argparse.Namespace, manifest: Manifest) -> str | None:
+def _ray_problem(args: argparse.Namespace, manifest: Manifest, target: OutputTarget) -> str | None:
     """Why the manifest cannot run on this cluster (inputs only this machine can read)."""
     from pipeline.distributed.driver import check_shared_inputs
 
+    if target.bucket:  # the shards build a local Store from OUT: not wired for buckets yet
+        return "error: --ray with an object-store --out is not supported yet; use a shared path"
     if args.emulator and args.ray != "local":
         return "error: --emulator listens on this machine's 127.0.0.1: use it with --ray local"
     jobs = [job for job in manifest.iter_jobs() if isinstance(job, Job)]
@@ -407,217 +284,3 @@ def _ray_problem(args: argparse.Namespace, manifest: Manifest) -> str | None:
         return None
     more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
     return "error: --ray:\n  " + "\n  ".join(problems[:10]) + more
-
-
-async def _run_on_ray(
-    context: RunContext,
-    plan: CheckedPlan,
-    ledger: LedgerState,
-    bus: EventBus,
-    writer: LedgerWriter,
-    endpoints: Endpoints,
-    api_key: str,
-) -> RunOutcome:
-    """The same plan on Ray shard actors; this process stays the ledger's single writer."""
-    from pipeline.distributed.driver import run_distributed
-
-    return await run_distributed(
-        plan.jobs,
-        address=context.args.ray,
-        shards=context.args.shards,
-        endpoints=endpoints,
-        api_key=api_key,
-        settings=context.settings,
-        out_dir=context.out_dir,
-        ledger_writer_bus=bus,
-        resume_state=ledger.resume(),
-        retry_failed=context.args.retry_failed,
-        max_credits=context.settings.max_credits,
-        on_start=lambda driver: _install_signal_handlers(driver, writer),
-    )
-
-
-def _settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "concurrency": settings.rate.concurrency,
-        "rpm": settings.rate.rpm,
-        "max_attempts": settings.retry.max_attempts,
-        "max_credits": settings.max_credits,
-        "max_total_credits": settings.max_total_credits,
-        "submit": settings.submit,
-        "emulator": bool(args.emulator),
-    }
-
-
-async def _finish(
-    context: RunContext,
-    ledger: LedgerState,
-    plan: CheckedPlan,
-    stats: RunStats,
-    summary: dict[str, Any],
-    code: ExitCode,
-) -> Path | None:
-    """What a run leaves for its operator: history, the folder's summary, metrics, the report,
-    the log's last line and the notification. A run that sent nothing leaves the last real
-    run's figures as they were (SPEC 5); each piece that cannot be written is a warning."""
-    out, log, args = context.out_dir, context.log, context.args
-    sent = sent_anything(summary)
-    states = _folder_states(plan, stats)
-    credits_all_runs = ledger.credits_spent + stats.counters["credits/estimated"]
-    try:
-        if sent:
-            summary["record"] = write_run_record(out, summary).relative_to(out).as_posix()
-        folder = folder_summary(
-            manifest_name=context.manifest.name,
-            manifest_total=plan.total,
-            states=states,
-            credits_all_runs=credits_all_runs,
-            last_run=summary if sent else None,
-            previous=read_folder_summary(out),
-        )
-        write_folder_summary(out, folder)
-    except OSError as exc:  # a full disk: the ledger already holds what matters
-        log.warning("could not write the run history or summary", reason=exc.strerror or str(exc))
-    if args.metrics_file is not None:
-        _write_metrics(context, states, summary, credits_all_runs, stats, code)
-    report_path = None if args.no_report or not sent else _write_report(out, context.manifest)
-    log_stop(log, code, summary)
-    if args.notify:
-        result = await notify(args.notify, payload_from_summary(summary))
-        if not result.ok:
-            log.warning("notify failed", url=args.notify, reason=result.reason)
-    return report_path
-
-
-def _folder_states(plan: CheckedPlan, stats: RunStats) -> dict[str, int]:
-    """Every manifest job's state after this run, counted from the plan and the run alone."""
-    done = plan.skipped[Skip.DONE] + stats.succeeded
-    failed = plan.skipped[Skip.FAILED] + stats.failed
-    return {"succeeded": done, "failed": failed, "pending": plan.total - done - failed}
-
-
-def _write_metrics(
-    context: RunContext,
-    states: dict[str, int],
-    summary: dict[str, Any],
-    credits_all_runs: float,
-    stats: RunStats,
-    code: ExitCode,
-) -> None:
-    now = time.time()
-    try:
-        write_metrics(
-            context.args.metrics_file,
-            jobs_by_state=states,
-            manifest_total=sum(states.values()),
-            credits_run=stats.counters["credits/estimated"],
-            credits_total=credits_all_runs,
-            last_run_ts=now,
-            last_success_ts=now if code == ExitCode.OK else None,
-            exit_code=int(code),
-            duration_s=stats.elapsed(),
-            manifest=context.manifest.name,
-        )
-    except OSError as exc:
-        context.log.warning(
-            "could not write the metrics file",
-            path=str(context.args.metrics_file),
-            reason=exc.strerror or str(exc),
-        )
-
-
-async def _start_emulator(stack: AsyncExitStack) -> tuple[Endpoints, str]:
-    from pipeline.emulator import EmulatorConfig, EmulatorServer
-
-    key = secrets.token_urlsafe(16)  # a throwaway key: the real one is never needed here
-    server = EmulatorServer(EmulatorConfig(api_key=key))
-    await stack.enter_async_context(server)
-    return Endpoints(server.api_base, server.asset_base), key
-
-
-class Stoppable(Protocol):
-    """A scheduler or a Ray driver: what a signal needs of it."""
-
-    @property
-    def stopping(self) -> bool: ...
-    def request_stop(self, reason: str, message: str = "") -> None: ...
-
-
-def _install_signal_handlers(scheduler: Stoppable, writer: LedgerWriter) -> None:
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if scheduler.stopping:
-            writer.close()  # every line is already whole; make them durable and go
-            os._exit(ExitCode.INTERRUPTED)
-        name = signal.Signals(signum).name
-        print(
-            f"\n{name}: finishing the jobs in flight, then stopping "
-            "(again to stop at once; the ledger stays valid)",
-            file=sys.stderr,
-        )
-        scheduler.request_stop(INTERRUPTED, f"stopped by {name}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-
-def exit_code(stop_reason: str | None, failures: int) -> ExitCode:
-    """SPEC 2 and 5: a stop beats failures; failures remaining (new or earlier) give 1."""
-    if stop_reason == INTERRUPTED:
-        return ExitCode.INTERRUPTED
-    if stop_reason is not None:
-        return ExitCode.STOPPED
-    return ExitCode.FAILED if failures else ExitCode.OK
-
-
-def _write_report(out_dir: Path, manifest: Manifest) -> Path | None:
-    from pipeline.review.page import write_report
-
-    rows = (
-        (
-            job.id,
-            None,
-            job.feature.value,
-            str(job.image),
-            str(job.mask) if job.mask else None,
-            job.prompt,
-        )
-        for job in manifest.iter_jobs()
-        if isinstance(job, Job)
-    )
-    try:
-        return write_report(out_dir, rows)
-    except (OSError, PipelineError) as exc:
-        print(f"warning: could not write the report: {exc}", file=sys.stderr)
-        return None
-
-
-def _print_summary(
-    context: RunContext,
-    stats: RunStats,
-    stop_message: str,
-    code: int,
-    report: Path | None,
-    failures: int,
-) -> None:
-    counters = stats.counters
-    retries = counters["retry/count"]
-    lines = [
-        f"{context.manifest.name}: {stats.succeeded} succeeded, {stats.failed} failed, "
-        f"{stats.skipped} skipped in {stats.elapsed():.1f} s "
-        f"({counters['images/written']} images, {retries} retries, "
-        f"~{counters['credits/estimated']} credits)",
-        f"outputs: {context.out_dir}",
-    ]
-    if stop_message:
-        lines.append(f"stopped: {stop_message}")
-    if failures:
-        earlier = failures - stats.failed
-        also = f" ({earlier} from earlier runs)" if earlier else ""
-        lines.append(f"failed jobs{also}: pipeline status {context.out_dir}")
-    if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED):
-        lines.append("run the same command again to resume; finished jobs are not sent again")
-    if report is not None:
-        lines.append(f"report: {report}")
-    print("\n".join(lines))

@@ -11,8 +11,12 @@ cached ETag / Last-Modified so an unchanged image answers 304 and is not downloa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -26,7 +30,9 @@ FETCH_RETRIES = 3
 FETCH_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 TRANSIENT = frozenset({408, 409, 425, 429})
+LOOKAHEAD = 4  # prefetched() reads this many times ``concurrency`` jobs ahead of the checks
 _Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
 
 
 class _Transient(Exception):
@@ -72,6 +78,109 @@ async def fetch_all_async(
                 return url, await _fetch_one(session, url, cache, options, sleep)
 
         return dict(await asyncio.gather(*(one(url) for url in distinct)))
+
+
+class Prefetcher:
+    """Fetches URLs on an event loop of its own thread while the caller goes on checking.
+
+    For a streaming pass (preflight reads each row once): ``submit`` the URLs of the rows
+    coming next, ``result`` blocks only for the one needed now. At most ``concurrency``
+    fetches run at once; each distinct URL is fetched once per Prefetcher. Use it as a
+    context manager (``close`` stops the thread and drops what was not asked for).
+    """
+
+    def __init__(
+        self,
+        cache: InputCache,
+        options: FetchOptions = FetchOptions(),
+        sleep: _Sleep = asyncio.sleep,
+    ) -> None:
+        self._cache, self._options, self._sleep = cache, options, sleep
+        self._futures: dict[str, Future[CachedInput | str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # started by the first URL
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._gate = asyncio.Semaphore(options.concurrency)  # bound to the loop at first use
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        """The thread and its loop, on first use: a catalog of local files pays nothing."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="input-prefetch", daemon=True
+            )
+            self._thread.start()
+            opened = asyncio.run_coroutine_threadsafe(self._open(), self._loop)
+            self._session = opened.result()
+        return self._loop
+
+    async def _open(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._options.timeout))
+
+    @property
+    def concurrency(self) -> int:
+        return self._options.concurrency
+
+    @property
+    def submitted(self) -> int:
+        """Distinct URLs started so far."""
+        return len(self._futures)
+
+    def submit(self, urls: Iterable[str]) -> None:
+        """Start fetching these URLs (those not yet started); returns at once."""
+        for url in urls:
+            if url not in self._futures:
+                loop = self._start()
+                self._futures[url] = asyncio.run_coroutine_threadsafe(self._one(url), loop)
+
+    def result(self, url: str) -> CachedInput | str:
+        """The cached input or the reason it failed; fetched now if it was not submitted."""
+        self.submit((url,))
+        return self._futures[url].result()
+
+    async def _one(self, url: str) -> CachedInput | str:
+        assert self._session is not None
+        async with self._gate:
+            return await _fetch_one(self._session, url, self._cache, self._options, self._sleep)
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        for future in self._futures.values():
+            future.cancel()  # a fetch nobody will ask for
+        if self._session is not None:
+            asyncio.run_coroutine_threadsafe(self._session.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+        loop.close()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def prefetched(
+    items: Iterable[_T],
+    urls_of: Callable[[_T], Iterable[str]],
+    prefetcher: Prefetcher,
+    window: int | None = None,
+) -> Iterator[_T]:
+    """``items`` in their order, each handed out only after the URLs of up to ``window``
+    items after it were submitted: the fetches overlap the caller's work on earlier items,
+    and at most ``window`` items are held (default ``LOOKAHEAD`` times the concurrency)."""
+    ahead = window if window is not None else LOOKAHEAD * prefetcher.concurrency
+    held: deque[_T] = deque()
+    for item in items:
+        prefetcher.submit(urls_of(item))
+        held.append(item)
+        if len(held) > ahead:
+            yield held.popleft()
+    while held:
+        yield held.popleft()
 
 
 async def _fetch_one(

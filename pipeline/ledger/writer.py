@@ -51,8 +51,8 @@ def record_for(event: Event) -> Record | None:
             job = planned.job
             details = JobDetails(
                 feature=job.feature.value,
-                image=str(job.image),
-                mask=str(job.mask) if job.mask else None,
+                image=job.image.source or str(job.image),  # a remote input: its URL
+                mask=(job.mask.source or str(job.mask)) if job.mask else None,
                 parameters=job.parameters(),
                 mask_recipe=job.mask_recipe.canonical() if job.mask_recipe else None,
             )

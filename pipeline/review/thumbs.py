@@ -25,6 +25,7 @@ from stat import S_ISREG
 from PIL import Image, ImageOps
 
 from pipeline.events import Event, JobStarted
+from pipeline.inputs.cache import InputCache
 from pipeline.masks import MaskRecipe
 
 THUMBS_DIR = ".thumbs"
@@ -65,7 +66,10 @@ def resolve_input(value: object, stat: Callable[[str], os.stat_result | None]) -
     if not isinstance(value, str) or not value:
         return Input("none", "")
     if value.startswith(("http://", "https://", "s3://", "gs://", "az://")):
-        return Input("url", value)
+        cached = InputCache().lookup(value)  # fetched by preflight: shown from the cache
+        if cached is None:
+            return Input("url", value)
+        return Input("file", value, str(cached.path), stat(str(cached.path)))
     if value.startswith("asset:"):
         return Input("asset", value.removeprefix("asset:"))
     path = os.path.abspath(value.removeprefix("file://"))
