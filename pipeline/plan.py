@@ -16,12 +16,8 @@ says what was asked, and a plain file mask keeps the key it always had.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import operator
 import os
-import pickle
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +37,8 @@ from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
 from pipeline.preflight import EffectiveMask, Notice, Preflight, id_fingerprint
+from pipeline.preflight.rows import Hit, RowPass, Shape, materialize
+from pipeline.preflight.spool import Spool
 from pipeline.review.decisions import Decision
 from pipeline.summary import PlanSummary
 
@@ -152,22 +150,20 @@ def scan(
     """
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
-    flawed: str | None = None  # location of the latest entry the manifest found wrong
-    for item in manifest.iter_jobs():
-        if isinstance(item, Problem):
-            flawed = item.location
-            yield item
-            continue
-        job, problems, notices = preflight.check(item, manifest.base_dir)
-        yield from problems
-        yield from notices
-        # A flawed entry's job (built from its good fields) is checked for the rest of its
-        # problems, so all are reported at once, but never planned.
-        if job is None or item.location == flawed:
-            continue
+    for item in RowPass(manifest, preflight, plan_job(preflight, planner)):
+        yield materialize(*item) if type(item) is tuple else item  # type: ignore[misc]
+    duplicates = preflight.duplicate_ids()
+    if duplicates:
+        yield from _name_duplicates(manifest, duplicates)
+
+
+def plan_job(preflight: Preflight, planner: Planner) -> Callable[[Job], PlannedJob | Problem]:
+    """The planner fed from preflight's caches (call on a job ``check`` passed)."""
+
+    def plan(job: Job) -> PlannedJob | Problem:
         try:
             mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
-            yield planner.plan(
+            return planner.plan(
                 job,
                 preflight.mask_convert(job),
                 preflight.upload_recipe(job, "image"),
@@ -176,26 +172,30 @@ def scan(
             )
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
-            yield Problem(job.id, None, f"cannot read an input: {reason}", job.location)
-    duplicates = preflight.duplicate_ids()
-    if duplicates:
-        yield from _name_duplicates(manifest, duplicates)
+            return Problem(job.id, None, f"cannot read an input: {reason}", job.location)
+
+    return plan
 
 
 def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Problem]:
     """Every reuse of an id, with where it was first used (a second pass over the ids alone)."""
     first: dict[int, str] = {}
-    for item in manifest.iter_jobs():
-        if not isinstance(item, Job):
+    for item in manifest.iter_entries():
+        if type(item) is tuple:
+            layout, _key, job_id, number, _entry = item
+            location = f"{layout.display} row {number}"
+        elif isinstance(item, Job):
+            job_id, location = item.id, item.location
+        else:
             continue
-        fingerprint = id_fingerprint(item.id)
+        fingerprint = id_fingerprint(job_id)
         if fingerprint not in duplicates:
             continue
         if fingerprint not in first:
-            first[fingerprint] = item.location
+            first[fingerprint] = location
             continue
-        message = f"{item.id!r} is already used by the job at {first[fingerprint]} "
-        yield Problem(item.id, "id", message + "(letter case ignored)", item.location)
+        message = f"{job_id!r} is already used by the job at {first[fingerprint]} "
+        yield Problem(job_id, "id", message + "(letter case ignored)", location)
 
 
 # -- the plan: both passes, the entry set and the skip rule ------------------------------------
@@ -278,39 +278,104 @@ def prepare(
 
     The pass counts, names every problem and spools each job that will run to an anonymous
     temporary file; the run then streams them from there, so no row is parsed or checked
-    twice and no job is held in memory: a million-row catalog plans in flat memory.
+    twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
+    shared shape (``preflight.rows``) are counted on their shape and spooled as a few fields.
     """
-    preflight, planner, runnable = Preflight(), Planner(), Spool()
+    preflight, planner = Preflight(), Planner()
     plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
     summary = plan.summary
     summary.credit_source = credits.source
-    chosen = _Chooser(options)
-    for item in scan(manifest, preflight, planner):
-        if isinstance(item, PlannedJob):
-            job, key = item.job, item.key
-            chosen.note(job.id)
-            state = ledger.state_of(job.id, key)
-            redo = _rejected(options, state)
-            reason = None if redo else skip_reason(state, options)
-            if reason is None and not chosen.take(job.id):
-                reason = Skip.HELD
-            if reason is None:
-                summary.count_job(item, True, credits.for_job(job), redo)
-                runnable.add(item)
-            else:
-                summary.count_skip(item, held=reason is Skip.HELD)
-                plan.skipped[reason] += 1
+    tally = _Tally(plan, ledger, options, credits)
+    rows = RowPass(manifest, preflight, plan_job(preflight, planner), tally.forget)
+    for item in rows:
+        if type(item) is tuple:
+            tally.row(item)
+        elif isinstance(item, PlannedJob):
+            tally.job(item)
         elif isinstance(item, Notice):
             summary.add_warning(item)
         else:
-            summary.add_problems([item])
-    summary.add_problems(chosen.unknown_ids(manifest.display_name))
+            summary.add_problems([item])  # type: ignore[list-item]
+    tally.count(rows.shapes())
+    duplicates = preflight.duplicate_ids()
+    if duplicates:
+        summary.add_problems(_name_duplicates(manifest, duplicates))
+    summary.add_problems(tally.chosen.unknown_ids(manifest.display_name))
     summary.remote_inputs = preflight.fetched
     if summary.ok:
-        plan.jobs = iter(runnable)
+        plan.jobs = iter(tally.spool)
     else:
-        runnable.close()
+        tally.spool.close()
     return plan
+
+
+class _Tally:
+    """The pass's verdict per valid job: runs (spooled) or skipped, and why; counted."""
+
+    def __init__(
+        self, plan: CheckedPlan, ledger: LedgerState, options: PlanOptions, credits: CreditTable
+    ) -> None:
+        self.plan, self.ledger, self.options, self.credits = plan, ledger, options, credits
+        self.chosen = _Chooser(options)
+        self.spool = Spool()
+        # Neither --only, --limit nor reviews: a job not in the ledger simply runs.
+        self._plain = options.only is None and options.limit is None and options.rejected is None
+
+    def job(self, planned: PlannedJob) -> None:
+        reason, redo = self._decide(planned.job.id, planned.key)
+        summary = self.plan.summary
+        if reason is None:
+            summary.count_job(planned, True, self.credits.for_job(planned.job), redo)
+            self.spool.add(planned)
+        else:
+            summary.count_skip(planned, held=reason is Skip.HELD)
+            self.plan.skipped[reason] += 1
+
+    def row(self, hit: Hit) -> None:
+        shape, job_id, number, entry = hit
+        planned = shape.planned
+        assert planned is not None
+        if self._plain and self.ledger.state_of(job_id, planned.key) is None:
+            reason, redo = None, False
+        else:
+            reason, redo = self._decide(job_id, planned.key)
+        if reason is None:
+            shape.calls += 1
+            shape.redo += redo
+            if shape.template is None:
+                shape.template = self.spool.template(planned, shape.prefix)
+            self.spool.add_row(shape.template, job_id, number, entry)
+        else:
+            if reason is Skip.HELD:
+                shape.held += 1
+            else:
+                shape.skipped += 1
+            self.plan.skipped[reason] += 1
+
+    def _decide(self, job_id: str, key: str) -> tuple[Skip | None, bool]:
+        self.chosen.note(job_id)
+        state = self.ledger.state_of(job_id, key)
+        redo = _rejected(self.options, state)
+        reason = None if redo else skip_reason(state, self.options)
+        if reason is None and not self.chosen.take(job_id):
+            reason = Skip.HELD
+        return reason, redo
+
+    def count(self, shapes: list[Shape]) -> None:
+        """Add the shapes' rows to the summary (once: their counters start over)."""
+        summary = self.plan.summary
+        for shape in shapes:
+            planned = shape.planned
+            if planned is None or not (shape.calls or shape.skipped or shape.held):
+                continue
+            each = self.credits.for_job(planned.job) if shape.calls else 0
+            summary.count_jobs(planned, shape.calls, each, shape.redo, shape.skipped, shape.held)
+            shape.calls = shape.redo = shape.skipped = shape.held = 0
+
+    def forget(self, shapes: list[Shape]) -> None:
+        """The pass drops its shapes: count them, and tell the spool their templates are done."""
+        self.count(shapes)
+        self.spool.forget_templates()
 
 
 def prepare_file(
@@ -368,53 +433,3 @@ class _Chooser:
             return []
         message = "given to --only but no valid job of the manifest has this id"
         return [Problem(job_id, "id", message, where) for job_id in sorted(self._only - self._seen)]
-
-
-class Spool:
-    """Planned jobs written to an anonymous temporary file, read back once, in order.
-
-    Pickled: a PlannedJob is a tree of frozen dataclasses, and pickle keeps every field (new
-    ones too) without a schema of its own. The job types are pickled as their constructor
-    arguments (``_REDUCERS``) rather than through dataclasses' own ``__getstate__``, which was
-    most of the cost of a million-row plan. The file is deleted by the system when closed, or
-    when the process dies.
-    """
-
-    def __init__(self) -> None:
-        # Not a `with`: the file lives from the first pass to the end of the run.
-        self._file = tempfile.TemporaryFile(prefix="pipeline-plan-")  # noqa: SIM115
-        self._pickler = pickle.Pickler(self._file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._pickler.dispatch_table = _REDUCERS
-        self.count = 0
-
-    def add(self, planned: PlannedJob) -> None:
-        self._pickler.dump(planned)
-        self._pickler.clear_memo()  # each job stands alone: the memo must not grow
-        self.count += 1
-
-    def __iter__(self) -> Iterator[PlannedJob]:
-        handle = self._file
-        handle.flush()
-        handle.seek(0)
-        try:
-            for _ in range(self.count):
-                # One unpickler per job, as each was pickled with a fresh memo.
-                yield pickle.load(handle)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
-    # attrgetter collects every field in C, in declaration order: the constructor's arguments.
-    fields_of = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
-
-    def reduce(value: Any) -> tuple[type, tuple[Any, ...]]:
-        return cls, fields_of(value)
-
-    return reduce
-
-
-_REDUCERS: dict[type, Any] = {cls: _by_fields(cls) for cls in (PlannedJob, Job, InputRef, Recipe)}

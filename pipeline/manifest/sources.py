@@ -14,9 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import Problem
-from pipeline.manifest.build import (
-    build_job,
-)
+from pipeline.manifest.build import build_job, placeholders
 from pipeline.manifest.schema import (
     JOB_FIELDS,
     _kind,
@@ -68,6 +66,19 @@ class Manifest:
 
         Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``.
         """
+        for item in self.iter_entries():
+            if type(item) is tuple:
+                yield from self.build_row(item)
+            else:
+                yield item  # type: ignore[misc]
+
+    def iter_entries(self) -> Iterator[Job | Problem | Row]:
+        """``iter_jobs``, except that a CSV row whose job only its id tells apart from other
+        rows comes as a ``Row``: no Job is built for it (``build_row`` does, on demand).
+
+        Rows with equal ``Row`` keys build jobs equal in everything but their id, location and
+        entry, so a caller checks one of them and each id (the fast path of a big catalog).
+        """
         entries = _Entries()
         for index, entry in enumerate(self.jobs):
             ordinal = entries.next()
@@ -99,7 +110,7 @@ class Manifest:
             location = f"{entry.location} ({match})"
             yield from self._job_from_fields(own, frozenset(), location, ordinal, {"stem": stem})
 
-    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem | Row]:
         path = source.path
         display = path.name
         row_number = 0
@@ -115,24 +126,22 @@ class Manifest:
                 if header_problems and source.columns is not None:
                     return  # a mapping naming a missing column would fail every row
                 names = [cell.strip() for cell in header]
+                layout = _fast_layout(source, columns, names, len(header), self.defaults)
                 for row_number, cells in enumerate(reader, start=1):
+                    if layout is not None and len(cells) == layout.width:
+                        job_id = cells[layout.id_index]
+                        if _plain_id(job_id):
+                            ordinal = entries.value
+                            entries.value = ordinal + 1
+                            cells[layout.id_index] = ""
+                            yield (layout, tuple(cells), job_id, row_number, ordinal)
+                            continue
                     if not any(cell.strip() for cell in cells):
                         continue
                     if _skipped(cells, columns, source.skip_empty):
                         continue
                     ordinal = entries.next()
-                    location = f"{display} row {row_number}"
-                    if len(cells) > len(header):
-                        message = f"has {len(cells)} cells but the header names {len(header)}"
-                        yield Problem(None, None, message, location)
-                        continue
-                    raw = {
-                        name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()
-                    }
-                    data = {
-                        name: cells[i] for i, name in enumerate(names) if name and i < len(cells)
-                    }
-                    yield from self._job_from_entry(raw, location, ordinal, data)
+                    yield from self._csv_row(cells, row_number, ordinal, display, columns, names)
         except UnicodeDecodeError:
             message = f"not UTF-8 text (after row {row_number}); save the file as UTF-8 CSV"
             yield Problem(None, None, message, display)
@@ -140,6 +149,33 @@ class Manifest:
             yield Problem(None, None, f"not valid CSV after row {row_number}: {exc}", display)
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+
+    def _csv_row(
+        self,
+        cells: list[str],
+        row_number: int,
+        ordinal: int,
+        display: str,
+        columns: list[tuple[int, str]],
+        names: list[str],
+    ) -> Iterator[Job | Problem]:
+        location = f"{display} row {row_number}"
+        if len(cells) > len(names):
+            message = f"has {len(cells)} cells but the header names {len(names)}"
+            yield Problem(None, None, message, location)
+            return
+        raw = {name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()}
+        data = {name: cells[i] for i, name in enumerate(names) if name and i < len(cells)}
+        yield from self._job_from_entry(raw, location, ordinal, data)
+
+    def build_row(self, row: Row) -> Iterator[Job | Problem]:
+        """What ``iter_jobs`` yields for a row that ``iter_entries`` yielded as a ``Row``."""
+        layout, key, job_id, row_number, ordinal = row
+        cells = list(key)
+        cells[layout.id_index] = job_id
+        yield from self._csv_row(
+            cells, row_number, ordinal, layout.display, layout.columns, layout.names
+        )
 
     def _iter_jsonl(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
         path = source.path
@@ -208,12 +244,59 @@ class _Entries:
     """Numbers the manifest's entries in stream order."""
 
     def __init__(self) -> None:
-        self._next = 0
+        self.value = 0  # the next ordinal (the CSV fast path reads and bumps it inline)
 
     def next(self) -> int:
-        ordinal = self._next
-        self._next += 1
+        ordinal = self.value
+        self.value += 1
         return ordinal
+
+
+@dataclass(frozen=True, eq=False)
+class RowLayout:
+    """A CSV file whose rows may take the fast path: it has an ``id`` column that nothing else
+    reads (no other field maps to it, no default's template names it)."""
+
+    display: str
+    columns: list[tuple[int, str]]
+    names: list[str]
+    width: int  # cells in the header: only rows of exactly this width take the fast path
+    id_index: int
+
+    @staticmethod
+    def shareable(key: tuple[str, ...]) -> bool:
+        """Whether rows of this key build one job but for the id: not if a cell is a template
+        (it might name the id's column)."""
+        return not any("{" in cell or "}" in cell for cell in key)
+
+
+# (layout, the row's cells with the id cell blank, the id, the row number, the entry ordinal)
+Row = tuple[RowLayout, tuple[str, ...], str, int, int]
+
+
+def _fast_layout(
+    source: ItemsSource,
+    columns: list[tuple[int, str]],
+    names: list[str],
+    width: int,
+    defaults: Mapping[str, Any],
+) -> RowLayout | None:
+    if source.skip_empty:
+        return None
+    id_columns = [index for index, name in columns if name == "id"]
+    if len(id_columns) != 1 or sum(1 for index, _ in columns if index == id_columns[0]) != 1:
+        return None
+    id_index = id_columns[0]
+    id_name = names[id_index]
+    if any(id_name in placeholders(value) for value in defaults.values()):
+        return None
+    return RowLayout(source.path.name, columns, names, width, id_index)
+
+
+def _plain_id(cell: str) -> bool:
+    """An id cell the fast path takes as it is: set, no surrounding spaces (pydantic would strip
+    them) and no braces (it would be a template)."""
+    return bool(cell) and cell == cell.strip() and "{" not in cell and "}" not in cell
 
 
 def _csv_columns(
