@@ -21,6 +21,7 @@ from pipeline.manifest import load_manifest, sources
 from pipeline.models import PlannedJob, Status
 from pipeline.plan import PlanOptions, prepare, scan
 from pipeline.preflight import Notice
+from pipeline.preflight import keys as keys_module
 from pipeline.preflight import rows as rows_module
 from tests.fixtures_images import make_image, make_mask, write_manifest
 
@@ -123,14 +124,14 @@ def test_a_shared_file_is_read_and_hashed_once_across_1000_rows(
         return real_open(path, *args, **kwargs)
 
     hashed: list[str] = []
-    real_digest = plan_module.file_digest
+    real_digest = keys_module.file_digest
 
     def counting_digest(path: Path) -> str:
         hashed.append(str(path))
         return real_digest(path)
 
     monkeypatch.setattr(Image, "open", counting_open)
-    monkeypatch.setattr(plan_module, "file_digest", counting_digest)
+    monkeypatch.setattr(keys_module, "file_digest", counting_digest)
     rows = [(f"sku-{i}", "img/a.png", "img/ma.png", f"p {i % 3}", "") for i in range(1000)]
     summary = plan_module.prepare_file(catalog(tmp_path, rows)).summary
     assert summary.ok and summary.total.calls == 1000
