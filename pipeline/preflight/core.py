@@ -86,6 +86,7 @@ class Preflight:
         self._remote: dict[str, CachedInput | str] = {}  # URL → its fetch in this run
         self.sources: dict[str, str] = {}  # cached file → the URL it was fetched from
         self.ids = IdSet()
+        self._add_id = self.ids.add
         self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
         self._resolve = lru_cache(maxsize=cache_size)(resolve)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
@@ -114,7 +115,7 @@ class Preflight:
 
     def check_id(self, job_id: str) -> str | None:
         """Remember the id (for duplicates); why it cannot name a folder, or None."""
-        self.ids.add(job_id)
+        self._add_id(job_id)
         return id_problem(job_id)
 
     def check_shape(self, job: Job, base_dir: Path | None = None) -> ShapeCheck:

@@ -67,7 +67,9 @@ class IdSet:
         self._maybe_seen: set[int] = set()
 
     def add(self, job_id: str) -> None:
-        fingerprint = id_fingerprint(job_id)
+        # id_fingerprint's ASCII case inlined: this runs once per row of the catalog.
+        ascii_id = job_id.isascii()
+        fingerprint = hash(job_id.lower()) & _WORD if ascii_id else id_fingerprint(job_id)
         self._ids.append(fingerprint)
         index = fingerprint & self._mask
         byte, bit = index >> 3, 1 << (index & 7)

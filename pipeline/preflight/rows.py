@@ -44,11 +44,7 @@ class Shape:
     redo: int = 0
     skipped: int = 0
     held: int = 0
-    credits: int = 0
-
-    @property
-    def clean(self) -> bool:
-        return self.planned is not None and not self.problems and not self.each
+    clean: bool = False  # planned, no problem, no notice for each job: a row needs its id only
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -79,8 +75,9 @@ class RowPass:
             if layout is not last:
                 last, shapes = layout, self._shapes.setdefault(layout, {})
             shape = shapes.get(key, _MISSING)
-            once: list[Notice] = []
+            once: list[Notice] = _NONE
             if shape is _MISSING:
+                once = []
                 shape = self._new_shape(item, shapes, once)
             if shape is None:  # this key's rows are built one by one
                 yield from self._one_by_one(self.manifest.build_row(item))
@@ -128,6 +125,7 @@ class RowPass:
                 else:
                     shape.planned = planned
             shape.problems, shape.each = tuple(problems), tuple(checked.each)
+            shape.clean = shape.planned is not None and not problems and not checked.each
         shapes[key] = shape
         return shape
 
@@ -151,6 +149,7 @@ class RowPass:
 
 
 _MISSING = Shape("", None)
+_NONE: list[Notice] = []  # no notice given once (never appended to)
 
 
 def _said_again(
