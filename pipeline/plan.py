@@ -84,17 +84,22 @@ def plan_job(preflight: Preflight, planner: Planner) -> Callable[[Job], PlannedJ
     return plan
 
 
+def _jobs_and_rows(manifest: Manifest, duplicates: set[int]) -> Iterator[Job]:
+    """The manifest's jobs; a fast-path row is built only if its id is among ``duplicates``."""
+    for item in manifest.iter_entries():
+        if type(item) is tuple:
+            if id_fingerprint(item[2]) in duplicates:
+                built = manifest.build_row(item)
+                yield from (job for job in built if isinstance(job, Job))
+        elif isinstance(item, Job):
+            yield item
+
+
 def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Problem]:
     """Every reuse of an id, with where it was first used (a second pass over the ids alone)."""
     first: dict[int, str] = {}
-    for item in manifest.iter_entries():
-        if type(item) is tuple:
-            layout, _key, job_id, number, _entry = item
-            location = f"{layout.display} row {number}"
-        elif isinstance(item, Job):
-            job_id, location = item.id, item.location
-        else:
-            continue
+    for item in _jobs_and_rows(manifest, duplicates):
+        job_id, location = item.id, item.location
         fingerprint = id_fingerprint(job_id)
         if fingerprint not in duplicates:
             continue

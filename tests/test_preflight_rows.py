@@ -66,6 +66,9 @@ def edge_rows() -> list[tuple[str, ...]]:
         ("long", "img/a.png", "img/ma.png", "p", "1", "extra"),  # more cells
         ("n-two", "img/a.png", "img/ma.png", "studio shot", "2"),
         ("sku-0", "img/b.png", "img/mb.png", "studio shot", ""),  # duplicate of the first
+        ("x/no-prompt", "img/a.png", "img/ma.png", "", ""),  # no job: its id is not checked
+        ("sku-7", "", "img/ma.png", "studio shot", ""),  # no job: not a duplicate either
+        ("sku-8", "img/a.png", "img/ma.png", "studio shot", "many"),  # a duplicate with a job
     ]
     return rows
 
@@ -154,7 +157,9 @@ def test_prepare_counts_and_spools_the_same_both_ways(
 ) -> None:
     rows = [r for r in edge_rows() if "/" not in r[0] and r[0] != "SKU-3" and "gone" not in r[0]]
     rows = [
-        r for r in rows if not r[0].startswith("many") and r[0] not in ("long", "sku-0", "short")
+        r
+        for r in rows
+        if not r[0].startswith("many") and r[0] not in ("long", "sku-0", "short", "sku-7", "sku-8")
     ]
     rows.append(("sku-0-again", "img/b.png", "img/mb.png", "studio shot", ""))
     path = catalog(tmp_path, rows)

@@ -38,7 +38,7 @@ def run(quick: bool) -> ScenarioResult:
     with scratch("preflight") as folder:
         start_up = [_validate(tiny, 1, folder / f"tiny{repeat}").wall for repeat in range(repeats)]
         for repeat in range(repeats):
-            bare.append(_bare_csv(manifest.with_suffix(".csv"), jobs, folder / f"csv{repeat}"))
+            bare.append(bare_csv(manifest.with_suffix(".csv"), jobs, folder / f"csv{repeat}"))
             validate.append(_validate(manifest, jobs, folder / str(repeat)))
     walls = [child.wall for child in validate]
     target = ("<", TARGET_SECONDS) if jobs == 1_000_000 else None
@@ -83,7 +83,7 @@ def _validate(manifest: Path, jobs: int, folder: Path) -> ChildResult:
     return child
 
 
-def _bare_csv(path: Path, jobs: int, folder: Path) -> ChildResult:
+def bare_csv(path: Path, jobs: int, folder: Path) -> ChildResult:
     child = run_child(["-c", BARE_CSV, str(path)], folder=folder, timeout=TIMEOUT)
     if child.code != 0 or child.stdout.strip() != str(jobs):
         raise RuntimeError(f"the bare csv pass exited {child.code}: {child.tail()}")

@@ -45,6 +45,7 @@ class Shape:
     skipped: int = 0
     held: int = 0
     clean: bool = False  # planned, no problem, no notice for each job: a row needs its id only
+    built: bool = False  # the manifest built a job (else only its problems are said)
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -82,7 +83,8 @@ class RowPass:
             if shape is None:  # this key's rows are built one by one
                 yield from self._one_by_one(self.manifest.build_row(item))
                 continue
-            reason = check_id(job_id)
+            # A row the manifest could build no job from is not preflighted, its id neither.
+            reason = check_id(job_id) if shape.built else None
             if reason is None and shape.clean and not once:
                 yield (shape, job_id, number, entry)
                 continue
@@ -115,6 +117,7 @@ class RowPass:
                 flawed.append(item)
         shape = Shape(f"{layout.display} row ", None, tuple(flawed))
         if job is not None:
+            shape.built = True
             checked = self.preflight.check_shape(job, self.manifest.base_dir)
             once.extend(checked.once)
             problems: list[Problem] = checked.problems
