@@ -234,7 +234,8 @@ class _Tally:
         self._plain = options.only is None and options.limit is None and options.rejected is None
 
     def job(self, planned: PlannedJob) -> None:
-        reason, redo = self._decide(planned.job.id, planned.key)
+        job_id = planned.job.id
+        reason, redo = self._decide(job_id, self.ledger.state_of(job_id, planned.key))
         summary = self.plan.summary
         if reason is None:
             summary.count_job(planned, True, self.credits.for_job(planned.job), redo)
@@ -247,10 +248,11 @@ class _Tally:
         shape, job_id, number, entry = hit
         planned = shape.planned
         assert planned is not None
-        if self._plain and self.ledger.state_of(job_id, planned.key) is None:
-            reason, redo = None, False
+        state = self.ledger.state_of(job_id, planned.key)
+        if self._plain:  # no --only, --limit or reviews: the ledger alone decides
+            reason, redo = (None if state is None else skip_reason(state, self.options)), False
         else:
-            reason, redo = self._decide(job_id, planned.key)
+            reason, redo = self._decide(job_id, state)
         if reason is None:
             shape.calls += 1
             shape.redo += redo
@@ -264,9 +266,8 @@ class _Tally:
                 shape.skipped += 1
             self.plan.skipped[reason] += 1
 
-    def _decide(self, job_id: str, key: str) -> tuple[Skip | None, bool]:
+    def _decide(self, job_id: str, state: JobState | None) -> tuple[Skip | None, bool]:
         self.chosen.note(job_id)
-        state = self.ledger.state_of(job_id, key)
         redo = _rejected(self.options, state)
         reason = None if redo else skip_reason(state, self.options)
         if reason is None and not self.chosen.take(job_id):
