@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
@@ -64,13 +65,16 @@ def scan(
         yield from _name_duplicates(manifest, duplicates)
 
 
-def plan_job(preflight: Preflight, planner: Planner) -> Callable[[Job], PlannedJob | Problem]:
-    """The planner fed from preflight's caches (call on a job ``check`` passed)."""
+def plan_job(
+    preflight: Preflight, planner: Planner
+) -> Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]:
+    """The planner fed from preflight's caches (call on a job ``check`` passed): the
+    PlannedJob and its key document, or why an input cannot be read."""
 
-    def plan(job: Job) -> PlannedJob | Problem:
+    def plan(job: Job) -> tuple[PlannedJob, dict[str, Any]] | Problem:
         try:
             mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
-            return planner.plan(
+            return planner.plan_and_document(
                 job,
                 preflight.mask_convert(job),
                 preflight.upload_recipe(job, "image"),
@@ -245,10 +249,10 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, entry = hit
+        shape, job_id, number, entry, prompt, row_key = hit
         planned = shape.planned
         assert planned is not None
-        state = self.ledger.state_of(job_id, planned.key)
+        state = self.ledger.state_of(job_id, row_key or planned.key)
         if self._plain:  # no --only, --limit or reviews: the ledger alone decides
             reason, redo = (None if state is None else skip_reason(state, self.options)), False
         else:
@@ -258,7 +262,7 @@ class _Tally:
             shape.redo += redo
             if shape.template is None:
                 shape.template = self.spool.template(planned, shape.prefix)
-            self.spool.add_row(shape.template, job_id, number, entry)
+            self.spool.add_row(shape.template, job_id, number, entry, prompt, row_key)
         else:
             if reason is Skip.HELD:
                 shape.held += 1

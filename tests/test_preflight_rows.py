@@ -26,6 +26,7 @@ from pipeline.preflight import rows as rows_module
 from tests.fixtures_images import make_image, make_mask, write_manifest
 
 HEADER = ("id", "image", "mask", "prompt", "n")
+DROPPED = ("long", "sku-0", "short", "sku-7", "sku-8", "own-3", "own-5")  # rows with problems
 
 
 def catalog(folder: Path, rows: list[tuple[str, ...]], **header: Any) -> Path:
@@ -69,6 +70,12 @@ def edge_rows() -> list[tuple[str, ...]]:
         ("x/no-prompt", "img/a.png", "img/ma.png", "", ""),  # no job: its id is not checked
         ("sku-7", "", "img/ma.png", "studio shot", ""),  # no job: not a duplicate either
         ("sku-8", "img/a.png", "img/ma.png", "studio shot", "many"),  # a duplicate with a job
+        ("own-1", "img/a.png", "img/ma.png", "a chair", ""),  # prompts of their own ...
+        ("own-2", "img/a.png", "img/ma.png", "a lamp, brass", ""),  # ... one shape, own keys
+        ("own-3", "img/a.png", "img/ma.png", "x" * 4001, ""),  # too long: said for this row
+        ("own-4", "img/a.png", "img/ma.png", " padded ", ""),  # stripped: in the key
+        ("own-5", "img/a.png", "img/ma.png", "   ", ""),  # blank: not set (required)
+        ("own-6", "img/a.png", "img/ma.png", "a chair", "2"),  # same prompt, another n
     ]
     return rows
 
@@ -116,6 +123,26 @@ def test_the_fast_path_is_taken_for_shared_rows(
     assert len({p.key for p in planned}) == 1  # type: ignore[union-attr]
 
 
+def test_rows_with_their_own_prompts_share_a_shape_and_keep_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    original = sources.build_job
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(1)
+        return original(*args, **kwargs)
+
+    rows = [(f"sku-{i}", "img/a.png", "img/ma.png", f"shot {i % 7}", "") for i in range(200)]
+    path = catalog(tmp_path, rows)
+    fast, slow = both_ways(path, monkeypatch)
+    assert fast == slow  # the keys too: a row's prompt is in its key, as ever
+    assert len({p.key for p in fast}) == 7
+    monkeypatch.setattr(sources, "build_job", counting)
+    list(scan(load_manifest(path)))
+    assert len(built) == 1
+
+
 def test_a_shared_file_is_read_and_hashed_once_across_1000_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,11 +183,7 @@ def test_prepare_counts_and_spools_the_same_both_ways(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [r for r in edge_rows() if "/" not in r[0] and r[0] != "SKU-3" and "gone" not in r[0]]
-    rows = [
-        r
-        for r in rows
-        if not r[0].startswith("many") and r[0] not in ("long", "sku-0", "short", "sku-7", "sku-8")
-    ]
+    rows = [r for r in rows if not r[0].startswith("many") and r[0] not in DROPPED]
     rows.append(("sku-0-again", "img/b.png", "img/mb.png", "studio shot", ""))
     path = catalog(tmp_path, rows)
     first = list(scan(load_manifest(path)))

@@ -134,7 +134,14 @@ class Manifest:
                             ordinal = entries.value
                             entries.value = ordinal + 1
                             cells[layout.id_index] = ""
-                            yield (layout, tuple(cells), job_id, row_number, ordinal)
+                            prompt = None
+                            if layout.prompt_index >= 0:
+                                prompt = cells[layout.prompt_index]
+                                if _plain_id(prompt):  # set, no spaces around, no template
+                                    cells[layout.prompt_index] = LIFTED
+                                else:
+                                    prompt = None  # stays in the key: its own shape
+                            yield (layout, tuple(cells), job_id, row_number, ordinal, prompt)
                             continue
                     if not any(cell.strip() for cell in cells):
                         continue
@@ -170,9 +177,11 @@ class Manifest:
 
     def build_row(self, row: Row) -> Iterator[Job | Problem]:
         """What ``iter_jobs`` yields for a row that ``iter_entries`` yielded as a ``Row``."""
-        layout, key, job_id, row_number, ordinal = row
+        layout, key, job_id, row_number, ordinal, prompt = row
         cells = list(key)
         cells[layout.id_index] = job_id
+        if prompt is not None:
+            cells[layout.prompt_index] = prompt
         yield from self._csv_row(
             cells, row_number, ordinal, layout.display, layout.columns, layout.names
         )
@@ -262,6 +271,7 @@ class RowLayout:
     names: list[str]
     width: int  # cells in the header: only rows of exactly this width take the fast path
     id_index: int
+    prompt_index: int = -1  # a prompt column nothing else reads: lifted out of the key too
 
     @staticmethod
     def shareable(key: tuple[str, ...]) -> bool:
@@ -270,8 +280,10 @@ class RowLayout:
         return not any("{" in cell or "}" in cell for cell in key)
 
 
-# (layout, the row's cells with the id cell blank, the id, the row number, the entry ordinal)
-Row = tuple[RowLayout, tuple[str, ...], str, int, int]
+# (layout, the row's cells with the id cell blank, the id, the row number, the entry ordinal,
+# the prompt when it was lifted out of the key, its cell then LIFTED)
+Row = tuple[RowLayout, tuple[str, ...], str, int, int, str | None]
+LIFTED = "\x00"  # in a key: the prompt cell was set and is the Row's own (no cell holds NUL)
 
 
 def _fast_layout(
@@ -290,7 +302,22 @@ def _fast_layout(
     id_name = names[id_index]
     if any(id_name in placeholders(value) for value in defaults.values()):
         return None
-    return RowLayout(source.path.name, columns, names, width, id_index)
+    return RowLayout(
+        source.path.name, columns, names, width, id_index, _prompt_index(columns, names, defaults)
+    )
+
+
+def _prompt_index(
+    columns: list[tuple[int, str]], names: list[str], defaults: Mapping[str, Any]
+) -> int:
+    """The prompt's column if its text is the job's prompt and nothing else's, else -1."""
+    found = [index for index, name in columns if name == "prompt"]
+    if len(found) != 1 or sum(1 for index, _ in columns if index == found[0]) != 1:
+        return -1
+    name = names[found[0]]
+    if any(name in placeholders(value) for value in defaults.values()):
+        return -1
+    return found[0]
 
 
 def _plain_id(cell: str) -> bool:

@@ -118,11 +118,15 @@ class Preflight:
         self._add_id(job_id)
         return id_problem(job_id)
 
-    def check_shape(self, job: Job, base_dir: Path | None = None) -> ShapeCheck:
-        """Every check but the id's, for a job whose id ``check_id`` checks."""
+    def check_shape(
+        self, job: Job, base_dir: Path | None = None, prompt: bool = True
+    ) -> ShapeCheck:
+        """Every check but the id's (and the prompt's if not ``prompt``), for a job whose id
+        ``check_id`` checks (and whose prompt ``fields.prompt_problems``)."""
         result = ShapeCheck(None)
         problems, notices = result.problems, result.once
-        for name, text in (*prompt_problems(job.prompt), *parameter_problems(job)):
+        prompts = prompt_problems(job.prompt) if prompt else ()
+        for name, text in (*prompts, *parameter_problems(job)):
             problems.append(Problem(job.id, name, text, job.location))
         base = os.path.abspath(base_dir) if base_dir is not None else None
         image = self._check_file(job, "image", base, self._image_facts, problems, notices)

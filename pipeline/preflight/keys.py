@@ -52,7 +52,29 @@ def content_key(
     ``recipes`` holds the non-empty upload recipes (``image_recipe``, ``mask_recipe``): other
     bytes are uploaded, so another key; a job whose files go up as they are keeps its old key.
     """
-    document: dict[str, Any] = {
+    return key_of(key_document(job, image_token, mask_token, mask_convert, recipes))
+
+
+def key_of(document: Mapping[str, Any]) -> str:
+    """The sha256 of the key document's canonical JSON (sorted keys)."""
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def with_prompt(document: dict[str, Any], prompt: str) -> str:
+    """The key of the job the document is of, with another prompt (the document is reused)."""
+    document["parameters"]["prompt"] = prompt
+    return key_of(document)
+
+
+def key_document(
+    job: Job,
+    image_token: str,
+    mask_token: str | None,
+    mask_convert: bool = False,
+    recipes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """What ``content_key`` hashes."""
+    return {
         "key_version": KEY_VERSION,
         "model": MODEL,
         "feature": job.feature.value,
@@ -62,7 +84,6 @@ def content_key(
         "parameters": job.parameters(),
         **(recipes or {}),
     }
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class Planner:
@@ -84,6 +105,17 @@ class Planner:
         effective: EffectiveMask | None = None,
     ) -> PlannedJob:
         """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
+        return self.plan_and_document(job, mask_convert, image_recipe, mask_recipe, effective)[0]
+
+    def plan_and_document(
+        self,
+        job: Job,
+        mask_convert: bool = False,
+        image_recipe: Recipe | None = None,
+        mask_recipe: Recipe | None = None,
+        effective: EffectiveMask | None = None,
+    ) -> tuple[PlannedJob, dict[str, Any]]:
+        """``plan``, and the key document (``with_prompt`` re-keys it for another prompt)."""
         image_digest = self._file_digest(job.image)
         mask_digest = self._file_digest(job.mask) if job.mask is not None else None
         recipes = {
@@ -97,20 +129,35 @@ class Planner:
             if effective.size_token:
                 token += f"|{effective.size_token}"
             image_only = {k: v for k, v in recipes.items() if k == "image_recipe"}
-            key = content_key(job, _token(job.image, image_digest), token, recipes=image_only)
-            return PlannedJob(
-                job, key, image_digest, effective.digest, False, image_recipe, None, effective.png
+            document = key_document(job, _token(job.image, image_digest), token, recipes=image_only)
+            planned = PlannedJob(
+                job,
+                key_of(document),
+                image_digest,
+                effective.digest,
+                False,
+                image_recipe,
+                None,
+                effective.png,
             )
-        key = content_key(
+            return planned, document
+        document = key_document(
             job,
             _token(job.image, image_digest),
             _token(job.mask, mask_digest) if job.mask is not None else None,
             mask_convert,
             recipes,
         )
-        return PlannedJob(
-            job, key, image_digest, mask_digest, mask_convert, image_recipe, mask_recipe
+        planned = PlannedJob(
+            job,
+            key_of(document),
+            image_digest,
+            mask_digest,
+            mask_convert,
+            image_recipe,
+            mask_recipe,
         )
+        return planned, document
 
     def _file_digest(self, ref: InputRef) -> str | None:
         return self.digest(ref.value) if ref.kind == "file" else None

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.errors import Notice, Problem
 from pipeline.manifest.sources import Manifest, Row, RowLayout
-from pipeline.models import Job, PlannedJob
+from pipeline.models import PROMPT_MAX, Job, PlannedJob
 from pipeline.preflight.core import Preflight
+from pipeline.preflight.fields import prompt_problems
+from pipeline.preflight.keys import with_prompt
+from pipeline.preflight.spool import with_identity
 
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)
 
-# (shape, job id, row number, entry ordinal): a valid job of a shared shape, ready to plan
-Hit = tuple["Shape", str, int, int]
-PlanJob = Callable[[Job], PlannedJob | Problem]
+# (shape, job id, row number, entry ordinal, prompt, key): a valid job of a shared shape; the
+# prompt and content key are the row's own when the shape's prompt is (else None: the shape's)
+Hit = tuple["Shape", str, int, int, str | None, str | None]
+PlanJob = Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +51,7 @@ class Shape:
     held: int = 0
     clean: bool = False  # planned, no problem, no notice for each job: a row needs its id only
     built: bool = False  # the manifest built a job (else only its problems are said)
+    document: dict[str, Any] | None = None  # the key document, when each row has its prompt
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -72,7 +78,7 @@ class RowPass:
             if type(item) is not tuple:
                 yield from self._one_by_one(iter((item,)))  # type: ignore[arg-type]
                 continue
-            layout, key, job_id, number, entry = item
+            layout, key, job_id, number, entry, prompt = item
             if layout is not last:
                 last, shapes = layout, self._shapes.setdefault(layout, {})
             shape = shapes.get(key, _MISSING)
@@ -85,12 +91,18 @@ class RowPass:
                 continue
             # A row the manifest could build no job from is not preflighted, its id neither.
             reason = check_id(job_id) if shape.built else None
-            if reason is None and shape.clean and not once:
-                yield (shape, job_id, number, entry)
+            row_key = long = None
+            if prompt is not None and shape.built:  # the shape's prompt is each row's own
+                if len(prompt) > PROMPT_MAX:
+                    long = _too_long(prompt)
+                elif shape.document is not None:
+                    row_key = with_prompt(shape.document, prompt)
+            if reason is None and long is None and shape.clean and not once:
+                yield (shape, job_id, number, entry, prompt, row_key)
                 continue
-            yield from _said_again(shape, job_id, number, reason, once)
-            if reason is None and shape.planned is not None:
-                yield (shape, job_id, number, entry)
+            yield from _said_again(shape, job_id, number, reason, long, once)
+            if reason is None and long is None and shape.planned is not None:
+                yield (shape, job_id, number, entry, prompt, row_key)
 
     def shapes(self) -> list[Shape]:
         """The shapes cached now (the plan counts their rows at the end)."""
@@ -118,7 +130,8 @@ class RowPass:
         shape = Shape(f"{layout.display} row ", None, tuple(flawed))
         if job is not None:
             shape.built = True
-            checked = self.preflight.check_shape(job, self.manifest.base_dir)
+            lifted = row[5] is not None  # the prompt is checked and keyed per row
+            checked = self.preflight.check_shape(job, self.manifest.base_dir, not lifted)
             once.extend(checked.once)
             problems: list[Problem] = checked.problems
             if checked.job is not None and not flawed:
@@ -126,7 +139,8 @@ class RowPass:
                 if isinstance(planned, Problem):
                     problems = [planned]
                 else:
-                    shape.planned = planned
+                    shape.planned, document = planned
+                    shape.document = document if lifted else None
             shape.problems, shape.each = tuple(problems), tuple(checked.each)
             shape.clean = shape.planned is not None and not problems and not checked.each
         shapes[key] = shape
@@ -148,7 +162,8 @@ class RowPass:
             # problems, so all are reported at once, but never planned.
             if job is None or item.location == self._flawed:
                 continue
-            yield self.plan_job(job)
+            planned = self.plan_job(job)
+            yield planned if isinstance(planned, Problem) else planned[0]
 
 
 _MISSING = Shape("", None)
@@ -156,7 +171,12 @@ _NONE: list[Notice] = []  # no notice given once (never appended to)
 
 
 def _said_again(
-    shape: Shape, job_id: str, number: int, reason: str | None, once: list[Notice]
+    shape: Shape,
+    job_id: str,
+    number: int,
+    reason: str | None,
+    long: str | None,
+    once: list[Notice],
 ) -> Iterator[Problem | Notice]:
     """The shape's findings for this row, in the order a check of the row alone gives them."""
     location = shape.location(number)
@@ -164,11 +184,17 @@ def _said_again(
         yield _renamed(problem, job_id, location)
     if reason is not None:
         yield Problem(job_id, "id", reason, location)
+    if long is not None:
+        yield Problem(job_id, "prompt", long, location)
     for problem in shape.problems:
         yield _renamed(problem, job_id, location)
     yield from once  # the shape's first row: these name it already
     for notice in shape.each:
         yield Notice(job_id, notice.field, notice.message, location)
+
+
+def _too_long(prompt: str) -> str:
+    return next(message for _name, message in prompt_problems(prompt))
 
 
 def _renamed(problem: Problem, job_id: str, location: str) -> Problem:
@@ -178,9 +204,10 @@ def _renamed(problem: Problem, job_id: str, location: str) -> Problem:
     )
 
 
-def materialize(shape: Shape, job_id: str, number: int, entry: int) -> PlannedJob:
-    """The PlannedJob of one row of a shape (its id, location and entry in the first row's)."""
-    from pipeline.preflight.spool import with_identity
-
+def materialize(
+    shape: Shape, job_id: str, number: int, entry: int, prompt: str | None, key: str | None
+) -> PlannedJob:
+    """The PlannedJob of one row of a shape (its id, location, entry and maybe its prompt and
+    key in the first row's)."""
     assert shape.planned is not None
-    return with_identity(shape.planned, job_id, shape.location(number), entry)
+    return with_identity(shape.planned, job_id, shape.location(number), entry, prompt, key)

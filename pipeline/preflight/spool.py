@@ -23,20 +23,36 @@ from pipeline.models import InputRef, Job, PlannedJob
 BATCH = 4096  # records per pickle: large enough that pickling is all C, small in memory
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-_ID, _LOCATION, _ENTRY = (_JOB_FIELDS.index(name) for name in ("id", "location", "entry"))
+_ID, _PROMPT, _LOCATION, _ENTRY = (
+    _JOB_FIELDS.index(name) for name in ("id", "prompt", "location", "entry")
+)
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 _planned_values = operator.attrgetter(*(f.name for f in dataclasses.fields(PlannedJob)))
 
-# Records: a PlannedJob; (template, id, row, entry) a row of a template; (PlannedJob,) the next
-# template; None: templates so far are not used again (the pass's shape cache started over).
+# Records: a PlannedJob; (template, id, row, entry[, prompt, key]) a row of a template;
+# (PlannedJob, location prefix) the next template; None: templates so far are not used again
+# (the pass's shape cache started over).
 Record = PlannedJob | tuple[Any, ...] | None
 
 
-def with_identity(planned: PlannedJob, job_id: str, location: str, entry: int) -> PlannedJob:
-    """``planned`` for another row: its id, location and entry; everything else shared."""
+def with_identity(
+    planned: PlannedJob,
+    job_id: str,
+    location: str,
+    entry: int,
+    prompt: str | None = None,
+    key: str | None = None,
+) -> PlannedJob:
+    """``planned`` for another row: its id, location and entry, and its prompt and content key
+    if given; everything else shared."""
     values = list(_job_values(planned.job))
     values[_ID], values[_LOCATION], values[_ENTRY] = job_id, location, entry
-    return PlannedJob(Job(*values), *_planned_values(planned)[1:])
+    if prompt is not None:
+        values[_PROMPT] = prompt
+    rest = _planned_values(planned)[1:]
+    if key is not None:
+        rest = (key, *rest[1:])
+    return PlannedJob(Job(*values), *rest)
 
 
 class Spool:
@@ -62,9 +78,21 @@ class Spool:
         self._templates += 1
         return self._templates - 1
 
-    def add_row(self, template: int, job_id: str, number: int, entry: int) -> None:
-        """A job of a template's shape: its id, row number and entry ordinal."""
-        self._batch.append((template, job_id, number, entry))
+    def add_row(
+        self,
+        template: int,
+        job_id: str,
+        number: int,
+        entry: int,
+        prompt: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """A job of a template's shape: its id, row number and entry ordinal (and its prompt
+        and content key when they are its own)."""
+        if prompt is None:
+            self._batch.append((template, job_id, number, entry))
+        else:
+            self._batch.append((template, job_id, number, entry, prompt, key))
         self.count += 1
         if len(self._batch) >= BATCH:
             self._flush()
@@ -104,9 +132,9 @@ class Spool:
                         templates.append(record)
                     else:
                         left -= 1
-                        template, job_id, number, entry = record
-                        planned, prefix = templates[template]
-                        yield with_identity(planned, job_id, f"{prefix}{number}", entry)
+                        planned, prefix = templates[record[0]]
+                        location = f"{prefix}{record[2]}"
+                        yield with_identity(planned, record[1], location, *record[3:])
         finally:
             self.close()
 
