@@ -83,7 +83,7 @@ def edge_rows() -> list[tuple[str, ...]]:
 def both_ways(manifest_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[Any]]:
     fast = list(scan(load_manifest(manifest_path)))
     with monkeypatch.context() as patch:
-        patch.setattr(sources, "_fast_layout", lambda *args: None)
+        patch.setattr(sources, "fast_layout", lambda *args: None)
         slow = list(scan(load_manifest(manifest_path)))
     return fast, slow
 
@@ -203,7 +203,7 @@ def test_prepare_counts_and_spools_the_same_both_ways(
     for options in (PlanOptions(), PlanOptions(limit=7), PlanOptions(only=frozenset({"sku-9"}))):
         fast = plan_of(options)
         with monkeypatch.context() as patch:
-            patch.setattr(sources, "_fast_layout", lambda *args: None)
+            patch.setattr(sources, "fast_layout", lambda *args: None)
             slow = plan_of(options)
         assert fast == slow
         assert fast[0][1] == [] and fast[1], options

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import Notice, Problem
-from pipeline.manifest.sources import Manifest, Row, RowLayout
+from pipeline.manifest.rows import Row, RowLayout
+from pipeline.manifest.sources import Manifest
 from pipeline.models import PROMPT_MAX, Job, PlannedJob
 from pipeline.preflight.core import Preflight
 from pipeline.preflight.fields import prompt_problems
