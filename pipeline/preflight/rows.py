@@ -27,6 +27,7 @@ from pipeline.preflight.fields import prompt_problems
 from pipeline.preflight.keys import with_prompt
 from pipeline.preflight.spool import with_identity
 
+PROMPT_KEYS = 256  # content keys remembered per shape, by prompt
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)
 
 # (shape, job id, row number, entry ordinal, prompt, key): a valid job of a shared shape; the
@@ -53,9 +54,22 @@ class Shape:
     clean: bool = False  # planned, no problem, no notice for each job: a row needs its id only
     built: bool = False  # the manifest built a job (else only its problems are said)
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
+    keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
+
+    def key_for(self, prompt: str) -> tuple[str | None, str | None]:
+        """A row's (prompt, content key), or (None, None) when they are the first row's."""
+        assert self.planned is not None and self.document is not None
+        if prompt == self.planned.job.prompt:
+            return None, None
+        key = self.keys.get(prompt)
+        if key is None:  # a catalog repeats a few prompts, or none: remember the latest few
+            if len(self.keys) >= PROMPT_KEYS:
+                self.keys.clear()
+            key = self.keys[prompt] = with_prompt(self.document, prompt)
+        return prompt, key
 
 
 @dataclass
@@ -97,7 +111,7 @@ class RowPass:
                 if len(prompt) > PROMPT_MAX:
                     long = _too_long(prompt)
                 elif shape.document is not None:
-                    row_key = with_prompt(shape.document, prompt)
+                    prompt, row_key = shape.key_for(prompt)
             if reason is None and long is None and shape.clean and not once:
                 yield (shape, job_id, number, entry, prompt, row_key)
                 continue
