@@ -4,6 +4,11 @@
 (warnings that do not stop the job). Each distinct file is opened once (cached by its real path,
 in a bounded cache); the only per-job memory is the set of ids seen, to find duplicates.
 
+The package: ``core`` (``Preflight``), ``fields`` (ids, prompt, parameters), ``files`` (what a
+file is: ``ImageFacts``), ``maskfile`` (a mask file's pixels), ``effective`` (masks made here),
+``keys`` (content keys and the ``Planner``), ``rows`` (the one pass: each shared row shape
+checked once, each id on its own) and ``spool`` (the checked jobs on disk until the run).
+
 Policies (the decisions behind the checks):
 
 - Ids must be unique and usable as a folder name (see ``manifest.folder_name_problem``). They

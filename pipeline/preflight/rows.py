@@ -27,7 +27,7 @@ from pipeline.preflight.fields import prompt_problems
 from pipeline.preflight.keys import with_prompt
 from pipeline.preflight.spool import with_identity
 
-PROMPT_KEYS = 256  # content keys remembered per shape, by prompt
+PROMPT_KEYS = 32  # content keys remembered per shape, by prompt (bounded: 1024 shapes)
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)
 
 # (shape, job id, row number, entry ordinal, prompt, key): a valid job of a shared shape; the
