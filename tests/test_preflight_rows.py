@@ -242,3 +242,32 @@ def test_a_default_template_naming_the_id_column_turns_the_fast_path_off(
     fast, slow = both_ways(path, monkeypatch)
     assert fast == slow
     assert [p.job.prompt for p in fast] == [f"photo of sku-{i}" for i in range(5)]  # type: ignore[union-attr]
+
+
+def test_the_spool_gives_back_every_kind_of_record_in_order(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pipeline.preflight import spool as spool_module
+
+    rows = [("sku-0", "img/a.png", "img/ma.png", "p", "")]
+    (template,) = [p for p in scan(load_manifest(catalog(tmp_path, rows)))]
+    assert isinstance(template, PlannedJob)
+    whole = replace(template, job=replace(template.job, id="whole"))
+    spool = spool_module.Spool()
+    expected = []
+    number = spool.template(template, "items.csv row ")
+    for index in range(spool_module.BATCH + 10):  # more than one batch
+        if index == 100:
+            spool.add(whole)
+            expected.append(("whole", "p", template.key))
+        if index == 200:
+            spool.forget_templates()
+            number = spool.template(template, "items.csv row ")
+        own = index % 3 == 0
+        prompt, key = (f"p{index}", f"k{index}") if own else (None, None)
+        spool.add_row(number, f"sku-{index}", index + 2, index, prompt, key)
+        expected.append((f"sku-{index}", prompt or "p", key or template.key))
+    got = list(spool)
+    assert [(j.job.id, j.job.prompt, j.key) for j in got] == expected
+    assert got[5].job.location == "items.csv row 7" and got[5].job.entry == 5
+    assert got[5].mask_digest == template.mask_digest
