@@ -13,6 +13,9 @@ _WINDOWS_DEVICES = frozenset(
 )
 _NOT_IN_FOLDER_NAMES = re.compile(r'[/\\<>:"|?*]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The names most catalogs use (SKU-1, chair_02.v2): dot-separated words of ASCII letters,
+# digits, _ and -. None of the rules below can refuse one but the length and device names.
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 
 
 def folder_name_problem(name: str) -> str | None:
@@ -22,6 +25,15 @@ def folder_name_problem(name: str) -> str | None:
     macOS (reserved device names, ``:`` and friends, trailing dots and spaces), since output
     folders get copied and synced between systems.
     """
+    if _PLAIN.fullmatch(name) and len(name) <= MAX_NAME_LENGTH:
+        head = name.partition(".")[0]  # a device name is 3 or 4 letters, before any dot
+        if len(head) > 4 or head.lower() not in _WINDOWS_DEVICES:
+            return None
+    return _rules(name)
+
+
+def _rules(name: str) -> str | None:
+    """``folder_name_problem`` without its shortcut for plain names (the rules themselves)."""
     if not name:
         return "is empty"
     if len(name) > MAX_NAME_LENGTH:

@@ -1,141 +1,47 @@
-"""Plan: a content key per job, and ``scan``, the single pass both ``validate`` and ``run`` use.
+"""Plan: ``prepare``, the single pass both ``validate`` and ``run`` use, and the skip rule.
 
-The content key decides whether a re-run must redo a job (SPEC §4: "same content (image, mask,
-prompt and parameters)"). It is the sha256 of a canonical JSON document holding the feature,
-the model, the image's and mask's byte digests (or the URL / asset path as written), every
-parameter the API gets, and whether the mask is converted. It holds neither the id nor the
-location, so moving or renaming a job keeps its key. Nothing in it depends on the process
-(no ``hash()``, sorted keys), so it is the same across runs and machines. ``KEY_VERSION`` is
-in it too: changing what goes into the key means bumping it, which re-runs every job once.
-
-A URL's key is its text: the pipeline cannot see, offline, that the bytes behind it changed.
-A mask made here (``box:``, ``alpha``, a modified or scaled file) is keyed by its recipe, the
-image's digest and the file's (``masks.recipe_token``), not by the PNG's bytes: the key then
-says what was asked, and a plain file mask keeps the key it always had.
+The pass streams the manifest through preflight and the planner (``preflight.rows``: each
+shared row shape checked once, each id on its own), decides per valid job whether it runs
+(the ledger, ``--retry-failed``, ``--only``, ``--limit``, reviews) and spools those that do
+(``preflight.spool``). Content keys are ``preflight.keys``' (re-exported here).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import operator
-import os
-import pickle
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from pipeline import masks
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
-from pipeline.inputs.upload import Recipe
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import Manifest, load_manifest
-from pipeline.models import MODEL, InputRef, Job, PlannedJob, Status
-from pipeline.preflight import EffectiveMask, Notice, Preflight, id_fingerprint
+from pipeline.models import Job, PlannedJob, Status
+from pipeline.preflight import Notice, Preflight, id_fingerprint
+from pipeline.preflight.keys import KEY_VERSION, Planner, content_key, file_digest
+from pipeline.preflight.rows import Hit, RowPass, Shape, materialize
+from pipeline.preflight.spool import Spool
 from pipeline.review.decisions import Decision, standing
 from pipeline.summary import PlanSummary
 
-KEY_VERSION = 1
-CACHE_SIZE = 65_536  # distinct files whose digest is remembered
-
-
-def file_digest(path: Path) -> str:
-    """sha256 hex of the file's bytes, read in chunks."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def content_key(
-    job: Job,
-    image_token: str,
-    mask_token: str | None,
-    mask_convert: bool = False,
-    recipes: Mapping[str, str] | None = None,
-) -> str:
-    """The job's content key from its inputs' tokens (see the module docstring).
-
-    ``recipes`` holds the non-empty upload recipes (``image_recipe``, ``mask_recipe``): other
-    bytes are uploaded, so another key; a job whose files go up as they are keeps its old key.
-    """
-    document: dict[str, Any] = {
-        "key_version": KEY_VERSION,
-        "model": MODEL,
-        "feature": job.feature.value,
-        "image": image_token,
-        "mask": mask_token,
-        "mask_convert": mask_convert,
-        "parameters": job.parameters(),
-        **(recipes or {}),
-    }
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-class Planner:
-    """Makes PlannedJobs; hashes each distinct file once (by real path, bounded cache)."""
-
-    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
-        self._real_path = lru_cache(maxsize=cache_size)(os.path.realpath)
-        self._digest = lru_cache(maxsize=cache_size)(_digest_of_real_path)
-
-    def digest(self, path: str | Path) -> str:
-        return self._digest(self._real_path(os.fspath(path)))
-
-    def plan(
-        self,
-        job: Job,
-        mask_convert: bool = False,
-        image_recipe: Recipe | None = None,
-        mask_recipe: Recipe | None = None,
-        effective: EffectiveMask | None = None,
-    ) -> PlannedJob:
-        """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
-        image_digest = self._file_digest(job.image)
-        mask_digest = self._file_digest(job.mask) if job.mask is not None else None
-        recipes = {
-            name: recipe.token
-            for name, recipe in (("image_recipe", image_recipe), ("mask_recipe", mask_recipe))
-            if recipe is not None and recipe.token
-        }
-        if effective is not None and image_digest is not None:
-            # A mask made here: keyed by its recipe and the image's digest; uploaded as its PNG.
-            token = masks.recipe_token(effective.recipe, image_digest, mask_digest)
-            if effective.size_token:
-                token += f"|{effective.size_token}"
-            image_only = {k: v for k, v in recipes.items() if k == "image_recipe"}
-            key = content_key(job, _token(job.image, image_digest), token, recipes=image_only)
-            return PlannedJob(
-                job, key, image_digest, effective.digest, False, image_recipe, None, effective.png
-            )
-        key = content_key(
-            job,
-            _token(job.image, image_digest),
-            _token(job.mask, mask_digest) if job.mask is not None else None,
-            mask_convert,
-            recipes,
-        )
-        return PlannedJob(
-            job, key, image_digest, mask_digest, mask_convert, image_recipe, mask_recipe
-        )
-
-    def _file_digest(self, ref: InputRef) -> str | None:
-        return self.digest(ref.value) if ref.kind == "file" else None
-
-
-def _digest_of_real_path(real: str) -> str:
-    return file_digest(Path(real))
-
-
-def _token(ref: InputRef, digest: str | None) -> str:
-    # The kind prefix keeps a URL from ever colliding with a digest or an asset path.
-    return f"sha256:{digest}" if digest is not None else f"{ref.kind}:{ref.value}"
+__all__ = [
+    "KEY_VERSION",
+    "CheckedPlan",
+    "PlanOptions",
+    "Planner",
+    "Skip",
+    "Spool",
+    "content_key",
+    "file_digest",
+    "prepare",
+    "prepare_file",
+    "reviewer_rejections",
+    "scan",
+    "skip_reason",
+]
 
 
 def scan(
@@ -151,22 +57,23 @@ def scan(
     """
     preflight = preflight if preflight is not None else Preflight()
     planner = planner if planner is not None else Planner()
-    flawed: str | None = None  # location of the latest entry the manifest found wrong
-    for item in preflight.ahead(manifest.iter_jobs()):  # the next rows' URLs fetched meanwhile
-        if isinstance(item, Problem):
-            flawed = item.location
-            yield item
-            continue
-        job, problems, notices = preflight.check(item, manifest.base_dir)
-        yield from problems
-        yield from notices
-        # A flawed entry's job (built from its good fields) is checked for the rest of its
-        # problems, so all are reported at once, but never planned.
-        if job is None or item.location == flawed:
-            continue
+    for item in RowPass(manifest, preflight, plan_job(preflight, planner)):
+        yield materialize(*item) if type(item) is tuple else item  # type: ignore[misc]
+    duplicates = preflight.duplicate_ids()
+    if duplicates:
+        yield from _name_duplicates(manifest, duplicates)
+
+
+def plan_job(
+    preflight: Preflight, planner: Planner
+) -> Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]:
+    """The planner fed from preflight's caches (call on a job ``check`` passed): the
+    PlannedJob and its key document, or why an input cannot be read."""
+
+    def plan(job: Job) -> tuple[PlannedJob, dict[str, Any]] | Problem:
         try:
             mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
-            yield planner.plan(
+            return planner.plan_and_document(
                 job,
                 preflight.mask_convert(job),
                 preflight.upload_recipe(job, "image"),
@@ -175,26 +82,35 @@ def scan(
             )
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
-            yield Problem(job.id, None, f"cannot read an input: {reason}", job.location)
-    duplicates = preflight.duplicate_ids()
-    if duplicates:
-        yield from _name_duplicates(manifest, duplicates)
+            return Problem(job.id, None, f"cannot read an input: {reason}", job.location)
+
+    return plan
+
+
+def _jobs_and_rows(manifest: Manifest, duplicates: set[int]) -> Iterator[Job]:
+    """The manifest's jobs; a fast-path row is built only if its id is among ``duplicates``."""
+    for item in manifest.iter_entries():
+        if type(item) is tuple:
+            if id_fingerprint(item[2]) in duplicates:
+                built = manifest.build_row(item)
+                yield from (job for job in built if isinstance(job, Job))
+        elif isinstance(item, Job):
+            yield item
 
 
 def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Problem]:
     """Every reuse of an id, with where it was first used (a second pass over the ids alone)."""
     first: dict[int, str] = {}
-    for item in manifest.iter_jobs():
-        if not isinstance(item, Job):
-            continue
-        fingerprint = id_fingerprint(item.id)
+    for item in _jobs_and_rows(manifest, duplicates):
+        job_id, location = item.id, item.location
+        fingerprint = id_fingerprint(job_id)
         if fingerprint not in duplicates:
             continue
         if fingerprint not in first:
-            first[fingerprint] = item.location
+            first[fingerprint] = location
             continue
-        message = f"{item.id!r} is already used by the job at {first[fingerprint]} "
-        yield Problem(item.id, "id", message + "(letter case ignored)", item.location)
+        message = f"{job_id!r} is already used by the job at {first[fingerprint]} "
+        yield Problem(job_id, "id", message + "(letter case ignored)", location)
 
 
 # -- the plan: both passes, the entry set and the skip rule ------------------------------------
@@ -273,41 +189,117 @@ def prepare(
 
     The pass counts, names every problem and spools each job that will run to an anonymous
     temporary file; the run then streams them from there, so no row is parsed or checked
-    twice and no job is held in memory: a million-row catalog plans in flat memory.
+    twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
+    shared shape (``preflight.rows``) are counted on their shape and spooled as a few fields.
     """
-    preflight, planner, runnable = Preflight(), Planner(), Spool()
+    preflight, planner = Preflight(), Planner()
     plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
     summary = plan.summary
     summary.credit_source = credits.source
-    chosen = _Chooser(options)
-    for item in scan(manifest, preflight, planner):
-        if isinstance(item, PlannedJob):
-            job, key = item.job, item.key
-            chosen.note(job.id)
-            state = ledger.state_of(job.id, key)
-            redo = _rejected(options, state) or _missing(options, state)
-            reason = None if redo else skip_reason(state, options)
-            if reason is Skip.DONE and state is not None and options.on_done is not None:
-                options.on_done(state, item)
-            if reason is None and not chosen.take(job.id):
-                reason = Skip.HELD
-            if reason is None:
-                summary.count_job(item, True, credits.for_job(job), redo)
-                runnable.add(item)
-            else:
-                summary.count_skip(item, held=reason is Skip.HELD)
-                plan.skipped[reason] += 1
+    tally = _Tally(plan, ledger, options, credits)
+    rows = RowPass(manifest, preflight, plan_job(preflight, planner), tally.forget)
+    for item in rows:
+        if type(item) is tuple:
+            tally.row(item)
+        elif isinstance(item, PlannedJob):
+            tally.job(item)
         elif isinstance(item, Notice):
             summary.add_warning(item)
         else:
-            summary.add_problems([item])
-    summary.add_problems(chosen.unknown_ids(manifest.display_name))
+            summary.add_problems([item])  # type: ignore[list-item]
+    tally.count(rows.shapes())
+    duplicates = preflight.duplicate_ids()
+    if duplicates:
+        summary.add_problems(_name_duplicates(manifest, duplicates))
+    summary.add_problems(tally.chosen.unknown_ids(manifest.display_name))
     summary.remote_inputs = preflight.fetched
     if summary.ok:
-        plan.jobs = iter(runnable)
+        plan.jobs = iter(tally.spool)
     else:
-        runnable.close()
+        tally.spool.close()
     return plan
+
+
+class _Tally:
+    """The pass's verdict per valid job: runs (spooled) or skipped, and why; counted."""
+
+    def __init__(
+        self, plan: CheckedPlan, ledger: LedgerState, options: PlanOptions, credits: CreditTable
+    ) -> None:
+        self.plan, self.ledger, self.options, self.credits = plan, ledger, options, credits
+        self.chosen = _Chooser(options)
+        self.spool = Spool()
+        # Neither --only, --limit, reviews nor --redo-missing: the ledger alone decides.
+        self._plain = (
+            options.only is None
+            and options.limit is None
+            and options.rejected is None
+            and options.missing is None
+        )
+        self._on_done = options.on_done
+
+    def job(self, planned: PlannedJob) -> None:
+        job_id = planned.job.id
+        state = self.ledger.state_of(job_id, planned.key)
+        reason, redo = self._decide(job_id, state)
+        if reason is Skip.DONE and self._on_done is not None and state is not None:
+            self._on_done(state, planned)
+        summary = self.plan.summary
+        if reason is None:
+            summary.count_job(planned, True, self.credits.for_job(planned.job), redo)
+            self.spool.add(planned)
+        else:
+            summary.count_skip(planned, held=reason is Skip.HELD)
+            self.plan.skipped[reason] += 1
+
+    def row(self, hit: Hit) -> None:
+        shape, job_id, number, entry, prompt, row_key = hit
+        planned = shape.planned
+        assert planned is not None
+        state = self.ledger.state_of(job_id, row_key or planned.key)
+        if self._plain:  # no --only, --limit or reviews: the ledger alone decides
+            reason, redo = (None if state is None else skip_reason(state, self.options)), False
+        else:
+            reason, redo = self._decide(job_id, state)
+        if reason is Skip.DONE and self._on_done is not None and state is not None:
+            # a protect job's composite needs its own PlannedJob; others only their state
+            self._on_done(state, materialize(*hit) if planned.job.protect else planned)
+        if reason is None:
+            shape.calls += 1
+            shape.redo += redo
+            if shape.template is None:
+                shape.template = self.spool.template(planned, shape.prefix)
+            self.spool.add_row(shape.template, job_id, number, entry, prompt, row_key)
+        else:
+            if reason is Skip.HELD:
+                shape.held += 1
+            else:
+                shape.skipped += 1
+            self.plan.skipped[reason] += 1
+
+    def _decide(self, job_id: str, state: JobState | None) -> tuple[Skip | None, bool]:
+        self.chosen.note(job_id)
+        redo = _rejected(self.options, state) or _missing(self.options, state)
+        reason = None if redo else skip_reason(state, self.options)
+        if reason is None and not self.chosen.take(job_id):
+            reason = Skip.HELD
+        return reason, redo
+
+    def count(self, shapes: list[Shape]) -> None:
+        """Add the shapes' rows to the summary (once: their counters start over)."""
+        summary = self.plan.summary
+        for shape in shapes:
+            planned = shape.planned
+            if planned is None or not (shape.calls or shape.skipped or shape.held):
+                continue
+            each = self.credits.for_job(planned.job) if shape.calls else 0
+            summary.count_jobs(planned, shape.calls, each, shape.redo, shape.skipped, shape.held)
+            shape.calls = shape.redo = shape.skipped = shape.held = 0
+
+    def forget(self, shapes: list[Shape]) -> None:
+        """The pass drops its shapes: count them, and tell the spool their templates are done."""
+        self.count(shapes)
+        self.spool.forget_templates()
 
 
 def prepare_file(
@@ -375,53 +367,3 @@ class _Chooser:
             return []
         message = "given to --only but no valid job of the manifest has this id"
         return [Problem(job_id, "id", message, where) for job_id in sorted(self._only - self._seen)]
-
-
-class Spool:
-    """Planned jobs written to an anonymous temporary file, read back once, in order.
-
-    Pickled: a PlannedJob is a tree of frozen dataclasses, and pickle keeps every field (new
-    ones too) without a schema of its own. The job types are pickled as their constructor
-    arguments (``_REDUCERS``) rather than through dataclasses' own ``__getstate__``, which was
-    most of the cost of a million-row plan. The file is deleted by the system when closed, or
-    when the process dies.
-    """
-
-    def __init__(self) -> None:
-        # Not a `with`: the file lives from the first pass to the end of the run.
-        self._file = tempfile.TemporaryFile(prefix="pipeline-plan-")  # noqa: SIM115
-        self._pickler = pickle.Pickler(self._file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._pickler.dispatch_table = _REDUCERS
-        self.count = 0
-
-    def add(self, planned: PlannedJob) -> None:
-        self._pickler.dump(planned)
-        self._pickler.clear_memo()  # each job stands alone: the memo must not grow
-        self.count += 1
-
-    def __iter__(self) -> Iterator[PlannedJob]:
-        handle = self._file
-        handle.flush()
-        handle.seek(0)
-        try:
-            for _ in range(self.count):
-                # One unpickler per job, as each was pickled with a fresh memo.
-                yield pickle.load(handle)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
-    # attrgetter collects every field in C, in declaration order: the constructor's arguments.
-    fields_of = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
-
-    def reduce(value: Any) -> tuple[type, tuple[Any, ...]]:
-        return cls, fields_of(value)
-
-    return reduce
-
-
-_REDUCERS: dict[type, Any] = {cls: _by_fields(cls) for cls in (PlannedJob, Job, InputRef, Recipe)}

@@ -87,6 +87,22 @@ class PlanSummary:
             uploads.add(("converted:" if planned.mask_convert else "") + planned.mask_digest)
         counts.uploads = len(uploads)
 
+    def count_jobs(
+        self, planned: PlannedJob, calls: int, credits: int, redo: int, skipped: int, held: int
+    ) -> None:
+        """Many valid jobs of one shape (``planned`` is one of them): ``calls`` run, each of
+        ``credits``; ``skipped`` and ``held`` do not."""
+        counts = self.counts[planned.job.feature]
+        counts.jobs += skipped + held
+        counts.skipped += skipped
+        counts.held += held
+        if calls:
+            self.count_job(planned, True, credits * calls, bool(redo))
+            counts.jobs += calls - 1
+            counts.calls += calls - 1
+            counts.redo += redo - bool(redo)
+            counts.images += planned.job.expected_outputs * (calls - 1)
+
     def count_skip(self, planned: PlannedJob, held: bool = False) -> None:
         counts = self.counts[planned.job.feature]
         counts.jobs += 1

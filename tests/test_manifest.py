@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pipeline import naming
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import Manifest, folder_name_problem, load_manifest, parse_feature
 from pipeline.models import Feature, InputRef, Job
@@ -385,3 +388,18 @@ def test_items_are_streamed_not_read_whole(tmp_path: Path, suffix: str) -> None:
 def test_iter_jobs_can_be_read_again(tmp_path: Path) -> None:
     manifest = load(tmp_path, {"jobs": [INPAINT]})
     assert list(manifest.iter_jobs()) == list(manifest.iter_jobs())
+
+
+# --- the folder-name policy's shortcut for plain names ---------------------------------------
+
+_NAME_CHARS = st.sampled_from([*"aZ09_-. :/é\x01", "con", "COM1", "lpt9", "nul"])
+
+
+@given(st.lists(_NAME_CHARS, max_size=12).map("".join))
+def test_the_plain_name_shortcut_agrees_with_the_rules(name: str) -> None:
+    assert folder_name_problem(name) == naming._rules(name)
+
+
+@pytest.mark.parametrize("name", ["con", "CON.txt", "com1.v2", "a" * 201, "a..b", "x."])
+def test_plain_looking_names_that_are_still_refused(name: str) -> None:
+    assert folder_name_problem(name) is not None

@@ -22,6 +22,7 @@ from pipeline.manifest import load_manifest
 from pipeline.models import Feature, InputRef, Job, PlannedJob, Status
 from pipeline.plan import Planner, content_key, file_digest, prepare_file, scan
 from pipeline.preflight import Notice
+from pipeline.preflight import keys as keys_module
 from pipeline.summary import PlanSummary, format_plan, format_problems
 from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
 
@@ -156,13 +157,13 @@ def test_digest_computed_once_per_distinct_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    real_digest = plan_module.file_digest
+    real_digest = keys_module.file_digest
 
     def counting_digest(path: Path) -> str:
         calls.append(path)
         return real_digest(path)
 
-    monkeypatch.setattr(plan_module, "file_digest", counting_digest)
+    monkeypatch.setattr(keys_module, "file_digest", counting_digest)
     image, mask = raw_inputs(tmp_path)
     (tmp_path / "alias.png").symlink_to(image)
     planner = Planner()

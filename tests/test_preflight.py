@@ -1,4 +1,4 @@
-"""preflight.py: local checks on each job (fields, files, masks, size auto, folder policy)."""
+"""pipeline.preflight: local checks on each job (fields, files, masks, size auto, folder policy)."""
 
 from __future__ import annotations
 
@@ -144,8 +144,6 @@ def test_prompt_of_4000_characters_is_fine(tmp_path: Path) -> None:
     ("changes", "field", "message"),
     [
         ({"background": "white"}, "background", "not one of auto, opaque, transparent"),
-        ({"n": 2}, "n", "applies only to IMAGE_INPAINTER"),
-        ({"mask": InputRef("file", "/m.png")}, "mask", "applies only to IMAGE_INPAINTER"),
     ],
 )
 def test_background_field_problems(
@@ -448,10 +446,9 @@ def test_each_distinct_file_is_opened_once(tmp_path: Path, monkeypatch: pytest.M
 def test_duplicate_ids_are_exact_even_when_the_filter_collides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.preflight as preflight_module
+    from pipeline.preflight import fields
 
-    monkeypatch.setattr(preflight_module, "ID_FILTER_BITS", 8)  # every id looks like a repeat
-    monkeypatch.setattr(preflight_module, "ID_FILTER_MASK", 7)
+    monkeypatch.setattr(fields, "ID_FILTER_BITS", 8)  # every id looks like a repeat
     preflight = Preflight()
     job = inpaint_job(tmp_path)
     for job_id in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "B", "j"]:

@@ -232,6 +232,14 @@ def expand_template(text: str, data: Mapping[str, str]) -> tuple[str, list[str]]
     return _PLACEHOLDER.sub(replace, text), missing
 
 
+def placeholders(value: Any) -> frozenset[str]:
+    """The column names a template text reads (none for a value that is not text)."""
+    if not isinstance(value, str) or ("{" not in value and "}" not in value):
+        return frozenset()
+    names = (match.group(1) for match in _PLACEHOLDER.finditer(value) if match.group(1) is not None)
+    return frozenset(name.strip() for name in names)
+
+
 def _expanded(
     merged: Mapping[str, Any],
     data: Mapping[str, str],

@@ -14,9 +14,8 @@ from typing import Any
 import orjson
 
 from pipeline.errors import Problem
-from pipeline.manifest.build import (
-    build_job,
-)
+from pipeline.manifest.build import build_job
+from pipeline.manifest.rows import LIFTED, Row, fast_layout, plain_cell
 from pipeline.manifest.schema import (
     JOB_FIELDS,
     _kind,
@@ -68,6 +67,19 @@ class Manifest:
 
         Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``.
         """
+        for item in self.iter_entries():
+            if type(item) is tuple:
+                yield from self.build_row(item)
+            else:
+                yield item  # type: ignore[misc]
+
+    def iter_entries(self) -> Iterator[Job | Problem | Row]:
+        """``iter_jobs``, except that a CSV row whose job only its id tells apart from other
+        rows comes as a ``Row``: no Job is built for it (``build_row`` does, on demand).
+
+        Rows with equal ``Row`` keys build jobs equal in everything but their id, location and
+        entry, so a caller checks one of them and each id (the fast path of a big catalog).
+        """
         entries = _Entries()
         for index, entry in enumerate(self.jobs):
             ordinal = entries.next()
@@ -99,7 +111,7 @@ class Manifest:
             location = f"{entry.location} ({match})"
             yield from self._job_from_fields(own, frozenset(), location, ordinal, {"stem": stem})
 
-    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem | Row]:
         path = source.path
         display = path.name
         row_number = 0
@@ -115,24 +127,29 @@ class Manifest:
                 if header_problems and source.columns is not None:
                     return  # a mapping naming a missing column would fail every row
                 names = [cell.strip() for cell in header]
+                layout = fast_layout(source, columns, names, len(header), self.defaults)
                 for row_number, cells in enumerate(reader, start=1):
+                    if layout is not None and len(cells) == layout.width:
+                        job_id = cells[layout.id_index]
+                        if plain_cell(job_id):
+                            ordinal = entries.value
+                            entries.value = ordinal + 1
+                            cells[layout.id_index] = ""
+                            prompt = None
+                            if layout.prompt_index >= 0:
+                                prompt = cells[layout.prompt_index]
+                                if plain_cell(prompt):  # set, no spaces around, no template
+                                    cells[layout.prompt_index] = LIFTED
+                                else:
+                                    prompt = None  # stays in the key: its own shape
+                            yield (layout, tuple(cells), job_id, row_number, ordinal, prompt)
+                            continue
                     if not any(cell.strip() for cell in cells):
                         continue
                     if _skipped(cells, columns, source.skip_empty):
                         continue
                     ordinal = entries.next()
-                    location = f"{display} row {row_number}"
-                    if len(cells) > len(header):
-                        message = f"has {len(cells)} cells but the header names {len(header)}"
-                        yield Problem(None, None, message, location)
-                        continue
-                    raw = {
-                        name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()
-                    }
-                    data = {
-                        name: cells[i] for i, name in enumerate(names) if name and i < len(cells)
-                    }
-                    yield from self._job_from_entry(raw, location, ordinal, data)
+                    yield from self._csv_row(cells, row_number, ordinal, display, columns, names)
         except UnicodeDecodeError:
             message = f"not UTF-8 text (after row {row_number}); save the file as UTF-8 CSV"
             yield Problem(None, None, message, display)
@@ -140,6 +157,35 @@ class Manifest:
             yield Problem(None, None, f"not valid CSV after row {row_number}: {exc}", display)
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+
+    def _csv_row(
+        self,
+        cells: list[str],
+        row_number: int,
+        ordinal: int,
+        display: str,
+        columns: list[tuple[int, str]],
+        names: list[str],
+    ) -> Iterator[Job | Problem]:
+        location = f"{display} row {row_number}"
+        if len(cells) > len(names):
+            message = f"has {len(cells)} cells but the header names {len(names)}"
+            yield Problem(None, None, message, location)
+            return
+        raw = {name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()}
+        data = {name: cells[i] for i, name in enumerate(names) if name and i < len(cells)}
+        yield from self._job_from_entry(raw, location, ordinal, data)
+
+    def build_row(self, row: Row) -> Iterator[Job | Problem]:
+        """What ``iter_jobs`` yields for a row that ``iter_entries`` yielded as a ``Row``."""
+        layout, key, job_id, row_number, ordinal, prompt = row
+        cells = list(key)
+        cells[layout.id_index] = job_id
+        if prompt is not None:
+            cells[layout.prompt_index] = prompt
+        yield from self._csv_row(
+            cells, row_number, ordinal, layout.display, layout.columns, layout.names
+        )
 
     def _iter_jsonl(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
         path = source.path
@@ -208,11 +254,11 @@ class _Entries:
     """Numbers the manifest's entries in stream order."""
 
     def __init__(self) -> None:
-        self._next = 0
+        self.value = 0  # the next ordinal (the CSV fast path reads and bumps it inline)
 
     def next(self) -> int:
-        ordinal = self._next
-        self._next += 1
+        ordinal = self.value
+        self.value += 1
         return ordinal
 
 

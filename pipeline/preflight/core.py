@@ -1,0 +1,346 @@
+"""``Preflight``: every check on a job that needs no network, with its per-file caches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+from pipeline import masks
+from pipeline.errors import Notice, Problem
+from pipeline.inputs.cache import CachedInput, InputCache
+from pipeline.inputs.fetch import FetchOptions, Prefetcher, fetch_all, prefetched
+from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size
+from pipeline.models import Feature, InputRef, Job
+from pipeline.preflight.effective import (
+    MASK_CACHE_SIZE,
+    EffectiveMask,
+    recipe_for,
+    render_mask,
+    without_path,
+)
+from pipeline.preflight.fields import (
+    AUTO_SIZE,
+    IdSet,
+    id_problem,
+    parameter_problems,
+    prompt_problems,
+    remote_ref_problem,
+    remote_urls,
+)
+from pipeline.preflight.files import (
+    MAX_PIXELS,
+    ImageFacts,
+    closest_size,
+    inspect_image,
+    inspect_mask,
+    resolve,
+    shown_path,
+)
+
+_T = TypeVar("_T")
+
+DEFAULT_FETCH = FetchOptions()
+FALLBACK_SIZE = "1024x1024"
+CACHE_SIZE = 65_536  # distinct files remembered; past that the least recently used are re-read
+ONCE = "; said once for all jobs using it"
+
+_Inspect = Callable[[str], ImageFacts | str]
+
+
+@dataclass(slots=True)
+class ShapeCheck:
+    """What preflight says about a job apart from its id: shared by every job of that shape.
+
+    ``once`` notices are about a file or a rendered mask and are given with the first job
+    using it; ``each`` notices concern every job (``size: auto`` without a local image).
+    """
+
+    job: Job | None  # ``size: auto`` resolved; None if there are problems
+    problems: list[Problem] = field(default_factory=list)
+    once: list[Notice] = field(default_factory=list)
+    each: list[Notice] = field(default_factory=list)
+
+
+class Preflight:
+    """Checks jobs one at a time; remembers ids (for duplicates) and facts per distinct file.
+
+    Ids are remembered as fingerprints (``fields.IdSet``); duplicates are found once the pass
+    is over (``duplicate_ids``) and named by a cheap extra pass over the ids alone
+    (``plan.scan`` does it), only if there are any. Everything but the id depends only on the
+    job's other fields and its files, so a caller may check a shape once (``check_shape``) and
+    each id on its own (``check_id``); ``check`` does both.
+    """
+
+    def __init__(
+        self,
+        max_pixels: int = MAX_PIXELS,
+        cache_size: int = CACHE_SIZE,
+        max_input_side: int = MAX_INPUT_SIDE,
+        cache: InputCache | None = None,
+        fetch_options: FetchOptions = DEFAULT_FETCH,
+    ) -> None:
+        self.max_pixels = max_pixels
+        self.max_input_side = max_input_side
+        self.cache = cache if cache is not None else InputCache()
+        self.fetch_options = fetch_options
+        self._remote: dict[str, CachedInput | str] = {}  # URL → its fetch in this run
+        self.sources: dict[str, str] = {}  # cached file → the URL it was fetched from
+        self._prefetcher: Prefetcher | None = None  # during ahead(): fetching the next rows
+        self.ids = IdSet()
+        self._add_id = self.ids.add
+        self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
+        self._resolve = lru_cache(maxsize=cache_size)(resolve)
+        self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
+        self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
+        # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
+        self._effective = lru_cache(maxsize=MASK_CACHE_SIZE)(self._render_mask)
+
+    def duplicate_ids(self) -> set[int]:
+        """Fingerprints of the ids seen more than once in this pass (``id_fingerprint``)."""
+        return self.ids.duplicates()
+
+    def check(
+        self, job: Job, base_dir: Path | None = None
+    ) -> tuple[Job | None, list[Problem], list[Notice]]:
+        """The job with ``size: auto`` resolved (None if it has problems), problems, notices.
+
+        ``base_dir`` is the manifest's folder, for the symbolic-link policy; ``scan`` passes it.
+        """
+        reason = self.check_id(job.id)
+        shape = self.check_shape(job, base_dir)
+        problems = shape.problems
+        if reason:
+            problems = [Problem(job.id, "id", reason, job.location), *problems]
+        checked = shape.job if not problems else None
+        return checked, problems, [*shape.once, *shape.each]
+
+    def check_id(self, job_id: str) -> str | None:
+        """Remember the id (for duplicates); why it cannot name a folder, or None."""
+        self._add_id(job_id)
+        return id_problem(job_id)
+
+    def check_shape(
+        self, job: Job, base_dir: Path | None = None, prompt: bool = True
+    ) -> ShapeCheck:
+        """Every check but the id's (and the prompt's if not ``prompt``), for a job whose id
+        ``check_id`` checks (and whose prompt ``fields.prompt_problems``)."""
+        result = ShapeCheck(None)
+        problems, notices = result.problems, result.once
+        prompts = prompt_problems(job.prompt) if prompt else ()
+        for name, text in (*prompts, *parameter_problems(job)):
+            problems.append(Problem(job.id, name, text, job.location))
+        base = os.path.abspath(base_dir) if base_dir is not None else None
+        image = self._check_file(job, "image", base, self._image_facts, problems, notices)
+        mask = None
+        if job.mask is not None and job.feature is Feature.INPAINT:
+            mask = self._check_file(job, "mask", base, self._mask_facts, problems, notices)
+        if job.feature is Feature.INPAINT and job.has_mask:
+            self._check_effective_mask(job, image, mask, problems, notices)
+        size = self._resolved_size(job, image, result.each)
+        if problems:
+            return result
+        changes: dict[str, object] = {} if size == job.size else {"size": size}
+        for role, facts in (("image", image), ("mask", mask)):
+            ref = job.image if role == "image" else job.mask
+            if facts is not None and ref is not None and ref.kind == "url":
+                # From here on a remote input is its cached file: its content key is its
+                # bytes', it counts as an upload, and the upload reads the cache.
+                changes[role] = InputRef("file", facts.path, ref.value)
+                self.sources[facts.path] = ref.value
+        result.job = replace(job, **changes) if changes else job  # type: ignore[arg-type]
+        return result
+
+    # -- remote inputs --
+
+    def prefetch(self, urls: Iterable[str]) -> int:
+        """Fetch these URLs concurrently (before the checks); how many were fetched."""
+        wanted = [url for url in dict.fromkeys(urls) if url not in self._remote]
+        if wanted:
+            self._remote.update(fetch_all(wanted, self.cache, self.fetch_options))
+        return len(wanted)
+
+    def prefetch_manifest(self, jobs: Iterable[object]) -> int:
+        """Collect the distinct remote inputs of a stream of jobs and fetch them at once."""
+        return self.prefetch(url for job in jobs for url in remote_urls(job))
+
+    def ahead(self, items: Iterable[_T], urls_of: Callable[[_T], list[str]]) -> Iterator[_T]:
+        """The items in order, while the remote inputs of the next ones are being fetched."""
+        with Prefetcher(self.cache, self.fetch_options) as prefetcher:
+            self._prefetcher = prefetcher
+            try:
+                yield from prefetched(items, urls_of, prefetcher)
+            finally:
+                self._prefetcher = None
+
+    @property
+    def fetched(self) -> int:
+        """Remote inputs fetched so far in this run (validate prints it)."""
+        return sum(1 for value in self._remote.values() if not isinstance(value, str))
+
+    def _fetched(self, url: str) -> CachedInput | str:
+        if url not in self._remote:  # not prefetched: fetched alone (correct, only slower)
+            if self._prefetcher is not None:
+                self._remote[url] = self._prefetcher.result(url)
+            else:
+                self.prefetch([url])
+        return self._remote[url]
+
+    # -- what the planner reads back (from the caches; call after ``check``) --
+
+    def mask_convert(self, job: Job) -> bool:
+        """Whether the job's mask must be converted before upload (read from the cache)."""
+        if job.mask is None or job.mask.kind != "file":
+            return False
+        real, _refusal = self._resolve(job.mask.value, None)
+        facts = self._mask_facts(real)
+        return isinstance(facts, ImageFacts) and facts.convert_mask
+
+    def upload_recipe(self, job: Job, role: str) -> Recipe:
+        """What to do to the job's image or mask file before upload (``inputs.upload``):
+        undo EXIF rotation, scale to ``max_input_side`` (the mask to its image's new size),
+        16 to 8 bits, a mask to grayscale. Read from the per-file cache; call after ``check``."""
+        image = self._cached_facts(job.image, self._image_facts)
+        if image is None:
+            return Recipe()
+        target = fitted_size(image.width, image.height, self.max_input_side)
+        if role == "image":
+            return Recipe(image.orientation, target, image.sixteen_bit)
+        mask = self._cached_facts(job.mask, self._mask_facts)
+        if mask is None:
+            return Recipe()
+        size = target if target is not None and target != (mask.width, mask.height) else None
+        return Recipe(mask.orientation, size, mask.sixteen_bit, mask.convert_mask)
+
+    def recipe_of(self, job: Job) -> masks.MaskRecipe | None:
+        """The recipe whose rendering is uploaded for this job; None: the mask file as it is."""
+        image = self._cached_facts(job.image, self._image_facts)
+        mask = self._cached_facts(job.mask, self._mask_facts)
+        return recipe_for(job, image, mask)
+
+    def effective_mask(self, job: Job) -> EffectiveMask | None:
+        """The mask made for this job (cached: once per distinct image, recipe and file)."""
+        recipe = self.recipe_of(job)
+        if recipe is None:
+            return None
+        image = self._cached_facts(job.image, self._image_facts)
+        if image is None:
+            return None
+        mask_real = self._resolve(job.mask.value, None)[0] if job.mask is not None else ""
+        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        return rendered if isinstance(rendered, EffectiveMask) else None
+
+    def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
+        if ref is None or ref.kind != "file":
+            return None
+        real, _refusal = self._resolve(ref.value, None)
+        facts = inspect(real)
+        return facts if isinstance(facts, ImageFacts) else None
+
+    # -- files --
+
+    def _check_file(
+        self,
+        job: Job,
+        name: str,
+        base: str | None,
+        inspect: _Inspect,
+        problems: list[Problem],
+        notices: list[Notice],
+    ) -> ImageFacts | None:
+        ref = job.image if name == "image" else job.mask
+        if ref is None:
+            return None
+        if ref.kind == "asset":
+            reason = remote_ref_problem(ref)
+            if reason:
+                problems.append(Problem(job.id, name, reason, job.location))
+            return None
+        if ref.kind == "url":
+            reason = remote_ref_problem(ref)
+            fetched = reason or self._fetched(ref.value)
+            if isinstance(fetched, str):
+                problems.append(Problem(job.id, name, f"{ref.value} {fetched}", job.location))
+                return None
+            real, refusal = str(fetched.path), None
+        else:
+            real, refusal = self._resolve(ref.value, base)
+        facts = refusal or inspect(real)
+        # The path as short as it can be told (relpath costs tens of µs: only for messages).
+        if isinstance(facts, str):
+            shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
+            problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
+            return None
+        if facts.notes and (name, real) not in self._noted:
+            self._noted.add((name, real))
+            shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
+            notices.extend(
+                Notice(job.id, name, f"{shown} {note}{ONCE}", job.location) for note in facts.notes
+            )
+        return facts
+
+    def _inspect_image(self, real: str) -> ImageFacts | str:
+        return inspect_image(real, self.max_pixels)
+
+    def _inspect_mask(self, real: str) -> ImageFacts | str:
+        return inspect_mask(real, self.max_pixels)
+
+    # -- effective masks --
+
+    def _check_effective_mask(
+        self,
+        job: Job,
+        image: ImageFacts | None,
+        mask: ImageFacts | None,
+        problems: list[Problem],
+        notices: list[Notice],
+    ) -> None:
+        if job.protect and "asset" in (job.image.kind, job.mask.kind if job.mask else ""):
+            message = (
+                "needs a local image and mask: the source's pixels are composited after download"
+            )
+            problems.append(Problem(job.id, "protect", message, job.location))
+        if image is None or (job.mask is not None and mask is None):
+            if job.mask_recipe is not None and job.image.kind == "asset":
+                message = "a generated or modified mask needs a local image to be drawn on"
+                problems.append(Problem(job.id, "mask", message, job.location))
+            return  # the file's own problem is reported already
+        recipe = recipe_for(job, image, mask)
+        if recipe is None:
+            if mask is not None and mask.edits_nothing:  # the file is the effective mask
+                message = f"{masks.ALL_BLACK_ERROR} (white marks the area to edit)"
+                problems.append(Problem(job.id, "mask", message, job.location))
+            return
+        mask_real = mask.path if mask is not None else ""
+        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        if isinstance(rendered, str):
+            problems.append(Problem(job.id, "mask", rendered, job.location))
+            return
+        noted = ("effective", rendered.digest)
+        if rendered.notes and noted not in self._noted:
+            self._noted.add(noted)
+            notices.extend(
+                Notice(job.id, "mask", f"{note}{ONCE}", job.location) for note in rendered.notes
+            )
+
+    def _render_mask(
+        self, image_real: str, recipe: masks.MaskRecipe, mask_real: str
+    ) -> EffectiveMask | str:
+        facts = self._image_facts(image_real)
+        if not isinstance(facts, ImageFacts):
+            return facts
+        mask = self._mask_facts(mask_real) if mask_real else None
+        return render_mask(recipe, facts, mask, mask_real, self.max_input_side)
+
+    def _resolved_size(self, job: Job, image: ImageFacts | None, notices: list[Notice]) -> str:
+        if job.size != AUTO_SIZE:
+            return job.size
+        if image is not None:
+            return closest_size(image.width, image.height)
+        if job.image.kind == "asset":
+            message = f"auto needs a local image to measure; using {FALLBACK_SIZE}"
+            notices.append(Notice(job.id, "size", message, job.location))
+        return FALLBACK_SIZE

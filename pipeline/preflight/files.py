@@ -1,0 +1,204 @@
+"""What preflight learns about one file: it exists, is a still PNG, JPEG or WebP, decodes, and
+its size, mode and orientation (``ImageFacts``); read once per distinct file by ``Preflight``.
+
+Integrity is checked as cheaply as the format allows: PNG by ``verify()`` (every chunk's CRC, no
+pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a full decode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.inputs.upload import is_16bit, orientation_of
+from pipeline.models import SIZES
+from pipeline.preflight.maskfile import (
+    MASK_MODES_AS_IS,
+    content_notes,
+    conversion_notes,
+    is_all_black,
+    mask_as_grayscale,
+)
+
+MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
+LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What preflight learnt about one file; shared by every job that uses it."""
+
+    path: str  # the real path
+    format: str  # PNG, JPEG or WebP
+    width: int
+    height: int
+    mode: str
+    notes: tuple[str, ...] = ()  # notices about the file, given once
+    convert_mask: bool = False  # as a mask, it must be converted to grayscale before upload
+    orientation: int = 1  # EXIF orientation; width and height above are already upright
+    sixteen_bit: bool = False  # 16 bits per channel: uploaded converted to 8 bits
+    edits_nothing: bool = False  # as a mask, all black: an error unless modifiers change it
+
+
+def inspect_image(real: str, max_pixels: int) -> ImageFacts | str:
+    """The facts of an image file, or why it cannot be used."""
+    problem = _file_problem(real)
+    if problem:
+        return problem
+    try:
+        with bombs_refused(), Image.open(real) as image:
+            problem = _header_problem(image, max_pixels)
+            if problem:
+                return problem
+            facts = _facts(real, image, _file_notes(real))
+            _decode_cheaply(image)
+            return facts
+    # Pillow's decoders raise many types on malformed data (OSError, SyntaxError,
+    # ValueError, struct.error, ...); bad input must never end in a traceback.
+    except Exception as exc:
+        return failure(exc)
+
+
+def inspect_mask(real: str, max_pixels: int) -> ImageFacts | str:
+    """The facts of a mask file (its content warnings among the notes), or why it cannot be used."""
+    problem = _file_problem(real)
+    if problem:
+        return problem
+    try:
+        with bombs_refused(), Image.open(real) as image:
+            problem = _header_problem(image, max_pixels)
+            if problem:
+                return problem
+            image.load()  # the content checks need the pixels anyway
+            gray = mask_as_grayscale(image)
+            notes = (*_file_notes(real), *conversion_notes(image, gray), *content_notes(gray))
+            facts = _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+            return replace(facts, edits_nothing=is_all_black(gray))
+    except Exception as exc:  # as in inspect_image
+        return failure(exc)
+
+
+def resolve(path: str, base: str | None) -> tuple[str, str | None]:
+    """The real path, and why the folder policy refuses it (None if it does not)."""
+    real = os.path.realpath(path)
+    if base is None or not _is_within(path, base) or _is_within(real, os.path.realpath(base)):
+        return real, None
+    refusal = (
+        f"leads outside the manifest's folder through a symbolic link (to {real}); "
+        "write the real path if you mean that file"
+    )
+    return real, refusal
+
+
+def _is_within(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def _file_problem(real: str) -> str | None:
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        return f"does not exist (looked for {real})"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        return "is not a regular file"
+    if info.st_size == 0:
+        return "is empty (0 bytes)"
+    return None
+
+
+def _file_notes(real: str) -> tuple[str, ...]:
+    size = os.path.getsize(real)
+    if size > LARGE_FILE_BYTES:
+        megabytes = size / (1024 * 1024)
+        return (f"is {megabytes:.0f} MB; gpt-image models take at most 50 MB per image",)
+    return ()
+
+
+@contextmanager
+def bombs_refused() -> Iterator[None]:
+    # Pillow only warns between its own pixel limit and twice that; make that a refusal too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def failure(exc: Exception) -> str:
+    """Why a file could not be opened or decoded, in words."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return "is too large to be a real image (decompression bomb)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "is not an image Pillow can read (PNG, JPEG or WebP)"
+    if isinstance(exc, PermissionError):
+        return "cannot be read: permission denied"
+    return f"is damaged or truncated: {exc}"
+
+
+def _header_problem(image: Image.Image, max_pixels: int) -> str | None:
+    kind = ACCEPTED_FORMATS.get(image.format or "")
+    if kind is None:
+        return f"is {image.format or 'an unknown format'}; the API takes PNG, JPEG or WebP"
+    if image.width * image.height > max_pixels:
+        return f"is {image.width}x{image.height}, more than {max_pixels / 1e6:g} megapixels"
+    if kind != "JPEG" and getattr(image, "is_animated", False):
+        return "is animated; the API takes still images (save one frame)"
+    return None
+
+
+def _decode_cheaply(image: Image.Image) -> None:
+    if image.format == "PNG":
+        image.verify()  # every chunk's CRC up to IEND: finds truncation without decoding pixels
+        return
+    if image.format in ("JPEG", "MPO"):
+        # Decoding at 1/8 scale still reads every byte, so truncation shows, ~20x cheaper.
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
+
+
+def _facts(
+    real: str, image: Image.Image, notes: tuple[str, ...], convert_mask: bool = False
+) -> ImageFacts:
+    kind = ACCEPTED_FORMATS[image.format or ""]
+    # PNG's eXIf chunk is read by Pillow only with the pixels, which would break verify(); phone
+    # cameras write JPEG (or HEIC, refused), so PNG orientation is taken as upright.
+    orientation = 1 if kind == "PNG" else orientation_of(image)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # a quarter turn: every check sees the image upright
+        width, height = height, width
+    with open(real, "rb") as handle:
+        sixteen = is_16bit(image, handle.read(32))
+    return ImageFacts(
+        real, kind, width, height, image.mode, notes, convert_mask, orientation, sixteen
+    )
+
+
+def shown_path(path: str, base: str | None) -> str:
+    """The path as short as it can be told: relative to the manifest's folder when inside."""
+    return os.path.relpath(path, base) if base is not None and _is_within(path, base) else path
+
+
+@lru_cache(maxsize=4096)
+def closest_size(width: int, height: int) -> str:
+    """The allowed size whose aspect ratio is closest to ``width / height`` (ties: the first)."""
+    ratio = math.log(width / height)
+
+    def distance(size: str) -> float:
+        size_width, size_height = (int(part) for part in size.split("x"))
+        return abs(ratio - math.log(size_width / size_height))
+
+    return min(SIZES, key=distance)
