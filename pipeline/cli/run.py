@@ -404,7 +404,6 @@ async def _run_on_ray(
         out_dir=context.out_dir,
         ledger_writer_bus=bus,
         resume_state=ledger.resume(),
-        retry_failed=context.args.retry_failed,
         max_credits=context.settings.max_credits,
         on_start=lambda driver: _install_signal_handlers(driver, writer),
     )

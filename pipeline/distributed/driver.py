@@ -26,7 +26,7 @@ from ray.util.queue import Queue
 
 import pipeline
 from pipeline.config import Endpoints, Settings
-from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
+from pipeline.distributed.budget import NAMESPACE, Pacing, budget_name, get_budget
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
     AssetsUploaded,
@@ -92,7 +92,6 @@ class Driver:
         out_dir: Path,
         bus: EventBus,
         resume_state: ResumeState,
-        retry_failed: bool = False,
         batch_size: int | None = None,
         max_credits: float | None = None,
     ) -> None:
@@ -104,7 +103,6 @@ class Driver:
         self._out = str(out_dir)
         self._bus = bus
         self._resume = resume_state
-        self._retry_failed = retry_failed
         self._batch = batch_size or max(1, settings.rate.concurrency)
         self._budget = budget_name(api_key)
         self.shards: dict[int, Any] = {}  # live shard id -> actor handle
@@ -130,7 +128,6 @@ class Driver:
             self._events,
             self._budget,
             self._count,
-            self._retry_failed,
         )
 
     def _shard_died(self, shard_id: int) -> None:
@@ -248,7 +245,9 @@ class Driver:
 
     async def run(self, plan: Iterable[PlannedJob]) -> RunOutcome:
         self._events = Queue(actor_options={"num_cpus": 0})
-        budget = get_budget(self._budget, self._settings.rate.rpm)
+        rate = self._settings.rate
+        # The driver creates the actor, so it brings the run's pacing; shards find it by name.
+        budget = get_budget(self._budget, rate.rpm, Pacing.of(rate))
         await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
         for _ in range(self._count):
             self._start_shard()
@@ -300,7 +299,6 @@ async def run_distributed(
     out_dir: Path,
     ledger_writer_bus: EventBus,
     resume_state: ResumeState,
-    retry_failed: bool = False,
     batch_size: int | None = None,
     max_credits: float | None = None,
     on_start: Callable[[Driver], None] | None = None,
@@ -315,7 +313,6 @@ async def run_distributed(
             out_dir=out_dir,
             bus=ledger_writer_bus,
             resume_state=resume_state,
-            retry_failed=retry_failed,
             batch_size=batch_size,
             max_credits=max_credits,
         )

@@ -38,10 +38,10 @@ def test_a_lease_is_capped_at_one_second_of_the_rate() -> None:
 
 
 def test_a_hintless_429_cuts_once_and_pauses_and_successes_win_it_back() -> None:
-    from pipeline.distributed.budget import _Budget
+    from pipeline.distributed.budget import Pacing, _Budget
 
     clock = Clock()
-    budget = _Budget(600, slowdown_factor=0.5, recovery_step=0.1, clock=clock)
+    budget = _Budget(600, Pacing(slowdown_factor=0.5, recovery_step=0.1), clock=clock)
     budget.on_rate_limited(None)
     budget.on_rate_limited(None)  # the same congestion event
     assert budget.rpm == 300
