@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps
 
-import pipeline.emulator.server as server_module
+import pipeline.emulator.uploads as uploads_module
 from pipeline.emulator import (
     EmulatorConfig,
     EmulatorServer,
@@ -328,7 +328,7 @@ async def test_upload_rejections(
     ) as missing:
         assert missing.status == 400
         assert "asset" in (await missing.json())["message"]
-    monkeypatch.setattr(server_module, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(uploads_module, "MAX_UPLOAD_BYTES", 1000)
     response = await upload(session, emulator, product_photo((400, 400)) + bytes(2000), "big.png")
     assert response.status == 413
 
