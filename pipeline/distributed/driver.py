@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -115,6 +116,10 @@ class Driver:
         self.restarts = 0
 
     # -- shards -------------------------------------------------------------------------------
+
+    @property
+    def shards_started(self) -> int:
+        return self._next_id
 
     def _start_shard(self) -> None:
         shard_id, self._next_id = self._next_id, self._next_id + 1
@@ -244,6 +249,11 @@ class Driver:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self, plan: Iterable[PlannedJob]) -> RunOutcome:
+        source = self._source(plan)
+        first = next(source, None)
+        if first is None:
+            return self._outcome  # nothing to run: no actors started, nothing sent
+        source = itertools.chain([first], source)
         self._events = Queue(actor_options={"num_cpus": 0})
         rate = self._settings.rate
         # The driver creates the actor, so it brings the run's pacing; shards find it by name.
@@ -251,7 +261,6 @@ class Driver:
         await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
         for _ in range(self._count):
             self._start_shard()
-        source = self._source(plan)
         try:
             more = self._dispatch(source)
             while self._refs or (more and not self._outcome.stop_reason):
