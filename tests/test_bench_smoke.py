@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_overhead_scenario_runs_both_clients_and_reports_figures() -> None:
-    result = measure(Plan(jobs=3, concurrencies=(2,), repeats=1, baseline_repeats=1))
+    result = measure(Plan(jobs=2, concurrencies=(2,), repeats=1, baseline_repeats=1))
 
     assert result.error is None
     figures = {figure.name: figure for figure in result.figures}

@@ -23,33 +23,33 @@ from tests.e2e_helpers import (
 )
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "60000"]
 
 
 def test_all_jobs_done_then_a_second_run_sends_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manifest = write_catalog(tmp_path, 12, images=3, n=2)
+    manifest = write_catalog(tmp_path, 6, images=3, n=2)
     out = tmp_path / "out"
     with emulator_thread() as emulator:
         args = ["run", str(manifest), "--out", str(out), *FAST]
         assert run_cli(args, emulator.env, monkeypatch) == 0
-        assert_outputs_whole(out, {f"sku-{j:04d}": Expected(2, (1024, 1024)) for j in range(12)})
+        assert_outputs_whole(out, {f"sku-{j:04d}": Expected(2, (1024, 1024)) for j in range(6)})
         # Every delivered image says it was AI-edited (SPEC 4), its pixels untouched.
         marked = read_provenance((out / "sku-0000" / "0.png").read_bytes())
         assert marked is not None and marked["digital_source_type"].endswith(
             "compositeWithTrainedAlgorithmicMedia"
         )
-        assert len(emulator.calls("features")) == 12
-        # 3 photos + 3 byte-identical masks: uploads go by content, so 4
+        assert len(emulator.calls("features")) == 6
+        # 6 jobs over 3 photos + 3 byte-identical masks: uploads go by content, so 4
         assert len(emulator.calls("assets")) == 4
         requests_before = len(emulator.log)
         assert run_cli(args, emulator.env, monkeypatch) == 0
         assert len(emulator.log) == requests_before  # nothing sent at all
     # The no-op night keeps the folder's figures: the last run is still the one that ran.
     result = summary(out)
-    assert result["counts"]["succeeded"] == 12 and result["exit_code"] == 0
-    assert folder_summary(out)["jobs"] == {"total": 12, "succeeded": 12, "failed": 0, "pending": 0}
+    assert result["counts"]["succeeded"] == 6 and result["exit_code"] == 0
+    assert folder_summary(out)["jobs"] == {"total": 6, "succeeded": 6, "failed": 0, "pending": 0}
     assert len(list((out / "runs").glob("*.json"))) == 1
 
 

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps
 
-import pipeline.emulator.server as server_module
+import pipeline.emulator.uploads as uploads_module
 from pipeline.emulator import (
     EmulatorConfig,
     EmulatorServer,
@@ -328,7 +328,7 @@ async def test_upload_rejections(
     ) as missing:
         assert missing.status == 400
         assert "asset" in (await missing.json())["message"]
-    monkeypatch.setattr(server_module, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(uploads_module, "MAX_UPLOAD_BYTES", 1000)
     response = await upload(session, emulator, product_photo((400, 400)) + bytes(2000), "big.png")
     assert response.status == 413
 
@@ -770,9 +770,13 @@ async def test_fault_slow(start_emulator: StartEmulator, session: aiohttp.Client
     assert status == 200 and time.monotonic() - started >= 0.2
     assert server.state.log[-1]["fault"] == "slow"
     # A client that gives up is not charged for the work it never receives.
+    logged = len(server.state.log)
     with pytest.raises(asyncio.TimeoutError):
         await post_feature_with_timeout(session, server, background_payload(image), timeout=0.05)
-    await asyncio.sleep(0.3)
+    for _ in range(200):  # the handler logs the call once its slow sleep ends (0.2 s)
+        if len(server.state.log) > logged:
+            break
+        await asyncio.sleep(0.01)
     assert server.state.used_credit == 4000
     assert server.state.log[-1]["status"] is None and server.state.log[-1]["credits"] == 0
 

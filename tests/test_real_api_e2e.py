@@ -49,14 +49,18 @@ def test_one_budget_for_every_request_meets_no_429(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server allows 22 API requests in any 10 s; --rpm 120 paces uploads and calls
-    together (20 in 10 s), so a catalog of distinct photos never meets a 429."""
-    manifest, _ = write_mixed_catalog(tmp_path, 8)  # every job its own image and mask bytes
+    together (20 in 10 s), so a catalog of distinct photos never meets a 429. Both run 4x fast
+    (the server's clock, the client's --rpm), the same ratio: 27 requests in about 3.5 s."""
+    # Every job its own image and mask bytes: 10 images, 7 masks, 10 calls, more than the 22
+    # the window holds, so a client pacing faster than the window would meet a 429.
+    manifest, _ = write_mixed_catalog(tmp_path, 10)
     out = tmp_path / "out"
     with emulator_thread(window_limit=22, window_seconds=10) as emulator:
-        args = ["run", str(manifest), "--out", str(out), "--rpm", "120", "--no-progress"]
+        emulator.server.clock = lambda: time.monotonic() * 4
+        args = ["run", str(manifest), "--out", str(out), "--rpm", "480", "--no-progress"]
         assert run_cli([*args, "--no-report"], emulator.env, monkeypatch) == 0
         answered = [e["status"] for e in emulator.log if e["route"] in ("assets", "features")]
-    assert 429 not in answered and len(answered) > 16  # uploads and calls both counted
+    assert 429 not in answered and len(answered) == 27  # uploads and calls both counted
 
 
 def test_eight_percent_html_403s_finish_with_exit_0(

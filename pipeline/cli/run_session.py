@@ -192,7 +192,6 @@ async def _run_on_ray(
         out_dir=context.target.state_dir,  # a local OUT: run.py refuses --ray with a bucket
         ledger_writer_bus=bus,
         resume_state=ledger.resume(),
-        retry_failed=context.args.retry_failed,
         max_credits=context.settings.max_credits,
         on_start=lambda driver: _install_signal_handlers(driver, writer),
     )

@@ -25,12 +25,13 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
-from pipeline.config import MIN_RPM, RECOVERY_STEP, SLOWDOWN_FACTOR
+from pipeline.config import MIN_RPM, RECOVERY_STEP, SLOWDOWN_FACTOR, RateLimit
 
 NAMESPACE = "onemin-pipeline"
 LEASE_SECONDS = 1.0
@@ -42,22 +43,34 @@ def budget_name(api_key: str) -> str:
     return "onemin-budget-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How the shared rate reacts to 429s: the throttle's settings, carried to the actor."""
+
+    slowdown_factor: float = SLOWDOWN_FACTOR
+    recovery_step: float = RECOVERY_STEP
+    min_rpm: float = MIN_RPM
+
+    @classmethod
+    def of(cls, rate: RateLimit) -> Pacing:
+        return cls(rate.slowdown_factor, rate.recovery_step, rate.min_rpm)
+
+
 class _Budget:
     """The pacing arithmetic, without Ray (tested directly, and wrapped by the actor)."""
 
     def __init__(
         self,
         rpm: float,
-        slowdown_factor: float = SLOWDOWN_FACTOR,
-        recovery_step: float = RECOVERY_STEP,
-        min_rpm: float = MIN_RPM,
+        pacing: Pacing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        pacing = pacing or Pacing()
         self._configured = rpm
         self._current = rpm
-        self._slowdown = slowdown_factor
-        self._step = recovery_step
-        self._min = min_rpm
+        self._slowdown = pacing.slowdown_factor
+        self._step = pacing.recovery_step
+        self._min = pacing.min_rpm
         self._clock = clock
         self._next_free = 0.0
         self._pause_until = 0.0
@@ -112,14 +125,8 @@ class _Budget:
 class RateBudget:
     """The async actor around ``_Budget``; its methods are the shards' only coupling."""
 
-    def __init__(
-        self,
-        rpm: float,
-        slowdown_factor: float = SLOWDOWN_FACTOR,
-        recovery_step: float = RECOVERY_STEP,
-        min_rpm: float = MIN_RPM,
-    ) -> None:
-        self._budget = _Budget(rpm, slowdown_factor, recovery_step, min_rpm)
+    def __init__(self, rpm: float, pacing: Pacing | None = None) -> None:
+        self._budget = _Budget(rpm, pacing)
 
     async def acquire(self, n: int = 1, successes: int = 0) -> float:
         """Wait until the first of up to ``n`` permits is due; return their spacing (s)."""
@@ -145,7 +152,7 @@ class RateBudget:
         }
 
 
-def get_budget(name: str, rpm: float, **rate: float) -> Any:
+def get_budget(name: str, rpm: float, pacing: Pacing | None = None) -> Any:
     """The named budget actor, created if absent (detached: it outlives one driver)."""
     return RateBudget.options(  # type: ignore[attr-defined]
         name=name,
@@ -154,7 +161,7 @@ def get_budget(name: str, rpm: float, **rate: float) -> Any:
         get_if_exists=True,
         max_concurrency=10_000,
         num_cpus=0,
-    ).remote(rpm, **rate)
+    ).remote(rpm, pacing)
 
 
 class RemoteThrottle:
@@ -170,15 +177,15 @@ class RemoteThrottle:
         name: str,
         rpm: float,
         shards: int,
-        rate: dict[str, float] | None = None,
+        pacing: Pacing | None = None,
         clock: Callable[[], float] = time.monotonic,
         lease_cap: int | None = None,
     ) -> None:
-        self._name, self._rpm, self._rate = name, rpm, rate or {}
+        self._name, self._rpm, self._pacing = name, rpm, pacing
         self._shards = max(1, shards)
         self._clock = clock
         self._lease_cap = lease_cap  # the bench sets 1 to measure the actor's round-trips
-        self._actor = get_budget(name, rpm, **self._rate)
+        self._actor = get_budget(name, rpm, pacing)
         self._permits: deque[float] = deque()  # local monotonic times the leased permits are due
         self._lock = asyncio.Lock()
         self._successes = 0
@@ -214,7 +221,7 @@ class RemoteThrottle:
                 break
             except RayActorError:
                 await asyncio.sleep(0.05)
-                self._actor = get_budget(self._name, self._rpm, **self._rate)
+                self._actor = get_budget(self._name, self._rpm, self._pacing)
         self._successes -= successes
         self._interval = interval
         start = max(self._clock(), self._pause_until)

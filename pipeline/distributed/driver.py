@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,7 @@ from ray.util.queue import Queue
 
 import pipeline
 from pipeline.config import Endpoints, Settings
-from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
+from pipeline.distributed.budget import NAMESPACE, Pacing, budget_name, get_budget
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
     AssetsUploaded,
@@ -92,7 +93,6 @@ class Driver:
         out_dir: Path,
         bus: EventBus,
         resume_state: ResumeState,
-        retry_failed: bool = False,
         batch_size: int | None = None,
         max_credits: float | None = None,
     ) -> None:
@@ -104,7 +104,6 @@ class Driver:
         self._out = str(out_dir)
         self._bus = bus
         self._resume = resume_state
-        self._retry_failed = retry_failed
         self._batch = batch_size or max(1, settings.rate.concurrency)
         self._budget = budget_name(api_key)
         self.shards: dict[int, Any] = {}  # live shard id -> actor handle
@@ -118,6 +117,10 @@ class Driver:
 
     # -- shards -------------------------------------------------------------------------------
 
+    @property
+    def shards_started(self) -> int:
+        return self._next_id
+
     def _start_shard(self) -> None:
         shard_id, self._next_id = self._next_id, self._next_id + 1
         self.shards[shard_id] = Shard.options(  # type: ignore[attr-defined]
@@ -130,7 +133,6 @@ class Driver:
             self._events,
             self._budget,
             self._count,
-            self._retry_failed,
         )
 
     def _shard_died(self, shard_id: int) -> None:
@@ -247,12 +249,18 @@ class Driver:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self, plan: Iterable[PlannedJob]) -> RunOutcome:
+        source = self._source(plan)
+        first = next(source, None)
+        if first is None:
+            return self._outcome  # nothing to run: no actors started, nothing sent
+        source = itertools.chain([first], source)
         self._events = Queue(actor_options={"num_cpus": 0})
-        budget = get_budget(self._budget, self._settings.rate.rpm)
+        rate = self._settings.rate
+        # The driver creates the actor, so it brings the run's pacing; shards find it by name.
+        budget = get_budget(self._budget, rate.rpm, Pacing.of(rate))
         await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
         for _ in range(self._count):
             self._start_shard()
-        source = self._source(plan)
         try:
             more = self._dispatch(source)
             while self._refs or (more and not self._outcome.stop_reason):
@@ -300,7 +308,6 @@ async def run_distributed(
     out_dir: Path,
     ledger_writer_bus: EventBus,
     resume_state: ResumeState,
-    retry_failed: bool = False,
     batch_size: int | None = None,
     max_credits: float | None = None,
     on_start: Callable[[Driver], None] | None = None,
@@ -315,7 +322,6 @@ async def run_distributed(
             out_dir=out_dir,
             bus=ledger_writer_bus,
             resume_state=resume_state,
-            retry_failed=retry_failed,
             batch_size=batch_size,
             max_credits=max_credits,
         )

@@ -23,7 +23,7 @@ import ray
 
 from pipeline.client import OneMinClient
 from pipeline.config import Settings
-from pipeline.distributed.budget import RemoteThrottle
+from pipeline.distributed.budget import Pacing, RemoteThrottle
 from pipeline.events import Event, EventBus, FeatureSubmitted
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
@@ -109,7 +109,6 @@ class Shard:
         events: Any,
         budget: str,
         shards: int,
-        retry_failed: bool = False,
     ) -> None:
         self._shard = shard
         self._key = api_key  # held in memory only: never logged, never in a runtime env
@@ -117,17 +116,7 @@ class Shard:
         self._store = Store(Path(out_dir))
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
-        self._throttle = RemoteThrottle(
-            budget,
-            rate.rpm,
-            shards,
-            {
-                "slowdown_factor": rate.slowdown_factor,
-                "recovery_step": rate.recovery_step,
-                "min_rpm": rate.min_rpm,
-            },
-        )
-        self._retry_failed = retry_failed
+        self._throttle = RemoteThrottle(budget, rate.rpm, shards, Pacing.of(rate))
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task[None] | None = None
 

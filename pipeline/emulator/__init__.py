@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cli import add_arguments, config_from_args, serve_forever
     from .config import EmulatorConfig
-    from .server import EmulatorServer, EmulatorState, StoredAsset
+    from .server import EmulatorServer
+    from .state import EmulatorState, StoredAsset
 
 # Loaded on first use (PEP 562): every `pipeline` command builds the emulator's argument parser,
 # and none but `pipeline emulator` and `run --emulator` needs the server and its image code.
@@ -24,8 +25,8 @@ _EXPORTS = {
     "serve_forever": ".cli",
     "EmulatorConfig": ".config",
     "EmulatorServer": ".server",
-    "EmulatorState": ".server",
-    "StoredAsset": ".server",
+    "EmulatorState": ".state",
+    "StoredAsset": ".state",
 }
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,11 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_record_arguments(parser, d)
     faults = parser.add_argument_group("faults (rates are probabilities 0..1)")
-    for name in (rate for rate in RATE_FIELDS if rate not in _RECORD_RATES):
-        flag = "--" + name.replace("_", "-")
-        faults.add_argument(
-            flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
-        )
+    _add_rates(faults, [rate for rate in RATE_FIELDS if rate not in _RECORD_RATES])
     faults.add_argument(
         "--slow-seconds",
         type=_non_negative,
@@ -219,11 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_record_arguments(parser: argparse.ArgumentParser, d: EmulatorConfig) -> None:
     records = parser.add_argument_group("unfinished records")
-    for name in _RECORD_RATES:
-        flag = "--" + name.replace("_", "-")
-        records.add_argument(
-            flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
-        )
+    _add_rates(records, _RECORD_RATES)
     records.add_argument(
         "--processing-seconds",
         type=_non_negative,
@@ -238,6 +231,15 @@ def _add_record_arguments(parser: argparse.ArgumentParser, d: EmulatorConfig) ->
         default=d.processing_jitter,
         help="+- on --processing-seconds, seeded (%(default)s)",
     )
+
+
+def _add_rates(group: argparse._ArgumentGroup, names: Iterable[str]) -> None:
+    """One ``--rate-x P`` option a fault rate, each off (0.0) unless given."""
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(
+            flag, dest=name, type=_rate, metavar="P", default=0.0, help=_RATE_HELP[name]
+        )
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:

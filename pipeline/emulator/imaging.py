@@ -21,42 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from PIL import Image, ImageChops, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
+
+from .cutout import foreground_mask
+from .painting import Palette, generated_fill, generated_scene
 
 OUTPUT_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 OUTPUT_EXTENSION = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
-# The flood fill runs in Python, so it works on a copy no larger than this on its longer side.
-_FLOOD_SIDE = 128
-# Largest per-channel distance from the border color that still counts as background.
-_FLOOD_TOLERANCE = 40
 # BACKGROUND_REPLACER has no output_compression; use the API's default (fast zlib level).
 _BACKGROUND_PNG_COMPRESSION = 85
 # Shapes drawn on a generated fill, by quality: a visible (and cheap) difference between levels.
 _SHAPES_BY_QUALITY = {"low": 3, "medium": 6, "high": 12}
-
-# A few color words, so that "white marble countertop" really comes out whitish.
-_NAMED_COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (200, 40, 40),
-    "orange": (235, 130, 30),
-    "yellow": (240, 210, 50),
-    "gold": (212, 175, 55),
-    "green": (50, 160, 70),
-    "blue": (40, 90, 200),
-    "sky": (120, 180, 235),
-    "purple": (130, 60, 170),
-    "pink": (235, 130, 180),
-    "brown": (120, 80, 45),
-    "wood": (150, 105, 60),
-    "black": (25, 25, 25),
-    "white": (240, 240, 240),
-    "marble": (228, 226, 220),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "silver": (190, 192, 198),
-    "metal": (160, 165, 170),
-}
 
 
 @dataclass(frozen=True)
@@ -203,8 +180,8 @@ class Imager:
         source = self._fitted(request.image, request.size, "RGB")
         # Mask luminance is the blend weight: white replaces, black keeps, gray blends.
         mask = self._fitted(request.mask, request.size, "L")
-        palette = _Palette.of(request.prompt, index)
-        fill = _generated_fill(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
+        palette = Palette.of(request.prompt, index)
+        fill = generated_fill(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
         kept = _drifted(source, request, index)
         result = Image.composite(fill, kept, mask)
         return _encode(result, request.output_format, request.output_compression)
@@ -213,7 +190,7 @@ class Imager:
         source = self._fitted(request.image, request.size, "RGBA")
         # The cut-out depends only on the image and size: share it across prompts and indices.
         foreground = self._sources.get_or_create(
-            (request.image.digest, request.size, "foreground"), lambda: _foreground_mask(source)
+            (request.image.digest, request.size, "foreground"), lambda: foreground_mask(source)
         )
         # Pixels already transparent in the source count as background too.
         keep = ImageChops.darker(source.getchannel("A"), foreground)
@@ -221,8 +198,8 @@ class Imager:
             result = source.copy()
             result.putalpha(keep)
         else:
-            palette = _Palette.of(request.prompt, index)
-            scene = _generated_scene(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
+            palette = Palette.of(request.prompt, index)
+            scene = generated_scene(request.size, palette, _SHAPES_BY_QUALITY[request.quality])
             result = Image.composite(source.convert("RGB"), scene, keep)
         return _encode(result, "png", _BACKGROUND_PNG_COMPRESSION)
 
@@ -272,166 +249,3 @@ def _encode(image: Image.Image, output_format: str, compression: int) -> bytes:
         # method=0 is WebP's fastest setting; the emulator must keep up with benchmark rates.
         image.save(buffer, fmt, quality=compression, method=0)
     return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class _Palette:
-    primary: tuple[int, int, int]
-    secondary: tuple[int, int, int]
-    accent: tuple[int, int, int]
-    noise: bytes  # more hash bytes for shape positions
-    vertical: bool
-
-    @classmethod
-    def of(cls, prompt: str, index: int) -> _Palette:
-        digest = hashlib.sha512(f"{index}\x00{prompt}".encode()).digest()
-        named = _named_color(prompt)
-        if named is None:
-            primary = (digest[0], digest[1], digest[2])
-        else:
-            # Nudge a named color per result index so the n results still differ visibly.
-            primary = _nudged(named, digest[0:3])
-        secondary = (digest[3], digest[4], digest[5])
-        accent = (255 - digest[6] // 2, digest[7], 255 - digest[8])
-        return cls(primary, secondary, accent, digest[9:], bool(digest[63] & 1))
-
-
-def _nudged(color: tuple[int, int, int], noise: bytes) -> tuple[int, int, int]:
-    red, green, blue = (
-        min(255, max(0, c + n % 41 - 20)) for c, n in zip(color, noise, strict=True)
-    )
-    return red, green, blue
-
-
-def _named_color(prompt: str) -> tuple[int, int, int] | None:
-    words = prompt.lower().replace(",", " ").replace(".", " ").split()
-    for word in words:
-        if word in _NAMED_COLORS:
-            return _NAMED_COLORS[word]
-    return None
-
-
-def _gradient(
-    size: tuple[int, int], start: tuple[int, ...], end: tuple[int, ...], vertical: bool
-) -> Image.Image:
-    # A 256-step strip stretched to size: one resize instead of composing full-size layers.
-    steps = [
-        tuple(a + (b - a) * step // 255 for a, b in zip(start, end, strict=True))
-        for step in range(256)
-    ]
-    strip = Image.new("RGB", (1, 256) if vertical else (256, 1))
-    strip.putdata(steps)
-    return strip.resize(size, Image.Resampling.BILINEAR)
-
-
-def _generated_fill(size: tuple[int, int], palette: _Palette, shapes: int) -> Image.Image:
-    """A prompt-colored gradient with a few circles and bars: obviously generated, cheap to draw."""
-    image = _gradient(size, palette.primary, palette.secondary, palette.vertical)
-    _draw_shapes(image, palette, shapes)
-    return image
-
-
-def _generated_scene(size: tuple[int, int], palette: _Palette, shapes: int) -> Image.Image:
-    """A 'sky over a floor' backdrop: light gradient above the horizon, darker floor below."""
-    width, height = size
-    horizon = height * 3 // 5
-    sky_top = tuple(min(255, c + 90) for c in palette.primary)
-    scene = _gradient(size, sky_top, palette.primary, vertical=True)
-    floor_far = tuple(c // 2 for c in palette.secondary)
-    floor = _gradient((width, height - horizon), palette.secondary, floor_far, vertical=True)
-    scene.paste(floor, (0, horizon))
-    draw = ImageDraw.Draw(scene)
-    radius = max(8, min(width, height) // 12)
-    sun_x = palette.noise[0] * (width - 2 * radius) // 255 + radius
-    draw.ellipse(
-        (sun_x - radius, horizon // 4, sun_x + radius, horizon // 4 + 2 * radius),
-        fill=palette.accent,
-    )
-    _draw_shapes(scene, palette, shapes // 2, top=horizon)
-    return scene
-
-
-def _draw_shapes(image: Image.Image, palette: _Palette, count: int, top: int = 0) -> None:
-    width, height = image.size
-    draw = ImageDraw.Draw(image)
-    noise = palette.noise
-    for k in range(count):
-        a, b, c = noise[3 * k + 1], noise[3 * k + 2], noise[3 * k + 3]
-        x = a * width // 256
-        y = top + b * (height - top) // 256
-        extent = max(4, (c + 32) * min(width, height) // 1024)
-        if k % 2:
-            draw.rectangle((x, y, x + extent * 2, y + max(2, extent // 4)), fill=palette.accent)
-        else:
-            draw.ellipse(
-                (x - extent, y - extent, x + extent, y + extent),
-                outline=palette.accent,
-                width=max(2, extent // 8),
-            )
-
-
-def _foreground_mask(source: Image.Image) -> Image.Image:
-    """L mask at full size, 255 on the product, 0 on background connected to the borders."""
-    width, height = source.size
-    scale = _FLOOD_SIDE / max(width, height)
-    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = source.resize(small_size, Image.Resampling.BOX)
-    similar = _similar_to_border(small)
-    background = _flood_from_borders(similar.tobytes(), *small_size)
-    foreground_small = Image.frombytes("L", small_size, bytes(background)).point(
-        lambda v: 0 if v else 255
-    )
-    upscaled = foreground_small.resize(source.size, Image.Resampling.BILINEAR)
-    # Steepen and shift the soft edge inwards: less of the old backdrop halo around the product.
-    return upscaled.point(lambda v: max(0, min(255, (v - 128) * 4)))
-
-
-def _similar_to_border(small: Image.Image) -> Image.Image:
-    """L image: 255 where the pixel looks like the border (plain backdrop) or is transparent."""
-    rgb = small.convert("RGB")
-    reference = _median_border_color(rgb)
-    diff = ImageChops.difference(rgb, Image.new("RGB", rgb.size, reference))
-    red, green, blue = diff.split()
-    distance = ImageChops.lighter(ImageChops.lighter(red, green), blue)
-    similar = distance.point(lambda v: 255 if v <= _FLOOD_TOLERANCE else 0)
-    clear = small.getchannel("A").point(lambda a: 255 if a < 16 else 0)
-    return ImageChops.lighter(similar, clear)
-
-
-def _median_border_color(rgb: Image.Image) -> tuple[int, int, int]:
-    width, height = rgb.size
-    pixels = rgb.load()
-    assert pixels is not None
-    border = [pixels[x, y] for x in range(width) for y in (0, height - 1)]
-    border += [pixels[x, y] for y in range(height) for x in (0, width - 1)]
-    channels = zip(*border, strict=True)
-    return tuple(sorted(channel)[len(border) // 2] for channel in channels)
-
-
-def _flood_from_borders(similar: bytes, width: int, height: int) -> bytearray:
-    """1 for every 'similar' pixel 4-connected to the image border, else 0 (iterative DFS)."""
-    background = bytearray(width * height)
-    border = [x for x in range(width)] + [(height - 1) * width + x for x in range(width)]
-    border += [y * width for y in range(height)] + [y * width + width - 1 for y in range(height)]
-    stack = []
-    for index in border:
-        if similar[index] and not background[index]:
-            background[index] = 1
-            stack.append(index)
-    while stack:
-        index = stack.pop()
-        x = index % width
-        neighbours = []
-        if x > 0:
-            neighbours.append(index - 1)
-        if x < width - 1:
-            neighbours.append(index + 1)
-        if index >= width:
-            neighbours.append(index - width)
-        if index < (height - 1) * width:
-            neighbours.append(index + width)
-        for other in neighbours:
-            if similar[other] and not background[other]:
-                background[other] = 1
-                stack.append(other)
-    return background

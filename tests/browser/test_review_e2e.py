@@ -32,6 +32,7 @@ def test_reject_two_of_eight_through_the_page_then_deliver_the_rest(
     out = tmp_path / "out"
     monkeypatch.delenv("ONEMIN_API_KEY", raising=False)  # --emulator needs no key
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
+    args += ["--rpm", "60000"]  # pacing is not what this test is about
     # Playwright's sync API keeps an event loop running in this thread (and the run installs
     # signal handlers, main thread only): the real CLI runs as its own process.
     process = spawn_cli(args, {})

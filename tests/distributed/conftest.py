@@ -1,4 +1,6 @@
-"""One local Ray instance per test module (2 CPUs, no dashboard), workers import this checkout."""
+"""One local Ray instance for the whole package (2 CPUs, no dashboard): starting one costs
+seconds, so the tests share it (each uses its own budget name and shards); workers import this
+checkout."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ray: needs Ray (a local instance)")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def ray_local() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     from pipeline.distributed.budget import NAMESPACE

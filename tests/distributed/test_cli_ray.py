@@ -18,7 +18,7 @@ def test_run_with_ray_local_does_every_job_once(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 6)
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--ray", "local"]
-    args += ["--shards", "2", "--no-progress", "--no-report"]
+    args += ["--shards", "2", "--no-progress", "--no-report", "--rpm", "60000"]
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=REPO,

@@ -91,10 +91,13 @@ def test_every_job_done_once_within_the_shared_window(tmp_path: Path) -> None:
     assert set(states(out).values()) == {"succeeded"}
     assert len(states(out)) == 12
     assert driver.restarts == 0
-    # A second run over the same ledger sends nothing: the plan left out what is done.
+    # A second run over the same ledger sends nothing: the plan left out what is done, and
+    # the driver starts no shard for an empty plan.
     with serve_in_thread(fast_window_emulator(rpm_limit=10)) as emulator:
-        run(jobs, out, settings_for(emulator, rpm=360), resume=read_ledger(out / LEDGER_NAME))
+        resume = read_ledger(out / LEDGER_NAME)
+        second, _ = run(jobs, out, settings_for(emulator, rpm=360), resume=resume)
         assert emulator.log == []
+    assert second.shards_started == 0
 
 
 def test_a_killed_shard_is_replaced_and_rebuys_at_most_its_calls_in_flight(

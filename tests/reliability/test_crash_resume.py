@@ -92,6 +92,7 @@ class Trial:
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
+        self.emu.configure(latency=0.0, asset_latency=0.0)  # only the kill needs open requests
         result = run_inprocess(self.args, self.emu.env, monkeypatch, capsys)
         assert result.code == 0, result.streams
         assert set(states(self.out).values()) == {"succeeded"}
