@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from pipeline import masks, preflight
+from pipeline import masks
 from pipeline.masks import (
     AlphaSource,
     FileSource,
@@ -243,11 +243,6 @@ def test_stats_black_is_an_error_white_and_gray_warn() -> None:
     assert mask_stats(tiny).error() is None
     half = mask_stats(render_mask(MaskRecipe(shape("box:0,0,0.5,1")), (20, 20)).mask)
     assert half.coverage == pytest.approx(0.5) and half.warnings() == []
-
-
-def test_thresholds_match_preflight() -> None:
-    assert (masks.NEAR_BLACK, masks.NEAR_WHITE) == (preflight.NEAR_BLACK, preflight.NEAR_WHITE)
-    assert (masks.MID_GRAY, masks.MID_GRAY_SHARE) == (preflight.MID_GRAY, preflight.MID_GRAY_SHARE)
 
 
 # --- preview -------------------------------------------------------------------------------

@@ -15,15 +15,12 @@ from typing import cast
 
 from PIL import Image, ImageChops
 
+from pipeline.masks import MID_GRAY, MID_GRAY_SHARE, NEAR_BLACK, NEAR_WHITE  # one owner
+
 MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
-# Mask content thresholds, on 0-255 luminance (white = edit).
 THUMBNAIL = (64, 64)
-NEAR_BLACK = 8
-NEAR_WHITE = 247
-MID_GRAY = range(64, 192)
-MID_GRAY_SHARE = 0.5
 
 
 def mask_as_grayscale(image: Image.Image) -> Image.Image:
