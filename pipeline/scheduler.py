@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from pipeline.client import SinkFactory
 from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
 from pipeline.errors import (
     ApiError,
@@ -67,10 +68,11 @@ from pipeline.events import (
     RecordFinished,
     RunStopping,
 )
+from pipeline.imagecheck import ResultStream
 from pipeline.inputs.upload import Recipe, prepare_upload
 from pipeline.models import Asset, ErrorInfo, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.retry import RetryPolicy
-from pipeline.store import Store, check_image, parse_size
+from pipeline.store import CREATOR_TOOL, Store, check_image, parse_size
 from pipeline.throttle import Throttle
 
 T = TypeVar("T")
@@ -84,7 +86,9 @@ class Client(Protocol):
         self, job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = ...
     ) -> FeatureResult: ...
     async def poll_result(self, uuid: str) -> FeatureResult: ...
-    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int: ...
+    async def fetch_result(
+        self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = ...
+    ) -> int: ...
     async def download(self, url: str, dest: Path, what: str = ...) -> int: ...
 
 
@@ -665,14 +669,24 @@ class Scheduler:
     ) -> tuple[Path, str, int]:
         temp = self._store.temp_path(run.job.id, index)
 
+        protect = run.job.protect
+
         async def attempt() -> tuple[Path, str, int]:
+            # Checked (and, unless protected, marked) while it streams; what the stream cannot
+            # settle alone (JPEG, WebP, unusual PNGs) is checked and marked from the file.
+            stream = ResultStream(expected, None if protect else CREATOR_TOOL)
             try:
-                await self._client.fetch_result(result, index, temp)
-                extension = check_image(temp, expected)
-                if run.job.protect:  # composited and marked in one write, off the loop
+                await self._client.fetch_result(result, index, temp, sink=stream.writer)
+                extension = stream.verdict()
+                marked = extension is not None and not protect
+                if extension is None:
+                    extension = check_image(temp, expected)
+                if protect:  # composited and marked in one write, off the loop
                     protected = self._store.protect_result
                     size = await asyncio.to_thread(protected, temp, extension, run.planned)
                     return temp, extension, size
+                if marked:
+                    return temp, extension, stream.written
                 return temp, extension, self._store.mark_provenance(temp)
             except OSError as exc:
                 # Writing the temporary file failed (disk full, ...): the client turns every
