@@ -198,7 +198,7 @@ def read_ledger(path: Path, *, detailed: bool = False) -> LedgerState:
     a run needs (``schema.CoreRecord``); the fold is the same."""
     state = LedgerState()
     fold = apply
-    decode = decode_line if detailed else decode_core_line
+    decode: Callable[[bytes], AnyRecord | None] = decode_line if detailed else decode_core_line
     with _collector_paused():
         for record in _records(path, state.damage, decode):
             fold(state, record, detailed)
