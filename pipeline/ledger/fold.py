@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import msgspec
 
@@ -48,7 +48,6 @@ from pipeline.ledger.schema import (
 from pipeline.models import Asset, ErrorInfo, FeatureResult
 
 AnyRecord = Record | CoreRecord
-R = TypeVar("R")
 READ_BUFFER = 1 << 20  # a million-line ledger is read in large blocks, not 8 KB ones
 
 
@@ -161,10 +160,13 @@ class ResumeState:
 
 def read_records(path: Path, damage: Damage | None = None) -> Iterator[Record]:
     """Every valid record of the ledger at ``path``, in order; damage is noted, not raised."""
-    return _records(path, damage if damage is not None else Damage(), decode_line)
+    records = _records(path, damage if damage is not None else Damage(), decode_line)
+    return cast(Iterator[Record], records)  # decode_line makes full records only
 
 
-def _records(path: Path, damage: Damage, decode: Callable[[bytes], R | None]) -> Iterator[R]:
+def _records(
+    path: Path, damage: Damage, decode: Callable[[bytes], AnyRecord | None]
+) -> Iterator[AnyRecord]:
     """One tight loop (a resume over a million lines is mostly this): each line is decoded once
     the next one has been read, so the last line, the only one a crash can tear, is known."""
     try:
