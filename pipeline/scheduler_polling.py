@@ -1,0 +1,78 @@
+"""Records still processing (SPEC 1a): polled by uuid, backing off, until they finish, fail or
+run out of ``timeouts.processing``; never bought again while processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from pipeline.config import POLL_GROWTH, POLL_JITTER
+from pipeline.errors import (
+    ProcessingTimeout,
+    RecordFailed,
+    Stopped,
+)
+from pipeline.events import (
+    JobRetrying,
+    RecordFinished,
+)
+from pipeline.models import FeatureResult
+from pipeline.scheduler_base import (
+    Client,
+    SchedulerBase,
+    _info,
+    _JobRun,
+)
+
+
+class PollingSteps(SchedulerBase):
+    async def _after_record_failed(self, run: _JobRun, exc: RecordFailed) -> None:
+        """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
+        run.feature_tries += 1
+        run.last_step = "feature"
+        if self._stop.is_set() or not self._policy.should_retry(exc, run.feature_tries):
+            raise exc
+        delay = self._policy.delay(exc, run.feature_tries)
+        self._bus.emit(
+            JobRetrying(run.job.id, run.planned.key, "feature", run.attempts, _info(exc), delay)
+        )
+        await self._sleep(delay)
+
+    async def _finish_record(
+        self, run: _JobRun, record: FeatureResult, credits: int | None
+    ) -> FeatureResult:
+        """Poll a processing record until it finishes; its uuid is in the ledger already."""
+        started = self._clock()
+        deadline = started + self._timeouts.processing
+        wait, polls = self._timeouts.poll_initial, 0
+        while True:
+            now = self._clock()
+            if now >= deadline:
+                raise ProcessingTimeout(
+                    f"record {record.uuid} still {record.status or 'processing'} after "
+                    f"{self._timeouts.processing:g} s ({polls} polls)",
+                    record.uuid,
+                )
+            await self._sleep(min(self._jittered(wait), max(0.0, deadline - now)))
+            if self._stop.is_set():
+                raise Stopped()  # resumable: the next run polls the same uuid
+            record = await self._retrying(
+                run, "poll", _poller(self._client, record.uuid), final=(RecordFailed,)
+            )
+            polls += 1
+            if record.finished:
+                run.timings["processing"] = self._clock() - started
+                key = run.planned.key
+                self._bus.emit(
+                    RecordFinished(run.job.id, key, run.attempts, record, credits, polls)
+                )
+                self._observe_credit(record, 0)
+                return record
+            wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+
+    def _jittered(self, wait: float) -> float:
+        return wait * (1.0 - POLL_JITTER * self._rand())
+
+
+def _poller(client: Client, uuid: str) -> Callable[[], Awaitable[FeatureResult]]:
+    return lambda: client.poll_result(uuid)
