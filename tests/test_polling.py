@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Timeouts
 from pipeline.errors import ServerError
-from pipeline.events import EventBus, FeatureSubmitted, JobStarted, RecordFinished
+from pipeline.events import FeatureSubmitted, JobStarted, RecordFinished
 from pipeline.ledger import LedgerWriter, ResumeState, read_ledger
 from pipeline.models import FeatureResult, PlannedJob
 from tests.fakes import FakeClient
@@ -145,35 +145,15 @@ def resume_with_processing_record(out: Path, jobs: list[PlannedJob]) -> ResumeSt
 
 
 async def test_resumed_record_without_paths_is_polled_never_bought(tmp_path: Path) -> None:
-    from pipeline.config import RateLimit
-    from pipeline.retry import RetryPolicy
-    from pipeline.scheduler import Scheduler
-    from pipeline.store import Store
-    from pipeline.throttle import Throttle
-    from tests.test_scheduler import Sleeps
-
     client = FakeClient()
     jobs = make_jobs(tmp_path, 3)
     for planned in jobs:
         client.remember(f"rec-old-{planned.job.id}", planned.job, polls_needed=1)
-    store = Store(tmp_path / "out")
-    store.prepare()
-    bus, events = EventBus(), []
-    bus.subscribe(events.append)
-    sleeps = Sleeps()
-    scheduler = Scheduler(
-        client,  # type: ignore[arg-type]
-        store,
-        bus,
-        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
-        RetryPolicy(),
-        resume_with_processing_record(tmp_path / "out", jobs),
-        concurrency=2,
-        credits_for=lambda job: 4000,
-        sleep=sleeps,
-        clock=sleeps.clock,
-    )
-    outcome = await scheduler.run(jobs)
+    harness = Harness(tmp_path, client, concurrency=2)
+    resume_with_processing_record(harness.out, jobs)
+    outcome, _ = await harness.run(jobs)
+    events, scheduler = harness.events, harness.scheduler
+    assert scheduler is not None
     assert outcome.stop_reason is None
     assert client.feature_calls == [] and client.uploads == []
     assert sorted(set(client.polls)) == sorted(f"rec-old-{j.job.id}" for j in jobs)
@@ -218,29 +198,10 @@ def test_submit_setting_is_sync_or_async() -> None:
 
 async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> None:
     """``{"aiRecord": null}`` on resume: nothing exists to fetch, so buying is not paying twice."""
-    from pipeline.config import RateLimit
-    from pipeline.retry import RetryPolicy
-    from pipeline.scheduler import Scheduler
-    from pipeline.store import Store
-    from pipeline.throttle import Throttle
-    from tests.test_scheduler import Sleeps
-
     client = FakeClient()  # remembers no old record: every poll answers RecordUnknown
     jobs = make_jobs(tmp_path, 2)
-    store = Store(tmp_path / "out")
-    store.prepare()
-    sleeps = Sleeps()
-    scheduler = Scheduler(
-        client,  # type: ignore[arg-type]
-        store,
-        EventBus(),
-        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
-        RetryPolicy(),
-        resume_with_processing_record(tmp_path / "out", jobs),
-        concurrency=1,
-        sleep=sleeps,
-        clock=sleeps.clock,
-    )
-    await scheduler.run(jobs)
+    harness = Harness(tmp_path, client, concurrency=1)
+    resume_with_processing_record(harness.out, jobs)
+    await harness.run(jobs)
     assert len(client.polls) == 2 and sorted(client.feature_calls) == ["job-0", "job-1"]
     assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
