@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from pipeline.config import Timeouts
@@ -66,16 +67,19 @@ from pipeline.scheduler_base import (
     PendingRecord,
     ResumeState,
     RunOutcome,
+    T,
     _Exhausted,
     _info,
     _JobRun,
     _systemic,
 )
-from pipeline.scheduler_polling import PollingSteps
+from pipeline.scheduler_polling import RECENT_RECORDS, PollingSteps
 from pipeline.scheduler_results import ResultSteps
 from pipeline.scheduler_uploads import UploadSteps
 from pipeline.store import Store
 from pipeline.throttle import Throttle
+
+RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
 
 __all__ = [
     "API_STEPS",
@@ -109,6 +113,7 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
         breaker_jobs: int | None = None,
         timeouts: Timeouts | None = None,
         mask_converter: MaskConverter | None = None,
+        max_outstanding: int | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -138,6 +143,11 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
         self.credits_spent = 0
         self._credits_reserved = 0
         self._used_baseline: int | None = None  # account usedCredit before this run's calls
+        self._processing_seen = deque(maxlen=RECENT_RECORDS)
+        # --async: records handed to the polling side, each a task that finishes its job.
+        outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
+        self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))
+        self._detached: set[asyncio.Task[None]] = set()
         self._used_latest: int | None = None
 
     # -- the run ------------------------------------------------------------------------------
@@ -174,11 +184,14 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
                 for _ in workers:
                     _put_nowait_dropping(queue, None)
             await asyncio.gather(*workers)
+            while self._detached:  # --async: the records handed to the polling side
+                await asyncio.gather(*list(self._detached))
         finally:
             stopper.cancel()
-            for task in (*workers, feeder):
+            for task in (*workers, feeder, *self._detached):
                 task.cancel()
-            await asyncio.gather(*workers, feeder, stopper, return_exceptions=True)
+            detached = list(self._detached)
+            await asyncio.gather(*workers, feeder, stopper, *detached, return_exceptions=True)
             self._settle_held(defer=self._tripped())
         return self._outcome
 
@@ -196,31 +209,78 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
             item = await queue.get()
             if item is None or self._stop.is_set():
                 return
+            await self._outstanding.acquire()  # --async: records in flight stay bounded
+            detached = False
             try:
-                await self._run_job(_JobRun(item))
-            except RunFatal as exc:
-                self.request_stop(exc.kind, str(exc))
-            except StoreError as exc:
-                self.request_stop(StopReason.STORE, str(exc))
-            except Exception:
-                # A bug must not hang the run: a dead worker leaves the feeder blocked on a full
-                # queue forever. Stop the intake so run() returns, and let the error be seen.
-                self.request_stop(StopReason.CRASHED, "an unexpected error stopped the run")
-                raise
+                detached = bool(await self._guarded(self._run_job(_JobRun(item))))
+            finally:
+                if not detached:
+                    self._outstanding.release()
+
+    async def _guarded(self, work: Awaitable[T]) -> T | None:
+        """Run-fatal errors stop the intake; a bug stops it too, and is raised to be seen."""
+        try:
+            return await work
+        except RunFatal as exc:
+            self.request_stop(exc.kind, str(exc))
+        except StoreError as exc:
+            self.request_stop(StopReason.STORE, str(exc))
+        except Exception:
+            # A bug must not hang the run: a dead worker leaves the feeder blocked on a full
+            # queue forever. Stop the intake so run() returns, and let the error be seen.
+            self.request_stop(StopReason.CRASHED, "an unexpected error stopped the run")
+            raise
+        return None
 
     # -- one job ------------------------------------------------------------------------------
 
-    async def _run_job(self, run: _JobRun) -> None:
+    async def _run_job(self, run: _JobRun) -> bool:
+        """One job up to its paid record; True if the record went to the polling side."""
         job, started = run.job, self._clock()
         self._store.sweep_temps(job.id)
         self._bus.emit(JobStarted(run.planned))
         pending = self._ledger.pending_for(job.id, run.planned.key)
+        resumed = pending is not None
         try:
             if pending is not None:
                 run.attempts = pending.attempts
-                result, credits = await self._resume(run, pending.result, pending.credits)
+                result, credits = pending.result, pending.credits
             else:
                 result, credits = await self._buy(run)
+        except (JobFatal, TransientError) as exc:
+            self._job_ended_badly(run, exc)
+            return False
+        if self._asynchronous and not result.result_paths:
+            # The worker moves on: polling, fetching and the job's last line happen in a task
+            # of their own, so records in flight are bounded by max_outstanding (and the
+            # request budget), not by workers sitting out each record's processing time.
+            task = asyncio.create_task(self._detached_finish(run, result, credits, started))
+            self._detached.add(task)
+            task.add_done_callback(self._detached.discard)
+            return True
+        await self._finish(run, result, credits, started, resumed)
+        return False
+
+    async def _detached_finish(
+        self, run: _JobRun, result: FeatureResult, credits: int | None, started: float
+    ) -> None:
+        try:
+            await self._guarded(self._finish(run, result, credits, started, resumed=False))
+        finally:
+            self._outstanding.release()
+
+    async def _finish(
+        self,
+        run: _JobRun,
+        result: FeatureResult,
+        credits: int | None,
+        started: float,
+        resumed: bool,
+    ) -> None:
+        """From a paid record to the job's terminal event: poll it if needed, fetch, publish."""
+        try:
+            if not result.result_paths:
+                result, credits = await self._settle_record(run, result, credits, resumed)
             outputs, superseded, written = await self._fetch_all(run, result)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
@@ -229,7 +289,7 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
         run.timings["total"] = self._clock() - started
         self._bus.emit(
             JobSucceeded(
-                job.id,
+                run.job.id,
                 run.planned.key,
                 tuple(outputs),
                 run.attempts,
@@ -241,23 +301,24 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
             )
         )
 
-    async def _resume(
-        self, run: _JobRun, result: FeatureResult, credits: int | None
+    async def _settle_record(
+        self, run: _JobRun, result: FeatureResult, credits: int | None, resumed: bool
     ) -> tuple[FeatureResult, int | None]:
-        """A paid record from an earlier run: fetch it, or poll it while it has no paths."""
-        if result.result_paths:
-            return result, credits
-        try:
-            return await self._finish_record(run, result, credits), credits
-        except RecordFailed as exc:
-            # The record failed while nobody watched: buying again is what a FAILED record
-            # needs (it produced nothing), within the job's attempts.
-            await self._after_record_failed(run, exc)
-            return await self._buy(run)
-        except RecordUnknown:
-            # The API no longer knows the record (expired, or it never existed there): there
-            # is nothing to fetch and nothing to pay twice for. Buy it, as a new job would.
-            return await self._buy(run)
+        """Poll a paid record until it has result paths. A FAILED record is bought again within
+        the job's attempts (it produced nothing); one the API no longer knows, from an earlier
+        run, is bought as a new job would be (nothing exists to pay twice for)."""
+        while True:
+            try:
+                return await self._finish_record(run, result, credits), credits
+            except RecordFailed as exc:
+                await self._after_record_failed(run, exc)
+            except RecordUnknown:
+                if not resumed:
+                    raise
+            resumed = False
+            result, credits = await self._buy(run)
+            if result.result_paths:
+                return result, credits
 
     # -- the breaker and terminal events -------------------------------------------------------
 
@@ -309,24 +370,19 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
     # -- buying and polling ----------------------------------------------------------------------
 
     async def _buy(self, run: _JobRun) -> tuple[FeatureResult, int]:
-        """Upload the inputs and pay for the feature call (once, if all goes well)."""
+        """Upload the inputs and pay for the feature call (once, if all goes well). The record
+        may still be processing (no result paths): ``_settle_record`` polls it."""
         started = self._clock()
         assets = await self._assets_for(run)
         run.timings["upload"] = self._clock() - started
         estimate = self._credits_for(run.job)
-        while True:
-            started = self._clock()
-            result = await self._call_feature(run, assets, estimate)
-            run.timings["feature"] = self._clock() - started
-            self._bus.emit(
-                FeatureSubmitted(run.job.id, run.planned.key, run.attempts, result, estimate)
-            )
-            if result.finished:
-                return result, estimate
-            try:
-                return await self._finish_record(run, result, estimate), estimate
-            except RecordFailed as exc:
-                await self._after_record_failed(run, exc)
+        started = self._clock()
+        result = await self._call_feature(run, assets, estimate)
+        run.timings["feature"] = self._clock() - started
+        self._bus.emit(
+            FeatureSubmitted(run.job.id, run.planned.key, run.attempts, result, estimate)
+        )
+        return result, estimate
 
     async def _call_feature(
         self, run: _JobRun, assets: dict[str, Asset], estimate: int

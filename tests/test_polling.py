@@ -205,3 +205,67 @@ async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> 
     await harness.run(jobs)
     assert len(client.polls) == 2 and sorted(client.feature_calls) == ["job-0", "job-1"]
     assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
+
+
+def _most_records_in_flight(events: list[object]) -> int:
+    open_, most = 0, 0
+    for event in events:
+        if isinstance(event, FeatureSubmitted) and not event.result.finished:
+            open_ += 1
+        elif isinstance(event, RecordFinished):
+            open_ -= 1
+        most = max(most, open_)
+    return most
+
+
+async def test_async_workers_hand_records_to_the_polling_side(tmp_path: Path) -> None:
+    """--async: a worker submits and moves on; one worker keeps several records in flight."""
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, submit="async")
+    _, stats = await harness.run(make_jobs(tmp_path, 6, shared_image=False))
+    assert stats.succeeded == 6 and len(client.feature_calls) == 6  # one purchase each
+    assert _most_records_in_flight(harness.events) > 1
+    assert {line["job_id"] for line in harness.by_status("succeeded")} == {
+        f"job-{i}" for i in range(6)
+    }
+
+
+async def test_records_in_flight_are_bounded(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, submit="async", max_outstanding=1)
+    _, stats = await harness.run(make_jobs(tmp_path, 4, shared_image=False))
+    assert stats.succeeded == 4
+    assert _most_records_in_flight(harness.events) == 1
+
+
+async def test_a_sync_run_polls_in_the_worker(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    harness = Harness(tmp_path, client, concurrency=1)
+    await harness.run(make_jobs(tmp_path, 3))
+    assert _most_records_in_flight(harness.events) == 1
+
+
+async def test_the_first_poll_waits_as_long_as_records_have_been_taking(tmp_path: Path) -> None:
+    # The first record took 4 polls: 2 + 3 + 4.5 + 6.75 = 16.25 s; the next one waits that long
+    # before its first poll, then polls at the short waits again (this fake record counts
+    # polls, not seconds, so it still needs four).
+    client = FakeClient()
+    client.processing_all = True
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, rand=lambda: 0.0)
+    await harness.run(make_jobs(tmp_path, 2))
+    assert harness.sleeps.calls[:4] == [2.0, 3.0, 4.5, 6.75]
+    assert harness.sleeps.calls[4:] == [16.25, 2.0, 3.0, 4.5]
+
+
+async def test_a_failed_async_record_is_bought_again_by_the_polling_side(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.polls_needed = 1
+    client.poll_outcome["rec-1"] = "FAILURE"
+    harness = Harness(tmp_path, client, concurrency=1, submit="async")
+    _, stats = await harness.run(make_jobs(tmp_path, 2, shared_image=False))
+    assert stats.succeeded == 2
+    assert sorted(client.feature_calls) == ["job-0", "job-0", "job-1"]

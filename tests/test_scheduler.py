@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,7 @@ PASSED_THROUGH = (
     "spent_before",
     "rand",
     "credits_for",
+    "max_outstanding",
 )
 
 
@@ -60,6 +62,7 @@ class Sleeps:
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
         self.now += seconds
+        await asyncio.sleep(0)  # a sleep lets the other tasks run, as a real one does
 
 
 def make_jobs(
