@@ -144,6 +144,7 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
         self._credits_reserved = 0
         self._used_baseline: int | None = None  # account usedCredit before this run's calls
         self._processing_seen = deque(maxlen=RECENT_RECORDS)
+        self._polling = {}
         # --async: records handed to the polling side, each a task that finishes its job.
         outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
         self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))

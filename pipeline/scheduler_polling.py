@@ -4,8 +4,9 @@ run out of ``timeouts.processing``; never bought again while processing.
 Every poll spends the one request budget that feature calls and uploads share, so the first
 poll of a record waits about as long as the shortest processing seen lately in this run
 (``RECENT_RECORDS`` finished records), not 2 s: at 20 s a record, the 2-3-4.5-... schedule
-spent five polls per edit, this one one or two. Until a record has finished, and after the
-first poll, the waits are the documented ones (about 2 s growing to 10 s).
+spent five polls per edit, this one one or two. Before any record has finished, only the
+oldest record in flight polls; after the first poll, the waits are the documented ones (about
+2 s growing to 10 s).
 """
 
 from __future__ import annotations
@@ -32,16 +33,12 @@ from pipeline.scheduler_base import (
 )
 
 RECENT_RECORDS = 16
+LEADER_WAIT = 60.0  # a record younger than this lets the oldest one poll for it (see below)
 
 
 class PollingSteps(SchedulerBase):
     _processing_seen: deque[float]  # how long recent records took, polls' lag included
-
-    def _first_poll_wait(self) -> float:
-        initial = self._timeouts.poll_initial
-        if not self._processing_seen:
-            return initial
-        return max(initial, min(min(self._processing_seen), self._timeouts.poll_max * 6))
+    _polling: dict[object, float]  # records being polled now -> when their polling began
 
     async def _after_record_failed(self, run: _JobRun, exc: RecordFailed) -> None:
         """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
@@ -61,8 +58,23 @@ class PollingSteps(SchedulerBase):
         """Poll a processing record until it finishes; its uuid is in the ledger already."""
         started = self._clock()
         deadline = started + self._timeouts.processing
-        first = wait = self._first_poll_wait()
-        polls = 0
+        token = object()
+        self._polling[token] = started
+        try:
+            return await self._poll_until_done(run, record, credits, started, deadline, token)
+        finally:
+            del self._polling[token]
+
+    async def _poll_until_done(
+        self,
+        run: _JobRun,
+        record: FeatureResult,
+        credits: int | None,
+        started: float,
+        deadline: float,
+        token: object,
+    ) -> FeatureResult:
+        wait, polls = self._timeouts.poll_initial, 0
         while True:
             now = self._clock()
             if now >= deadline:
@@ -71,9 +83,15 @@ class PollingSteps(SchedulerBase):
                     f"{self._timeouts.processing:g} s ({polls} polls)",
                     record.uuid,
                 )
-            await self._sleep(min(self._jittered(wait), max(0.0, deadline - now)))
+            pause = wait
+            if polls == 0 and self._processing_seen:  # due about when recent ones finished
+                pause = max(wait, min(self._processing_seen) - (now - started))
+            await self._sleep(min(self._jittered(pause), max(0.0, deadline - now)))
             if self._stop.is_set():
                 raise Stopped()  # resumable: the next run polls the same uuid
+            if polls == 0 and self._waits_for_the_leader(token, started):
+                wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+                continue  # a poll not sent: an older record will say when ours is due
             record = await self._retrying(
                 run, "poll", _poller(self._client, record.uuid), final=(RecordFailed,)
             )
@@ -87,10 +105,16 @@ class PollingSteps(SchedulerBase):
                 )
                 self._observe_credit(record, 0)
                 return record
-            if polls == 1 and first > self._timeouts.poll_initial:
-                wait = self._timeouts.poll_initial  # after a long first wait: due any moment
-            else:
-                wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+            wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+
+    def _waits_for_the_leader(self, token: object, started: float) -> bool:
+        """Before any record of this run has finished, only the oldest one in flight polls (up
+        to ``LEADER_WAIT``): the younger ones are no nearer done, and their polls would spend
+        the request budget feature calls need. When it finishes, they are due at its time."""
+        if self._processing_seen or self._clock() - started >= LEADER_WAIT:
+            return False
+        oldest = min(self._polling.items(), key=lambda item: item[1])[0]
+        return oldest is not token
 
     def _jittered(self, wait: float) -> float:
         return wait * (1.0 - POLL_JITTER * self._rand())

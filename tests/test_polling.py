@@ -250,7 +250,7 @@ async def test_a_sync_run_polls_in_the_worker(tmp_path: Path) -> None:
 
 async def test_the_first_poll_waits_as_long_as_records_have_been_taking(tmp_path: Path) -> None:
     # The first record took 4 polls: 2 + 3 + 4.5 + 6.75 = 16.25 s; the next one waits that long
-    # before its first poll, then polls at the short waits again (this fake record counts
+    # before its first poll, then polls at the usual waits (this fake record counts
     # polls, not seconds, so it still needs four).
     client = FakeClient()
     client.processing_all = True
@@ -258,7 +258,7 @@ async def test_the_first_poll_waits_as_long_as_records_have_been_taking(tmp_path
     harness = Harness(tmp_path, client, concurrency=1, rand=lambda: 0.0)
     await harness.run(make_jobs(tmp_path, 2))
     assert harness.sleeps.calls[:4] == [2.0, 3.0, 4.5, 6.75]
-    assert harness.sleeps.calls[4:] == [16.25, 2.0, 3.0, 4.5]
+    assert harness.sleeps.calls[4:] == [16.25, 3.0, 4.5, 6.75]
 
 
 async def test_a_failed_async_record_is_bought_again_by_the_polling_side(tmp_path: Path) -> None:
@@ -269,3 +269,15 @@ async def test_a_failed_async_record_is_bought_again_by_the_polling_side(tmp_pat
     _, stats = await harness.run(make_jobs(tmp_path, 2, shared_image=False))
     assert stats.succeeded == 2
     assert sorted(client.feature_calls) == ["job-0", "job-0", "job-1"]
+
+
+async def test_before_any_record_finished_only_the_oldest_polls(tmp_path: Path) -> None:
+    """Younger records skip their polls while the oldest one is still processing; once it has
+    finished they are polled about when it took, so most take a single poll."""
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=4, submit="async", rand=lambda: 0.0)
+    _, stats = await harness.run(make_jobs(tmp_path, 4, shared_image=False))
+    assert stats.succeeded == 4 and len(client.feature_calls) == 4
+    first = client.polls[:4]
+    assert first == ["rec-1"] * 4  # the leader's polls, nobody else's
