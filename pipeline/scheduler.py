@@ -7,9 +7,12 @@ processing is polled by its uuid (written to the ledger first), never bought aga
 
 Every request to the API host (upload, feature call, poll) passes the shared throttle; result
 and input downloads do not (SPEC 1a). ``--concurrency`` bounds jobs held by workers: in sync
-mode that is feature calls open at once; with ``submit: async`` the POST returns at once and a
-worker stays with its record while polling it (polls are paced and cheap), so it bounds records
-outstanding, not connections held open.
+mode that is feature calls open at once. With ``submit: async`` the POST returns at once and
+the worker hands the processing record to a task of its own (poll, fetch, the job's last
+line) and takes the next job; records in flight are bounded by ``max_outstanding`` (default
+``RECORDS_PER_WORKER`` a worker) and, through the shared throttle, by the request budget, so a
+run's edit rate is bounded by ``--rpm`` over the requests each edit costs, not by
+concurrency over processing time.
 
 Run-fatal errors (key rejected, out of credits, a budget reached, the circuit breaker) and
 signals stop the intake; jobs already in flight settle, untouched jobs keep no ledger line and
@@ -24,7 +27,8 @@ The scheduler only emits events; the ledger, progress bar and statistics listen.
 
 The class is split by step, one module each (mixins sharing ``scheduler_base.SchedulerBase``):
 ``scheduler_base`` (protocols, per-job bookkeeping, budgets, retrying one step),
-``scheduler_uploads``, ``scheduler_results`` (fetch, check, publish) and ``scheduler_polling``.
+``scheduler_uploads``, ``scheduler_buying`` (the feature call),
+``scheduler_results`` (fetch, check, publish) and ``scheduler_polling``.
 This module keeps the run itself: the queue, the workers, one job's course and the breaker.
 """
 
@@ -38,7 +42,6 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from pipeline.config import Timeouts
 from pipeline.errors import (
-    AssetNotFound,
     JobFatal,
     PipelineError,
     RecordFailed,
@@ -50,7 +53,6 @@ from pipeline.errors import (
 )
 from pipeline.events import (
     EventBus,
-    FeatureSubmitted,
     JobDeferred,
     JobFailed,
     JobStarted,
@@ -73,9 +75,9 @@ from pipeline.scheduler_base import (
     _JobRun,
     _systemic,
 )
+from pipeline.scheduler_buying import BuyingSteps
 from pipeline.scheduler_polling import RECENT_RECORDS, PollingSteps
 from pipeline.scheduler_results import ResultSteps
-from pipeline.scheduler_uploads import UploadSteps
 from pipeline.store import Store
 from pipeline.throttle import Throttle
 
@@ -94,7 +96,7 @@ __all__ = [
 ]
 
 
-class Scheduler(UploadSteps, ResultSteps, PollingSteps):
+class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
     def __init__(
         self,
         client: Client,
@@ -367,52 +369,6 @@ class Scheduler(UploadSteps, ResultSteps, PollingSteps):
     def _fail(self, run: _JobRun, exc: PipelineError) -> None:
         info = _info(exc, transient=_systemic(exc))
         self._bus.emit(JobFailed(run.job.id, run.planned.key, info, run.attempts))
-
-    # -- buying and polling ----------------------------------------------------------------------
-
-    async def _buy(self, run: _JobRun) -> tuple[FeatureResult, int]:
-        """Upload the inputs and pay for the feature call (once, if all goes well). The record
-        may still be processing (no result paths): ``_settle_record`` polls it."""
-        started = self._clock()
-        assets = await self._assets_for(run)
-        run.timings["upload"] = self._clock() - started
-        estimate = self._credits_for(run.job)
-        started = self._clock()
-        result = await self._call_feature(run, assets, estimate)
-        run.timings["feature"] = self._clock() - started
-        self._bus.emit(
-            FeatureSubmitted(run.job.id, run.planned.key, run.attempts, result, estimate)
-        )
-        return result, estimate
-
-    async def _call_feature(
-        self, run: _JobRun, assets: dict[str, Asset], estimate: int
-    ) -> FeatureResult:
-        async def attempt() -> FeatureResult:
-            mask = assets.get("mask")
-            self._reserve(estimate)  # right before the POST: a call not sent reserves nothing
-            try:
-                # The flag only when set: a sync run calls run_feature exactly as before.
-                extra = {"asynchronous": True} if self._asynchronous else {}
-                result = await self._client.run_feature(
-                    run.job, assets["image"].path, mask.path if mask else None, **extra
-                )
-            finally:
-                self._credits_reserved -= estimate
-            self.credits_spent += estimate
-            self._observe_credit(result, estimate)
-            return result
-
-        while True:
-            try:
-                return await self._retrying(run, "feature", attempt)
-            except AssetNotFound:
-                if run.reuploaded:
-                    raise
-                run.reuploaded = True  # the API forgot an upload: send it again, once
-                for asset in assets.values():
-                    self._forget_asset(asset.digest)
-                assets = await self._assets_for(run)
 
 
 def _put_nowait_dropping(queue: asyncio.Queue[PlannedJob | None], item: None) -> None:
