@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 import zlib
 from functools import cache
-from typing import BinaryIO
+from typing import Protocol
 
 from pipeline.errors import BadResponse
 from pipeline.provenance import PNG_SIGNATURE, PNG_XMP_KEYWORD, xmp_packet
@@ -39,6 +39,12 @@ _HEADER = struct.Struct(">I4s")
 _XMP_PREFIX = PNG_XMP_KEYWORD + b"\x00"
 _IHDR_END = len(PNG_SIGNATURE) + 16  # the signature, IHDR's length and type, width, height
 _CARRY = 32  # bytes kept from the previous piece: a chunk header may straddle two pieces
+
+
+class Writable(Protocol):
+    """Where the checked bytes go: the open temporary file."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
 
 
 @cache
@@ -59,7 +65,7 @@ class ResultStream:
     def __init__(self, expected: tuple[int, int] | None, creator_tool: str | None) -> None:
         self._expected = expected
         self._chunk = xmp_chunk(creator_tool) if creator_tool is not None else None
-        self._out: BinaryIO | None = None
+        self._out: Writable | None = None
         self._start()
 
     def _start(self) -> None:
@@ -76,7 +82,7 @@ class ResultStream:
 
     # -- the writer the client streams into ---------------------------------------------------
 
-    def writer(self, out: BinaryIO) -> ResultStream:
+    def writer(self, out: Writable) -> ResultStream:
         """Start a body written to ``out`` (each URL the client tries starts afresh)."""
         self._out = out
         self._start()
