@@ -29,6 +29,8 @@ from typing import Any, cast
 import msgspec
 
 from pipeline.ledger.schema import (
+    CORE_DECODER,
+    RECORD_DECODER,
     CoreRecord,
     Failed,
     JobDetails,
@@ -42,8 +44,6 @@ from pipeline.ledger.schema import (
     Succeeded,
     SucceededCore,
     Uploaded,
-    decode_core_line,
-    decode_line,
 )
 from pipeline.models import Asset, ErrorInfo, FeatureResult
 
@@ -160,38 +160,30 @@ class ResumeState:
 
 def read_records(path: Path, damage: Damage | None = None) -> Iterator[Record]:
     """Every valid record of the ledger at ``path``, in order; damage is noted, not raised."""
-    records = _records(path, damage if damage is not None else Damage(), decode_line)
+    records = _records(path, damage if damage is not None else Damage(), RECORD_DECODER)
     return cast(Iterator[Record], records)  # decode_line makes full records only
 
 
-def _records(
-    path: Path, damage: Damage, decode: Callable[[bytes], AnyRecord | None]
-) -> Iterator[AnyRecord]:
-    """One tight loop (a resume over a million lines is mostly this): each line is decoded once
-    the next one has been read, so the last line, the only one a crash can tear, is known."""
+def _records(path: Path, damage: Damage, decoder: msgspec.json.Decoder) -> Iterator[AnyRecord]:
+    """One tight loop (a resume over a million lines is mostly this). Only the last line can
+    lack its newline: a line that does not decode and has none is the torn tail a crash leaves,
+    ignored silently; any other that does not decode is counted as damage."""
     try:
         handle = path.open("rb", buffering=READ_BUFFER)
     except FileNotFoundError:
         return
+    decode, error = decoder.decode, msgspec.DecodeError  # (ValidationError is a DecodeError)
+    number = 0
     with handle:
-        previous: bytes | None = None
-        number = 0
         for raw in handle:
-            if previous is not None:
-                record = decode(previous)
-                if record is not None:
-                    yield record
-                elif previous.strip():
+            number += 1
+            try:
+                yield decode(raw)
+            except error:
+                if not raw.endswith(b"\n"):
+                    damage.torn_tail = True
+                elif raw.strip():
                     damage.corrupt_lines.append(number)
-            previous, number = raw, number + 1
-        if previous is not None:
-            record = decode(previous)
-            if record is not None:
-                yield record
-            elif not previous.endswith(b"\n"):
-                damage.torn_tail = True  # a crash mid-write: expected, silently ignored
-            elif previous.strip():
-                damage.corrupt_lines.append(number)
     damage.lines = number
 
 
@@ -200,9 +192,9 @@ def read_ledger(path: Path, *, detailed: bool = False) -> LedgerState:
     a run needs (``schema.CoreRecord``); the fold is the same."""
     state = LedgerState()
     fold = apply
-    decode: Callable[[bytes], AnyRecord | None] = decode_line if detailed else decode_core_line
+    decoder = RECORD_DECODER if detailed else CORE_DECODER
     with _collector_paused():
-        for record in _records(path, state.damage, decode):
+        for record in _records(path, state.damage, decoder):
             fold(state, record, detailed)
     return state
 

@@ -116,8 +116,8 @@ Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed
 # known status; a value broken only in a skipped field is the detailed readers' to report.
 CoreRecord = StartedCore | Uploaded | Submitted | RetryingCore | SucceededCore | Failed
 
-_decoder = msgspec.json.Decoder(Record)
-_core_decoder = msgspec.json.Decoder(CoreRecord)
+RECORD_DECODER = _decoder = msgspec.json.Decoder(Record)
+CORE_DECODER = _core_decoder = msgspec.json.Decoder(CoreRecord)
 _encoder = msgspec.json.Encoder()
 
 
