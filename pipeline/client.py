@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
@@ -56,6 +56,16 @@ FAILED_STATUSES = frozenset({"FAILURE", "FAILED", "ERROR", "CANCELLED", "CANCELE
 # Any other status with a uuid (PROCESSING, PENDING, QUEUED, RUNNING, ...) is unfinished: polled,
 # never bought again. Treating an unknown word as unfinished costs at worst a processing
 # timeout; treating it as a failure would pay for the edit twice.
+
+
+class BodySink(Protocol):
+    """Where a download's body goes instead of straight into the file (``imagecheck``)."""
+
+    def write(self, data: bytes) -> object: ...
+    def finish(self) -> None: ...
+
+
+SinkFactory = Callable[[BinaryIO], BodySink]  # given the open file, returns what to write to
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
 
@@ -348,7 +358,9 @@ class OneMinClient:
             return False
         return host in self._trusted_hosts or host.endswith(TRUSTED_RESULT_SUFFIXES)
 
-    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+    async def fetch_result(
+        self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
+    ) -> int:
         """Stream result ``index`` into ``dest``; try every URL before giving up.
 
         Raises the error of the last URL tried; all of them are transient or ``BadResponse``
@@ -358,7 +370,7 @@ class OneMinClient:
         failures: list[ApiError] = []
         for url in self.result_urls(result, index):
             try:
-                return await self.download(url, dest, "result download")
+                return await self.download(url, dest, "result download", sink=sink)
             except ApiError as exc:
                 failures.append(exc)
         reasons = "; ".join(str(f) for f in failures)
@@ -367,9 +379,13 @@ class OneMinClient:
             raise BadResponse(f"result {index} not available at any URL: {reasons}", status)
         raise next(f for f in reversed(failures) if not isinstance(f, BadRequest))
 
-    async def download(self, url: str, dest: Path, what: str = "download") -> int:
+    async def download(
+        self, url: str, dest: Path, what: str = "download", *, sink: SinkFactory | None = None
+    ) -> int:
         """GET ``url`` into ``dest`` (no key sent), checking size and completeness. Every error
-        names the URL, without its query (signatures and tokens stay out of messages)."""
+        names the URL, without its query (signatures and tokens stay out of messages).
+        ``sink``: the body passes through it on its way to the file (checked while it streams).
+        Returns the bytes received."""
         limit = self._timeouts.max_download_bytes
         what = f"{what} {public_url(url)}"
         async with self._request("GET", url, what, self._timeouts.download) as response:
@@ -386,12 +402,16 @@ class OneMinClient:
             if expected is not None and expected > limit:
                 raise BadResponse(f"{what}: {expected} bytes is more than the {limit} allowed")
             written = 0
-            with dest.open("wb") as sink:
+            with dest.open("wb") as handle:
+                stream = None if sink is None else sink(handle)
+                write = handle.write if stream is None else stream.write
                 async for chunk in response.content.iter_chunked(CHUNK):
                     written += len(chunk)
                     if written > limit:
                         raise BadResponse(f"{what}: more than the {limit} bytes allowed")
-                    sink.write(chunk)
+                    write(chunk)
+                if stream is not None:
+                    stream.finish()
         if written == 0 or (expected is not None and written != expected):
             raise BadResponse(f"{what}: truncated ({written} of {expected or '?'} bytes)")
         return written

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.client import SinkFactory
 from pipeline.errors import ApiError, RecordFailed, RecordUnknown
 from pipeline.models import Asset, FeatureResult, Job
 
@@ -99,13 +100,22 @@ class FakeClient:
         self._results[uuid] = job
         self._polls_left[uuid] = polls_needed
 
-    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+    async def fetch_result(
+        self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
+    ) -> int:
         self.fetches.append((result.uuid, index))
         self._maybe_fail("download")
         job = self._results.get(result.uuid)
         width, height = map(int, (job.size if job else "1024x1024").split("x"))
         data = self._png_cache.setdefault((width, height), png_bytes((width, height)))
-        dest.write_bytes(data)
+        if sink is None:
+            dest.write_bytes(data)
+            return len(data)
+        with dest.open("wb") as handle:  # as the client streams it, in a few pieces
+            stream = sink(handle)
+            for start in range(0, len(data), 4096):
+                stream.write(data[start : start + 4096])
+            stream.finish()
         return len(data)
 
     async def download(self, url: str, dest: Path, what: str = "download") -> int:

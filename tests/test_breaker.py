@@ -15,7 +15,7 @@ from pipeline.errors import (
     ServerError,
     StopReason,
 )
-from pipeline.events import EventBus, JobDeferred
+from pipeline.events import JobDeferred
 from tests.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
@@ -103,33 +103,11 @@ def test_transient_flag_on_failed_events() -> None:
 
 
 async def test_breaker_defers_the_streak_with_events(tmp_path: Path) -> None:
-    from pipeline.config import RateLimit, RetrySettings
-    from pipeline.ledger import read_ledger
-    from pipeline.retry import RetryPolicy
-    from pipeline.scheduler import Scheduler
-    from pipeline.store import Store
-    from pipeline.throttle import Throttle
-    from tests.test_scheduler import Sleeps
-
     client = FakeClient()
     client.fail("feature", *[ServerError("HTTP 500", 500)] * 100)
-    store = Store(tmp_path / "out")
-    store.prepare()
-    bus, events = EventBus(), []
-    bus.subscribe(events.append)
-    sleeps = Sleeps()
-    scheduler = Scheduler(
-        client,  # type: ignore[arg-type]
-        store,
-        bus,
-        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
-        RetryPolicy(RetrySettings(max_attempts=1, breaker_jobs=3)),
-        read_ledger(tmp_path / "out" / "ledger.jsonl").resume(),
-        concurrency=1,
-        sleep=sleeps,
-        clock=sleeps.clock,
-    )
-    outcome = await scheduler.run(make_jobs(tmp_path, 6))
+    harness = Harness(tmp_path, client, concurrency=1, max_attempts=1, breaker_jobs=3)
+    outcome, _ = await harness.run(make_jobs(tmp_path, 6))
+    events = harness.events
     assert outcome.stop_reason == "api_unreachable"
     deferred = [e for e in events if isinstance(e, JobDeferred)]
     assert [e.job_id for e in deferred] == ["job-0", "job-1", "job-2"]

@@ -102,6 +102,27 @@ def test_resume_and_status_agree_on_every_job(ledger_path: Path) -> None:
         assert status[job_id] == expected.value, job_id
 
 
+RUN_FIELDS = ("status", "key", "order", "submitted", "outputs", "error", "attempts", "credits")
+
+
+def test_the_resume_read_folds_the_same_states_as_the_detailed_one(ledger_path: Path) -> None:
+    # Resume decodes only the fields a run reads (schema.CoreRecord): those must come out the
+    # same, and so must the assets, the spend and the damage.
+    core, detailed = read_ledger(ledger_path), read_ledger(ledger_path, detailed=True)
+    assert core.jobs.keys() == detailed.jobs.keys()
+    for job_id, job in core.jobs.items():
+        other = detailed.jobs[job_id]
+        for name in RUN_FIELDS:
+            mine, theirs = getattr(job, name), getattr(other, name)
+            if name == "submitted" and mine is not None:  # the same record type, both ways
+                mine, theirs = to_dict(mine), to_dict(theirs)
+            assert mine == theirs, (job_id, name)
+        assert job.details is None and job.retries is None  # what only status and report use
+    assert core.assets == detailed.assets
+    assert core.credits_spent == detailed.credits_spent
+    assert core.damage == detailed.damage
+
+
 def test_damage_is_counted_not_fatal(ledger_path: Path) -> None:
     state = read_ledger(ledger_path)
     assert state.damage.corrupt_lines == [4, 6]  # the schema break and the garbage, by number

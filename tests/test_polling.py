@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Timeouts
 from pipeline.errors import ServerError
-from pipeline.events import EventBus, FeatureSubmitted, JobStarted, RecordFinished
+from pipeline.events import FeatureSubmitted, JobStarted, RecordFinished
 from pipeline.ledger import LedgerWriter, ResumeState, read_ledger
 from pipeline.models import FeatureResult, PlannedJob
 from tests.fakes import FakeClient
@@ -145,35 +145,15 @@ def resume_with_processing_record(out: Path, jobs: list[PlannedJob]) -> ResumeSt
 
 
 async def test_resumed_record_without_paths_is_polled_never_bought(tmp_path: Path) -> None:
-    from pipeline.config import RateLimit
-    from pipeline.retry import RetryPolicy
-    from pipeline.scheduler import Scheduler
-    from pipeline.store import Store
-    from pipeline.throttle import Throttle
-    from tests.test_scheduler import Sleeps
-
     client = FakeClient()
     jobs = make_jobs(tmp_path, 3)
     for planned in jobs:
         client.remember(f"rec-old-{planned.job.id}", planned.job, polls_needed=1)
-    store = Store(tmp_path / "out")
-    store.prepare()
-    bus, events = EventBus(), []
-    bus.subscribe(events.append)
-    sleeps = Sleeps()
-    scheduler = Scheduler(
-        client,  # type: ignore[arg-type]
-        store,
-        bus,
-        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
-        RetryPolicy(),
-        resume_with_processing_record(tmp_path / "out", jobs),
-        concurrency=2,
-        credits_for=lambda job: 4000,
-        sleep=sleeps,
-        clock=sleeps.clock,
-    )
-    outcome = await scheduler.run(jobs)
+    harness = Harness(tmp_path, client, concurrency=2)
+    resume_with_processing_record(harness.out, jobs)
+    outcome, _ = await harness.run(jobs)
+    events, scheduler = harness.events, harness.scheduler
+    assert scheduler is not None
     assert outcome.stop_reason is None
     assert client.feature_calls == [] and client.uploads == []
     assert sorted(set(client.polls)) == sorted(f"rec-old-{j.job.id}" for j in jobs)
@@ -218,29 +198,86 @@ def test_submit_setting_is_sync_or_async() -> None:
 
 async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> None:
     """``{"aiRecord": null}`` on resume: nothing exists to fetch, so buying is not paying twice."""
-    from pipeline.config import RateLimit
-    from pipeline.retry import RetryPolicy
-    from pipeline.scheduler import Scheduler
-    from pipeline.store import Store
-    from pipeline.throttle import Throttle
-    from tests.test_scheduler import Sleeps
-
     client = FakeClient()  # remembers no old record: every poll answers RecordUnknown
     jobs = make_jobs(tmp_path, 2)
-    store = Store(tmp_path / "out")
-    store.prepare()
-    sleeps = Sleeps()
-    scheduler = Scheduler(
-        client,  # type: ignore[arg-type]
-        store,
-        EventBus(),
-        Throttle(RateLimit(rpm=0), clock=sleeps.clock, sleep=sleeps),
-        RetryPolicy(),
-        resume_with_processing_record(tmp_path / "out", jobs),
-        concurrency=1,
-        sleep=sleeps,
-        clock=sleeps.clock,
-    )
-    await scheduler.run(jobs)
+    harness = Harness(tmp_path, client, concurrency=1)
+    resume_with_processing_record(harness.out, jobs)
+    await harness.run(jobs)
     assert len(client.polls) == 2 and sorted(client.feature_calls) == ["job-0", "job-1"]
     assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
+
+
+def _most_records_in_flight(events: list[object]) -> int:
+    open_, most = 0, 0
+    for event in events:
+        if isinstance(event, FeatureSubmitted) and not event.result.finished:
+            open_ += 1
+        elif isinstance(event, RecordFinished):
+            open_ -= 1
+        most = max(most, open_)
+    return most
+
+
+async def test_async_workers_hand_records_to_the_polling_side(tmp_path: Path) -> None:
+    """--async: a worker submits and moves on; one worker keeps several records in flight."""
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, submit="async")
+    _, stats = await harness.run(make_jobs(tmp_path, 6, shared_image=False))
+    assert stats.succeeded == 6 and len(client.feature_calls) == 6  # one purchase each
+    assert _most_records_in_flight(harness.events) > 1
+    assert {line["job_id"] for line in harness.by_status("succeeded")} == {
+        f"job-{i}" for i in range(6)
+    }
+
+
+async def test_records_in_flight_are_bounded(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, submit="async", max_outstanding=1)
+    _, stats = await harness.run(make_jobs(tmp_path, 4, shared_image=False))
+    assert stats.succeeded == 4
+    assert _most_records_in_flight(harness.events) == 1
+
+
+async def test_a_sync_run_polls_in_the_worker(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.processing_all = True
+    harness = Harness(tmp_path, client, concurrency=1)
+    await harness.run(make_jobs(tmp_path, 3))
+    assert _most_records_in_flight(harness.events) == 1
+
+
+async def test_the_first_poll_waits_as_long_as_records_have_been_taking(tmp_path: Path) -> None:
+    # The first record took 4 polls: 2 + 3 + 4.5 + 6.75 = 16.25 s; the next one waits that long
+    # before its first poll, then polls at the usual waits (this fake record counts
+    # polls, not seconds, so it still needs four).
+    client = FakeClient()
+    client.processing_all = True
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=1, rand=lambda: 0.0)
+    await harness.run(make_jobs(tmp_path, 2))
+    assert harness.sleeps.calls[:4] == [2.0, 3.0, 4.5, 6.75]
+    assert harness.sleeps.calls[4:] == [16.25, 3.0, 4.5, 6.75]
+
+
+async def test_a_failed_async_record_is_bought_again_by_the_polling_side(tmp_path: Path) -> None:
+    client = FakeClient()
+    client.polls_needed = 1
+    client.poll_outcome["rec-1"] = "FAILURE"
+    harness = Harness(tmp_path, client, concurrency=1, submit="async")
+    _, stats = await harness.run(make_jobs(tmp_path, 2, shared_image=False))
+    assert stats.succeeded == 2
+    assert sorted(client.feature_calls) == ["job-0", "job-0", "job-1"]
+
+
+async def test_before_any_record_finished_only_the_oldest_polls(tmp_path: Path) -> None:
+    """Younger records skip their polls while the oldest one is still processing; once it has
+    finished they are polled about when it took, so most take a single poll."""
+    client = FakeClient()
+    client.polls_needed = 3
+    harness = Harness(tmp_path, client, concurrency=4, submit="async", rand=lambda: 0.0)
+    _, stats = await harness.run(make_jobs(tmp_path, 4, shared_image=False))
+    assert stats.succeeded == 4 and len(client.feature_calls) == 4
+    first = client.polls[:4]
+    assert first == ["rec-1"] * 4  # the leader's polls, nobody else's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -24,7 +25,7 @@ from pipeline.errors import (
     RecordFailed,
     ServerError,
 )
-from pipeline.events import EventBus, JobsSkipped
+from pipeline.events import Event, EventBus, JobsSkipped
 from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.models import Feature, InputRef, Job, PlannedJob
 from pipeline.plan import PlanOptions, skip_reason
@@ -44,6 +45,7 @@ PASSED_THROUGH = (
     "spent_before",
     "rand",
     "credits_for",
+    "max_outstanding",
 )
 
 
@@ -60,6 +62,7 @@ class Sleeps:
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
         self.now += seconds
+        await asyncio.sleep(0)  # a sleep lets the other tasks run, as a real one does
 
 
 def make_jobs(
@@ -90,6 +93,8 @@ class Harness:
         self.client = client
         self.sleeps = Sleeps()
         self.options = options
+        self.events: list[Event] = []  # every event of the latest run, in order
+        self.scheduler: Scheduler | None = None  # the latest run's
 
     async def run(self, jobs: list[PlannedJob], **overrides: object) -> tuple[object, RunStats]:
         options = {**self.options, **overrides}
@@ -108,9 +113,11 @@ class Harness:
                 skipped[reason.value] += 1
         bus = EventBus()
         stats = RunStats()
+        self.events = []
         with LedgerWriter(self.out / "ledger.jsonl") as writer:
             bus.subscribe(writer)
             bus.subscribe(stats)
+            bus.subscribe(self.events.append)
             for reason, count in skipped.items():
                 bus.emit(JobsSkipped(reason, count))
             scheduler = Scheduler(
@@ -129,6 +136,7 @@ class Harness:
                 clock=self.sleeps.clock,
                 **{k: v for k, v in options.items() if k in PASSED_THROUGH and k != "credits_for"},  # type: ignore[arg-type]
             )
+            self.scheduler = scheduler
             outcome = await scheduler.run(runnable)
         return outcome, stats
 

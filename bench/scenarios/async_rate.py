@@ -9,9 +9,12 @@ Two figures, from the ledger and the emulator's request log, over the steady par
 - API-host requests a minute over ``--rpm``: how much of the one budget the run uses (every
   upload, feature call and poll counts, SPEC 1a).
 
-Each edit costs at least two API requests (the call and one poll), so edits a minute can reach
-at most half of ``--rpm``; and a worker stays with its record while it polls, so 8 records are
-outstanding at most: about 8 edits per 20 s. Both bounds are printed beside the figures.
+Every edit spends the one budget several times: its feature call, its polls (at least one)
+and its uploads. So edits a minute can reach at most ``--rpm / requests per edit`` (measured
+here, and at best ``--rpm / 2``), never the issue's 0.95 of ``--rpm``: that target counts one
+request per edit, which SPEC 1a's shared budget rules out. A third figure says how close the run
+comes to the bound it can reach. Workers no longer sit out a record's processing time (they
+hand it to the polling side), so ``concurrency / processing`` is no longer a bound.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ def _figures(result: ScenarioResult, ledger: Path, request_log: Path, jobs: int)
     ]
     edits_per_minute = jobs / minutes
     requests_per_minute = len(requests) / minutes
-    bound = CONCURRENCY / (PROCESSING / 60)
+    per_edit = len(requests) / jobs
+    bound = RPM / per_edit  # what the shared budget allows at this many requests an edit
     log(f"  {jobs} edits in {minutes * 60:.1f} s: {edits_per_minute:.1f} edits/min")
     result.add(
         Figure(
@@ -75,8 +79,19 @@ def _figures(result: ScenarioResult, ledger: Path, request_log: Path, jobs: int)
             "",
             (">=", 0.95),
             [edits_per_minute / RPM],
-            f"{edits_per_minute:.1f} edits/min; bounds: rpm/2 = {RPM / 2:.0f}, "
-            f"concurrency/processing = {bound:.0f} edits/min",
+            f"{edits_per_minute:.1f} edits/min; the budget allows at most rpm / requests per "
+            f"edit = {RPM:.0f} / {per_edit:.2f} = {bound:.0f} edits/min ({bound / RPM:.2f} of "
+            f"--rpm), so 0.95 cannot be met",
+        )
+    )
+    result.add(
+        Figure(
+            "edits a minute / what the budget allows (rpm / requests per edit)",
+            edits_per_minute / bound,
+            "",
+            (">=", 0.9),
+            [edits_per_minute / bound],
+            f"{per_edit:.2f} API requests per edit (feature call, polls, uploads)",
         )
     )
     result.add(

@@ -15,6 +15,7 @@ job, i.e. results are written as received, never decoded and re-encoded.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -28,6 +29,8 @@ from bench.common import Figure, ScenarioResult, log, median, scratch
 from bench.emulator import EmulatorProcess
 from bench.fixtures import Row, edit_mask, noisy_png_variants, write_catalog
 from bench.procs import ChildResult, probe_args, run_child
+from pipeline.client import CHUNK
+from pipeline.imagecheck import ResultStream
 from pipeline.provenance import add_provenance
 from pipeline.store import CREATOR_TOOL, check_image
 
@@ -244,7 +247,10 @@ def _same_bytes(pipeline_out: Path, bare_out: Path, jobs: int) -> None:
 
 
 def _check_cost(result: ScenarioResult, folder: Path) -> None:
-    """What verifying one received ~2 MB result costs (store.check_image), in this process."""
+    """What verifying one received ~2 MB result costs, in this process: the file check the run
+    used to make after each download (store.check_image, still used for JPEG and WebP), and
+    the streamed one it makes now (imagecheck.ResultStream: header, chunk walk, end marker and
+    the provenance chunk, over the 256 KB pieces the client reads, into memory here)."""
     sample = next(folder.glob("bare-*/out/0.png"))
     timings = []
     for _ in range(15):
@@ -252,6 +258,37 @@ def _check_cost(result: ScenarioResult, folder: Path) -> None:
         check_image(sample, (1024, 1024))
         timings.append((time.process_time() - started) * 1000)
     result.add(Figure("check_image of one 2 MB result", median(timings), "ms CPU", None, timings))
+    data = sample.read_bytes()
+    pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    streamed = []
+    for _ in range(15):
+        started = time.process_time()
+        stream = ResultStream((1024, 1024), CREATOR_TOOL)
+        writer = stream.writer(_Discard())
+        for piece in pieces:
+            writer.write(piece)
+        writer.finish()
+        stream.verdict()
+        streamed.append((time.process_time() - started) * 1000)
+    result.add(
+        Figure(
+            "streamed check + provenance of one 2 MB result (what runs now)",
+            median(streamed),
+            "ms CPU",
+            None,
+            streamed,
+        )
+    )
+
+
+class _Discard(io.RawIOBase):
+    """A file that keeps nothing: the streamed check is timed without the disk."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        return len(memoryview(data))  # type: ignore[arg-type]
 
 
 def _report_cost(result: ScenarioResult, folder: Path, jobs: int) -> None:

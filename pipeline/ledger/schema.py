@@ -47,8 +47,13 @@ class _Line(msgspec.Struct, frozen=True, tag_field="status"):
     ts: str = ""
 
 
-class Started(_Line, frozen=True, tag=Status.STARTED.value):
+class StartedCore(_Line, frozen=True, tag=Status.STARTED.value):
+    """A ``started`` line as resume reads it: the job's details are skipped, not decoded."""
+
     status: ClassVar[Status] = Status.STARTED
+
+
+class Started(StartedCore, frozen=True, tag=Status.STARTED.value):
     job: JobDetails | None = None
 
 
@@ -70,20 +75,30 @@ class Submitted(_Line, frozen=True, tag=Status.SUBMITTED.value):
     credit_limit: int | None = None
 
 
-class Retrying(_Line, frozen=True, tag=Status.RETRYING.value):
+class RetryingCore(_Line, frozen=True, tag=Status.RETRYING.value):
+    """A ``retrying`` line as resume reads it: only that the job is being retried."""
+
     status: ClassVar[Status] = Status.RETRYING
+
+
+class Retrying(RetryingCore, frozen=True, tag=Status.RETRYING.value):
     step: str = ""
     attempt: int = 0
     error: ErrorInfo = ErrorInfo("unknown", "")
     delay: float = 0.0
 
 
-class Succeeded(_Line, frozen=True, tag=Status.SUCCEEDED.value):
+class SucceededCore(_Line, frozen=True, tag=Status.SUCCEEDED.value):
+    """A ``succeeded`` line as resume reads it: timings and superseded files skipped."""
+
     status: ClassVar[Status] = Status.SUCCEEDED
     outputs: tuple[str, ...] = ()
     attempts: int = 0
     credits: int | float | None = None
     uuid: str = ""
+
+
+class Succeeded(SucceededCore, frozen=True, tag=Status.SUCCEEDED.value):
     timings: dict[str, float] = {}
     superseded: tuple[str, ...] = ()
 
@@ -106,8 +121,14 @@ class Refetched(_Line, frozen=True, tag="refetched"):
 
 
 Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed | Refetched
+# What resume decodes: every field the run uses is decoded and validated; the fields only
+# ``status`` and the report show (a job's parameters, timings, retry reasons) are skipped
+# unread, which halves the decoding of a million-line ledger. A line must still be JSON with a
+# known status; a value broken only in a skipped field is the detailed readers' to report.
+CoreRecord = StartedCore | Uploaded | Submitted | RetryingCore | SucceededCore | Failed | Refetched
 
-_decoder = msgspec.json.Decoder(Record)
+RECORD_DECODER = _decoder = msgspec.json.Decoder(Record)
+CORE_DECODER = _core_decoder = msgspec.json.Decoder(CoreRecord)
 _encoder = msgspec.json.Encoder()
 
 
@@ -115,6 +136,14 @@ def decode_line(line: bytes) -> Record | None:
     """The typed record of one ledger line, or None if it is not a valid record."""
     try:
         return _decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def decode_core_line(line: bytes) -> CoreRecord | None:
+    """What resume needs of one ledger line (``CoreRecord``), or None if it is invalid."""
+    try:
+        return _core_decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 

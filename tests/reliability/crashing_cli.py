@@ -90,8 +90,8 @@ def mid_download(hit: Countdown) -> None:
     """Half a result is in the temporary file when the process dies."""
     original = OneMinClient.download
 
-    async def patched(self: OneMinClient, url: str, dest: Path, *args: Any) -> int:
-        written = await original(self, url, dest, *args)
+    async def patched(self: OneMinClient, url: str, dest: Path, *args: Any, **kw: Any) -> int:
+        written = await original(self, url, dest, *args, **kw)
         if hit():
             with dest.open("r+b") as handle:
                 handle.truncate(written // 2)
