@@ -17,31 +17,39 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto S3 server for this test; its endpoint URL, exported as AWS_ENDPOINT_URL."""
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto S3 server for the session (each test makes its own bucket): starting one per
+    test cost ~1 s a test."""
     from moto.server import ThreadedMotoServer
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_server(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The moto S3 server's endpoint URL, exported as AWS_ENDPOINT_URL for this test."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": moto_endpoint,
     }.items():
         monkeypatch.setenv(name, value)
     import fsspec
+    import s3fs
 
     fsspec.config.conf.pop("s3", None)
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
-        yield endpoint
+        yield moto_endpoint
     finally:
-        server.stop()
-        import s3fs
-
         s3fs.S3FileSystem.clear_instance_cache()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.inputs import objectstore
-from tests.inputs_fixtures import s3_server  # noqa: F401  (a fixture)
+from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
