@@ -101,7 +101,10 @@ def add_arguments(commands: Any) -> None:
         "--async",
         dest="asynchronous",
         action="store_true",
-        help='send "async": true and poll every record (concurrency bounds records outstanding)',
+        help=(
+            'send "async": true; workers hand each record to the poller and go on '
+            "(at most 8 records a worker in flight, every request within --rpm)"
+        ),
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     add_redo_missing(run)
