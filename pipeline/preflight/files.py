@@ -11,7 +11,7 @@ import math
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -51,39 +51,42 @@ class ImageFacts:
 
 def inspect_image(real: str, max_pixels: int) -> ImageFacts | str:
     """The facts of an image file, or why it cannot be used."""
-    problem = _file_problem(real)
-    if problem:
-        return problem
-    try:
-        with bombs_refused(), Image.open(real) as image:
-            problem = _header_problem(image, max_pixels)
-            if problem:
-                return problem
-            facts = _facts(real, image, _file_notes(real))
-            _decode_cheaply(image)
-            return facts
-    # Pillow's decoders raise many types on malformed data (OSError, SyntaxError,
-    # ValueError, struct.error, ...); bad input must never end in a traceback.
-    except Exception as exc:
-        return failure(exc)
+
+    def facts_of(image: Image.Image) -> ImageFacts:
+        facts = _facts(real, image, _file_notes(real))
+        _decode_cheaply(image)
+        return facts
+
+    return _inspect(real, max_pixels, facts_of)
 
 
 def inspect_mask(real: str, max_pixels: int) -> ImageFacts | str:
     """The facts of a mask file (its content warnings among the notes), or why it cannot be used."""
+
+    def facts_of(image: Image.Image) -> ImageFacts:
+        image.load()  # the content checks need the pixels anyway
+        gray = mask_as_grayscale(image)
+        notes = (*_file_notes(real), *conversion_notes(image, gray), *content_notes(gray))
+        facts = _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+        return replace(facts, edits_nothing=is_all_black(gray))
+
+    return _inspect(real, max_pixels, facts_of)
+
+
+def _inspect(
+    real: str, max_pixels: int, facts_of: Callable[[Image.Image], ImageFacts]
+) -> ImageFacts | str:
+    """The file and header checks both inspectors share, then ``facts_of`` the open image."""
     problem = _file_problem(real)
     if problem:
         return problem
     try:
         with bombs_refused(), Image.open(real) as image:
             problem = _header_problem(image, max_pixels)
-            if problem:
-                return problem
-            image.load()  # the content checks need the pixels anyway
-            gray = mask_as_grayscale(image)
-            notes = (*_file_notes(real), *conversion_notes(image, gray), *content_notes(gray))
-            facts = _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
-            return replace(facts, edits_nothing=is_all_black(gray))
-    except Exception as exc:  # as in inspect_image
+            return problem if problem else facts_of(image)
+    # Pillow's decoders raise many types on malformed data (OSError, SyntaxError,
+    # ValueError, struct.error, ...); bad input must never end in a traceback.
+    except Exception as exc:
         return failure(exc)
 
 
