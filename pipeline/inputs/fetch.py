@@ -174,8 +174,11 @@ def prefetched(
     and at most ``window`` items are held (default ``LOOKAHEAD`` times the concurrency)."""
     ahead = window if window is not None else LOOKAHEAD * prefetcher.concurrency
     held: deque[_T] = deque()
+    submit = prefetcher.submit
     for item in items:
-        prefetcher.submit(urls_of(item))
+        urls = urls_of(item)
+        if urls:
+            submit(urls)
         held.append(item)
         if len(held) > ahead:
             yield held.popleft()

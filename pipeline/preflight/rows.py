@@ -44,7 +44,10 @@ def _urls_of(item: object) -> list[str]:
     layout, cells = item[0], item[1]
     urls = []
     for index in layout.input_indexes:
-        ref = input_ref(cells[index], "") if index < len(cells) else None
+        cell = cells[index] if index < len(cells) else ""
+        if "://" not in cell:  # a local path: the usual case, decided without parsing
+            continue
+        ref = input_ref(cell, "")
         if isinstance(ref, InputRef) and ref.kind == "url" and not remote_ref_problem(ref):
             urls.append(ref.value)
     return urls
