@@ -87,7 +87,7 @@ def _synthetic_run(out: Path, jobs: int, distinct_sources: int | None, fmt: str)
     sources = distinct_sources or jobs
     for s in range(sources):
         _source(inputs / f"src-{s}.{ext}", fmt, s)
-    lines = []
+    lines: list[dict[str, object]] = []
     for j in range(jobs):
         job_id = f"sku-{j:06d}"
         output = f"o/{job_id}.png"

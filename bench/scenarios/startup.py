@@ -11,6 +11,7 @@ preflight also checks the ledger and the feeder skips the finished third before 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.common import Figure, ScenarioResult, log, scratch
@@ -108,6 +109,9 @@ def _report(result: ScenarioResult, child: ChildResult, kind: str, target: float
         Figure(f"{kind}: scheduler start to first feature call", streaming, "s", ("<", target))
     )
     result.add(Figure(f"{kind}: full preflight pass", preflight, "s"))
+    note = f"cut {CUT_AFTER_FIRST_CALL:g} s after the first call; the ledger's fold is held"
+    peak = Figure(f"{kind}: peak RSS", child.maxrss_mb, "MB", ("<=", memory.TARGET_MB[1_000_000]))
+    result.add(replace(peak, note=note) if kind == "resume" else peak)
     if kind == "resume":
         ledger = _between(child, "ledger_read_start", "ledger_read_end")
         result.add(Figure("resume: reading the ledger", ledger, "s"))
