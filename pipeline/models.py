@@ -73,9 +73,6 @@ class Job:
     # plain file mask. ``mask`` above is still the file of a file mask, modified or not.
     mask_recipe: MaskRecipe | None = None
     protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
-    # Position of the entry in the manifest's stream (jobs, glob matches, items rows), from 0:
-    # lets a second pass over the manifest skip entries the first pass found nothing to do for.
-    entry: int = -1
 
     def parameters(self) -> dict[str, Any]:
         """The promptObject fields other than the asset paths, as the API takes them."""

@@ -113,7 +113,7 @@ def _name_duplicates(manifest: Manifest, duplicates: set[int]) -> Iterator[Probl
         yield Problem(job_id, "id", message + "(letter case ignored)", location)
 
 
-# -- the plan: both passes, the entry set and the skip rule ------------------------------------
+# -- the plan: the one pass, its spool and the skip rule ---------------------------------------
 
 
 class Skip(StrEnum):
@@ -167,7 +167,7 @@ def skip_reason(state: JobState | None, options: PlanOptions) -> Skip | None:
 
 @dataclass
 class CheckedPlan:
-    """The first pass's verdict, and (if it passed) the second pass ready to stream."""
+    """The pass's verdict, and (if it passed) the spooled jobs ready to stream."""
 
     summary: PlanSummary
     skipped: Counter[Skip] = field(default_factory=Counter)
@@ -253,7 +253,7 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, entry, prompt, row_key = hit
+        shape, job_id, number, prompt, row_key = hit
         planned = shape.planned
         assert planned is not None
         state = self.ledger.state_of(job_id, row_key or planned.key)
@@ -269,7 +269,7 @@ class _Tally:
             shape.redo += redo
             if shape.template is None:
                 shape.template = self.spool.template(planned, shape.prefix)
-            self.spool.add_row(shape.template, job_id, number, entry, prompt, row_key)
+            self.spool.add_row(shape.template, job_id, number, prompt, row_key)
         else:
             if reason is Skip.HELD:
                 shape.held += 1

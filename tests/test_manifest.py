@@ -59,7 +59,6 @@ def test_minimal_manifest_applies_job_defaults(tmp_path: Path) -> None:
         mask=InputRef("file", str(tmp_path / "masks" / "item.png")),
         prompt="p",
         location="spring.yaml:3 job 1",
-        entry=0,
     )
 
 

@@ -366,16 +366,16 @@ def entries_manifest(folder: Path) -> Path:
     )
 
 
-def test_entries_are_numbered_in_stream_order(tmp_path: Path) -> None:
+def test_entries_stream_in_manifest_order(tmp_path: Path) -> None:
     manifest = load_manifest(entries_manifest(tmp_path))
     jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
-    assert [(job.id, job.entry) for job in jobs] == [
-        ("j1", 0),
-        ("j2", 1),
-        ("g-item", 2),
-        ("c1", 3),
-        ("c2", 4),  # the blank row is no entry
-        ("c3", 5),
+    assert [(job.id, job.location) for job in jobs] == [
+        ("j1", "manifest.yaml:5 job 1"),
+        ("j2", "manifest.yaml:9 job 2"),
+        ("g-item", "manifest.yaml:14 glob 1 (images/item.png)"),
+        ("c1", "items.csv row 1"),
+        ("c2", "items.csv row 3"),  # the blank row is no job
+        ("c3", "items.csv row 4"),
     ]
 
 

@@ -118,8 +118,8 @@ def test_the_fast_path_is_taken_for_shared_rows(
     assert len(planned) == 1000 and all(isinstance(p, PlannedJob) for p in planned)
     assert len(built) == 1  # one shape: one Job built, the other 999 rows never build one
     assert [p.job.id for p in planned] == [f"sku-{i}" for i in range(1000)]  # type: ignore[union-attr]
-    assert planned[500].job.location == "items.csv row 501"  # type: ignore[union-attr]
-    assert planned[500].job.entry == 500  # type: ignore[union-attr]
+    locations = [p.job.location for p in planned]  # type: ignore[union-attr]
+    assert locations == [f"items.csv row {i + 1}" for i in range(1000)]
     assert len({p.key for p in planned}) == 1  # type: ignore[union-attr]
 
 
@@ -265,9 +265,12 @@ def test_the_spool_gives_back_every_kind_of_record_in_order(tmp_path: Path) -> N
             number = spool.template(template, "items.csv row ")
         own = index % 3 == 0
         prompt, key = (f"p{index}", f"k{index}") if own else (None, None)
-        spool.add_row(number, f"sku-{index}", index + 2, index, prompt, key)
+        spool.add_row(number, f"sku-{index}", index + 2, prompt, key)
         expected.append((f"sku-{index}", prompt or "p", key or template.key))
     got = list(spool)
     assert [(j.job.id, j.job.prompt, j.key) for j in got] == expected
-    assert got[5].job.location == "items.csv row 7" and got[5].job.entry == 5
+    assert got[5].job.location == "items.csv row 7"
+    assert [j.job.location for j in got if j.job.id != "whole"] == [
+        f"items.csv row {index + 2}" for index in range(spool_module.BATCH + 10)
+    ]
     assert got[5].mask_digest == template.mask_digest

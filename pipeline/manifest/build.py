@@ -36,7 +36,6 @@ def build_job(
     base_dir: Path,
     location: str,
     invalid: frozenset[str] = frozenset(),
-    entry: int = -1,
     data: Mapping[str, str] | None = None,
     own_literal: bool = False,
 ) -> Job | list[Problem]:
@@ -89,7 +88,6 @@ def build_job(
         mask_recipe=recipe,
         protect=bool(merged.get("protect", False)),
         location=location,
-        entry=entry,
         **parameters,
     )
 

@@ -2,7 +2,7 @@
 
 A row's *key* is its cells with the id cell blank (and the prompt cell ``LIFTED`` when the
 prompt is lifted out too): rows with equal keys build jobs equal in everything but their id,
-location, entry ordinal and lifted prompt. That holds when nothing but the job's id reads the
+location and lifted prompt. That holds when nothing but the job's id reads the
 id's column (no other field mapped to it, no default's template naming it), likewise for a
 lifted prompt, and when no cell of the key is a template (``RowLayout.shareable``).
 """
@@ -44,9 +44,9 @@ class RowLayout:
         return not any("{" in cell or "}" in cell for cell in key)
 
 
-# (layout, the row's cells with the id cell blank, the id, the row number, the entry ordinal,
-# the prompt when it was lifted out of the key, its cell then LIFTED)
-Row = tuple[RowLayout, tuple[str, ...], str, int, int, str | None]
+# (layout, the row's cells with the id cell blank, the id, the row number, the prompt when it
+# was lifted out of the key, its cell then LIFTED)
+Row = tuple[RowLayout, tuple[str, ...], str, int, str | None]
 LIFTED = "\x00"  # in a key: the prompt cell was set and is the Row's own (no cell holds NUL)
 
 

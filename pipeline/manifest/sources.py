@@ -63,10 +63,7 @@ class Manifest:
     display_name: str = ""  # the file name as messages show it
 
     def iter_jobs(self) -> Iterator[Job | Problem]:
-        """Every job in manifest order, defaults applied (``size`` may still be ``auto``).
-
-        Each entry (a ``jobs`` item, a glob match, an items row) has an ordinal, ``Job.entry``.
-        """
+        """Every job in manifest order, defaults applied (``size`` may still be ``auto``)."""
         for item in self.iter_entries():
             if type(item) is tuple:
                 yield from self.build_row(item)
@@ -78,25 +75,24 @@ class Manifest:
         rows comes as a ``Row``: no Job is built for it (``build_row`` does, on demand).
 
         Rows with equal ``Row`` keys build jobs equal in everything but their id, location and
-        entry, so a caller checks one of them and each id (the fast path of a big catalog).
+        lifted prompt, so a caller checks one of them and each id (the fast path of a big
+        catalog).
         """
-        entries = _Entries()
         for index, entry in enumerate(self.jobs):
-            ordinal = entries.next()
             line = self.job_lines[index] if index < len(self.job_lines) else None
             where = f"{self.display_name}:{line}" if line else self.display_name
-            yield from self._job_from_entry(entry, f"{where} job {index + 1}", ordinal)
+            yield from self._job_from_entry(entry, f"{where} job {index + 1}")
         for entry in self.globs:
-            yield from self._iter_glob(entry, entries)
+            yield from self._iter_glob(entry)
         for source in self.items:
             if source.path.suffix.lower() == ".csv":
-                yield from self._iter_csv(source, entries)
+                yield from self._iter_csv(source)
             else:
-                yield from self._iter_jsonl(source, entries)
+                yield from self._iter_jsonl(source)
 
     # -- sources --
 
-    def _iter_glob(self, entry: GlobEntry, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_glob(self, entry: GlobEntry) -> Iterator[Job | Problem]:
         matches = sorted(
             match
             for match in globlib.glob(entry.pattern, root_dir=self.base_dir, recursive=True)
@@ -105,13 +101,12 @@ class Manifest:
         if not matches:
             yield Problem(None, "pattern", f"{entry.pattern!r} matches no file", entry.location)
         for match in matches:
-            ordinal = entries.next()
             stem = PurePosixPath(match.replace("\\", "/")).stem
             own = {**entry.fields, "image": match.replace("{", "{{").replace("}", "}}")}
             location = f"{entry.location} ({match})"
-            yield from self._job_from_fields(own, frozenset(), location, ordinal, {"stem": stem})
+            yield from self._job_from_fields(own, frozenset(), location, {"stem": stem})
 
-    def _iter_csv(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem | Row]:
+    def _iter_csv(self, source: ItemsSource) -> Iterator[Job | Problem | Row]:
         path = source.path
         display = path.name
         row_number = 0
@@ -132,8 +127,6 @@ class Manifest:
                     if layout is not None and len(cells) == layout.width:
                         job_id = cells[layout.id_index]
                         if plain_cell(job_id):
-                            ordinal = entries.value
-                            entries.value = ordinal + 1
                             cells[layout.id_index] = ""
                             prompt = None
                             if layout.prompt_index >= 0:
@@ -142,14 +135,13 @@ class Manifest:
                                     cells[layout.prompt_index] = LIFTED
                                 else:
                                     prompt = None  # stays in the key: its own shape
-                            yield (layout, tuple(cells), job_id, row_number, ordinal, prompt)
+                            yield (layout, tuple(cells), job_id, row_number, prompt)
                             continue
                     if not any(cell.strip() for cell in cells):
                         continue
                     if _skipped(cells, columns, source.skip_empty):
                         continue
-                    ordinal = entries.next()
-                    yield from self._csv_row(cells, row_number, ordinal, display, columns, names)
+                    yield from self._csv_row(cells, row_number, display, columns, names)
         except UnicodeDecodeError:
             message = f"not UTF-8 text (after row {row_number}); save the file as UTF-8 CSV"
             yield Problem(None, None, message, display)
@@ -162,7 +154,6 @@ class Manifest:
         self,
         cells: list[str],
         row_number: int,
-        ordinal: int,
         display: str,
         columns: list[tuple[int, str]],
         names: list[str],
@@ -174,20 +165,18 @@ class Manifest:
             return
         raw = {name: cells[i] for i, name in columns if i < len(cells) and cells[i].strip()}
         data = {name: cells[i] for i, name in enumerate(names) if name and i < len(cells)}
-        yield from self._job_from_entry(raw, location, ordinal, data)
+        yield from self._job_from_entry(raw, location, data)
 
     def build_row(self, row: Row) -> Iterator[Job | Problem]:
         """What ``iter_jobs`` yields for a row that ``iter_entries`` yielded as a ``Row``."""
-        layout, key, job_id, row_number, ordinal, prompt = row
+        layout, key, job_id, row_number, prompt = row
         cells = list(key)
         cells[layout.id_index] = job_id
         if prompt is not None:
             cells[layout.prompt_index] = prompt
-        yield from self._csv_row(
-            cells, row_number, ordinal, layout.display, layout.columns, layout.names
-        )
+        yield from self._csv_row(cells, row_number, layout.display, layout.columns, layout.names)
 
-    def _iter_jsonl(self, source: ItemsSource, entries: _Entries) -> Iterator[Job | Problem]:
+    def _iter_jsonl(self, source: ItemsSource) -> Iterator[Job | Problem]:
         path = source.path
         display = path.name
         try:
@@ -201,22 +190,20 @@ class Manifest:
                     try:
                         raw = orjson.loads(text)
                     except orjson.JSONDecodeError as exc:
-                        entries.next()
                         yield Problem(None, None, f"not valid JSON: {exc}", location)
                         continue
                     mapped = _mapped_object(raw, source)
                     if mapped is None:
                         continue  # skip_empty
-                    ordinal = entries.next()
                     own, data = mapped
-                    yield from self._job_from_entry(own, location, ordinal, data)
+                    yield from self._job_from_entry(own, location, data)
         except OSError as exc:
             yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
 
     # -- one job --
 
     def _job_from_entry(
-        self, raw: Any, location: str, entry: int, data: Mapping[str, str] | None = None
+        self, raw: Any, location: str, data: Mapping[str, str] | None = None
     ) -> Iterator[Job | Problem]:
         if not isinstance(raw, Mapping):
             message = f"a job is a mapping of fields (image, prompt, ...), got {_kind(raw)}"
@@ -227,20 +214,17 @@ class Manifest:
         literal = data is None
         if data is None:  # a jobs entry: its own fields are its template data
             data = {str(k): str(v) for k, v in raw.items() if isinstance(v, str | int | float)}
-        yield from self._job_from_fields(own, invalid, location, entry, data, literal)
+        yield from self._job_from_fields(own, invalid, location, data, literal)
 
     def _job_from_fields(
         self,
         own: Mapping[str, Any],
         invalid: frozenset[str],
         location: str,
-        entry: int,
         data: Mapping[str, str] | None = None,
         own_literal: bool = False,
     ) -> Iterator[Job | Problem]:
-        result = build_job(
-            own, self.defaults, self.base_dir, location, invalid, entry, data, own_literal
-        )
+        result = build_job(own, self.defaults, self.base_dir, location, invalid, data, own_literal)
         # A job with a bad field is still built from its good ones and passed on, so preflight
         # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
         # instead of one at a time. Its problems keep the run from starting.
@@ -248,18 +232,6 @@ class Manifest:
             yield result
         else:
             yield from result
-
-
-class _Entries:
-    """Numbers the manifest's entries in stream order."""
-
-    def __init__(self) -> None:
-        self.value = 0  # the next ordinal (the CSV fast path reads and bumps it inline)
-
-    def next(self) -> int:
-        ordinal = self.value
-        self.value += 1
-        return ordinal
 
 
 def _csv_columns(

@@ -1,7 +1,7 @@
 """The one pass over a manifest: each shape of row checked once, each row's id on its own.
 
 A catalog of a million rows over a handful of files repeats a few job *shapes* (everything but
-the id, location and entry ordinal: files, mask, prompt, parameters). The manifest yields such
+the id and location: files, mask, prompt, parameters). The manifest yields such
 rows as ``Row`` tuples without building a Job (``Manifest.iter_entries``); the first row of a
 shape is built, checked and planned in full, and every later one costs its id's check and a
 dict lookup. What a shape found (problems, notices that concern every job) is said again for
@@ -31,9 +31,9 @@ from pipeline.preflight.spool import with_identity
 PROMPT_KEYS = 32  # content keys remembered per shape, by prompt (bounded: 1024 shapes)
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)
 
-# (shape, job id, row number, entry ordinal, prompt, key): a valid job of a shared shape; the
-# prompt and content key are the row's own when the shape's prompt is (else None: the shape's)
-Hit = tuple["Shape", str, int, int, str | None, str | None]
+# (shape, job id, row number, prompt, key): a valid job of a shared shape; the prompt and
+# content key are the row's own when the shape's prompt is (else None: the shape's)
+Hit = tuple["Shape", str, int, str | None, str | None]
 PlanJob = Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]
 
 
@@ -111,7 +111,7 @@ class RowPass:
             if type(item) is not tuple:
                 yield from self._one_by_one(iter((item,)))  # type: ignore[arg-type]
                 continue
-            layout, key, job_id, number, entry, prompt = item
+            layout, key, job_id, number, prompt = item
             if layout is not last:
                 last, shapes = layout, self._shapes.setdefault(layout, {})
             shape = shapes.get(key, _MISSING)
@@ -131,11 +131,11 @@ class RowPass:
                 elif shape.document is not None:
                     prompt, row_key = shape.key_for(prompt)
             if reason is None and long is None and shape.clean and not once:
-                yield (shape, job_id, number, entry, prompt, row_key)
+                yield (shape, job_id, number, prompt, row_key)
                 continue
             yield from _said_again(shape, job_id, number, reason, long, once)
             if reason is None and long is None and shape.planned is not None:
-                yield (shape, job_id, number, entry, prompt, row_key)
+                yield (shape, job_id, number, prompt, row_key)
 
     def shapes(self) -> list[Shape]:
         """The shapes cached now (the plan counts their rows at the end)."""
@@ -163,7 +163,7 @@ class RowPass:
         shape = Shape(f"{layout.display} row ", None, tuple(flawed))
         if job is not None:
             shape.built = True
-            lifted = row[5] is not None  # the prompt is checked and keyed per row
+            lifted = row[4] is not None  # the prompt is checked and keyed per row
             checked = self.preflight.check_shape(job, self.manifest.base_dir, not lifted)
             once.extend(checked.once)
             problems: list[Problem] = checked.problems
@@ -238,9 +238,9 @@ def _renamed(problem: Problem, job_id: str, location: str) -> Problem:
 
 
 def materialize(
-    shape: Shape, job_id: str, number: int, entry: int, prompt: str | None, key: str | None
+    shape: Shape, job_id: str, number: int, prompt: str | None, key: str | None
 ) -> PlannedJob:
-    """The PlannedJob of one row of a shape (its id, location, entry and maybe its prompt and
-    key in the first row's)."""
+    """The PlannedJob of one row of a shape (its id, location and maybe its prompt and key in
+    the first row's)."""
     assert shape.planned is not None
-    return with_identity(shape.planned, job_id, shape.location(number), entry, prompt, key)
+    return with_identity(shape.planned, job_id, shape.location(number), prompt, key)

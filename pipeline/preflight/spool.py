@@ -1,11 +1,11 @@
 """The spool: the jobs the plan's one pass found to run, kept on disk until the run reads them.
 
-Rows of a shared shape (``preflight.rows``) are stored as their template's number, id, row
-number and entry ordinal, and the template (the shape's first PlannedJob) once: a row costs a
-few bytes and no pickled dataclass. Jobs checked one by one are stored whole. Records are
-pickled in batches to an anonymous temporary file, read back once, in order, and rebuilt into
-PlannedJobs as the run asks for them; the file is deleted by the system when closed, or when
-the process dies.
+Rows of a shared shape (``preflight.rows``) are stored as their template's number, id and row
+number (and their prompt and content key when these are their own), and the template (the
+shape's first PlannedJob) once: a row costs a few bytes and no pickled dataclass. Jobs
+checked one by one are stored whole. Records are pickled in batches to an anonymous temporary
+file, read back once, in order, and rebuilt into PlannedJobs as the run asks for them; the
+file is deleted by the system when closed, or when the process dies.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ from pipeline.models import InputRef, Job, PlannedJob
 BATCH = 4096  # records per pickle: large enough that pickling is all C, small in memory
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-_ID, _PROMPT, _LOCATION, _ENTRY = (
-    _JOB_FIELDS.index(name) for name in ("id", "prompt", "location", "entry")
-)
+_ID, _PROMPT, _LOCATION = (_JOB_FIELDS.index(name) for name in ("id", "prompt", "location"))
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 _planned_values = operator.attrgetter(*(f.name for f in dataclasses.fields(PlannedJob)))
 
-# Records: a PlannedJob; (template, id, row, entry[, prompt, key]) a row of a template;
+# Records: a PlannedJob; (template, id, row[, prompt, key]) a row of a template;
 # (PlannedJob, location prefix) the next template; None: templates so far are not used again
 # (the pass's shape cache started over).
 Record = PlannedJob | tuple[Any, ...] | None
@@ -39,14 +37,13 @@ def with_identity(
     planned: PlannedJob,
     job_id: str,
     location: str,
-    entry: int,
     prompt: str | None = None,
     key: str | None = None,
 ) -> PlannedJob:
-    """``planned`` for another row: its id, location and entry, and its prompt and content key
-    if given; everything else shared."""
+    """``planned`` for another row: its id and location, and its prompt and content key if
+    given; everything else shared."""
     values = list(_job_values(planned.job))
-    values[_ID], values[_LOCATION], values[_ENTRY] = job_id, location, entry
+    values[_ID], values[_LOCATION] = job_id, location
     if prompt is not None:
         values[_PROMPT] = prompt
     rest = _planned_values(planned)[1:]
@@ -83,16 +80,15 @@ class Spool:
         template: int,
         job_id: str,
         number: int,
-        entry: int,
         prompt: str | None = None,
         key: str | None = None,
     ) -> None:
-        """A job of a template's shape: its id, row number and entry ordinal (and its prompt
-        and content key when they are its own)."""
+        """A job of a template's shape: its id and row number (and its prompt and content key
+        when they are its own)."""
         if prompt is None:
-            self._batch.append((template, job_id, number, entry))
+            self._batch.append((template, job_id, number))
         else:
-            self._batch.append((template, job_id, number, entry, prompt, key))
+            self._batch.append((template, job_id, number, prompt, key))
         self.count += 1
         if len(self._batch) >= BATCH:
             self._flush()
