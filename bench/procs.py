@@ -78,17 +78,25 @@ def run_child(
         process = subprocess.Popen([PYTHON, *args], cwd=REPO, env=full_env, stdout=out, stderr=err)
         code, usage, interrupted = _wait(process, events_path, started, timeout, interrupt)
     wall = time.time() - started
+    events = read_events(events_path)
     return ChildResult(
         code=code,
         started=started,
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024,
-        events=read_events(events_path),
+        maxrss_mb=_peak_mb(events, usage.ru_maxrss),
+        events=events,
         stdout=(folder / "stdout.txt").read_text("utf-8", "replace"),
         stderr=(folder / "stderr.txt").read_text("utf-8", "replace"),
         interrupted=interrupted,
     )
+
+
+def _peak_mb(events: dict[str, dict[str, Any]], wait4_kb: int) -> float:
+    """The child's peak memory from its own last readings (``readings.peak_rss_kb``); wait4's
+    figure only for a child without the probe, and it includes the runner's own size."""
+    readings = [event["maxrss_kb"] for event in events.values() if "maxrss_kb" in event]
+    return (max(readings) if readings else wait4_kb) / 1024
 
 
 def _wait(

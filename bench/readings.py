@@ -11,6 +11,22 @@ import orjson
 EVENTS_ENV = "BENCH_EVENTS"
 
 
+def peak_rss_kb(usage: resource.struct_rusage) -> int:
+    """This process's own peak resident memory: ``VmHWM`` of its address space.
+
+    Not ``ru_maxrss``: Linux carries a parent's high-water mark across fork and exec into the
+    child's, so a child of the (large) bench runner would report at least the runner's size.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return usage.ru_maxrss  # not Linux: the best there is
+
+
 class Events:
     """Appends readings to a file (or nothing when no file is named)."""
 
@@ -29,7 +45,7 @@ class Events:
             "t": time.time(),
             "cpu": usage.ru_utime + usage.ru_stime,
             "user": usage.ru_utime,
-            "maxrss_kb": usage.ru_maxrss,
+            "maxrss_kb": peak_rss_kb(usage),
             **extra,
         }
         with open(self._path, "ab") as sink:
