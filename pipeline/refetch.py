@@ -124,31 +124,37 @@ class Refetcher:
         self._write = write
         self._out_dir = out_dir
         self._stopping = stopping
-        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._concurrency = max(1, concurrency)
 
     async def run(self, done: DoneJobs) -> RefetchReport:
         report = RefetchReport()
         if not len(done):
             return report
-        missing = await asyncio.to_thread(done.missing, self._gone)
-        await asyncio.gather(*(self._guarded(state, planned, report) for state, planned in missing))
+        missing = iter(await asyncio.to_thread(done.missing, self._gone))
+
+        async def worker() -> None:
+            # A few workers draining one iterator, not a task per job: a folder whose images
+            # were all moved away can list hundreds of thousands of them.
+            for state, planned in missing:
+                await self._guarded(state, planned, report)
+
+        await asyncio.gather(*(worker() for _ in range(self._concurrency)))
         return report
 
     async def _guarded(
         self, state: JobState, planned: PlannedJob | None, report: RefetchReport
     ) -> None:
-        async with self._slots:
-            if self._stopping():
-                report.later.append((state.job_id, "the run stopped"))
-                return
-            try:
-                self._write(await self.refetch(state, planned))
-            except _Gone as exc:
-                report.gone.append((state.job_id, str(exc)))
-            except (TransientError, StoreError) as exc:  # an outage, a full disk: next run
-                report.later.append((state.job_id, str(exc)))
-            else:
-                report.refetched.append(state.job_id)
+        if self._stopping():
+            report.later.append((state.job_id, "the run stopped"))
+            return
+        try:
+            self._write(await self.refetch(state, planned))
+        except _Gone as exc:
+            report.gone.append((state.job_id, str(exc)))
+        except (TransientError, StoreError) as exc:  # an outage, a full disk: next run
+            report.later.append((state.job_id, str(exc)))
+        else:
+            report.refetched.append(state.job_id)
 
     async def refetch(self, state: JobState, planned: PlannedJob | None) -> Refetched:
         """The ledger line of one job's outputs stored again; raises _Gone or TransientError."""

@@ -3,6 +3,7 @@ that still works (free), else ``missing`` in ``status`` and re-bought only with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -202,3 +203,33 @@ def test_a_protected_job_is_composited_again_when_re_fetched(
         assert len(emulator.calls("features")) == 1
     assert (out / "p" / "0.png").read_bytes() == delivered  # the same composite, byte for byte
     assert (out / "p" / ".raw" / "0.png").read_bytes() == raw  # the API's own image beside it
+
+
+async def test_many_lost_outputs_are_re_fetched_a_few_at_a_time(tmp_path: Path) -> None:
+    # A folder whose images were all moved away lists every done job: a handful of workers
+    # drain them, never a task (and a poll in flight) per job.
+    out = tmp_path / "out"
+    out.mkdir()
+    in_flight = peak = tasks = 0
+
+    class Counting(_Client):
+        async def poll_result(self, uuid: str) -> FeatureResult:
+            nonlocal in_flight, peak, tasks
+            in_flight += 1
+            peak = max(peak, in_flight)
+            tasks = max(tasks, len(asyncio.all_tasks()))
+            await asyncio.sleep(0)
+            in_flight -= 1
+            raise RecordUnknown(f"record {uuid} is not known")
+
+    done = DoneJobs()
+    for index in range(200):
+        state = JobState(
+            f"j{index}", Status.SUCCEEDED, "key", index, outputs=("gone/0.png",), uuid="u"
+        )
+        done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
+    refetcher = Refetcher(Counting({}, {}), Store(out), _Gate(), [].append, out, concurrency=3)
+    report = await refetcher.run(done)
+    assert len(report.gone) == 200
+    assert peak == 3
+    assert tasks <= 3 + 1  # the workers and the test's own task: memory flat in the jobs
