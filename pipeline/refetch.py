@@ -24,7 +24,7 @@ from typing import Protocol
 
 from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, TransientError
 from pipeline.ledger import JobState
-from pipeline.ledger.schema import Record, Refetched
+from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.status import outputs_missing
 from pipeline.store import Store, check_image, parse_size
@@ -54,6 +54,8 @@ class DoneJobs:
         self._jobs: list[JobState | tuple[JobState, PlannedJob]] = []
 
     def __call__(self, state: JobState, planned: PlannedJob) -> None:
+        if state.result_gone:  # an earlier run found its stored result gone: not asked again
+            return
         self._jobs.append((state, planned) if planned.job.protect else state)
 
     def __len__(self) -> int:
@@ -150,6 +152,7 @@ class Refetcher:
         try:
             self._write(await self.refetch(state, planned))
         except _Gone as exc:
+            self._write(ResultGone(job_id=state.job_id, key=state.key, reason=str(exc)))
             report.gone.append((state.job_id, str(exc)))
         except (TransientError, StoreError) as exc:  # an outage, a full disk: next run
             report.later.append((state.job_id, str(exc)))

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.errors import BadResponse, RecordUnknown, ServerError
 from pipeline.ledger import JobState, read_ledger
-from pipeline.ledger.schema import Record, Refetched
+from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
 from pipeline.provenance import read_provenance
 from pipeline.refetch import DoneJobs, Refetcher
@@ -77,6 +77,14 @@ def test_a_gone_stored_result_stays_missing_until_redo_missing(
     assert result.code == 0, result.streams
     assert "missing (stored result gone): 1 jobs; --redo-missing buys them again" in result.stdout
     assert read_ledger(out / "ledger.jsonl").credits_spent == spent  # bought nothing
+    assert _status(out, monkeypatch, capsys)["sku-0001"] == "missing"
+    gone = [r["job_id"] for r in records(out) if r["status"] == "result_gone"]
+    assert gone == ["sku-0001"]
+
+    # Known gone: the next run does not ask the API again (each ask spends the rate budget).
+    result = run_inprocess(args, {}, monkeypatch, capsys)
+    assert result.code == 0 and "stored result gone" not in result.stdout, result.streams
+    assert [r["job_id"] for r in records(out) if r["status"] == "result_gone"] == gone
     assert _status(out, monkeypatch, capsys)["sku-0001"] == "missing"
 
     dry = run_inprocess([*args, "--redo-missing", "--dry-run"], {}, monkeypatch, capsys)
@@ -172,8 +180,10 @@ async def test_what_serves_comes_back_and_what_does_not_is_reported(tmp_path: Pa
     assert sorted(job for job, _ in report.gone) == ["expired", "no-record", "unknown"]
     assert [job for job, _ in report.later] == ["outage"]
     assert gate.acquired == 4  # one poll per job with a record, through the run's throttle
-    (line,) = written
-    assert isinstance(line, Refetched) and line.outputs == ("back/0.png",)
+    (line,) = [record for record in written if isinstance(record, Refetched)]
+    assert line.outputs == ("back/0.png",)
+    gone_lines = sorted(r.job_id for r in written if isinstance(r, ResultGone))
+    assert gone_lines == ["expired", "no-record", "unknown"]  # not asked again next run
     assert read_provenance((out / "back" / "0.png").read_bytes()) is not None
     assert not [p for p in (out / "expired").iterdir() if p.is_file()]  # no temporary left
     text = "\n".join(report.lines(out))

@@ -36,6 +36,7 @@ from pipeline.ledger.schema import (
     JobDetails,
     Record,
     Refetched,
+    ResultGone,
     Retrying,
     RetryingCore,
     Started,
@@ -79,6 +80,7 @@ class JobState(msgspec.Struct, gc=False):
     updated: str = ""
     details: JobDetails | None = None  # detailed folds only
     retries: Counter[str] | None = None  # detailed folds only: reasons since the latest start
+    result_gone: bool = False  # its lost outputs cannot be fetched again (``ResultGone``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,7 @@ def _started(state: LedgerState, job: JobState, record: StartedCore, detailed: b
     # A new run of the job: what earlier runs produced or hit is no longer its state (for
     # every reader alike: resume and status must not disagree about a job's outputs).
     job.status, job.outputs, job.error, job.attempts = _STARTED, (), None, None
+    job.result_gone = False
     if detailed and isinstance(record, Started):
         job.details = record.job or job.details
         job.retries = Counter()
@@ -285,6 +288,11 @@ def _refetched(state: LedgerState, job: JobState, record: Refetched, detailed: b
     # The same paid result stored again: outputs change, nothing else (no credits, no try).
     job.status, job.outputs = Status.SUCCEEDED, record.outputs
     job.uuid = record.uuid or job.uuid
+    job.result_gone = False
+
+
+def _result_gone(state: LedgerState, job: JobState, record: ResultGone, detailed: bool) -> None:
+    job.result_gone = True  # still succeeded: status reports it missing while files are gone
 
 
 def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -> None:
@@ -313,4 +321,5 @@ _FOLDS: dict[type, _Fold] = {
     SucceededCore: _succeeded,
     Failed: _failed,
     Refetched: _refetched,
+    ResultGone: _result_gone,
 }

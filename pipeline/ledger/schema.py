@@ -120,12 +120,29 @@ class Refetched(_Line, frozen=True, tag="refetched"):
     superseded: tuple[str, ...] = ()
 
 
-Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed | Refetched
+class ResultGone(_Line, frozen=True, tag="result_gone"):
+    """A succeeded job's outputs are gone and its stored record no longer serves them: later
+    runs do not ask the API again (``--redo-missing`` buys the job). The job stays succeeded."""
+
+    status: ClassVar[Status] = Status.SUCCEEDED
+    reason: str = ""
+
+
+Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed | Refetched | ResultGone
 # What resume decodes: every field the run uses is decoded and validated; the fields only
 # ``status`` and the report show (a job's parameters, timings, retry reasons) are skipped
 # unread, which halves the decoding of a million-line ledger. A line must still be JSON with a
 # known status; a value broken only in a skipped field is the detailed readers' to report.
-CoreRecord = StartedCore | Uploaded | Submitted | RetryingCore | SucceededCore | Failed | Refetched
+CoreRecord = (
+    StartedCore
+    | Uploaded
+    | Submitted
+    | RetryingCore
+    | SucceededCore
+    | Failed
+    | Refetched
+    | ResultGone
+)
 
 RECORD_DECODER = _decoder = msgspec.json.Decoder(Record)
 CORE_DECODER = _core_decoder = msgspec.json.Decoder(CoreRecord)
