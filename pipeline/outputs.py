@@ -167,7 +167,8 @@ class BucketStore(Store):
 
 
 class BucketListing:
-    """Which outputs of a bucket ``OUT`` are there: one listing per job folder, kept.
+    """Which outputs of a bucket ``OUT`` are there: the whole of OUT listed once, when first
+    asked (a listing per job folder would be a request per done job, on every run).
 
     ``status`` (and the re-fetch of lost outputs) ask it instead of the local disk when the
     state folder belongs to a bucket run (``recorded_bucket``).
@@ -175,22 +176,19 @@ class BucketListing:
 
     def __init__(self, out: str) -> None:
         self.out = out.rstrip("/")
-        self._folders: dict[str, set[str]] = {}
+        self._names: set[str] | None = None
 
     def missing(self, outputs: Iterable[str]) -> bool:
         """Whether any of these outputs (relative to OUT) is not in the bucket."""
-        for output in outputs:
-            folder, _, name = output.rpartition("/")
-            if folder not in self._folders:
-                prefix = objectstore.join(self.out, folder) if folder else self.out
-                try:
-                    listed = objectstore.list_files(prefix)
-                except ObjectStoreError as exc:  # the CLI says it in one line, exit 3
-                    raise StoreError(str(exc)) from exc
-                self._folders[folder] = {url.rsplit("/", 1)[1] for url, _size in listed}
-            if name not in self._folders[folder]:
-                return True
-        return False
+        names = self._names if self._names is not None else self._list()
+        return not all(output in names for output in outputs)
+
+    def _list(self) -> set[str]:
+        try:
+            self._names = objectstore.names_under(self.out)
+        except ObjectStoreError as exc:  # the CLI says it in one line, exit 3
+            raise StoreError(str(exc)) from exc
+        return self._names
 
 
 def recorded_bucket(state_dir: Path) -> str | None:

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from PIL import Image
 
@@ -194,6 +195,30 @@ def test_status_reads_a_bucket_runs_state_folder(
     capsys.readouterr()
     assert run_cli(["status", str(tmp_path / ".pipeline" / "e2e")], {}, monkeypatch) == 0
     assert "succeeded" in capsys.readouterr().out
+
+
+def test_an_image_deleted_from_the_bucket_is_missing_then_fetched_again_free(
+    tmp_path: Path,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = write_catalog(tmp_path, 3)
+    state = tmp_path / ".pipeline" / "e2e"
+    run = ["run", str(manifest), "--out", bucket, *FAST]
+    with emulator_thread() as emulator:  # one emulator: its stored results still serve
+        assert run_cli(run, emulator.env, monkeypatch) == 0
+        objectstore.filesystem(bucket).rm(f"{bucket}/sku-0001/0.png")
+        capsys.readouterr()
+        assert run_cli(["status", str(state)], {}, monkeypatch) == 1
+        assert "missing" in capsys.readouterr().out
+        assert run_cli(run, emulator.env, monkeypatch) == 0
+    lines = [orjson.loads(line) for line in (state / "ledger.jsonl").read_bytes().splitlines()]
+    assert [r["job_id"] for r in lines if r["status"] == "refetched"] == ["sku-0001"]
+    assert len([r for r in lines if r["status"] == "submitted"]) == 3  # nothing bought again
+    assert decoded_size(objects(bucket)["sku-0001/0.png"]) == (1024, 1024)
+    capsys.readouterr()
+    assert run_cli(["status", str(state)], {}, monkeypatch) == 0
 
 
 def test_state_with_a_local_out_and_an_unknown_scheme_are_usage_errors(
