@@ -279,7 +279,7 @@ class _Tally:
 
     def _decide(self, job_id: str, state: JobState | None) -> tuple[Skip | None, bool]:
         self.chosen.note(job_id)
-        redo = _rejected(self.options, state) or _missing(self.options, state)
+        redo = _redo(self.options, state)
         reason = None if redo else skip_reason(state, self.options)
         if reason is None and not self.chosen.take(job_id):
             reason = Skip.HELD
@@ -321,23 +321,12 @@ def prepare_file(
     return prepare(manifest, ledger or LedgerState(), options or PlanOptions(), table)
 
 
-def _rejected(options: PlanOptions, state: JobState | None) -> bool:
-    return (
-        options.rejected is not None
-        and state is not None
-        and state.status is Status.SUCCEEDED
-        and options.rejected(state)
-    )
-
-
-def _missing(options: PlanOptions, state: JobState | None) -> bool:
-    # Only under --redo-missing: a stat per succeeded job is too dear for every resume.
-    return (
-        options.missing is not None
-        and state is not None
-        and state.status is Status.SUCCEEDED
-        and options.missing(state)
-    )
+def _redo(options: PlanOptions, state: JobState | None) -> bool:
+    """A done job bought again: rejected by a reviewer for this content, or (only under
+    ``--redo-missing``: a stat per done job is too dear for every resume) its outputs gone."""
+    if state is None or state.status is not Status.SUCCEEDED:
+        return False
+    return any(rule is not None and rule(state) for rule in (options.rejected, options.missing))
 
 
 class _Chooser:
