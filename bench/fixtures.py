@@ -138,15 +138,26 @@ def planned_jobs(manifest: Path, limit: int) -> list[PlannedJob]:
     return jobs
 
 
+DONE_FILES = 1024  # real output files the done jobs of a fabricated ledger point at
+
+
 def write_done_ledger(path: Path, templates: list[PlannedJob], lines: int) -> int:
     """A ledger of ``lines`` lines as a run writes them: started, submitted, succeeded per job.
 
     Job ``sku-N`` gets the content key of ``templates[N % len(templates)]``, which must be the
     planned jobs of a catalog made by ``shared_rows`` over the same pairs (job N uses pair
     N % k, and ids do not enter the key). Returns how many jobs it marks done.
+
+    Each done job's output is one of ``DONE_FILES`` real files beside the ledger (a resume
+    finds its outputs there, as after a real run: nothing to fetch again); writing a file per
+    job would take longer than the scenario.
     """
     keys = [planned.key for planned in templates]
     done = lines // 3
+    folder = path.parent / "done"
+    folder.mkdir(exist_ok=True)
+    for number in range(DONE_FILES):
+        (folder / f"{number:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with path.open("wb") as sink:
         for index in range(done):
             sink.write(_job_lines(f"sku-{index:07d}", keys[index % len(keys)], index))
@@ -185,7 +196,7 @@ def _job_lines(job_id: str, key: str, index: int) -> bytes:
                 "succeeded",
                 key,
                 index,
-                outputs=[f"{job_id}/0.png"],
+                outputs=[f"done/{index % DONE_FILES:04d}.png"],
                 attempts=1,
                 credits=1000,
                 uuid=f"{index:032x}",
