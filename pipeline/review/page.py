@@ -219,12 +219,15 @@ def build_payload(
     thumbs = Thumbnailer(out_dir, create=make_thumbs)
     data = PageData(out_dir, thumbs)
     ranked: list[tuple[int, int, list[Any]]] = []
-    for job in view.jobs.values():
+    views, listed = view.jobs, set()
+    for job_id in list(views):
+        job = views.pop(job_id)  # freed as its row is made: a big run's report holds one form
+        listed.add(job_id)
         row = data.row(job, decisions.get(job.job_id))
         ranked.append((STATUS_RANK.get(job.status, 1), job.order, row))
-    order = len(view.jobs)
+    order = len(listed)
     for manifest_job in manifest_jobs or ():
-        if manifest_job[0] in view.jobs:
+        if manifest_job[0] in listed:
             continue
         row = data.row(pending_view(manifest_job, order), decisions.get(manifest_job[0]), False)
         ranked.append((PENDING_RANK, order, row))

@@ -69,7 +69,9 @@ def read_ledger_view(path: Path) -> LedgerView:
         last_ts=state.last_ts,
         damage=state.damage,
     )
-    for job_id, job in state.jobs.items():
+    folded = state.jobs
+    for job_id in list(folded):
+        job = folded.pop(job_id)  # freed as its view is made: the two are never all held
         view.jobs[job_id] = _job_view(job)
         if job.status is Status.SUCCEEDED:
             view.images += len(job.outputs)
