@@ -307,7 +307,7 @@ def draw_shape(shape: ShapeSource, size: tuple[int, int]) -> Image.Image:
 
 
 def alpha_mask(image: Image.Image) -> Image.Image:
-    alpha = _alpha(image)
+    alpha = alpha_band(image)
     if alpha is None:
         raise MaskError(
             f"alpha: the image has no transparency (mode {image.mode}, no alpha channel)"
@@ -321,7 +321,7 @@ def as_edit_mask(image: Image.Image) -> Image.Image:
     """A mask file as the API reads it: mode L, white = edit (transparency wins when present)."""
     if image.mode == "L":
         return image
-    alpha = _alpha(image)
+    alpha = alpha_band(image)
     if alpha is not None and _darkest(alpha) < 255:
         return ImageChops.invert(alpha)
     return image.convert("L")
@@ -332,7 +332,8 @@ def _darkest(band: Image.Image) -> int:
     return low
 
 
-def _alpha(image: Image.Image) -> Image.Image | None:
+def alpha_band(image: Image.Image) -> Image.Image | None:
+    """The image's transparency as one band, or None if it has none."""
     if image.mode in ALPHA_MODES:
         return image.getchannel("A")
     if image.mode == "P" and "transparency" in image.info:

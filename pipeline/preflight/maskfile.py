@@ -13,32 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-from PIL import Image, ImageChops
+from PIL import Image
 
-from pipeline.masks import MID_GRAY, MID_GRAY_SHARE, NEAR_BLACK, NEAR_WHITE  # one owner
+from pipeline.masks import (  # one owner of the mask rule and its thresholds
+    MID_GRAY,
+    MID_GRAY_SHARE,
+    NEAR_BLACK,
+    NEAR_WHITE,
+    alpha_band,
+)
+from pipeline.masks import as_edit_mask as mask_as_grayscale
 
 MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
-ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 THUMBNAIL = (64, 64)
-
-
-def mask_as_grayscale(image: Image.Image) -> Image.Image:
-    """The mask as the API expects it: mode L, white = edit (see the module docstring)."""
-    if image.mode == "L":
-        return image
-    alpha = _alpha(image)
-    if alpha is not None and _extrema(alpha)[0] < 255:
-        return ImageChops.invert(alpha)  # OpenAI's convention: transparent = edit
-    return image.convert("L")
-
-
-def _alpha(image: Image.Image) -> Image.Image | None:
-    if image.mode in ALPHA_MODES:
-        return image.getchannel("A")
-    if image.mode == "P" and "transparency" in image.info:
-        return image.convert("RGBA").getchannel("A")
-    return None
 
 
 def mask_upload_bytes(path: Path) -> bytes:
@@ -53,7 +41,7 @@ def mask_upload_bytes(path: Path) -> bytes:
 def conversion_notes(image: Image.Image, gray: Image.Image) -> Iterator[str]:
     if image.mode in MASK_MODES_AS_IS:
         return
-    alpha = _alpha(image)
+    alpha = alpha_band(image)
     if alpha is not None and _extrema(alpha)[0] < 255:
         share = _mean(gray) / 255
         yield (
