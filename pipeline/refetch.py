@@ -26,17 +26,17 @@ from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, Transi
 from pipeline.ledger import JobState
 from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import FeatureResult, PlannedJob
+from pipeline.scheduler_results import ResultSource, fetch_checked
 from pipeline.status import outputs_missing
-from pipeline.store import Store, check_image, parse_size
+from pipeline.store import Store, parse_size
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
 CONCURRENCY = 4  # re-fetches in flight beside the run's own jobs
 SHOWN = 10
 
 
-class ResultClient(Protocol):
+class ResultClient(ResultSource, Protocol):
     async def poll_result(self, uuid: str) -> FeatureResult: ...
-    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int: ...
 
 
 class Gate(Protocol):
@@ -193,13 +193,10 @@ class Refetcher:
     ) -> tuple[Path, str]:
         temp = self._store.temp_path(state.job_id, f"refetch{index}")
         expected = parse_size(planned.job.size) if planned is not None else None
-        try:
-            await self._client.fetch_result(record, index, temp)
-            extension = check_image(temp, expected)
-            if planned is not None:  # protect: composited and marked in one write, off the loop
-                await asyncio.to_thread(self._store.protect_result, temp, extension, planned)
-            else:
-                self._store.mark_provenance(temp)
+        try:  # planned is kept for protected jobs only: composited again
+            extension, _ = await fetch_checked(
+                self._client, self._store, record, index, temp, expected, planned
+            )
         except ApiError as exc:
             self._store.discard(temp)
             if exc.http_status in GONE_STATUSES or isinstance(exc, JobFatal):

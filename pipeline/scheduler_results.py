@@ -6,19 +6,56 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Protocol
 
+from pipeline.client import SinkFactory
 from pipeline.errors import (
     DownloadFailed,
     StoreError,
     TransientError,
 )
 from pipeline.imagecheck import ResultStream
-from pipeline.models import FeatureResult
+from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler_base import (
     SchedulerBase,
     _JobRun,
 )
-from pipeline.store import CREATOR_TOOL, check_image, parse_size
+from pipeline.store import CREATOR_TOOL, Store, check_image, parse_size
+
+
+class ResultSource(Protocol):
+    async def fetch_result(
+        self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
+    ) -> int: ...
+
+
+async def fetch_checked(
+    client: ResultSource,
+    store: Store,
+    result: FeatureResult,
+    index: int,
+    temp: Path,
+    expected: tuple[int, int] | None,
+    protect: PlannedJob | None,
+) -> tuple[str, int]:
+    """One result into ``temp``, checked, then marked (or, for a job to ``protect``, composited
+    and marked in one write, off the loop): its extension and the bytes written. The one step
+    both a run's download and the re-fetch of a lost output take.
+
+    Checked (and, unless protected, marked) while it streams; what the stream cannot settle
+    alone (JPEG, WebP, unusual PNGs) is checked and marked from the file.
+    """
+    stream = ResultStream(expected, None if protect is not None else CREATOR_TOOL)
+    await client.fetch_result(result, index, temp, sink=stream.writer)
+    extension = stream.verdict()
+    marked = extension is not None and protect is None
+    if extension is None:
+        extension = check_image(temp, expected)
+    if protect is not None:
+        return extension, await asyncio.to_thread(store.protect_result, temp, extension, protect)
+    if marked:
+        return extension, stream.written
+    return extension, store.mark_provenance(temp)
 
 
 class ResultSteps(SchedulerBase):
@@ -48,25 +85,14 @@ class ResultSteps(SchedulerBase):
     ) -> tuple[Path, str, int]:
         temp = self._store.temp_path(run.job.id, index)
 
-        protect = run.job.protect
+        protect = run.planned if run.job.protect else None
 
         async def attempt() -> tuple[Path, str, int]:
-            # Checked (and, unless protected, marked) while it streams; what the stream cannot
-            # settle alone (JPEG, WebP, unusual PNGs) is checked and marked from the file.
-            stream = ResultStream(expected, None if protect else CREATOR_TOOL)
             try:
-                await self._client.fetch_result(result, index, temp, sink=stream.writer)
-                extension = stream.verdict()
-                marked = extension is not None and not protect
-                if extension is None:
-                    extension = check_image(temp, expected)
-                if protect:  # composited and marked in one write, off the loop
-                    protected = self._store.protect_result
-                    size = await asyncio.to_thread(protected, temp, extension, run.planned)
-                    return temp, extension, size
-                if marked:
-                    return temp, extension, stream.written
-                return temp, extension, self._store.mark_provenance(temp)
+                extension, size = await fetch_checked(
+                    self._client, self._store, result, index, temp, expected, protect
+                )
+                return temp, extension, size
             except OSError as exc:
                 # Writing the temporary file failed (disk full, ...): the client turns every
                 # network OSError into an ApiError, so this one is local. Stop, resumable.

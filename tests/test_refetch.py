@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.client import SinkFactory
 from pipeline.errors import BadResponse, RecordUnknown, ServerError
 from pipeline.ledger import JobState, read_ledger
 from pipeline.ledger.schema import Record, Refetched, ResultGone
@@ -131,12 +132,18 @@ class _Client:
         assert isinstance(answer, FeatureResult)
         return answer
 
-    async def fetch_result(self, result: FeatureResult, index: int, dest: Path) -> int:
+    async def fetch_result(
+        self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
+    ) -> int:
         answer = self.downloads[result.uuid]
         if isinstance(answer, Exception):
             raise answer
         assert isinstance(answer, bytes)
-        dest.write_bytes(answer)
+        with dest.open("wb") as handle:  # as the real client: the body through the sink
+            stream = None if sink is None else sink(handle)
+            (handle if stream is None else stream).write(answer)
+            if stream is not None:
+                stream.finish()
         return len(answer)
 
 
