@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import pipeline.cli
 import pipeline.cli.run as run_module
 from bench.readings import EVENTS_ENV, Events
-from pipeline.client import OneMinClient
-from pipeline.scheduler import Scheduler
+from pipeline.api.client import OneMinClient
+from pipeline.scheduler.pool import Scheduler
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,8 +7,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pipeline.inputs.upload import Recipe
-    from pipeline.masks import MaskRecipe
+    from pipeline.images.masks import MaskRecipe
+    from pipeline.images.upload import Recipe
 
 MODEL = "gpt-image-1-mini"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pipes import (
+from pipeline.cli.pipes import (
     EXIT_BROKEN_PIPE,
     QuietPipes,
     cannot_write_message,
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHATTY = textwrap.dedent(
     """
     import sys
-    from pipeline.pipes import run_quietly
+    from pipeline.cli.pipes import run_quietly
 
     def main() -> int:
         for i in range(200_000):
@@ -69,7 +69,7 @@ def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:
 def test_print_quietly_keeps_the_run_exit_code(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        from pipeline.pipes import print_quietly, run_quietly
+        from pipeline.cli.pipes import print_quietly, run_quietly
 
         def main() -> int:
             for i in range(200_000):

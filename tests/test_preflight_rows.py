@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline import plan as plan_module
 from pipeline.credits import load_credit_table
 from pipeline.errors import Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import load_manifest, sources
 from pipeline.models import PlannedJob, Status
-from pipeline.plan import PlanOptions, prepare, scan
+from pipeline.plan import keys as keys_module
+from pipeline.plan import onepass as rows_module
+from pipeline.plan import prepare as plan_module
+from pipeline.plan.prepare import PlanOptions, prepare, scan
 from pipeline.preflight import Notice
-from pipeline.preflight import keys as keys_module
-from pipeline.preflight import rows as rows_module
 from tests.fixtures_images import make_image, make_mask, write_manifest
 
 HEADER = ("id", "image", "mask", "prompt", "n")
@@ -247,7 +247,7 @@ def test_a_default_template_naming_the_id_column_turns_the_fast_path_off(
 def test_the_spool_gives_back_every_kind_of_record_in_order(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pipeline.preflight import spool as spool_module
+    from pipeline.plan import spool as spool_module
 
     rows = [("sku-0", "img/a.png", "img/ma.png", "p", "")]
     (template,) = [p for p in scan(load_manifest(catalog(tmp_path, rows)))]

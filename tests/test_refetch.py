@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.client import SinkFactory
+from pipeline.api.client import SinkFactory
 from pipeline.errors import BadResponse, RecordUnknown, ServerError
+from pipeline.images.provenance import read_provenance
 from pipeline.ledger import JobState, read_ledger
 from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
-from pipeline.provenance import read_provenance
-from pipeline.refetch import DoneJobs, Refetcher
-from pipeline.store import Store
+from pipeline.scheduler.refetch import DoneJobs, Refetcher
+from pipeline.store.local import Store
 from tests.e2e_helpers import assert_decodes, records, run_cli, run_inprocess, write_catalog
 from tests.emulator_thread import emulator_thread
 from tests.fakes import png_bytes

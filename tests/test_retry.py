@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.api.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
 from pipeline.config import RetrySettings
 from pipeline.errors import ApiError, BadRequest, KeyRejected, RateLimited, ServerError
-from pipeline.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
 from tests.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 

@@ -9,13 +9,13 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.review.cli import (
+from pipeline.cli.review import (
     add_report_arguments,
     add_review_arguments,
     command_report,
     command_review,
 )
-from pipeline.review.decisions import REVIEWS_NAME, read_decisions
+from pipeline.ledger.decisions import REVIEWS_NAME, read_decisions
 from pipeline.review.server import ReviewApp
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 

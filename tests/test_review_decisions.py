@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.review.decisions import (
+from pipeline.ledger.decisions import (
     REVIEWS_NAME,
     Decision,
     read_decisions,

@@ -9,11 +9,11 @@ import fsspec
 import pytest
 from PIL import Image
 
+from pipeline.cli.review import add_export_arguments, command_export
 from pipeline.ledger import LEDGER_NAME
+from pipeline.ledger.decisions import record_decisions
 from pipeline.ledger.schema import Succeeded, to_line
 from pipeline.models import Feature
-from pipeline.review.cli import add_export_arguments, command_export
-from pipeline.review.decisions import record_decisions
 from pipeline.review.export import ExportError, export
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 

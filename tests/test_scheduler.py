@@ -11,6 +11,8 @@ import orjson
 import pytest
 from PIL import Image
 
+from pipeline.api.retry import RetryPolicy
+from pipeline.api.throttle import Throttle
 from pipeline.config import RateLimit, RetrySettings
 from pipeline.errors import (
     ApiError,
@@ -28,12 +30,10 @@ from pipeline.errors import (
 from pipeline.events import Event, EventBus, JobsSkipped
 from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.models import Feature, InputRef, Job, PlannedJob
-from pipeline.plan import PlanOptions, skip_reason
-from pipeline.retry import RetryPolicy
-from pipeline.scheduler import Scheduler
-from pipeline.stats import RunStats
-from pipeline.store import Store
-from pipeline.throttle import Throttle
+from pipeline.plan.prepare import PlanOptions, skip_reason
+from pipeline.reporting.stats import RunStats
+from pipeline.scheduler.pool import Scheduler
+from pipeline.store.local import Store
 from tests.fakes import FakeClient
 
 # Scheduler options a test may set as they are (the others above have harness defaults).

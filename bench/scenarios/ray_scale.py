@@ -75,7 +75,7 @@ def _catalog(folder: Path, count: int) -> list[Any]:
 
     from pipeline.manifest import load_manifest
     from pipeline.models import PlannedJob
-    from pipeline.plan import scan
+    from pipeline.plan.prepare import scan
 
     (folder / "img").mkdir(parents=True)
     Image.new("RGB", (256, 256), (40, 120, 200)).save(folder / "img" / "p.png")
@@ -111,7 +111,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
     from pipeline.distributed.driver import Driver
     from pipeline.events import EventBus
     from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter
-    from pipeline.store import Store
+    from pipeline.store.local import Store
 
     Store(out).prepare()
     settings = Settings(

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pipeline import __version__
 from pipeline.cli import inspect, run
 from pipeline.cli.codes import ExitCode
+from pipeline.cli.pipes import run_quietly
 from pipeline.config import ConfigError
 from pipeline.errors import LockError, ManifestError, StoreError
-from pipeline.pipes import run_quietly
-from pipeline.summary import format_problems
+from pipeline.plan.summary import format_problems
 
 __all__ = ["ExitCode", "build_parser", "main"]
 

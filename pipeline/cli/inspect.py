@@ -20,12 +20,12 @@ from pipeline.inputs.objectstore import REMOTE_SCHEMES
 from pipeline.ledger import LEDGER_NAME
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
-from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
-from pipeline.plan import prepare_file
+from pipeline.plan.prepare import prepare_file
+from pipeline.plan.summary import format_plan
+from pipeline.reporting.status import format_status, read_status
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
-from pipeline.status import format_status, read_status
-from pipeline.summary import format_plan
+from pipeline.store.bucket import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
 
 SUMMARY_NAME = "summary.json"
 
@@ -65,7 +65,7 @@ def add_arguments(commands: Any) -> None:
     )
     doctor.set_defaults(handler=command_doctor)
 
-    from pipeline.review import cli as review_cli
+    from pipeline.cli import review as review_cli
 
     review_cli.add_report_arguments(commands).set_defaults(
         handler=lambda args: review_cli.command_report(args, manifest_rows(args.out))
@@ -89,10 +89,10 @@ def write_mask_previews(manifest_path: Path, folder: Path) -> int:
 
     A second pass over the manifest (the first one counted, this one draws): nothing is sent.
     """
-    from pipeline.masks import write_mask_preview
+    from pipeline.images.masks import write_mask_preview
     from pipeline.models import PlannedJob
-    from pipeline.plan import scan
-    from pipeline.store import protect_inputs
+    from pipeline.plan.prepare import scan
+    from pipeline.store.local import protect_inputs
 
     try:
         manifest = load_manifest(manifest_path)
@@ -176,7 +176,7 @@ def command_doctor(args: argparse.Namespace) -> int:
 
 
 async def _doctor(settings: Settings, emulator: bool) -> int:
-    from pipeline.doctor import run_doctor
+    from pipeline.cli.doctor import run_doctor
 
     if not emulator:
         key = os.environ.get(KEY_ENV) or None

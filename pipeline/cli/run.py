@@ -25,22 +25,22 @@ from pipeline.cli.options import (
     positive_float,
     positive_int,
 )
-from pipeline.cli.run_session import INTERRUPTED, RunContext, exit_code, run_session
 from pipeline.config import KEY_ENV, load_settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
 from pipeline.ledger import LEDGER_NAME, LOCK_NAME, LedgerState, OutputLock, read_ledger
+from pipeline.ledger.decisions import read_decisions
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job
-from pipeline.notify import url_problem
-from pipeline.outputs import STAGING_DIR, OutputTarget, TargetError, output_target
-from pipeline.plan import CheckedPlan, PlanOptions, prepare, reviewer_rejections
-from pipeline.refetch import DoneJobs
-from pipeline.review.decisions import read_decisions
-from pipeline.runlog import LOG_FORMATS, LogFileError, RunLog
-from pipeline.status import missing_rule
-from pipeline.store import Store
-from pipeline.summary import format_plan, format_problems
+from pipeline.plan.prepare import CheckedPlan, PlanOptions, prepare, reviewer_rejections
+from pipeline.plan.summary import format_plan, format_problems
+from pipeline.reporting.notify import url_problem
+from pipeline.reporting.runlog import LOG_FORMATS, LogFileError, RunLog
+from pipeline.reporting.status import missing_rule
+from pipeline.runner.session import INTERRUPTED, RunContext, exit_code, run_session
+from pipeline.scheduler.refetch import DoneJobs
+from pipeline.store.bucket import STAGING_DIR, OutputTarget, TargetError, output_target
+from pipeline.store.local import Store
 
 __all__ = ["INTERRUPTED", "add_arguments", "command_run", "exit_code", "plan_options"]
 
@@ -221,7 +221,7 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
     with OutputLock(state_dir):
         ledger = read_ledger(state_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, state_dir)
-        done = DoneJobs()  # the re-fetch of lost outputs (pipeline.refetch) checks these
+        done = DoneJobs()  # the re-fetch of lost outputs (pipeline.scheduler.refetch) checks these
         options = plan_options(args, context.target, done)
         plan = prepare(manifest, ledger, options, load_credit_table())
         if not plan.ok:

@@ -40,7 +40,7 @@ from pipeline.events import (
 )
 from pipeline.ledger import Pending, ResumeState
 from pipeline.models import Asset, Job, PlannedJob
-from pipeline.scheduler import RunOutcome
+from pipeline.scheduler.pool import RunOutcome
 
 POLL_SECONDS = 0.05
 SHARD_RESTARTS_MAX = 20  # a shard that keeps dying is a broken cluster, not bad luck

@@ -21,16 +21,16 @@ from typing import Any
 import aiohttp
 import ray
 
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
+from pipeline.api.retry import RetryPolicy
 from pipeline.config import Settings
 from pipeline.distributed.budget import Pacing, RemoteThrottle
 from pipeline.events import Event, EventBus, FeatureSubmitted
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
 from pipeline.preflight import mask_upload_bytes
-from pipeline.retry import RetryPolicy
-from pipeline.scheduler import Scheduler
-from pipeline.store import Store
+from pipeline.scheduler.pool import Scheduler
+from pipeline.store.local import Store
 
 BATCHES_IN_FLIGHT = 2
 FLUSH_SECONDS = 0.05

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline import masks
 from pipeline.errors import Problem
+from pipeline.images import masks
 from pipeline.manifest.schema import (
     _PARAMETERS,
     _PATH_CACHE_SIZE,

@@ -15,7 +15,6 @@ import orjson
 
 from pipeline.errors import Problem
 from pipeline.manifest.build import build_job
-from pipeline.manifest.rows import LIFTED, Row, fast_layout, plain_cell
 from pipeline.manifest.schema import (
     JOB_FIELDS,
     _kind,
@@ -23,6 +22,7 @@ from pipeline.manifest.schema import (
     _unknown_field_message,
     _validate_fields,
 )
+from pipeline.manifest.shapes import LIFTED, Row, fast_layout, plain_cell
 from pipeline.models import Job
 
 # --- the header -----------------------------------------------------------------------------

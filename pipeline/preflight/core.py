@@ -9,11 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline import masks
 from pipeline.errors import Notice, Problem
+from pipeline.images import masks
+from pipeline.images.upload import MAX_INPUT_SIDE, Recipe, fitted_size
 from pipeline.inputs.cache import CachedInput, InputCache
 from pipeline.inputs.fetch import FetchOptions, Prefetcher, fetch_all, prefetched
-from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size
 from pipeline.models import Feature, InputRef, Job
 from pipeline.preflight.effective import (
     MASK_CACHE_SIZE,

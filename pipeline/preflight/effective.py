@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageOps
 
-from pipeline import masks
-from pipeline.inputs.upload import fitted_size
+from pipeline.images import masks
+from pipeline.images.upload import fitted_size
 from pipeline.models import Job
 from pipeline.preflight.files import ImageFacts, bombs_refused, failure
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.inputs.upload import is_16bit, orientation_of
+from pipeline.images.upload import is_16bit, orientation_of
 from pipeline.models import SIZES
 from pipeline.preflight.maskfile import (
     MASK_MODES_AS_IS,

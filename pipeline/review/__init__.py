@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.review.decisions import (
+from pipeline.ledger.decisions import (
     Decision,
     read_decisions,
     record_decisions,

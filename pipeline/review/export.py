@@ -3,7 +3,7 @@
 Every target is planned first (names from the template, collisions checked) and only then written,
 so a bad template copies nothing. A target already at DEST with the same bytes (size, then
 sha256) is left alone: a second export copies nothing. Copies are byte for byte, so the XMP
-provenance the store wrote stays; a converted image gets it added again (``pipeline.provenance``,
+provenance the store wrote stays; a converted image gets it added again (``pipeline.images.provenance``,
 when that module is present).
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.errors import ExportError
 from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import read_decisions, standing
+from pipeline.ledger.decisions import read_decisions, standing
 from pipeline.review.page import safe_parts
 from pipeline.review.view import JobView, read_ledger_view
 
@@ -163,7 +163,7 @@ def convert(data: bytes, fmt: str, quality: int | None) -> bytes:
 
 def add_provenance(data: bytes) -> bytes:
     try:
-        from pipeline import provenance
+        from pipeline.images import provenance
     except ImportError:
         return data  # not in this build: the copy path keeps the store's XMP anyway
     result: bytes = provenance.add_provenance(data, creator_tool=CREATOR_TOOL)
@@ -172,7 +172,7 @@ def add_provenance(data: bytes) -> bytes:
 
 def provenance_available() -> bool:
     try:
-        from pipeline import provenance  # noqa: F401
+        from pipeline.images import provenance  # noqa: F401
     except ImportError:
         return False
     return True
@@ -198,7 +198,9 @@ def export(
         raise ExportError(f"cannot write to {dest}: {exc}") from None
     result = ExportResult(skipped=notes)
     if fmt and not provenance_available():
-        result.skipped.append("pipeline.provenance is not installed: converted images carry no XMP")
+        result.skipped.append(
+            "pipeline.images.provenance is not installed: converted images carry no XMP"
+        )
     for target in targets:
         data = Path(target.source).read_bytes()
         if (fmt and FORMATS[fmt][1] != _ext(target.source)) or (fmt and quality is not None):

@@ -19,9 +19,9 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from pipeline.images.masks import MaskRecipe
 from pipeline.ledger import LEDGER_NAME
-from pipeline.masks import MaskRecipe
-from pipeline.review.decisions import Decision, read_decisions, standing
+from pipeline.ledger.decisions import Decision, read_decisions, standing
 from pipeline.review.mask_view import recipe_from_text, recipe_label
 from pipeline.review.thumbs import THUMBS_DIR, Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (

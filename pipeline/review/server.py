@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import (
+from pipeline.ledger.decisions import (
     DECISIONS,
     REVIEWS_NAME,
     read_decisions,

@@ -25,8 +25,8 @@ from stat import S_ISREG
 from PIL import Image, ImageOps
 
 from pipeline.events import Event, JobStarted
+from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
-from pipeline.masks import MaskRecipe
 
 THUMBS_DIR = ".thumbs"
 THUMB_SIDE = 256

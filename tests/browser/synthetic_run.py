@@ -31,7 +31,7 @@ from pipeline.events import (
 )
 from pipeline.ledger import LEDGER_NAME, record_for, to_dict
 from pipeline.models import ErrorInfo, Feature, FeatureResult, InputRef, Job, PlannedJob
-from pipeline.stats import RunStats
+from pipeline.reporting.stats import RunStats
 
 PRODUCTS = ("chair", "lamp", "vase", "mug", "sofa", "plant")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.review.cli import add_export_arguments, command_export
-from pipeline.review.decisions import read_decisions, rejected_for
+from pipeline.cli.review import add_export_arguments, command_export
+from pipeline.ledger.decisions import read_decisions, rejected_for
 from tests.browser.playwright_helpers import served, wait_ready
 from tests.e2e_helpers import records, spawn_cli, states, write_catalog
 

@@ -16,8 +16,8 @@ from pipeline.events import Event, EventBus, JobSucceeded
 from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter, read_ledger
 from pipeline.manifest import load_manifest
 from pipeline.models import PlannedJob
-from pipeline.plan import PlanOptions, scan, skip_reason
-from pipeline.store import Store
+from pipeline.plan.prepare import PlanOptions, scan, skip_reason
+from pipeline.store.local import Store
 from tests.e2e_helpers import states, write_catalog
 from tests.emulator_thread import KEY, RunningEmulator, serve_in_thread
 

@@ -12,7 +12,7 @@ encoded once, provenance in the same write). ``publish`` renames the kept one to
 ``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
 belongs to.
 
-``publish`` is awaitable: ``pipeline.outputs.BucketStore`` keeps every step above but the last,
+``publish`` is awaitable: ``pipeline.store.bucket.BucketStore`` keeps every step above but the last,
 which puts the files in an object store off the event loop; here it is a few renames.
 """
 
@@ -133,7 +133,7 @@ class Store:
         is rewritten under a temporary name of the same family (swept if a run dies here) and
         renamed over the original. Returns the file's new size.
         """
-        from pipeline.provenance import provenance_pieces
+        from pipeline.images.provenance import provenance_pieces
 
         data = temp.read_bytes()
         pieces = provenance_pieces(data, creator_tool=CREATOR_TOOL)
@@ -152,7 +152,7 @@ class Store:
         Returns the delivered file's size. CPU-bound (decode, composite, encode): run it in a
         thread.
         """
-        from pipeline.protect import protect_file
+        from pipeline.images.protect import protect_file
 
         job = planned.job
         try:
@@ -190,7 +190,7 @@ class Store:
         """Put checked temps (``(path, ext)``, index order) in place: the new outputs and the
         earlier files moved aside, both relative to OUT.
 
-        Awaitable so that a bucket store (``pipeline.outputs``) can put off the event loop; on a
+        Awaitable so that a bucket store (``pipeline.store.bucket``) can put off the event loop; on a
         local disk it is a few renames, done right here.
         """
         return self.publish_now(job_id, temps)
@@ -254,7 +254,7 @@ class Store:
 def protect_inputs(planned: PlannedJob) -> tuple[Image.Image, Image.Image]:
     """The source as uploaded (upright; at the generated mask's size, which is the upload
     size) and the effective mask (white = edit), for ``protect``."""
-    from pipeline.masks import as_edit_mask
+    from pipeline.images.masks import as_edit_mask
 
     job = planned.job
     with Image.open(job.image.value) as image:

@@ -30,7 +30,7 @@ from functools import cache
 from typing import Protocol
 
 from pipeline.errors import BadResponse
-from pipeline.provenance import PNG_SIGNATURE, PNG_XMP_KEYWORD, xmp_packet
+from pipeline.images.provenance import PNG_SIGNATURE, PNG_XMP_KEYWORD, xmp_packet
 
 MAX_RESULT_PIXELS = 64_000_000  # as store.check_image: no edit is larger
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from PIL import Image
 
-from pipeline.client import OneMinClient, public_url
+from pipeline.api.client import OneMinClient, public_url
 from pipeline.config import KEY_ENV, Endpoints, Timeouts
 from pipeline.errors import ApiError, RunFatal
 

@@ -8,7 +8,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from pipeline.events import Event, JobFailed, JobRetrying, JobSkipped, JobSucceeded
-from pipeline.stats import RunStats
+from pipeline.reporting.stats import RunStats
 
 
 class ProgressBar:

@@ -8,19 +8,19 @@ import asyncio
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.client import SinkFactory
+from pipeline.api.client import SinkFactory
 from pipeline.errors import (
     DownloadFailed,
     StoreError,
     TransientError,
 )
-from pipeline.imagecheck import ResultStream
 from pipeline.models import FeatureResult, PlannedJob
-from pipeline.scheduler_base import (
+from pipeline.scheduler.base import (
     SchedulerBase,
     _JobRun,
 )
-from pipeline.store import CREATOR_TOOL, Store, check_image, parse_size
+from pipeline.store.local import CREATOR_TOOL, Store, check_image, parse_size
+from pipeline.store.verify import ResultStream
 
 
 class ResultSource(Protocol):

@@ -17,9 +17,9 @@ from pipeline.errors import (
 from pipeline.events import (
     AssetsUploaded,
 )
-from pipeline.inputs.upload import Recipe, prepare_upload
+from pipeline.images.upload import Recipe, prepare_upload
 from pipeline.models import Asset, InputRef
-from pipeline.scheduler_base import (
+from pipeline.scheduler.base import (
     SchedulerBase,
     _JobRun,
 )

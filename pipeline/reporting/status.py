@@ -89,7 +89,7 @@ def read_status(
     """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None).
 
     ``missing``: whether a succeeded job's outputs are gone; default: not all files in OUT (a
-    bucket run's state folder passes ``pipeline.outputs.BucketListing(out).missing``)."""
+    bucket run's state folder passes ``pipeline.store.bucket.BucketListing(out).missing``)."""
     if missing is None:
 
         def missing(outputs: tuple[str, ...]) -> bool:

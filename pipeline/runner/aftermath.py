@@ -14,24 +14,24 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cli.codes import ExitCode
 from pipeline.errors import PipelineError
-from pipeline.history import (
+from pipeline.ledger import LedgerState
+from pipeline.manifest import Manifest
+from pipeline.models import Job
+from pipeline.plan.prepare import CheckedPlan, Skip
+from pipeline.reporting.history import (
     folder_summary,
     read_folder_summary,
     sent_anything,
     write_folder_summary,
     write_run_record,
 )
-from pipeline.ledger import LedgerState
-from pipeline.manifest import Manifest
-from pipeline.metrics import write_metrics
-from pipeline.models import Job
-from pipeline.notify import notify, payload_from_summary
-from pipeline.plan import CheckedPlan, Skip
-from pipeline.runlog import log_stop
-from pipeline.stats import RunStats
+from pipeline.reporting.metrics import write_metrics
+from pipeline.reporting.notify import notify, payload_from_summary
+from pipeline.reporting.runlog import log_stop
+from pipeline.reporting.stats import RunStats
 
 if TYPE_CHECKING:
-    from pipeline.cli.run_session import RunContext
+    from pipeline.runner.session import RunContext
 
 
 async def finish_run(

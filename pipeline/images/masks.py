@@ -36,7 +36,7 @@ from typing import Literal, cast
 from PIL import Image, ImageChops, ImageDraw
 
 from pipeline.errors import MaskError
-from pipeline.mask_pixels import (  # re-exported: the pixel work lives there
+from pipeline.images.mask_pixels import (  # re-exported: the pixel work lives there
     feather_mask,
     feather_reach,
     grow_mask,

@@ -25,7 +25,7 @@ from pipeline.events import (
     RecordFinished,
 )
 from pipeline.models import FeatureResult
-from pipeline.scheduler_base import (
+from pipeline.scheduler.base import (
     Client,
     SchedulerBase,
     _info,

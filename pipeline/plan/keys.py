@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from pipeline import masks
-from pipeline.inputs.upload import Recipe
+from pipeline.images import masks
+from pipeline.images.upload import Recipe
 from pipeline.models import MODEL, InputRef, Job, PlannedJob
 from pipeline.preflight.effective import EffectiveMask
 

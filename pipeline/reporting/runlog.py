@@ -183,7 +183,7 @@ class LogListener:
 
 
 class StatsSource(Protocol):
-    """What the heartbeat reads; `pipeline.stats.RunStats` is one."""
+    """What the heartbeat reads; `pipeline.reporting.stats.RunStats` is one."""
 
     @property
     def succeeded(self) -> int: ...

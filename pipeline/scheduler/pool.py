@@ -40,6 +40,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from pipeline.api.retry import RetryPolicy
+from pipeline.api.throttle import Throttle
 from pipeline.config import Timeouts
 from pipeline.errors import (
     JobFatal,
@@ -60,8 +62,7 @@ from pipeline.events import (
     RunStopping,
 )
 from pipeline.models import Asset, FeatureResult, Job, PlannedJob
-from pipeline.retry import RetryPolicy
-from pipeline.scheduler_base import (
+from pipeline.scheduler.base import (
     API_STEPS,
     QUEUE_PER_WORKER,
     Client,
@@ -75,11 +76,10 @@ from pipeline.scheduler_base import (
     _JobRun,
     _systemic,
 )
-from pipeline.scheduler_buying import BuyingSteps
-from pipeline.scheduler_polling import RECENT_RECORDS, PollingSteps
-from pipeline.scheduler_results import ResultSteps
-from pipeline.store import Store
-from pipeline.throttle import Throttle
+from pipeline.scheduler.polling import RECENT_RECORDS, PollingSteps
+from pipeline.scheduler.purchase import BuyingSteps
+from pipeline.scheduler.results import ResultSteps
+from pipeline.store.local import Store
 
 RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
 

@@ -26,9 +26,9 @@ from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, Transi
 from pipeline.ledger import JobState
 from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import FeatureResult, PlannedJob
-from pipeline.scheduler_results import ResultSource, fetch_checked
-from pipeline.status import outputs_missing
-from pipeline.store import Store, parse_size
+from pipeline.reporting.status import outputs_missing
+from pipeline.scheduler.results import ResultSource, fetch_checked
+from pipeline.store.local import Store, parse_size
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
 CONCURRENCY = 4  # re-fetches in flight beside the run's own jobs
@@ -118,7 +118,7 @@ class Refetcher:
         gone: Callable[[tuple[str, ...]], bool] | None = None,
     ) -> None:
         # ``gone``: whether outputs are missing; default the files under ``out_dir`` (a bucket
-        # run passes ``pipeline.outputs.BucketListing(out).missing``)
+        # run passes ``pipeline.store.bucket.BucketListing(out).missing``)
         self._gone = gone or (lambda outputs: outputs_missing(out_dir, outputs))
         self._client = client
         self._store = store

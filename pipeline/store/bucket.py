@@ -25,11 +25,11 @@ import orjson
 
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
-from pipeline.history import FOLDER_SUMMARY_NAME
 from pipeline.inputs import objectstore
 from pipeline.ledger import LEDGER_NAME
-from pipeline.status import outputs_missing
-from pipeline.store import RAW_DIR, SUPERSEDED_DIR, Store
+from pipeline.reporting.history import FOLDER_SUMMARY_NAME
+from pipeline.reporting.status import outputs_missing
+from pipeline.store.local import RAW_DIR, SUPERSEDED_DIR, Store
 
 STAGING_DIR = "staging"  # inside the state folder: a bucket run's temporaries
 COPIED_TO_OUT = (LEDGER_NAME, FOLDER_SUMMARY_NAME)  # state files the bucket gets at the end

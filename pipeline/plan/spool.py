@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline.inputs.upload import Recipe
+from pipeline.images.upload import Recipe
 from pipeline.models import InputRef, Job, PlannedJob
 
 BATCH = 4096  # records per pickle: large enough that pickling is all C, small in memory

@@ -13,10 +13,10 @@ from pipeline.events import (
     FeatureSubmitted,
 )
 from pipeline.models import Asset, FeatureResult, Job
-from pipeline.scheduler_base import (
+from pipeline.scheduler.base import (
     _JobRun,
 )
-from pipeline.scheduler_uploads import UploadSteps
+from pipeline.scheduler.uploads import UploadSteps
 
 
 class BuyingSteps(UploadSteps):

@@ -1,7 +1,7 @@
 """The scheduler's shared parts: protocols, per-job bookkeeping, budgets, retrying one step.
 
 Every request to the API host (upload, feature call, poll) passes the shared throttle in
-``_retrying``; result and input downloads do not (SPEC 1a). See ``pipeline.scheduler``.
+``_retrying``; result and input downloads do not (SPEC 1a). See ``pipeline.scheduler.pool``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from pipeline.client import SinkFactory
+from pipeline.api.client import SinkFactory
+from pipeline.api.retry import RetryPolicy
+from pipeline.api.throttle import Throttle
 from pipeline.config import Timeouts
 from pipeline.errors import (
     ApiError,
@@ -31,9 +33,7 @@ from pipeline.events import (
     JobRetrying,
 )
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
-from pipeline.retry import RetryPolicy
-from pipeline.store import Store
-from pipeline.throttle import Throttle
+from pipeline.store.local import Store
 
 T = TypeVar("T")
 QUEUE_PER_WORKER = 2

@@ -18,25 +18,25 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from pipeline.api.client import OneMinClient
+from pipeline.api.retry import RetryPolicy
+from pipeline.api.throttle import Throttle
 from pipeline.cli.codes import ExitCode
-from pipeline.client import OneMinClient
 from pipeline.config import Endpoints, Settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
 from pipeline.events import EventBus, JobsSkipped
 from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter
 from pipeline.manifest import Manifest
-from pipeline.outputs import OutputTarget
-from pipeline.plan import CheckedPlan, Skip
+from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.preflight import mask_upload_bytes
-from pipeline.progress import ProgressBar
-from pipeline.refetch import DoneJobs, Refetcher
-from pipeline.retry import RetryPolicy
-from pipeline.runlog import Heartbeat, LogListener, RunLog, log_start
-from pipeline.scheduler import RunOutcome, Scheduler
-from pipeline.stats import RunStats
-from pipeline.store import Store
-from pipeline.throttle import Throttle
+from pipeline.reporting.progress import ProgressBar
+from pipeline.reporting.runlog import Heartbeat, LogListener, RunLog, log_start
+from pipeline.reporting.stats import RunStats
+from pipeline.scheduler.pool import RunOutcome, Scheduler
+from pipeline.scheduler.refetch import DoneJobs, Refetcher
+from pipeline.store.bucket import OutputTarget
+from pipeline.store.local import Store
 
 # Stop reasons that end a run with exit 3; anything else but "interrupted" is the plan's end.
 INTERRUPTED = "interrupted"
@@ -61,7 +61,7 @@ async def run_session(
     syncer: Syncer,
     done: DoneJobs | None = None,
 ) -> int:
-    from pipeline.cli.run_outputs import finish_run, print_summary
+    from pipeline.runner.aftermath import finish_run, print_summary
 
     settings, args = context.settings, context.args
     bus = EventBus()

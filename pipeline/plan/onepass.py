@@ -20,13 +20,13 @@ from typing import Any
 
 from pipeline.errors import Notice, Problem
 from pipeline.manifest.build import input_ref
-from pipeline.manifest.rows import Row, RowLayout
+from pipeline.manifest.shapes import Row, RowLayout
 from pipeline.manifest.sources import Manifest
 from pipeline.models import PROMPT_MAX, InputRef, Job, PlannedJob
+from pipeline.plan.keys import with_prompt
+from pipeline.plan.spool import with_identity
 from pipeline.preflight.core import Preflight
 from pipeline.preflight.fields import prompt_problems, remote_ref_problem, remote_urls
-from pipeline.preflight.keys import with_prompt
-from pipeline.preflight.spool import with_identity
 
 PROMPT_KEYS = 32  # content keys remembered per shape, by prompt (bounded: 1024 shapes)
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)

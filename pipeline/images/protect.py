@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from pipeline.provenance import add_provenance
+from pipeline.images.provenance import add_provenance
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 _RESAMPLE = Image.Resampling.BILINEAR

@@ -18,14 +18,14 @@ from typing import Any
 from pipeline.credits import CreditTable
 from pipeline.errors import ManifestError, Problem
 from pipeline.ledger import JobState, LedgerState
+from pipeline.ledger.decisions import Decision, standing
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job, PlannedJob, Status
+from pipeline.plan.keys import KEY_VERSION, Planner, content_key, file_digest
+from pipeline.plan.onepass import Hit, RowPass, Shape, materialize
+from pipeline.plan.spool import Spool
+from pipeline.plan.summary import PlanSummary
 from pipeline.preflight import Notice, Preflight, id_fingerprint
-from pipeline.preflight.keys import KEY_VERSION, Planner, content_key, file_digest
-from pipeline.preflight.rows import Hit, RowPass, Shape, materialize
-from pipeline.preflight.spool import Spool
-from pipeline.review.decisions import Decision, standing
-from pipeline.summary import PlanSummary
 
 __all__ = [
     "KEY_VERSION",
@@ -148,7 +148,7 @@ class PlanOptions:
     rejected: Rejected | None = None
     # --redo-missing: a succeeded job whose outputs are gone is bought again (SPEC 6)
     missing: Callable[[JobState], bool] | None = None
-    # told of every job skipped as done (pipeline.refetch brings back lost outputs, free)
+    # told of every job skipped as done (pipeline.scheduler.refetch brings back lost outputs, free)
     on_done: Callable[[JobState, PlannedJob], None] | None = None
 
 
