@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.ledger import LEDGER_NAME, Status, parse_record, read_ledger, to_dict
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import Status, parse_record, read_ledger, to_dict
 from pipeline.ledger.fold import apply
 from pipeline.ledger.schema import Failed, Submitted
 from pipeline.models import ErrorInfo

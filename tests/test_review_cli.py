@@ -15,7 +15,8 @@ from pipeline.cli.review import (
     command_report,
     command_review,
 )
-from pipeline.ledger.decisions import REVIEWS_NAME, read_decisions
+from pipeline.layout import REVIEWS_NAME
+from pipeline.ledger.decisions import read_decisions
 from pipeline.review.server import ReviewApp
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 

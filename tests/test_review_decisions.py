@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline.layout import REVIEWS_NAME
 from pipeline.ledger.decisions import (
-    REVIEWS_NAME,
     Decision,
     read_decisions,
     record_decisions,

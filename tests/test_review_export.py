@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli.review import add_export_arguments, command_export
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import LEDGER_NAME
 from pipeline.ledger.decisions import record_decisions
 from pipeline.ledger.schema import Succeeded, to_line
 from pipeline.models import Feature

@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.common import REPO, Figure, ScenarioResult, log, scratch
 from bench.emulator import KEY, EmulatorProcess
+from pipeline.layout import LEDGER_NAME
 
 TITLE = "Scale-out on Ray (shard scaling; rate-budget actor capacity)"
 SIM_SHARDS = 20
@@ -110,7 +111,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
     from pipeline.config import Endpoints, RateLimit, Settings
     from pipeline.distributed.driver import Driver
     from pipeline.events import EventBus
-    from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter
+    from pipeline.ledger import LedgerState, LedgerWriter
     from pipeline.store.local import Store
 
     Store(out).prepare()

@@ -17,7 +17,7 @@ from pipeline.cli.options import http_url
 from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
 from pipeline.errors import ManifestError
 from pipeline.inputs.objectstore import REMOTE_SCHEMES
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import LEDGER_NAME, SUMMARY_NAME
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
 from pipeline.plan.prepare import prepare_file
@@ -26,8 +26,6 @@ from pipeline.reporting.status import format_status, read_status
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
 from pipeline.store.bucket import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
-
-SUMMARY_NAME = "summary.json"
 
 
 def add_arguments(commands: Any) -> None:

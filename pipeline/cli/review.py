@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import LEDGER_NAME
 from pipeline.ledger.decisions import record_decisions
 from pipeline.review.view import read_ledger_view
 

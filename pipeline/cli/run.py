@@ -28,7 +28,8 @@ from pipeline.cli.options import (
 from pipeline.config import KEY_ENV, load_settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
-from pipeline.ledger import LEDGER_NAME, LOCK_NAME, LedgerState, OutputLock, read_ledger
+from pipeline.layout import LEDGER_NAME, LOCK_NAME, STAGING_DIR
+from pipeline.ledger import LedgerState, OutputLock, read_ledger
 from pipeline.ledger.decisions import read_decisions
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job
@@ -39,7 +40,7 @@ from pipeline.reporting.runlog import LOG_FORMATS, LogFileError, RunLog
 from pipeline.reporting.status import missing_rule
 from pipeline.runner.session import INTERRUPTED, RunContext, exit_code, run_session
 from pipeline.scheduler.refetch import DoneJobs
-from pipeline.store.bucket import STAGING_DIR, OutputTarget, TargetError, output_target
+from pipeline.store.bucket import OutputTarget, TargetError, output_target
 from pipeline.store.local import Store
 
 __all__ = ["INTERRUPTED", "add_arguments", "command_run", "exit_code", "plan_options"]

@@ -1,7 +1,7 @@
 """Pixel work on masks (mode L, white = edit): grow, feather, the upload PNG, previews.
 
-Split from ``pipeline.images.masks`` (which re-exports these), which says what a mask is; this module
-depends on Pillow alone. ``grow`` and ``feather`` are explained in ``pipeline.images.masks``' docstring.
+Split from ``images.masks`` (which re-exports these), which says what a mask is; this module
+depends on Pillow alone. ``grow`` and ``feather`` are explained in ``images.masks``' docstring.
 """
 
 from __future__ import annotations

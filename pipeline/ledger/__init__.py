@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pipeline.layout import LEDGER_NAME, LOCK_NAME
 from pipeline.ledger.fold import (
     Damage,
     JobState,
@@ -17,7 +18,7 @@ from pipeline.ledger.fold import (
     read_ledger,
     read_records,
 )
-from pipeline.ledger.lock import LOCK_NAME, OutputLock
+from pipeline.ledger.lock import OutputLock
 from pipeline.ledger.schema import (
     Record,
     Status,
@@ -28,8 +29,6 @@ from pipeline.ledger.schema import (
     utc_now,
 )
 from pipeline.ledger.writer import LedgerWriter, record_for
-
-LEDGER_NAME = "ledger.jsonl"
 
 __all__ = [
     "LEDGER_NAME",

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 
-REVIEWS_NAME = "reviews.jsonl"
+from pipeline.layout import REVIEWS_NAME
+
 DECISIONS = ("approved", "rejected")
 
 

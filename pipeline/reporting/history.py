@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-RUNS_DIR = "runs"
-FOLDER_SUMMARY_NAME = "summary.json"
+from pipeline.layout import RUNS_DIR, SUMMARY_NAME
+
 SCHEMA = "onemin-pipeline/folder-summary/1"
 # RunStats counters that mean a request went out (a job starts by uploading or reusing its
 # assets and then calls the feature; every attempt passes through one of these)
@@ -112,8 +112,8 @@ def _previous_last_run(previous: Mapping[str, Any] | None) -> dict[str, Any] | N
 
 
 def write_folder_summary(out_dir: Path, summary: Mapping[str, Any]) -> Path:
-    path = Path(out_dir) / FOLDER_SUMMARY_NAME
-    temp = Path(out_dir) / f".{FOLDER_SUMMARY_NAME}.{os.getpid()}.tmp"
+    path = Path(out_dir) / SUMMARY_NAME
+    temp = Path(out_dir) / f".{SUMMARY_NAME}.{os.getpid()}.tmp"
     temp.write_bytes(_dumps(summary))
     os.replace(temp, path)
     return path
@@ -122,7 +122,7 @@ def write_folder_summary(out_dir: Path, summary: Mapping[str, Any]) -> Path:
 def read_folder_summary(out_dir: Path) -> dict[str, Any] | None:
     """`summary.json`, or None when missing or unreadable (the next write replaces it)."""
     try:
-        summary = orjson.loads((Path(out_dir) / FOLDER_SUMMARY_NAME).read_bytes())
+        summary = orjson.loads((Path(out_dir) / SUMMARY_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     return summary if isinstance(summary, dict) else None

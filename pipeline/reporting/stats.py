@@ -28,9 +28,8 @@ from pipeline.events import (
     JobSucceeded,
     RunStopping,
 )
+from pipeline.layout import SUMMARY_NAME
 from pipeline.ledger.schema import utc_now
-
-SUMMARY_NAME = "summary.json"
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import LEDGER_NAME, Damage, JobState, read_ledger
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import Damage, JobState, read_ledger
 from pipeline.models import Job, Status
 
 FAILED_SHOWN = 50

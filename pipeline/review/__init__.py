@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.layout import REPORT_NAME
 from pipeline.ledger.decisions import (
     Decision,
     read_decisions,
@@ -9,7 +10,7 @@ from pipeline.ledger.decisions import (
     rejected_for,
     standing,
 )
-from pipeline.review.page import REPORT_NAME, build_payload, build_report, write_report
+from pipeline.review.page import build_payload, build_report, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
 __all__ = [

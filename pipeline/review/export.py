@@ -3,8 +3,8 @@
 Every target is planned first (names from the template, collisions checked) and only then written,
 so a bad template copies nothing. A target already at DEST with the same bytes (size, then
 sha256) is left alone: a second export copies nothing. Copies are byte for byte, so the XMP
-provenance the store wrote stays; a converted image gets it added again (``pipeline.images.provenance``,
-when that module is present).
+provenance the store wrote stays; a converted image gets it added again
+(``images.provenance``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from typing import Any
 from PIL import Image
 
 from pipeline.errors import ExportError
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import EXPORT_CSV_NAME, LEDGER_NAME
 from pipeline.ledger.decisions import read_decisions, standing
 from pipeline.review.page import safe_parts
 from pipeline.review.view import JobView, read_ledger_view
 
 DEFAULT_NAME = "{id}_{index}.{ext}"
-CSV_NAME = "export.csv"
 FORMATS = {"jpeg": ("JPEG", "jpg"), "png": ("PNG", "png"), "webp": ("WEBP", "webp")}
 CREATOR_TOOL = "onemin-pipeline export"
 
@@ -218,7 +217,7 @@ def export(
         result.copied += 1
         if progress is not None:
             progress(target.name)
-    _write_csv(fs, f"{root.rstrip('/')}/{CSV_NAME}", targets)
+    _write_csv(fs, f"{root.rstrip('/')}/{EXPORT_CSV_NAME}", targets)
     return result
 
 

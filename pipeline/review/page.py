@@ -20,10 +20,10 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pipeline.images.masks import MaskRecipe
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
 from pipeline.ledger.decisions import Decision, read_decisions, standing
 from pipeline.review.mask_view import recipe_from_text, recipe_label
-from pipeline.review.thumbs import THUMBS_DIR, Input, Thumbnailer, resolve_input, stat_file
+from pipeline.review.thumbs import Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
     PENDING_RANK,
     STATUS_RANK,
@@ -33,7 +33,6 @@ from pipeline.review.view import (
     read_summary,
 )
 
-REPORT_NAME = "report.html"
 FIELDS = (
     "id", "status", "feature", "prompt", "params", "source", "mask", "outputs", "error",
     "attempts", "credits", "retries", "updated", "key", "decision",

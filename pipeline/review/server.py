@@ -18,13 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from pipeline.ledger import LEDGER_NAME
-from pipeline.ledger.decisions import (
-    DECISIONS,
-    REVIEWS_NAME,
-    read_decisions,
-    record_decisions,
-)
+from pipeline.layout import LEDGER_NAME, REVIEWS_NAME, THUMBS_DIR
+from pipeline.ledger.decisions import DECISIONS, read_decisions, record_decisions
 from pipeline.review.page import (
     ManifestJob,
     apply_decisions,
@@ -34,7 +29,7 @@ from pipeline.review.page import (
     static_text,
     wire_payload,
 )
-from pipeline.review.thumbs import THUMB_NAME, THUMBS_DIR, Thumbnailer
+from pipeline.review.thumbs import THUMB_NAME, Thumbnailer
 
 IMAGE_TYPES = {
     ".png": "image/png",

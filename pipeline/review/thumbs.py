@@ -27,8 +27,8 @@ from PIL import Image, ImageOps
 from pipeline.events import Event, JobStarted
 from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
+from pipeline.layout import THUMBS_DIR
 
-THUMBS_DIR = ".thumbs"
 THUMB_SIDE = 256
 THUMB_QUALITY = 80
 # Bump when the thumbnail recipe changes: the new names miss the cache and old files are pruned.

@@ -17,12 +17,10 @@ from typing import Any
 import msgspec
 import orjson
 
+from pipeline.layout import SUMMARY_NAME
 from pipeline.ledger import Damage, JobState, read_ledger
 from pipeline.models import ErrorInfo, Status
 
-SUMMARY_NAME = (
-    "summary.json"  # pipeline.reporting.stats writes it; not imported to keep the review read-only
-)
 CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
 # Failed jobs first (they need attention), then unfinished ones, then the successes, then pending.

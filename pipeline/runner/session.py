@@ -26,7 +26,8 @@ from pipeline.config import Endpoints, Settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
 from pipeline.events import EventBus, JobsSkipped
-from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import LedgerState, LedgerWriter
 from pipeline.manifest import Manifest
 from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.preflight import mask_upload_bytes

@@ -26,13 +26,16 @@ import orjson
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
 from pipeline.inputs import objectstore
-from pipeline.ledger import LEDGER_NAME
-from pipeline.reporting.history import FOLDER_SUMMARY_NAME
+from pipeline.layout import (
+    COPIED_TO_BUCKET,
+    RAW_DIR,
+    STAGING_DIR,
+    SUMMARY_NAME,
+    SUPERSEDED_DIR,
+)
 from pipeline.reporting.status import outputs_missing
-from pipeline.store.local import RAW_DIR, SUPERSEDED_DIR, Store
+from pipeline.store.local import Store
 
-STAGING_DIR = "staging"  # inside the state folder: a bucket run's temporaries
-COPIED_TO_OUT = (LEDGER_NAME, FOLDER_SUMMARY_NAME)  # state files the bucket gets at the end
 BUCKET_STATUS_HINT = (
     "a bucket OUT keeps its ledger in the run's local state folder: "
     "pipeline status .pipeline/<name> (beside the manifest), or the --state DIR of the run"
@@ -67,7 +70,7 @@ class OutputTarget:
         if not self.bucket:
             return []
         warnings = []
-        for name in COPIED_TO_OUT:
+        for name in COPIED_TO_BUCKET:
             local = self.state_dir / name
             if not local.is_file():
                 continue
@@ -194,7 +197,7 @@ class BucketListing:
 def recorded_bucket(state_dir: Path) -> str | None:
     """The bucket ``OUT`` a state folder's last run wrote to (its ``summary.json``), if any."""
     try:
-        summary = orjson.loads((state_dir / FOLDER_SUMMARY_NAME).read_bytes())
+        summary = orjson.loads((state_dir / SUMMARY_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     run = summary.get("last_run") if isinstance(summary, dict) else None

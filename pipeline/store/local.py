@@ -30,13 +30,11 @@ from PIL import Image, ImageOps
 from pipeline import __version__
 from pipeline.durability import Syncer, fsync_dir
 from pipeline.errors import BadResponse, InputUnreadable, StoreError
+from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
 
 FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 CREATOR_TOOL = f"onemin-pipeline {__version__}"  # xmp:CreatorTool of every delivered image
-TEMP_PREFIX = ".part-"
-SUPERSEDED_DIR = ".superseded"
-RAW_DIR = ".raw"  # the API's own images of a protected job
 MAX_RESULT_PIXELS = 64_000_000
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
 
@@ -190,7 +188,7 @@ class Store:
         """Put checked temps (``(path, ext)``, index order) in place: the new outputs and the
         earlier files moved aside, both relative to OUT.
 
-        Awaitable so that a bucket store (``pipeline.store.bucket``) can put off the event loop; on a
+        Awaitable so that a bucket store (``store.bucket``) can put off the event loop; on a
         local disk it is a few renames, done right here.
         """
         return self.publish_now(job_id, temps)

@@ -29,7 +29,8 @@ from pipeline.events import (
     JobStarted,
     JobSucceeded,
 )
-from pipeline.ledger import LEDGER_NAME, record_for, to_dict
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import record_for, to_dict
 from pipeline.models import ErrorInfo, Feature, FeatureResult, InputRef, Job, PlannedJob
 from pipeline.reporting.stats import RunStats
 

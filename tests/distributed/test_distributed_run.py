@@ -13,7 +13,8 @@ import pytest
 from pipeline.config import Endpoints, RateLimit, Settings
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.events import Event, EventBus, JobSucceeded
-from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter, read_ledger
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import LedgerState, LedgerWriter, read_ledger
 from pipeline.manifest import load_manifest
 from pipeline.models import PlannedJob
 from pipeline.plan.prepare import PlanOptions, scan, skip_reason
