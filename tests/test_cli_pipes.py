@@ -52,7 +52,8 @@ def test_report_into_a_read_only_folder_is_one_line(
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", str(out / "report.html"))
 
-    monkeypatch.setattr("pathlib.Path.write_text", refuse)  # root ignores chmod; refuse instead
+    # Root ignores chmod: refuse at the one seam every whole-file write goes through instead.
+    monkeypatch.setattr("pipeline.review.page.atomic_write", refuse)
     assert main(["report", str(out)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

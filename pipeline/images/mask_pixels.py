@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageFilter
+
+from pipeline.durability import atomic_write
 
 
 def grow_mask(mask: Image.Image, pixels: int) -> Image.Image:
@@ -87,8 +88,8 @@ def write_mask_preview(
     folder.mkdir(parents=True, exist_ok=True)
     mask_path = folder / f"{job_id}.mask.png"
     overlay_path = folder / f"{job_id}.overlay.png"
-    _write_atomic(mask_path, mask_png_bytes(mask))
-    _write_atomic(overlay_path, _png(mask_overlay(source_image, mask)))
+    atomic_write(mask_path, mask_png_bytes(mask))
+    atomic_write(overlay_path, _png(mask_overlay(source_image, mask)))
     return mask_path, overlay_path
 
 
@@ -104,9 +105,3 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

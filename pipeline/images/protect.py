@@ -24,11 +24,11 @@ provenance to the encoded bytes in memory, and writes to a temporary name rename
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from pipeline.durability import atomic_write
 from pipeline.images.provenance import add_provenance
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -95,7 +95,8 @@ def protect_file(
     data = encode(composited, output_format, compression)
     if creator_tool is not None:
         data = add_provenance(data, creator_tool=creator_tool)
-    _write_atomic(out_path, data)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_path, data)
     return data
 
 
@@ -104,10 +105,3 @@ def _opened(source: Path | Image.Image) -> Image.Image:
         return source
     with Image.open(source) as image:
         return ImageOps.exif_transpose(image)  # as uploaded: orientation applied
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

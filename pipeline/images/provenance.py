@@ -21,13 +21,13 @@ carry no XMP of their own, so replacing loses nothing of theirs.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
+from pipeline.durability import atomic_write
 from pipeline.errors import ProvenanceError
 
 DIGITAL_SOURCE_TYPE = (
@@ -98,10 +98,7 @@ def provenance_pieces(data: bytes, *, creator_tool: str) -> Pieces | None:
 
 def write_pieces(path: Path, pieces: Pieces) -> None:
     """Write to a temporary name beside ``path``, then rename: a file at its name is whole."""
-    temporary = path.with_name(f".{path.name}.xmp.tmp")
-    with temporary.open("wb") as file:
-        file.writelines(pieces)
-    os.replace(temporary, path)
+    atomic_write(path, pieces)
 
 
 def _same(pieces: Pieces, data: bytes) -> bool:

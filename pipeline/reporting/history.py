@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.durability import atomic_write
 from pipeline.layout import RUNS_DIR, SUMMARY_NAME
 
 SCHEMA = "onemin-pipeline/folder-summary/1"
@@ -113,9 +114,7 @@ def _previous_last_run(previous: Mapping[str, Any] | None) -> dict[str, Any] | N
 
 def write_folder_summary(out_dir: Path, summary: Mapping[str, Any]) -> Path:
     path = Path(out_dir) / SUMMARY_NAME
-    temp = Path(out_dir) / f".{SUMMARY_NAME}.{os.getpid()}.tmp"
-    temp.write_bytes(_dumps(summary))
-    os.replace(temp, path)
+    atomic_write(path, _dumps(summary))
     return path
 
 

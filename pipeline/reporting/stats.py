@@ -6,15 +6,11 @@ asks it anything.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from pipeline.events import (
     AssetsUploaded,
@@ -28,7 +24,6 @@ from pipeline.events import (
     JobSucceeded,
     RunStopping,
 )
-from pipeline.layout import SUMMARY_NAME
 from pipeline.ledger.schema import utc_now
 
 
@@ -133,12 +128,3 @@ class RunStats:
             "stats": dict(sorted(self.counters.items())),
             **extra,
         }
-
-
-def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
-    """Temp file then rename, like every other file this tool writes."""
-    path = out_dir / SUMMARY_NAME
-    temp = out_dir / f".{SUMMARY_NAME}.tmp"
-    temp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    os.replace(temp, path)
-    return path

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from pipeline.durability import atomic_write
 from pipeline.images.masks import MaskRecipe
 from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
 from pipeline.ledger.decisions import Decision, read_decisions, standing
@@ -363,10 +364,5 @@ def write_report(out_dir: Path, manifest_jobs: Iterable[ManifestJob] | None = No
     """Write ``OUT/report.html`` (temp file, then rename) and return its path."""
     page = build_report(out_dir, manifest_jobs)
     path = out_dir / REPORT_NAME
-    temp = out_dir / f".{REPORT_NAME}.{os.getpid()}.tmp"
-    try:
-        temp.write_text(page, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic_write(path, page.encode("utf-8"))
     return path

@@ -24,6 +24,7 @@ from stat import S_ISREG
 
 from PIL import Image, ImageOps
 
+from pipeline.durability import atomic_file
 from pipeline.events import Event, JobStarted
 from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
@@ -269,12 +270,8 @@ class Thumbnailer:
             return None
 
     def _save(self, name: str, image: Image.Image) -> None:
-        temp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            image.save(temp, "WEBP", quality=THUMB_QUALITY, method=0)  # fastest; still small
-            os.replace(temp, self.dir / name)
-        finally:
-            temp.unlink(missing_ok=True)
+        with atomic_file(self.dir / name) as handle:
+            image.save(handle, "WEBP", quality=THUMB_QUALITY, method=0)  # fastest; still small
 
 
 class ThumbnailPrefetcher:

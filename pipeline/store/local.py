@@ -28,7 +28,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from pipeline import __version__
-from pipeline.durability import Syncer, fsync_dir
+from pipeline.durability import Syncer, atomic_write, fsync_dir
 from pipeline.errors import BadResponse, InputUnreadable, StoreError
 from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
@@ -137,12 +137,9 @@ class Store:
         pieces = provenance_pieces(data, creator_tool=CREATOR_TOOL)
         if pieces is None:  # already marked exactly so
             return len(data)
-        marked = temp.with_name(temp.name + "-xmp")
-        with marked.open("wb") as handle:
-            handle.writelines(pieces)
-            size = handle.tell()
-        os.replace(marked, temp)
-        return size
+        # The temporary keeps the ``.part-`` family's name, so a run killed here leaves
+        # nothing the next run's sweep misses.
+        return atomic_write(temp, pieces, temp_name=temp.name + "-xmp")
 
     def protect_result(self, temp: Path, extension: str, planned: PlannedJob) -> int:
         """Keep the checked result ``temp`` aside and write the protected image in its place.
