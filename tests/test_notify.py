@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.reporting.notify import REDACTED, notify, payload_from_summary, scrub, url_problem
+from pipeline.config import http_url_problem as url_problem
+from pipeline.reporting.notify import REDACTED, notify, payload_from_summary, scrub
 from pipeline.reporting.stats import RunStats
 
 KEY = "sk-test-7f3a9c-never-send-me"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli.codes import ExitCode
 from pipeline.cli.pipes import (
-    EXIT_BROKEN_PIPE,
     QuietPipes,
     cannot_write_message,
     print_quietly,
@@ -56,7 +56,7 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     code, stderr, first = pipe_into_head(CHATTY, tmp_path)
     assert first == b"line 0 of a long status listing\n"
     assert stderr == ""  # no traceback, no "Exception ignored"
-    assert code == EXIT_BROKEN_PIPE
+    assert code == ExitCode.BROKEN_PIPE
 
 
 def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:

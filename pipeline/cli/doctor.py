@@ -14,16 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
 import aiohttp
 from PIL import Image
 
 from pipeline.api.client import OneMinClient, public_url
-from pipeline.config import KEY_ENV, Endpoints, Timeouts
+from pipeline.cli.codes import ExitCode
+from pipeline.config import KEY_ENV, Endpoints, Timeouts, http_url_problem
 from pipeline.errors import ApiError, RunFatal
 
-OK, STOPPED, FAILED = 0, 3, 1
 PROBE_SIZE = (8, 8)
 PROBE_NAME = "pipeline-doctor.png"
 
@@ -41,26 +40,19 @@ def _line(out: TextIO, ok: bool | None, what: str, detail: str) -> None:
     out.flush()
 
 
-def _bad_url(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL"
-    return None
-
-
 async def run_doctor(
     endpoints: Endpoints, api_key: str | None, timeouts: Timeouts, out: TextIO
 ) -> int:
     """Run every check, print what was found line by line, return the exit code."""
     if not api_key:
         _line(out, False, "key", f"not set: export {KEY_ENV}=... (from your 1min.ai account)")
-        return FAILED
+        return ExitCode.FAILED
     _line(out, True, "key", f"set ({KEY_ENV}; never shown)")
     for name, url in (("api host", endpoints.api_base), ("asset host", endpoints.asset_base)):
-        problem = _bad_url(url)
+        problem = http_url_problem(url)
         if problem:
             _line(out, False, name, problem)
-            return FAILED
+            return ExitCode.FAILED
     async with aiohttp.ClientSession() as session:
         client = OneMinClient(session, endpoints, api_key, timeouts)
         path = await _check_upload(client, endpoints, out)
@@ -75,10 +67,10 @@ async def _check_upload(client: OneMinClient, endpoints: Endpoints, out: TextIO)
         asset = await client.upload_asset(probe_png(), PROBE_NAME, "image/png")
     except RunFatal as exc:
         _line(out, False, "api host", f"{endpoints.api_base}: {exc}")
-        return STOPPED
+        return ExitCode.STOPPED
     except ApiError as exc:
         _line(out, False, "api host", f"{endpoints.api_base}: {exc}")
-        return FAILED
+        return ExitCode.FAILED
     elapsed = (time.monotonic() - started) * 1000
     _line(
         out, True, "api host", f"{endpoints.api_base}: key accepted, upload took {elapsed:.0f} ms"
@@ -98,14 +90,14 @@ async def _check_fetch(client: OneMinClient, endpoints: Endpoints, path: str, ou
                 size = image.size
         except ApiError as exc:
             _line(out, False, "asset host", str(exc))
-            return FAILED
+            return ExitCode.FAILED
         except OSError as exc:  # Pillow: not an image
             _line(out, False, "asset host", f"{public_url(url)} did not answer an image: {exc}")
-            return FAILED
+            return ExitCode.FAILED
     elapsed = (time.monotonic() - started) * 1000
     if size != PROBE_SIZE:
         _line(out, False, "asset host", f"{public_url(url)} answered a {size} image, not ours")
-        return FAILED
+        return ExitCode.FAILED
     _line(out, True, "asset host", f"{public_url(url)}: fetched back in {elapsed:.0f} ms")
     _line(out, True, "all", "ready: the pipeline can reach the API and fetch results")
-    return OK
+    return ExitCode.OK

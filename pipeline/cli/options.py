@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
+
+from pipeline.config import http_url_problem
 
 
 def add_redo_missing(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +54,9 @@ def _number(text: str) -> float:
 
 def http_url(text: str) -> str:
     """An http(s) base URL with a host: ``127.0.0.1:8765`` without a scheme is refused."""
-    try:
-        parts = urlsplit(text.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a URL: {text!r}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an http(s) URL; write it as http://HOST:PORT or https://HOST"
-        )
+    problem = http_url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text.strip()
 
 

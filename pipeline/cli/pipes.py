@@ -19,7 +19,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a process killed by SIGPIPE reports it
+from pipeline.cli.codes import ExitCode
+
 # errors that mean "this place cannot take the file": the message says "cannot write"
 WRITE_ERRNOS = frozenset(
     {
@@ -83,7 +84,7 @@ class QuietPipes:
             return False
         if isinstance(exc, BrokenPipeError):
             silence_stdout()
-            self.code = EXIT_BROKEN_PIPE
+            self.code = ExitCode.BROKEN_PIPE
             return True
         if isinstance(exc, OSError) and exc.filename is not None:
             stream = self.stderr or sys.stderr

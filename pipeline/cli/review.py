@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pipeline.cli.codes import ExitCode
 from pipeline.layout import LEDGER_NAME
 from pipeline.ledger.decisions import record_decisions
 from pipeline.review.view import read_ledger_view
@@ -23,7 +24,6 @@ from pipeline.review.view import read_ledger_view
 if TYPE_CHECKING:
     from pipeline.review.page import ManifestJob
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_PORT = 8765
 
 
@@ -68,7 +68,7 @@ def add_export_arguments(subparsers: Any) -> argparse.ArgumentParser:
     return export
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
+def _fail(message: str, code: int = ExitCode.USAGE) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -93,8 +93,10 @@ def command_report(
     try:
         print(write_report(args.out, manifest_jobs))
     except OSError as exc:
-        return _fail(f"cannot write the report in {args.out}: {exc.strerror or exc}", EXIT_FAILED)
-    return EXIT_OK
+        return _fail(
+            f"cannot write the report in {args.out}: {exc.strerror or exc}", ExitCode.FAILED
+        )
+    return ExitCode.OK
 
 
 # -- review -------------------------------------------------------------------------------------
@@ -160,10 +162,12 @@ def record(out_dir: Path, rejected: list[str], approved: list[str], note: str) -
     try:
         count = record_decisions(out_dir, entries, note)
     except OSError as exc:
-        return _fail(f"cannot write {out_dir}/reviews.jsonl: {exc.strerror or exc}", EXIT_FAILED)
+        return _fail(
+            f"cannot write {out_dir}/reviews.jsonl: {exc.strerror or exc}", ExitCode.FAILED
+        )
     rejected_n = sum(1 for _, _, d in entries if d == "rejected")
     print(f"recorded {count} decisions ({rejected_n} rejected, {count - rejected_n} approved)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def serve_page(
@@ -177,10 +181,10 @@ def serve_page(
     try:
         asyncio.run(serve(args.out, args.host, args.port, manifest_jobs, ready))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
     except OSError as exc:
         return _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -200,4 +204,4 @@ def command_export(args: argparse.Namespace) -> int:
     for note in result.skipped:
         print(f"note: {note}", file=sys.stderr)
     print(result.line())
-    return EXIT_OK
+    return ExitCode.OK

@@ -25,7 +25,7 @@ from pipeline.cli.options import (
     positive_float,
     positive_int,
 )
-from pipeline.config import KEY_ENV, load_settings
+from pipeline.config import KEY_ENV, http_url_problem, load_settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
 from pipeline.layout import LEDGER_NAME, LOCK_NAME, STAGING_DIR
@@ -35,7 +35,6 @@ from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job
 from pipeline.plan.prepare import CheckedPlan, PlanOptions, prepare, reviewer_rejections
 from pipeline.plan.summary import format_plan, format_problems
-from pipeline.reporting.notify import url_problem
 from pipeline.reporting.runlog import LOG_FORMATS, LogFileError, RunLog
 from pipeline.reporting.status import missing_rule
 from pipeline.runner.session import INTERRUPTED, RunContext, exit_code, run_session
@@ -185,7 +184,7 @@ def command_run(args: argparse.Namespace) -> int:
     if api_key is None and not args.emulator and not args.dry_run:
         print(NO_KEY_HELP, file=sys.stderr)
         return ExitCode.USAGE
-    if args.notify and (problem := url_problem(args.notify)):
+    if args.notify and (problem := http_url_problem(args.notify)):
         print(f"error: --notify: {problem}", file=sys.stderr)
         return ExitCode.USAGE
     manifest = load_manifest(args.manifest)

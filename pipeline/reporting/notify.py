@@ -14,12 +14,11 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from pipeline import __version__
-from pipeline.config import KEY_ENV
+from pipeline.config import KEY_ENV, http_url_problem
 
 REDACTED = "[redacted]"
 Sleep = Callable[[float], Awaitable[object]]
@@ -43,7 +42,7 @@ async def notify(
     sleep: Sleep = asyncio.sleep,
 ) -> NotifyResult:
     """POST `payload` to `url`; never raises, never takes longer than `deadline` seconds."""
-    problem = url_problem(url)
+    problem = http_url_problem(url)
     if problem:
         return NotifyResult(False, 0, reason=f"bad URL: {problem}")
     body = scrub(payload)
@@ -69,14 +68,6 @@ async def notify(
     except (ValueError, aiohttp.InvalidURL) as exc:  # a malformed URL: the flag was wrong
         return NotifyResult(False, tried, None, f"bad URL: {exc}")
     return last
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` cannot be a notify target, or None; the CLI can refuse it up front (exit 2)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL"
-    return None
 
 
 async def _post_once(
