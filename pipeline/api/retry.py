@@ -6,9 +6,11 @@ source (stamina's and openai-python's shape: exponential backoff, jitter, a cap,
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pipeline.config import RetrySettings
 from pipeline.errors import ApiError, RateLimited, TransientError
@@ -16,6 +18,43 @@ from pipeline.errors import ApiError, RateLimited, TransientError
 # A server that answers 429 forever must not keep a job alive forever. 429s do not use up
 # --max-attempts (they are flow control), so they get their own, much larger, allowance.
 MAX_RATE_LIMITED_WAITS = 100
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[object]]
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff: ``base`` after the first try, doubling, never above ``cap``."""
+    exponent = min(max(attempt - 1, 0), 32)
+    return min(cap, base * 2.0**exponent)
+
+
+async def retry_loop(
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    tries: int,
+    delay: Callable[[int], float],
+    retry_on: tuple[type[BaseException], ...] = (),
+    retry_if: Callable[[T], bool] = lambda _result: False,
+    sleep: Sleep = asyncio.sleep,
+) -> T:
+    """The one retry loop of the side requests (remote inputs, the notify hook): call
+    ``attempt(n)`` (n from 1) up to ``tries`` times, again after an exception in ``retry_on`` or
+    a result ``retry_if`` holds worth another try, sleeping ``delay(n)`` between. The last try's
+    exception is raised, or its result returned. API-host requests retry in the scheduler's
+    ``StepRunner`` instead: each of their tries passes the rate gate and is recorded.
+    """
+    for n in range(1, tries + 1):
+        try:
+            result = await attempt(n)
+        except retry_on:
+            if n >= tries:
+                raise
+        else:
+            if n >= tries or not retry_if(result):
+                return result
+        await sleep(delay(n))
+    raise ValueError("retry_loop needs at least one try")
 
 
 @dataclass(frozen=True)
@@ -55,6 +94,5 @@ class RetryPolicy:
         announced = self.announced_wait(error) if isinstance(error, RateLimited) else None
         if announced is not None:
             return announced
-        exponent = min(max(attempt - 1, 0), 32)
-        backoff = min(self.settings.backoff_max, self.settings.backoff_base * 2.0**exponent)
-        return backoff * (1.0 - self.settings.jitter * self.random())
+        wait = backoff(attempt, self.settings.backoff_base, self.settings.backoff_max)
+        return wait * (1.0 - self.settings.jitter * self.random())

@@ -18,9 +18,12 @@ from typing import Any
 import aiohttp
 
 from pipeline import __version__
+from pipeline.api.retry import backoff, retry_loop
 from pipeline.config import KEY_ENV, http_url_problem
 
 REDACTED = "[redacted]"
+NOTIFY_BACKOFF = 0.5  # seconds before the second try, doubled after
+NOTIFY_BACKOFF_MAX = 4.0
 Sleep = Callable[[float], Awaitable[object]]
 
 
@@ -53,13 +56,20 @@ async def notify(
             owned = session is None
             http = session or aiohttp.ClientSession()
             try:
-                for attempt in range(1, attempts + 1):
+
+                async def post(attempt: int) -> NotifyResult:
+                    nonlocal tried, last
                     tried = attempt
                     last = await _post_once(http, url, body, attempt)
-                    if last.ok or not _worth_retrying(last):
-                        return last
-                    if attempt < attempts:
-                        await sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+                    return last
+
+                return await retry_loop(
+                    post,
+                    tries=attempts,
+                    delay=lambda n: backoff(n, NOTIFY_BACKOFF, NOTIFY_BACKOFF_MAX),
+                    retry_if=_worth_retrying,
+                    sleep=sleep,
+                )
             finally:
                 if owned:
                     await http.close()
@@ -88,6 +98,8 @@ async def _post_once(
 
 def _worth_retrying(result: NotifyResult) -> bool:
     """Connection errors and 5xx may pass; a 4xx will say the same thing again."""
+    if result.ok:
+        return False
     return result.status is None or result.status >= 500 or result.status == 429
 
 
