@@ -145,12 +145,13 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
 def _fake_shard_class() -> Any:
     import ray
 
+    from pipeline.config import RateLimit
     from pipeline.distributed.budget import RemoteThrottle
 
     @ray.remote(num_cpus=0)
     class FakeShard:
         def __init__(self, name: str, rpm: float, shards: int, lease_cap: int | None) -> None:
-            self._throttle = RemoteThrottle(name, rpm, shards, lease_cap=lease_cap)
+            self._throttle = RemoteThrottle(name, RateLimit(rpm=rpm), shards, lease_cap=lease_cap)
 
         async def run(self, permits: int, workers: int) -> dict[str, Any]:
             waits: list[float] = []
@@ -175,9 +176,10 @@ def _simulate(
 ) -> tuple[float, list[float]]:
     import ray
 
+    from pipeline.config import RateLimit
     from pipeline.distributed.budget import get_budget
 
-    budget = get_budget(name, rpm)
+    budget = get_budget(name, RateLimit(rpm=rpm))
     ray.get(budget.set_rpm.remote(rpm))
     fake = _fake_shard_class()
     shards = [fake.remote(name, rpm, SIM_SHARDS, lease_cap) for _ in range(SIM_SHARDS)]

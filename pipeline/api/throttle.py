@@ -24,6 +24,11 @@ The rule (SPEC §1, §1a), exactly:
   apart, a pause holding the head of the queue: when a pause ends, the waiting workers leave one
   interval apart, never at once.
 
+The rule lives in ``RateControl``, pure arithmetic on an injected clock: ``Throttle`` (one
+process) and the Ray budget actor (``distributed.budget``, every shard) both own one, so a run
+on one machine and a run on a cluster react to 429s the same way. ``Gate`` is what the
+scheduler needs of either.
+
 The pacer is this module's own (a FIFO queue and the time of the last send) rather than
 aiolimiter's bucket: it runs on the injected clock and sleep, and a change of pace applies to the
 same single queue (rebuilding an aiolimiter bucket on each change of pace left the old bucket's
@@ -36,6 +41,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from pipeline.config import RateLimit
 
@@ -53,41 +59,148 @@ SLOWDOWN_HOLD_INTERVALS = 2.0
 _NEVER = -math.inf
 
 
+class Gate(Protocol):
+    """What the scheduler asks of the rate budget: a ``Throttle`` here, a lease of the shared
+    budget on a Ray shard (``distributed.budget.RemoteThrottle``)."""
+
+    async def acquire(self) -> None: ...
+    def on_success(self) -> None: ...
+    def on_rate_limited(self, retry_after: float | None) -> None: ...
+    def paused_for(self) -> float: ...
+
+    @property
+    def current_rpm(self) -> float: ...
+
+
+class RateControl:
+    """The pace and the 429 reaction, without sending anything: the one owner of the rule.
+
+    ``clock`` is any monotonic clock in seconds. The pace is ``current_rpm`` (0: unpaced); a
+    pause holds every sender until ``pause_until``.
+    """
+
+    def __init__(self, rate: RateLimit, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._clock = clock
+        self.configured_rpm = rate.rpm
+        self.current_rpm = rate.rpm
+        self._answers: deque[bool] = deque(maxlen=rate.share_window)
+        self.pause_until = _NEVER
+        self._hold_rate_until = _NEVER
+        self._limit_known_until = _NEVER
+        self._in_force: deque[float] = deque()  # when the announced waits of recent 429s end
+        self.slowdowns = 0  # cuts of the pace
+        self.pauses = 0  # correlated 429s that paused every sender
+
+    def interval(self) -> float:
+        return 60.0 / self.current_rpm if self.current_rpm > 0 else 0.0
+
+    def set_rpm(self, rpm: float) -> None:
+        """A new configured pace (the Ray driver's ``--rpm`` for a budget that outlives runs)."""
+        self.configured_rpm = self.current_rpm = rpm
+
+    def pause(self, seconds: float) -> None:
+        """Hold every sender's next request for ``seconds``; a pause never shrinks."""
+        self.pause_until = max(self.pause_until, self._clock() + seconds)
+
+    def paused_for(self) -> float:
+        return max(0.0, self.pause_until - self._clock())
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def on_success(self, count: int = 1) -> None:
+        """``count`` answers that were not 429s: additive recovery, one step each."""
+        for _ in range(count):
+            self._record_answer(limited=False)
+        if 0 < self.current_rpm < self.configured_rpm:
+            step = self._rate.recovery_step * self.configured_rpm * count
+            self._set_rate(self.current_rpm + step)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429; ``retry_after``: the announced wait, capped (``RetryPolicy.announced_wait``)."""
+        share_tripped = self._record_answer(limited=True)
+        if retry_after is None:
+            self._slow_down()
+            if self.current_rpm > 0:
+                self.pause(self.interval())  # let the server's window drain a little
+            return
+        now = self._clock()
+        self._in_force.append(now + max(retry_after, CORRELATION_INTERVALS * self.interval()))
+        while self._in_force and self._in_force[0] <= now:
+            self._in_force.popleft()
+        if (
+            share_tripped
+            or now < self._limit_known_until
+            or len(self._in_force) >= self._rate.correlated_429s
+        ):
+            self._limit_reached(retry_after)
+        # else: a lone 429; its own call waits (the scheduler sleeps the policy's delay).
+
+    def _record_answer(self, limited: bool) -> bool:
+        """Note an answer; True if 429s now pass their share of the recent answers."""
+        self._answers.append(limited)
+        if not limited or self._answers.maxlen is None:
+            return False
+        tripped = self._answers.count(True) > self._rate.share_limit * self._answers.maxlen
+        if tripped:
+            self._answers.clear()  # one trip per rising share, not one per later 429
+        return tripped
+
+    def _limit_reached(self, retry_after: float) -> None:
+        self.pauses += 1
+        self.pause(retry_after)
+        self._slow_down()
+        # The pause may end before the cut's hold: calls in flight at the cut still answer late.
+        self._hold_rate_until = max(self._hold_rate_until, self.pause_until)
+        memory = LIMIT_MEMORY_WAITS * retry_after
+        self._limit_known_until = max(self._limit_known_until, self.pause_until + memory)
+
+    def _slow_down(self) -> None:
+        """Cut the pace, once per congestion event."""
+        now = self._clock()
+        if self.configured_rpm <= 0 or now < self._hold_rate_until:
+            # The other calls in flight when the server pushed back answer 429 too; that is one
+            # congestion event, so the pace is cut once (as TCP does per window).
+            return
+        self.slowdowns += 1
+        self._set_rate(self.current_rpm * self._rate.slowdown_factor)
+        self._hold_rate_until = now + self.interval() * SLOWDOWN_HOLD_INTERVALS
+
+    def _set_rate(self, rpm: float) -> None:
+        # The next sender is spaced at the new pace from the last one: still a single stream.
+        self.current_rpm = min(self.configured_rpm, max(self._rate.min_rpm, rpm))
+
+
 class Throttle:
+    """The rate gate of one process: a FIFO of senders, one interval apart, under a
+    ``RateControl``."""
+
     def __init__(
         self,
         rate: RateLimit,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        self._rate = rate
-        self._configured = rate.rpm
-        self._current = rate.rpm
         self._clock = clock
         self._sleep = sleep
-        self._correlated = rate.correlated_429s
-        self._share_limit = rate.share_limit
-        self._answers: deque[bool] = deque(maxlen=rate.share_window)
+        self.control = RateControl(rate, self._now)
         self._turn = asyncio.Lock()
         self._last_sent = _NEVER
-        self._pause_until = _NEVER
-        self._hold_rate_until = _NEVER
-        self._limit_known_until = _NEVER
-        self._in_force: deque[float] = deque()  # when the announced waits of recent 429s end
-        self.slowdowns = 0  # cuts of the pace
-        self.pauses = 0  # correlated 429s that paused every worker
 
     @property
     def current_rpm(self) -> float:
-        return self._current
+        return self.control.current_rpm
+
+    @property
+    def slowdowns(self) -> int:
+        return self.control.slowdowns
+
+    @property
+    def pauses(self) -> int:
+        return self.control.pauses
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
-
-    def _interval(self) -> float:
-        return 60.0 / self._current if self._current > 0 else 0.0
-
-    # -- sending ------------------------------------------------------------------------------
 
     async def acquire(self) -> None:
         """Wait until a request to the API host may go: after any pause, one interval apart."""
@@ -101,72 +214,16 @@ class Throttle:
             self._last_sent = self._now()
 
     def _ready_at(self) -> float:
-        return max(self._pause_until, self._last_sent + self._interval())
+        return max(self.control.pause_until, self._last_sent + self.control.interval())
 
     def pause(self, seconds: float) -> None:
-        """Hold every worker's next request for ``seconds``; a pause never shrinks."""
-        self._pause_until = max(self._pause_until, self._now() + seconds)
+        self.control.pause(seconds)
 
     def paused_for(self) -> float:
-        return max(0.0, self._pause_until - self._now())
-
-    # -- answers ------------------------------------------------------------------------------
+        return self.control.paused_for()
 
     def on_success(self) -> None:
-        self._record_answer(limited=False)
-        if 0 < self._current < self._configured:
-            self._set_rate(self._current + self._rate.recovery_step * self._configured)
+        self.control.on_success()
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429; ``retry_after``: the announced wait, capped (``RetryPolicy.announced_wait``)."""
-        share_tripped = self._record_answer(limited=True)
-        if retry_after is None:
-            self._slow_down()
-            if self._current > 0:
-                self.pause(self._interval())  # let the server's window drain a little
-            return
-        now = self._now()
-        self._in_force.append(now + max(retry_after, CORRELATION_INTERVALS * self._interval()))
-        while self._in_force and self._in_force[0] <= now:
-            self._in_force.popleft()
-        if (
-            share_tripped
-            or now < self._limit_known_until
-            or len(self._in_force) >= self._correlated
-        ):
-            self._limit_reached(retry_after)
-        # else: a lone 429; its own call waits (the scheduler sleeps the policy's delay).
-
-    def _record_answer(self, limited: bool) -> bool:
-        """Note an answer; True if 429s now pass their share of the recent answers."""
-        self._answers.append(limited)
-        if not limited or self._answers.maxlen is None:
-            return False
-        tripped = self._answers.count(True) > self._share_limit * self._answers.maxlen
-        if tripped:
-            self._answers.clear()  # one trip per rising share, not one per later 429
-        return tripped
-
-    def _limit_reached(self, retry_after: float) -> None:
-        self.pauses += 1
-        self.pause(retry_after)
-        self._slow_down()
-        # The pause may end before the cut's hold: calls in flight at the cut still answer late.
-        self._hold_rate_until = max(self._hold_rate_until, self._pause_until)
-        memory = LIMIT_MEMORY_WAITS * retry_after
-        self._limit_known_until = max(self._limit_known_until, self._pause_until + memory)
-
-    def _slow_down(self) -> None:
-        """Cut the pace, once per congestion event."""
-        now = self._now()
-        if self._configured <= 0 or now < self._hold_rate_until:
-            # The other calls in flight when the server pushed back answer 429 too; that is one
-            # congestion event, so the pace is cut once (as TCP does per window).
-            return
-        self.slowdowns += 1
-        self._set_rate(self._current * self._rate.slowdown_factor)
-        self._hold_rate_until = now + self._interval() * SLOWDOWN_HOLD_INTERVALS
-
-    def _set_rate(self, rpm: float) -> None:
-        # The next sender is spaced at the new pace from the last one: still a single stream.
-        self._current = min(self._configured, max(self._rate.min_rpm, rpm))
+        self.control.on_rate_limited(retry_after)

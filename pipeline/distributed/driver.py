@@ -27,7 +27,7 @@ from ray.util.queue import Queue
 
 import pipeline
 from pipeline.config import Endpoints, Settings
-from pipeline.distributed.budget import NAMESPACE, Pacing, budget_name, get_budget
+from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
     AssetsUploaded,
@@ -257,7 +257,7 @@ class Driver:
         self._events = Queue(actor_options={"num_cpus": 0})
         rate = self._settings.rate
         # The driver creates the actor, so it brings the run's pacing; shards find it by name.
-        budget = get_budget(self._budget, rate.rpm, Pacing.of(rate))
+        budget = get_budget(self._budget, rate)
         await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
         for _ in range(self._count):
             self._start_shard()

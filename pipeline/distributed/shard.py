@@ -24,7 +24,7 @@ import ray
 from pipeline.api.client import OneMinClient
 from pipeline.api.retry import RetryPolicy
 from pipeline.config import Settings
-from pipeline.distributed.budget import Pacing, RemoteThrottle
+from pipeline.distributed.budget import RemoteThrottle
 from pipeline.events import Event, EventBus, FeatureSubmitted
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
@@ -116,7 +116,7 @@ class Shard:
         self._store = Store(Path(out_dir))
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
-        self._throttle = RemoteThrottle(budget, rate.rpm, shards, Pacing.of(rate))
+        self._throttle = RemoteThrottle(budget, rate, shards)
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task[None] | None = None
 
