@@ -27,7 +27,7 @@ import pipeline.cli
 import pipeline.cli.run as run_module
 from bench.readings import EVENTS_ENV, Events
 from pipeline.api.client import OneMinClient
-from pipeline.scheduler.pool import Scheduler
+from pipeline.scheduler import Scheduler
 
 F = TypeVar("F", bound=Callable[..., Any])
 

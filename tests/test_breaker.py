@@ -92,7 +92,8 @@ async def test_job_fatal_failure_is_not_transient_and_breaks_the_streak(tmp_path
 
 
 def test_transient_flag_on_failed_events() -> None:
-    from pipeline.scheduler.pool import _info, _systemic
+    from pipeline.scheduler import error_info as _info
+    from pipeline.scheduler import is_systemic as _systemic
 
     assert _systemic(ServerError("x", 500)) and _systemic(ConnectionLost("x"))
     assert not _systemic(BadRequest("x", 400))

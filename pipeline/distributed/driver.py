@@ -40,7 +40,7 @@ from pipeline.events import (
 )
 from pipeline.ledger import Pending, ResumeState
 from pipeline.models import Asset, Job, PlannedJob
-from pipeline.scheduler.pool import RunOutcome
+from pipeline.scheduler import CreditBudget, RunOutcome
 
 POLL_SECONDS = 0.05
 SHARD_RESTARTS_MAX = 20  # a shard that keeps dying is a broken cluster, not bad luck
@@ -96,8 +96,7 @@ class Driver:
         batch_size: int | None = None,
         max_credits: float | None = None,
     ) -> None:
-        self._max_credits = max_credits
-        self.credits_spent = 0
+        self.credits = CreditBudget(max_credits)
         self._count = max(1, shards)
         self._key = api_key
         self._settings = settings
@@ -226,12 +225,10 @@ class Driver:
     def _count_credits(self, credits: int | None) -> None:
         # Counted as the shards report them: the calls already open when the limit is reached
         # still land, so the overshoot is at most the calls in flight (shards x concurrency).
-        self.credits_spent += credits or 0
-        limit = self._max_credits
-        if limit is not None and self.credits_spent >= limit:
-            self._stop(
-                "max_credits", f"--max-credits {limit:g} reached: {self.credits_spent} spent"
-            )
+        self.credits.charge(credits or 0)
+        reached = self.credits.exceeded_by(1)  # not one more credit may be spent
+        if reached is not None:
+            self._stop(reached.kind, str(reached))
 
     @property
     def stopping(self) -> bool:

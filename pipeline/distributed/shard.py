@@ -24,12 +24,13 @@ import ray
 from pipeline.api.client import OneMinClient
 from pipeline.api.retry import RetryPolicy
 from pipeline.config import Settings
+from pipeline.credits import load_credit_table
 from pipeline.distributed.budget import RemoteThrottle
 from pipeline.events import Event, EventBus, FeatureSubmitted
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
 from pipeline.preflight import mask_upload_bytes
-from pipeline.scheduler.pool import Scheduler
+from pipeline.scheduler import build_scheduler, scheduler_options
 from pipeline.store.local import Store
 
 BATCHES_IN_FLIGHT = 2
@@ -117,6 +118,7 @@ class Shard:
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
         self._throttle = RemoteThrottle(budget, rate, shards)
+        self._credit_table = load_credit_table()
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -139,22 +141,18 @@ class Shard:
 
     async def run_batch(self, jobs: list[ShardJob]) -> tuple[str | None, str]:
         """Run one batch to its end; its events reach the driver's queue before this returns."""
-        from pipeline.credits import load_credit_table
-
         bus = EventBus()
         bus.subscribe(self._forwarder)
         concurrency = max(1, self._settings.rate.concurrency // BATCHES_IN_FLIGHT)
-        scheduler = Scheduler(
+        scheduler = build_scheduler(
             await self._client(),
             self._store,
             bus,
-            self._throttle,  # type: ignore[arg-type]
-            RetryPolicy(self._settings.retry),
+            self._throttle,
             BatchLedger(jobs),
-            concurrency=concurrency,
-            credits_for=load_credit_table().for_job,
-            submit=self._settings.submit,
-            timeouts=self._settings.timeouts,
+            policy=RetryPolicy(self._settings.retry),
+            options=scheduler_options(self._settings, concurrency),
+            credits_for=self._credit_table.for_job,
             mask_converter=mask_upload_bytes,
         )
         try:

@@ -34,7 +34,13 @@ from pipeline.preflight import mask_upload_bytes
 from pipeline.reporting.progress import ProgressBar
 from pipeline.reporting.runlog import Heartbeat, LogListener, RunLog, log_start
 from pipeline.reporting.stats import RunStats
-from pipeline.scheduler.pool import RunOutcome, Scheduler
+from pipeline.scheduler import (
+    CreditBudget,
+    RunOutcome,
+    Scheduler,
+    build_scheduler,
+    scheduler_options,
+)
 from pipeline.scheduler.refetch import DoneJobs, Refetcher
 from pipeline.store.bucket import OutputTarget
 from pipeline.store.local import Store
@@ -153,20 +159,18 @@ def _scheduler(
     ledger: LedgerState,
     throttle: Throttle,
 ) -> Scheduler:
-    return Scheduler(
+    return build_scheduler(
         client,
         store,
         bus,
         throttle,
-        RetryPolicy(settings.retry),
         ledger.resume(),
-        concurrency=settings.rate.concurrency,
+        policy=RetryPolicy(settings.retry),
+        options=scheduler_options(settings),
+        credits=CreditBudget(
+            settings.max_credits, settings.max_total_credits, ledger.credits_spent
+        ),
         credits_for=load_credit_table().for_job,
-        max_credits=settings.max_credits,
-        max_total_credits=settings.max_total_credits,
-        spent_before=ledger.credits_spent,
-        submit=settings.submit,
-        timeouts=settings.timeouts,
         mask_converter=mask_upload_bytes,
     )
 

@@ -1,4 +1,4 @@
-"""Records still processing (SPEC 1a): polled by uuid, backing off, until they finish, fail or
+"""``Polling``: records still processing: polled by uuid, backing off, until they finish, fail or
 run out of ``timeouts.processing``; never bought again while processing.
 
 Every poll spends the one request budget that feature calls and uploads share, so the first
@@ -14,33 +14,44 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from pipeline.config import POLL_GROWTH, POLL_JITTER
-from pipeline.errors import (
-    ProcessingTimeout,
-    RecordFailed,
-    Stopped,
-)
-from pipeline.events import (
-    JobRetrying,
-    RecordFinished,
-)
+from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
+from pipeline.errors import ProcessingTimeout, RecordFailed, Stopped
+from pipeline.events import EventBus, JobRetrying, RecordFinished
 from pipeline.models import FeatureResult
-from pipeline.scheduler.base import (
-    Client,
-    SchedulerBase,
-    _info,
-    _JobRun,
-)
+from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.job import Client, JobRun, StopSignal, Timing, error_info
+from pipeline.scheduler.steps import StepRunner
 
 RECENT_RECORDS = 16
 LEADER_WAIT = 60.0  # a record younger than this lets the oldest one poll for it (see below)
 
 
-class PollingSteps(SchedulerBase):
-    _processing_seen: deque[float]  # how long recent records took, polls' lag included
-    _polling: dict[object, float]  # records being polled now -> when their polling began
+class Polling:
+    def __init__(
+        self,
+        client: Client,
+        steps: StepRunner,
+        bus: EventBus,
+        credits: CreditBudget,
+        stop: StopSignal,
+        timeouts: Timeouts,
+        timing: Timing,
+    ) -> None:
+        self._client = client
+        self._steps = steps
+        self._policy = steps.policy
+        self._bus = bus
+        self._credits = credits
+        self._stop = stop
+        self._timeouts = timeouts
+        self._sleep = timing.sleep
+        self._clock = timing.clock
+        self._rand = timing.rand
+        # How long recent records took, polls' lag included.
+        self._processing_seen: deque[float] = deque(maxlen=RECENT_RECORDS)
+        self._polling: dict[object, float] = {}  # records polled now -> when polling began
 
-    async def _after_record_failed(self, run: _JobRun, exc: RecordFailed) -> None:
+    async def after_record_failed(self, run: JobRun, exc: RecordFailed) -> None:
         """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
         run.feature_tries += 1
         run.last_step = "feature"
@@ -48,12 +59,14 @@ class PollingSteps(SchedulerBase):
             raise exc
         delay = self._policy.delay(exc, run.feature_tries)
         self._bus.emit(
-            JobRetrying(run.job.id, run.planned.key, "feature", run.attempts, _info(exc), delay)
+            JobRetrying(
+                run.job.id, run.planned.key, "feature", run.attempts, error_info(exc), delay
+            )
         )
         await self._sleep(delay)
 
-    async def _finish_record(
-        self, run: _JobRun, record: FeatureResult, credits: int | None
+    async def finish_record(
+        self, run: JobRun, record: FeatureResult, credits: int | None
     ) -> FeatureResult:
         """Poll a processing record until it finishes; its uuid is in the ledger already."""
         started = self._clock()
@@ -67,7 +80,7 @@ class PollingSteps(SchedulerBase):
 
     async def _poll_until_done(
         self,
-        run: _JobRun,
+        run: JobRun,
         record: FeatureResult,
         credits: int | None,
         started: float,
@@ -92,7 +105,7 @@ class PollingSteps(SchedulerBase):
             if polls == 0 and self._waits_for_the_leader(token, started):
                 wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
                 continue  # a poll not sent: an older record will say when ours is due
-            record = await self._retrying(
+            record = await self._steps.run(
                 run, "poll", _poller(self._client, record.uuid), final=(RecordFailed,)
             )
             polls += 1
@@ -103,7 +116,7 @@ class PollingSteps(SchedulerBase):
                 self._bus.emit(
                     RecordFinished(run.job.id, key, run.attempts, record, credits, polls)
                 )
-                self._observe_credit(record, 0)
+                self._credits.observe(record, 0)
                 return record
             wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
 

@@ -35,14 +35,9 @@ This module keeps the run itself: the queue, the workers, one job's course and t
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
-from pipeline.api.retry import RetryPolicy
-from pipeline.api.throttle import Throttle
-from pipeline.config import Timeouts
 from pipeline.errors import (
     JobFatal,
     PipelineError,
@@ -53,105 +48,66 @@ from pipeline.errors import (
     StoreError,
     TransientError,
 )
-from pipeline.events import (
-    EventBus,
-    JobDeferred,
-    JobFailed,
-    JobStarted,
-    JobSucceeded,
-    RunStopping,
-)
-from pipeline.models import Asset, FeatureResult, Job, PlannedJob
-from pipeline.scheduler.base import (
-    API_STEPS,
-    QUEUE_PER_WORKER,
-    Client,
-    MaskConverter,
-    PendingRecord,
+from pipeline.events import EventBus, JobDeferred, JobFailed, JobStarted, JobSucceeded, RunStopping
+from pipeline.models import FeatureResult, PlannedJob
+from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.job import (
+    Exhausted,
+    JobRun,
     ResumeState,
     RunOutcome,
-    T,
-    _Exhausted,
-    _info,
-    _JobRun,
-    _systemic,
+    StopSignal,
+    error_info,
+    is_systemic,
 )
-from pipeline.scheduler.polling import RECENT_RECORDS, PollingSteps
-from pipeline.scheduler.purchase import BuyingSteps
-from pipeline.scheduler.results import ResultSteps
+from pipeline.scheduler.polling import Polling
+from pipeline.scheduler.purchase import Purchase
+from pipeline.scheduler.results import Results
 from pipeline.store.local import Store
 
+T = TypeVar("T")
+QUEUE_PER_WORKER = 2
 RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
 
-__all__ = [
-    "API_STEPS",
-    "QUEUE_PER_WORKER",
-    "Client",
-    "PendingRecord",
-    "ResumeState",
-    "RunOutcome",
-    "Scheduler",
-    "_info",
-    "_systemic",
-]
 
-
-class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
+class Scheduler:
     def __init__(
         self,
-        client: Client,
-        store: Store,
-        bus: EventBus,
-        throttle: Throttle,
-        policy: RetryPolicy,
-        ledger: ResumeState,
         *,
+        bus: EventBus,
+        store: Store,
+        resume: ResumeState,
+        purchase: Purchase,
+        polling: Polling,
+        results: Results,
+        credits: CreditBudget,
+        stop: StopSignal,
         concurrency: int,
-        credits_for: Callable[[Job], int] | None = None,
-        max_credits: float | None = None,
-        max_total_credits: float | None = None,
-        spent_before: float = 0.0,
-        submit: str = "sync",
-        breaker_jobs: int | None = None,
-        timeouts: Timeouts | None = None,
-        mask_converter: MaskConverter | None = None,
-        max_outstanding: int | None = None,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
+        breaker_jobs: int,
+        max_outstanding: int | None,
+        clock: Callable[[], float],
     ) -> None:
-        self._client = client
-        self._store = store
         self._bus = bus
-        self._throttle = throttle
-        self._policy = policy
-        self._ledger = ledger
+        self._store = store
+        self._resume = resume
+        self._purchase = purchase
+        self._polling = polling
+        self._results = results
+        self.credits = credits
+        self._stop = stop
         self._concurrency = max(1, concurrency)
-        self._credits_for = credits_for or (lambda job: 0)
-        self._max_credits = max_credits
-        self._max_total = max_total_credits
-        self._spent_before = spent_before
-        self._asynchronous = submit == "async"
-        self._breaker_jobs = policy.settings.breaker_jobs if breaker_jobs is None else breaker_jobs
-        self._timeouts = timeouts or Timeouts()
-        self._mask_converter = mask_converter
-        self._sleep = sleep
+        self._breaker_jobs = breaker_jobs
         self._clock = clock
-        self._rand = rand
-        self._uploads: dict[str, asyncio.Future[Asset]] = {}
-        self._stop = asyncio.Event()
         self._outcome = RunOutcome()
-        self._held: list[_Exhausted] = []  # the current streak of transient exhaustions
-        self.credits_spent = 0
-        self._credits_reserved = 0
-        self._used_baseline: int | None = None  # account usedCredit before this run's calls
-        self._processing_seen = deque(maxlen=RECENT_RECORDS)
-        self._polling = {}
+        self._held: list[Exhausted] = []  # the current streak of transient exhaustions
         # --async: records handed to the polling side, each a task that finishes its job.
         outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
         self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))
         self._detached: set[asyncio.Task[None]] = set()
-        self._used_latest: int | None = None
+
+    @property
+    def credits_spent(self) -> int:
+        return self.credits.estimated
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -215,7 +171,7 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
             await self._outstanding.acquire()  # --async: records in flight stay bounded
             detached = False
             try:
-                detached = bool(await self._guarded(self._run_job(_JobRun(item))))
+                detached = bool(await self._guarded(self._run_job(JobRun(item))))
             finally:
                 if not detached:
                     self._outstanding.release()
@@ -237,23 +193,23 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
 
     # -- one job ------------------------------------------------------------------------------
 
-    async def _run_job(self, run: _JobRun) -> bool:
+    async def _run_job(self, run: JobRun) -> bool:
         """One job up to its paid record; True if the record went to the polling side."""
         job, started = run.job, self._clock()
         self._store.sweep_temps(job.id)
         self._bus.emit(JobStarted(run.planned))
-        pending = self._ledger.pending_for(job.id, run.planned.key)
+        pending = self._resume.pending_for(job.id, run.planned.key)
         resumed = pending is not None
         try:
             if pending is not None:
                 run.attempts = pending.attempts
                 result, credits = pending.result, pending.credits
             else:
-                result, credits = await self._buy(run)
+                result, credits = await self._purchase.buy(run)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
             return False
-        if self._asynchronous and not result.result_paths:
+        if self._purchase.asynchronous and not result.result_paths:
             # The worker moves on: polling, fetching and the job's last line happen in a task
             # of their own, so records in flight are bounded by max_outstanding (and the
             # request budget), not by workers sitting out each record's processing time.
@@ -265,7 +221,7 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
         return False
 
     async def _detached_finish(
-        self, run: _JobRun, result: FeatureResult, credits: int | None, started: float
+        self, run: JobRun, result: FeatureResult, credits: int | None, started: float
     ) -> None:
         try:
             await self._guarded(self._finish(run, result, credits, started, resumed=False))
@@ -274,7 +230,7 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
 
     async def _finish(
         self,
-        run: _JobRun,
+        run: JobRun,
         result: FeatureResult,
         credits: int | None,
         started: float,
@@ -284,7 +240,7 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
         try:
             if not result.result_paths:
                 result, credits = await self._settle_record(run, result, credits, resumed)
-            outputs, superseded, written = await self._fetch_all(run, result)
+            outputs, superseded, written = await self._results.fetch_all(run, result)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
             return
@@ -305,36 +261,36 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
         )
 
     async def _settle_record(
-        self, run: _JobRun, result: FeatureResult, credits: int | None, resumed: bool
+        self, run: JobRun, result: FeatureResult, credits: int | None, resumed: bool
     ) -> tuple[FeatureResult, int | None]:
         """Poll a paid record until it has result paths. A FAILED record is bought again within
         the job's attempts (it produced nothing); one the API no longer knows, from an earlier
         run, is bought as a new job would be (nothing exists to pay twice for)."""
         while True:
             try:
-                return await self._finish_record(run, result, credits), credits
+                return await self._polling.finish_record(run, result, credits), credits
             except RecordFailed as exc:
-                await self._after_record_failed(run, exc)
+                await self._polling.after_record_failed(run, exc)
             except RecordUnknown:
                 if not resumed:
                     raise
             resumed = False
-            result, credits = await self._buy(run)
+            result, credits = await self._purchase.buy(run)
             if result.result_paths:
                 return result, credits
 
     # -- the breaker and terminal events -------------------------------------------------------
 
-    def _job_ended_badly(self, run: _JobRun, exc: PipelineError) -> None:
+    def _job_ended_badly(self, run: JobRun, exc: PipelineError) -> None:
         if self._stop.is_set() and isinstance(exc, TransientError):
             # Cut short by the stop, not failed: the job stays resumable.
-            self._bus.emit(JobDeferred(run.job.id, run.planned.key, _info(exc), run.attempts))
+            self._bus.emit(JobDeferred(run.job.id, run.planned.key, error_info(exc), run.attempts))
             return
-        if not _systemic(exc):
+        if not is_systemic(exc):
             self._settle_held(defer=False)  # the host answered: the streak is broken
             self._fail(run, exc)
             return
-        self._held.append(_Exhausted(run, exc))
+        self._held.append(Exhausted(run, exc))
         if self._breaker_jobs and len(self._held) >= self._breaker_jobs:
             host = "input host" if run.last_step == "input" else "API"
             reason = (
@@ -361,13 +317,13 @@ class Scheduler(BuyingSteps, ResultSteps, PollingSteps):
         for item in held:
             run = item.run
             if defer:
-                info = _info(item.error, transient=True)
+                info = error_info(item.error, transient=True)
                 self._bus.emit(JobDeferred(run.job.id, run.planned.key, info, run.attempts))
             else:
                 self._fail(run, item.error)
 
-    def _fail(self, run: _JobRun, exc: PipelineError) -> None:
-        info = _info(exc, transient=_systemic(exc))
+    def _fail(self, run: JobRun, exc: PipelineError) -> None:
+        info = error_info(exc, transient=is_systemic(exc))
         self._bus.emit(JobFailed(run.job.id, run.planned.key, info, run.attempts))
 
 

@@ -1,32 +1,49 @@
-"""Buying: the inputs uploaded, then the feature call, paid once if all goes well; the credit
-budget is reserved right before the POST (a call not sent reserves nothing).
+"""``Purchase``: the inputs uploaded, then the feature call, paid once if all goes well; the
+credit budget is reserved right before the POST (a call not sent reserves nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.errors import (
-    AssetNotFound,
-)
-from pipeline.events import (
-    FeatureSubmitted,
-)
+from pipeline.errors import AssetNotFound
+from pipeline.events import EventBus, FeatureSubmitted
 from pipeline.models import Asset, FeatureResult, Job
-from pipeline.scheduler.base import (
-    _JobRun,
-)
-from pipeline.scheduler.uploads import UploadSteps
+from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.job import Client, JobRun
+from pipeline.scheduler.steps import StepRunner
+from pipeline.scheduler.uploads import Uploads
+
+CreditsFor = Callable[[Job], int]
 
 
-class BuyingSteps(UploadSteps):
-    _credits_for: Callable[[Job], int]
+class Purchase:
+    def __init__(
+        self,
+        client: Client,
+        steps: StepRunner,
+        uploads: Uploads,
+        credits: CreditBudget,
+        bus: EventBus,
+        credits_for: CreditsFor,
+        *,
+        asynchronous: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._steps = steps
+        self._uploads = uploads
+        self._credits = credits
+        self._bus = bus
+        self._credits_for = credits_for
+        self.asynchronous = asynchronous
+        self._clock = clock
 
-    async def _buy(self, run: _JobRun) -> tuple[FeatureResult, int]:
+    async def buy(self, run: JobRun) -> tuple[FeatureResult, int]:
         """Upload the inputs and pay for the feature call (once, if all goes well). The record
-        may still be processing (no result paths): ``_settle_record`` polls it."""
+        may still be processing (no result paths): ``Polling`` finishes it."""
         started = self._clock()
-        assets = await self._assets_for(run)
+        assets = await self._uploads.assets_for(run)
         run.timings["upload"] = self._clock() - started
         estimate = self._credits_for(run.job)
         started = self._clock()
@@ -38,30 +55,30 @@ class BuyingSteps(UploadSteps):
         return result, estimate
 
     async def _call_feature(
-        self, run: _JobRun, assets: dict[str, Asset], estimate: int
+        self, run: JobRun, assets: dict[str, Asset], estimate: int
     ) -> FeatureResult:
         async def attempt() -> FeatureResult:
             mask = assets.get("mask")
-            self._reserve(estimate)  # right before the POST: a call not sent reserves nothing
+            self._credits.reserve(estimate)  # right before the POST: unsent reserves nothing
             try:
                 # The flag only when set: a sync run calls run_feature exactly as before.
-                extra = {"asynchronous": True} if self._asynchronous else {}
+                extra = {"asynchronous": True} if self.asynchronous else {}
                 result = await self._client.run_feature(
                     run.job, assets["image"].path, mask.path if mask else None, **extra
                 )
             finally:
-                self._credits_reserved -= estimate
-            self.credits_spent += estimate
-            self._observe_credit(result, estimate)
+                self._credits.release(estimate)
+            self._credits.charge(estimate)
+            self._credits.observe(result, estimate)
             return result
 
         while True:
             try:
-                return await self._retrying(run, "feature", attempt)
+                return await self._steps.run(run, "feature", attempt)
             except AssetNotFound:
                 if run.reuploaded:
                     raise
                 run.reuploaded = True  # the API forgot an upload: send it again, once
                 for asset in assets.values():
-                    self._forget_asset(asset.digest)
-                assets = await self._assets_for(run)
+                    self._uploads.forget(asset.digest)
+                assets = await self._uploads.assets_for(run)

@@ -1,10 +1,11 @@
-"""Results: each one streamed to a temporary file, checked and marked on the way
+"""``Results``: each one streamed to a temporary file, checked and marked on the way
 (``imagecheck``), retried from the stored record (never bought again), then published.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -15,10 +16,8 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.models import FeatureResult, PlannedJob
-from pipeline.scheduler.base import (
-    SchedulerBase,
-    _JobRun,
-)
+from pipeline.scheduler.job import JobRun, StopSignal
+from pipeline.scheduler.steps import StepRunner
 from pipeline.store.local import CREATOR_TOOL, Store, check_image, parse_size
 from pipeline.store.verify import ResultStream
 
@@ -58,11 +57,23 @@ async def fetch_checked(
     return extension, store.mark_provenance(temp)
 
 
-class ResultSteps(SchedulerBase):
-    # -- results ------------------------------------------------------------------------------
+class Results:
+    def __init__(
+        self,
+        client: ResultSource,
+        store: Store,
+        steps: StepRunner,
+        stop: StopSignal,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._steps = steps
+        self._stop = stop
+        self._clock = clock
 
-    async def _fetch_all(
-        self, run: _JobRun, result: FeatureResult
+    async def fetch_all(
+        self, run: JobRun, result: FeatureResult
     ) -> tuple[list[str], list[str], int]:
         started = self._clock()
         expected = parse_size(run.job.size)
@@ -81,7 +92,7 @@ class ResultSteps(SchedulerBase):
         return outputs, superseded, written
 
     async def _fetch_one(
-        self, run: _JobRun, result: FeatureResult, index: int, expected: tuple[int, int] | None
+        self, run: JobRun, result: FeatureResult, index: int, expected: tuple[int, int] | None
     ) -> tuple[Path, str, int]:
         temp = self._store.temp_path(run.job.id, index)
 
@@ -104,7 +115,7 @@ class ResultSteps(SchedulerBase):
                 raise
 
         try:
-            return await self._retrying(run, "download", attempt)
+            return await self._steps.run(run, "download", attempt)
         except TransientError as exc:
             if self._stop.is_set():
                 raise  # resumable: the stored result is fetched on the next run

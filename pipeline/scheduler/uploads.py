@@ -1,4 +1,4 @@
-"""Uploads: each distinct input is uploaded once per run (and reused from the ledger across
+"""``Uploads``: each distinct input is uploaded once per run (and reused from the ledger across
 runs), shared by every job with the same bytes while it is in flight.
 """
 
@@ -10,25 +10,35 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import (
-    InputUnreadable,
-    Stopped,
-)
-from pipeline.events import (
-    AssetsUploaded,
-)
+from pipeline.errors import InputUnreadable, Stopped
+from pipeline.events import AssetsUploaded, EventBus
 from pipeline.images.upload import Recipe, prepare_upload
 from pipeline.models import Asset, InputRef
-from pipeline.scheduler.base import (
-    SchedulerBase,
-    _JobRun,
-)
+from pipeline.scheduler.job import Client, JobRun, MaskConverter, ResumeState
+from pipeline.scheduler.steps import StepRunner
+from pipeline.store.local import Store
 
 
-class UploadSteps(SchedulerBase):
-    # -- uploads ------------------------------------------------------------------------------
+class Uploads:
+    def __init__(
+        self,
+        client: Client,
+        steps: StepRunner,
+        resume: ResumeState,
+        bus: EventBus,
+        store: Store,
+        mask_converter: MaskConverter | None = None,
+    ) -> None:
+        self._client = client
+        self._steps = steps
+        self._resume = resume
+        self._bus = bus
+        self._store = store
+        self._mask_converter = mask_converter
+        self._in_flight: dict[str, asyncio.Future[Asset]] = {}
 
-    async def _assets_for(self, run: _JobRun) -> dict[str, Asset]:
+    async def assets_for(self, run: JobRun) -> dict[str, Asset]:
+        """The job's inputs as uploaded assets, by role ("image", "mask")."""
         planned = run.planned
         image = _Prepared(planned.image_recipe)
         roles = [("image", planned.job.image, planned.image_digest, image)]
@@ -49,42 +59,43 @@ class UploadSteps(SchedulerBase):
         return assets
 
     async def _asset(
-        self, run: _JobRun, ref: InputRef, digest: str | None, prepared: _Prepared
+        self, run: JobRun, ref: InputRef, digest: str | None, prepared: _Prepared
     ) -> tuple[Asset, bool]:
         """The uploaded asset for an input, uploading it only if nobody has yet."""
         if ref.kind == "asset":
             return Asset(path=ref.value), False
         cache_key = _upload_key(ref, digest, prepared)
-        known = self._ledger.asset_for(cache_key)
+        known = self._resume.asset_for(cache_key)
         if known is not None:
             return known, False
-        shared = self._uploads.get(cache_key)
+        shared = self._in_flight.get(cache_key)
         if shared is not None:
             return await asyncio.shield(shared), False
         future: asyncio.Future[Asset] = asyncio.get_running_loop().create_future()
-        self._uploads[cache_key] = future
+        self._in_flight[cache_key] = future
         try:
             asset = await self._upload(run, ref, cache_key, prepared)
         except BaseException as exc:
-            self._uploads.pop(cache_key, None)  # a later job may try again
+            self._in_flight.pop(cache_key, None)  # a later job may try again
             future.set_exception(exc if isinstance(exc, Exception) else Stopped())
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         future.set_result(asset)
         # Waiters hold the future; later jobs find the path in the resume state (a string, not
         # a future per distinct input: a catalog of a million photos keeps memory flat).
-        self._ledger.remember_asset(cache_key, asset.path)
-        self._uploads.pop(cache_key, None)  # (a forgotten asset may have dropped it already)
+        self._resume.remember_asset(cache_key, asset.path)
+        self._in_flight.pop(cache_key, None)  # (a forgotten asset may have dropped it already)
         return asset, True
 
-    def _forget_asset(self, digest: str | None) -> None:
+    def forget(self, digest: str | None) -> None:
+        """The API forgot this upload: the next job needing it uploads it again."""
         if digest is None:
             return
-        self._uploads.pop(digest, None)
-        self._ledger.forget_asset(digest)
+        self._in_flight.pop(digest, None)
+        self._resume.forget_asset(digest)
 
     async def _upload(
-        self, run: _JobRun, ref: InputRef, cache_key: str, prepared: _Prepared
+        self, run: JobRun, ref: InputRef, cache_key: str, prepared: _Prepared
     ) -> Asset:
         if prepared.made is not None:  # a mask made by preflight: its PNG, named after the job
             data, filename, content_type = prepared.made, Path(ref.value).name, "image/png"
@@ -94,11 +105,11 @@ class UploadSteps(SchedulerBase):
         async def attempt() -> Asset:
             return await self._client.upload_asset(data, filename, content_type)
 
-        asset = await self._retrying(run, "upload", attempt)
+        asset = await self._steps.run(run, "upload", attempt)
         return Asset(path=asset.path, digest=cache_key)
 
     async def _input_bytes(
-        self, run: _JobRun, ref: InputRef, prepared: _Prepared
+        self, run: JobRun, ref: InputRef, prepared: _Prepared
     ) -> tuple[bytes, str, str]:
         """The bytes to upload, their file name and their content type (from the bytes)."""
         if ref.kind == "url":
@@ -115,10 +126,10 @@ class UploadSteps(SchedulerBase):
         except OSError as exc:
             raise InputUnreadable(f"cannot read {path}: {exc.strerror}") from exc
 
-    async def _fetch_input(self, run: _JobRun, url: str) -> tuple[bytes, str]:
+    async def _fetch_input(self, run: JobRun, url: str) -> tuple[bytes, str]:
         temp = self._store.temp_path(run.job.id, "input")
         try:
-            await self._retrying(run, "input", lambda: self._client.download(url, temp, "input"))
+            await self._steps.run(run, "input", lambda: self._client.download(url, temp, "input"))
             return temp.read_bytes(), Path(url.split("?")[0]).name or "input"
         finally:
             self._store.discard(temp)

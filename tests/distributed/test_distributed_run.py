@@ -145,4 +145,4 @@ def test_max_credits_stops_the_intake_across_shards(tmp_path: Path) -> None:
     # The first reported call reaches the limit; what was already open still lands.
     assert 1 <= len(bought) <= 1 + 2 * concurrency * 2  # shards x batches x their concurrency
     assert len(bought) < 24
-    assert driver.credits_spent >= 1
+    assert driver.credits.spent >= 1
