@@ -95,9 +95,19 @@ def _limit(text: str) -> int | None:
 
 
 def _by_profile(name: str) -> str:
-    """The defaults of one profile-decided setting, e.g. "generous: 0.0, live: 0.5, ..."."""
-    shown = ", ".join(f"{profile}: {values.values()[name]}" for profile, values in PROFILES.items())
+    """The defaults of one profile-decided setting, e.g. "(generous: 0, live: 0.5, ...)"."""
+    shown = ", ".join(
+        f"{profile}: {_shown(values.values()[name])}" for profile, values in PROFILES.items()
+    )
     return f"({shown})"
+
+
+def _shown(value: object) -> str:
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "on"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -72,12 +72,27 @@ def _print_banner(server: EmulatorServer, config: EmulatorConfig) -> None:
         f"  API key:    set ONEMIN_API_KEY={config.api_key}",
         f"  try:        ONEMIN_API_BASE={server.api_base} ONEMIN_ASSET_BASE={server.asset_base}",
     ]
+    lines.append(f"  regime:     {_regime(config)}")
     if config.request_log is not None:
         lines.append(f"  request log: {config.request_log}")
     if config.charge_log is not None:
         lines.append(f"  charge log: {config.charge_log}")
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
+
+
+def _regime(config: EmulatorConfig) -> str:
+    """One line on what a client meets: edit time, the CDN, the bucket, the window."""
+    gateway = config.gateway_timeout
+    window = config.window
+    parts = [
+        f"edits {config.edit_seconds:g} s +-{config.edit_jitter:.0%}",
+        "no gateway" if gateway is None else f"gateway {gateway:g} s",
+        "public assets" if config.public_assets else "private bucket",
+        "no window" if window is None else f"{window[0]:g} requests / {window[1]:g} s",
+        f"{config.error_bodies} error bodies",
+    ]
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

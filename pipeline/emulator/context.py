@@ -53,7 +53,11 @@ RECORD_KEY = web.RequestKey("emulator.record", RequestRecord)
 class Context:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.state = EmulatorState(credit_limit=config.credit_limit, used_credit=config.used_credit)
+        self.state = EmulatorState(
+            credit_limit=config.credit_limit,
+            used_credit=config.used_credit,
+            team_balance=config.team_balance,
+        )
         # Replace both (server.use_time) to drive every wait, window and record from a test.
         self.clock: Callable[[], float] = time.monotonic
         self.timer: Callable[[float], Awaitable[None]] = asyncio.sleep
