@@ -326,7 +326,7 @@ def test_profile_options_and_overrides() -> None:
     )
     assert config.unknown_status_word == "WAITING_FOR_GPU" and config.team_balance == 500
     assert str(config.charge_log) == "c.jsonl" and config.public_assets is False
-    assert config.error_bodies == "varied"  # the rest stays the default profile's
+    assert config.error_bodies == EmulatorConfig().error_bodies  # the rest: the default profile
 
 
 def test_old_processing_names_are_aliases_of_the_edit_duration() -> None:
