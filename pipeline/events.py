@@ -107,6 +107,28 @@ class JobFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputsRefetched:
+    """A done job's lost outputs were fetched again from its stored record: free, no feature
+    call. The job stays succeeded, with these outputs."""
+
+    job_id: str
+    key: str
+    outputs: tuple[str, ...]
+    uuid: str
+    superseded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLost:
+    """A done job's lost outputs cannot be fetched again (the stored record no longer serves):
+    later runs do not ask again; ``--redo-missing`` buys it."""
+
+    job_id: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopping:
     reason: str  # a pipeline.errors.StopReason value
     message: str
@@ -123,6 +145,8 @@ Event = (
     | JobRetrying
     | JobSucceeded
     | JobFailed
+    | OutputsRefetched
+    | ResultLost
     | RunStopping
 )
 Listener = Callable[[Event], None]

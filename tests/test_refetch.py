@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.api.client import SinkFactory
 from pipeline.errors import BadResponse, RecordUnknown, ServerError
+from pipeline.events import EventBus
 from pipeline.images.provenance import read_provenance
-from pipeline.ledger import JobState, read_ledger
+from pipeline.ledger import JobState, read_ledger, record_for
 from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
 from pipeline.scheduler.refetch import DoneJobs, Refetcher
@@ -180,9 +181,11 @@ async def test_what_serves_comes_back_and_what_does_not_is_reported(tmp_path: Pa
     done = DoneJobs()
     for state in states.values():
         done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
+    bus = EventBus()
     written: list[Record] = []
+    bus.subscribe(lambda event: written.append(record) if (record := record_for(event)) else None)
     gate = _Gate()
-    report = await Refetcher(client, Store(out), gate, written.append, out).run(done)
+    report = await Refetcher(client, Store(out), gate, bus, out).run(done)
     assert report.refetched == ["back"]
     assert sorted(job for job, _ in report.gone) == ["expired", "no-record", "unknown"]
     assert [job for job, _ in report.later] == ["outage"]
@@ -245,7 +248,7 @@ async def test_many_lost_outputs_are_re_fetched_a_few_at_a_time(tmp_path: Path) 
             f"j{index}", Status.SUCCEEDED, "key", index, outputs=("gone/0.png",), uuid="u"
         )
         done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
-    refetcher = Refetcher(Counting({}, {}), Store(out), _Gate(), [].append, out, concurrency=3)
+    refetcher = Refetcher(Counting({}, {}), Store(out), _Gate(), EventBus(), out, concurrency=3)
     report = await refetcher.run(done)
     assert len(report.gone) == 200
     assert peak == 3

@@ -25,13 +25,17 @@ from pipeline.events import (
     JobRetrying,
     JobStarted,
     JobSucceeded,
+    OutputsRefetched,
     RecordFinished,
+    ResultLost,
 )
 from pipeline.ledger.schema import (
     AssetRecord,
     Failed,
     JobDetails,
     Record,
+    Refetched,
+    ResultGone,
     Retrying,
     Started,
     Submitted,
@@ -106,6 +110,12 @@ def record_for(event: Event) -> Record | None:
                 attempts=event.attempts,
                 uuid=event.error.uuid,
             )
+        case OutputsRefetched(job_id=job_id, key=key, outputs=outputs, uuid=uuid):
+            return Refetched(
+                job_id=job_id, key=key, outputs=outputs, uuid=uuid, superseded=event.superseded
+            )
+        case ResultLost(job_id=job_id, key=key, reason=reason):
+            return ResultGone(job_id=job_id, key=key, reason=reason)
     return None
 
 

@@ -100,7 +100,7 @@ async def run_session(
             client,
             store,
             throttle,
-            writer.write,
+            bus,
             context.target.state_dir,
             stopping=lambda: scheduler.stopping,
             gone=context.target.outputs_gone(),

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, TransientError
+from pipeline.events import EventBus, OutputsRefetched, ResultLost
 from pipeline.ledger import JobState
-from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.reporting.status import outputs_missing
 from pipeline.scheduler.results import ResultSource, fetch_checked
@@ -110,7 +110,7 @@ class Refetcher:
         client: ResultClient,
         store: Store,
         gate: Gate,
-        write: Callable[[Record], None],
+        bus: EventBus,
         out_dir: Path,
         *,
         stopping: Callable[[], bool] = lambda: False,
@@ -123,7 +123,7 @@ class Refetcher:
         self._client = client
         self._store = store
         self._gate = gate
-        self._write = write
+        self._bus = bus
         self._out_dir = out_dir
         self._stopping = stopping
         self._concurrency = max(1, concurrency)
@@ -150,17 +150,17 @@ class Refetcher:
             report.later.append((state.job_id, "the run stopped"))
             return
         try:
-            self._write(await self.refetch(state, planned))
+            self._bus.emit(await self.refetch(state, planned))
         except _Gone as exc:
-            self._write(ResultGone(job_id=state.job_id, key=state.key, reason=str(exc)))
+            self._bus.emit(ResultLost(state.job_id, state.key, str(exc)))
             report.gone.append((state.job_id, str(exc)))
         except (TransientError, StoreError) as exc:  # an outage, a full disk: next run
             report.later.append((state.job_id, str(exc)))
         else:
             report.refetched.append(state.job_id)
 
-    async def refetch(self, state: JobState, planned: PlannedJob | None) -> Refetched:
-        """The ledger line of one job's outputs stored again; raises _Gone or TransientError."""
+    async def refetch(self, state: JobState, planned: PlannedJob | None) -> OutputsRefetched:
+        """One job's outputs stored again; raises _Gone or TransientError."""
         if not state.uuid:
             raise _Gone("no stored record in the ledger")
         await self._gate.acquire()
@@ -180,12 +180,8 @@ class Refetcher:
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place
-        return Refetched(
-            job_id=state.job_id,
-            key=state.key,
-            outputs=tuple(outputs),
-            uuid=state.uuid,
-            superseded=tuple(superseded),
+        return OutputsRefetched(
+            state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded)
         )
 
     async def _fetch_one(
