@@ -15,14 +15,20 @@ from pipeline.images.checks import (
     checks_from_facts,
     marketplace_checks,
 )
+from pipeline.images.fit import FIT_MAX_UPSCALE, FitOutcome, FitResult, Refusal, fit_for_amazon
 from pipeline.images.measure import ImageFacts
 
 __all__ = [
+    "FIT_MAX_UPSCALE",
     "Channel",
     "Code",
     "Failure",
+    "FitOutcome",
+    "FitResult",
     "ImageChecks",
     "ImageFacts",
+    "Refusal",
     "checks_from_facts",
+    "fit_for_amazon",
     "marketplace_checks",
 ]

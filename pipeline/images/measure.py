@@ -101,7 +101,7 @@ def measure(data: bytes, *, pixels: Image.Image | None = None) -> ImageFacts:
 
     Raises ``ImageCheckError`` (one line) when the bytes are not an image Pillow can read.
     """
-    with _opened(data) as image:
+    with open_image(data) as image:
         fmt = (image.format or "unknown").lower()
         facts = ImageFacts(
             width=image.width,
@@ -130,7 +130,8 @@ def measure(data: bytes, *, pixels: Image.Image | None = None) -> ImageFacts:
     )
 
 
-def _opened(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
+    """Pillow's lazy image over ``data`` (header read); ``ImageCheckError`` if it is none."""
     try:
         return Image.open(io.BytesIO(data))
     except UNREADABLE as exc:
