@@ -8,6 +8,7 @@ copy re-framed on pure white where that alone fixes Amazon's failures (``FitResu
 from __future__ import annotations
 
 from pipeline.images.checks import (
+    RULES_VERSION,
     Channel,
     Code,
     Failure,
@@ -20,6 +21,7 @@ from pipeline.images.measure import ImageFacts
 
 __all__ = [
     "FIT_MAX_UPSCALE",
+    "RULES_VERSION",
     "Channel",
     "Code",
     "Failure",

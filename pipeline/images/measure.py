@@ -38,7 +38,6 @@ Definitions:
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -250,17 +249,10 @@ def _opaque(image: Image.Image) -> Image.Image:
 
 
 def _scaled(box: Box, size: tuple[int, int], full_size: tuple[int, int]) -> Box:
-    """A box on a reduced copy, in full-size pixels, rounded outward to whole blocks."""
-    if size == full_size:
-        return box
-    x_scale, y_scale = full_size[0] / size[0], full_size[1] / size[1]
-    left, top, right, bottom = box
-    return (
-        math.floor(left * x_scale),
-        math.floor(top * y_scale),
-        min(full_size[0], math.ceil(right * x_scale)),
-        min(full_size[1], math.ceil(bottom * y_scale)),
-    )
+    """A box on a copy reduced by a whole factor, in full-size pixels: whole blocks, clipped."""
+    factor = round(max(full_size) / max(size))
+    left, top, right, bottom = (edge * factor for edge in box)
+    return (left, top, min(full_size[0], right), min(full_size[1], bottom))
 
 
 def _fill(product: Box | None, full_size: tuple[int, int]) -> float:
