@@ -15,7 +15,9 @@ What it will not do, returning no data and the reason:
 - change a format, a colour space (CMYK, a foreign ICC profile) or an all-white image;
 - whiten a ground: if less than ``FIT_MIN_WHITE_GROUND`` of the border ring is pure white, the
   ground is not white (an off-white backdrop, with or without the product touching the border)
-  and padding it with white would only frame a grey rectangle;
+  and padding it with white would only frame a grey rectangle. The rule reads the ring only:
+  a ground white along most of the border but grey elsewhere (a shadow, a floor) is kept
+  inside the product's box, and the copy passes while showing it;
 - upscale more than ``max_upscale`` (default 1.25: beyond that the softening shows at Amazon's
   zoom; pass 1.0 to forbid any upscaling).
 
