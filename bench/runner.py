@@ -19,6 +19,7 @@ from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
     async_rate,
+    checks,
     imaging,
     memory,
     overhead,
@@ -42,6 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory.run,
     "startup": startup.run,
     "imaging": imaging.run,
+    "checks": checks.run,
     "report": report.run,
     "async_rate": async_rate.run,
     "ray_scale": ray_scale.run,

@@ -6,6 +6,7 @@
     ├── StoreError               the output folder cannot be written (disk full, permissions)
     ├── MaskError                a mask recipe cannot be drawn for this image
     ├── ProvenanceError          a result is not a PNG, JPEG or WebP the XMP writer knows
+    ├── ImageCheckError          a delivered image cannot be read for the marketplace checks
     ├── ExportError              `pipeline export` cannot start or write
     ├── ObjectStoreError         an object store cannot be used (missing extra, failed put)
     ├── LogFileError             `--log-file` cannot be opened
@@ -240,6 +241,12 @@ class ProvenanceError(PipelineError):
     """The file is not a PNG, JPEG or WebP this module can write into (message says why)."""
 
     kind = "provenance"
+
+
+class ImageCheckError(PipelineError):
+    """A delivered image cannot be read for the marketplace checks (the message says why)."""
+
+    kind = "image_check"
 
 
 class ExportError(PipelineError):
