@@ -17,7 +17,7 @@ from pipeline.images import (
     marketplace_checks,
 )
 from pipeline.images.fit import FIT_FILL
-from pipeline.provenance import DIGITAL_SOURCE_TYPE, read_provenance
+from pipeline.images.provenance import DIGITAL_SOURCE_TYPE, read_provenance
 from tests.test_marketplace_checks import RED, SQUARE, WHITE, encode, shot
 
 TOOL = "onemin-pipeline test"

@@ -25,7 +25,7 @@ from pipeline.images import (
     marketplace_checks,
 )
 from pipeline.images.icc import profile_description
-from pipeline.provenance import add_provenance, xmp_packet
+from pipeline.images.provenance import add_provenance, xmp_packet
 
 WHITE = (255, 255, 255)
 RED = (200, 40, 30)

@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 
 from PIL import Image, ImageChops, ImageDraw
+from pipeline.protect import encode
 
 from bench.common import Figure, ScenarioResult, median
 from pipeline.images import fit_for_amazon, marketplace_checks
-from pipeline.protect import encode
-from pipeline.provenance import add_provenance
+from pipeline.images.provenance import add_provenance
 
 TITLE = "Marketplace checks and the Amazon fit (CPU per image)"
 TARGET_MS = 5.0

@@ -53,7 +53,7 @@ from pipeline.images.measure import (
     read_source,
     ring_boxes,
 )
-from pipeline.provenance import add_provenance
+from pipeline.images.provenance import add_provenance
 
 FIT_FILL = 0.90  # the product's longer extent in the copy: clear of the 85 % rule's edge
 FIT_MAX_UPSCALE = 1.25

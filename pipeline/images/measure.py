@@ -47,7 +47,7 @@ from PIL import Image, ImageChops
 
 from pipeline.errors import ImageCheckError, ProvenanceError
 from pipeline.images.icc import profile_description
-from pipeline.provenance import read_provenance
+from pipeline.images.provenance import read_provenance
 
 WORK_SIDE = 128  # the JPEG draft's target longer side (1/8 of a 1024 result)
 BORDER_RING_SHARE = 1 / 64  # ring thickness per edge, as a share of the shorter side
