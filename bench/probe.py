@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pipeline.cli
-import pipeline.cli.run as run_module
+import pipeline.runner.start as run_module
 from bench.readings import EVENTS_ENV, Events
 from pipeline.api.client import OneMinClient
 from pipeline.scheduler import Scheduler
@@ -55,7 +55,7 @@ def _timing(events: Events, name: str, function: F) -> F:
 
 def install_hooks(events: Events) -> None:
     """Note the moments the scenarios time; each hook calls the original and nothing else."""
-    # ``pipeline.cli.run`` imported these names, so they are replaced where it looks them up.
+    # ``pipeline.runner.start`` imported these names, so they are replaced where it looks them up.
     # ``prepare`` runs the whole first pass (preflight) before it returns the second.
     run_module.read_ledger = _timing(events, "ledger_read", run_module.read_ledger)
     run_module.prepare = _timing(events, "preflight", run_module.prepare)

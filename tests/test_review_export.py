@@ -9,7 +9,7 @@ import fsspec
 import pytest
 from PIL import Image
 
-from pipeline.cli.review import add_export_arguments, command_export
+from pipeline.cli import main
 from pipeline.layout import LEDGER_NAME
 from pipeline.ledger.decisions import record_decisions
 from pipeline.ledger.schema import Succeeded, to_line
@@ -120,13 +120,8 @@ def test_an_object_store_destination_through_fsspec(run: Path) -> None:
 def test_the_command_says_what_is_wrong_in_one_line(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_export_arguments(parser.add_subparsers(dest="command"))
-
     def call(*argv: str) -> int:
-        return command_export(parser.parse_args(["export", *argv]))
+        return main(["export", *argv])
 
     assert call(str(run), str(tmp_path / "d")) == 0
     assert capsys.readouterr().out.strip() == "4 copied, 0 unchanged"

@@ -33,8 +33,8 @@ from pipeline.layout import (
     SUMMARY_NAME,
     SUPERSEDED_DIR,
 )
-from pipeline.reporting.status import outputs_missing
 from pipeline.store.local import Store
+from pipeline.store.missing import outputs_missing
 
 BUCKET_STATUS_HINT = (
     "a bucket OUT keeps its ledger in the run's local state folder: "
