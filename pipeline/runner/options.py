@@ -45,6 +45,7 @@ class RunOptions:
     ray: str | None = None  # a Ray address, or "local"
     shards: int = 2
     log_file: Path | None = None
+    log_stderr: bool = True  # without a log file, log to stderr (the CLI) or nowhere (the API)
     log_format: LogFormat = "text"
     verbose: bool = False
     metrics_file: Path | None = None

@@ -59,18 +59,22 @@ def run_manifest(options: RunOptions, *, api_key: str | None, console: Console) 
     if options.dry_run:
         log = RunLog(io.StringIO())  # a dry run logs nothing
         return _dry_run(RunContext(options, manifest, settings, target, api_key, log, console))
-    with RunLog.open(
-        options.log_file,
-        options.log_format,
-        verbose=options.verbose,
-        above_bar=options.progress and options.log_file is None,
-    ) as log:
+    with _run_log(options) as log:
         context = RunContext(options, manifest, settings, target, api_key, log, console)
         syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
         try:
             return _locked_run(context, target.open_store(syncer), syncer)
         finally:
             syncer.close()
+
+
+def _run_log(options: RunOptions) -> RunLog:
+    if options.log_file is None and not options.log_stderr:
+        return RunLog(io.StringIO(), options.log_format)  # the Python API, no log file: silent
+    above_bar = options.progress and options.log_file is None
+    return RunLog.open(
+        options.log_file, options.log_format, verbose=options.verbose, above_bar=above_bar
+    )
 
 
 def plan_options(options: RunOptions, target: OutputTarget, done: DoneJobs | None) -> PlanOptions:
