@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.config import http_url_problem
+from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
 
 
 def add_redo_missing(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +63,6 @@ def http_url(text: str) -> str:
 
 def out_option(text: str) -> str:
     """``--out``: a folder, a ``file://`` URL, or an object-store URL (s3://, gs://, az://)."""
-    from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
-
     if "://" in text and not is_object_store(text) and not text.startswith("file://"):
         schemes = ", ".join(f"{scheme}://" for scheme in REMOTE_SCHEMES)
         raise argparse.ArgumentTypeError(

@@ -17,10 +17,10 @@ from pipeline.errors import Problem
 from pipeline.manifest.build import build_job
 from pipeline.manifest.schema import (
     JOB_FIELDS,
-    _kind,
-    _os_reason,
-    _unknown_field_message,
-    _validate_fields,
+    os_reason,
+    type_name,
+    unknown_field_message,
+    validate_fields,
 )
 from pipeline.manifest.shapes import LIFTED, Row, fast_layout, plain_cell
 from pipeline.models import Job
@@ -148,7 +148,7 @@ class Manifest:
         except csv.Error as exc:
             yield Problem(None, None, f"not valid CSV after row {row_number}: {exc}", display)
         except OSError as exc:
-            yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+            yield Problem(None, None, f"cannot read items file: {os_reason(exc)}", display)
 
     def _csv_row(
         self,
@@ -198,7 +198,7 @@ class Manifest:
                     own, data = mapped
                     yield from self._job_from_entry(own, location, data)
         except OSError as exc:
-            yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+            yield Problem(None, None, f"cannot read items file: {os_reason(exc)}", display)
 
     # -- one job --
 
@@ -206,10 +206,10 @@ class Manifest:
         self, raw: Any, location: str, data: Mapping[str, str] | None = None
     ) -> Iterator[Job | Problem]:
         if not isinstance(raw, Mapping):
-            message = f"a job is a mapping of fields (image, prompt, ...), got {_kind(raw)}"
+            message = f"a job is a mapping of fields (image, prompt, ...), got {type_name(raw)}"
             yield Problem(None, None, message, location)
             return
-        own, invalid, problems = _validate_fields(raw, location)
+        own, invalid, problems = validate_fields(raw, location)
         yield from problems
         literal = data is None
         if data is None:  # a jobs entry: its own fields are its template data
@@ -266,7 +266,7 @@ def _csv_columns(
             continue  # spreadsheets export trailing unnamed columns
         if name not in JOB_FIELDS:
             if not ignore:
-                problems.append(Problem(None, name, _unknown_field_message(name), location))
+                problems.append(Problem(None, name, unknown_field_message(name), location))
         elif name in seen:
             problems.append(Problem(None, name, "column appears twice", location))
         else:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline.credits import CreditTable
+from pipeline.credits import CreditTable, load_credit_table
 from pipeline.errors import ManifestError, Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.ledger.decisions import Decision, standing
@@ -309,8 +309,6 @@ def prepare_file(
     credits: CreditTable | None = None,
 ) -> CheckedPlan:
     """``prepare`` for a manifest file; a header that does not load is a plan of problems."""
-    from pipeline.credits import load_credit_table
-
     table = credits if credits is not None else load_credit_table()
     try:
         manifest = load_manifest(path)

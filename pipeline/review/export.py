@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import fsspec
 from PIL import Image
 
 from pipeline.errors import ExportError
+from pipeline.images import provenance
 from pipeline.layout import EXPORT_CSV_NAME, LEDGER_NAME
 from pipeline.ledger.decisions import read_decisions, standing
 from pipeline.review.page import safe_parts
@@ -161,20 +163,8 @@ def convert(data: bytes, fmt: str, quality: int | None) -> bytes:
 
 
 def add_provenance(data: bytes) -> bytes:
-    try:
-        from pipeline.images import provenance
-    except ImportError:
-        return data  # not in this build: the copy path keeps the store's XMP anyway
-    result: bytes = provenance.add_provenance(data, creator_tool=CREATOR_TOOL)
-    return result
-
-
-def provenance_available() -> bool:
-    try:
-        from pipeline.images import provenance  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """A converted image gets the XMP provenance the store wrote into the original again."""
+    return provenance.add_provenance(data, creator_tool=CREATOR_TOOL)
 
 
 def export(
@@ -187,8 +177,6 @@ def export(
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Deliver every planned target to DEST (a path or an fsspec URL) and write export.csv."""
-    import fsspec
-
     targets, notes = plan_export(out_dir, template, approved_only, fmt)
     try:
         fs, root = fsspec.core.url_to_fs(dest)
@@ -196,10 +184,6 @@ def export(
     except (OSError, ValueError, ImportError) as exc:
         raise ExportError(f"cannot write to {dest}: {exc}") from None
     result = ExportResult(skipped=notes)
-    if fmt and not provenance_available():
-        result.skipped.append(
-            "pipeline.images.provenance is not installed: converted images carry no XMP"
-        )
     for target in targets:
         data = Path(target.source).read_bytes()
         if (fmt and FORMATS[fmt][1] != _ext(target.source)) or (fmt and quality is not None):

@@ -30,6 +30,9 @@ from PIL import Image, ImageOps
 from pipeline import __version__
 from pipeline.durability import Syncer, atomic_write, fsync_dir
 from pipeline.errors import BadResponse, InputUnreadable, StoreError
+from pipeline.images.masks import as_edit_mask
+from pipeline.images.protect import protect_file
+from pipeline.images.provenance import provenance_pieces
 from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
 
@@ -131,8 +134,6 @@ class Store:
         is rewritten under a temporary name of the same family (swept if a run dies here) and
         renamed over the original. Returns the file's new size.
         """
-        from pipeline.images.provenance import provenance_pieces
-
         data = temp.read_bytes()
         pieces = provenance_pieces(data, creator_tool=CREATOR_TOOL)
         if pieces is None:  # already marked exactly so
@@ -147,8 +148,6 @@ class Store:
         Returns the delivered file's size. CPU-bound (decode, composite, encode): run it in a
         thread.
         """
-        from pipeline.images.protect import protect_file
-
         job = planned.job
         try:
             source, mask = protect_inputs(planned)
@@ -249,8 +248,6 @@ class Store:
 def protect_inputs(planned: PlannedJob) -> tuple[Image.Image, Image.Image]:
     """The source as uploaded (upright; at the generated mask's size, which is the upload
     size) and the effective mask (white = edit), for ``protect``."""
-    from pipeline.images.masks import as_edit_mask
-
     job = planned.job
     with Image.open(job.image.value) as image:
         image.load()
