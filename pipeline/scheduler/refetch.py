@@ -27,8 +27,9 @@ from pipeline.events import EventBus, OutputsRefetched, ResultLost
 from pipeline.ledger import JobState
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.results import ResultSource, fetch_checked
-from pipeline.store.local import Store, parse_size
+from pipeline.store.local import Store
 from pipeline.store.missing import outputs_missing
+from pipeline.store.verify import parse_size
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
 CONCURRENCY = 4  # re-fetches in flight beside the run's own jobs

@@ -18,8 +18,8 @@ from pipeline.errors import (
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.job import JobRun, StopSignal
 from pipeline.scheduler.steps import StepRunner
-from pipeline.store.local import CREATOR_TOOL, Store, check_image, parse_size
-from pipeline.store.verify import ResultStream
+from pipeline.store.local import CREATOR_TOOL, Store
+from pipeline.store.verify import ResultStream, check_image, parse_size
 
 
 class ResultSource(Protocol):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,57 +35,7 @@ from pipeline.images.provenance import provenance_pieces
 from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
 
-FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 CREATOR_TOOL = f"onemin-pipeline {__version__}"  # xmp:CreatorTool of every delivered image
-MAX_RESULT_PIXELS = 64_000_000
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
-
-
-def check_image(path: Path, expected_size: tuple[int, int] | None) -> str:
-    """The file's extension if it is a whole image of the expected size, else BadResponse."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                fmt, size = image.format, image.size
-                if size[0] * size[1] > MAX_RESULT_PIXELS:
-                    raise BadResponse(f"result is {size[0]}x{size[1]}, too large to be an edit")
-                if fmt == "PNG":
-                    _check_png_end(path)
-                else:
-                    image.verify()  # JPEG and WebP: Pillow checks nothing more than the header
-    except BadResponse:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as exc:
-        raise BadResponse(f"result does not decode as an image ({exc})") from exc
-    if fmt not in FORMAT_EXTENSIONS:
-        raise BadResponse(f"result is a {fmt} image; expected PNG, JPEG or WebP")
-    if expected_size is not None and size != expected_size:
-        raise BadResponse(
-            f"result is {size[0]}x{size[1]}, expected {expected_size[0]}x{expected_size[1]}"
-        )
-    return FORMAT_EXTENSIONS[fmt]
-
-
-def _check_png_end(path: Path) -> None:
-    """A PNG is whole if it ends with its IEND chunk.
-
-    Headers and the last 12 bytes, not a CRC pass over every chunk (``Image.verify``): that
-    read the whole result again and cost about 1.5 ms of CPU per 2 MB result, more than anything
-    else the pipeline did per job. The client already refuses a body shorter than its
-    Content-Length, and TCP checksums the bytes; what is left to catch is a result cut short.
-    """
-    with path.open("rb") as handle:
-        if handle.seek(0, os.SEEK_END) < len(PNG_END):
-            raise BadResponse("result is truncated (no PNG end chunk)")
-        handle.seek(-len(PNG_END), os.SEEK_END)
-        if handle.read() != PNG_END:
-            raise BadResponse("result is truncated (no PNG end chunk)")
-
-
-def parse_size(size: str) -> tuple[int, int] | None:
-    width, _, height = size.partition("x")
-    return (int(width), int(height)) if width.isdigit() and height.isdigit() else None
 
 
 class Store:
