@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+import pipeline.store.objects as objects
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
 from pipeline.inputs.objectstore import is_object_store, join
@@ -33,7 +34,6 @@ from pipeline.layout import (
     SUMMARY_NAME,
     SUPERSEDED_DIR,
 )
-from pipeline.store import objects
 from pipeline.store.local import Store
 from pipeline.store.missing import outputs_missing
 
