@@ -34,6 +34,7 @@ class JobDetails(msgspec.Struct, frozen=True):
     mask: str | None = None
     parameters: dict[str, Any] = {}
     mask_recipe: str | None = None  # a mask made here (MaskRecipe.canonical): the page draws it
+    group: str | None = None  # the product the job belongs to; None: the job is its own
 
 
 class AssetRecord(msgspec.Struct, frozen=True):

@@ -59,6 +59,7 @@ def record_for(event: Event) -> Record | None:
                 mask=(job.mask.source or str(job.mask)) if job.mask else None,
                 parameters=job.parameters(),
                 mask_recipe=job.mask_recipe.canonical() if job.mask_recipe else None,
+                group=job.group,
             )
             return Started(job_id=job.id, key=planned.key, job=details)
         case AssetsUploaded(job_id=job_id, key=key, assets=assets):
