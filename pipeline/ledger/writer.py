@@ -102,6 +102,7 @@ def record_for(event: Event) -> Record | None:
                 uuid=event.uuid,
                 timings={name: round(value, 3) for name, value in event.timings.items()},
                 superseded=tuple(event.superseded),
+                checks=event.checks,
             )
         case JobFailed():
             return Failed(
@@ -113,7 +114,12 @@ def record_for(event: Event) -> Record | None:
             )
         case OutputsRefetched(job_id=job_id, key=key, outputs=outputs, uuid=uuid):
             return Refetched(
-                job_id=job_id, key=key, outputs=outputs, uuid=uuid, superseded=event.superseded
+                job_id=job_id,
+                key=key,
+                outputs=outputs,
+                uuid=uuid,
+                superseded=event.superseded,
+                checks=event.checks,
             )
         case ResultLost(job_id=job_id, key=key, reason=reason):
             return ResultGone(job_id=job_id, key=key, reason=reason)
