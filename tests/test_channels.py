@@ -382,3 +382,16 @@ def test_options_that_need_a_profile_or_amazon_are_refused(
     with pytest.raises(ExportError, match="not an http"):
         pipeline.export(variant_run, str(tmp_path / "c"), profile="google", base_url="ftp://x/")
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_name_template_reads_the_manifests_row(shopify_out: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "named"
+    export(shopify_out, str(dest), "{Handle}/{Image Position}.{ext}")
+    made = sorted(str(path.relative_to(dest)) for path in dest.rglob("*.png"))
+    assert made == [
+        "canvas-sneaker/1.png",
+        "canvas-sneaker/2.png",
+        "linen-table-lamp/1.png",
+        "speckled-mug/1.png",
+        "speckled-mug/2.png",
+    ]
