@@ -140,7 +140,7 @@ def test_the_amazon_profile_leaves_out_and_lists_what_fails(
         assert not (dest / f"{job_id}_0.png").exists()  # not copied either
     assert "product off-white: left out of amazon.tsv" in left
     assert result.line().endswith(
-        "amazon.tsv: 1 images of 1 products; left out: 4 images, 4 products"
+        "amazon.tsv: 1 image of 1 product; left out: 4 images, 4 products"
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.cli.codes import ExitCode
 from pipeline.cli.review import fail, subparser
-from pipeline.errors import ExportError
+from pipeline.errors import DestinationError, ExportError
 from pipeline.review.channels import Profile, channel_options, export_channel
 from pipeline.review.export import DEFAULT_NAME, FORMATS, ExportResult, export
 
@@ -49,6 +49,8 @@ def command_export(args: argparse.Namespace) -> int:
         return fail("--quality must be between 1 and 100")
     try:
         result = _export(args)
+    except DestinationError as exc:
+        return fail(str(exc), ExitCode.FAILED)
     except ExportError as exc:
         return fail(str(exc))
     for note in result.skipped:

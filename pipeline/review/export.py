@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import fsspec
 from PIL import Image
 
-from pipeline.errors import ExportError, ImageCheckError
+from pipeline.errors import DestinationError, ExportError, ImageCheckError
 from pipeline.images import provenance
 from pipeline.images.checks import (
     RULES_VERSION,
@@ -87,12 +87,14 @@ class ExportResult:
         fitted = f", {self.fitted} fitted" if self.fitted else ""
         left = ""
         if self.left_out:
-            images = len(self.left_out) - self.products_left_out
-            left = f"; left out: {images} images, {self.products_left_out} products"
-        return (
-            f"{copied}; {self.channel_file}: {self.placed} images of {self.products} "
-            f"products{fitted}{left}"
-        )
+            images = _count(len(self.left_out) - self.products_left_out, "image")
+            left = f"; left out: {images}, {_count(self.products_left_out, 'product')}"
+        placed = f"{_count(self.placed, 'image')} of {_count(self.products, 'product')}"
+        return f"{copied}; {self.channel_file}: {placed}{fitted}{left}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 @dataclass
@@ -369,7 +371,7 @@ def deliver(
     try:
         fs.makedirs(root, exist_ok=True)
     except Exception as exc:  # an object store's errors are not all OSErrors (botocore's)
-        raise ExportError(f"cannot write to {dest}: {_reason(exc)}") from None
+        raise DestinationError(f"cannot write to {dest}: {_reason(exc)}") from None
     result = ExportResult(skipped=plan.notes)
     delivered: list[Delivered] = []
     for target in plan.targets:
@@ -395,7 +397,7 @@ def deliver(
             fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(path, data)
         except Exception as exc:  # as above
-            raise ExportError(f"cannot write {path}: {_reason(exc)}") from None
+            raise DestinationError(f"cannot write {path}: {_reason(exc)}") from None
         result.copied += 1
         if progress is not None:
             progress(target.name)
@@ -455,7 +457,7 @@ def write_if_changed(fs: Any, path: str, data: bytes) -> None:
         if not _same(fs, path, data):
             fs.pipe_file(path, data)
     except Exception as exc:  # as in ``deliver``
-        raise ExportError(f"cannot write {path}: {_reason(exc)}") from None
+        raise DestinationError(f"cannot write {path}: {_reason(exc)}") from None
 
 
 def _reason(exc: Exception) -> str:
