@@ -39,7 +39,7 @@ from pipeline.images.checks import (
     marketplace_checks,
 )
 from pipeline.layout import EXPORT_CSV_NAME, LEDGER_NAME
-from pipeline.ledger.decisions import read_decisions, standing
+from pipeline.ledger.decisions import APPROVED, REJECTED, Decision, read_decisions, standing
 from pipeline.manifest.schema import PARAMETERS
 from pipeline.review.page import safe_parts
 from pipeline.review.rows import ManifestRows, read_rows
@@ -194,26 +194,16 @@ def plan_delivery(
     for job in view.jobs.values():
         group = str(job.job.get("group") or job.job_id)
         plan.members.setdefault(group, []).append(job.job_id)
-        if job.status != "succeeded":
-            plan.excluded[job.job_id] = "failed" if job.status == "failed" else "not done"
-            continue
         current = standing(decisions.get(job.job_id), job.key, job.updated)
-        if current is not None and current.decision == "rejected":
-            plan.notes.append(f"{job.job_id}: rejected, not exported")
-            plan.excluded[job.job_id] = "rejected"
-            continue
-        if approved_only and (current is None or current.decision != "approved"):
-            plan.excluded[job.job_id] = "not approved"
+        why = _left_out(job, current, approved_only)
+        if why is not None:
+            plan.excluded[job.job_id] = why
+            if why == REJECTED:
+                plan.notes.append(f"{job.job_id}: rejected, not exported")
             continue
         pick = current.pick if current is not None else None
         indexes = chosen_images(len(job.outputs), pick, one_image, all_variants)
-        if pick is not None and pick >= len(job.outputs):
-            plan.notes.append(f"{job.job_id}: picked image {pick} is not among its outputs")
-        elif pick is None and one_image and not all_variants and len(job.outputs) > 1:
-            plan.notes.append(
-                f"{job.job_id}: {len(job.outputs)} images and no pick: its first is delivered "
-                "(pipeline review --pick ID:INDEX chooses; --all-variants delivers them all)"
-            )
+        plan.notes += _variant_notes(job, pick, one_image and not all_variants)
         delivering.append((job, indexes))
     if named or row_columns:
         wanted = {job.job_id for job, _ in delivering}
@@ -239,13 +229,36 @@ def plan_delivery(
     return plan
 
 
+def _left_out(job: JobView, current: Decision | None, approved_only: bool) -> str | None:
+    """Why a job delivers nothing (None: it delivers)."""
+    if job.status != "succeeded":
+        return "failed" if job.status == "failed" else "not done"
+    if current is not None and current.decision == REJECTED:
+        return REJECTED
+    if approved_only and (current is None or current.decision != APPROVED):
+        return "not approved"
+    return None
+
+
+def _variant_notes(job: JobView, pick: int | None, one_image: bool) -> list[str]:
+    count = len(job.outputs)
+    if pick is not None and pick >= count:
+        return [f"{job.job_id}: picked image {pick} is not among its outputs"]
+    if pick is None and one_image and count > 1:
+        return [
+            f"{job.job_id}: {count} images and no pick: its first is delivered "
+            "(pipeline review --pick ID:INDEX chooses; --all-variants delivers them all)"
+        ]
+    return []
+
+
 def chosen_images(count: int, pick: int | None, one_image: bool, all_variants: bool) -> list[int]:
     """The indexes a job delivers, its own image first: the pick (when it names one of its
     images), else its first. The others only with ``all_variants``, or when nothing asks for
     one image (an unpicked job in a plain export delivers every image)."""
-    main = pick if pick is not None and pick < count else 0
     if count == 0:
         return []
+    main = pick if pick is not None and pick < count else 0
     if all_variants or (pick is None and not one_image):
         return [main, *(index for index in range(count) if index != main)]
     return [main]
