@@ -10,6 +10,10 @@ and appends JSON lines to the file named by ``$BENCH_EVENTS``:
 - ``first_feature``: the first feature call is about to be sent;
 - ``end``: ``main`` returned (with its exit code).
 
+With ``$BENCH_NO_CHECKS=1`` the marketplace checks of stored results are skipped (the one
+change a hook makes to the work, so the ``checks`` scenario can measure them inside a run; a
+``protect`` job's result is still judged, on the pixels it was composited from).
+
 Each line has ``t`` (wall clock, comparable with the parent's), ``cpu`` (user + system seconds
 of this process so far) and ``maxrss_kb`` (peak resident memory so far). The hooks only
 note the time and call the original; they change nothing the pipeline does.
@@ -28,8 +32,10 @@ import pipeline.runner.start as run_module
 from bench.readings import EVENTS_ENV, Events
 from pipeline.api.client import OneMinClient
 from pipeline.scheduler import Scheduler
+from pipeline.store.local import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+NO_CHECKS_ENV = "BENCH_NO_CHECKS"
 
 
 def _noting(events: Events, name: str, method: F) -> F:
@@ -53,6 +59,12 @@ def _timing(events: Events, name: str, function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def without_checks() -> None:
+    """``$BENCH_NO_CHECKS=1``: results are stored unjudged, so a scenario can run the same
+    catalog with and without the marketplace checks and bill them their difference."""
+    Store.check_marketplace = lambda self, temp: None  # type: ignore[method-assign]
+
+
 def install_hooks(events: Events) -> None:
     """Note the moments the scenarios time; each hook calls the original and nothing else."""
     # ``pipeline.runner.start`` imported these names, so they are replaced where it looks them up.
@@ -68,6 +80,8 @@ def install_hooks(events: Events) -> None:
 def main(argv: list[str]) -> int:
     events = Events(os.environ.get(EVENTS_ENV))
     install_hooks(events)
+    if os.environ.get(NO_CHECKS_ENV) == "1":
+        without_checks()
     events.note("ready")
     code = 130
     try:

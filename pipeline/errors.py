@@ -11,7 +11,8 @@
     ├── MaskError                a mask recipe cannot be drawn for this image
     ├── ProvenanceError          a result is not a PNG, JPEG or WebP the XMP writer knows
     ├── ImageCheckError          a delivered image cannot be read for the marketplace checks
-    ├── ExportError              `pipeline export` cannot start or write
+    ├── ExportError              `pipeline export` cannot start (exit 2) or write
+    │   └── DestinationError     DEST cannot be written (exit 1)
     ├── ObjectStoreError         an object store cannot be used (missing extra, failed put)
     └── ApiError                 anything the remote API (or the way to it) did
         ├── TransientError       retry with backoff: the same request may well succeed later
@@ -289,6 +290,10 @@ class ImageCheckError(PipelineError):
 
 class ExportError(PipelineError):
     """The export cannot start (bad template, collisions, no ledger) or cannot write."""
+
+
+class DestinationError(ExportError):
+    """DEST cannot be written (a file where a folder should be, permissions, credentials)."""
 
 
 class ObjectStoreError(PipelineError):

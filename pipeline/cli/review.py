@@ -18,12 +18,12 @@ import orjson
 
 from pipeline.cli.codes import ExitCode
 from pipeline.layout import LEDGER_NAME
-from pipeline.ledger.decisions import record_decisions
+from pipeline.ledger.decisions import record_decisions, record_picks
 from pipeline.reporting.status import manifest_jobs, recorded_manifest
 from pipeline.review.page import ManifestJob, write_report
 from pipeline.review.page import manifest_rows as page_rows
 from pipeline.review.server import serve
-from pipeline.review.view import read_ledger_view
+from pipeline.review.view import JobView, read_ledger_view
 
 DEFAULT_PORT = 8765
 
@@ -58,6 +58,13 @@ def add_review_arguments(subparsers: Any) -> argparse.ArgumentParser:
     review.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
     review.add_argument("--reject", metavar="ID,ID", action="append", default=[])
     review.add_argument("--approve", metavar="ID,ID", action="append", default=[])
+    review.add_argument(
+        "--pick",
+        metavar="ID:INDEX",
+        action="append",
+        default=[],
+        help="for a job with several images, the one to deliver (its index, from 0)",
+    )
     review.add_argument("--note", default="", help="a note stored with these decisions")
     review.add_argument(
         "--from",
@@ -138,6 +145,10 @@ def command_review(
     if missing:
         return fail(missing)
     rejected, approved = split_ids(args.reject), split_ids(args.approve)
+    try:
+        picks = parse_picks(split_ids(args.pick))
+    except ValueError as exc:
+        return fail(str(exc))
     note = args.note
     if args.from_file is not None:
         try:
@@ -147,28 +158,75 @@ def command_review(
         rejected += more_rejected
         approved += more_approved
         note = note or file_note
-    if rejected or approved:
-        return record(args.out, rejected, approved, note)
+    if rejected or approved or picks:
+        return record(args.out, rejected, approved, note, picks)
     return serve_page(args, manifest_jobs)
 
 
-def record(out_dir: Path, rejected: list[str], approved: list[str], note: str) -> int:
-    both = sorted(set(rejected) & set(approved))
-    if both:
-        return fail("both approved and rejected: " + ", ".join(both))
+def parse_picks(values: list[str]) -> dict[str, int]:
+    """``ID:INDEX`` pairs (the id may hold colons: the index is after the last one)."""
+    picks: dict[str, int] = {}
+    for value in values:
+        job_id, colon, index = value.rpartition(":")
+        if not colon or not job_id or not index.isdigit():
+            raise ValueError(f"--pick {value!r}: expected ID:INDEX, e.g. sku-4:2")
+        if job_id in picks:
+            raise ValueError(f"--pick names {job_id} twice: pick one image")
+        picks[job_id] = int(index)
+    return picks
+
+
+def record(
+    out_dir: Path,
+    rejected: list[str],
+    approved: list[str],
+    note: str,
+    picks: dict[str, int] | None = None,
+) -> int:
+    picks = picks or {}
+    for first, second, what in (
+        (rejected, approved, "both approved and rejected: "),
+        (rejected, list(picks), "both picked and rejected: "),
+    ):
+        both = sorted(set(first) & set(second))
+        if both:
+            return fail(what + ", ".join(both))
     jobs = read_ledger_view(out_dir / LEDGER_NAME).jobs
-    unknown = [job_id for job_id in dict.fromkeys([*rejected, *approved]) if job_id not in jobs]
+    named = dict.fromkeys([*rejected, *approved, *picks])
+    unknown = [job_id for job_id in named if job_id not in jobs]
     if unknown:
         return fail(f"unknown job ids (not in {out_dir / LEDGER_NAME}): " + ", ".join(unknown))
+    bad_picks = [pick_problem(jobs[j], index) for j, index in picks.items()]
+    if any(bad_picks):
+        return fail("; ".join(problem for problem in bad_picks if problem))
     entries = [(j, jobs[j].key, "rejected") for j in dict.fromkeys(rejected)]
     entries += [(j, jobs[j].key, "approved") for j in dict.fromkeys(approved)]
     try:
         count = record_decisions(out_dir, entries, note)
+        # After the approvals: a pick made with them is the latest word on its job.
+        count += record_picks(out_dir, [(j, jobs[j].key, i) for j, i in picks.items()], note)
     except OSError as exc:
         return fail(f"cannot write {out_dir}/reviews.jsonl: {exc.strerror or exc}", ExitCode.FAILED)
     rejected_n = sum(1 for _, _, d in entries if d == "rejected")
-    print(f"recorded {count} decisions ({rejected_n} rejected, {count - rejected_n} approved)")
+    approved_n = len(entries) - rejected_n
+    print(
+        f"recorded {count} decisions ({rejected_n} rejected, {approved_n} approved, "
+        f"{len(picks)} picked)"
+    )
     return ExitCode.OK
+
+
+def pick_problem(job: JobView, index: int) -> str | None:
+    """Why ``index`` cannot be picked for ``job`` (None: it can): a pick chooses among the
+    images a job delivered."""
+    if job.status != "succeeded":
+        return f"{job.job_id} has not succeeded ({job.status}): no image to pick"
+    count = len(job.outputs)
+    if count < 2:
+        return f"{job.job_id} has {count} image: nothing to pick"
+    if index >= count:
+        return f"{job.job_id} has images 0 to {count - 1}: no image {index}"
+    return None
 
 
 def serve_page(

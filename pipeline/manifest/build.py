@@ -15,6 +15,7 @@ from pipeline.images import masks
 from pipeline.manifest.schema import (
     BACKGROUND_ONLY,
     FEATURE_ALIASES,
+    GROUP_COLUMN,
     INPAINT_ONLY,
     MASK_OPTIONS,
     OUTPUT_FORMAT_ALIASES,
@@ -88,8 +89,18 @@ def build_job(
         mask_recipe=recipe,
         protect=bool(merged.get("protect", False)),
         location=location,
+        group=_group_of(merged, data),
         **parameters,
     )
+
+
+def _group_of(merged: Mapping[str, Any], data: Mapping[str, str] | None) -> str | None:
+    """The job's own ``group``, else the row's ``Handle`` cell (a Shopify export), else None."""
+    group = merged.get("group")
+    if group is None and data is not None:
+        group = data.get(GROUP_COLUMN)
+    text = str(group).strip() if group is not None else ""
+    return text or None
 
 
 def _mask_of(

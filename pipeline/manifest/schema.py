@@ -39,11 +39,15 @@ JOB_FIELDS = (
     "output_compression",
     "background",
     *("mask_invert", "mask_grow", "mask_feather", "protect"),
+    "group",
 )
 MASK_OPTIONS = ("mask_invert", "mask_grow", "mask_feather", "protect")  # need a mask
 INPAINT_ONLY = ("mask", "n", "output_format", "output_compression", *MASK_OPTIONS)
 BACKGROUND_ONLY = ("background",)
 PARAMETERS = ("size", "n", "quality", "output_format", "output_compression", "background")
+# A Shopify export's product handle: an items row that has this column and no ``group`` of its
+# own belongs to that product (all its images are one product's angles).
+GROUP_COLUMN = "Handle"
 
 FEATURE_ALIASES: Mapping[str, Feature] = {
     "image_inpainter": Feature.INPAINT,
@@ -139,6 +143,7 @@ class JobFields(TypedDict, total=False):
     mask_grow: WholeNumber
     mask_feather: WholeNumber
     protect: Flag
+    group: Text
 
 
 _JOB_FIELDS_ADAPTER: TypeAdapter[JobFields] = TypeAdapter(JobFields)

@@ -6,7 +6,7 @@ import csv
 import difflib
 import glob as globlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -61,6 +61,10 @@ class Manifest:
     globs: Sequence[GlobEntry] = ()
     items: Sequence[ItemsSource] = ()
     display_name: str = ""  # the file name as messages show it
+    # Called with each job built and its row's cells (its template data), when set: export fills
+    # templates over columns no job field keeps (a Shopify row's alt text). Every CSV row then
+    # takes the full path, since a shared shape has no row of its own.
+    on_row: Callable[[Job, Mapping[str, str]], None] | None = None
 
     def iter_jobs(self) -> Iterator[Job | Problem]:
         """Every job in manifest order, defaults applied (``size`` may still be ``auto``)."""
@@ -122,7 +126,9 @@ class Manifest:
                 if header_problems and source.columns is not None:
                     return  # a mapping naming a missing column would fail every row
                 names = [cell.strip() for cell in header]
-                layout = fast_layout(source, columns, names, len(header), self.defaults)
+                layout = None
+                if self.on_row is None:
+                    layout = fast_layout(source, columns, names, len(header), self.defaults)
                 for row_number, cells in enumerate(reader, start=1):
                     if layout is not None and len(cells) == layout.width:
                         job_id = cells[layout.id_index]
@@ -229,6 +235,8 @@ class Manifest:
         # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
         # instead of one at a time. Its problems keep the run from starting.
         if isinstance(result, Job):
+            if self.on_row is not None:
+                self.on_row(result, data or {})
             yield result
         else:
             yield from result

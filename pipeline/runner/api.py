@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.config import KEY_ENV
 from pipeline.plan.prepare import prepare_file
 from pipeline.reporting.status import FolderStatus, folder_status
+from pipeline.review.channels import channel_options, export_channel
 from pipeline.review.export import DEFAULT_NAME, ExportResult
 from pipeline.review.export import export as export_images
 from pipeline.runner.options import Console, RunOptions
@@ -74,6 +75,28 @@ def export(
     approved_only: bool = False,
     fmt: str | None = None,
     quality: int | None = None,
+    all_variants: bool = False,
+    profile: str | None = None,
+    base_url: str | None = None,
+    fit: bool = False,
+    alt_text: str | None = None,
+    feed_id: str | None = None,
+    manifest: str | Path | None = None,
 ) -> ExportResult:
-    """Deliver a run's images to a folder or an object-store URL (``pipeline export``)."""
-    return export_images(Path(out), dest, name, approved_only, fmt, quality)
+    """Deliver a run's images to a folder or an object-store URL (``pipeline export``).
+
+    ``profile`` (``"shopify"``, ``"google"``, ``"amazon"``) also writes the channel's file, with
+    ``base_url``, ``fit``, ``alt_text``, ``feed_id`` as the command's options; the result says
+    what it holds (``channel_file``, ``placed``, ``products``, ``fitted``) and what was left out
+    (``left_out``).
+    """
+    options = channel_options(
+        profile, base_url=base_url, fit=fit, alt_text=alt_text, feed_id=feed_id
+    )
+    rows = None if manifest is None else Path(manifest)
+    common = (name, approved_only, fmt, quality)
+    if options is None:
+        return export_images(Path(out), dest, *common, all_variants=all_variants, manifest=rows)
+    return export_channel(
+        Path(out), dest, options, *common, all_variants=all_variants, manifest=rows
+    )

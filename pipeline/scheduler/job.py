@@ -26,6 +26,7 @@ from pipeline.errors import (
     Stopped,
     TransientError,
 )
+from pipeline.images.checks import ImageChecks
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
@@ -115,6 +116,7 @@ class JobRun:
     reuploaded: bool = False
     feature_tries: int = 0  # failed feature tries that count toward --max-attempts
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of its stored outputs
 
     @property
     def job(self) -> Job:

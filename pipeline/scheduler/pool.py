@@ -257,6 +257,7 @@ class Scheduler:
                 run.timings,
                 tuple(superseded),
                 written,
+                run.checks,
             )
         )
 

@@ -177,12 +177,13 @@ class Refetcher:
         try:
             for index in range(len(record.result_paths)):
                 temps.append(await self._fetch_one(state, planned, record, index))
+            checks = self._store.checks_for(temps)
             outputs, superseded = await self._store.publish(state.job_id, temps)
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place
         return OutputsRefetched(
-            state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded)
+            state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded), checks
         )
 
     async def _fetch_one(

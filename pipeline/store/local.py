@@ -28,9 +28,10 @@ from PIL import Image, ImageOps
 
 from pipeline import __version__
 from pipeline.durability import Syncer, atomic_write, fsync_dir
-from pipeline.errors import BadResponse, InputUnreadable, StoreError
+from pipeline.errors import BadResponse, ImageCheckError, InputUnreadable, StoreError
+from pipeline.images.checks import ImageChecks, marketplace_checks
 from pipeline.images.masks import as_edit_mask
-from pipeline.images.protect import protect_file
+from pipeline.images.protect import write_protected
 from pipeline.images.provenance import provenance_pieces
 from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
@@ -43,6 +44,8 @@ class Store:
         self.root = out_dir.resolve()
         self._syncer = syncer  # folder fsyncs off the event loop, batched with the ledger's
         self._raw_of: dict[Path, Path] = {}  # protected output's temp -> the API's bytes' temp
+        # A checked result's marketplace checks, kept from its check until it is published.
+        self._checks_of: dict[Path, ImageChecks] = {}
 
     def prepare(self) -> None:
         try:
@@ -106,7 +109,7 @@ class Store:
         os.replace(temp, raw)
         self._raw_of[temp] = raw
         try:
-            data = protect_file(
+            written = write_protected(
                 raw,
                 source,
                 mask,
@@ -119,10 +122,35 @@ class Store:
             # check_image reads headers only: a result whose pixels do not decode is the
             # API's broken answer, fetched again from the stored record.
             raise BadResponse(f"result does not decode as an image ({exc})") from exc
-        return len(data)
+        # The composite's pixels are at hand: a PNG (lossless) is checked without a decode.
+        pixels = written.pixels if extension == "png" else None
+        self._keep_checks(temp, written.data, pixels)
+        return len(written.data)
+
+    def check_marketplace(self, temp: Path) -> None:
+        """Judge a checked, marked result for the marketplaces and keep the verdicts until it is
+        published (``checks_for``). CPU-bound (a PNG is decoded whole): run it in a thread. A
+        protected result was judged when it was composited."""
+        if temp not in self._checks_of:
+            self._keep_checks(temp, temp, None)
+
+    def _keep_checks(self, temp: Path, image: bytes | Path, pixels: Image.Image | None) -> None:
+        try:
+            self._checks_of[temp] = marketplace_checks(image, pixels=pixels)
+        except ImageCheckError as exc:
+            # Its header was whole but its pixels are not: the API's broken answer, fetched
+            # again from the stored record like any other.
+            raise BadResponse(f"result does not decode as an image ({exc})") from exc
+
+    def checks_for(self, temps: list[tuple[Path, str]]) -> tuple[ImageChecks, ...]:
+        """The kept checks of a job's results, in index order; () unless every one was judged
+        (a ledger line carries one per output, or none)."""
+        found = [self._checks_of.pop(temp, None) for temp, _ in temps]
+        return () if None in found else tuple(c for c in found if c is not None)
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+        self._checks_of.pop(temp, None)
         raw = self._raw_of.pop(temp, None)
         if raw is not None:
             raw.unlink(missing_ok=True)
