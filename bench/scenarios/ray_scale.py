@@ -112,6 +112,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
     from pipeline.distributed.driver import Driver
     from pipeline.events import EventBus
     from pipeline.ledger import LedgerState, LedgerWriter
+    from pipeline.store.bucket import OutputTarget
     from pipeline.store.local import Store
 
     Store(out).prepare()
@@ -127,7 +128,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
             shards=shards,
             api_key=KEY,
             settings=settings,
-            out_dir=out,
+            target=OutputTarget(str(out), out, bucket=False),
             bus=bus,
             resume_state=LedgerState().resume(),
         )
