@@ -26,6 +26,7 @@ from pipeline.errors import ExportError
 from pipeline.images import provenance
 from pipeline.layout import EXPORT_CSV_NAME, LEDGER_NAME
 from pipeline.ledger.decisions import read_decisions, standing
+from pipeline.review.delivered import DeliveredImages, copy_image, read_image, same_image
 from pipeline.review.page import safe_parts
 from pipeline.review.view import JobView, read_ledger_view
 
@@ -38,7 +39,7 @@ CREATOR_TOOL = "onemin-pipeline export"
 class Target:
     job_id: str
     index: int
-    source: str  # absolute path of the delivered file in OUT
+    source: str  # the delivered file: its absolute path in OUT, or its URL in a bucket OUT
     name: str  # relative to DEST, "/"-separated
     prompt: str
     input: str  # the job's source image reference
@@ -115,7 +116,7 @@ def plan_export(
     targets: list[Target] = []
     notes: list[str] = []
     seen: dict[str, str] = {}
-    root = os.path.abspath(out_dir)
+    images = DeliveredImages(out_dir)
     for job in view.jobs.values():
         if job.status != "succeeded":
             continue
@@ -126,9 +127,8 @@ def plan_export(
         if approved_only and (current is None or current.decision != "approved"):
             continue
         for index, relative in enumerate(job.outputs):
-            parts = safe_parts(relative)
-            path = os.path.join(root, *parts) if parts else ""
-            if not parts or not os.path.isfile(path):
+            path = images.locate(relative)
+            if path is None:
                 notes.append(f"{job.job_id}: output {relative} is missing")
                 continue
             ext = FORMATS[fmt][1] if fmt else os.path.splitext(path)[1].lstrip(".").lower()
@@ -185,17 +185,21 @@ def export(
         raise ExportError(f"cannot write to {dest}: {exc}") from None
     result = ExportResult(skipped=notes)
     for target in targets:
-        data = Path(target.source).read_bytes()
-        if (fmt and FORMATS[fmt][1] != _ext(target.source)) or (fmt and quality is not None):
-            data = convert(data, fmt, quality)
+        data = None  # a copy: streamed from OUT (a folder or a bucket), never held whole
+        if fmt and (FORMATS[fmt][1] != _ext(target.source) or quality is not None):
+            data = convert(read_image(target.source), fmt, quality)
         path = f"{root.rstrip('/')}/{target.name}"
         try:
-            if _same(fs, path, data):
+            same = same_image(fs, path, target.source) if data is None else _same(fs, path, data)
+            if same:
                 result.unchanged += 1
                 continue
             parent = path.rsplit("/", 1)[0]
             fs.makedirs(parent, exist_ok=True)
-            fs.pipe_file(path, data)
+            if data is not None:
+                fs.pipe_file(path, data)
+            else:
+                copy_image(target.source, fs, path)
         except OSError as exc:
             raise ExportError(f"cannot write {path}: {exc}") from None
         result.copied += 1

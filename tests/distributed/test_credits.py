@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("ray")
 
-from pipeline.distributed.credits import CreditBook, ShardCredits  # noqa: E402
-from pipeline.distributed.driver import storage_env  # noqa: E402
-from pipeline.errors import BudgetReached, TotalBudgetReached  # noqa: E402
-from pipeline.models import FeatureResult  # noqa: E402
+from pipeline.distributed.credits import CreditBook, ShardCredits
+from pipeline.distributed.driver import storage_env
+from pipeline.errors import BudgetReached, TotalBudgetReached
+from pipeline.models import FeatureResult
 
 
 def test_reservations_from_every_shard_count_against_one_budget() -> None:
