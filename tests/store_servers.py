@@ -42,6 +42,7 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
+AZURITE_FLAGS = ("--inMemoryPersistence", "--skipApiVersionCheck", "--loose")
 SERVER_START_SECONDS = 30
 
 NO_METADATA_SERVERS = {"AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "true"}
@@ -129,8 +130,7 @@ def azurite_endpoint() -> Iterator[str]:
         pytest.skip("Azurite is not installed: make azurite (npm) installs it into .venv/node")
     workdir = tempfile.mkdtemp(prefix="azurite-")  # its debug and lock files, if any
     process = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence"]
-        + ["--skipApiVersionCheck", "--loose"],
+        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0", *AZURITE_FLAGS],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
