@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 
 from PIL import Image, ImageChops, ImageDraw
-from pipeline.protect import encode
 
 from bench.common import Figure, ScenarioResult, median
 from pipeline.images import fit_for_amazon, marketplace_checks
+from pipeline.images.protect import encode
 from pipeline.images.provenance import add_provenance
 
 TITLE = "Marketplace checks and the Amazon fit (CPU per image)"

@@ -35,8 +35,10 @@ from pipeline.config import Settings
 from pipeline.credits import load_credit_table
 from pipeline.distributed.budget import RemoteThrottle
 from pipeline.distributed.credits import ShardCredits
+from pipeline.distributed.inputs import localize
 from pipeline.errors import StopReason, StoreError
 from pipeline.events import Event, EventBus, FeatureSubmitted
+from pipeline.inputs.cache import InputCache
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
 from pipeline.preflight import mask_upload_bytes
@@ -129,6 +131,7 @@ class Shard:
         self._store = target.open_shard_store(self._staging)
         self._prepared: asyncio.Task[str | None] | None = None
         self._credits = ShardCredits(credit_pool, shard)
+        self._inputs = InputCache()  # this node's cache of URL inputs
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
         self._throttle = RemoteThrottle(budget, rate, shards)
@@ -167,6 +170,7 @@ class Shard:
             self._prepared = asyncio.ensure_future(self._prepare_store())
         if (problem := await self._prepared) is not None:
             return StopReason.STORE, problem
+        planned = await asyncio.to_thread(self._local_inputs, jobs)
         bus = EventBus()
         bus.subscribe(self._forwarder)
         concurrency = max(1, self._settings.rate.concurrency // BATCHES_IN_FLIGHT)
@@ -183,11 +187,16 @@ class Shard:
             mask_converter=mask_upload_bytes,
         )
         try:
-            outcome = await scheduler.run([j.planned for j in jobs])
+            outcome = await scheduler.run(planned)
         finally:
             self._credits.settle_now()
             await self._forwarder.settle()
         return outcome.stop_reason, outcome.stop_message
+
+    def _local_inputs(self, jobs: list[ShardJob]) -> list[PlannedJob]:
+        """The batch's jobs with URL inputs in this node's cache (a no-op where the driver's
+        cache is this node's, as with ``--ray local``)."""
+        return [localize(job.planned, self._inputs) for job in jobs]
 
     async def ping(self) -> int:
         return self._shard
