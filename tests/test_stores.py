@@ -28,7 +28,8 @@ from tests.store_servers import (  # noqa: F401  (fixtures)
 )
 from tests.test_outputs_bucket import decoded_size
 
-pytestmark = pytest.mark.slow  # whole runs against real store servers: a few seconds a store
+# Whole runs against real store servers, a few seconds a store: make test-stores runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.stores]
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 JOBS = 3
