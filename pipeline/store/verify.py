@@ -5,10 +5,10 @@ file; ``check_image`` checks a whole file (what the stream cannot settle alone).
 
 ``check_image`` + ``Store.mark_provenance`` used to reopen every result twice after the
 download: Pillow read its header, the whole file was read back, and written again with the XMP
-packet (docs/ledger.md#provenance) under a new name, then renamed. For a 2 MB PNG that was about 4 ms of CPU a
-job, more than the download itself. A ``ResultStream`` sits between the HTTP body and the file
-instead and does the same in one pass, holding only the PNG's head (the chunks before the
-first ``IDAT``, a few hundred bytes) and the last few bytes:
+packet (docs/ledger.md#provenance) under a new name, then renamed. For a 2 MB PNG that was
+about 4 ms of CPU a job, more than the download itself. A ``ResultStream`` sits between the
+HTTP body and the file instead and does the same in one pass, holding only the PNG's head
+(the chunks before the first ``IDAT``, a few hundred bytes) and the last few bytes:
 
 - header first bytes: the PNG signature and ``IHDR`` (width, height), checked against the
   size asked for and a pixel cap;
