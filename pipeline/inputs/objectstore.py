@@ -45,6 +45,8 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> An
         raise ObjectStoreError(message) from exc
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise ObjectStoreError(f"{scheme}:// is not a storage fsspec knows") from exc
+    except Exception as exc:  # a client that cannot start: a credentials file it cannot load
+        raise ObjectStoreError(f"cannot use {scheme}://: {one_line(exc)}") from exc
 
 
 def join(base: str, *parts: str) -> str:

@@ -41,6 +41,7 @@ from pipeline.images.checks import (
 from pipeline.layout import EXPORT_CSV_NAME, LEDGER_NAME
 from pipeline.ledger.decisions import APPROVED, REJECTED, Decision, read_decisions, standing
 from pipeline.manifest.schema import PARAMETERS
+from pipeline.review.delivered import DeliveredImages, copy_image, read_image, same_image
 from pipeline.review.page import safe_parts
 from pipeline.review.rows import ManifestRows, read_rows
 from pipeline.review.view import JobView, read_ledger_view
@@ -191,6 +192,7 @@ def plan_delivery(
     decisions = read_decisions(out_dir)
     plan = ExportPlan([], [])
     delivering: list[tuple[JobView, list[int]]] = []
+    images = DeliveredImages(out_dir)  # a folder's files, or a bucket run's objects
     for job in view.jobs.values():
         group = str(job.job.get("group") or job.job_id)
         plan.members.setdefault(group, []).append(job.job_id)
@@ -216,7 +218,7 @@ def plan_delivery(
     seen: dict[str, str] = {}
     for job, indexes in delivering:
         for index in indexes:
-            target = _target(out_dir, job, index, indexes[0], template, fmt, plan)
+            target = _target(images, job, index, indexes[0], template, fmt, plan)
             if target is None:
                 continue
             if target.name in seen:
@@ -265,7 +267,7 @@ def chosen_images(count: int, pick: int | None, one_image: bool, all_variants: b
 
 
 def _target(
-    out_dir: Path,
+    images: DeliveredImages,
     job: JobView,
     index: int,
     main: int,
@@ -274,9 +276,8 @@ def _target(
     plan: ExportPlan,
 ) -> Target | None:
     relative = job.outputs[index]
-    parts = safe_parts(relative)
-    path = os.path.join(os.path.abspath(out_dir), *parts) if parts else ""
-    if not parts or not os.path.isfile(path):
+    path = images.locate(relative)
+    if path is None:
         plan.notes.append(f"{job.job_id}: output {relative} is missing")
         plan.excluded.setdefault(job.job_id, "output missing")
         return None
@@ -388,14 +389,19 @@ def deliver(
     result = ExportResult(skipped=plan.notes)
     delivered: list[Delivered] = []
     for target in plan.targets:
-        data = Path(target.source).read_bytes()
         converted = fmt is not None and (
             FORMATS[fmt][1] != _ext(target.source) or quality is not None
         )
+        # A plain copy is streamed from OUT (a folder or a bucket), never held whole; the bytes
+        # are read only to convert them, to check them, or for a channel's gate (its fit).
+        data: bytes | None = None
         if fmt is not None and converted:
-            data = convert(data, fmt, quality)
+            data = convert(read_image(target.source), fmt, quality)
+        elif gate is not None or target.checks is None:
+            data = read_image(target.source)
         checks = judged(target, data, converted)
         if gate is not None:
+            assert data is not None
             admitted = gate.admit(target, data, checks)
             if admitted is None:
                 continue
@@ -403,12 +409,18 @@ def deliver(
         delivered.append(Delivered(target, checks))
         path = f"{root.rstrip('/')}/{target.name}"
         try:
-            if _same(fs, path, data):
+            same = same_image(fs, path, target.source) if data is None else _same(fs, path, data)
+            if same:
                 result.unchanged += 1
                 continue
             parent = path.rsplit("/", 1)[0]
             fs.makedirs(parent, exist_ok=True)
-            fs.pipe_file(path, data)
+            if data is None:
+                copy_image(target.source, fs, path)
+            else:
+                fs.pipe_file(path, data)
+        except ExportError:
+            raise
         except Exception as exc:  # as above
             raise DestinationError(f"cannot write {path}: {_reason(exc)}") from None
         result.copied += 1
@@ -418,12 +430,14 @@ def deliver(
     return result, delivered
 
 
-def judged(target: Target, data: bytes, changed: bool) -> ImageChecks:
+def judged(target: Target, data: bytes | None, changed: bool) -> ImageChecks:
     """The marketplace checks of ``data``: its ledger line's when the bytes are the stored
-    file's (judged again from the kept facts if the rules changed since), else measured here."""
+    file's (judged again from the kept facts if the rules changed since), else measured here
+    (``data`` is then the bytes: None only when the stored checks stand)."""
     stored = target.checks
     if stored is not None and not changed:
         return stored if stored.rules == RULES_VERSION else checks_from_facts(stored.facts)
+    assert data is not None
     try:
         return marketplace_checks(data)
     except ImageCheckError as exc:

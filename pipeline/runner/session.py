@@ -181,10 +181,12 @@ async def _run_on_ray(
         endpoints=endpoints,
         api_key=api_key,
         settings=context.settings,
-        out_dir=context.target.state_dir,  # a local OUT: start.py refuses --ray with a bucket
+        target=context.target,  # a bucket OUT: each shard puts its images there itself
         ledger_writer_bus=bus,
         resume_state=ledger.resume(),
         max_credits=context.settings.max_credits,
+        max_total_credits=context.settings.max_total_credits,
+        spent_before=ledger.credits_spent,
         on_start=lambda driver: _install_signal_handlers(context, driver, writer),
     )
 

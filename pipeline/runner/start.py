@@ -55,7 +55,7 @@ def run_manifest(options: RunOptions, *, api_key: str | None, console: Console) 
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
     if options.ray:
-        _check_ray(options, manifest, target)
+        _check_ray(options, manifest)
     if options.dry_run:
         log = RunLog(io.StringIO())  # a dry run logs nothing
         return _dry_run(RunContext(options, manifest, settings, target, api_key, log, console))
@@ -154,14 +154,12 @@ def _report_ledger_damage(ledger: LedgerState, out_dir: Path, console: Console) 
         console.warn(f"warning: {out_dir / LEDGER_NAME}: skipped unreadable line(s) {shown}{more}")
 
 
-def _check_ray(options: RunOptions, manifest: Manifest, target: OutputTarget) -> None:
+def _check_ray(options: RunOptions, manifest: Manifest) -> None:
     """Why the manifest cannot run on this cluster (inputs only this machine can read).
 
     Imported here: without ``--ray`` nothing of Ray is imported (an optional extra)."""
     from pipeline.distributed.driver import check_shared_inputs
 
-    if target.bucket:  # the shards build a local Store from OUT: not wired for buckets yet
-        raise UsageError("--ray with an object-store --out is not supported yet; use a shared path")
     if options.emulator and options.ray != "local":
         raise UsageError("--emulator listens on this machine's 127.0.0.1: use it with --ray local")
     jobs = [job for job in manifest.iter_jobs() if isinstance(job, Job)]

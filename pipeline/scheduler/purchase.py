@@ -59,7 +59,8 @@ class Purchase:
     ) -> FeatureResult:
         async def attempt() -> FeatureResult:
             mask = assets.get("mask")
-            self._credits.reserve(estimate)  # right before the POST: unsent reserves nothing
+            # Right before the POST: a call not sent reserves nothing.
+            await self._credits.reserve_for_call(estimate)
             try:
                 # The flag only when set: a sync run calls run_feature exactly as before.
                 extra = {"asynchronous": True} if self.asynchronous else {}

@@ -57,6 +57,14 @@ class OutputTarget:
             return BucketStore(self.out, self.state_dir / STAGING_DIR, syncer)
         return Store(self.state_dir, syncer)
 
+    def open_shard_store(self, staging: Path) -> Store:
+        """The store of a Ray shard, on whatever node it runs: a bucket ``OUT`` is written
+        straight from the shard (results staged under ``staging``, a folder of that node);
+        a shared-path ``OUT`` is the same folder on every node."""
+        if self.bucket:
+            return BucketStore(self.out, staging)
+        return Store(Path(self.out))
+
     def outputs_gone(self) -> Callable[[tuple[str, ...]], bool]:
         """Whether a done job's outputs are missing: the bucket's listing or the local files
         (the one rule of ``status``, ``--redo-missing`` and the re-fetch)."""

@@ -63,16 +63,25 @@ def move(source: str, target: str, storage_options: Mapping[str, Any] | None = N
 def names_under(prefix: str, storage_options: Mapping[str, Any] | None = None) -> set[str]:
     """Every object's name under ``prefix``, relative to it, sub-folders included: one flat
     listing (S3 pages 1,000 names a request) instead of a request per folder."""
+    return set(sizes_under(prefix, storage_options))
+
+
+def sizes_under(prefix: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """``names_under`` with each object's size in bytes (the same one listing)."""
     fs = filesystem(prefix, storage_options)
     root = fs._strip_protocol(prefix).rstrip("/")
     try:
-        found = fs.find(root, withdirs=False)
+        found = fs.find(root, withdirs=False, detail=True)
     except FileNotFoundError:
-        return set()
+        return {}
     except Exception as exc:
         raise ObjectStoreError(f"cannot list {prefix}: {one_line(exc)}") from exc
     start = len(root) + 1
-    return {name[start:] for name in found if name.startswith(root + "/")}
+    return {
+        name[start:]: int(info.get("size") or 0)
+        for name, info in found.items()
+        if name.startswith(root + "/")
+    }
 
 
 def list_files(
@@ -112,7 +121,10 @@ def probe_writable(out: str) -> None:
     """Write and delete a tiny object under ``out``: a bad bucket, missing credentials or an
     unreachable endpoint is one ObjectStoreError before anything is spent."""
     options = _PROBE_OPTIONS.get(scheme_of(out), {})
-    fs = filesystem(out, options)
+    try:
+        fs = filesystem(out, options)
+    except ObjectStoreError as exc:
+        raise ObjectStoreError(f"cannot write to {out}: {exc}") from exc
     url = join(out, f".probe-{secrets.token_hex(6)}")
     try:
         fs.pipe_file(url, b"onemin-pipeline write probe")
