@@ -56,7 +56,7 @@ def scan(
     duplicates).
     """
     preflight = preflight if preflight is not None else Preflight()
-    planner = planner if planner is not None else Planner()
+    planner = planner if planner is not None else Planner(digest_of=preflight.digest)
     for item in RowPass(manifest, preflight, plan_job(preflight, planner)):
         yield materialize(*item) if type(item) is tuple else item  # type: ignore[misc]
     duplicates = preflight.duplicate_ids()
@@ -183,7 +183,11 @@ class CheckedPlan:
 
 
 def prepare(
-    manifest: Manifest, ledger: LedgerState, options: PlanOptions, credits: CreditTable
+    manifest: Manifest,
+    ledger: LedgerState,
+    options: PlanOptions,
+    credits: CreditTable,
+    preflight: Preflight | None = None,
 ) -> CheckedPlan:
     """Check the whole manifest (one pass), then stream the jobs that must run.
 
@@ -191,8 +195,10 @@ def prepare(
     temporary file; the run then streams them from there, so no row is parsed or checked
     twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
     shared shape (``preflight.rows``) are counted on their shape and spooled as a few fields.
+    ``preflight`` (fresh for each pass) may bring a stat cache (``Preflight(stat_cache=...)``).
     """
-    preflight, planner = Preflight(), Planner()
+    preflight = preflight if preflight is not None else Preflight()
+    planner = Planner(digest_of=preflight.digest)
     plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
     summary = plan.summary
     summary.credit_source = credits.source

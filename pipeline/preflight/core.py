@@ -35,11 +35,11 @@ from pipeline.preflight.files import (
     MAX_PIXELS,
     ImageFacts,
     closest_size,
-    inspect_image,
-    inspect_mask,
     resolve,
     shown_path,
 )
+from pipeline.preflight.reader import InputReader
+from pipeline.preflight.statcache import StatCache
 
 _T = TypeVar("_T")
 
@@ -82,8 +82,11 @@ class Preflight:
         max_input_side: int = MAX_INPUT_SIDE,
         cache: InputCache | None = None,
         fetch_options: FetchOptions = DEFAULT_FETCH,
+        stat_cache: StatCache | None = None,
     ) -> None:
         self.max_pixels = max_pixels
+        # Each file's digest and facts from one read, or none while the stat cache knows it.
+        self.reader = InputReader(stat_cache, max_pixels)
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options
@@ -283,10 +286,16 @@ class Preflight:
         return facts
 
     def _inspect_image(self, real: str) -> ImageFacts | str:
-        return inspect_image(real, self.max_pixels)
+        return self.reader.image(real)
 
     def _inspect_mask(self, real: str) -> ImageFacts | str:
-        return inspect_mask(real, self.max_pixels)
+        return self.reader.mask(real)
+
+    def digest(self, path: str) -> str:
+        """sha256 hex of a file ``check`` passed, from the read that checked it (or the stat
+        cache): the planner's ``digest_of``. Raises OSError if it can no longer be read."""
+        real, _refusal = self._resolve(path, None)
+        return self.reader.digest(real)
 
     # -- effective masks --
 
