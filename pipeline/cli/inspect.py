@@ -13,15 +13,17 @@ from typing import Any
 import orjson
 
 from pipeline.cli.codes import ExitCode
-from pipeline.cli.options import http_url
+from pipeline.cli.options import add_rehash, http_url, input_cache
 from pipeline.config import KEY_ENV, Endpoints, Settings, load_settings
+from pipeline.credits import load_credit_table
 from pipeline.errors import ManifestError
 from pipeline.inputs.objectstore import REMOTE_SCHEMES
-from pipeline.ledger import LEDGER_NAME
+from pipeline.ledger import LEDGER_NAME, LedgerState
 from pipeline.manifest import load_manifest
 from pipeline.models import Job
-from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
-from pipeline.plan import prepare_file
+from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, output_target, recorded_bucket
+from pipeline.plan import PlanOptions, prepare, prepare_file
+from pipeline.preflight import Preflight
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
 from pipeline.status import format_status, read_status
@@ -40,6 +42,14 @@ def add_arguments(commands: Any) -> None:
         help="write each job's effective mask (<id>.mask.png) and an overlay on its source "
         "(<id>.overlay.png) to DIR, to look before paying",
     )
+    validate.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="the state folder whose input cache to use (default: the output folder a run "
+        "without --out uses, out/<name> beside the manifest; --state of a bucket run)",
+    )
+    add_rehash(validate)
     validate.set_defaults(handler=command_validate)
 
     status = commands.add_parser(
@@ -77,7 +87,17 @@ def add_arguments(commands: Any) -> None:
 
 
 def command_validate(args: argparse.Namespace) -> int:
-    plan = prepare_file(args.manifest)
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError:
+        plan = prepare_file(args.manifest)  # the header's problems, as a plan
+    else:
+        # The input cache a run of this manifest keeps, so validate then run reads each
+        # photo once, and a nightly validate reads none that did not change.
+        state = args.state or output_target(None, None, manifest.base_dir, manifest.name).state_dir
+        with input_cache(state, args.rehash) as cache:
+            preflight = Preflight(stat_cache=cache)
+            plan = prepare(manifest, LedgerState(), PlanOptions(), load_credit_table(), preflight)
     print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
     if args.masks is not None and plan.summary.manifest is not None:
         write_mask_previews(args.manifest, args.masks)

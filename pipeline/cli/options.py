@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+
+from pipeline.preflight.statcache import StatCache
 
 
 def add_redo_missing(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +17,21 @@ def add_redo_missing(parser: argparse.ArgumentParser) -> None:
         "--redo-missing",
         action="store_true",
         help="buy again succeeded jobs whose outputs are gone and could not be re-fetched free",
+    )
+
+
+def add_rehash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read every input file again, ignoring the input cache (then rebuild it)",
+    )
+
+
+def input_cache(state_dir: Path, rehash: bool) -> StatCache:
+    """The state folder's stat cache of input files; one note on stderr if it cannot be kept."""
+    return StatCache.open(
+        state_dir, rehash, warn=lambda message: print(f"note: {message}", file=sys.stderr)
     )
 
 

@@ -18,8 +18,10 @@ from typing import Any
 from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
 from pipeline.cli.options import (
     add_redo_missing,
+    add_rehash,
     http_url,
     ids_option,
+    input_cache,
     non_negative_float,
     out_option,
     positive_float,
@@ -35,6 +37,7 @@ from pipeline.models import Job
 from pipeline.notify import url_problem
 from pipeline.outputs import STAGING_DIR, OutputTarget, TargetError, output_target
 from pipeline.plan import CheckedPlan, PlanOptions, prepare, reviewer_rejections
+from pipeline.preflight import Preflight
 from pipeline.refetch import DoneJobs
 from pipeline.review.decisions import read_decisions
 from pipeline.runlog import LOG_FORMATS, LogFileError, RunLog
@@ -108,6 +111,7 @@ def add_arguments(commands: Any) -> None:
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     add_redo_missing(run)
+    add_rehash(run)
     run.add_argument(
         "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
     )
@@ -215,7 +219,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
-    state_dir, args, manifest = context.target.state_dir, context.args, context.manifest
+    state_dir, args = context.target.state_dir, context.args
     created = not state_dir.exists()
     store.prepare()  # a bucket OUT: probed here, before anything is fetched or bought
     with OutputLock(state_dir):
@@ -223,7 +227,7 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
         _report_ledger_damage(ledger, state_dir)
         done = DoneJobs()  # the re-fetch of lost outputs (pipeline.refetch) checks these
         options = plan_options(args, context.target, done)
-        plan = prepare(manifest, ledger, options, load_credit_table())
+        plan = _prepared(context, ledger, options)
         if not plan.ok:
             print(format_plan(plan.summary), file=sys.stderr)
             print("nothing was sent.", file=sys.stderr)
@@ -232,6 +236,14 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
             return ExitCode.USAGE
         _print_warnings(plan)
         return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
+
+
+def _prepared(context: RunContext, ledger: LedgerState, options: PlanOptions) -> CheckedPlan:
+    """The one pass, with the state folder's stat cache: unchanged inputs are not read again
+    (kept even when the plan fails, so a fixed catalog does not read every photo again)."""
+    with input_cache(context.target.state_dir, context.args.rehash) as cache:
+        preflight = Preflight(stat_cache=cache)
+        return prepare(context.manifest, ledger, options, load_credit_table(), preflight)
 
 
 def _print_warnings(plan: CheckedPlan) -> None:
@@ -252,9 +264,7 @@ def _remove_empty(state_dir: Path) -> None:
 def _dry_run(context: RunContext) -> int:
     state_dir = context.target.state_dir
     ledger = read_ledger(state_dir / LEDGER_NAME)
-    plan = prepare(
-        context.manifest, ledger, plan_options(context.args, context.target), load_credit_table()
-    )
+    plan = _prepared(context, ledger, plan_options(context.args, context.target))
     print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
     if not plan.ok:
         return ExitCode.USAGE

@@ -90,11 +90,12 @@ class InputReader:
             raise OSError(f"{real} {info}")
         signature = Signature.of(info)
         known = self._recall(real, signature)
-        if known is None:
-            known = self._read(real, signature, None, None)
-            if isinstance(known, str):
-                raise OSError(f"{real} {known}")
-        return known.digest
+        if known is not None:
+            return known.digest
+        read = self._read(real, signature, None, None)
+        if isinstance(read, str):
+            raise OSError(f"{real} {read}")
+        return read.digest
 
     # -- the three sources, in order --
 
@@ -160,7 +161,7 @@ class InputReader:
             known = replace(known, signature=signature, checked_ns=checked_ns)
         if role is not None:
             verdict = _INSPECTORS[role](real, data, signature.size, self.max_pixels)
-            known = replace(known, **{role: verdict})
+            known = replace(known, image=verdict) if role == IMAGE else replace(known, mask=verdict)
         self._remember(real, known, store=True)
         return known
 
