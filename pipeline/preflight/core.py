@@ -30,6 +30,7 @@ from pipeline.preflight.fields import (
     prompt_problems,
     remote_ref_problem,
     remote_urls,
+    shown_ref,
 )
 from pipeline.preflight.files import (
     MAX_PIXELS,
@@ -266,7 +267,8 @@ class Preflight:
             reason = remote_ref_problem(ref)
             fetched = reason or self._fetched(ref.value)
             if isinstance(fetched, str):
-                problems.append(Problem(job.id, name, f"{ref.value} {fetched}", job.location))
+                message = f"{shown_ref(ref.value)} {fetched}"
+                problems.append(Problem(job.id, name, message, job.location))
                 return None
             real, refusal = str(fetched.path), None
         else:
@@ -275,7 +277,7 @@ class Preflight:
         # The path as short as it can be told (relpath costs tens of µs: only for messages).
         if isinstance(facts, str):
             shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
-            problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
+            problems.append(Problem(job.id, name, f"{shown_ref(shown)} {facts}", job.location))
             return None
         if facts.notes and (name, real) not in self._noted:
             self._noted.add((name, real))
