@@ -56,7 +56,7 @@ class GlobWalk:
 
     pattern: str
     base: str
-    limit: int = MAX_GLOB_ENTRIES
+    limit: int | None = None  # default: MAX_GLOB_ENTRIES
     visited: int = 0
     stopped: str | None = None
     _base_real: str = ""
@@ -67,6 +67,8 @@ class GlobWalk:
         self.stopped = pattern_problem(self.pattern)
         if self.stopped is not None:
             return []
+        if self.limit is None:
+            self.limit = MAX_GLOB_ENTRIES
         parts = [part for part in _SEPARATORS.split(self.pattern) if part not in ("", ".")]
         parts = [p for i, p in enumerate(parts) if not (p == RECURSIVE and parts[i - 1 : i] == [p])]
         try:
@@ -133,7 +135,7 @@ class GlobWalk:
                 entries = []
                 for entry in listing:
                     self.visited += 1
-                    if self.visited > self.limit:
+                    if self.limit is not None and self.visited > self.limit:
                         self.stopped = (
                             f"{self.pattern!r} looked at {self.limit:,} entries without finishing; "
                             "narrow the pattern, or list the files in an items file"
