@@ -19,6 +19,7 @@ from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
     async_rate,
+    distinct_inputs,
     imaging,
     memory,
     overhead,
@@ -36,6 +37,7 @@ Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
     "remote_preflight": remote_preflight.run,
+    "distinct_inputs": distinct_inputs.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,
