@@ -34,9 +34,11 @@ from pipeline.preflight.fields import (
 )
 from pipeline.preflight.files import (
     MAX_PIXELS,
+    UNUSABLE_NAME,
     ImageFacts,
+    RealPaths,
     closest_size,
-    resolve,
+    folder_refusal,
     shown_path,
 )
 from pipeline.preflight.reader import InputReader
@@ -46,7 +48,10 @@ _T = TypeVar("_T")
 
 DEFAULT_FETCH = FetchOptions()
 FALLBACK_SIZE = "1024x1024"
-CACHE_SIZE = 65_536  # distinct files remembered; past that the least recently used are re-read
+# Distinct files whose facts this pass remembers; past that the least recently used are asked
+# of the stat cache again (a stat and a lookup: the file is not read).
+CACHE_SIZE = 4096
+BASE_CACHE = 16  # manifest folders whose real path is remembered
 ONCE = "; said once for all jobs using it"
 
 _Inspect = Callable[[str], ImageFacts | str]
@@ -97,7 +102,8 @@ class Preflight:
         self.ids = IdSet()
         self._add_id = self.ids.add
         self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
-        self._resolve = lru_cache(maxsize=cache_size)(resolve)
+        self._real_path = lru_cache(maxsize=cache_size)(RealPaths())
+        self._base_real = lru_cache(maxsize=BASE_CACHE)(os.path.realpath)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
         # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
@@ -245,6 +251,16 @@ class Preflight:
         return facts if isinstance(facts, ImageFacts) else None
 
     # -- files --
+
+    def _resolve(self, path: str, base: str | None) -> tuple[str, str | None]:
+        """The file's real path, and why the folder policy refuses it (None if it does not)."""
+        try:
+            real = self._real_path(path)
+        except ValueError:  # a NUL byte or an unencodable character: no file has this name
+            return path, UNUSABLE_NAME
+        if base is None:
+            return real, None
+        return real, folder_refusal(path, real, base, self._base_real(base))
 
     def _check_file(
         self,

@@ -32,6 +32,7 @@ from pipeline.preflight.maskfile import (
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
 UNUSABLE_NAME = "is not a usable file name (it holds a NUL byte or an unencodable character)"
+FOLDER_CACHE = 4096  # folders whose real path is remembered
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 
 
@@ -95,26 +96,43 @@ def _inspect(
         return failure(exc)
 
 
-def resolve(path: str, base: str | None) -> tuple[str, str | None]:
-    """The real path, and why the folder policy refuses it (None if it does not)."""
-    try:
-        real = os.path.realpath(path)
-    except ValueError:  # a NUL byte or an unencodable character: no file has this name
-        return path, UNUSABLE_NAME
-    if base is None or not _is_within(path, base) or _is_within(real, os.path.realpath(base)):
-        return real, None
-    refusal = (
+class RealPaths:
+    """``os.path.realpath`` of input files at the cost of one ``lstat``: a folder's real path is
+    remembered (a catalog has far fewer folders than files), so a file's is its folder's plus
+    its name, unless the name itself is a symbolic link. Raises ValueError on a NUL byte."""
+
+    def __init__(self, folders: int = FOLDER_CACHE) -> None:
+        self._folder = lru_cache(maxsize=folders)(os.path.realpath)
+
+    def __call__(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if not name or name in (os.curdir, os.pardir):
+            return os.path.realpath(path)
+        candidate = os.path.join(self._folder(folder), name)
+        try:
+            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
+                return candidate
+        except OSError:  # missing or unreadable: realpath keeps the name as written too
+            return candidate
+        return os.path.realpath(path)
+
+
+def folder_refusal(path: str, real: str, base: str | None, base_real: str) -> str | None:
+    """Why the folder policy refuses ``path`` (``real`` once links are resolved), or None: a
+    path written into the manifest's folder ``base`` (real: ``base_real``) must stay in it."""
+    if base is None or not _is_within(path, base) or _is_within(real, base_real):
+        return None
+    return (
         f"leads outside the manifest's folder through a symbolic link (to {real}); "
         "write the real path if you mean that file"
     )
-    return real, refusal
 
 
 def _is_within(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([path, folder]) == folder
-    except ValueError:  # different drives on Windows
-        return False
+    """Whether ``path`` is ``folder`` or below it (both absolute and normalized)."""
+    if path == folder:
+        return True
+    return path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
 def unusable_file(info: os.stat_result) -> str | None:
