@@ -259,7 +259,7 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, prompt, row_key = hit
+        shape, job_id, number, prompt, row_key, *image = hit  # image: path and digest, or none
         planned = shape.planned
         assert planned is not None
         state = self.ledger.state_of(job_id, row_key or planned.key)
@@ -270,7 +270,11 @@ class _Tally:
         if reason is Skip.DONE and self._on_done is not None and state is not None:
             # a protect job's composite needs its own PlannedJob; others only their state
             self._on_done(state, materialize(*hit) if planned.job.protect else planned)
-        if reason is None:
+        if reason is None and image:  # its own photo, its own upload: counted as a job alone
+            own = materialize(*hit)
+            self.plan.summary.count_job(own, True, self.credits.for_job(own.job), redo)
+            self.spool.add(own)
+        elif reason is None:
             shape.calls += 1
             shape.redo += redo
             if shape.template is None:

@@ -140,9 +140,7 @@ class Preflight:
         ``check_id`` checks (and whose prompt ``fields.prompt_problems``)."""
         result = ShapeCheck(None)
         problems, notices = result.problems, result.once
-        prompts = prompt_problems(job.prompt) if prompt else ()
-        for name, text in (*prompts, *parameter_problems(job)):
-            problems.append(Problem(job.id, name, text, job.location))
+        problems.extend(self.field_problems(job, prompt))
         base = os.path.abspath(base_dir) if base_dir is not None else None
         image = self._check_file(job, "image", base, self._image_facts, problems, notices)
         mask = None
@@ -216,9 +214,9 @@ class Preflight:
         image = self._cached_facts(job.image, self._image_facts)
         if image is None:
             return Recipe()
-        target = fitted_size(image.width, image.height, self.max_input_side)
         if role == "image":
-            return Recipe(image.orientation, target, image.sixteen_bit)
+            return self.image_recipe(image)
+        target = fitted_size(image.width, image.height, self.max_input_side)
         mask = self._cached_facts(job.mask, self._mask_facts)
         if mask is None:
             return Recipe()
@@ -289,19 +287,54 @@ class Preflight:
             real, refusal = str(fetched.path), None
         else:
             real, refusal = self._resolve(ref.value, base)
-        facts = refusal or inspect(real)
+        facts, notes = self._file_verdict(ref, name, base, real, refusal or inspect(real))
+        if isinstance(facts, str):
+            problems.append(Problem(job.id, name, facts, job.location))
+            return None
+        notices.extend(Notice(job.id, name, note, job.location) for note in notes)
+        return facts
+
+    def check_local_image(self, ref: InputRef, base: str) -> tuple[ImageFacts | str, list[str]]:
+        """A local image file's facts, or the problem's message, and the notices about the
+        file not given yet: exactly what ``check`` says about a job's ``image``, for a caller
+        that makes the Problem and Notices itself (``rows``: a row whose image is its own).
+        ``base``: the manifest's folder, absolute."""
+        real, refusal = self._resolve(ref.value, base)
+        return self._file_verdict(ref, "image", base, real, refusal or self._image_facts(real))
+
+    def _file_verdict(
+        self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str
+    ) -> tuple[ImageFacts | str, list[str]]:
         # The path as short as it can be told (relpath costs tens of µs: only for messages).
         if isinstance(facts, str):
             shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
-            problems.append(Problem(job.id, name, f"{shown_ref(shown)} {facts}", job.location))
-            return None
-        if facts.notes and (name, real) not in self._noted:
-            self._noted.add((name, real))
-            shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
-            notices.extend(
-                Notice(job.id, name, f"{shown} {note}{ONCE}", job.location) for note in facts.notes
-            )
-        return facts
+            return f"{shown_ref(shown)} {facts}", []
+        if not facts.notes or (name, real) in self._noted:
+            return facts, []
+        self._noted.add((name, real))
+        shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
+        return facts, [f"{shown} {note}{ONCE}" for note in facts.notes]
+
+    def checked_digest(self, path: str) -> str:
+        """The digest of a file ``check_local_image`` just passed: from that same look at it
+        (no second ``stat``). Raises OSError if it is not known any more."""
+        real, _refusal = self._resolve(path, None)
+        digest = self.reader.recalled_digest(real)
+        return digest if digest is not None else self.reader.digest(real)
+
+    def image_recipe(self, image: ImageFacts) -> Recipe:
+        """What to do to an image file before upload (``upload_recipe``'s image part)."""
+        target = fitted_size(image.width, image.height, self.max_input_side)
+        return Recipe(image.orientation, target, image.sixteen_bit)
+
+    def field_problems(self, job: Job, prompt: bool = True) -> list[Problem]:
+        """``check_shape``'s problems with the job's own fields (its prompt if ``prompt``, its
+        parameters), before any file is looked at."""
+        prompts = prompt_problems(job.prompt) if prompt else ()
+        return [
+            Problem(job.id, name, text, job.location)
+            for name, text in (*prompts, *parameter_problems(job))
+        ]
 
     def _inspect_image(self, real: str) -> ImageFacts | str:
         return self.reader.image(real)

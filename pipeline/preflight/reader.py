@@ -97,6 +97,12 @@ class InputReader:
             raise OSError(f"{real} {read}")
         return read.digest
 
+    def recalled_digest(self, real: str) -> str | None:
+        """The digest of a file this pass just looked at (``image`` or ``mask``), without
+        looking again; None if it is not in this pass's memory."""
+        known = self._memory.get(real)
+        return known.digest if known is not None else None
+
     # -- the three sources, in order --
 
     def _verdict(self, real: str, role: str) -> Verdict:
