@@ -274,6 +274,9 @@ class Malformed:
         self.calls += 1
         raise sqlite3.DatabaseError("database disk image is malformed")
 
+    def cursor(self) -> Malformed:
+        return self
+
     def close(self) -> None:
         self.real.close()
 

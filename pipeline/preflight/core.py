@@ -102,7 +102,8 @@ class Preflight:
         self.ids = IdSet()
         self._add_id = self.ids.add
         self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
-        self._real_path = lru_cache(maxsize=cache_size)(RealPaths())
+        self._real_paths = RealPaths()
+        self._real_path = lru_cache(maxsize=cache_size)(self._real_paths)
         self._base_real = lru_cache(maxsize=BASE_CACHE)(os.path.realpath)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
@@ -294,13 +295,25 @@ class Preflight:
         notices.extend(Notice(job.id, name, note, job.location) for note in notes)
         return facts
 
-    def check_local_image(self, ref: InputRef, base: str) -> tuple[ImageFacts | str, list[str]]:
-        """A local image file's facts, or the problem's message, and the notices about the
-        file not given yet: exactly what ``check`` says about a job's ``image``, for a caller
-        that makes the Problem and Notices itself (``rows``: a row whose image is its own).
+    def check_local_image(
+        self, ref: InputRef, base: str
+    ) -> tuple[ImageFacts | str, list[str], str | None]:
+        """A local image file's facts (or the problem's message), the notices about the file
+        not given yet, and its digest (None with a problem): exactly what ``check`` says about
+        a job's ``image``, for a caller that makes the Problem and Notices itself (``rows``:
+        each row its own photo), from one look at the file (one ``lstat``, or a read).
         ``base``: the manifest's folder, absolute."""
-        real, refusal = self._resolve(ref.value, base)
-        return self._file_verdict(ref, "image", base, real, refusal or self._image_facts(real))
+        try:
+            real, info = self._real_paths.with_stat(ref.value)
+        except ValueError:  # a NUL byte or an unencodable character: no file has this name
+            real, info = ref.value, None
+            verdict: ImageFacts | str = UNUSABLE_NAME
+        else:
+            refusal = folder_refusal(ref.value, real, base, self._base_real(base))
+            verdict = refusal or self.reader.image(real, info)
+        facts, notes = self._file_verdict(ref, "image", base, real, verdict)
+        digest = self.reader.recalled_digest(real) if isinstance(facts, ImageFacts) else None
+        return facts, notes, digest
 
     def _file_verdict(
         self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str
@@ -314,13 +327,6 @@ class Preflight:
         self._noted.add((name, real))
         shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
         return facts, [f"{shown} {note}{ONCE}" for note in facts.notes]
-
-    def checked_digest(self, path: str) -> str:
-        """The digest of a file ``check_local_image`` just passed: from that same look at it
-        (no second ``stat``). Raises OSError if it is not known any more."""
-        real, _refusal = self._resolve(path, None)
-        digest = self.reader.recalled_digest(real)
-        return digest if digest is not None else self.reader.digest(real)
 
     def image_recipe(self, image: ImageFacts) -> Recipe:
         """What to do to an image file before upload (``upload_recipe``'s image part)."""

@@ -105,16 +105,22 @@ class RealPaths:
         self._folder = lru_cache(maxsize=folders)(os.path.realpath)
 
     def __call__(self, path: str) -> str:
+        return self.with_stat(path)[0]
+
+    def with_stat(self, path: str) -> tuple[str, os.stat_result | None]:
+        """The real path, and the file's stat when the one ``lstat`` taken is it (the name is
+        no link): whoever checks the file next need not ask again."""
         folder, name = os.path.split(path)
         if not name or name in (os.curdir, os.pardir):
-            return os.path.realpath(path)
+            return os.path.realpath(path), None
         candidate = os.path.join(self._folder(folder), name)
         try:
-            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
-                return candidate
+            info = os.lstat(candidate)
         except OSError:  # missing or unreadable: realpath keeps the name as written too
-            return candidate
-        return os.path.realpath(path)
+            return candidate, None
+        if not stat.S_ISLNK(info.st_mode):
+            return candidate, info
+        return os.path.realpath(path), None
 
 
 def folder_refusal(path: str, real: str, base: str | None, base_real: str) -> str | None:

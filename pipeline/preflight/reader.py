@@ -15,8 +15,8 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -33,6 +33,7 @@ from pipeline.preflight.statcache import Entry, Signature, StatCache
 WHOLE_READ_MAX = 64 * 1024 * 1024  # bytes: files up to this size are read into memory at once
 MEMORY_SIZE = 4096  # files remembered in this pass (the stat cache holds the rest)
 FACTS_VERSION = 1  # bump when ImageFacts or the checks change: cached facts are then re-read
+DECODED_SIZE = 256  # distinct encoded verdicts whose decoding is remembered
 
 Verdict = ImageFacts | str  # what preflight found, or why the file cannot be used
 IMAGE, MASK = "image", "mask"
@@ -40,9 +41,9 @@ Inspect = Callable[[str, bytes | None, int, int], Verdict]
 _INSPECTORS: dict[str, Inspect] = {IMAGE: image_facts, MASK: mask_facts}
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """A file as this pass knows it: unchanged since ``signature`` was taken."""
+class Known(NamedTuple):
+    """A file as this pass knows it: unchanged since ``signature`` was taken (a tuple: one is
+    made for every row of a catalog of distinct photos)."""
 
     signature: Signature
     checked_ns: int
@@ -75,9 +76,10 @@ class InputReader:
         self.files_read = 0  # files whose bytes this pass read
         self.bytes_read = 0
 
-    def image(self, real: str) -> Verdict:
-        """The file's facts as an image, or why it cannot be one."""
-        return self._verdict(real, IMAGE)
+    def image(self, real: str, info: os.stat_result | None = None) -> Verdict:
+        """The file's facts as an image, or why it cannot be one. ``info``: its stat, when the
+        caller just took it."""
+        return self._verdict(real, IMAGE, info)
 
     def mask(self, real: str) -> Verdict:
         """The file's facts as a mask (its content warnings among the notes), or why not."""
@@ -105,8 +107,8 @@ class InputReader:
 
     # -- the three sources, in order --
 
-    def _verdict(self, real: str, role: str) -> Verdict:
-        info = _stat(real)
+    def _verdict(self, real: str, role: str, taken: os.stat_result | None = None) -> Verdict:
+        info = taken if taken is not None else _stat(real)
         if isinstance(info, str):
             return info
         problem = unusable_file(info)
@@ -136,13 +138,10 @@ class InputReader:
         entry = self.cache.lookup(real, signature)
         if entry is None:
             return None
-        known = Known(
-            signature,
-            entry.checked_ns,
-            entry.digest.hex(),
-            _decoded(entry.image, real, self.max_pixels),
-            _decoded(entry.mask, real, self.max_pixels),
-        )
+        image = _decoded(entry.image, real, self.max_pixels) if entry.image else None
+        mask = _decoded(entry.mask, real, self.max_pixels) if entry.mask else None
+        fields = (signature, entry.checked_ns, entry.digest.hex(), image, mask)
+        known = tuple.__new__(Known, fields)
         self._remember(real, known, store=False)
         return known
 
@@ -164,10 +163,10 @@ class InputReader:
         if known is None or known.digest != digest:  # new bytes: what was found no longer holds
             known = Known(signature, checked_ns, digest)
         else:
-            known = replace(known, signature=signature, checked_ns=checked_ns)
+            known = known._replace(signature=signature, checked_ns=checked_ns)
         if role is not None:
             verdict = _INSPECTORS[role](real, data, signature.size, self.max_pixels)
-            known = replace(known, image=verdict) if role == IMAGE else replace(known, mask=verdict)
+            known = known._replace(image=verdict) if role == IMAGE else known._replace(mask=verdict)
         self._remember(real, known, store=True)
         return known
 
@@ -238,6 +237,15 @@ def _decoded(raw: bytes | None, real: str, max_pixels: int) -> Verdict | None:
     """The verdict, or None when there is none or other rules made it (then the file is read)."""
     if raw is None:
         return None
+    fields = _fields(raw, max_pixels)
+    if fields is None or isinstance(fields, str):
+        return fields
+    return ImageFacts(real, *fields)
+
+
+@lru_cache(maxsize=DECODED_SIZE)
+def _fields(raw: bytes, max_pixels: int) -> tuple[Any, ...] | str | None:
+    """An encoded verdict's fields but the path (photos of one catalog mostly share them)."""
     try:
         values: list[Any] = orjson.loads(raw)
         if values[:2] != [FACTS_VERSION, max_pixels]:
@@ -245,8 +253,6 @@ def _decoded(raw: bytes | None, real: str, max_pixels: int) -> Verdict | None:
         if len(values) == 3:
             return str(values[2])
         fmt, width, height, mode, notes, convert, orientation, sixteen, nothing = values[2:]
-        return ImageFacts(
-            real, fmt, width, height, mode, tuple(notes), convert, orientation, sixteen, nothing
-        )
+        return (fmt, width, height, mode, tuple(notes), convert, orientation, sixteen, nothing)
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None  # written by something else: read the file again

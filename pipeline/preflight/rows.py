@@ -273,26 +273,26 @@ class RowPass:
         reason = self.preflight.check_id(job_id)
         long = _too_long(prompt) if prompt is not None and len(prompt) > PROMPT_MAX else None
         base = str(self.manifest.base_dir)
-        facts, notes = self.preflight.check_local_image(image, base)
-        problems = [_renamed(problem, job_id, location) for problem in shape.flawed]
-        if reason is not None:
-            problems.append(Problem(job_id, "id", reason, location))
-        if long is not None:
-            problems.append(Problem(job_id, "prompt", long, location))
-        problems.extend(_renamed(problem, job_id, location) for problem in shape.problems)
-        if isinstance(facts, str):
-            problems.append(Problem(job_id, "image", facts, location))
-        yield from problems
-        yield from (Notice(job_id, "image", note, location) for note in notes)
-        if problems:
-            return
-        assert isinstance(facts, ImageFacts)
+        facts, notes, digest = self.preflight.check_local_image(image, base)
+        if shape.flawed or shape.problems or reason or long or notes or type(facts) is str:
+            problems = [_renamed(problem, job_id, location) for problem in shape.flawed]
+            if reason is not None:
+                problems.append(Problem(job_id, "id", reason, location))
+            if long is not None:
+                problems.append(Problem(job_id, "prompt", long, location))
+            problems.extend(_renamed(problem, job_id, location) for problem in shape.problems)
+            if isinstance(facts, str):
+                problems.append(Problem(job_id, "image", facts, location))
+            yield from problems
+            yield from (Notice(job_id, "image", note, location) for note in notes)
+            if problems:
+                return
+        assert isinstance(facts, ImageFacts) and digest is not None
         variant = self._variant(shape, image, facts, job_id, location)
         if isinstance(variant, Problem):
             yield variant
             return
         assert variant.document is not None and variant.planned is not None
-        digest = self.preflight.checked_digest(image.value)
         document = variant.document
         document["image"] = f"sha256:{digest}"
         if shape.lifted_prompt:
