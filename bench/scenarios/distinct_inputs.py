@@ -49,6 +49,7 @@ from PIL import Image
 from bench.common import Figure, ScenarioResult, log, scratch
 from bench.probe import OPENS_ENV
 from bench.procs import ChildResult, probe_args, run_child
+from bench.scenarios.preflight import bare_csv
 from pipeline.manifest import load_manifest
 from pipeline.models import PlannedJob
 from pipeline.plan import scan
@@ -83,6 +84,8 @@ def run(quick: bool) -> ScenarioResult:
     with scratch("distinct") as folder:
         _large(result, folder, photos)
         _nightly(result, folder, sizes)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    result.notes.append(f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} CPUs")
     result.notes.append(
         "bytes read are rchar after imports (end - ready readings) unless said: what the "
         "pipeline asked for, page cache or not; the first run's photo reads are counted as opens"
@@ -226,17 +229,31 @@ def _nightly(result: ScenarioResult, folder: Path, sizes: tuple[int, int]) -> No
         noop = _child(
             folder / f"n{count}-r", "run", catalog.manifest, "--out", str(out), "--emulator"
         )
-        ledger = _between(noop, "ledger_read_start", "ledger_read_end")
-        preflight = _between(noop, "preflight_start", "preflight_end")
-        measured[count] = (noop, ledger or 0.0)
+        ledger = _between(noop, "ledger_read_start", "ledger_read_end") or 0.0
+        preflight = _between(noop, "preflight_start", "preflight_end") or 0.0
+        measured[count] = (noop, ledger)
         target = NIGHTLY_TARGETS.get(count)
+        parts = _parts(noop)
+        result.details[f"nightly_{count}"] = parts
         result.add(
             Figure(
                 f"{count:,} small photos: no-op nightly re-run to its exit",
                 noop.wall,
                 "s",
                 ("<=", target[0]) if target else None,
-                note=f"ledger read {ledger:.2f} s, preflight pass {preflight:.2f} s",
+                note=f"ledger read {ledger:.2f} s (+{parts['ledger_mb']:.0f} MB), preflight "
+                f"pass {preflight:.2f} s (+{parts['preflight_mb']:.0f} MB), "
+                f"{noop.cpu:.1f} s CPU",
+            )
+        )
+        csv_pass = bare_csv(catalog.manifest.with_suffix(".csv"), count, folder / f"n{count}-csv")
+        beyond = (preflight - csv_pass.wall) / count * 1e6
+        result.add(
+            Figure(
+                f"{count:,} small photos: preflight pass per row beyond csv.reader",
+                beyond,
+                "us",
+                note="a photo's stat and stat-cache lookup, its id, its content key",
             )
         )
         result.add(
@@ -254,6 +271,17 @@ def _nightly(result: ScenarioResult, folder: Path, sizes: tuple[int, int]) -> No
     _scaled(result, measured, small, big)
 
 
+def _parts(child: ChildResult) -> dict[str, float]:
+    """What the ledger read and the preflight pass each added to the peak memory (MB)."""
+    events = child.events
+    mb = {name: event["maxrss_kb"] / 1024 for name, event in events.items() if "maxrss_kb" in event}
+    return {
+        "ledger_mb": mb.get("ledger_read_end", 0.0) - mb.get("ledger_read_start", 0.0),
+        "preflight_mb": mb.get("preflight_end", 0.0) - mb.get("preflight_start", 0.0),
+        "imports_mb": mb.get("ready", 0.0),
+    }
+
+
 def _scaled(
     result: ScenarioResult,
     measured: dict[int, tuple[ChildResult, float]],
@@ -263,10 +291,17 @@ def _scaled(
     """A straight line through the two sizes, read at 1,000,000."""
     million = 1_000_000
     (a, ledger_a), (b, ledger_b) = measured[small], measured[big]
+    pass_a = _between(a, "preflight_start", "preflight_end") or 0.0
+    pass_b = _between(b, "preflight_start", "preflight_end") or 0.0
+    ledger_mb_a, ledger_mb_b = _parts(a)["ledger_mb"], _parts(b)["ledger_mb"]
+    pass_mb_a, pass_mb_b = _parts(a)["preflight_mb"], _parts(b)["preflight_mb"]
     for name, value_a, value_b, unit, index in (
         ("no-op nightly re-run", a.wall, b.wall, "s", 0),
         ("no-op re-run peak memory", a.maxrss_mb, b.maxrss_mb, "MB", 1),
         ("of which the ledger read", ledger_a, ledger_b, "s", None),
+        ("of which the preflight pass", pass_a, pass_b, "s", None),
+        ("memory the ledger read adds", ledger_mb_a, ledger_mb_b, "MB", None),
+        ("memory the preflight pass adds", pass_mb_a, pass_mb_b, "MB", None),
     ):
         slope = (value_b - value_a) / (big - small)
         at_million = value_b + slope * (million - big)
@@ -374,9 +409,11 @@ def _wait_out_racy_window() -> None:
 
 
 def _drop_from_page_cache(paths: list[Path]) -> None:
+    """Written back first (dirty pages cannot be dropped), then dropped."""
     for path in paths:
         descriptor = os.open(path, os.O_RDONLY)
         try:
+            os.fdatasync(descriptor)
             os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(descriptor)
