@@ -215,3 +215,30 @@ def test_a_clean_catalog_of_distinct_photos_spools_each_with_its_own_image(
     assert [os.path.basename(j.job.image.value) for j in fast_jobs] == [
         f"p{index}.png" for index in range(30)
     ]
+
+
+def test_a_box_mask_is_drawn_once_per_image_size_not_once_per_photo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.preflight import core as core_module
+
+    folder = tmp_path / "c"
+    for index in range(40):
+        size = (64, 64) if index % 2 else (96, 64)
+        make_image(folder / "img" / f"p{index}.png", size, color=(index * 6, 1, 2))
+    lines = "".join(f"sku-{index},img/p{index}.png\n" for index in range(40))
+    (folder / "items.csv").write_text("id,image\n" + lines)
+    defaults = {"type": "inpaint", "prompt": "a lamp", "mask": "box:0,0.5,1,1", "mask_feather": 4}
+    manifest = write_manifest(folder, {"version": 1, "defaults": defaults, "items": "items.csv"})
+    drawn: list[tuple[int, int]] = []
+    original = core_module.render_mask
+
+    def counting(recipe: Any, image: Any, *args: Any) -> Any:
+        drawn.append((image.width, image.height))
+        return original(recipe, image, *args)
+
+    monkeypatch.setattr(core_module, "render_mask", counting)
+    jobs = [item for item in scan(load_manifest(manifest)) if isinstance(item, PlannedJob)]
+    assert len(jobs) == 40 and sorted(drawn) == [(64, 64), (96, 64)]
+    assert len({job.key for job in jobs}) == 40  # each photo its own key all the same
+    assert {job.mask_digest for job in jobs} == {jobs[0].mask_digest, jobs[1].mask_digest}

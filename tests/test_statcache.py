@@ -402,6 +402,11 @@ def test_a_nightly_run_reads_only_what_changed_and_buys_only_that(
         assert str(photos[2]) in opened.any_of(photos)
         assert set(opened.any_of(photos)) == {str(photos[2])}
         assert len(emulator.calls("features")) == bought + 1
+        # --rehash: every photo read again (and the cache rebuilt); still nothing bought.
+        with recording() as opened:
+            assert run_cli([*run, "--rehash"], emulator.env, monkeypatch) == 0
+        assert sorted(set(opened.any_of(photos))) == sorted(str(p) for p in photos)
+        assert len(emulator.calls("features")) == bought + 1
 
 
 def test_a_run_whose_photo_was_deleted_names_it_and_sends_nothing(

@@ -24,6 +24,7 @@ from pipeline.models import Job
 from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, output_target, recorded_bucket
 from pipeline.plan import PlanOptions, prepare, prepare_file
 from pipeline.preflight import Preflight
+from pipeline.preflight.statcache import StatCache
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
 from pipeline.status import format_status, read_status
@@ -98,13 +99,18 @@ def command_validate(args: argparse.Namespace) -> int:
         with input_cache(state, args.rehash) as cache:
             preflight = Preflight(stat_cache=cache)
             plan = prepare(manifest, LedgerState(), PlanOptions(), load_credit_table(), preflight)
-    print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
-    if args.masks is not None and plan.summary.manifest is not None:
-        write_mask_previews(args.manifest, args.masks)
-    return ExitCode.OK if plan.ok else ExitCode.USAGE
+            print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
+            if args.masks is not None:
+                cache.flush()  # the second pass finds what the first one read
+                write_mask_previews(args.manifest, args.masks, cache)
+        return ExitCode.OK if plan.ok else ExitCode.USAGE
+    print(format_plan(plan.summary), file=sys.stderr)
+    return ExitCode.USAGE
 
 
-def write_mask_previews(manifest_path: Path, folder: Path) -> int:
+def write_mask_previews(
+    manifest_path: Path, folder: Path, stat_cache: StatCache | None = None
+) -> int:
     """Each valid job's effective mask and overlay into ``folder``; how many were written.
 
     A second pass over the manifest (the first one counted, this one draws): nothing is sent.
@@ -119,7 +125,7 @@ def write_mask_previews(manifest_path: Path, folder: Path) -> int:
     except ManifestError:
         return 0  # its problems are printed above already
     written = 0
-    for item in scan(manifest):
+    for item in scan(manifest, Preflight(stat_cache=stat_cache)):  # files checked: not read
         if not isinstance(item, PlannedJob) or not item.job.has_mask:
             continue
         if item.job.image.kind != "file" or (

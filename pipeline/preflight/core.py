@@ -18,6 +18,7 @@ from pipeline.models import Feature, InputRef, Job
 from pipeline.preflight.effective import (
     MASK_CACHE_SIZE,
     EffectiveMask,
+    reads_pixels,
     recipe_for,
     render_mask,
     without_path,
@@ -109,6 +110,7 @@ class Preflight:
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
         # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
         self._effective = lru_cache(maxsize=MASK_CACHE_SIZE)(self._render_mask)
+        self._drawn = lru_cache(maxsize=MASK_CACHE_SIZE)(self._draw_mask)
 
     def duplicate_ids(self) -> set[int]:
         """Fingerprints of the ids seen more than once in this pass (``id_fingerprint``)."""
@@ -239,7 +241,7 @@ class Preflight:
         if image is None:
             return None
         mask_real = self._resolve(job.mask.value, None)[0] if job.mask is not None else ""
-        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        rendered = self._rendered(image, recipe, mask_real)
         return rendered if isinstance(rendered, EffectiveMask) else None
 
     def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
@@ -381,7 +383,7 @@ class Preflight:
                 problems.append(Problem(job.id, "mask", message, job.location))
             return
         mask_real = mask.path if mask is not None else ""
-        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        rendered = self._rendered(image, recipe, mask_real)
         if isinstance(rendered, str):
             problems.append(Problem(job.id, "mask", rendered, job.location))
             return
@@ -391,6 +393,21 @@ class Preflight:
             notices.extend(
                 Notice(job.id, "mask", f"{note}{ONCE}", job.location) for note in rendered.notes
             )
+
+    def _rendered(
+        self, image: ImageFacts, recipe: masks.MaskRecipe, mask_real: str
+    ) -> EffectiveMask | str:
+        """The recipe drawn for this image: once per photo (and mask file) when it reads their
+        pixels, once per image size when it does not (a catalog of distinct photos with one
+        box mask draws it once per size, not once per photo)."""
+        recipe = without_path(recipe)
+        if reads_pixels(recipe):
+            return self._effective(image.path, recipe, mask_real)
+        return self._drawn(image.width, image.height, recipe)
+
+    def _draw_mask(self, width: int, height: int, recipe: masks.MaskRecipe) -> EffectiveMask | str:
+        sized = ImageFacts("", "PNG", width, height, "RGB")  # only the upright size is read
+        return render_mask(recipe, sized, None, "", self.max_input_side)
 
     def _render_mask(
         self, image_real: str, recipe: masks.MaskRecipe, mask_real: str
