@@ -154,8 +154,16 @@ def test_rehash_reads_every_file_again_and_refreshes_the_cache(tmp_path: Path, p
     state = tmp_path / "state"
     second = make_image(tmp_path / "photos" / "lamp.png", size=(40, 40))
     one_pass(state, photo, second)
+    with StatCache.open(state, rehash=True) as forgetting:
+        reader = InputReader(forgetting)
+        assert isinstance(reader.image(str(photo)), ImageFacts)
+        assert forgetting.hits == 0  # nothing is taken from the cache ...
     read, _ = one_pass(state, photo, second, rehash=True)
-    assert sorted(read) == sorted([str(photo), str(second)])
+    assert sorted(read) == sorted([str(photo), str(second)])  # ... every file is read
+    with StatCache.open(state) as refreshed:
+        reader = InputReader(refreshed)
+        assert isinstance(reader.image(str(second)), ImageFacts)
+        assert refreshed.hits == 1  # and the cache is whole again
     read, _ = one_pass(state, photo, second)
     assert read == []
 
@@ -302,6 +310,27 @@ def test_a_database_that_breaks_in_use_is_dropped_and_said_once(
     one_pass(state, photo)
     read, _ = one_pass(state, photo)
     assert read == []  # the next runs have a working cache again
+
+
+def test_a_cache_another_process_is_writing_is_shared_not_broken(
+    tmp_path: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(statcache_module, "BUSY_TIMEOUT_MS", 0)  # do not wait for the lock
+    state = tmp_path / "state"
+    StatCache.open(state).close()
+    other = sqlite3.connect(state / CACHE_NAME, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a run beside this validate, mid-batch
+    warnings: list[str] = []
+    cache = StatCache.open(state, warn=warnings.append)
+    assert isinstance(InputReader(cache).image(str(photo)), ImageFacts)
+    cache.close()  # its batch cannot be written now: skipped, not an error
+    other.execute("ROLLBACK")
+    other.close()
+    assert warnings == [] and (state / CACHE_NAME).exists()
+    read, _ = one_pass(state, photo)
+    assert read == [str(photo)]  # read again, and kept this time
+    read, _ = one_pass(state, photo)
+    assert read == []
 
 
 def test_an_unusable_state_folder_leaves_the_cache_unkept_and_says_so(

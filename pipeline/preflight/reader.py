@@ -73,8 +73,6 @@ class InputReader:
         self._read_file = read
         self._memory: OrderedDict[str, Known] = OrderedDict()
         self._memory_size = memory_size
-        self.files_read = 0  # files whose bytes this pass read
-        self.bytes_read = 0
 
     def image(self, real: str, info: os.stat_result | None = None) -> Verdict:
         """The file's facts as an image, or why it cannot be one. ``info``: its stat, when the
@@ -158,8 +156,6 @@ class InputReader:
                 digest = hashlib.sha256(data).hexdigest()
         except OSError as exc:
             return _unreadable(exc)
-        self.files_read += 1
-        self.bytes_read += signature.size
         if known is None or known.digest != digest:  # new bytes: what was found no longer holds
             known = Known(signature, checked_ns, digest)
         else:

@@ -141,7 +141,6 @@ class StatCache:
         self._ahead_used = 0
         self._ahead_on = True
         self.hits = 0  # files known and unchanged: not read
-        self.written = 0  # entries written
 
     @classmethod
     def open(
@@ -266,8 +265,6 @@ class StatCache:
             if _code(exc) in _BUSY_CODES:
                 return  # another process holds the write lock: these are read again next time
             self._broken(exc)
-            return
-        self.written += len(pending)
 
     def close(self) -> None:
         """Write what is pending and let the database go."""
