@@ -116,8 +116,8 @@ class Entry(NamedTuple):
 class StatCache:
     """The cache of one state folder (``open``), or a cache that keeps nothing (``StatCache()``).
 
-    Single-threaded, like preflight. ``rehash`` forgets every entry (lookups find nothing; the
-    pass writes fresh ones), which also drops the entries of files no longer in the catalog.
+    Single-threaded, like preflight. ``rehash`` starts a new database (lookups find nothing; the
+    pass writes fresh entries), which also drops the entries of files no longer in the catalog.
     """
 
     def __init__(
@@ -155,15 +155,14 @@ class StatCache:
         path = folder / CACHE_NAME
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if rehash:  # a new file: cheaper than deleting a million rows, and compact
+                _remove_database(path)
             connection = _connect(path)
         except (OSError, sqlite3.Error) as exc:
             reason = _reason(exc)
             warn(f"cannot keep the input cache in {folder} ({reason}): inputs are read in full")
             return cls(clock=clock)
-        cache = cls(connection, path, clock, warn)
-        if rehash:
-            cache._forget_all()
-        return cache
+        return cls(connection, path, clock, warn)
 
     @property
     def kept(self) -> bool:
@@ -288,14 +287,6 @@ class StatCache:
         if self._reading and self._connection is not None:
             self._reading = False
             self._connection.execute("COMMIT")
-
-    def _forget_all(self) -> None:
-        assert self._connection is not None
-        try:
-            with _transaction(self._connection):
-                self._connection.execute("DELETE FROM files")
-        except sqlite3.Error as exc:
-            self._broken(exc)
 
     def _broken(self, exc: sqlite3.Error) -> None:
         """The database failed in use: this run goes on without it; a new one is started for
