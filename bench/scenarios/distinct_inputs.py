@@ -81,11 +81,14 @@ def run(quick: bool) -> ScenarioResult:
     photos = 200 if quick else 2_000
     sizes = (5_000, 20_000) if quick else (50_000, 200_000)
     result.params = {"large_photos": photos, "small_catalogs": list(sizes)}
+    start_load = _load()
     with scratch("distinct") as folder:
         _large(result, folder, photos)
         _nightly(result, folder, sizes)
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    result.notes.append(f"load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} CPUs")
+    result.notes.append(
+        f"load average (1, 5, 15 min) at the start {start_load}, at the end {_load()}, on "
+        f"{os.cpu_count()} CPUs: wall figures grow with it"
+    )
     result.notes.append(
         "bytes read are rchar after imports (end - ready readings) unless said: what the "
         "pipeline asked for, page cache or not; the first run's photo reads are counted as opens"
@@ -420,6 +423,10 @@ def _drop_from_page_cache(paths: list[Path]) -> None:
 
 
 # -- children ----------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _child(
