@@ -20,6 +20,7 @@ from bench.report import render_markdown
 from bench.scenarios import (
     async_rate,
     checks,
+    distinct_inputs,
     imaging,
     memory,
     overhead,
@@ -37,6 +38,7 @@ Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
     "remote_preflight": remote_preflight.run,
+    "distinct_inputs": distinct_inputs.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,

@@ -50,7 +50,8 @@ def test_a_dry_run_returns_the_plan_and_sends_nothing(tmp_path: Path) -> None:
     result = pipeline.run(manifest, dry_run=True)
     assert result.dry_run and result.plan is not None
     assert result.plan.total.jobs == 3
-    assert not (tmp_path / "out").exists()
+    # Nothing sent, no ledger; only the stat cache of the inputs it read (docs/ledger.md).
+    assert not (result.state_dir / "ledger.jsonl").exists()
 
 
 def test_what_keeps_a_run_from_starting_is_raised_from_the_one_tree(

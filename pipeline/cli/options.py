@@ -19,6 +19,14 @@ def add_redo_missing(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_rehash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read every input file again, ignoring the input cache (then rebuild it)",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

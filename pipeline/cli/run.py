@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.cli.codes import EXIT_CODES_HELP
 from pipeline.cli.options import (
     add_redo_missing,
+    add_rehash,
     http_url,
     ids_option,
     non_negative_float,
@@ -79,6 +80,7 @@ def add_arguments(commands: Any) -> None:
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     add_redo_missing(run)
+    add_rehash(run)
     run.add_argument(
         "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
     )
@@ -146,6 +148,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         verbose=args.verbose,
         metrics_file=args.metrics_file,
         notify=args.notify,
+        rehash=args.rehash,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
 

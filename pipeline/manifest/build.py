@@ -190,6 +190,9 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
     Cached: a catalog names the same few files many times.
     """
     text = text.strip()
+    unusable = unusable_path(text)
+    if unusable:
+        return unusable
     lowered = text.lower()
     if lowered.startswith(_REMOTE_PREFIXES):
         return InputRef("url", text)  # fetched by preflight (pipeline.inputs)
@@ -197,7 +200,8 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
         local = urlsplit(text)
         if local.netloc not in ("", "localhost"):
             return "file:// URLs name a local file: file:///path or file://localhost/path"
-        return InputRef("file", os.path.normpath(unquote(local.path)))
+        path = unquote(local.path)  # %00 is a NUL byte once decoded
+        return unusable_path(path) or InputRef("file", os.path.normpath(path))
     if lowered.startswith("asset:"):
         path = text[len("asset:") :].strip()
         return InputRef("asset", path) if path else "asset: needs a path after the colon"
@@ -211,6 +215,19 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
         return "is empty"
     expanded = os.path.expanduser(text)
     return InputRef("file", os.path.normpath(os.path.join(base_dir, expanded)))
+
+
+def unusable_path(text: str) -> str | None:
+    """Why an input cannot have this name, or None: a NUL byte (no file name or URL holds
+    one; the OS call would raise), or bytes that are not UTF-8 (a file name in another
+    encoding, found by a glob: the ledger, the report and every message are UTF-8)."""
+    if "\x00" in text:
+        return f"{text!r} holds a NUL byte, which no file name or URL can"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{text!r} is not UTF-8 text (a file name in another encoding): rename the file"
+    return None
 
 
 # --- templates ------------------------------------------------------------------------------

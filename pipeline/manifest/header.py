@@ -12,6 +12,7 @@ import yaml
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest.build import (
     parse_feature,
+    unusable_path,
 )
 from pipeline.manifest.schema import (
     HEADER_FIELDS,
@@ -238,6 +239,10 @@ def _items_source(
     if not isinstance(name, str) or not name.strip():
         message = f"must be the path of a CSV or JSONL file, got {type_name(name)}"
         problems.append(Problem(None, "items", message, display))
+        return None
+    unusable = unusable_path(name.strip())
+    if unusable:
+        problems.append(Problem(None, "items", unusable, display))
         return None
     path = base_dir / os.path.expanduser(name.strip())
     reason = _items_file_problem(path)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import glob as globlib
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,6 +13,7 @@ import orjson
 
 from pipeline.errors import Problem
 from pipeline.manifest.build import build_job
+from pipeline.manifest.globs import GlobWalk
 from pipeline.manifest.schema import (
     JOB_FIELDS,
     os_reason,
@@ -97,17 +96,20 @@ class Manifest:
     # -- sources --
 
     def _iter_glob(self, entry: GlobEntry) -> Iterator[Job | Problem]:
-        matches = sorted(
-            match
-            for match in globlib.glob(entry.pattern, root_dir=self.base_dir, recursive=True)
-            if os.path.isfile(os.path.join(self.base_dir, match))
-        )
+        # Inside the manifest's folder only, and bounded (pipeline.manifest.globs).
+        walk = GlobWalk(entry.pattern, str(self.base_dir))
+        matches = walk.matches()
+        if walk.stopped is not None:  # refused, or too large a walk: nothing of it runs
+            yield Problem(None, "pattern", walk.stopped, entry.location)
+            return
         if not matches:
             yield Problem(None, "pattern", f"{entry.pattern!r} matches no file", entry.location)
         for match in matches:
             stem = PurePosixPath(match.replace("\\", "/")).stem
             own = {**entry.fields, "image": match.replace("{", "{{").replace("}", "}}")}
-            location = f"{entry.location} ({match})"
+            # A name in another encoding is refused by its job's image check; shown escaped.
+            shown = match.encode("utf-8", "backslashreplace").decode("utf-8")
+            location = f"{entry.location} ({shown})"
             yield from self._job_from_fields(own, frozenset(), location, {"stem": stem})
 
     def _iter_csv(self, source: ItemsSource) -> Iterator[Job | Problem | Row]:

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import KEY_ENV
-from pipeline.plan.prepare import prepare_file
 from pipeline.reporting.status import FolderStatus, folder_status
 from pipeline.review.channels import channel_options, export_channel
 from pipeline.review.export import DEFAULT_NAME, ExportResult
 from pipeline.review.export import export as export_images
 from pipeline.runner.options import Console, RunOptions
 from pipeline.runner.results import RunResult, ValidationResult
-from pipeline.runner.start import run_manifest
+from pipeline.runner.start import run_manifest, validate_manifest
 
 
 def run(
@@ -56,9 +55,14 @@ def run(
     return run_manifest(run_options, api_key=key, console=console or Console())
 
 
-def validate(manifest: str | Path) -> ValidationResult:
-    """Every check that needs no network (``pipeline validate``); nothing is sent."""
-    return ValidationResult(prepare_file(Path(manifest)).summary)
+def validate(
+    manifest: str | Path, *, state: str | Path | None = None, rehash: bool = False
+) -> ValidationResult:
+    """Every check that needs no network (``pipeline validate``); nothing is sent. The stat
+    cache of a run's state folder (``state``, default the manifest's OUT) is used and kept."""
+    state_dir = None if state is None else Path(state)
+    plan = validate_manifest(Path(manifest), state=state_dir, rehash=rehash, console=Console())
+    return ValidationResult(plan.summary)
 
 
 def status(out: str | Path, manifest: str | Path | None = None) -> FolderStatus:

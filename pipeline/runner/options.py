@@ -36,6 +36,7 @@ class RunOptions:
     max_total_credits: float | None = None
     submit: SubmitMode | None = None  # "async" (--async); None: the settings'
     retry_failed: bool = False
+    rehash: bool = False  # read every input again, ignoring the stat cache
     redo_missing: bool = False
     limit: int | None = None
     only: frozenset[str] | None = None

@@ -14,14 +14,22 @@ from pathlib import Path
 from pipeline.config import KEY_ENV, http_url_problem, load_settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
-from pipeline.errors import ExitCode, PlanRefused, UsageError
+from pipeline.errors import ExitCode, ManifestError, PlanRefused, UsageError
 from pipeline.layout import LEDGER_NAME, LOCK_NAME, STAGING_DIR
 from pipeline.ledger import LedgerState, OutputLock, read_ledger
 from pipeline.ledger.decisions import read_decisions
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job
-from pipeline.plan.prepare import CheckedPlan, PlanOptions, prepare, reviewer_rejections
+from pipeline.plan.prepare import (
+    CheckedPlan,
+    PlanOptions,
+    prepare,
+    prepare_file,
+    reviewer_rejections,
+)
 from pipeline.plan.summary import format_plan, format_problems
+from pipeline.preflight import Preflight
+from pipeline.preflight.statcache import StatCache
 from pipeline.reporting.runlog import RunLog
 from pipeline.runner.options import Console, RunContext, RunOptions
 from pipeline.runner.results import RunResult
@@ -77,6 +85,22 @@ def _run_log(options: RunOptions) -> RunLog:
     )
 
 
+def validate_manifest(
+    path: Path, *, state: Path | None = None, rehash: bool = False, console: Console
+) -> CheckedPlan:
+    """``pipeline validate``: the one pass, nothing sent; with the stat cache a run of this
+    manifest keeps (its state folder, or ``state``), so validate then run reads each photo
+    once, and a nightly validate reads none that did not change."""
+    try:
+        manifest = load_manifest(path)
+    except ManifestError:
+        return prepare_file(path)  # the header's problems, as a plan
+    state_dir = state or output_target(None, None, manifest.base_dir, manifest.name).state_dir
+    with input_cache(state_dir, rehash, console) as cache:
+        preflight = Preflight(stat_cache=cache)
+        return prepare(manifest, LedgerState(), PlanOptions(), load_credit_table(), preflight)
+
+
 def plan_options(options: RunOptions, target: OutputTarget, done: DoneJobs | None) -> PlanOptions:
     return PlanOptions(
         retry_failed=options.retry_failed,
@@ -96,18 +120,26 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
         ledger = read_ledger(state_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, state_dir, context.console)
         done = DoneJobs()  # the re-fetch of lost outputs (scheduler.refetch) checks these
-        plan = prepare(
-            context.manifest,
-            ledger,
-            plan_options(context.options, context.target, done),
-            load_credit_table(),
-        )
+        plan = _prepared(context, ledger, plan_options(context.options, context.target, done))
         if not plan.ok:
             if created:
                 _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
             raise PlanRefused(plan.summary)
         _print_warnings(plan, context.console)
         return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
+
+
+def _prepared(context: RunContext, ledger: LedgerState, options: PlanOptions) -> CheckedPlan:
+    """The one pass, with the state folder's stat cache: unchanged inputs are not read again
+    (kept even when the plan fails, so a fixed catalog does not read every photo again)."""
+    with input_cache(context.target.state_dir, context.options.rehash, context.console) as cache:
+        preflight = Preflight(stat_cache=cache)
+        return prepare(context.manifest, ledger, options, load_credit_table(), preflight)
+
+
+def input_cache(state_dir: Path, rehash: bool, console: Console) -> StatCache:
+    """The state folder's stat cache of input files; one note if it cannot be kept."""
+    return StatCache.open(state_dir, rehash, warn=lambda message: console.warn(f"note: {message}"))
 
 
 def _print_warnings(plan: CheckedPlan, console: Console) -> None:
@@ -128,9 +160,7 @@ def _remove_empty(state_dir: Path) -> None:
 def _dry_run(context: RunContext) -> RunResult:
     target = context.target
     ledger = read_ledger(target.state_dir / LEDGER_NAME)
-    plan = prepare(
-        context.manifest, ledger, plan_options(context.options, target, None), load_credit_table()
-    )
+    plan = _prepared(context, ledger, plan_options(context.options, target, None))
     if not plan.ok:
         raise PlanRefused(plan.summary)
     context.console.say(format_plan(plan.summary))
