@@ -21,6 +21,7 @@ from pipeline.events import Event, EventBus, JobSucceeded
 from pipeline.inputs import objectstore
 from pipeline.layout import LEDGER_NAME
 from pipeline.ledger import LedgerState, LedgerWriter
+from pipeline.review.export import CSV_COLUMNS
 from pipeline.store.bucket import BucketStore, OutputTarget
 from tests.distributed.test_distributed_run import fast_window_emulator, planned, settings_for
 from tests.e2e_helpers import records, run_cli, states, write_catalog
@@ -90,7 +91,7 @@ def test_two_shards_put_every_image_in_the_bucket_once_and_the_export_reads_it_b
     exported = {path.name: path.read_bytes() for path in folder.iterdir()}
     assert objects(other) == exported
     assert all(exported[f"sku-{j:04d}_0.png"] == stored[f"sku-{j:04d}/0.png"] for j in range(count))
-    assert exported["export.csv"].decode().splitlines()[0] == "id,index,file,source,prompt"
+    assert exported["export.csv"].decode().splitlines()[0] == ",".join(CSV_COLUMNS)
 
     # The shards had the secret in their environment; nothing written anywhere holds it.
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
