@@ -18,6 +18,7 @@ from pipeline.config import Endpoints, Timeouts
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.errors import (
     AnswerLost,
+    ApiError,
     ApiTimeout,
     AssetNotFound,
     BadRequest,
@@ -407,7 +408,7 @@ async def test_lost_answers_of_a_feature_call_are_unknown_outcomes(
     status: int,
     body: bytes,
     content_type: str,
-    expected: type,
+    expected: type[ApiError],
     seen: str,
 ) -> None:
     """A 52x or an HTML 5xx may come while the origin makes and charges the edit; a JSON 5xx
