@@ -35,6 +35,9 @@ JITTER = 0.5  # each wait is scaled by a random factor in [1 - JITTER, 1]
 # means the host is down, not the jobs wrong: stop the run, keep them pending.
 BREAKER_JOBS = 5
 
+# The live API refuses more uploads than this in flight at once (a reported limit).
+UPLOADS_IN_FLIGHT = 5
+
 CONNECT_TIMEOUT = 15.0
 UPLOAD_TIMEOUT = 120.0
 FEATURE_TIMEOUT = 300.0  # generation is slow; a feature call may legitimately take minutes

@@ -251,6 +251,7 @@ class StopReason(StrEnum):
     CRASHED = "crashed"
     API_UNREACHABLE = "api_unreachable"
     INPUT_HOST_UNREACHABLE = "input_host_unreachable"
+    CDN_CHALLENGE = "cdn_challenge"  # the breaker, when every try met the CDN's challenge page
 
 
 # -- errors of the stages beside the API (each names what is wrong in its message) ----------

@@ -43,6 +43,11 @@ class FakeClient:
         self.polls: list[str] = []
         self.async_flags: list[bool] = []
         self._polls_left: dict[str, int] = {}
+        # The asset host serves unsigned reads (a public bucket: every result of a record can
+        # be fetched); False: a private one, where only a record's first result can.
+        self.public_assets = True
+        self.unsigned_reads = False
+        self.unsigned_checks: list[str] = []
 
     def fail(self, step: str, *errors: ApiError) -> None:
         self.script[step].extend(errors)
@@ -117,6 +122,11 @@ class FakeClient:
                 stream.write(data[start : start + 4096])
             stream.finish()
         return len(data)
+
+    async def serves_unsigned(self, path: str) -> bool:
+        self.unsigned_checks.append(path)
+        self.unsigned_reads = self.public_assets
+        return self.public_assets
 
     async def download(self, url: str, dest: Path, what: str = "download") -> int:
         data = png_bytes((64, 64))

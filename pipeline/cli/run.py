@@ -229,7 +229,8 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
     with OutputLock(state_dir):
         ledger = read_ledger(state_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, state_dir)
-        done = DoneJobs()  # the re-fetch of lost outputs (pipeline.scheduler.refetch) checks these
+        # the re-fetch of lost outputs (pipeline.scheduler.refetch) checks these
+        done = DoneJobs(ledger.output_records)
         options = plan_options(args, context.target, done)
         plan = prepare(manifest, ledger, options, load_credit_table())
         if not plan.ok:

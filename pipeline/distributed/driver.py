@@ -30,11 +30,13 @@ from pipeline.config import Endpoints, Settings
 from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
+    AnswerLostAfterSending,
     AssetsUploaded,
     Event,
     EventBus,
     FeatureSubmitted,
     JobFailed,
+    JobPartial,
     JobSucceeded,
     RunStopping,
 )
@@ -154,10 +156,14 @@ class Driver:
     def _source(self, plan: Iterable[PlannedJob]) -> Iterator[ShardJob]:
         # The plan already left out what need not run (plan.skip_reason): send everything.
         for planned in plan:
+            job_id, key = planned.job.id, planned.key
             yield ShardJob(
                 planned,
-                self._resume.pending_for(planned.job.id, planned.key),
+                self._resume.pending_for(job_id, key),
                 self._known_assets(planned),
+                dict(self._resume.parts_for(job_id, key)),
+                self._resume.partial_for(job_id, key),
+                self._resume.lost_answers(job_id, key),
             )
 
     def _known_assets(self, planned: PlannedJob) -> dict[str, Asset]:
@@ -215,10 +221,19 @@ class Driver:
         if isinstance(event, FeatureSubmitted) and owned:
             self._count_credits(event.credits)
             pending = Pending(event.result, event.credits, event.attempt)
-            self._owner[event.job_id] = (shard_id, dataclasses.replace(owned[1], pending=pending))
+            job = owned[1]
+            if event.part is not None:  # one image of a job bought per image
+                job = dataclasses.replace(job, parts={**job.parts, event.part: pending})
+            else:
+                job = dataclasses.replace(job, pending=pending)
+            self._owner[event.job_id] = (shard_id, job)
+        elif isinstance(event, AnswerLostAfterSending) and owned:
+            self._possibly_charged(event.credits)
+            job = dataclasses.replace(owned[1], lost_answers=owned[1].lost_answers + 1)
+            self._owner[event.job_id] = (shard_id, job)
         elif isinstance(event, AssetsUploaded):
             self._assets.update({a.digest: a for a in event.assets.values() if a.digest})
-        elif isinstance(event, JobSucceeded | JobFailed):
+        elif isinstance(event, JobSucceeded | JobFailed | JobPartial):
             self._owner.pop(event.job_id, None)
         self._bus.emit(event)
 
@@ -226,6 +241,13 @@ class Driver:
         # Counted as the shards report them: the calls already open when the limit is reached
         # still land, so the overshoot is at most the calls in flight (shards x concurrency).
         self.credits.charge(credits or 0)
+        self._check_budget()
+
+    def _possibly_charged(self, credits: int | None) -> None:
+        self.credits.possibly_charged(credits or 0)  # an answer lost after sending
+        self._check_budget()
+
+    def _check_budget(self) -> None:
         reached = self.credits.exceeded_by(1)  # not one more credit may be spent
         if reached is not None:
             self._stop(reached.kind, str(reached))

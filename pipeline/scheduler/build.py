@@ -65,6 +65,7 @@ def build_scheduler(
     stop = StopSignal()
     steps = StepRunner(gate, policy, bus, stop, timing.sleep)
     uploads = Uploads(client, steps, resume, bus, store, mask_converter)
+    submit = submit or submit_policy(options.submit)
     purchase = Purchase(
         client,
         steps,
@@ -72,10 +73,12 @@ def build_scheduler(
         credits,
         bus,
         credits_for or (lambda _job: 0),
-        submit=submit or submit_policy(options.submit),
+        submit=submit,
         clock=timing.clock,
     )
-    polling = Polling(client, steps, bus, credits, stop, options.timeouts, timing)
+    polling = Polling(
+        client, steps, bus, credits, stop, options.timeouts, timing, submit.on_finished
+    )
     breaker = policy.settings.breaker_jobs if options.breaker_jobs is None else options.breaker_jobs
     return Scheduler(
         bus=bus,

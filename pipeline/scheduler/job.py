@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,10 +29,13 @@ from pipeline.errors import (
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
+CHALLENGE_STATUS = 403
 
 
 class Client(Protocol):
     """What the scheduler asks of ``api.client.OneMinClient``: one attempt per call."""
+
+    unsigned_reads: bool  # the asset host serves unsigned reads (then results come from it)
 
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset: ...
     async def run_feature(
@@ -43,6 +46,7 @@ class Client(Protocol):
         self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = ...
     ) -> int: ...
     async def download(self, url: str, dest: Path, what: str = ...) -> int: ...
+    async def serves_unsigned(self, path: str) -> bool: ...
 
 
 class PendingRecord(Protocol):
@@ -56,10 +60,24 @@ class PendingRecord(Protocol):
     def attempts(self) -> int: ...
 
 
+class PartialImages(Protocol):
+    """A partial job from an earlier run: what it delivered, and the images it misses."""
+
+    @property
+    def delivered(self) -> tuple[str, ...]: ...
+    @property
+    def missing(self) -> tuple[int, ...]: ...
+    @property
+    def uuids(self) -> tuple[str, ...]: ...
+
+
 class ResumeState(Protocol):
     """What the scheduler asks the ledger, and nothing more."""
 
     def pending_for(self, job_id: str, key: str) -> PendingRecord | None: ...
+    def parts_for(self, job_id: str, key: str) -> Mapping[int, PendingRecord]: ...
+    def partial_for(self, job_id: str, key: str) -> PartialImages | None: ...
+    def lost_answers(self, job_id: str, key: str) -> int: ...
     def asset_for(self, digest: str | None) -> Asset | None: ...
     def forget_asset(self, digest: str | None) -> None: ...
     def remember_asset(self, digest: str, path: str) -> None: ...
@@ -116,10 +134,30 @@ class JobRun:
     feature_tries: int = 0  # failed feature tries that count toward --max-attempts
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
     sent_async: bool = False  # the latest feature call went with "async": true
+    # Answers of this job's feature calls lost after sending (unknown outcomes), earlier runs'
+    # included: the call is re-sent once, async; a second loss fails the job.
+    lost_answers: int = 0
 
     @property
     def job(self) -> Job:
         return self.planned.job
+
+
+@dataclass(frozen=True)
+class Part:
+    """One paid feature call of a job and the images it makes: ``indexes[i]`` is the output
+    index of the record's result ``i``. A whole job is one part (indexes ``0..n-1``); a job
+    bought one call per image has a part per image, each with ``per_image`` set (its ledger
+    line names the image: the part)."""
+
+    indexes: tuple[int, ...]
+    result: FeatureResult
+    credits: int | None
+    per_image: bool = False
+
+    @property
+    def ledger_part(self) -> int | None:
+        return self.indexes[0] if self.per_image else None
 
 
 @dataclass
@@ -137,6 +175,12 @@ def is_systemic(error: BaseException) -> bool:
     if isinstance(error, DownloadFailed):
         return is_systemic(error.__cause__) if error.__cause__ is not None else False
     return isinstance(error, TransientError) and not isinstance(error, RecordFailed | Stopped)
+
+
+def cdn_challenged(error: BaseException) -> bool:
+    """A transient 403: the CDN's challenge page, not the API (a 403 from the API is the key,
+    or the job)."""
+    return isinstance(error, TransientError) and error.http_status == CHALLENGE_STATUS
 
 
 def error_info(error: PipelineError, *, transient: bool = False) -> ErrorInfo:

@@ -46,7 +46,9 @@ class StepRunner:
             try:
                 if step in API_STEPS:
                     await self.gate.acquire()
-                    if self._stop.is_set():
+                    # A stopping run sends no new work; a poll of a paid record is no new
+                    # work: records in flight settle (a failed poll is not retried then).
+                    if self._stop.is_set() and step != "poll":
                         raise Stopped()
                 value = await attempt()
             except (Stopped, BudgetReached):
