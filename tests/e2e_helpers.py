@@ -20,6 +20,10 @@ from PIL import Image, ImageDraw
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# A settings file that polls records at once and often (the emulator's edits are short): test
+# runs pass it with --config unless they bring their own profile (``write_profile``).
+QUICK_POLLS = Path(__file__).resolve().parent / "quick_polls.yaml"
+QUICK_POLL_TIMEOUTS = {"poll_initial": 0.05, "poll_max": 0.2}
 
 
 def write_catalog(
@@ -169,7 +173,7 @@ def write_profile(
     HTTP date a second or two ahead) is honoured but capped, so the suite does not sleep.
     """
     timeouts = {"connect": 2.0, "upload": upload, "feature": feature, "download": download}
-    timeouts |= extra.pop("timeouts", {})
+    timeouts |= QUICK_POLL_TIMEOUTS | extra.pop("timeouts", {})
     profile = {
         "retry": {
             "backoff_base": 0.01,

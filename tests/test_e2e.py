@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.images.provenance import read_provenance
 from tests.e2e_helpers import (
+    QUICK_POLLS,
     Expected,
     assert_outputs_whole,
     folder_summary,
@@ -23,7 +24,7 @@ from tests.e2e_helpers import (
 )
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "60000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 
 
 def test_all_jobs_done_then_a_second_run_sends_nothing(
@@ -83,7 +84,10 @@ def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def _fast_backoff(folder: Path) -> Path:
     profile = folder / "fast-retry.yaml"
-    profile.write_text("retry: {backoff_base: 0.01, backoff_max: 0.05, retry_after_max: 0.05}\n")
+    profile.write_text(
+        "retry: {backoff_base: 0.01, backoff_max: 0.05, retry_after_max: 0.05}\n"
+        "timeouts: {poll_initial: 0.05, poll_max: 0.2}\n"
+    )
     return profile
 
 

@@ -19,13 +19,13 @@ import pytest
 from PIL import Image
 
 from pipeline.inputs import objectstore
-from tests.e2e_helpers import records, run_cli, states, write_catalog
+from tests.e2e_helpers import QUICK_POLLS, records, run_cli, states, write_catalog
 from tests.emulator_thread import emulator_thread
 from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # whole runs against a real S3 server: ~1 s each
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture

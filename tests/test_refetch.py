@@ -19,12 +19,19 @@ from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
 from pipeline.scheduler.refetch import DoneJobs, Refetcher
 from pipeline.store.local import Store
-from tests.e2e_helpers import assert_decodes, records, run_cli, run_inprocess, write_catalog
+from tests.e2e_helpers import (
+    QUICK_POLLS,
+    assert_decodes,
+    records,
+    run_cli,
+    run_inprocess,
+    write_catalog,
+)
 from tests.emulator_thread import emulator_thread
 from tests.fakes import png_bytes
 from tests.fixtures_images import make_image, write_manifest
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 def _status(out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):

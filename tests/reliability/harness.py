@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from tests import e2e_helpers
-from tests.e2e_helpers import Expected, records
+from tests.e2e_helpers import QUICK_POLLS, Expected, records
 from tests.emulator_thread import RunningEmulator, emulator_thread
 from tests.reliability.figures import tally, tally_faults
 
 # Progress bar and report off (report tests turn it on), and a pace that never throttles.
 QUIET = ["--no-progress", "--no-report", "--rpm", "60000"]
+# For runs without a profile of their own (``write_profile`` polls quickly too).
+QUICK = ["--config", str(QUICK_POLLS)]
 
 
 # -- running------------------------------------------------------------------------------------
