@@ -50,7 +50,8 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
     # The no-op night keeps the folder's figures: the last run is still the one that ran.
     result = summary(out)
     assert result["counts"]["succeeded"] == 6 and result["exit_code"] == 0
-    assert folder_summary(out)["jobs"] == {"total": 6, "succeeded": 6, "failed": 0, "pending": 0}
+    jobs = {"total": 6, "succeeded": 6, "failed": 0, "partial": 0, "pending": 0}
+    assert folder_summary(out)["jobs"] == jobs
     assert len(list((out / "runs").glob("*.json"))) == 1
 
 

@@ -5,8 +5,9 @@ paid record at the API. ``pipeline run`` asks for it again (``GET /api/results/{
 answer carries a freshly signed ``temporaryUrl`` of its first result), checks, protects and
 marks each image exactly as a first download does, and writes a ``refetched`` ledger line. A
 job bought one call per image polls each image's own record; a record's other results come
-from the asset host only if it serves unsigned reads (asked once). When the record no longer serves (unknown, 4xx, expired),
-the job stays ``missing`` (``pipeline status``) and only ``--redo-missing`` buys it again.
+from the asset host only if it serves unsigned reads (asked once). When the record no longer
+serves (unknown, 4xx, expired), the job stays ``missing`` (``pipeline status``) and only
+``--redo-missing`` buys it again.
 
 Cost: the plan only hands over the jobs it skipped as done (a pointer each, no file-system
 call), and the existence check (a stat per output file, ~5 us) runs in a thread beside the
