@@ -61,6 +61,12 @@ def add_arguments(commands: Any) -> None:
     doctor.add_argument(
         "--emulator", action="store_true", help="check against the built-in emulator (no key)"
     )
+    doctor.add_argument(
+        "--check-async",
+        action="store_true",
+        help='also make one low-quality edit (it costs credits) to see whether "async": true '
+        "is honoured",
+    )
     doctor.set_defaults(handler=command_doctor)
 
     from pipeline.cli import review as review_cli
@@ -170,21 +176,25 @@ def _manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
 def command_doctor(args: argparse.Namespace) -> int:
     flags = {"endpoints": {"api_base": args.api_base, "asset_base": args.asset_base}}
     settings = load_settings(args.config, os.environ, flags)
-    return asyncio.run(_doctor(settings, args.emulator))
+    return asyncio.run(_doctor(settings, args.emulator, args.check_async))
 
 
-async def _doctor(settings: Settings, emulator: bool) -> int:
+async def _doctor(settings: Settings, emulator: bool, check_async: bool = False) -> int:
     from pipeline.cli.doctor import run_doctor
 
     if not emulator:
         key = os.environ.get(KEY_ENV) or None
-        return await run_doctor(settings.endpoints, key, settings.timeouts, sys.stdout)
+        return await run_doctor(
+            settings.endpoints, key, settings.timeouts, sys.stdout, check_async=check_async
+        )
     from pipeline.emulator import EmulatorConfig, EmulatorServer
 
     key = secrets.token_urlsafe(16)  # a throwaway key for a throwaway server
     async with EmulatorServer(EmulatorConfig(api_key=key)) as server:
         endpoints = Endpoints(server.api_base, server.asset_base)
-        return await run_doctor(endpoints, key, settings.timeouts, sys.stdout)
+        return await run_doctor(
+            endpoints, key, settings.timeouts, sys.stdout, check_async=check_async
+        )
 
 
 def manifest_rows(out_dir: Path) -> list[ManifestJob] | None:
