@@ -38,7 +38,7 @@ async def test_all_good_spends_nothing_and_never_shows_the_key(emulator: Emulato
     used_before = emulator.state.used_credit
     code, text = await doctor(Endpoints(emulator.api_base, emulator.asset_base), KEY)
     assert code == 0, text
-    assert "key accepted" in text and "fetched back" in text and "ready" in text
+    assert "key accepted" in text and "ok   asset host" in text and "ready" in text
     assert KEY not in text and KEY[-4:] not in text
     routes = [entry["route"] for entry in emulator.state.log]
     assert not any("feature" in route for route in routes)  # no credit-spending call
@@ -126,3 +126,9 @@ async def test_check_async_spends_one_edit_and_says_whether_async_is_honoured(
     assert server.state.edits_charged == 1  # the one edit it says it spends
     answered = "async" if honour else "sync"
     assert [charge.answered for charge in server.state.charges] == [answered]
+
+
+async def test_a_public_asset_host_is_reported_as_serving_unsigned_reads() -> None:
+    async with EmulatorServer(EmulatorConfig.generous(api_key=KEY)) as server:
+        code, text = await doctor(Endpoints(server.api_base, server.asset_base), KEY)
+    assert code == 0 and "serves unsigned reads" in text and "fetched back" in text

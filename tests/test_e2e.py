@@ -41,7 +41,9 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
         assert marked is not None and marked["digital_source_type"].endswith(
             "compositeWithTrainedAlgorithmicMedia"
         )
-        assert len(emulator.calls("features")) == 6
+        # Two images a job, one call each: the live bucket serves a record's first only.
+        assert len(emulator.calls("features")) == 12
+        assert emulator.server.state.images_charged == 12  # images paid = images wanted
         # 6 jobs over 3 photos + 3 byte-identical masks: uploads go by content, so 4
         assert len(emulator.calls("assets")) == 4
         requests_before = len(emulator.log)

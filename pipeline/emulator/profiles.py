@@ -88,4 +88,4 @@ PROFILES = {"generous": GENEROUS, "live": LIVE, "realistic": REALISTIC}
 # The one place that decides what `EmulatorConfig()`, `pipeline emulator` and
 # `pipeline run --emulator` serve when no profile is named. Stays `generous` until the client
 # copes with the live regime; then this line becomes "live".
-DEFAULT_PROFILE = "generous"
+DEFAULT_PROFILE = "live"

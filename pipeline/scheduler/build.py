@@ -76,9 +76,7 @@ def build_scheduler(
         submit=submit,
         clock=timing.clock,
     )
-    polling = Polling(
-        client, steps, bus, credits, stop, options.timeouts, timing, submit.on_finished
-    )
+    polling = Polling(client, steps, bus, credits, stop, options.timeouts, timing, submit)
     breaker = policy.settings.breaker_jobs if options.breaker_jobs is None else options.breaker_jobs
     return Scheduler(
         bus=bus,

@@ -8,9 +8,6 @@ spent five polls per edit, this one one or two. Before any record has finished, 
 oldest record in flight polls; after the first poll, the waits are the documented ones (about
 2 s growing to 10 s).
 
-A run that stops taking jobs (a budget reached, a signal) keeps polling the records it has
-paid for: they settle, as calls in flight do.
-
 A status word nobody documented is logged once per run (``UnknownStatusWord``) and polled as
 unfinished: treating it as a failure would buy the edit twice. How long each record took is
 told to the run's submit policy (``on_finished``), which may choose sync calls while edits are
@@ -24,12 +21,13 @@ from collections.abc import Awaitable, Callable
 
 from pipeline.api.client import known_status
 from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
-from pipeline.errors import ProcessingTimeout, RecordFailed
+from pipeline.errors import ProcessingTimeout, RecordFailed, Stopped
 from pipeline.events import EventBus, JobRetrying, RecordFinished, UnknownStatusWord
 from pipeline.models import FeatureResult
 from pipeline.scheduler.budget import CreditBudget
 from pipeline.scheduler.job import Client, JobRun, StopSignal, Timing, error_info
 from pipeline.scheduler.steps import StepRunner
+from pipeline.scheduler.submit import SubmitPolicy
 
 RECENT_RECORDS = 16
 LEADER_WAIT = 60.0  # a record younger than this lets the oldest one poll for it (see below)
@@ -45,7 +43,7 @@ class Polling:
         stop: StopSignal,
         timeouts: Timeouts,
         timing: Timing,
-        on_finished: Callable[[float], None] = lambda _seconds: None,
+        submit: SubmitPolicy | None = None,
     ) -> None:
         self._client = client
         self._steps = steps
@@ -60,7 +58,7 @@ class Polling:
         # How long recent records took, polls' lag included.
         self._processing_seen: deque[float] = deque(maxlen=RECENT_RECORDS)
         self._polling: dict[object, float] = {}  # records polled now -> when polling began
-        self._on_finished = on_finished
+        self._submit = submit
         self._words_seen: set[str] = set()  # undocumented status words already logged
 
     async def after_record_failed(self, run: JobRun, exc: RecordFailed) -> None:
@@ -115,6 +113,8 @@ class Polling:
             if polls == 0 and self._processing_seen:  # due about when recent ones finished
                 pause = max(wait, min(self._processing_seen) - (now - started))
             await self._sleep(min(self._jittered(pause), max(0.0, deadline - now)))
+            if self._stop.halts("poll"):
+                raise Stopped()  # resumable: the next run polls the same uuid
             if polls == 0 and self._waits_for_the_leader(token, started):
                 wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
                 continue  # a poll not sent: an older record will say when ours is due
@@ -125,7 +125,9 @@ class Polling:
             if record.finished:
                 run.timings["processing"] = took = self._clock() - started
                 self._processing_seen.append(took)
-                self._on_finished(took)
+                if self._submit is not None and run.submitted_at is not None:
+                    # An edit of this run (not one resumed): from its POST to finished.
+                    self._submit.on_finished(self._clock() - run.submitted_at)
                 key = run.planned.key
                 self._bus.emit(
                     RecordFinished(run.job.id, key, run.attempts, record, credits, polls, part)

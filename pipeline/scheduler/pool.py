@@ -79,6 +79,9 @@ from pipeline.scheduler.results import Fetched, Results
 from pipeline.store.local import Store
 
 T = TypeVar("T")
+SETTLING_STOPS = frozenset(
+    {StopReason.MAX_CREDITS, StopReason.MAX_TOTAL_CREDITS, StopReason.INTERRUPTED}
+)
 QUEUE_PER_WORKER = 2
 RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
 
@@ -130,7 +133,9 @@ class Scheduler:
         if self._stop.is_set():
             return
         self._outcome = RunOutcome(reason, message)
-        self._stop.set()
+        # A credit budget or a signal stops the buying only: records already paid are still
+        # polled and fetched ("finishing the jobs in flight"; a second signal exits at once).
+        self._stop.set(records_settle=reason in SETTLING_STOPS)
         self._bus.emit(RunStopping(reason, message))
 
     @property

@@ -148,7 +148,7 @@ class Purchase:
             # Asked per call: the mode may change. A call re-sent after a lost answer goes
             # async: it answers at once, so no gateway can lose its answer the same way.
             run.sent_async = self.submit.asynchronous() or run.lost_answers > 0
-            sent = self._clock()
+            run.submitted_at = sent = self._clock()
             try:
                 result = await self._client.run_feature(
                     job,
