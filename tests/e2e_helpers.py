@@ -268,6 +268,17 @@ def records(out: Path) -> list[dict[str, Any]]:
     return found
 
 
+def purchases(out: Path) -> list[str]:
+    """The job of each feature call the ledger says was paid: one per record, however many
+    ``submitted`` lines it has (an async record has a second one once it finished)."""
+    paid = {
+        (line["job_id"], line.get("uuid") or f"line-{number}")
+        for number, line in enumerate(records(out))
+        if line["status"] == "submitted"
+    }
+    return sorted(job_id for job_id, _ in paid)
+
+
 def states(out: Path) -> dict[str, str]:
     """Each job's latest status (``uploaded`` lines say nothing about where a job stands)."""
     latest: dict[str, str] = {}

@@ -123,6 +123,12 @@ class FakeClient:
             stream.finish()
         return len(data)
 
+    def result_urls(self, result: FeatureResult, index: int) -> list[str]:
+        """Where the real client would fetch from: the signed first result, else the asset
+        host once it was seen to serve unsigned reads."""
+        urls = [result.temporary_url] if index == 0 and result.temporary_url else []
+        return urls + ([f"asset/{result.result_paths[index]}"] if self.unsigned_reads else [])
+
     async def serves_unsigned(self, path: str) -> bool:
         self.unsigned_checks.append(path)
         self.unsigned_reads = self.public_assets

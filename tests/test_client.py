@@ -270,14 +270,16 @@ async def test_private_bucket_serves_the_first_result_signed_only(
         assert len(server.state.log) == asked  # nothing was even asked
 
 
-async def test_an_unsigned_read_check_that_fails_counts_as_private(
+async def test_an_unsigned_read_refused_is_no_and_one_unanswered_is_transient(
     emulator: EmulatorServer, session: aiohttp.ClientSession
 ) -> None:
     client = client_for(emulator, session)
-    assert not await client.serves_unsigned("development/images/nothing-here.png")
+    assert not await client.serves_unsigned("development/images/nothing-here.png")  # a 404
     image = (await client.upload_asset(image_bytes(), "a.png", "image/png")).path
     emulator.config.rate_drop = 1.0
-    assert not await client.serves_unsigned(image)
+    with pytest.raises(ConnectionLost):  # no answer: the caller asks again, or takes it as no
+        await client.serves_unsigned(image)
+    assert not client.unsigned_reads
 
 
 def test_key_not_in_repr() -> None:

@@ -466,16 +466,17 @@ class OneMinClient:
 
     async def serves_unsigned(self, path: str) -> bool:
         """Whether the asset host serves an unsigned read of ``path`` (one of our uploads): one
-        GET, no key, not an API-host request. Any failure counts as no (the cost of a wrong
-        no is more calls for the same credits; of a wrong yes, images paid and never fetched).
-        The answer is remembered: ``result_urls`` uses the asset host from then on."""
+        GET, no key, not an API-host request; its answer's status and type say it, the body is
+        not read. An image is a yes; a refusal (any 4xx) or anything else is a no; a transient
+        failure (an outage) raises, for the caller to try again or to take as a no (the cost of
+        a wrong no is more calls for the same credits; of a wrong yes, images paid and never
+        fetched). A yes is remembered: ``result_urls`` uses the asset host from then on."""
         url = self.asset_url(path)
-        try:
-            async with self._request("GET", url, "asset host check", self._timeouts.download) as r:
-                body = await self._read_limited(r, self._timeouts.max_download_bytes, url)
-                served = r.status == 200 and bool(body)
-        except ApiError:
-            served = False
+        what = f"asset host check {public_url(url)}"
+        async with self._request("GET", url, what, self._timeouts.download) as response:
+            if response.status >= 500 or response.status in TRANSIENT_STATUSES:
+                raise error_for_status(response.status, "", response.headers, json_body=False)
+            served = response.status == 200 and response.content_type.startswith("image/")
         self.unsigned_reads = served
         return served
 

@@ -10,7 +10,14 @@ from pipeline.api.throttle import Gate
 from pipeline.config import CONCURRENCY, SUBMIT, Settings, SubmitMode, Timeouts
 from pipeline.events import EventBus
 from pipeline.scheduler.budget import CreditBudget
-from pipeline.scheduler.job import Client, MaskConverter, ResumeState, StopSignal, Timing
+from pipeline.scheduler.job import (
+    AssetHostCheck,
+    Client,
+    MaskConverter,
+    ResumeState,
+    StopSignal,
+    Timing,
+)
 from pipeline.scheduler.polling import Polling
 from pipeline.scheduler.pool import Scheduler
 from pipeline.scheduler.purchase import CreditsFor, Purchase
@@ -66,6 +73,8 @@ def build_scheduler(
     steps = StepRunner(gate, policy, bus, stop, timing.sleep)
     uploads = Uploads(client, steps, resume, bus, store, mask_converter)
     submit = submit or submit_policy(options.submit)
+    # asked once per run, by whichever part needs it first
+    asset_host = AssetHostCheck(client, timing.sleep)
     purchase = Purchase(
         client,
         steps,
@@ -75,6 +84,7 @@ def build_scheduler(
         credits_for or (lambda _job: 0),
         submit=submit,
         clock=timing.clock,
+        asset_host=asset_host,
     )
     polling = Polling(client, steps, bus, credits, stop, options.timeouts, timing, submit)
     breaker = policy.settings.breaker_jobs if options.breaker_jobs is None else options.breaker_jobs
@@ -84,7 +94,7 @@ def build_scheduler(
         resume=resume,
         purchase=purchase,
         polling=polling,
-        results=Results(client, store, steps, stop, timing.clock),
+        results=Results(client, store, steps, stop, timing.clock, asset_host),
         credits=credits,
         stop=stop,
         concurrency=options.concurrency,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.api.client import SinkFactory
+from pipeline.api.retry import backoff, retry_loop
 from pipeline.errors import (
     ApiError,
     DownloadFailed,
@@ -29,6 +30,8 @@ from pipeline.errors import (
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
+ASSET_CHECK_TRIES = 3  # the asset host's unsigned-read check, when it fails transiently
+ASSET_CHECK_BACKOFF = 0.5  # seconds before its second try, doubling
 SETTLING_STEPS = frozenset({"poll", "download"})  # what a paid record still needs
 CHALLENGE_STATUS = 403
 
@@ -48,6 +51,35 @@ class Client(Protocol):
     ) -> int: ...
     async def download(self, url: str, dest: Path, what: str = ...) -> int: ...
     async def serves_unsigned(self, path: str) -> bool: ...
+    def result_urls(self, result: FeatureResult, index: int) -> list[str]: ...
+
+
+class AssetHostCheck:
+    """Whether the asset host serves unsigned reads of our uploads: asked once per run (not an
+    API-host request), shared by every job that asks while it is under way. A transient
+    failure is asked again (``ASSET_CHECK_TRIES``) before it counts as a no."""
+
+    def __init__(self, client: Client, sleep: Sleep = asyncio.sleep) -> None:
+        self._client = client
+        self._sleep = sleep
+        self._answer: asyncio.Future[bool] | None = None
+
+    async def serves_unsigned(self, uploaded_path: str) -> bool:
+        if self._answer is None:
+            self._answer = asyncio.ensure_future(self._ask(uploaded_path))
+        return await asyncio.shield(self._answer)
+
+    async def _ask(self, path: str) -> bool:
+        try:
+            return await retry_loop(
+                lambda _try: self._client.serves_unsigned(path),
+                tries=ASSET_CHECK_TRIES,
+                delay=lambda n: backoff(n, ASSET_CHECK_BACKOFF, ASSET_CHECK_BACKOFF * 4),
+                retry_on=(TransientError,),
+                sleep=self._sleep,
+            )
+        except TransientError:
+            return False  # no answer: taken as a private bucket (same credits, more calls)
 
 
 class PendingRecord(Protocol):

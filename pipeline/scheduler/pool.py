@@ -121,6 +121,7 @@ class Scheduler:
         outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
         self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))
         self._detached: set[asyncio.Task[None]] = set()
+        self._crashes: list[BaseException] = []  # bugs raised by records' tasks
 
     @property
     def credits_spent(self) -> int:
@@ -164,6 +165,8 @@ class Scheduler:
             await asyncio.gather(*workers)
             while self._detached:  # --async: the records handed to the polling side
                 await asyncio.gather(*list(self._detached))
+            if self._crashes:  # a bug in a record's task that ended before anyone awaited it
+                raise self._crashes[0]
         finally:
             stopper.cancel()
             for task in (*workers, feeder, *self._detached):
@@ -242,10 +245,16 @@ class Scheduler:
             # request budget), not by workers sitting out each record's processing time.
             task = asyncio.create_task(self._detached_finish(run, parts, started, partial))
             self._detached.add(task)
-            task.add_done_callback(self._detached.discard)
+            task.add_done_callback(self._record_task_done)
             return True
         await self._finish(run, parts, started, resumed, partial)
         return False
+
+    def _record_task_done(self, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._crashes.append(error)
 
     async def _detached_finish(
         self, run: JobRun, parts: list[Part], started: float, partial: PartialImages | None

@@ -19,7 +19,6 @@ per job, and then only async; a second loss fails the job (``OutcomeUnknown``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
@@ -27,27 +26,13 @@ from pipeline.errors import AnswerLost, AssetNotFound, OutcomeUnknown
 from pipeline.events import AnswerLostAfterSending, EventBus, FeatureSubmitted
 from pipeline.models import Asset, FeatureResult, Job
 from pipeline.scheduler.budget import CreditBudget
-from pipeline.scheduler.job import Client, JobRun, Part, PendingRecord, error_info
+from pipeline.scheduler.job import AssetHostCheck, Client, JobRun, Part, PendingRecord, error_info
 from pipeline.scheduler.steps import StepRunner
 from pipeline.scheduler.submit import SubmitPolicy
 from pipeline.scheduler.uploads import Uploads
 
 CreditsFor = Callable[[Job], int]
 LOST_ANSWERS_ALLOWED = 1  # a job's call is re-sent after at most this many lost answers
-
-
-class AssetHostCheck:
-    """Whether the asset host serves unsigned reads of our uploads: asked once per run (not an
-    API-host request), shared by every job that asks while it is under way."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._answer: asyncio.Future[bool] | None = None
-
-    async def serves_unsigned(self, uploaded_path: str) -> bool:
-        if self._answer is None:
-            self._answer = asyncio.ensure_future(self._client.serves_unsigned(uploaded_path))
-        return await asyncio.shield(self._answer)
 
 
 class Purchase:
@@ -62,6 +47,7 @@ class Purchase:
         *,
         submit: SubmitPolicy,
         clock: Callable[[], float],
+        asset_host: AssetHostCheck | None = None,
     ) -> None:
         self._client = client
         self._steps = steps
@@ -71,7 +57,7 @@ class Purchase:
         self._credits_for = credits_for
         self.submit = submit
         self._clock = clock
-        self._asset_host = AssetHostCheck(client)
+        self._asset_host = asset_host or AssetHostCheck(client)
 
     async def buy(
         self,

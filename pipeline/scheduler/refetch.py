@@ -20,6 +20,7 @@ anyway, so the two never touch the same folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,8 @@ class Refetcher:
         job of several images asked already)."""
         if not self._unsigned_asked and not self._client.unsigned_reads:
             self._unsigned_asked = True
-            await self._client.serves_unsigned(path)
+            with contextlib.suppress(TransientError):  # no answer: taken as no
+                await self._client.serves_unsigned(path)
 
     async def _fetch_one(
         self,

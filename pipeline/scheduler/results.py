@@ -25,7 +25,15 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.models import ErrorInfo, FeatureResult, PlannedJob
-from pipeline.scheduler.job import Client, JobRun, Part, StopSignal, error_info, is_systemic
+from pipeline.scheduler.job import (
+    AssetHostCheck,
+    Client,
+    JobRun,
+    Part,
+    StopSignal,
+    error_info,
+    is_systemic,
+)
 from pipeline.scheduler.steps import StepRunner
 from pipeline.store.local import CREATOR_TOOL, Store, check_image, parse_size
 from pipeline.store.verify import ResultStream
@@ -89,8 +97,10 @@ class Results:
         steps: StepRunner,
         stop: StopSignal,
         clock: Callable[[], float],
+        asset_host: AssetHostCheck | None = None,
     ) -> None:
         self._client = client
+        self._asset_host = asset_host or AssetHostCheck(client)
         self._store = store
         self._steps = steps
         self._stop = stop
@@ -136,6 +146,10 @@ class Results:
         """Result ``position`` of the part's record; a refused first result is fetched again
         with a freshly signed URL from a poll of its (finished) record."""
         record = part.result
+        if not self._client.unsigned_reads and not self._client.result_urls(record, position):
+            # No URL known to serve it (a record's other results; a temporaryUrl on a host we
+            # never contact): whether the asset host serves unsigned reads, asked once a run.
+            await self._asset_host.serves_unsigned(record.result_paths[0])
         refreshes = 0
         while True:
             try:
