@@ -39,6 +39,10 @@ class RunningEmulator:
             e for e in self.log if e["route"] == route and (status is None or e["status"] == status)
         ]
 
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait for the origin's work on calls the CDN already answered (and its charges)."""
+        asyncio.run_coroutine_threadsafe(self.server.drain(), self.loop).result(timeout)
+
     def configure(self, **changes: Any) -> None:
         """Change fault rates on the running server (read per request)."""
 

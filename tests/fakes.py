@@ -48,6 +48,10 @@ class FakeClient:
         self.public_assets = True
         self.unsigned_reads = False
         self.unsigned_checks: list[str] = []
+        self.feature_n: list[int] = []  # the images each feature call asked for
+        self.unfinished_word = "PROCESSING"  # what a record still processing answers
+        self.upload_delay = 0.0
+        self.uploads_open = self.most_uploads_open = 0
 
     def fail(self, step: str, *errors: ApiError) -> None:
         self.script[step].extend(errors)
@@ -58,7 +62,13 @@ class FakeClient:
 
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
         self.uploads.append(filename)
-        self._maybe_fail("upload")
+        self.uploads_open += 1
+        self.most_uploads_open = max(self.most_uploads_open, self.uploads_open)
+        try:
+            await asyncio.sleep(self.upload_delay)
+            self._maybe_fail("upload")
+        finally:
+            self.uploads_open -= 1
         return Asset(path=f"assets/{len(self.uploads)}-{filename}")
 
     async def run_feature(
@@ -66,6 +76,7 @@ class FakeClient:
     ) -> FeatureResult:
         self.feature_calls.append(job.id)
         self.async_flags.append(asynchronous)
+        self.feature_n.append(job.n)
         number = len(self.feature_calls)  # before the await: other calls may start meanwhile
         self.open_features += 1
         self.max_open_features = max(self.max_open_features, self.open_features)
@@ -78,7 +89,8 @@ class FakeClient:
         self._results[uuid] = job
         if asynchronous or self.processing_all or number in self.processing_calls:
             self._polls_left[uuid] = self.polls_needed
-            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+            word = self.unfinished_word
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status=word)
         return self._finished(uuid)
 
     def _finished(self, uuid: str) -> FeatureResult:
@@ -95,7 +107,8 @@ class FakeClient:
         left = self._polls_left.get(uuid, 0)
         if outcome == "NEVER" or left > 0:
             self._polls_left[uuid] = left - 1
-            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+            word = self.unfinished_word
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status=word)
         if outcome == "FAILURE":
             raise RecordFailed(f"aiRecord.status is 'FAILURE' (record {uuid})")
         return self._finished(uuid)
