@@ -363,6 +363,29 @@ async def test_poll_result_gets_the_record_with_the_key(
     assert (method, path, headers["API-KEY"]) == ("GET", "/api/results/rec-7", KEY)
 
 
+@pytest.mark.parametrize(
+    ("job", "fields"),
+    [
+        (
+            inpaint_job(),
+            {"imageUrl", "maskUrl", "prompt", "size", "n", "quality", "output_format",
+             "output_compression"},
+        ),
+        (
+            Job("b", Feature.BACKGROUND, InputRef("file", "/x"), "marble"),
+            {"imageUrl", "prompt", "size", "quality", "background"},
+        ),
+    ],
+)  # fmt: skip
+def test_every_parameter_of_the_seed_tables_is_sent_defaults_included(
+    job: Job, fields: set[str]
+) -> None:
+    client = OneMinClient(None, Endpoints(), KEY)  # type: ignore[arg-type]
+    body = client.feature_body(job, "a.png", "m.png" if job.mask else None)
+    assert set(body["promptObject"]) == fields  # the live API required quality, "optional"
+    assert body["promptObject"]["quality"] == "medium"
+
+
 async def test_every_request_names_the_product_in_its_user_agent(
     stub: tuple[Stub, str], session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

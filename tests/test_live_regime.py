@@ -108,8 +108,9 @@ def test_sync_calls_stop_at_the_first_gateway_error_and_lost_answers_are_resent_
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args, out = _catalog_args(tmp_path)
+    metrics = tmp_path / "pipeline.prom"
     with emulator_thread(**SLOW_EDITS) as emulator:
-        result = _run([*args, *mode], emulator, monkeypatch, capsys)
+        result = _run([*args, *mode, "--metrics-file", str(metrics)], emulator, monkeypatch, capsys)
         emulator.drain()
         state = emulator.server.state
     assert result.code == 0, result.streams
@@ -126,6 +127,9 @@ def test_sync_calls_stop_at_the_first_gateway_error_and_lost_answers_are_resent_
     assert all(count <= 2 for count in paid.values())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["possibly_charged"] == lost
+    assert (
+        f'onemin_pipeline_possibly_charged{{manifest="e2e"}} {float(lost)}' in metrics.read_text()
+    )
     assert summary["last_run"]["credits"]["possibly_charged"] == lost
     if lost:
         assert f"possibly charged: {lost}" in result.stdout
@@ -298,3 +302,7 @@ def test_a_live_400_is_tried_once_and_its_error_code_and_cause_are_shown(
     assert status.code == 1
     assert status.stdout.count("EXTERNAL_API_RESPONSE_WITH_ERROR: ") == 3
     assert "EXTERNAL_API_RESPONSE_WITH_ERROR" in result.streams  # the log's failure lines
+    report = run_inprocess(["report", str(out)], {}, monkeypatch, capsys)
+    assert report.code == 0, report.streams
+    page = (out / "report.html").read_text()
+    assert page.count("EXTERNAL_API_RESPONSE_WITH_ERROR: ") >= 3  # the review page's cards

@@ -25,11 +25,15 @@ excepted (flow control). A clean job shows 1; a job whose download was retried t
 
 The scheduler only emits events; the ledger, progress bar and statistics listen.
 
-The class is split by step, one module each (mixins sharing ``scheduler_base.SchedulerBase``):
-``scheduler_base`` (protocols, per-job bookkeeping, budgets, retrying one step),
-``scheduler_uploads``, ``scheduler_buying`` (the feature call),
-``scheduler_results`` (fetch, check, publish) and ``scheduler_polling``.
-This module keeps the run itself: the queue, the workers, one job's course and the breaker.
+A job's course is its parts (``job.Part``): one paid call for the whole job, or one per image
+where the result bucket serves a record's first result only. Each part is polled if needed and
+fetched; a paid image out of reach makes the job ``partial`` (``JobPartial``), never a silent
+purchase. A job failed on answers lost twice (``outcome_unknown``) is counted too: as many in a
+row as the breaker counts stop the run.
+
+The steps are objects of their own (``purchase``, ``polling``, ``results``, ``uploads``, the
+``steps`` retry loop); this module keeps the run itself: the queue, the workers, one job's
+course and the breaker.
 """
 
 from __future__ import annotations
