@@ -74,9 +74,6 @@ async def fetch_checked(
     return extension, store.mark_provenance(temp)
 
 
-SIGNATURE_REFRESHES = 2  # fresh temporaryUrls polled for a first result that was refused
-
-
 @dataclass
 class Fetched:
     """What a job's results came to: the outputs published, and the images paid for but out of
@@ -144,7 +141,8 @@ class Results:
         self, run: JobRun, part: Part, position: int, expected: tuple[int, int] | None
     ) -> tuple[Path, str, int]:
         """Result ``position`` of the part's record; a refused first result is fetched again
-        with a freshly signed URL from a poll of its (finished) record."""
+        with a freshly signed URL from a poll of its (finished) record, as often as a step is
+        tried (``--max-attempts``): a signature may be refused once and the next one served."""
         record = part.result
         if not self._client.unsigned_reads and not self._client.result_urls(record, position):
             # No URL known to serve it (a record's other results; a temporaryUrl on a host we
@@ -155,7 +153,11 @@ class Results:
             try:
                 return await self._download(run, record, position, expected)
             except DownloadFailed as exc:
-                if position != 0 or is_systemic(exc) or refreshes >= SIGNATURE_REFRESHES:
+                if (
+                    position != 0
+                    or is_systemic(exc)
+                    or refreshes + 1 >= self._steps.policy.max_attempts
+                ):
                     raise
                 refreshes += 1
                 record = await self._fresh_signature(run, record)
