@@ -79,7 +79,12 @@ def serve_in_thread(server: EmulatorServer) -> Iterator[RunningEmulator]:
         thread.join(10)
 
 
+# The default regime (live), its edits shortened: tests about time name their own.
+TEST_EDIT_SECONDS = 0.05
+
+
 @contextmanager
 def emulator_thread(**config: Any) -> Iterator[RunningEmulator]:
+    config.setdefault("edit_seconds", TEST_EDIT_SECONDS)
     with serve_in_thread(EmulatorServer(EmulatorConfig(api_key=KEY, **config))) as running:
         yield running

@@ -84,7 +84,7 @@ def test_kill_9_twenty_times_with_records_processing_then_run_to_the_end(
         for _ in range(KILLS):
             process = spawn_module("pipeline", args, emulator.env)
             _wait_until_it_runs(out, process)  # started (however loaded the machine is)
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.0))
             processing_at_kills += emulator.server.records.processing
             process.kill()
             process.wait(10)
