@@ -2,7 +2,7 @@
 gateway, a private result bucket, live error bodies. Money is counted from the emulator's
 charge log (what the account paid), never from answers.
 
-Short real times stand for the live ones: 0.8 s edits behind a 0.5 s gateway behave as 100 s
+Short real times stand for the live ones: 0.4 s edits behind a 0.25 s gateway behave as 100 s
 edits behind Cloudflare's 100 s.
 """
 
@@ -31,7 +31,7 @@ from tests.emulator_thread import RunningEmulator, emulator_thread
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 JOBS = 8
 CONCURRENCY = 4
-SLOW_EDITS = {"edit_seconds": 0.8, "edit_jitter": 0.1, "gateway_timeout": 0.5}
+SLOW_EDITS = {"edit_seconds": 0.4, "edit_jitter": 0.1, "gateway_timeout": 0.25}
 FINISHED_WORDS = frozenset({"SUCCESS", "COMPLETED", "SUCCEEDED"})
 
 
@@ -119,7 +119,7 @@ def test_sync_calls_stop_at_the_first_gateway_error_and_lost_answers_are_resent_
     _assert_no_sync_call_after_the_first_gateway_error(emulator)
     _assert_each_lost_answer_resent_at_most_once(out)
     lost = len(emulator.calls("features", status=524))
-    if mode:  # sync calls of 0.8 s behind a 0.5 s gateway: the first wave is lost, and paid
+    if mode:  # sync calls of 0.4 s behind a 0.25 s gateway: the first wave is lost, and paid
         assert 1 <= lost <= CONCURRENCY
     # Money, from the charge log: each job paid once, plus once per answer lost (re-sent async).
     paid = {prompt: len(calls) for prompt, calls in charges_by_prompt(state.charges).items()}
