@@ -74,13 +74,19 @@ def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with emulator_thread(**faults) as emulator:
         args = ["run", str(manifest), "--out", str(out), *FAST, "--max-attempts", "8"]
         code = run_cli([*args, "--config", str(_fast_backoff(tmp_path))], emulator.env, monkeypatch)
-        assert code == 0
         injected = [e["fault"] for e in emulator.log if e["fault"]]
         assert len(injected) >= 10  # the faults really happened
+        # A dropped call or an HTML 502/503 may have been charged (an unknown outcome): sent
+        # again once; a job that meets a second fails for a person to decide, nothing else.
+        failed = [line for line in records(out) if line["status"] == "failed"]
+        assert {line["error"]["kind"] for line in failed} <= {"outcome_unknown"}
+        assert code == (1 if failed else 0)
         charged = [e for e in emulator.calls("features") if e["credits"]]
-        assert len(charged) == 30  # each edit bought exactly once despite download faults
-    assert set(states(out).values()) == {"succeeded"}
-    assert_outputs_whole(out, {f"sku-{j:04d}": Expected(1, (1024, 1024)) for j in range(30)})
+        assert len(charged) == 30 - len(failed)  # each edit bought once despite the faults
+    lost = {line["job_id"] for line in failed}
+    assert {job for job, state in states(out).items() if state != "succeeded"} == lost
+    done = {f"sku-{j:04d}" for j in range(30)} - lost
+    assert_outputs_whole(out, {job: Expected(1, (1024, 1024)) for job in done})
     stats = summary(out)["stats"]
     assert stats["retry/count"] >= 10
 
