@@ -11,6 +11,10 @@ they cannot disagree about where a job stands. The rules, in one place:
   ``--retry-failed`` fetches (or polls) what was paid for instead of buying it again.
 - A torn last line (a crash mid-write) is ignored silently; any other line that is not JSON or
   breaks the schema is counted in ``damage`` with its line number and skipped.
+- An ``unknown_outcome`` (a feature call's answer lost after it was sent) counts its credits as
+  spent and as "possibly charged"; a ``partial`` line leaves the job ``partial`` with what it
+  delivered. Parts of a job bought one call per image, partial jobs' missing images and unknown
+  outcomes are kept apart, for the few jobs that have them (``ledger.extras``).
 
 ``detailed=False`` (resume) keeps only what the scheduler needs per job; ``detailed=True``
 (status, report) also keeps each job's details, outputs, retries and the finish times.
@@ -29,12 +33,22 @@ from typing import Any, cast
 import msgspec
 
 from pipeline.images.checks import ImageChecks
+from pipeline.ledger.extras import (
+    Extras,
+    JobExtras,
+    fold_job_fatal,
+    fold_part,
+    fold_partial,
+    fold_succeeded,
+    fold_unknown_outcome,
+)
 from pipeline.ledger.schema import (
     CORE_DECODER,
     RECORD_DECODER,
     CoreRecord,
     Failed,
     JobDetails,
+    Partial,
     Record,
     Refetched,
     ResultGone,
@@ -46,6 +60,7 @@ from pipeline.ledger.schema import (
     Submitted,
     Succeeded,
     SucceededCore,
+    UnknownOutcome,
     Uploaded,
 )
 from pipeline.models import Asset, ErrorInfo, FeatureResult
@@ -94,12 +109,24 @@ class Pending:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class PartialJob:
+    """A partial job's images: those delivered, those paid and never fetched, and each
+    delivered output's record (for a job bought one call per image)."""
+
+    delivered: tuple[str, ...]
+    missing: tuple[int, ...]
+    uuids: tuple[str, ...]
+
+
 @dataclass
 class LedgerState:
     jobs: dict[str, JobState] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)  # upload key (content digest) -> path
     damage: Damage = field(default_factory=Damage)
     credits_spent: int = 0  # estimated credits of every paid call, in every run
+    possibly_charged: int = 0  # feature calls whose answer was lost (unknown outcomes)
+    extras: Extras = field(default_factory=dict)  # the few jobs with parts, partial, lost answers
     # detailed folds only:
     finished: list[tuple[str, Status]] = field(default_factory=list)  # (ts, status), terminal
     retry_reasons: Counter[str] = field(default_factory=Counter)
@@ -117,7 +144,17 @@ class LedgerState:
 
     def resume(self) -> ResumeState:
         """What a run needs from earlier runs; the run's own changes stay in its copy."""
-        return ResumeState(self.jobs, dict(self.assets))
+        return ResumeState(self.jobs, dict(self.assets), self.extras)
+
+    def output_records(self, job_id: str) -> tuple[str, ...]:
+        """A done job bought one call per image: each output's record (else empty)."""
+        found = self.extras.get(job_id)
+        return found.uuids if found is not None else ()
+
+    def missing_of(self, job_id: str) -> tuple[int, ...]:
+        """A partial job's images paid and not fetched."""
+        found = self.extras.get(job_id)
+        return found.missing if found is not None else ()
 
 
 @dataclass
@@ -126,6 +163,7 @@ class ResumeState:
 
     jobs: dict[str, JobState] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)
+    extras: Extras = field(default_factory=dict)
 
     def status_of(self, job_id: str, key: str) -> Status | None:
         state = self.jobs.get(job_id)
@@ -136,14 +174,33 @@ class ResumeState:
         if state is None or state.key != key or state.submitted is None:
             return None
         record = state.submitted
-        result = FeatureResult(
-            uuid=record.uuid,
-            result_paths=record.result_paths,
-            temporary_url=record.temporary_url,
-            used_credit=record.used_credit,
-            credit_limit=record.credit_limit,
-        )
-        return Pending(result, _whole(record.credits), record.attempt)
+        return _pending(record)
+
+    def parts_for(self, job_id: str, key: str) -> dict[int, Pending]:
+        """The paid calls of a job bought one call per image, by image index (none bought
+        before, or other content: empty)."""
+        found = self._extras_for(job_id, key)
+        if found is None:
+            return {}
+        return {index: _pending(record) for index, record in found.parts.items()}
+
+    def partial_for(self, job_id: str, key: str) -> PartialJob | None:
+        """A partial job's delivered and missing images (``--redo-missing`` buys the latter)."""
+        found = self._extras_for(job_id, key)
+        if found is None or not found.missing:
+            return None
+        return PartialJob(found.delivered, found.missing, found.uuids)
+
+    def lost_answers(self, job_id: str, key: str) -> int:
+        """Unknown outcomes of the job since its last job-fatal end."""
+        found = self._extras_for(job_id, key)
+        return found.lost if found is not None else 0
+
+    def _extras_for(self, job_id: str, key: str) -> JobExtras | None:
+        state = self.jobs.get(job_id)
+        if state is None or state.key != key:
+            return None
+        return self.extras.get(job_id)
 
     def asset_for(self, digest: str | None) -> Asset | None:
         if digest is None or digest not in self.assets:
@@ -158,6 +215,18 @@ class ResumeState:
         """The API no longer knows this upload: the next job uploads it again."""
         if digest is not None:
             self.assets.pop(digest, None)
+
+
+def _pending(record: Submitted) -> Pending:
+    result = FeatureResult(
+        uuid=record.uuid,
+        result_paths=record.result_paths,
+        temporary_url=record.temporary_url,
+        used_credit=record.used_credit,
+        credit_limit=record.credit_limit,
+        finished=bool(record.result_paths),
+    )
+    return Pending(result, _whole(record.credits), record.attempt)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -237,6 +306,7 @@ def apply(state: LedgerState, record: AnyRecord, detailed: bool = False) -> None
         job = jobs[record.job_id] = JobState(record.job_id, record.status, record.key, len(jobs))
     elif job.key != record.key:
         job.submitted = None  # a result paid for other content is not this content's result
+        state.extras.pop(record.job_id, None)
     job.key, job.updated = record.key, record.ts
     _FOLDS[kind](state, job, record, detailed)
 
@@ -254,8 +324,13 @@ def _started(state: LedgerState, job: JobState, record: StartedCore, detailed: b
 def _submitted(state: LedgerState, job: JobState, record: Submitted, detailed: bool) -> None:
     # Each call is paid once: a record that was still processing is written again, with the
     # same uuid, when it finishes; that second line is not a second purchase.
-    repeat = job.submitted is not None and bool(record.uuid) and job.submitted.uuid == record.uuid
     credits = _whole(record.credits)
+    if record.part is not None:  # one image of a job bought one call per image
+        if fold_part(state.extras, record):
+            state.credits_spent += credits or 0
+        job.status, job.uuid = _SUBMITTED, record.uuid
+        return
+    repeat = job.submitted is not None and bool(record.uuid) and job.submitted.uuid == record.uuid
     if not repeat:
         state.credits_spent += credits or 0
     job.status, job.submitted = _SUBMITTED, record
@@ -282,6 +357,8 @@ def _succeeded(state: LedgerState, job: JobState, record: SucceededCore, detaile
         None,
     )
     job.uuid = record.uuid or job.uuid
+    if state.extras or record.uuids:
+        fold_succeeded(state.extras, job.job_id, record.uuids)
     if detailed:
         state.finished.append((record.ts, Status.SUCCEEDED))
         if isinstance(record, Succeeded):
@@ -303,8 +380,31 @@ def _result_gone(state: LedgerState, job: JobState, record: ResultGone, detailed
 
 def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -> None:
     job.status, job.error, job.attempts = _FAILED, record.error, record.attempts
+    if not record.error.transient and state.extras:
+        fold_job_fatal(state.extras, job.job_id)
     if detailed:
         state.finished.append((record.ts, Status.FAILED))
+
+
+def _unknown_outcome(
+    state: LedgerState, job: JobState, record: UnknownOutcome, detailed: bool
+) -> None:
+    # The call may have been charged: spent for the budgets, and shown as possibly charged.
+    state.possibly_charged += 1
+    state.credits_spent += _whole(record.credits) or 0
+    fold_unknown_outcome(state.extras, record)
+    if job.status is not _SUBMITTED:
+        job.status = _RETRYING
+
+
+def _partial(state: LedgerState, job: JobState, record: Partial, detailed: bool) -> None:
+    job.status, job.submitted = _PARTIAL, None
+    job.outputs, job.attempts, job.credits = record.outputs, record.attempts, _whole(record.credits)
+    job.error = record.error
+    job.uuid = record.uuid or job.uuid
+    fold_partial(state.extras, record)
+    if detailed:
+        state.finished.append((record.ts, Status.PARTIAL))
 
 
 def _whole(credits: float | None) -> int | None:
@@ -315,7 +415,7 @@ def _whole(credits: float | None) -> int | None:
 
 # Looked up once: an enum member read off its class is an attribute lookup per line.
 _STARTED, _SUBMITTED, _RETRYING = Status.STARTED, Status.SUBMITTED, Status.RETRYING
-_SUCCEEDED, _FAILED = Status.SUCCEEDED, Status.FAILED
+_SUCCEEDED, _FAILED, _PARTIAL = Status.SUCCEEDED, Status.FAILED, Status.PARTIAL
 _Fold = Callable[[LedgerState, JobState, Any, bool], None]
 _FOLDS: dict[type, _Fold] = {
     Started: _started,
@@ -328,4 +428,6 @@ _FOLDS: dict[type, _Fold] = {
     Failed: _failed,
     Refetched: _refetched,
     ResultGone: _result_gone,
+    UnknownOutcome: _unknown_outcome,
+    Partial: _partial,
 }

@@ -1,8 +1,10 @@
 """``pipeline status OUT``: where every job of the manifest stands, from the ledger's fold.
 
 Every job the manifest lists is shown, not only those the ledger knows: a job never started is
-``pending``. A succeeded job whose output files are gone is ``missing``. The manifest is the one
-the last run recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
+``pending``. A succeeded job whose output files are gone is ``missing``; a job some of whose paid
+images could not be fetched is ``partial``, with the missing indexes. Feature calls whose answer
+was lost after sending are shown as "possibly charged". The manifest is the one the last run
+recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ FAILED_SHOWN = 50
 PENDING = "pending"
 MISSING = "missing"
 # The order states are listed in.
+PARTIAL = "partial"
 STATE_ORDER = (
     "succeeded",
     "failed",
+    PARTIAL,
     MISSING,
     PENDING,
     "submitted",
@@ -46,6 +50,7 @@ class JobStatus:
     error: dict[str, Any] | None = None
     attempts: int | None = None
     outputs: tuple[str, ...] = ()
+    missing: tuple[int, ...] = ()  # a partial job: the image indexes paid and not fetched
 
 
 @dataclass
@@ -57,6 +62,7 @@ class FolderStatus:
     not_in_manifest: int = 0  # ledger jobs the manifest no longer lists
     credits_spent: int = 0
     notes: list[str] = field(default_factory=list)  # what the reader should know first
+    possibly_charged: int = 0  # feature calls whose answer was lost after sending
 
     @property
     def states(self) -> Counter[str]:
@@ -74,6 +80,7 @@ class FolderStatus:
             "total": len(self.jobs),
             "not_in_manifest": self.not_in_manifest,
             "credits_spent": self.credits_spent,
+            "possibly_charged": self.possibly_charged,
             "corrupt_lines": self.damage.corrupt_lines,
             "jobs": [
                 {
@@ -82,6 +89,7 @@ class FolderStatus:
                     "error": job.error,
                     "attempts": job.attempts,
                     "outputs": list(job.outputs),
+                    **({"missing": list(job.missing)} if job.missing else {}),
                 }
                 for job in self.jobs
             ],
@@ -106,8 +114,12 @@ def read_status(
     ledger = read_ledger(out_dir / LEDGER_NAME, detailed=True)
     status = FolderStatus(out_dir, manifest, damage=ledger.damage)
     status.credits_spent = ledger.credits_spent
+    status.possibly_charged = ledger.possibly_charged
+    images_missing = ledger.missing_of
     if manifest_jobs is None:
-        status.jobs = [_job_status(state, missing) for state in ledger.jobs.values()]
+        status.jobs = [
+            _job_status(state, missing, images_missing) for state in ledger.jobs.values()
+        ]
         return status
     listed: set[str] = set()
     for job in manifest_jobs:
@@ -115,12 +127,18 @@ def read_status(
             continue
         listed.add(job.id)
         state = ledger.jobs.get(job.id)
-        status.jobs.append(_job_status(state, missing) if state else JobStatus(job.id, PENDING))
+        status.jobs.append(
+            _job_status(state, missing, images_missing) if state else JobStatus(job.id, PENDING)
+        )
     status.not_in_manifest = len(ledger.jobs.keys() - listed)
     return status
 
 
-def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
+def _job_status(
+    state: JobState,
+    missing: Callable[[tuple[str, ...]], bool],
+    images_missing: Callable[[str], tuple[int, ...]],
+) -> JobStatus:
     name = state.status.value
     if state.status is Status.SUCCEEDED and missing(state.outputs):
         name = MISSING
@@ -132,7 +150,8 @@ def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> 
             "http_status": state.error.http_status,
             "transient": state.error.transient,
         }
-    return JobStatus(state.job_id, name, error, state.attempts, state.outputs)
+    lost = images_missing(state.job_id) if state.status is Status.PARTIAL else ()
+    return JobStatus(state.job_id, name, error, state.attempts, state.outputs, lost)
 
 
 def format_status(status: FolderStatus) -> str:
@@ -144,12 +163,23 @@ def format_status(status: FolderStatus) -> str:
         if states[state]:
             lines.append(f"  {state:<10} {states[state]}")
     unfinished = total - states["succeeded"] - states["failed"] - states[MISSING]
+    unfinished -= states[PARTIAL]
     if unfinished:
         lines.append(f"  ({unfinished} unfinished: a re-run of the same command resumes them)")
     if states[MISSING]:
         lines.append(
             f"  ({states[MISSING]} missing: succeeded, but output files are gone; a run fetches "
             "them again free while their stored results last, --redo-missing buys the rest)"
+        )
+    if states[PARTIAL]:
+        lines.append(
+            f"  ({states[PARTIAL]} partial: paid images could not be fetched; nothing is bought "
+            "again unless asked: --redo-missing buys exactly the missing images)"
+        )
+    if status.possibly_charged:
+        lines.append(
+            f"possibly charged: {status.possibly_charged} feature calls whose answer was lost "
+            "after sending (counted as spent)"
         )
     if status.not_in_manifest:
         lines.append(f"  ({status.not_in_manifest} more in the ledger, no longer in the manifest)")
@@ -173,6 +203,19 @@ def format_status(status: FolderStatus) -> str:
             )
         if len(failed) > FAILED_SHOWN:
             lines.append(f"  ... and {len(failed) - FAILED_SHOWN} more")
+    partial = [job for job in status.jobs if job.state == PARTIAL]
+    if partial:
+        lines.append("")
+        lines.append("partial jobs (--redo-missing buys the missing images):")
+        for job in partial[:FAILED_SHOWN]:
+            error = job.error or {}
+            indexes = ", ".join(map(str, job.missing))
+            lines.append(
+                f"  {job.job_id}: missing images {indexes} of {len(job.outputs) + len(job.missing)}"
+                f": {error.get('message', '')}"
+            )
+        if len(partial) > FAILED_SHOWN:
+            lines.append(f"  ... and {len(partial) - FAILED_SHOWN} more")
     return "\n".join(lines)
 
 

@@ -25,7 +25,14 @@ from pipeline.models import ErrorInfo, Status
 CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
 # Failed jobs first (they need attention), then unfinished ones, then the successes, then pending.
-STATUS_RANK = {"failed": 0, "started": 1, "retrying": 1, "submitted": 1, "succeeded": 2}
+STATUS_RANK = {
+    "failed": 0,
+    "partial": 0,
+    "started": 1,
+    "retrying": 1,
+    "submitted": 1,
+    "succeeded": 2,
+}
 PENDING_RANK = 3
 
 # -- the ledger, folded into one view per job ---------------------------------------------------
@@ -75,7 +82,7 @@ def read_ledger_view(path: Path) -> LedgerView:
     for job_id in list(folded):
         job = folded.pop(job_id)  # freed as its view is made: the two are never all held
         view.jobs[job_id] = _job_view(job)
-        if job.status is Status.SUCCEEDED:
+        if job.status in (Status.SUCCEEDED, Status.PARTIAL):
             view.images += len(job.outputs)
     return view
 
