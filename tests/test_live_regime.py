@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from pipeline.emulator.charges import charges_by_prompt
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     QUICK_POLLS,
     Expected,
     assert_outputs_whole,
@@ -26,7 +26,7 @@ from tests.e2e_helpers import (
     states,
     write_catalog,
 )
-from tests.emulator_thread import RunningEmulator, emulator_thread
+from tests.helpers.emulator import RunningEmulator, emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 JOBS = 8
