@@ -48,8 +48,10 @@ POLL_MAX = 10.0  # polls back off (x1.5 each) up to this
 POLL_GROWTH = 1.5
 POLL_JITTER = 0.2  # each poll wait is scaled by a random factor in [1 - POLL_JITTER, 1]
 
-SubmitMode = Literal["sync", "async"]
-SUBMIT_MODES: tuple[str, ...] = ("sync", "async")
+# "auto": a run starts async and may send sync calls while edits are fast (docs/api.md#submit-modes)
+SubmitMode = Literal["auto", "sync", "async"]
+SUBMIT_MODES: tuple[str, ...] = ("auto", "sync", "async")
+SUBMIT: SubmitMode = "auto"
 
 # Adaptive slow-down (AIMD) on 429s that carry no Retry-After.
 SLOWDOWN_FACTOR = 0.5  # multiply the rate by this on a hint-less 429
@@ -127,7 +129,7 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_credits: float | None = None  # this run's spend, counted from calls sent
     max_total_credits: float | None = None  # the output folder's spend over all runs
-    submit: SubmitMode = "sync"  # "async": send "async": true, poll every record
+    submit: SubmitMode = SUBMIT  # how feature calls are sent: "auto", "async" or "sync"
 
 
 class ConfigError(ValueError):

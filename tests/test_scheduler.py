@@ -90,7 +90,9 @@ class Harness:
         self.out = tmp_path / "out"
         self.client = client
         self.sleeps = Sleeps()
-        self.options = options
+        # Sync unless a test says otherwise: these tests count calls, retries and sleeps of one
+        # answer per call; the async default's polls are tested in test_polling and test_live.
+        self.options = {"submit": "sync", **options}
         self.events: list[Event] = []  # every event of the latest run, in order
         self.scheduler: Scheduler | None = None  # the latest run's
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.throttle import Gate
-from pipeline.config import CONCURRENCY, Settings, SubmitMode, Timeouts
+from pipeline.config import CONCURRENCY, SUBMIT, Settings, SubmitMode, Timeouts
 from pipeline.events import EventBus
 from pipeline.scheduler.budget import CreditBudget
 from pipeline.scheduler.job import Client, MaskConverter, ResumeState, StopSignal, Timing
@@ -16,6 +16,7 @@ from pipeline.scheduler.pool import Scheduler
 from pipeline.scheduler.purchase import CreditsFor, Purchase
 from pipeline.scheduler.results import Results
 from pipeline.scheduler.steps import StepRunner
+from pipeline.scheduler.submit import SubmitPolicy, submit_policy
 from pipeline.scheduler.uploads import Uploads
 from pipeline.store.local import Store
 
@@ -25,7 +26,7 @@ class SchedulerOptions:
     """How the pool runs; every field has the run's default."""
 
     concurrency: int = CONCURRENCY
-    submit: SubmitMode = "sync"
+    submit: SubmitMode = SUBMIT
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker_jobs: int | None = None  # None: the retry policy's (0 disables the breaker)
     max_outstanding: int | None = None  # --async: records in flight (default: per worker)
@@ -53,8 +54,10 @@ def build_scheduler(
     credits_for: CreditsFor | None = None,
     mask_converter: MaskConverter | None = None,
     timing: Timing | None = None,
+    submit: SubmitPolicy | None = None,
 ) -> Scheduler:
-    """The pool and its parts, each handed what it needs."""
+    """The pool and its parts, each handed what it needs. ``submit``: how each feature call is
+    sent (default: the policy of ``options.submit``)."""
     policy = policy or RetryPolicy()
     options = options or SchedulerOptions()
     credits = credits or CreditBudget()
@@ -69,7 +72,7 @@ def build_scheduler(
         credits,
         bus,
         credits_for or (lambda _job: 0),
-        asynchronous=options.submit == "async",
+        submit=submit or submit_policy(options.submit),
         clock=timing.clock,
     )
     polling = Polling(client, steps, bus, credits, stop, options.timeouts, timing)

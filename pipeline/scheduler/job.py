@@ -115,6 +115,7 @@ class JobRun:
     reuploaded: bool = False
     feature_tries: int = 0  # failed feature tries that count toward --max-attempts
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
+    sent_async: bool = False  # the latest feature call went with "async": true
 
     @property
     def job(self) -> Job:

@@ -209,7 +209,8 @@ class Scheduler:
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
             return False
-        if self._purchase.asynchronous and not result.result_paths:
+        detach = run.sent_async if not resumed else self._purchase.submit.asynchronous()
+        if detach and not result.result_paths:
             # The worker moves on: polling, fetching and the job's last line happen in a task
             # of their own, so records in flight are bounded by max_outstanding (and the
             # request budget), not by workers sitting out each record's processing time.

@@ -12,6 +12,7 @@ from pipeline.models import Asset, FeatureResult, Job
 from pipeline.scheduler.budget import CreditBudget
 from pipeline.scheduler.job import Client, JobRun
 from pipeline.scheduler.steps import StepRunner
+from pipeline.scheduler.submit import SubmitPolicy
 from pipeline.scheduler.uploads import Uploads
 
 CreditsFor = Callable[[Job], int]
@@ -27,7 +28,7 @@ class Purchase:
         bus: EventBus,
         credits_for: CreditsFor,
         *,
-        asynchronous: bool,
+        submit: SubmitPolicy,
         clock: Callable[[], float],
     ) -> None:
         self._client = client
@@ -36,7 +37,7 @@ class Purchase:
         self._credits = credits
         self._bus = bus
         self._credits_for = credits_for
-        self.asynchronous = asynchronous
+        self.submit = submit
         self._clock = clock
 
     async def buy(self, run: JobRun) -> tuple[FeatureResult, int]:
@@ -61,10 +62,12 @@ class Purchase:
             mask = assets.get("mask")
             self._credits.reserve(estimate)  # right before the POST: unsent reserves nothing
             try:
-                # The flag only when set: a sync run calls run_feature exactly as before.
-                extra = {"asynchronous": True} if self.asynchronous else {}
+                run.sent_async = self.submit.asynchronous()  # asked per call: the mode may change
                 result = await self._client.run_feature(
-                    run.job, assets["image"].path, mask.path if mask else None, **extra
+                    run.job,
+                    assets["image"].path,
+                    mask.path if mask else None,
+                    asynchronous=run.sent_async,
                 )
             finally:
                 self._credits.release(estimate)
