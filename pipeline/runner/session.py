@@ -90,7 +90,7 @@ async def run_session(
             plan.total - stats.skipped,
             settings_summary(settings, args),
         )
-        connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
+        connector = aiohttp.TCPConnector(limit=settings.rate.ceiling * 2 + 4)
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         assert api_key is not None
         client = OneMinClient(session, endpoints, api_key, settings.timeouts)

@@ -29,6 +29,7 @@ from pipeline.errors import (
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
+SETTLING_STEPS = frozenset({"poll", "download"})  # what a paid record still needs
 
 
 class Client(Protocol):
@@ -85,16 +86,27 @@ class RunOutcome:
 
 
 class StopSignal:
-    """Set once when the run stops taking jobs; every part looks at it before sending."""
+    """Set once when the run stops taking jobs; every part looks at it before sending.
+
+    ``records_settle``: a stop that buys nothing more but lets records already paid for be
+    polled and fetched (a credit budget reached: polls cost no credits, and under async a run
+    would otherwise leave every paid record of its last minutes to the next run)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.records_settle = False
 
-    def set(self) -> None:
+    def set(self, *, records_settle: bool = False) -> None:
+        if not self._event.is_set():
+            self.records_settle = records_settle
         self._event.set()
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def halts(self, step: str) -> bool:
+        """Whether a request of this step must not be sent now."""
+        return self.is_set() and not (self.records_settle and step in SETTLING_STEPS)
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -116,6 +128,15 @@ class JobRun:
     feature_tries: int = 0  # failed feature tries that count toward --max-attempts
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
     sent_async: bool = False  # the latest feature call went with "async": true
+    requests: int = 0  # API requests sent for this job (every try of upload, call, poll)
+    gate_wait: float = 0.0  # seconds those requests waited at the rate gate, in all
+    submitted_at: float | None = None  # when this run last sent the job's feature call
+    gate_since: float | None = None  # waiting at the rate gate since then, if it is now
+
+    def gate_seconds(self, now: float) -> float:
+        """Seconds this job has spent waiting at the rate gate so far, the wait of now too."""
+        waiting = now - self.gate_since if self.gate_since is not None else 0.0
+        return self.gate_wait + waiting
 
     @property
     def job(self) -> Job:

@@ -63,6 +63,7 @@ class Purchase:
             self._credits.reserve(estimate)  # right before the POST: unsent reserves nothing
             try:
                 run.sent_async = self.submit.asynchronous()  # asked per call: the mode may change
+                run.submitted_at = sent = self._clock()
                 result = await self._client.run_feature(
                     run.job,
                     assets["image"].path,
@@ -73,6 +74,8 @@ class Purchase:
                 self._credits.release(estimate)
             self._credits.charge(estimate)
             self._credits.observe(result, estimate)
+            if result.result_paths:  # finished in the call itself: that is the edit's time
+                self.submit.on_finished(self._clock() - sent)
             return result
 
         while True:

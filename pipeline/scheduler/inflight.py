@@ -1,0 +1,287 @@
+"""How many jobs ``--concurrency auto`` keeps in flight, and the gate that admits them.
+
+The request budget, not the server, is the bottleneck. The account allows ``--rpm`` API requests
+a minute; every edit spends a few of them (its upload, its call, its polls); an edit takes tens of
+seconds that no concurrency of ours shortens. So the budget fixes the rate of edits (edits a
+second = requests a second / requests an edit) and Little's law gives the jobs that must be in
+flight to keep that rate: ``L = edits a second x seconds an edit takes``. ``InflightController``
+measures both factors from the jobs that end and keeps the limit a little above L::
+
+    limit = ceil(L x (1 + HEADROOM_SHARE)) + HEADROOM_JOBS
+
+so that a few requests always wait at the rate gate (it never idles: the budget is used whole)
+and only a few (jobs do not pile up at the gate: at 75 edits a minute the limit is about 30, not
+hundreds).
+
+Why not the latency-driven limits of TCP Vegas or Netflix's concurrency-limits (Vegas,
+gradient)? They read a growing latency as a queue that their own concurrency builds and cut the
+limit. Here the queue we build is at our own gate, where we can see it, and an edit getting
+slower is the API's pace: it calls for *more* jobs in flight (Little), the opposite of their
+reaction. What is borrowed from Vegas is the aim (a small queue at the bottleneck, never empty,
+never long) and its no-load latency: the seconds a job spent waiting at our gate are taken out
+of its time before averaging. Without that, a larger limit would mean longer waits, a longer
+average time and a larger limit again.
+
+- **Start.** Before any job has ended the edit time is unknown, but the jobs in flight were
+  admitted over the last t seconds and none has ended, so an edit takes at least t (twice their
+  median age): the limit is Little's at t, growing with the first jobs' age from
+  ``INITIAL_LIMIT`` about as fast as the gate can start jobs. ``Slots`` asks again every
+  ``RECHECK_SECONDS`` meanwhile. Later, the jobs in flight still say when edits take longer
+  than the ended ones did (``edit_seconds``).
+- **Estimates** are weighted averages (``ESTIMATE_WEIGHT``) over the jobs that ended: seconds in
+  flight less the gate's waits, and API requests sent (retries and polls included). Requests an
+  edit start from the caller's prior (two for a sync call with its upload, three for an async
+  one with its poll), weighed as one job.
+- **429s.** When 429s say the account's limit is reached the gate cuts its pace
+  (``api.throttle``); the budget the controller reads is that pace, so the limit follows it
+  down. After any 429 the limit does not grow for ``HOLD_AFTER_429`` seconds.
+- **Bounds.** Never above ``ceiling`` (``--max-concurrency``), never below 1. An unpaced gate
+  (``--rpm 0`` in tests) has no budget to fill: the ceiling.
+
+The controller is arithmetic on an injected clock (tests drive it without an event loop);
+``Slots`` is the small asyncio gate the pool admits jobs through, under any limit function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pipeline.api.throttle import Gate
+
+INITIAL_LIMIT = 4  # jobs in flight before anything is known
+HEADROOM_SHARE = 0.1  # above Little's L, as a share of it ...
+HEADROOM_JOBS = 2  # ... and a few jobs more: requests waiting at the gate, so it never idles
+ESTIMATE_WEIGHT = 0.1  # weight of each ended job in the running averages (about 20 jobs)
+HOLD_AFTER_429 = 30.0  # seconds after a 429 during which the limit does not grow
+RECHECK_SECONDS = 1.0  # while the limit grows with time alone, Slots asks again this often
+REQUESTS_SYNC = 2.0  # requests an edit before any has ended: upload + call
+REQUESTS_ASYNC = 3.0  # upload + call + one poll
+MIN_REQUESTS = 1.0  # an edit costs at least its call (shared uploads may make it just that)
+IN_FLIGHT_AGE_FACTOR = 2.0  # jobs in flight: an edit takes about twice their median age
+
+
+@dataclass(frozen=True)
+class InflightView:
+    """What the controller holds now, for the progress line and the log."""
+
+    limit: int
+    edits_per_minute: float | None  # what the budget allows at the requests an edit seen
+    edit_seconds: float | None  # seconds a job is in flight (the gate's waits left out)
+    requests_per_edit: float
+
+
+class InflightController:
+    """Jobs in flight to fill the request budget: Little's law on measured factors.
+
+    ``budget``: API requests a second the gate allows now (0: unpaced). ``clock``: monotonic
+    seconds. ``requests_prior``: requests an edit until a job has ended.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: Callable[[], float],
+        clock: Callable[[], float],
+        ceiling: int,
+        requests_prior: float = REQUESTS_ASYNC,
+        initial: int = INITIAL_LIMIT,
+    ) -> None:
+        self._budget = budget
+        self._clock = clock
+        self.ceiling = max(1, ceiling)
+        self._initial = max(1, min(initial, self.ceiling))
+        # Weighted averages over the jobs that ended. Requests start from the prior, which
+        # weighs as one job: the first job to end was the first record polled, polled most
+        # while nothing had finished yet, and must not set the run's cost alone.
+        self._requests = requests_prior
+        self._seconds: float | None = None  # None until the first job has ended
+        # Tickets in flight -> when they started, and their waits at the gate so far.
+        self._started: dict[int, tuple[float, Callable[[], float]]] = {}
+        self._next_ticket = 0
+        self._hold_until = -math.inf
+        self._held_limit = self.ceiling
+        self._last = self._initial
+
+    # -- what the pool tells it ---------------------------------------------------------------
+
+    def started(self, gate_wait: Callable[[], float] = lambda: 0.0) -> int:
+        """A job was admitted; ``gate_wait`` says how long it has waited at the rate gate so
+        far. The ticket goes back with ``ended``."""
+        ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+        self._started[ticket] = (self._clock(), gate_wait)
+        return ticket
+
+    def ended(self, ticket: int, *, requests: int, gate_wait: float) -> None:
+        """A job left the pool (done, failed or deferred) after ``requests`` API requests, of
+        which the waits at the rate gate took ``gate_wait`` seconds in all."""
+        entry = self._started.pop(ticket, None)
+        if entry is None:
+            return
+        began = entry[0]
+        seconds = max(0.0, self._clock() - began - gate_wait)
+        self._seconds = _average(self._seconds, seconds)
+        self._requests += ESTIMATE_WEIGHT * (requests - self._requests)
+
+    def rate_limited(self) -> None:
+        """A 429 came back: no growth for a while (the gate cuts the budget if it must)."""
+        now = min(self._last, self._target())  # the gate has cut its pace already, if it must
+        self._held_limit = min(self._held_limit, now) if self._holding() else now
+        self._hold_until = self._clock() + HOLD_AFTER_429
+
+    # -- what it answers ------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._started)
+
+    @property
+    def requests_per_edit(self) -> float:
+        return self._requests
+
+    @property
+    def grows_with_time(self) -> bool:
+        """True while no job has ended: the limit rises with the age of the first jobs."""
+        return self._seconds is None
+
+    def limit(self) -> int:
+        """Jobs that may be in flight now."""
+        value = self._target()
+        if self._holding():
+            value = min(value, self._held_limit)
+        self._last = value
+        return value
+
+    def view(self) -> InflightView:
+        per_second = self._budget()
+        per_edit = self.requests_per_edit
+        allowed = per_second / per_edit * 60.0 if per_second > 0 else None
+        return InflightView(self.limit(), allowed, self.edit_seconds() or None, per_edit)
+
+    # -- the arithmetic -----------------------------------------------------------------------
+
+    def _target(self) -> int:
+        """Little's L and the headroom at the budget and estimates of now, within the bounds."""
+        per_second = self._budget()
+        if per_second <= 0:
+            return self.ceiling  # unpaced: nothing to fill, only the ceiling bounds it
+        value = max(1, self._little(per_second))
+        if self._seconds is None:
+            value = max(value, self._initial)
+        return min(self.ceiling, value)
+
+    def _little(self, requests_per_second: float) -> int:
+        edits_per_second = requests_per_second / max(self.requests_per_edit, MIN_REQUESTS)
+        needed = edits_per_second * self.edit_seconds()  # Little's L
+        return math.ceil(needed * (1.0 + HEADROOM_SHARE)) + HEADROOM_JOBS
+
+    def edit_seconds(self) -> float:
+        """Seconds a job is in flight: the jobs that ended say it, unless the jobs in flight
+        say more. Those were admitted evenly over about one edit time, so the median is half
+        way through it: twice its age is an edit time the ended jobs alone would miss at the
+        start (the first to end are the fastest) and when edits get slower (before the slow
+        ones end). A single stuck job does not move a median."""
+        if self._seconds is not None:
+            return self._seconds
+        return IN_FLIGHT_AGE_FACTOR * self._median_age()
+
+    def _median_age(self) -> float:
+        """The median age of the jobs in flight, their waits at the gate left out (else a queue
+        at the gate would read as slower edits and grow the limit, and the queue with it)."""
+        if not self._started:
+            return 0.0
+        now = self._clock()
+        ages = sorted(now - began - waited() for began, waited in self._started.values())
+        return ages[len(ages) // 2]
+
+    def _holding(self) -> bool:
+        return self._clock() < self._hold_until
+
+
+def _average(current: float | None, sample: float) -> float:
+    if current is None:
+        return sample
+    return current + ESTIMATE_WEIGHT * (sample - current)
+
+
+Sleep = Callable[[float], Awaitable[object]]
+
+
+class Slots:
+    """Admission under a limit that may change: ``acquire`` waits until fewer than ``limit()``
+    jobs are in flight; ``release`` frees a slot and wakes the waiter.
+
+    The limit is asked again at every release and, while ``time_bound()`` says it may grow with
+    time alone, every ``RECHECK_SECONDS`` (on the injected sleep). Jobs already in flight are
+    never stopped when the limit falls; fewer are admitted until they have ended.
+    """
+
+    def __init__(
+        self,
+        limit: Callable[[], int],
+        *,
+        sleep: Sleep = asyncio.sleep,
+        time_bound: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._limit = limit
+        self._sleep = sleep
+        self._time_bound = time_bound
+        self._changed = asyncio.Event()
+        self.in_flight = 0
+
+    def limit(self) -> int:
+        return self._limit()
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self._limit():
+            await self._wait_for_change()
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._changed.set()
+
+    def wake(self) -> None:
+        """Something may have raised the limit: ask again."""
+        self._changed.set()
+
+    async def _wait_for_change(self) -> None:
+        self._changed.clear()
+        if not self._time_bound():
+            await self._changed.wait()
+            return
+        changed = asyncio.ensure_future(self._changed.wait())
+        timer = asyncio.ensure_future(self._sleep(RECHECK_SECONDS))
+        try:
+            await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (changed, timer):
+                task.cancel()
+            await asyncio.gather(changed, timer, return_exceptions=True)
+
+
+class WatchedGate:
+    """The run's rate gate, unchanged, telling the controller of every 429 it hears of."""
+
+    def __init__(self, gate: Gate, controller: InflightController) -> None:
+        self._gate = gate
+        self._controller = controller
+
+    async def acquire(self) -> None:
+        await self._gate.acquire()
+
+    def on_success(self) -> None:
+        self._gate.on_success()
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        self._gate.on_rate_limited(retry_after)
+        self._controller.rate_limited()
+
+    def paused_for(self) -> float:
+        return self._gate.paused_for()
+
+    @property
+    def current_rpm(self) -> float:
+        return self._gate.current_rpm
