@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
 from pipeline.cli.options import (
     add_redo_missing,
+    concurrency_option,
     http_url,
     ids_option,
     non_negative_float,
@@ -84,7 +85,19 @@ def add_arguments(commands: Any) -> None:
     run.add_argument(
         "--asset-base", type=http_url, help="asset host base URL (default: $ONEMIN_ASSET_BASE)"
     )
-    run.add_argument("--concurrency", type=positive_int, help="jobs in flight at once")
+    run.add_argument(
+        "--concurrency",
+        type=concurrency_option,
+        metavar="N|auto",
+        help="jobs in flight at once; auto (the default) keeps as many as fill --rpm at the "
+        "edit time seen",
+    )
+    run.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        metavar="N",
+        help="the most jobs --concurrency auto keeps in flight (default 256)",
+    )
     run.add_argument(
         "--rpm", type=positive_float, help="requests to the API host per minute, evenly spread"
     )
@@ -161,7 +174,11 @@ _NO_LOG = RunLog(io.StringIO())  # a dry run logs nothing
 def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {
         "endpoints": {"api_base": args.api_base, "asset_base": args.asset_base},
-        "rate": {"rpm": args.rpm, "concurrency": args.concurrency},
+        "rate": {
+            "rpm": args.rpm,
+            "concurrency": args.concurrency,
+            "max_concurrency": args.max_concurrency,
+        },
         "retry": {"max_attempts": args.max_attempts},
     }
     if args.max_credits is not None:

@@ -105,6 +105,7 @@ def _write_metrics(
             exit_code=int(code),
             duration_s=stats.elapsed(),
             manifest=context.manifest.name,
+            requests=summary.get("requests"),
         )
     except OSError as exc:
         context.log.warning(
@@ -153,6 +154,8 @@ def print_summary(
         f"~{counters['credits/estimated']} credits)",
         f"outputs: {context.target.out}",
     ]
+    if (requests := request_line(stats)) is not None:
+        lines.append(requests)
     if stop_message:
         lines.append(f"stopped: {stop_message}")
     if failures:
@@ -164,3 +167,17 @@ def print_summary(
     if report is not None:
         lines.append(f"report: {report}")
     print("\n".join(lines))
+
+
+def request_line(stats: RunStats) -> str | None:
+    """``API requests: 2.04 an image (uploads 1.00, calls 1.00, polls 0.04); 0.97 of --rpm 150
+    used``, or None when nothing was delivered."""
+    summary = stats.request_summary()
+    per_image = summary["per_image"]
+    if not per_image:
+        return None
+    kinds = ", ".join(f"{kind} {per_image[kind]:.2f}" for kind in ("uploads", "calls", "polls"))
+    line = f"API requests: {per_image['total']:.2f} an image ({kinds})"
+    if summary["budget_use"] is not None:
+        line += f"; {summary['budget_use']:.2f} of --rpm {summary['rpm']:g} used"
+    return line

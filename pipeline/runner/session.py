@@ -72,7 +72,7 @@ async def run_session(
 
     settings, args = context.settings, context.args
     bus = EventBus()
-    stats = RunStats()
+    stats = RunStats(rpm=settings.rate.rpm)
     async with AsyncExitStack() as stack:
         endpoints, api_key = settings.endpoints, context.api_key
         if args.emulator:
@@ -205,6 +205,7 @@ async def _run_on_ray(
 def settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "concurrency": settings.rate.concurrency,
+        "max_concurrency": settings.rate.max_concurrency,
         "rpm": settings.rate.rpm,
         "max_attempts": settings.retry.max_attempts,
         "max_credits": settings.max_credits,
