@@ -32,7 +32,7 @@ from bench.fixtures import write_profile
 from bench.procs import probe_args, run_child
 from bench.scenarios.catalogs import CATALOGS, PAIRS
 
-TITLE = "Throughput efficiency (2 s latency, jobs/s over concurrency/latency)"
+TITLE = "Easy regime: throughput efficiency (2 s latency, jobs/s over concurrency/latency)"
 LATENCY = 2.0
 JITTER = 0.1
 FAULT_RATE_429 = 0.025

@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 PREFIX = "onemin_pipeline_"
 LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
+# The summary's request kinds as metric labels: kind="upload" | "call" | "poll" | "total".
+METRIC_KINDS = {"uploads": "upload", "calls": "call", "polls": "poll"}
 
 
 def write_metrics(
@@ -87,19 +89,17 @@ def _request_gauges(
     """API requests of the run by kind (uploads, calls, polls), per delivered image, and the
     budget's use (requests sent over what --rpm allowed from the first to the last)."""
     labels = ("manifest", "kind")
-    sent = Gauge(
-        f"{PREFIX}api_requests", "API requests this run sent, by kind", labels, registry=registry
-    )
+    sent = Gauge(f"{PREFIX}requests", "API requests this run sent", labels, registry=registry)
     per_image = Gauge(
-        f"{PREFIX}api_requests_per_image",
-        "API requests this run sent per delivered image, by kind",
+        f"{PREFIX}requests_per_image",
+        "API requests this run sent per delivered image",
         labels,
         registry=registry,
     )
-    for kind, count in (requests.get("sent") or {}).items():
-        sent.labels(manifest, kind).set(count)
-    for kind, share in (requests.get("per_image") or {}).items():
-        per_image.labels(manifest, kind).set(share)
+    for name, count in (requests.get("sent") or {}).items():
+        sent.labels(manifest, METRIC_KINDS.get(name, name)).set(count)
+    for name, share in (requests.get("per_image") or {}).items():
+        per_image.labels(manifest, METRIC_KINDS.get(name, name)).set(share)
     if requests.get("budget_use") is not None:
         doc = "API requests this run sent over what --rpm allowed from its first to its last"
         _single(registry, "rate_budget_use", doc, manifest, requests["budget_use"])

@@ -118,6 +118,7 @@ def build_scheduler(
         inflight=inflight,
         breaker_jobs=breaker,
         clock=timing.clock,
+        sleep=timing.sleep,
     )
 
 

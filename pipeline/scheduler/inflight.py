@@ -35,6 +35,10 @@ average time and a larger limit again.
 - **429s.** When 429s say the account's limit is reached the gate cuts its pace
   (``api.throttle``); the budget the controller reads is that pace, so the limit follows it
   down. After any 429 the limit does not grow for ``HOLD_AFTER_429`` seconds.
+- **Waves.** A cold start admits its first jobs together; they end together and, replaced
+  together, would keep the gate busy while they start and idle while they all wait, edit time
+  after edit time. The pool spreads admissions at a little more than the rate the budget allows
+  edits (``admission_interval``), so a burst of ends becomes an even stream of starts.
 - **Bounds.** Never above ``ceiling`` (``--max-concurrency``), never below 1. An unpaced gate
   (``--rpm 0`` in tests) has no budget to fill: the ceiling.
 
@@ -52,8 +56,8 @@ from dataclasses import dataclass
 from pipeline.api.throttle import Gate
 
 INITIAL_LIMIT = 4  # jobs in flight before anything is known
-HEADROOM_SHARE = 0.1  # above Little's L, as a share of it ...
-HEADROOM_JOBS = 2  # ... and a few jobs more: requests waiting at the gate, so it never idles
+HEADROOM_SHARE = 0.25  # above Little's L, as a share of it ...
+HEADROOM_JOBS = 4  # ... and a few jobs more: requests waiting at the gate, so it never idles
 ESTIMATE_WEIGHT = 0.1  # weight of each ended job in the running averages (about 20 jobs)
 HOLD_AFTER_429 = 30.0  # seconds after a 429 during which the limit does not grow
 RECHECK_SECONDS = 1.0  # while the limit grows with time alone, Slots asks again this often
@@ -153,6 +157,16 @@ class InflightController:
             value = min(value, self._held_limit)
         self._last = value
         return value
+
+    def admission_interval(self) -> float:
+        """Seconds between admissions: a little faster than the budget allows edits (by the
+        headroom, so that it only smooths bursts), 0 when unpaced. Jobs admitted in a burst
+        (the first wave ending together) would stay in step, wave after wave: the gate busy
+        while they start, idle while they all wait."""
+        per_second = self._budget()
+        if per_second <= 0:
+            return 0.0
+        return self.requests_per_edit / per_second / (1.0 + HEADROOM_SHARE)
 
     def view(self) -> InflightView:
         per_second = self._budget()

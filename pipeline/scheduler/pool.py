@@ -30,6 +30,7 @@ module keeps the run itself: admission, one job's course and the breaker.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
@@ -60,6 +61,7 @@ from pipeline.scheduler.job import (
     JobRun,
     ResumeState,
     RunOutcome,
+    Sleep,
     StopSignal,
     error_info,
     is_systemic,
@@ -70,6 +72,7 @@ from pipeline.scheduler.results import Results
 from pipeline.store.local import Store
 
 T = TypeVar("T")
+ADMISSION_BURST = 4  # under auto, admissions this many intervals ahead of the pace may go now
 
 
 class Scheduler:
@@ -88,6 +91,7 @@ class Scheduler:
         inflight: InflightController | None,
         breaker_jobs: int,
         clock: Callable[[], float],
+        sleep: Sleep,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -101,11 +105,13 @@ class Scheduler:
         self._inflight = inflight  # the limit's controller under --concurrency auto
         self._breaker_jobs = breaker_jobs
         self._clock = clock
+        self._sleep = sleep
         self._outcome = RunOutcome()
         self._held: list[Exhausted] = []  # the current streak of transient exhaustions
         self._jobs: set[asyncio.Task[None]] = set()  # jobs in flight, a task each
         self._crashes: list[BaseException] = []  # bugs raised by job tasks, raised by run()
         self._shown_limit: int | None = None
+        self._next_admission = -math.inf
 
     @property
     def credits_spent(self) -> int:
@@ -160,6 +166,7 @@ class Scheduler:
             if self._stop.is_set():
                 return
             await self._slots.acquire()
+            await self._pace_admission()
             if self._stop.is_set():
                 self._slots.release()
                 return
@@ -167,6 +174,20 @@ class Scheduler:
             self._jobs.add(task)
             task.add_done_callback(self._job_task_done)
             self._note_limit()
+
+    async def _pace_admission(self) -> None:
+        """Under auto, admissions are spread at the rate the budget allows edits (a few may
+        go at once: ``ADMISSION_BURST``), so jobs that ended together are not replaced
+        together."""
+        if self._inflight is None:
+            return
+        interval = self._inflight.admission_interval()
+        now = self._clock()
+        earliest = self._next_admission - ADMISSION_BURST * interval
+        if now < earliest:
+            await self._sleep(earliest - now)
+            now = self._clock()
+        self._next_admission = max(now, self._next_admission) + interval
 
     async def _one_job(self, item: PlannedJob) -> None:
         run = JobRun(item)
