@@ -240,3 +240,70 @@ async def test_slots_ask_again_on_the_injected_sleep_while_the_limit_grows_with_
     await slots.acquire()
     await asyncio.wait_for(slots.acquire(), 1)
     assert slept == [RECHECK_SECONDS] and slots.in_flight == 2
+
+
+def test_the_first_waves_requests_do_not_set_the_cost_of_an_edit() -> None:
+    """The first record polled many times while nothing had finished: a cost of the start."""
+    clock = Clock()
+    control = controller(clock, prior=3.0)
+    first_wave = [control.started() for _ in range(10)]
+    clock.now = 20.0
+    control.ended(first_wave[0], requests=15, gate_wait=0.0)
+    assert control.requests_per_edit == 3.0
+    later = control.started()
+    for ticket in first_wave[1:]:
+        control.ended(ticket, requests=5, gate_wait=0.0)
+    clock.now = 40.0
+    control.ended(later, requests=2, gate_wait=0.0)
+    assert control.requests_per_edit == 2.0
+
+
+class Job:
+    """What the controller sees of a job in flight (``JobRun`` in the pool)."""
+
+    def __init__(self, at_gate: bool = False, waited: float = 0.0) -> None:
+        self.at_gate = at_gate
+        self.waited = waited
+
+    def gate_seconds(self, now: float) -> float:
+        return self.waited
+
+
+def test_admissions_wait_while_the_gates_queue_is_longer_than_the_headroom() -> None:
+    clock = Clock()
+    control = controller(clock)
+    steady(control, clock, seconds=20.0, jobs=50)  # Little's L: 25 jobs
+    queue = [Job(at_gate=True) for _ in range(40)]
+    tickets = [control.started(job) for job in queue]
+    assert not control.admits_now()  # 40 requests waiting: one more job would only wait too
+    for job in queue[: 40 - HEADROOM_JOBS]:
+        job.at_gate = False
+    assert control.admits_now()
+    for ticket in tickets:
+        control.ended(ticket, requests=2, gate_wait=0.0)
+
+
+def test_admissions_are_spread_at_a_little_more_than_the_budget_allows_edits() -> None:
+    control = controller(Clock(), prior=2.0)  # 150 a minute at two requests: 1.25 edits a second
+    assert control.admission_interval() == pytest.approx(0.8 / (1 + HEADROOM_SHARE))
+    assert controller(Clock(), Budget(rpm=0.0)).admission_interval() == 0.0
+
+
+def test_a_jobs_uploads_waiting_at_the_gate_do_not_age_it() -> None:
+    """Before anything has ended, the ages of the jobs in flight bound the edit time: a job
+    still waiting for its upload has not started its edit."""
+    clock = Clock()
+    control = controller(clock)
+    for _ in range(9):
+        control.started(Job(at_gate=True, waited=0.0))
+    clock.now = 30.0
+    young = control.limit()
+    control2 = controller(clock)
+    clock.now = 0.0
+    jobs = [Job(at_gate=True) for _ in range(9)]
+    for job in jobs:
+        control2.started(job)
+    clock.now = 30.0
+    for job in jobs:
+        job.waited = 25.0  # 25 of the 30 s at the gate
+    assert control2.limit() < young

@@ -50,15 +50,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipeline.api.throttle import Gate
 
 INITIAL_LIMIT = 4  # jobs in flight before anything is known
 HEADROOM_SHARE = 0.25  # above Little's L, as a share of it ...
 HEADROOM_JOBS = 4  # ... and a few jobs more: requests waiting at the gate, so it never idles
-ESTIMATE_WEIGHT = 0.1  # weight of each ended job in the running averages (about 20 jobs)
+ESTIMATE_WEIGHT = 0.1  # weight of each ended job in the average edit time (about 20 jobs)
+RECENT_JOBS = 31  # the jobs whose median gives the requests an edit
 HOLD_AFTER_429 = 30.0  # seconds after a 429 during which the limit does not grow
 RECHECK_SECONDS = 1.0  # while the limit grows with time alone, Slots asks again this often
 REQUESTS_SYNC = 2.0  # requests an edit before any has ended: upload + call
@@ -97,13 +100,19 @@ class InflightController:
         self._clock = clock
         self.ceiling = max(1, ceiling)
         self._initial = max(1, min(initial, self.ceiling))
-        # Weighted averages over the jobs that ended. Requests start from the prior, which
-        # weighs as one job: the first job to end was the first record polled, polled most
-        # while nothing had finished yet, and must not set the run's cost alone.
-        self._requests = requests_prior
-        self._seconds: float | None = None  # None until the first job has ended
+        # Requests of the recent jobs that ended, for their median (the prior until then).
+        # The first wave's jobs (admitted before any had ended) do not count: they were
+        # polled while nothing had finished yet (the first record many times, the others
+        # early), a cost of the start that later jobs do not pay.
+        self._requests_prior = requests_prior
+        self._recent_requests: deque[int] = deque(maxlen=RECENT_JOBS)
+        self._seconds: float | None = None  # a weighted average; None until a job has ended
+        # Tickets below this were the first wave: in flight when the first job ended. Until
+        # they have ended, the fastest of them are all that has, and the others' ages say more.
+        self._first_wave_end: int | None = None
+        self._first_wave_left = 0
         # Tickets in flight -> when they started, and their waits at the gate so far.
-        self._started: dict[int, tuple[float, Callable[[], float]]] = {}
+        self._started: dict[int, tuple[float, AtGate]] = {}
         self._next_ticket = 0
         self._hold_until = -math.inf
         self._held_limit = self.ceiling
@@ -111,23 +120,30 @@ class InflightController:
 
     # -- what the pool tells it ---------------------------------------------------------------
 
-    def started(self, gate_wait: Callable[[], float] = lambda: 0.0) -> int:
-        """A job was admitted; ``gate_wait`` says how long it has waited at the rate gate so
-        far. The ticket goes back with ``ended``."""
+    def started(self, job: AtGate | None = None) -> int:
+        """A job was admitted; ``job`` says whether and how long it has waited at the rate gate
+        (none: never). The ticket goes back with ``ended``."""
         ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
-        self._started[ticket] = (self._clock(), gate_wait)
+        self._started[ticket] = (self._clock(), job or _NEVER_AT_GATE)
         return ticket
 
     def ended(self, ticket: int, *, requests: int, gate_wait: float) -> None:
-        """A job left the pool (done, failed or deferred) after ``requests`` API requests, of
-        which the waits at the rate gate took ``gate_wait`` seconds in all."""
+        """A job left the pool (done, failed or deferred) after ``requests`` API requests;
+        ``gate_wait``: seconds its uploads and calls waited at the rate gate (before its edit
+        could start; a poll's wait overlaps the edit and is not counted)."""
         entry = self._started.pop(ticket, None)
         if entry is None:
             return
         began = entry[0]
         seconds = max(0.0, self._clock() - began - gate_wait)
+        if self._first_wave_end is None:
+            self._first_wave_end = self._next_ticket
+            self._first_wave_left = len(self._started) + 1
         self._seconds = _average(self._seconds, seconds)
-        self._requests += ESTIMATE_WEIGHT * (requests - self._requests)
+        if ticket < self._first_wave_end:
+            self._first_wave_left -= 1
+        else:
+            self._recent_requests.append(requests)
 
     def rate_limited(self) -> None:
         """A 429 came back: no growth for a while (the gate cuts the budget if it must)."""
@@ -143,7 +159,11 @@ class InflightController:
 
     @property
     def requests_per_edit(self) -> float:
-        return self._requests
+        """The median of the recent jobs' requests (the prior before any has ended)."""
+        if not self._recent_requests:
+            return self._requests_prior
+        ordered = sorted(self._recent_requests)
+        return float(ordered[len(ordered) // 2])
 
     @property
     def grows_with_time(self) -> bool:
@@ -197,9 +217,12 @@ class InflightController:
         way through it: twice its age is an edit time the ended jobs alone would miss at the
         start (the first to end are the fastest) and when edits get slower (before the slow
         ones end). A single stuck job does not move a median."""
-        if self._seconds is not None:
-            return self._seconds
-        return IN_FLIGHT_AGE_FACTOR * self._median_age()
+        from_ages = IN_FLIGHT_AGE_FACTOR * self._median_age()
+        if self._seconds is None:
+            return from_ages
+        if self._first_wave_left > 0:
+            return max(self._seconds, from_ages)
+        return self._seconds
 
     def _median_age(self) -> float:
         """The median age of the jobs in flight, their waits at the gate left out (else a queue
@@ -207,11 +230,44 @@ class InflightController:
         if not self._started:
             return 0.0
         now = self._clock()
-        ages = sorted(now - began - waited() for began, waited in self._started.values())
+        ages = sorted(now - began - job.gate_seconds(now) for began, job in self._started.values())
         return ages[len(ages) // 2]
+
+    def admits_now(self) -> bool:
+        """Whether a job may be admitted now, as far as the gate's queue goes: while more jobs
+        wait at the gate than the headroom means to keep there, one more would only wait too
+        (when the first wave's records are all due at once, their polls go first)."""
+        waiting = sum(1 for _, job in self._started.values() if job.at_gate)
+        return waiting <= self._queue_kept()
+
+    def _queue_kept(self) -> int:
+        per_second = self._budget()
+        if per_second <= 0:
+            return self.ceiling
+        needed = per_second / max(self.requests_per_edit, MIN_REQUESTS) * self.edit_seconds()
+        return math.ceil(needed * HEADROOM_SHARE) + HEADROOM_JOBS
 
     def _holding(self) -> bool:
         return self._clock() < self._hold_until
+
+
+class AtGate(Protocol):
+    """A job in flight as the controller sees it (``scheduler.job.JobRun`` is one)."""
+
+    @property
+    def at_gate(self) -> bool: ...  # waiting at the rate gate now
+
+    def gate_seconds(self, now: float) -> float: ...  # waited there so far, now's wait too
+
+
+class _NeverAtGate:
+    at_gate = False
+
+    def gate_seconds(self, now: float) -> float:
+        return 0.0
+
+
+_NEVER_AT_GATE = _NeverAtGate()
 
 
 def _average(current: float | None, sample: float) -> float:

@@ -30,6 +30,7 @@ from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
 SETTLING_STEPS = frozenset({"poll", "download"})  # what a paid record still needs
+START_STEPS = frozenset({"upload", "feature"})  # requests before an edit starts
 
 
 class Client(Protocol):
@@ -129,14 +130,21 @@ class JobRun:
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
     sent_async: bool = False  # the latest feature call went with "async": true
     requests: int = 0  # API requests sent for this job (every try of upload, call, poll)
-    gate_wait: float = 0.0  # seconds those requests waited at the rate gate, in all
+    # Seconds its uploads and feature calls waited at the rate gate, in all: time before its
+    # edit could start. (A poll's wait is not counted: the edit goes on meanwhile.)
+    gate_wait: float = 0.0
     submitted_at: float | None = None  # when this run last sent the job's feature call
     gate_since: float | None = None  # waiting at the rate gate since then, if it is now
+    gate_step: str = ""  # ... for a request of this step
+
+    @property
+    def at_gate(self) -> bool:
+        return self.gate_since is not None
 
     def gate_seconds(self, now: float) -> float:
-        """Seconds this job has spent waiting at the rate gate so far, the wait of now too."""
-        waiting = now - self.gate_since if self.gate_since is not None else 0.0
-        return self.gate_wait + waiting
+        """``gate_wait`` so far, the wait of now too if it is one that counts."""
+        counted = self.gate_since is not None and self.gate_step in START_STEPS
+        return self.gate_wait + (now - self.gate_since if counted else 0.0)  # type: ignore[operator]
 
     @property
     def job(self) -> Job:

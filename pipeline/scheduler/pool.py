@@ -73,6 +73,7 @@ from pipeline.store.local import Store
 
 T = TypeVar("T")
 ADMISSION_BURST = 4  # under auto, admissions this many intervals ahead of the pace may go now
+MIN_QUEUE_RECHECK = 0.1  # seconds: how often a held admission looks at the gate's queue again
 
 
 class Scheduler:
@@ -178,7 +179,8 @@ class Scheduler:
     async def _pace_admission(self) -> None:
         """Under auto, admissions are spread at the rate the budget allows edits (a few may
         go at once: ``ADMISSION_BURST``), so jobs that ended together are not replaced
-        together."""
+        together; and held while the gate's queue is longer than the limit's headroom means
+        (``InflightController.admits_now``)."""
         if self._inflight is None:
             return
         interval = self._inflight.admission_interval()
@@ -186,14 +188,16 @@ class Scheduler:
         earliest = self._next_admission - ADMISSION_BURST * interval
         if now < earliest:
             await self._sleep(earliest - now)
-            now = self._clock()
+        while not self._inflight.admits_now() and not self._stop.is_set():
+            await self._sleep(max(interval, MIN_QUEUE_RECHECK))  # the gate's queue drains
+        now = self._clock()
         self._next_admission = max(now, self._next_admission) + interval
 
     async def _one_job(self, item: PlannedJob) -> None:
         run = JobRun(item)
         ticket = None
         if self._inflight is not None:
-            ticket = self._inflight.started(lambda: run.gate_seconds(self._clock()))
+            ticket = self._inflight.started(run)
         try:
             await self._guarded(self._run_job(run))
         finally:

@@ -4,10 +4,10 @@ until it succeeds or the retry policy says stop.
 Every request to the API host passes the rate gate here, try by try, so a retry is paced and
 counted like a first call (result and input downloads do not pass it: the account's limit counts
 API requests only). Each request sent is an event (``RequestSent``: the statistics count them by
-kind) and is charged to its job with its wait at the gate (``JobRun.requests``, ``gate_wait``:
-what the in-flight controller learns an edit costs). Each failed try is an event
-(``JobRetrying``: the ledger writes it). The client makes one attempt per call; this is the only
-retry loop of the API's requests."""
+kind) and is charged to its job (``JobRun.requests``; for uploads and calls their wait at the
+gate, ``gate_wait``): what the in-flight controller learns an edit costs. Each failed try is an
+event (``JobRetrying``: the ledger writes it). The client makes one attempt per call; this is the
+only retry loop of the API's requests."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from pipeline.api.retry import RetryPolicy
 from pipeline.api.throttle import Gate
 from pipeline.errors import ApiError, BudgetReached, RateLimited, Stopped, TransientError
 from pipeline.events import EventBus, JobRetrying, RequestSent
-from pipeline.scheduler.job import API_STEPS, JobRun, Sleep, StopSignal, error_info
+from pipeline.scheduler.job import (
+    API_STEPS,
+    START_STEPS,
+    JobRun,
+    Sleep,
+    StopSignal,
+    error_info,
+)
 
 T = TypeVar("T")
 
@@ -95,13 +102,15 @@ class StepRunner:
 
     async def _pass_gate(self, run: JobRun, step: str) -> None:
         """Wait for the rate gate; the request is then sent (counted) unless the run stops."""
-        run.gate_since = before = self._clock()
+        before = self._clock()
+        run.gate_since, run.gate_step = before, step
         try:
             await self.gate.acquire()
         finally:
             run.gate_since = None
             waited = self._clock() - before
-            run.gate_wait += waited
+            if step in START_STEPS:
+                run.gate_wait += waited
         if self._stop.halts(step):
             raise Stopped()
         run.requests += 1
