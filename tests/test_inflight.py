@@ -307,3 +307,13 @@ def test_a_jobs_uploads_waiting_at_the_gate_do_not_age_it() -> None:
     for job in jobs:
         job.waited = 25.0  # 25 of the 30 s at the gate
     assert control2.limit() < young
+
+
+def test_jobs_that_sent_nothing_do_not_break_the_arithmetic() -> None:
+    """Resumed jobs whose records were paid and finished by an earlier run only download."""
+    clock = Clock()
+    control = controller(clock)
+    steady(control, clock, seconds=1.0, jobs=40, requests=0)
+    view = control.view()
+    assert view.requests_per_edit == 0.0 and view.edits_per_minute == RPM  # one request each
+    assert 1 <= control.limit() <= control.ceiling

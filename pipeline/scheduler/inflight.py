@@ -191,7 +191,7 @@ class InflightController:
     def view(self) -> InflightView:
         per_second = self._budget()
         per_edit = self.requests_per_edit
-        allowed = per_second / per_edit * 60.0 if per_second > 0 else None
+        allowed = per_second / max(per_edit, MIN_REQUESTS) * 60.0 if per_second > 0 else None
         return InflightView(self.limit(), allowed, self.edit_seconds() or None, per_edit)
 
     # -- the arithmetic -----------------------------------------------------------------------
