@@ -7,10 +7,12 @@ Every job edits its own photo (a background replacement of a distinct image: eac
 upload). The client runs with the product's defaults (``--rpm 150``, ``--concurrency auto``),
 with ``submit: auto`` (no flag), and with ``--sync`` and ``--async`` fixed.
 
-Each run is stopped (SIGINT) after a warm-up of four edit times, at least 90 s (a cold start
-sends its first records all at once; their polls and replacements come in waves that take a few
-edit times to smooth out) and ``STEADY_SECONDS`` of steady state; the figures are taken over that
-steady window, from the emulator's request log (arrival times), its charge log (money) and the
+Each run is measured over a steady window of ``STEADY_SECONDS`` after a warm-up of four edit
+times, at least 90 s (a cold start sends its first records all at once; their polls and
+replacements come in waves that take a few edit times to smooth out), and stopped (SIGINT) an
+edit time and a bit after the window (the emulator logs a request when it answers it: a sync
+call sent at the window's end is answered an edit later). The figures are taken over the
+window, from the emulator's request log (arrival times), its charge log (money) and the
 ledger (edits delivered):
 
 - edits a minute / (``--rpm`` / requests an edit), the requests an edit being those the window
@@ -50,6 +52,11 @@ RPM = 150.0  # the product's default --rpm
 MODES = {"auto": (), "sync": ("--sync",), "async": ("--async",)}
 WARM_EDITS = 4.0  # edit times before the steady window starts ...
 WARM_MIN_SECONDS = 90.0  # ... and at least this long
+# After the window the run goes on this long (edit times and seconds) before its SIGINT: the
+# emulator logs a request when it is answered, and a sync call sent near the window's end is
+# answered an edit later (a run stopped at once would lose the window's last calls).
+TAIL_EDITS = 1.3
+TAIL_SECONDS = 10.0
 STEADY_SECONDS = 180.0
 QUICK_STEADY_SECONDS = 60.0
 MAX_EDITS_A_MINUTE = RPM / 2  # at the fewest requests an edit: an upload and a call
@@ -111,8 +118,8 @@ def run(quick: bool) -> ScenarioResult:
     }
     result.notes += [
         "figures over the steady window of each run: from the warm-up's end (four edit times "
-        "after its first request, at least 90 s) to the SIGINT that ends it; 429s, money and "
-        "sync charges over the whole run",
+        "after its first request, at least 90 s), 180 s long; 429s, money and sync charges "
+        "over the whole run",
         "edits a minute / (rpm / requests an edit) equals requests a minute / rpm: the budget's "
         "use; requests an edit are the window's (uploads + calls + polls) over its edits",
     ]
@@ -169,7 +176,8 @@ def _measure(folder: Path, item: Measured, steady: float, slots: threading.Semap
 
 def _one_run(folder: Path, item: Measured, steady: float) -> None:
     warm = warm_seconds(item.edit)
-    jobs = int(MAX_EDITS_A_MINUTE * (warm + steady) / 60.0 * 1.2) + 50
+    tail = TAIL_EDITS * item.edit + TAIL_SECONDS
+    jobs = int(MAX_EDITS_A_MINUTE * (warm + steady + tail) / 60.0 * 1.2) + 50
     manifest = distinct_photos(folder / "catalog", jobs)
     requests_log, charges_log = folder / "requests.jsonl", folder / "charges.jsonl"
     flags = ["--profile", "live", "--edit-seconds", str(item.edit), "--edit-jitter", str(JITTER)]
@@ -178,8 +186,8 @@ def _one_run(folder: Path, item: Measured, steady: float) -> None:
         out = folder / "out"
         args = ["run", str(manifest), "--out", str(out), "--no-progress", "--no-report"]
         args += list(MODES[item.mode])
-        stop = Interrupt(after=warm + steady, event="scheduler_start")
-        timeout = warm + steady + 2 * item.edit + 300
+        stop = Interrupt(after=warm + steady + tail, event="scheduler_start")
+        timeout = warm + steady + tail + 2 * item.edit + 300
         child = run_child(
             probe_args(*args), folder=folder, env=emulator.env, timeout=timeout, interrupt=stop
         )
