@@ -19,6 +19,8 @@ from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
     account_rate,
+    checks,
+    distinct_inputs,
     imaging,
     memory,
     overhead,
@@ -36,12 +38,14 @@ Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
     "remote_preflight": remote_preflight.run,
+    "distinct_inputs": distinct_inputs.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,
     "memory": memory.run,
     "startup": startup.run,
     "imaging": imaging.run,
+    "checks": checks.run,
     "report": report.run,
     "account_rate": account_rate.run,
     "ray_scale": ray_scale.run,

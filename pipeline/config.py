@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.errors import ConfigError
+
 API_BASE = "https://api.1min.ai"
 ASSET_BASE = "https://asset.1min.ai"
 KEY_ENV = "ONEMIN_API_KEY"
@@ -151,10 +153,6 @@ class Settings:
     max_credits: float | None = None  # this run's spend, counted from calls sent
     max_total_credits: float | None = None  # the output folder's spend over all runs
     submit: SubmitMode = SUBMIT  # how feature calls are sent: "auto", "async" or "sync"
-
-
-class ConfigError(ValueError):
-    """A settings file or value that cannot be used; the message names the key."""
 
 
 _GROUPS: dict[str, type] = {

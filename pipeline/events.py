@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.models import Asset, ErrorInfo, FeatureResult, PlannedJob
+
+if TYPE_CHECKING:
+    from pipeline.images.checks import ImageChecks
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class JobSucceeded:
     timings: dict[str, float] = field(default_factory=dict)
     superseded: tuple[str, ...] = ()
     bytes_written: int = 0
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of each output, or none
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,7 @@ class OutputsRefetched:
     outputs: tuple[str, ...]
     uuid: str
     superseded: tuple[str, ...] = ()
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of each output, or none
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,7 +221,8 @@ def _url(i: int) -> object:
 
 
 def test_settings_for_breaker_and_total_budget() -> None:
-    from pipeline.config import ConfigError, RetrySettings, Settings, apply
+    from pipeline.config import RetrySettings, Settings, apply
+    from pipeline.errors import ConfigError
 
     assert RetrySettings().breaker_jobs == 5
     settings = apply(Settings(), {"max_total_credits": "50000", "retry": {"breaker_jobs": 3}})

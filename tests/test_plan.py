@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import ConfigError
 from pipeline.credits import load_credit_table
-from pipeline.errors import Problem
+from pipeline.errors import ConfigError, Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import load_manifest
 from pipeline.models import Feature, InputRef, Job, PlannedJob, Status

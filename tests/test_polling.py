@@ -190,7 +190,8 @@ async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
 
 
 def test_submit_setting_is_auto_sync_or_async() -> None:
-    from pipeline.config import ConfigError, Settings, apply
+    from pipeline.config import Settings, apply
+    from pipeline.errors import ConfigError
 
     assert Settings().submit == "auto"
     assert apply(Settings(), {"submit": "async"}).submit == "async"

@@ -59,6 +59,7 @@ def test_a_deleted_output_is_fetched_again_free(
     refetched = [r for r in records(out) if r["status"] == "refetched"]
     assert sorted(r["job_id"] for r in refetched) == ["sku-0001", "sku-0002"]
     assert sorted(refetched[0]["outputs"]) == [f"{refetched[0]['job_id']}/{i}.png" for i in (0, 1)]
+    assert all(len(r["checks"]) == 2 for r in refetched)  # judged again, one per output
     ledger = read_ledger(out / "ledger.jsonl")
     assert ledger.credits_spent == spent  # free
     assert set(_status(out, monkeypatch, capsys).values()) == {"succeeded"}

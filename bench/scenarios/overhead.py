@@ -31,8 +31,8 @@ from bench.fixtures import Row, edit_mask, noisy_png_variants, write_catalog
 from bench.procs import ChildResult, probe_args, run_child
 from pipeline.api.client import CHUNK
 from pipeline.images.provenance import add_provenance
-from pipeline.store.local import CREATOR_TOOL, check_image
-from pipeline.store.verify import ResultStream
+from pipeline.store.local import CREATOR_TOOL
+from pipeline.store.verify import ResultStream, check_image
 
 TITLE = "Overhead per job (client CPU, 2 MB in and out, zero-latency emulator)"
 TARGET_RATIO = 1.2  # issue 16: the pipeline with --no-report within 1.2x a bare loop

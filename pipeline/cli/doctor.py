@@ -1,4 +1,4 @@
-"""`pipeline doctor`: first contact without spending a credit (SPEC 2).
+"""``pipeline doctor``: first contact without spending a credit (docs/cli.md#doctor).
 
 Checks, in order, and prints one line for each: the key is set (never shown, not even in
 part), the base URLs are http(s), the API host takes an upload (a generated 8x8 PNG, the
@@ -9,22 +9,62 @@ credits), 1 when a host is unreachable or anything else is wrong.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import io
+import os
+import secrets
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from PIL import Image
 
 from pipeline.api.client import OneMinClient, public_url
 from pipeline.cli.codes import ExitCode
-from pipeline.config import KEY_ENV, Endpoints, Timeouts, http_url_problem
+from pipeline.cli.options import http_url
+from pipeline.config import KEY_ENV, Endpoints, Settings, Timeouts, http_url_problem, load_settings
 from pipeline.errors import ApiError, RunFatal
 
 PROBE_SIZE = (8, 8)
 PROBE_NAME = "pipeline-doctor.png"
+
+
+def add_arguments(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the key, the API and asset hosts and the settings; spends no credit",
+        epilog="exit codes: 0 all is well, 3 key rejected (or no credits), 1 unreachable",
+    )
+    doctor.add_argument("--config", type=Path, help="settings file (see configs/)")
+    doctor.add_argument("--api-base", type=http_url, help="API base URL")
+    doctor.add_argument("--asset-base", type=http_url, help="asset host base URL")
+    doctor.add_argument(
+        "--emulator", action="store_true", help="check against the built-in emulator (no key)"
+    )
+    doctor.set_defaults(handler=command_doctor)
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    flags = {"endpoints": {"api_base": args.api_base, "asset_base": args.asset_base}}
+    settings = load_settings(args.config, os.environ, flags)
+    return asyncio.run(_doctor(settings, args.emulator))
+
+
+async def _doctor(settings: Settings, emulator: bool) -> int:
+    if not emulator:
+        key = os.environ.get(KEY_ENV) or None
+        return await run_doctor(settings.endpoints, key, settings.timeouts, sys.stdout)
+    # Imported here: only --emulator needs the server and its image code (startup time).
+    from pipeline.emulator import EmulatorConfig, EmulatorServer
+
+    key = secrets.token_urlsafe(16)  # a throwaway key for a throwaway server
+    async with EmulatorServer(EmulatorConfig(api_key=key)) as server:
+        endpoints = Endpoints(server.api_base, server.asset_base)
+        return await run_doctor(endpoints, key, settings.timeouts, sys.stdout)
 
 
 def probe_png() -> bytes:

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.config import ConfigError, concurrency_value, http_url_problem
+from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
 
 
 def add_redo_missing(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +16,14 @@ def add_redo_missing(parser: argparse.ArgumentParser) -> None:
         "--redo-missing",
         action="store_true",
         help="buy again succeeded jobs whose outputs are gone and could not be re-fetched free",
+    )
+
+
+def add_rehash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read every input file again, ignoring the input cache (then rebuild it)",
     )
 
 
@@ -70,8 +79,6 @@ def http_url(text: str) -> str:
 
 def out_option(text: str) -> str:
     """``--out``: a folder, a ``file://`` URL, or an object-store URL (s3://, gs://, az://)."""
-    from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
-
     if "://" in text and not is_object_store(text) and not text.startswith("file://"):
         schemes = ", ".join(f"{scheme}://" for scheme in REMOTE_SCHEMES)
         raise argparse.ArgumentTypeError(

@@ -24,6 +24,7 @@ provenance to the encoded bytes in memory, and writes to a temporary name rename
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -75,6 +76,15 @@ def encode(image: Image.Image, output_format: str, compression: int) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Protected:
+    """A protected image as written: its bytes and the pixels they encode (a PNG's are exactly
+    the file's, lossless, so the marketplace checks can read them instead of decoding again)."""
+
+    data: bytes
+    pixels: Image.Image
+
+
 def protect_file(
     raw_path: Path,
     source: Path | Image.Image,
@@ -89,6 +99,23 @@ def protect_file(
 
     Returns the bytes written, so the caller can digest or upload them without reading back.
     """
+    written = write_protected(
+        raw_path, source, mask, out_path, output_format, compression, creator_tool=creator_tool
+    )
+    return written.data
+
+
+def write_protected(
+    raw_path: Path,
+    source: Path | Image.Image,
+    mask: Image.Image,
+    out_path: Path,
+    output_format: str,
+    compression: int,
+    *,
+    creator_tool: str | None = None,
+) -> Protected:
+    """``protect_file``, also handing back the composited pixels."""
     with Image.open(raw_path) as raw:
         raw.load()
         composited = protect(raw, _opened(source), mask)
@@ -97,7 +124,7 @@ def protect_file(
         data = add_provenance(data, creator_tool=creator_tool)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out_path, data)
-    return data
+    return Protected(data, composited)
 
 
 def _opened(source: Path | Image.Image) -> Image.Image:

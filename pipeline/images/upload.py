@@ -21,6 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from pipeline.images.masks import as_edit_mask
+
 MAX_INPUT_SIDE = 2048
 ORIENTATION_TAG = 0x0112
 _SWAPS = frozenset({5, 6, 7, 8})  # orientations that turn the image a quarter
@@ -159,9 +161,7 @@ def _apply(image: Image.Image, recipe: Recipe) -> Image.Image:
         # Scale 0-65535 to 0-255; Pillow's plain convert("L") would clip everything above 255.
         result = result.convert("I").point(lambda value: value / 256).convert("L")
     if recipe.to_gray and result.mode != "L":
-        from pipeline.preflight import mask_as_grayscale  # the one owner of the mask rule
-
-        result = mask_as_grayscale(result)
+        result = as_edit_mask(result)  # the one owner of the mask rule
     if recipe.size is not None and result.size != recipe.size:
         result = result.resize(recipe.size, Image.Resampling.LANCZOS)
     return result

@@ -1,16 +1,23 @@
-"""``OUT/reviews.jsonl``: a person's approve/reject decisions, appended, never rewritten.
+"""``OUT/reviews.jsonl``: a person's decisions (approve, reject, pick a variant), appended,
+never rewritten.
 
-Each line is ``{ts, job_id, key, decision, note}``. A line is written with one ``write()`` on a
-file opened with ``O_APPEND``, so lines from the review page, the CLI and a run in progress never
-interleave and nothing needs the run's lock. The latest line per job wins; a decision is about the
-content ``key`` it was made for, so a job whose content changed since is no longer rejected.
+Each line is ``{ts, job_id, key, decision, note}``, and ``index`` on a pick. A line is written
+with one ``write()`` on a file opened with ``O_APPEND``, so lines from the review page, the CLI
+and a run in progress never interleave and nothing needs the run's lock. The latest line per job
+wins; a decision is about the content ``key`` it was made for, so a job whose content changed
+since is no longer rejected.
+
+A pick (``picked``, with the chosen image's ``index``) approves the job and says which of its
+images is *the* image: it reads as an approval carrying ``pick``. A later approval of the same
+content keeps the pick (approving a product's jobs must not forget the variant chosen for one of
+them); a rejection drops it, and a new pick replaces it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +26,8 @@ import orjson
 from pipeline.layout import REVIEWS_NAME
 
 DECISIONS = ("approved", "rejected")
+APPROVED, REJECTED = DECISIONS
+PICKED = "picked"  # on a line only: it reads back as an approval with its ``pick``
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +37,7 @@ class Decision:
     decision: str  # "approved" | "rejected"
     note: str
     ts: str
+    pick: int | None = None  # the chosen image's index (a pick): the job's one image to deliver
 
     def applies_to(self, key: str | None) -> bool:
         """True when this decision was made for the content ``key`` (None: unknown, so yes)."""
@@ -52,6 +62,27 @@ def record_decisions(
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}: {decision!r}")
         record = {"ts": stamp, "job_id": job_id, "key": key, "decision": decision, "note": note}
         lines.append(orjson.dumps(record) + b"\n")
+    return _append(out_dir, lines)
+
+
+def record_picks(
+    out_dir: Path,
+    picks: Iterable[tuple[str, str | None, int]],
+    note: str = "",
+    ts: str | None = None,
+) -> int:
+    """Append one ``picked`` line per ``(job_id, key, index)``; returns how many were written."""
+    stamp = ts or utc_now()
+    lines = []
+    for job_id, key, index in picks:
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"a pick's index is an image's index (0, 1, ...): {index!r}")
+        record = {"ts": stamp, "job_id": job_id, "key": key, "decision": PICKED}
+        lines.append(orjson.dumps({**record, "index": index, "note": note}) + b"\n")
+    return _append(out_dir, lines)
+
+
+def _append(out_dir: Path, lines: list[bytes]) -> int:
     if not lines:
         return 0
     fd = os.open(out_dir / REVIEWS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -65,7 +96,8 @@ def record_decisions(
 
 
 def read_decisions(out_dir: Path) -> dict[str, Decision]:
-    """The latest decision per job id; torn or foreign lines are skipped."""
+    """The latest decision per job id (a pick reads as an approval with its ``pick``, kept by a
+    later approval of the same content); torn or foreign lines are skipped."""
     decisions: dict[str, Decision] = {}
     try:
         raw = (out_dir / REVIEWS_NAME).read_bytes()
@@ -73,8 +105,18 @@ def read_decisions(out_dir: Path) -> dict[str, Decision]:
         return decisions
     for line in raw.splitlines():
         decision = _parse(line)
-        if decision is not None:
-            decisions[decision.job_id] = decision
+        if decision is None:
+            continue
+        earlier = decisions.get(decision.job_id)
+        if (
+            decision.decision == APPROVED
+            and decision.pick is None
+            and earlier is not None
+            and earlier.pick is not None
+            and earlier.key == decision.key
+        ):
+            decision = replace(decision, pick=earlier.pick)
+        decisions[decision.job_id] = decision
     return decisions
 
 
@@ -86,8 +128,14 @@ def _parse(line: bytes) -> Decision | None:
     if not isinstance(record, dict):
         return None
     job_id, key, decision = record.get("job_id"), record.get("key"), record.get("decision")
-    if not isinstance(job_id, str) or decision not in DECISIONS:
+    if not isinstance(job_id, str) or decision not in (*DECISIONS, PICKED):
         return None
+    pick = None
+    if decision == PICKED:
+        pick = record.get("index")
+        if isinstance(pick, bool) or not isinstance(pick, int) or pick < 0:
+            return None  # a pick that names no image is no decision
+        decision = APPROVED
     note = record.get("note")
     return Decision(
         job_id=job_id,
@@ -95,6 +143,7 @@ def _parse(line: bytes) -> Decision | None:
         decision=str(decision),
         note=note if isinstance(note, str) else "",
         ts=str(record.get("ts") or ""),
+        pick=pick,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import msgspec
 
+from pipeline.images.checks import ImageChecks
 from pipeline.ledger.schema import (
     CORE_DECODER,
     RECORD_DECODER,
@@ -81,6 +82,7 @@ class JobState(msgspec.Struct, gc=False):
     details: JobDetails | None = None  # detailed folds only
     retries: Counter[str] | None = None  # detailed folds only: reasons since the latest start
     result_gone: bool = False  # its lost outputs cannot be fetched again (``ResultGone``)
+    checks: tuple[ImageChecks, ...] = ()  # detailed folds only: the outputs' marketplace checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,7 @@ def _started(state: LedgerState, job: JobState, record: StartedCore, detailed: b
     # A new run of the job: what earlier runs produced or hit is no longer its state (for
     # every reader alike: resume and status must not disagree about a job's outputs).
     job.status, job.outputs, job.error, job.attempts = _STARTED, (), None, None
-    job.result_gone = False
+    job.result_gone, job.checks = False, ()
     if detailed and isinstance(record, Started):
         job.details = record.job or job.details
         job.retries = Counter()
@@ -282,6 +284,8 @@ def _succeeded(state: LedgerState, job: JobState, record: SucceededCore, detaile
     job.uuid = record.uuid or job.uuid
     if detailed:
         state.finished.append((record.ts, Status.SUCCEEDED))
+        if isinstance(record, Succeeded):
+            job.checks = record.checks
 
 
 def _refetched(state: LedgerState, job: JobState, record: Refetched, detailed: bool) -> None:
@@ -289,6 +293,8 @@ def _refetched(state: LedgerState, job: JobState, record: Refetched, detailed: b
     job.status, job.outputs = Status.SUCCEEDED, record.outputs
     job.uuid = record.uuid or job.uuid
     job.result_gone = False
+    if detailed:
+        job.checks = record.checks
 
 
 def _result_gone(state: LedgerState, job: JobState, record: ResultGone, detailed: bool) -> None:

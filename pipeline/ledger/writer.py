@@ -59,6 +59,7 @@ def record_for(event: Event) -> Record | None:
                 mask=(job.mask.source or str(job.mask)) if job.mask else None,
                 parameters=job.parameters(),
                 mask_recipe=job.mask_recipe.canonical() if job.mask_recipe else None,
+                group=job.group,
             )
             return Started(job_id=job.id, key=planned.key, job=details)
         case AssetsUploaded(job_id=job_id, key=key, assets=assets):
@@ -101,6 +102,7 @@ def record_for(event: Event) -> Record | None:
                 uuid=event.uuid,
                 timings={name: round(value, 3) for name, value in event.timings.items()},
                 superseded=tuple(event.superseded),
+                checks=event.checks,
             )
         case JobFailed():
             return Failed(
@@ -112,7 +114,12 @@ def record_for(event: Event) -> Record | None:
             )
         case OutputsRefetched(job_id=job_id, key=key, outputs=outputs, uuid=uuid):
             return Refetched(
-                job_id=job_id, key=key, outputs=outputs, uuid=uuid, superseded=event.superseded
+                job_id=job_id,
+                key=key,
+                outputs=outputs,
+                uuid=uuid,
+                superseded=event.superseded,
+                checks=event.checks,
             )
         case ResultLost(job_id=job_id, key=key, reason=reason):
             return ResultGone(job_id=job_id, key=key, reason=reason)

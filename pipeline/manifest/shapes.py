@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pipeline.manifest.build import placeholders
+from pipeline.manifest.schema import GROUP_COLUMN
 
 if TYPE_CHECKING:
     from pipeline.manifest.sources import ItemsSource
@@ -66,6 +67,8 @@ def fast_layout(
     id_name = names[id_index]
     if any(id_name in placeholders(value) for value in defaults.values()):
         return None
+    if id_name in _implicit_group_column(columns, names, defaults):
+        return None
     return RowLayout(
         source.path.name, columns, names, width, id_index, _prompt_index(columns, names, defaults)
     )
@@ -81,7 +84,19 @@ def _prompt_index(
     name = names[found[0]]
     if any(name in placeholders(value) for value in defaults.values()):
         return -1
+    if name in _implicit_group_column(columns, names, defaults):
+        return -1
     return found[0]
+
+
+def _implicit_group_column(
+    columns: list[tuple[int, str]], names: list[str], defaults: Mapping[str, Any]
+) -> frozenset[str]:
+    """The column a job's ``group`` is read from by default (``Handle``), when it is: no group
+    mapped or defaulted. A cell read so is a field of the job like any other."""
+    if "group" in defaults or any(name == "group" for _, name in columns):
+        return frozenset()
+    return frozenset({GROUP_COLUMN}) if GROUP_COLUMN in names else frozenset()
 
 
 def plain_cell(cell: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -87,14 +87,21 @@ def key_document(
 
 
 class Planner:
-    """Makes PlannedJobs; hashes each distinct file once (by real path, bounded cache)."""
+    """Makes PlannedJobs. ``digest_of`` gives a file's sha256 by its path (``Preflight.digest``:
+    from the one read that checked it, or the stat cache); without it each distinct file is
+    hashed here, once (by real path, bounded cache)."""
 
-    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
-        self._real_path = lru_cache(maxsize=cache_size)(os.path.realpath)
-        self._digest = lru_cache(maxsize=cache_size)(_digest_of_real_path)
+    def __init__(
+        self, cache_size: int = CACHE_SIZE, digest_of: Callable[[str], str] | None = None
+    ) -> None:
+        if digest_of is None:
+            real_path = lru_cache(maxsize=cache_size)(os.path.realpath)
+            digest = lru_cache(maxsize=cache_size)(_digest_of_real_path)
+            digest_of = lambda path: digest(real_path(path))  # noqa: E731
+        self._digest_of = digest_of
 
     def digest(self, path: str | Path) -> str:
-        return self._digest(self._real_path(os.fspath(path)))
+        return self._digest_of(os.fspath(path))
 
     def plan(
         self,

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pipeline.credits import CreditTable
+from pipeline.credits import CreditTable, load_credit_table
 from pipeline.errors import ManifestError, Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.ledger.decisions import Decision, standing
@@ -56,7 +56,7 @@ def scan(
     duplicates).
     """
     preflight = preflight if preflight is not None else Preflight()
-    planner = planner if planner is not None else Planner()
+    planner = planner if planner is not None else Planner(digest_of=preflight.digest)
     for item in RowPass(manifest, preflight, plan_job(preflight, planner)):
         yield materialize(*item) if type(item) is tuple else item  # type: ignore[misc]
     duplicates = preflight.duplicate_ids()
@@ -183,7 +183,11 @@ class CheckedPlan:
 
 
 def prepare(
-    manifest: Manifest, ledger: LedgerState, options: PlanOptions, credits: CreditTable
+    manifest: Manifest,
+    ledger: LedgerState,
+    options: PlanOptions,
+    credits: CreditTable,
+    preflight: Preflight | None = None,
 ) -> CheckedPlan:
     """Check the whole manifest (one pass), then stream the jobs that must run.
 
@@ -191,8 +195,10 @@ def prepare(
     temporary file; the run then streams them from there, so no row is parsed or checked
     twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
     shared shape (``preflight.rows``) are counted on their shape and spooled as a few fields.
+    ``preflight`` (fresh for each pass) may bring a stat cache (``Preflight(stat_cache=...)``).
     """
-    preflight, planner = Preflight(), Planner()
+    preflight = preflight if preflight is not None else Preflight()
+    planner = Planner(digest_of=preflight.digest)
     plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
     summary = plan.summary
     summary.credit_source = credits.source
@@ -253,7 +259,7 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, prompt, row_key = hit
+        shape, job_id, number, prompt, row_key, *image = hit  # image: path and digest, or none
         planned = shape.planned
         assert planned is not None
         state = self.ledger.state_of(job_id, row_key or planned.key)
@@ -264,7 +270,11 @@ class _Tally:
         if reason is Skip.DONE and self._on_done is not None and state is not None:
             # a protect job's composite needs its own PlannedJob; others only their state
             self._on_done(state, materialize(*hit) if planned.job.protect else planned)
-        if reason is None:
+        if reason is None and image:  # its own photo, its own upload: counted as a job alone
+            own = materialize(*hit)
+            self.plan.summary.count_job(own, True, self.credits.for_job(own.job), redo)
+            self.spool.add(own)
+        elif reason is None:
             shape.calls += 1
             shape.redo += redo
             if shape.template is None:
@@ -309,8 +319,6 @@ def prepare_file(
     credits: CreditTable | None = None,
 ) -> CheckedPlan:
     """``prepare`` for a manifest file; a header that does not load is a plan of problems."""
-    from pipeline.credits import load_credit_table
-
     table = credits if credits is not None else load_credit_table()
     try:
         manifest = load_manifest(path)

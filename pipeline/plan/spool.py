@@ -23,7 +23,9 @@ from pipeline.models import InputRef, Job, PlannedJob
 BATCH = 4096  # records per pickle: large enough that pickling is all C, small in memory
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-_ID, _PROMPT, _LOCATION = (_JOB_FIELDS.index(name) for name in ("id", "prompt", "location"))
+_ID, _PROMPT, _LOCATION, _IMAGE = (
+    _JOB_FIELDS.index(name) for name in ("id", "prompt", "location", "image")
+)
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 _planned_values = operator.attrgetter(*(f.name for f in dataclasses.fields(PlannedJob)))
 
@@ -39,16 +41,22 @@ def with_identity(
     location: str,
     prompt: str | None = None,
     key: str | None = None,
+    image: str | None = None,
+    image_digest: str | None = None,
 ) -> PlannedJob:
-    """``planned`` for another row: its id and location, and its prompt and content key if
-    given; everything else shared."""
+    """``planned`` for another row: its id and location, and its prompt, content key and
+    local image file (with its digest) if given; everything else shared."""
     values = list(_job_values(planned.job))
     values[_ID], values[_LOCATION] = job_id, location
     if prompt is not None:
         values[_PROMPT] = prompt
+    if image is not None:
+        values[_IMAGE] = InputRef("file", image)
     rest = _planned_values(planned)[1:]
     if key is not None:
         rest = (key, *rest[1:])
+    if image_digest is not None:
+        rest = (rest[0], image_digest, *rest[2:])
     return PlannedJob(Job(*values), *rest)
 
 

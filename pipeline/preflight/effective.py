@@ -86,6 +86,12 @@ def is_file(recipe: masks.MaskRecipe) -> bool:
     return isinstance(recipe.source, masks.FileSource)
 
 
+def reads_pixels(recipe: masks.MaskRecipe) -> bool:
+    """Whether drawing the recipe reads a file's pixels (the image's alpha, a mask file); a box
+    or an ellipse depends on the image's size alone."""
+    return _needs_source(recipe) or is_file(recipe)
+
+
 def _needs_source(recipe: masks.MaskRecipe) -> bool:
     return isinstance(recipe.source, masks.AlphaSource)
 

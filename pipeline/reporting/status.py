@@ -7,16 +7,22 @@ the last run recorded in ``summary.json`` (or ``--manifest``); without one, the 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.layout import LEDGER_NAME
+import orjson
+
+from pipeline.errors import ManifestError, UsageError
+from pipeline.inputs.objectstore import REMOTE_SCHEMES
+from pipeline.layout import LEDGER_NAME, SUMMARY_NAME
 from pipeline.ledger import Damage, JobState, read_ledger
+from pipeline.manifest import load_manifest
 from pipeline.models import Job, Status
+from pipeline.store.bucket import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
+from pipeline.store.missing import outputs_missing
 
 FAILED_SHOWN = 50
 PENDING = "pending"
@@ -50,6 +56,7 @@ class FolderStatus:
     damage: Damage = field(default_factory=Damage)
     not_in_manifest: int = 0  # ledger jobs the manifest no longer lists
     credits_spent: int = 0
+    notes: list[str] = field(default_factory=list)  # what the reader should know first
 
     @property
     def states(self) -> Counter[str]:
@@ -113,22 +120,6 @@ def read_status(
     return status
 
 
-def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
-    """Whether any of a succeeded job's outputs (paths relative to ``out_dir``) is gone.
-
-    A stat per file (5.5 us here) rather than a listing per job folder (13.5 us): jobs have one
-    to a few outputs. The one rule for ``status``, ``--redo-missing`` and the re-fetch.
-    """
-    root = os.fspath(out_dir) + os.sep
-    isfile = os.path.isfile
-    return not all(isfile(root + output) for output in outputs)
-
-
-def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[JobState], bool]:
-    """``--redo-missing``'s test for the plan: this succeeded job's outputs are ``gone``."""
-    return lambda state: gone(state.outputs)
-
-
 def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
     name = state.status.value
     if state.status is Status.SUCCEEDED and missing(state.outputs):
@@ -183,3 +174,45 @@ def format_status(status: FolderStatus) -> str:
         if len(failed) > FAILED_SHOWN:
             lines.append(f"  ... and {len(failed) - FAILED_SHOWN} more")
     return "\n".join(lines)
+
+
+def folder_status(out_dir: Path, manifest: Path | None = None) -> FolderStatus:
+    """``pipeline status OUT``: every job of ``manifest`` (default: the one the folder's last
+    run recorded; without one, the ledger's jobs), missing outputs looked up where they live (a
+    bucket run's state folder: the bucket). Raises ``UsageError`` when OUT has no ledger."""
+    if str(out_dir).split(":/", 1)[0] in REMOTE_SCHEMES:  # Path() made s3://b/p into s3:/b/p
+        raise UsageError(BUCKET_STATUS_HINT)
+    if not (out_dir / LEDGER_NAME).is_file():
+        raise UsageError(f"no ledger at {out_dir / LEDGER_NAME}")
+    path = manifest or recorded_manifest(out_dir)
+    jobs, shown = manifest_jobs(path)
+    bucket = recorded_bucket(out_dir)  # a bucket run's state folder: its outputs are there
+    missing = BucketListing(bucket).missing if bucket is not None else None
+    status = read_status(out_dir, jobs, shown, missing)
+    if path is not None and jobs is None:
+        status.notes.append(f"cannot read the manifest {path}; showing the ledger's jobs")
+    return status
+
+
+def recorded_manifest(out_dir: Path) -> Path | None:
+    """The manifest the folder's last run recorded in ``summary.json``, if any."""
+    try:
+        summary = orjson.loads((out_dir / SUMMARY_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    run = summary.get("last_run") if isinstance(summary, dict) else None
+    manifest = run.get("manifest") if isinstance(run, dict) else None
+    return Path(manifest) if isinstance(manifest, str) and manifest else None
+
+
+def manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
+    """The manifest's jobs (no file is read but the manifest and its items) and its name; a
+    manifest that cannot be read gives (None, None): the ledger's jobs are shown instead."""
+    if path is None:
+        return None, None
+    try:
+        manifest = load_manifest(path)
+    except ManifestError:
+        return None, None
+    jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
+    return jobs, manifest.display_name

@@ -1,4 +1,4 @@
-"""Review and delivery: the run's page (static or served), decisions, exports (SPEC 6)."""
+"""Review and delivery: the run's page (static or served), decisions, exports and channel files."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ from pipeline.ledger.decisions import (
     rejected_for,
     standing,
 )
+from pipeline.review.channels import ChannelOptions, Profile, export_channel
 from pipeline.review.page import build_payload, build_report, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
 __all__ = [
     "REPORT_NAME",
+    "ChannelOptions",
     "Decision",
+    "Profile",
     "ThumbnailPrefetcher",
     "build_payload",
     "build_report",
+    "export_channel",
     "read_decisions",
     "record_decisions",
     "rejected_for",

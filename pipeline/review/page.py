@@ -23,6 +23,7 @@ from pipeline.durability import atomic_write
 from pipeline.images.masks import MaskRecipe
 from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
 from pipeline.ledger.decisions import Decision, read_decisions, standing
+from pipeline.models import Job
 from pipeline.review.mask_view import recipe_from_text, recipe_label
 from pipeline.review.thumbs import Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
@@ -45,8 +46,6 @@ ManifestJob = tuple[str, str | None, str, str | None, str | None, str]
 def manifest_rows(items: Iterable[object]) -> Iterator[ManifestJob]:
     """The page's row for each job of a manifest stream (problems in it are skipped). The
     content key is left out: it needs the inputs hashed, and the page matches jobs by id."""
-    from pipeline.models import Job
-
     for job in items:
         if isinstance(job, Job):
             mask = str(job.mask) if job.mask else None

@@ -29,6 +29,7 @@ from pipeline.events import Event, JobStarted
 from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
 from pipeline.layout import THUMBS_DIR
+from pipeline.review.mask_view import effective_mask
 
 THUMB_SIDE = 256
 THUMB_QUALITY = 80
@@ -260,8 +261,6 @@ class Thumbnailer:
     def _effective(self, task: ThumbTask, size: tuple[int, int]) -> Image.Image | None:
         """The generated mask's tint at ``size``; None (and no tinted thumbnail) if it cannot
         be drawn: the page then shows the plain source."""
-        from pipeline.review.mask_view import effective_mask
-
         assert task.recipe is not None and task.masked is not None
         try:
             return effective_mask(task.source, task.recipe, size).point(_ALPHA)

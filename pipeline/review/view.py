@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from pipeline.images.checks import ImageChecks
 from pipeline.layout import SUMMARY_NAME
 from pipeline.ledger import Damage, JobState, read_ledger
 from pipeline.models import ErrorInfo, Status
@@ -43,6 +44,7 @@ class JobView:
     credits: int | None = None
     retries: Counter[str] = field(default_factory=Counter)  # reasons, since the latest start
     updated: str = ""
+    checks: tuple[ImageChecks, ...] = ()  # one per output when the ledger has them, else ()
 
 
 @dataclass
@@ -93,6 +95,7 @@ def _job_view(job: JobState) -> JobView:
         credits=job.credits,
         retries=Counter(job.retries or {}),
         updated=job.updated,
+        checks=job.checks,
     )
 
 

@@ -7,15 +7,12 @@ copied to the bucket at the end (``OutputTarget.copy_state``), also when the run
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pipeline.cli.codes import ExitCode
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, PipelineError
 from pipeline.ledger import LedgerState
-from pipeline.manifest import Manifest
 from pipeline.models import Job
 from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.reporting.history import (
@@ -29,9 +26,8 @@ from pipeline.reporting.metrics import write_metrics
 from pipeline.reporting.notify import notify, payload_from_summary
 from pipeline.reporting.runlog import log_stop
 from pipeline.reporting.stats import RunStats
-
-if TYPE_CHECKING:
-    from pipeline.runner.session import RunContext
+from pipeline.review.page import write_report
+from pipeline.runner.options import RunContext
 
 
 async def finish_run(
@@ -46,7 +42,7 @@ async def finish_run(
     the log's last line and the notification; a bucket OUT gets the ledger and summary. A run
     that sent nothing leaves the last real run's figures as they were (SPEC 5); each piece that
     cannot be written is a warning."""
-    out, log, args = context.target.state_dir, context.log, context.args
+    out, log, options = context.target.state_dir, context.log, context.options
     sent = sent_anything(summary)
     states = folder_states(plan, stats)
     credits_all_runs = ledger.credits_spent + stats.counters["credits/estimated"]
@@ -66,14 +62,14 @@ async def finish_run(
         log.warning("could not write the run history or summary", reason=exc.strerror or str(exc))
     for warning in await asyncio.to_thread(context.target.copy_state):
         log.warning(warning)  # a bucket OUT: its ledger copy is behind the local one
-    if args.metrics_file is not None:
+    if options.metrics_file is not None:
         _write_metrics(context, states, summary, credits_all_runs, stats, code)
-    report_path = None if args.no_report or not sent else _write_report(out, context.manifest)
+    report_path = None if not options.report or not sent else _write_report(context)
     log_stop(log, code, summary)
-    if args.notify:
-        result = await notify(args.notify, payload_from_summary(summary))
+    if options.notify:
+        result = await notify(options.notify, payload_from_summary(summary))
         if not result.ok:
-            log.warning("notify failed", url=args.notify, reason=result.reason)
+            log.warning("notify failed", url=options.notify, reason=result.reason)
     return report_path
 
 
@@ -93,9 +89,10 @@ def _write_metrics(
     code: ExitCode,
 ) -> None:
     now = time.time()
+    assert context.options.metrics_file is not None
     try:
         write_metrics(
-            context.args.metrics_file,
+            context.options.metrics_file,
             jobs_by_state=states,
             manifest_total=sum(states.values()),
             credits_run=stats.counters["credits/estimated"],
@@ -110,13 +107,13 @@ def _write_metrics(
     except OSError as exc:
         context.log.warning(
             "could not write the metrics file",
-            path=str(context.args.metrics_file),
+            path=str(context.options.metrics_file),
             reason=exc.strerror or str(exc),
         )
 
 
-def _write_report(out_dir: Path, manifest: Manifest) -> Path | None:
-    from pipeline.review.page import write_report
+def _write_report(context: RunContext) -> Path | None:
+    out_dir, manifest = context.target.state_dir, context.manifest
 
     rows = (
         (
@@ -133,18 +130,19 @@ def _write_report(out_dir: Path, manifest: Manifest) -> Path | None:
     try:
         return write_report(out_dir, rows)
     except (OSError, PipelineError) as exc:
-        print(f"warning: could not write the report: {exc}", file=sys.stderr)
+        context.console.warn(f"warning: could not write the report: {exc}")
         return None
 
 
-def print_summary(
+def summary_lines(
     context: RunContext,
     stats: RunStats,
     stop_message: str,
     code: int,
     report: Path | None,
     failures: int,
-) -> None:
+) -> list[str]:
+    """What ``pipeline run`` prints when it ends."""
     counters = stats.counters
     retries = counters["retry/count"]
     lines = [
@@ -166,7 +164,7 @@ def print_summary(
         lines.append("run the same command again to resume; finished jobs are not sent again")
     if report is not None:
         lines.append(f"report: {report}")
-    print("\n".join(lines))
+    return lines
 
 
 def request_line(stats: RunStats) -> str | None:

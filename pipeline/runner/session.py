@@ -1,19 +1,17 @@
 """One checked plan run to its end: listeners, the client, the scheduler (or Ray), signals.
 
-``pipeline.cli.run`` turns the arguments into a ``RunContext`` and a checked plan; this module
-runs it and ``run_outputs`` writes what the run leaves behind.
+``runner.start`` turns options into a ``RunContext`` and a checked plan; this module runs it and
+``runner.aftermath`` writes what the run leaves behind.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import secrets
 import signal
-import sys
+import threading
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -21,43 +19,32 @@ import aiohttp
 from pipeline.api.client import OneMinClient
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.throttle import Throttle
-from pipeline.cli.codes import ExitCode
 from pipeline.config import Endpoints, Settings
 from pipeline.credits import load_credit_table
 from pipeline.durability import Syncer
+from pipeline.errors import ExitCode, StopReason
 from pipeline.events import EventBus, JobsSkipped
 from pipeline.layout import LEDGER_NAME
 from pipeline.ledger import LedgerState, LedgerWriter
-from pipeline.manifest import Manifest
 from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.preflight import mask_upload_bytes
 from pipeline.reporting.progress import ProgressBar
-from pipeline.reporting.runlog import Heartbeat, LogListener, RunLog, log_start
+from pipeline.reporting.runlog import Heartbeat, LogListener, log_start
 from pipeline.reporting.stats import RunStats
+from pipeline.review.thumbs import ThumbnailPrefetcher
+from pipeline.runner.aftermath import finish_run, summary_lines
+from pipeline.runner.options import RunContext
+from pipeline.runner.results import RunResult
 from pipeline.scheduler import (
     CreditBudget,
+    DoneJobs,
+    Refetcher,
     RunOutcome,
     Scheduler,
     build_scheduler,
     scheduler_options,
 )
-from pipeline.scheduler.refetch import DoneJobs, Refetcher
-from pipeline.store.bucket import OutputTarget
 from pipeline.store.local import Store
-
-# Stop reasons that end a run with exit 3; anything else but "interrupted" is the plan's end.
-INTERRUPTED = "interrupted"
-
-
-@dataclass
-class RunContext:
-    manifest: Manifest
-    settings: Settings
-    target: OutputTarget  # where outputs go, and the local folder of the ledger and summaries
-    api_key: str | None
-    args: argparse.Namespace
-    log: RunLog
-    show_bar: bool = False
 
 
 async def run_session(
@@ -67,15 +54,13 @@ async def run_session(
     plan: CheckedPlan,
     syncer: Syncer,
     done: DoneJobs | None = None,
-) -> int:
-    from pipeline.runner.aftermath import finish_run, print_summary
-
-    settings, args = context.settings, context.args
+) -> RunResult:
+    settings, options = context.settings, context.options
     bus = EventBus()
     stats = RunStats(rpm=settings.rate.rpm)
     async with AsyncExitStack() as stack:
         endpoints, api_key = settings.endpoints, context.api_key
-        if args.emulator:
+        if options.emulator:
             endpoints, api_key = await _start_emulator(stack)
         state_dir = context.target.state_dir
         writer = stack.enter_context(LedgerWriter(state_dir / LEDGER_NAME, syncer=syncer))
@@ -88,7 +73,7 @@ async def run_session(
             context.target.out,
             plan.total,
             plan.total - stats.skipped,
-            settings_summary(settings, args),
+            settings_summary(context),
         )
         connector = aiohttp.TCPConnector(limit=settings.rate.ceiling * 2 + 4)
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
@@ -106,10 +91,10 @@ async def run_session(
             gone=context.target.outputs_gone(),
         )
         refetch = asyncio.create_task(refetcher.run(done or DoneJobs()))  # beside the run, free
-        if args.ray:
+        if options.ray:
             outcome = await _run_on_ray(context, plan, ledger, bus, writer, endpoints, api_key)
         else:
-            _install_signal_handlers(scheduler, writer)
+            _install_signal_handlers(context, scheduler, writer)
             outcome = await scheduler.run(plan.jobs)
         refetched = await refetch
         failures = stats.failed + plan.skipped[Skip.FAILED]
@@ -119,29 +104,27 @@ async def run_session(
             name=context.manifest.name,
             out_dir=context.target.out,
             exit_code=int(code),
-            settings=settings_summary(settings, args),
+            settings=settings_summary(context),
         )
     report_path = await finish_run(context, ledger, plan, stats, summary, code)
-    print_summary(context, stats, outcome.stop_message, code, report_path, failures)
-    for line in refetched.lines(context.target.state_dir):
-        print(line)
-    return code
+    lines = summary_lines(context, stats, outcome.stop_message, code, report_path, failures)
+    for line in [*lines, *refetched.lines(context.target.state_dir)]:
+        context.console.say(line)
+    return RunResult.of_run(context, stats, outcome, code, report_path, summary)
 
 
 def _subscribe_listeners(
     context: RunContext, plan: CheckedPlan, bus: EventBus, stats: RunStats, stack: AsyncExitStack
 ) -> None:
     """Thumbnails for the report, the log, and a progress bar or a heartbeat."""
-    if not context.args.no_report:
-        from pipeline.review.thumbs import ThumbnailPrefetcher
-
+    if context.options.report:
         thumbnails = ThumbnailPrefetcher(context.target.state_dir)
         stack.callback(thumbnails.close)
         bus.subscribe(thumbnails)
     for reason, count in plan.skipped.items():  # the run does not even read these
         bus.emit(JobsSkipped(reason.value, count))
     bus.subscribe(LogListener(context.log, plan.total))
-    if context.show_bar:
+    if context.options.progress:
         bar = ProgressBar(plan.total, stats, initial=stats.skipped)
         stack.callback(bar.close)
         bus.subscribe(bar)
@@ -184,25 +167,32 @@ async def _run_on_ray(
     endpoints: Endpoints,
     api_key: str,
 ) -> RunOutcome:
-    """The same plan on Ray shard actors; this process stays the ledger's single writer."""
+    """The same plan on Ray shard actors; this process stays the ledger's single writer.
+
+    Imported here, not at the top: without ``--ray`` nothing of Ray is imported (it takes
+    seconds and is an optional extra)."""
     from pipeline.distributed.driver import run_distributed
 
+    assert context.options.ray is not None
     return await run_distributed(
         plan.jobs,
-        address=context.args.ray,
-        shards=context.args.shards,
+        address=context.options.ray,
+        shards=context.options.shards,
         endpoints=endpoints,
         api_key=api_key,
         settings=context.settings,
-        out_dir=context.target.state_dir,  # a local OUT: run.py refuses --ray with a bucket
+        target=context.target,  # a bucket OUT: each shard puts its images there itself
         ledger_writer_bus=bus,
         resume_state=ledger.resume(),
         max_credits=context.settings.max_credits,
-        on_start=lambda driver: _install_signal_handlers(driver, writer),
+        max_total_credits=context.settings.max_total_credits,
+        spent_before=ledger.credits_spent,
+        on_start=lambda driver: _install_signal_handlers(context, driver, writer),
     )
 
 
-def settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+def settings_summary(context: RunContext) -> dict[str, Any]:
+    settings = context.settings
     return {
         "concurrency": settings.rate.concurrency,
         "max_concurrency": settings.rate.max_concurrency,
@@ -211,11 +201,12 @@ def settings_summary(settings: Settings, args: argparse.Namespace) -> dict[str, 
         "max_credits": settings.max_credits,
         "max_total_credits": settings.max_total_credits,
         "submit": settings.submit,
-        "emulator": bool(args.emulator),
+        "emulator": context.options.emulator,
     }
 
 
 async def _start_emulator(stack: AsyncExitStack) -> tuple[Endpoints, str]:
+    # Imported here: only --emulator needs the server and its image code (startup time).
     from pipeline.emulator import EmulatorConfig, EmulatorServer
 
     key = secrets.token_urlsafe(16)  # a throwaway key: the real one is never needed here
@@ -232,7 +223,13 @@ class Stoppable(Protocol):
     def request_stop(self, reason: str, message: str = "") -> None: ...
 
 
-def _install_signal_handlers(scheduler: Stoppable, writer: LedgerWriter) -> None:
+def _install_signal_handlers(
+    context: RunContext, scheduler: Stoppable, writer: LedgerWriter
+) -> None:
+    """Ctrl-C and SIGTERM settle the jobs in flight; a second one exits at once. Only in the
+    main thread: a host application running the Python API elsewhere keeps its own signals."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -240,20 +237,19 @@ def _install_signal_handlers(scheduler: Stoppable, writer: LedgerWriter) -> None
             writer.close()  # every line is already whole; make them durable and go
             os._exit(ExitCode.INTERRUPTED)
         name = signal.Signals(signum).name
-        print(
+        context.console.warn(
             f"\n{name}: finishing the jobs in flight, then stopping "
-            "(again to stop at once; the ledger stays valid)",
-            file=sys.stderr,
+            "(again to stop at once; the ledger stays valid)"
         )
-        scheduler.request_stop(INTERRUPTED, f"stopped by {name}")
+        scheduler.request_stop(StopReason.INTERRUPTED, f"stopped by {name}")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
 
 def exit_code(stop_reason: str | None, failures: int) -> ExitCode:
-    """SPEC 2 and 5: a stop beats failures; failures remaining (new or earlier) give 1."""
-    if stop_reason == INTERRUPTED:
+    """A stop beats failures; failures remaining (new or earlier) give 1 (docs/cli.md)."""
+    if stop_reason == StopReason.INTERRUPTED:
         return ExitCode.INTERRUPTED
     if stop_reason is not None:
         return ExitCode.STOPPED

@@ -43,6 +43,11 @@ class CreditBudget:
             raise problem
         self.reserved += estimate
 
+    async def reserve_for_call(self, estimate: int) -> None:
+        """``reserve``, awaited right before a POST: a Ray shard's budget
+        (``distributed.credits``) asks the run's shared count there; this one answers at once."""
+        self.reserve(estimate)
+
     def release(self, estimate: int) -> None:
         """The call was answered (or failed to be): it no longer holds its reservation."""
         self.reserved -= estimate

@@ -26,6 +26,7 @@ from pipeline.errors import (
     Stopped,
     TransientError,
 )
+from pipeline.images.checks import ImageChecks
 from pipeline.models import Asset, ErrorInfo, FeatureResult, Job, PlannedJob
 
 API_STEPS = frozenset({"upload", "feature", "poll"})  # requests that pass the rate gate
@@ -136,6 +137,7 @@ class JobRun:
     submitted_at: float | None = None  # when this run last sent the job's feature call
     gate_since: float | None = None  # waiting at the rate gate since then, if it is now
     gate_step: str = ""  # ... for a request of this step
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of its stored outputs
 
     @property
     def at_gate(self) -> bool:

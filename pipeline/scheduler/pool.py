@@ -287,6 +287,7 @@ class Scheduler:
                 run.timings,
                 tuple(superseded),
                 written,
+                run.checks,
             )
         )
 

@@ -60,7 +60,8 @@ class Purchase:
     ) -> FeatureResult:
         async def attempt() -> FeatureResult:
             mask = assets.get("mask")
-            self._credits.reserve(estimate)  # right before the POST: unsent reserves nothing
+            # Right before the POST: a call not sent reserves nothing.
+            await self._credits.reserve_for_call(estimate)
             try:
                 run.sent_async = self.submit.asynchronous()  # asked per call: the mode may change
                 run.submitted_at = sent = self._clock()

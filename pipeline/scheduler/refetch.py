@@ -26,9 +26,10 @@ from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, Transi
 from pipeline.events import EventBus, OutputsRefetched, ResultLost
 from pipeline.ledger import JobState
 from pipeline.models import FeatureResult, PlannedJob
-from pipeline.reporting.status import outputs_missing
 from pipeline.scheduler.results import ResultSource, fetch_checked
-from pipeline.store.local import Store, parse_size
+from pipeline.store.local import Store
+from pipeline.store.missing import outputs_missing
+from pipeline.store.verify import parse_size
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
 CONCURRENCY = 4  # re-fetches in flight beside the run's own jobs
@@ -176,12 +177,13 @@ class Refetcher:
         try:
             for index in range(len(record.result_paths)):
                 temps.append(await self._fetch_one(state, planned, record, index))
+            checks = self._store.checks_for(temps)
             outputs, superseded = await self._store.publish(state.job_id, temps)
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place
         return OutputsRefetched(
-            state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded)
+            state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded), checks
         )
 
     async def _fetch_one(

@@ -18,8 +18,8 @@ from pipeline.errors import (
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.job import JobRun, StopSignal
 from pipeline.scheduler.steps import StepRunner
-from pipeline.store.local import CREATOR_TOOL, Store, check_image, parse_size
-from pipeline.store.verify import ResultStream
+from pipeline.store.local import CREATOR_TOOL, Store
+from pipeline.store.verify import ResultStream, check_image, parse_size
 
 
 class ResultSource(Protocol):
@@ -42,7 +42,8 @@ async def fetch_checked(
     both a run's download and the re-fetch of a lost output take.
 
     Checked (and, unless protected, marked) while it streams; what the stream cannot settle
-    alone (JPEG, WebP, unusual PNGs) is checked and marked from the file.
+    alone (JPEG, WebP, unusual PNGs) is checked and marked from the file. Last, the marked file
+    is judged for the marketplaces, off the loop (``Store.checks_for`` hands the verdicts over).
     """
     stream = ResultStream(expected, None if protect is not None else CREATOR_TOOL)
     await client.fetch_result(result, index, temp, sink=stream.writer)
@@ -52,9 +53,9 @@ async def fetch_checked(
         extension = check_image(temp, expected)
     if protect is not None:
         return extension, await asyncio.to_thread(store.protect_result, temp, extension, protect)
-    if marked:
-        return extension, stream.written
-    return extension, store.mark_provenance(temp)
+    written = stream.written if marked else store.mark_provenance(temp)
+    await asyncio.to_thread(store.check_marketplace, temp)
+    return extension, written
 
 
 class Results:
@@ -84,6 +85,7 @@ class Results:
                 temp, ext, size = await self._fetch_one(run, result, index, expected)
                 temps.append((temp, ext))
                 written += size
+            run.checks = self._store.checks_for(temps)
             outputs, superseded = await self._store.publish(run.job.id, temps)
         finally:
             for temp, _ in temps:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import orjson
 
+import pipeline.store.objects as objects
 from pipeline.durability import Syncer
 from pipeline.errors import ObjectStoreError, StoreError
-from pipeline.inputs import objectstore
+from pipeline.inputs.objectstore import is_object_store, join
 from pipeline.layout import (
     COPIED_TO_BUCKET,
     RAW_DIR,
@@ -33,8 +34,8 @@ from pipeline.layout import (
     SUMMARY_NAME,
     SUPERSEDED_DIR,
 )
-from pipeline.reporting.status import outputs_missing
 from pipeline.store.local import Store
+from pipeline.store.missing import outputs_missing
 
 BUCKET_STATUS_HINT = (
     "a bucket OUT keeps its ledger in the run's local state folder: "
@@ -56,6 +57,14 @@ class OutputTarget:
             return BucketStore(self.out, self.state_dir / STAGING_DIR, syncer)
         return Store(self.state_dir, syncer)
 
+    def open_shard_store(self, staging: Path) -> Store:
+        """The store of a Ray shard, on whatever node it runs: a bucket ``OUT`` is written
+        straight from the shard (results staged under ``staging``, a folder of that node);
+        a shared-path ``OUT`` is the same folder on every node."""
+        if self.bucket:
+            return BucketStore(self.out, staging)
+        return Store(Path(self.out))
+
     def outputs_gone(self) -> Callable[[tuple[str, ...]], bool]:
         """Whether a done job's outputs are missing: the bucket's listing or the local files
         (the one rule of ``status``, ``--redo-missing`` and the re-fetch)."""
@@ -75,7 +84,7 @@ class OutputTarget:
             if not local.is_file():
                 continue
             try:
-                objectstore.copy_ledger(local, self.out)
+                objects.copy_ledger(local, self.out)
             except ObjectStoreError as exc:
                 warnings.append(f"could not copy {name} to {self.out} ({exc}); it is in {local}")
         return warnings
@@ -90,7 +99,7 @@ def output_target(
 ) -> OutputTarget:
     """The target of ``pipeline run``: ``out`` defaults to ``out/<name>`` beside the manifest;
     ``state`` (only with a bucket ``out``) to ``.pipeline/<name>`` beside it."""
-    if out is not None and objectstore.is_object_store(out):
+    if out is not None and is_object_store(out):
         if not out.split("://", 1)[1].strip("/"):
             raise TargetError(f"--out {out!r} names no bucket")
         state_dir = state if state is not None else manifest_dir / ".pipeline" / name
@@ -115,7 +124,7 @@ class BucketStore(Store):
         """The staging folder, and a write probe: a bad bucket, missing credentials or an
         unreachable endpoint stops the run here, before anything is fetched or bought."""
         try:
-            objectstore.probe_writable(self.out)  # first: a bad bucket leaves nothing behind
+            objects.probe_writable(self.out)  # first: a bad bucket leaves nothing behind
         except ObjectStoreError as exc:
             raise StoreError(str(exc)) from exc
         super().prepare()
@@ -130,7 +139,7 @@ class BucketStore(Store):
     ) -> tuple[list[str], list[str]]:
         """Move earlier outputs aside, then put each temp (and its ``.raw``) whole."""
         folder = self.job_dir(job_id)  # refuses an id that is no plain name, as locally
-        prefix = objectstore.join(self.out, job_id)
+        prefix = join(self.out, job_id)
         try:
             superseded = self._move_aside_remote(job_id, prefix)
             outputs = []
@@ -138,9 +147,9 @@ class BucketStore(Store):
                 name = f"{index}.{ext}"
                 raw = self._raw_of.pop(temp, None)
                 if raw is not None:  # before its output: a delivered file always has its raw
-                    objectstore.put_file(raw, f"{prefix}/{RAW_DIR}/{name}", skip_same=False)
+                    objects.put_file(raw, f"{prefix}/{RAW_DIR}/{name}", skip_same=False)
                     raw.unlink(missing_ok=True)
-                objectstore.put_file(temp, f"{prefix}/{name}", skip_same=False)
+                objects.put_file(temp, f"{prefix}/{name}", skip_same=False)
                 temp.unlink(missing_ok=True)
                 outputs.append(f"{job_id}/{name}")
         except ObjectStoreError as exc:
@@ -152,19 +161,19 @@ class BucketStore(Store):
     def _move_aside_remote(self, job_id: str, prefix: str) -> list[str]:
         earlier = [
             (url, url.rsplit("/", 1)[1])
-            for url, _size in objectstore.list_files(prefix)
+            for url, _size in objects.list_files(prefix)
             if not url.rsplit("/", 1)[1].startswith(".")
         ]
-        raws = objectstore.list_files(f"{prefix}/{RAW_DIR}")
+        raws = objects.list_files(f"{prefix}/{RAW_DIR}")
         if not earlier and not raws:
             return []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = f"{SUPERSEDED_DIR}/{stamp}"
         for url, _size in raws:
-            objectstore.move(url, f"{prefix}/{aside}/{RAW_DIR}/{url.rsplit('/', 1)[1]}")
+            objects.move(url, f"{prefix}/{aside}/{RAW_DIR}/{url.rsplit('/', 1)[1]}")
         moved = []
         for url, name in sorted(earlier):
-            objectstore.move(url, f"{prefix}/{aside}/{name}")
+            objects.move(url, f"{prefix}/{aside}/{name}")
             moved.append(f"{job_id}/{aside}/{name}")
         return moved
 
@@ -188,7 +197,7 @@ class BucketListing:
 
     def _list(self) -> set[str]:
         try:
-            self._names = objectstore.names_under(self.out)
+            self._names = objects.names_under(self.out)
         except ObjectStoreError as exc:  # the CLI says it in one line, exit 3
             raise StoreError(str(exc)) from exc
         return self._names
@@ -202,4 +211,4 @@ def recorded_bucket(state_dir: Path) -> str | None:
         return None
     run = summary.get("last_run") if isinstance(summary, dict) else None
     out = run.get("out_dir") if isinstance(run, dict) else None
-    return out if isinstance(out, str) and objectstore.is_object_store(out) else None
+    return out if isinstance(out, str) and is_object_store(out) else None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,61 +28,15 @@ from PIL import Image, ImageOps
 
 from pipeline import __version__
 from pipeline.durability import Syncer, atomic_write, fsync_dir
-from pipeline.errors import BadResponse, InputUnreadable, StoreError
+from pipeline.errors import BadResponse, ImageCheckError, InputUnreadable, StoreError
+from pipeline.images.checks import ImageChecks, marketplace_checks
+from pipeline.images.masks import as_edit_mask
+from pipeline.images.protect import write_protected
+from pipeline.images.provenance import provenance_pieces
 from pipeline.layout import RAW_DIR, SUPERSEDED_DIR, TEMP_PREFIX
 from pipeline.models import PlannedJob
 
-FORMAT_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 CREATOR_TOOL = f"onemin-pipeline {__version__}"  # xmp:CreatorTool of every delivered image
-MAX_RESULT_PIXELS = 64_000_000
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
-
-
-def check_image(path: Path, expected_size: tuple[int, int] | None) -> str:
-    """The file's extension if it is a whole image of the expected size, else BadResponse."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                fmt, size = image.format, image.size
-                if size[0] * size[1] > MAX_RESULT_PIXELS:
-                    raise BadResponse(f"result is {size[0]}x{size[1]}, too large to be an edit")
-                if fmt == "PNG":
-                    _check_png_end(path)
-                else:
-                    image.verify()  # JPEG and WebP: Pillow checks nothing more than the header
-    except BadResponse:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Warning) as exc:
-        raise BadResponse(f"result does not decode as an image ({exc})") from exc
-    if fmt not in FORMAT_EXTENSIONS:
-        raise BadResponse(f"result is a {fmt} image; expected PNG, JPEG or WebP")
-    if expected_size is not None and size != expected_size:
-        raise BadResponse(
-            f"result is {size[0]}x{size[1]}, expected {expected_size[0]}x{expected_size[1]}"
-        )
-    return FORMAT_EXTENSIONS[fmt]
-
-
-def _check_png_end(path: Path) -> None:
-    """A PNG is whole if it ends with its IEND chunk.
-
-    Headers and the last 12 bytes, not a CRC pass over every chunk (``Image.verify``): that
-    read the whole result again and cost about 1.5 ms of CPU per 2 MB result, more than anything
-    else the pipeline did per job. The client already refuses a body shorter than its
-    Content-Length, and TCP checksums the bytes; what is left to catch is a result cut short.
-    """
-    with path.open("rb") as handle:
-        if handle.seek(0, os.SEEK_END) < len(PNG_END):
-            raise BadResponse("result is truncated (no PNG end chunk)")
-        handle.seek(-len(PNG_END), os.SEEK_END)
-        if handle.read() != PNG_END:
-            raise BadResponse("result is truncated (no PNG end chunk)")
-
-
-def parse_size(size: str) -> tuple[int, int] | None:
-    width, _, height = size.partition("x")
-    return (int(width), int(height)) if width.isdigit() and height.isdigit() else None
 
 
 class Store:
@@ -91,6 +44,8 @@ class Store:
         self.root = out_dir.resolve()
         self._syncer = syncer  # folder fsyncs off the event loop, batched with the ledger's
         self._raw_of: dict[Path, Path] = {}  # protected output's temp -> the API's bytes' temp
+        # A checked result's marketplace checks, kept from its check until it is published.
+        self._checks_of: dict[Path, ImageChecks] = {}
 
     def prepare(self) -> None:
         try:
@@ -131,8 +86,6 @@ class Store:
         is rewritten under a temporary name of the same family (swept if a run dies here) and
         renamed over the original. Returns the file's new size.
         """
-        from pipeline.images.provenance import provenance_pieces
-
         data = temp.read_bytes()
         pieces = provenance_pieces(data, creator_tool=CREATOR_TOOL)
         if pieces is None:  # already marked exactly so
@@ -147,8 +100,6 @@ class Store:
         Returns the delivered file's size. CPU-bound (decode, composite, encode): run it in a
         thread.
         """
-        from pipeline.images.protect import protect_file
-
         job = planned.job
         try:
             source, mask = protect_inputs(planned)
@@ -158,7 +109,7 @@ class Store:
         os.replace(temp, raw)
         self._raw_of[temp] = raw
         try:
-            data = protect_file(
+            written = write_protected(
                 raw,
                 source,
                 mask,
@@ -171,10 +122,35 @@ class Store:
             # check_image reads headers only: a result whose pixels do not decode is the
             # API's broken answer, fetched again from the stored record.
             raise BadResponse(f"result does not decode as an image ({exc})") from exc
-        return len(data)
+        # The composite's pixels are at hand: a PNG (lossless) is checked without a decode.
+        pixels = written.pixels if extension == "png" else None
+        self._keep_checks(temp, written.data, pixels)
+        return len(written.data)
+
+    def check_marketplace(self, temp: Path) -> None:
+        """Judge a checked, marked result for the marketplaces and keep the verdicts until it is
+        published (``checks_for``). CPU-bound (a PNG is decoded whole): run it in a thread. A
+        protected result was judged when it was composited."""
+        if temp not in self._checks_of:
+            self._keep_checks(temp, temp, None)
+
+    def _keep_checks(self, temp: Path, image: bytes | Path, pixels: Image.Image | None) -> None:
+        try:
+            self._checks_of[temp] = marketplace_checks(image, pixels=pixels)
+        except ImageCheckError as exc:
+            # Its header was whole but its pixels are not: the API's broken answer, fetched
+            # again from the stored record like any other.
+            raise BadResponse(f"result does not decode as an image ({exc})") from exc
+
+    def checks_for(self, temps: list[tuple[Path, str]]) -> tuple[ImageChecks, ...]:
+        """The kept checks of a job's results, in index order; () unless every one was judged
+        (a ledger line carries one per output, or none)."""
+        found = [self._checks_of.pop(temp, None) for temp, _ in temps]
+        return () if None in found else tuple(c for c in found if c is not None)
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+        self._checks_of.pop(temp, None)
         raw = self._raw_of.pop(temp, None)
         if raw is not None:
             raw.unlink(missing_ok=True)
@@ -249,8 +225,6 @@ class Store:
 def protect_inputs(planned: PlannedJob) -> tuple[Image.Image, Image.Image]:
     """The source as uploaded (upright; at the generated mask's size, which is the upload
     size) and the effective mask (white = edit), for ``protect``."""
-    from pipeline.images.masks import as_edit_mask
-
     job = planned.job
     with Image.open(job.image.value) as image:
         image.load()
