@@ -179,6 +179,23 @@ class ResultLost:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSent:
+    """An API-host request left the rate gate (every try counts: the budget counts them all)."""
+
+    job_id: str
+    kind: str  # "upload" | "feature" | "poll"
+    waited: float  # seconds it waited at the gate
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyChanged:
+    """The jobs the pool may keep in flight changed (``--concurrency auto``)."""
+
+    limit: int
+    edits_per_minute: float | None  # what the budget allows at the requests an edit seen
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopping:
     reason: str  # a pipeline.errors.StopReason value
     message: str
@@ -200,6 +217,8 @@ Event = (
     | UnknownStatusWord
     | OutputsRefetched
     | ResultLost
+    | RequestSent
+    | ConcurrencyChanged
     | RunStopping
 )
 Listener = Callable[[Event], None]
