@@ -23,12 +23,6 @@ class JobStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class JobSkipped:
-    job_id: str
-    reason: str  # "done" | "failed" (a failed job without --retry-failed)
-
-
-@dataclass(frozen=True, slots=True)
 class JobsSkipped:
     """Jobs the plan left out before the run began (done, failed before, held back)."""
 
@@ -203,7 +197,6 @@ class RunStopping:
 
 Event = (
     JobStarted
-    | JobSkipped
     | JobsSkipped
     | AssetsUploaded
     | FeatureSubmitted

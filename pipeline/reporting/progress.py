@@ -13,7 +13,6 @@ from pipeline.events import (
     Event,
     JobFailed,
     JobRetrying,
-    JobSkipped,
     JobSucceeded,
 )
 from pipeline.reporting.stats import RunStats, in_flight_text
@@ -34,7 +33,7 @@ class ProgressBar:
         )
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, JobSucceeded | JobFailed | JobSkipped):
+        if isinstance(event, JobSucceeded | JobFailed):
             self._bar.update(1)
             self._refresh()
         elif isinstance(event, JobRetrying | ConcurrencyChanged):

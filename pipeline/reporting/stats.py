@@ -27,7 +27,6 @@ from pipeline.events import (
     JobFailed,
     JobPartial,
     JobRetrying,
-    JobSkipped,
     JobsSkipped,
     JobStarted,
     JobSucceeded,
@@ -67,8 +66,6 @@ class RunStats:
             case JobStarted(planned=planned):
                 count["jobs/started"] += 1
                 self.in_flight.add(planned.job.id)
-            case JobSkipped(reason=reason):
-                count[f"jobs/skipped/{reason}"] += 1
             case JobsSkipped(reason=reason, count=skipped):
                 count[f"jobs/skipped/{reason}"] += skipped
             case AssetsUploaded(uploads=uploads):
