@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import LEDGER_NAME, Damage, JobState, read_ledger
+from pipeline.ledger import LEDGER_NAME, Damage, FoldedJob, read_ledger
 from pipeline.models import Job, Status
 
 FAILED_SHOWN = 50
@@ -123,12 +123,12 @@ def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
     return not all(isfile(root + output) for output in outputs)
 
 
-def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[JobState], bool]:
+def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[FoldedJob], bool]:
     """``--redo-missing``'s test for the plan: this succeeded job's outputs are ``gone``."""
     return lambda state: gone(state.outputs)
 
 
-def _job_status(state: JobState, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
+def _job_status(state: FoldedJob, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
     name = state.status.value
     if state.status is Status.SUCCEEDED and missing(state.outputs):
         name = MISSING

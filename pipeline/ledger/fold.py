@@ -1,7 +1,7 @@
 """Reading the ledger back: lines → typed records → one state per job. The only fold.
 
-Resume, ``pipeline status`` and the review page all read the ledger through ``read_ledger``, so
-they cannot disagree about where a job stands. The rules, in one place:
+Resume, ``pipeline status`` and the review page all fold the ledger with ``apply``, so they
+cannot disagree about where a job stands. The rules, in one place:
 
 - A job's state is its latest line, except ``uploaded`` (it only records asset paths, for reuse
   by content digest) and ``retrying`` after ``submitted``: a download or poll being retried
@@ -12,8 +12,12 @@ they cannot disagree about where a job stands. The rules, in one place:
 - A torn last line (a crash mid-write) is ignored silently; any other line that is not JSON or
   breaks the schema is counted in ``damage`` with its line number and skipped.
 
-``detailed=False`` (resume) keeps only what the scheduler needs per job; ``detailed=True``
-(status, report) also keeps each job's details, outputs, retries and the finish times.
+Two states take the fold. ``LedgerState`` (resume, ``status``, the report) keeps every job in
+flat columns (``pipeline.ledger.compact``: about 85 bytes a done job) and is what the checkpoint
+stores; ``DetailedLedger`` (``read_ledger(path, detailed=True)``: export and the review CLI)
+also keeps each job's details, retries and the finish times as objects. A new line type is one
+record in ``schema``, one handler here (in ``_FOLDS``) and, if it adds per-job state, one
+attribute on ``JobState`` and ``compact.JobRef``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import msgspec
 
+from pipeline.ledger.compact import AssetTable, JobRef, JobsView, JobTable
 from pipeline.ledger.schema import (
     CORE_DECODER,
     RECORD_DECODER,
@@ -63,9 +68,9 @@ class Damage:
 
 
 class JobState(msgspec.Struct, gc=False):
-    """Where one job stands, folded from its lines. A mutable msgspec Struct rather than a
-    dataclass: a resume over a million lines makes one per job, and its C ``__init__`` costs a
-    fraction of a dataclass's; ``gc=False`` because its fields never make a cycle."""
+    """Where one job stands, folded from its lines (the detailed fold's). A mutable msgspec
+    Struct rather than a dataclass: its C ``__init__`` costs a fraction of a dataclass's;
+    ``gc=False`` because its fields never make a cycle."""
 
     job_id: str
     status: Status
@@ -82,6 +87,14 @@ class JobState(msgspec.Struct, gc=False):
     retries: Counter[str] | None = None  # detailed folds only: reasons since the latest start
     result_gone: bool = False  # its lost outputs cannot be fetched again (``ResultGone``)
 
+    def has_key(self, key: str) -> bool:
+        return self.key == key
+
+
+# A job as the fold, the plan, the scheduler and the readers see it: a ``JobState`` or a view
+# of the compact columns (``compact.JobRef``), which has the same attributes.
+FoldedJob = JobState | JobRef
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -92,20 +105,98 @@ class Pending:
     attempts: int
 
 
-@dataclass
+class _Folded(Protocol):
+    """What ``apply`` needs of a state (both states have it)."""
+
+    assets: Any
+
+    def job_for(self, job_id: str, status: Status, key: str) -> FoldedJob: ...
+    def spend(self, credits: int) -> None: ...
+
+
 class LedgerState:
+    """The ledger folded compactly: what resume, ``status`` and the report read.
+
+    ``offset`` and ``lines`` say how much of the ledger it holds (whole lines only), so the
+    checkpoint (``pipeline.ledger.checkpoint``) can store it and a later read fold only the
+    lines after it. ``credits_spent`` is what the ledger had spent when it was read; the lines a
+    run folds in afterwards (``LedgerWriter``) add to ``run_credits`` instead, so the run's own
+    figures (its summary adds this run's spend) stay as they were."""
+
+    def __init__(self) -> None:
+        self.table = JobTable()
+        self.jobs = JobsView(self.table)
+        self.assets = AssetTable()  # upload key (content digest) -> path
+        self.damage = Damage()
+        self.credits_spent = 0  # estimated credits of every paid call, in every run
+        self.run_credits = 0
+        self.folding_run = False  # set by the ledger writer: later spend is the run's
+        self.offset = 0  # bytes of whole lines folded
+        self.lines = 0  # whole lines folded
+        self.checkpoint_offset = 0  # where the checkpoint it was read from ended (0: none)
+        self.checkpoint_lines = 0
+        self.checkpoint_note = ""  # what became of the checkpoint (``reader.read_state``)
+        self.tail_lines = 0  # ledger lines read after the checkpoint
+
+    def job_for(self, job_id: str, status: Status, key: str) -> JobRef:
+        table = self.table
+        number = table.find(job_id)
+        if number < 0:
+            number = table.add(job_id, status)
+            table.set_key(number, key)
+        return JobRef(table, number)
+
+    def spend(self, credits: int) -> None:
+        if self.folding_run:
+            self.run_credits += credits
+        else:
+            self.credits_spent += credits
+
+    @property
+    def credits_folded(self) -> int:
+        """Every run's spend, this one's too: what a checkpoint records."""
+        return self.credits_spent + self.run_credits
+
+    def status_of(self, job_id: str, key: str) -> Status | None:
+        """The job's state if its latest content is ``key``, else None (a new job)."""
+        state = self.state_of(job_id, key)
+        return state.status if state is not None else None
+
+    def state_of(self, job_id: str, key: str) -> JobRef | None:
+        table = self.table
+        number = table.find(job_id)
+        if number < 0 or not table.has_key(number, key):
+            return None
+        return JobRef(table, number)
+
+    def resume(self) -> ResumeState:
+        """What a run needs from earlier runs; the run's own uploads stay in its copy."""
+        return ResumeState(self.jobs, self.assets)
+
+
+@dataclass
+class DetailedLedger:
+    """The ledger folded into one ``JobState`` object per job, with each job's details."""
+
     jobs: dict[str, JobState] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)  # upload key (content digest) -> path
     damage: Damage = field(default_factory=Damage)
     credits_spent: int = 0  # estimated credits of every paid call, in every run
-    # detailed folds only:
     finished: list[tuple[str, Status]] = field(default_factory=list)  # (ts, status), terminal
     retry_reasons: Counter[str] = field(default_factory=Counter)
     first_ts: str | None = None
     last_ts: str | None = None
 
+    def job_for(self, job_id: str, status: Status, key: str) -> JobState:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.jobs[job_id] = JobState(job_id, status, key, len(self.jobs))
+        return job
+
+    def spend(self, credits: int) -> None:
+        self.credits_spent += credits
+
     def status_of(self, job_id: str, key: str) -> Status | None:
-        """The job's state if its latest content is ``key``, else None (a new job)."""
         state = self.jobs.get(job_id)
         return state.status if state is not None and state.key == key else None
 
@@ -114,26 +205,33 @@ class LedgerState:
         return state if state is not None and state.key == key else None
 
     def resume(self) -> ResumeState:
-        """What a run needs from earlier runs; the run's own changes stay in its copy."""
-        return ResumeState(self.jobs, dict(self.assets))
+        return ResumeState(self.jobs, self.assets)
 
 
-@dataclass
 class ResumeState:
-    """The scheduler's view of earlier runs: pending results and uploaded assets."""
+    """The scheduler's view of earlier runs: pending results and uploaded assets.
 
-    jobs: dict[str, JobState] = field(default_factory=dict)
-    assets: dict[str, str] = field(default_factory=dict)
+    The folded state's assets are read, never written: this run's uploads (and the ones the API
+    forgot) go to ``assets``, its own layer over them."""
+
+    def __init__(
+        self, jobs: Mapping[str, FoldedJob] | None = None, base: Mapping[str, str] | None = None
+    ) -> None:
+        self.jobs: Mapping[str, FoldedJob] = jobs if jobs is not None else {}
+        self.base: Mapping[str, str] = base if base is not None else {}
+        self.assets: dict[str, str | None] = {}  # None: forgotten
 
     def status_of(self, job_id: str, key: str) -> Status | None:
         state = self.jobs.get(job_id)
-        return state.status if state is not None and state.key == key else None
+        return state.status if state is not None and state.has_key(key) else None
 
     def pending_for(self, job_id: str, key: str) -> Pending | None:
         state = self.jobs.get(job_id)
-        if state is None or state.key != key or state.submitted is None:
+        if state is None or not state.has_key(key):
             return None
         record = state.submitted
+        if record is None:
+            return None
         result = FeatureResult(
             uuid=record.uuid,
             result_paths=record.result_paths,
@@ -144,9 +242,10 @@ class ResumeState:
         return Pending(result, _whole(record.credits), record.attempt)
 
     def asset_for(self, digest: str | None) -> Asset | None:
-        if digest is None or digest not in self.assets:
+        if digest is None:
             return None
-        return Asset(path=self.assets[digest], digest=digest)
+        path = self.assets[digest] if digest in self.assets else self.base.get(digest)
+        return None if path is None else Asset(path=path, digest=digest)
 
     def remember_asset(self, digest: str, path: str) -> None:
         """An upload this run made: later jobs with the same content reuse it."""
@@ -155,55 +254,91 @@ class ResumeState:
     def forget_asset(self, digest: str | None) -> None:
         """The API no longer knows this upload: the next job uploads it again."""
         if digest is not None:
-            self.assets.pop(digest, None)
+            self.assets[digest] = None
 
 
 # -- reading --------------------------------------------------------------------------------------
 
 
+@dataclass
+class Cursor:
+    """Where a read of the ledger is: bytes and lines of whole lines behind it."""
+
+    offset: int = 0
+    lines: int = 0
+
+
 def read_records(path: Path, damage: Damage | None = None) -> Iterator[Record]:
     """Every valid record of the ledger at ``path``, in order; damage is noted, not raised."""
-    records = _records(path, damage if damage is not None else Damage(), RECORD_DECODER)
-    return cast(Iterator[Record], records)  # decode_line makes full records only
+    records = _records(path, damage if damage is not None else Damage(), RECORD_DECODER, Cursor())
+    return (record for _, record in cast(Iterator[tuple[int, Record]], records))
 
 
-def _records(path: Path, damage: Damage, decoder: msgspec.json.Decoder) -> Iterator[AnyRecord]:
+def records_from(
+    path: Path, damage: Damage, cursor: Cursor, *, detailed: bool = False
+) -> Iterator[tuple[int, AnyRecord]]:
+    """``(offset, record)`` of every valid line from ``cursor`` on, which follows the read."""
+    return _records(path, damage, RECORD_DECODER if detailed else CORE_DECODER, cursor)
+
+
+def _records(
+    path: Path, damage: Damage, decoder: msgspec.json.Decoder, cursor: Cursor
+) -> Iterator[tuple[int, AnyRecord]]:
     """One tight loop (a resume over a million lines is mostly this). Only the last line can
     lack its newline: a line that does not decode and has none is the torn tail a crash leaves,
-    ignored silently; any other that does not decode is counted as damage."""
+    ignored silently (and not counted in ``cursor``: the next read starts with it); any other
+    that does not decode is counted as damage."""
     try:
         handle = path.open("rb", buffering=READ_BUFFER)
     except FileNotFoundError:
         return
     decode, error = decoder.decode, msgspec.DecodeError  # (ValidationError is a DecodeError)
-    number = 0
+    number, offset = cursor.lines, cursor.offset
+    damage.torn_tail = False
     with handle:
+        if offset:
+            handle.seek(offset)
         for raw in handle:
             number += 1
+            at = offset
+            whole = raw.endswith(b"\n")
+            if whole:
+                offset += len(raw)
+                cursor.offset, cursor.lines = offset, number
             try:
-                yield decode(raw)
+                record = decode(raw)
             except error:
-                if not raw.endswith(b"\n"):
+                if not whole:
                     damage.torn_tail = True
                 elif raw.strip():
                     damage.corrupt_lines.append(number)
+                continue
+            yield at, record
     damage.lines = number
 
 
-def read_ledger(path: Path, *, detailed: bool = False) -> LedgerState:
-    """The ledger folded into job states. ``detailed=False`` (resume) decodes only the fields
-    a run needs (``schema.CoreRecord``); the fold is the same."""
-    state = LedgerState()
-    fold = apply
-    decoder = RECORD_DECODER if detailed else CORE_DECODER
-    with _collector_paused():
-        for record in _records(path, state.damage, decoder):
-            fold(state, record, detailed)
+def read_detailed(path: Path) -> DetailedLedger:
+    """The whole ledger folded into ``JobState`` objects, details included (export, CLI)."""
+    state = DetailedLedger()
+    with collector_paused():
+        for _, record in _records(path, state.damage, RECORD_DECODER, Cursor()):
+            apply(state, record, True)
     return state
 
 
+def fold_tail(state: LedgerState, path: Path) -> int:
+    """Fold the lines after ``state.offset`` into ``state``; returns how many were read."""
+    cursor = Cursor(state.offset, state.lines)
+    before = cursor.lines
+    with collector_paused():
+        for _, record in _records(path, state.damage, CORE_DECODER, cursor):
+            apply(state, record)
+    state.offset, state.lines = cursor.offset, cursor.lines
+    return state.damage.lines - before
+
+
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The fold only adds objects that never form cycles, hundreds of thousands of them: the
     cyclic collector would walk them again and again as they pile up, for nothing."""
     enabled = gc.isenabled()
@@ -218,60 +353,62 @@ def _collector_paused() -> Iterator[None]:
 # -- the fold -------------------------------------------------------------------------------------
 
 
-def apply(state: LedgerState, record: AnyRecord, detailed: bool = False) -> None:
-    """Fold one record into ``state`` (the rules are in the module docstring)."""
+def apply(state: _Folded, record: AnyRecord, detailed: bool = False) -> FoldedJob | None:
+    """Fold one record into ``state`` (the rules are in the module docstring); the job it was
+    about (None for an ``uploaded`` line, which is about content, not a job)."""
     if detailed and record.ts:
-        state.first_ts = state.first_ts or record.ts
-        state.last_ts = record.ts
+        ledger = cast(DetailedLedger, state)
+        ledger.first_ts = ledger.first_ts or record.ts
+        ledger.last_ts = record.ts
     kind = type(record)
     if kind is Uploaded:
         for asset in record.assets.values():  # type: ignore[union-attr]
             if asset.digest:
                 state.assets[asset.digest] = asset.path
-        return
-    jobs = state.jobs
-    job = jobs.get(record.job_id)
-    if job is None:
-        job = jobs[record.job_id] = JobState(record.job_id, record.status, record.key, len(jobs))
-    elif job.key != record.key:
+        return None
+    job = state.job_for(record.job_id, record.status, record.key)
+    if not job.has_key(record.key):
         job.submitted = None  # a result paid for other content is not this content's result
-    job.key, job.updated = record.key, record.ts
+        job.key = record.key
+    job.updated = record.ts
     _FOLDS[kind](state, job, record, detailed)
+    return job
 
 
-def _started(state: LedgerState, job: JobState, record: StartedCore, detailed: bool) -> None:
+def _started(state: _Folded, job: FoldedJob, record: StartedCore, detailed: bool) -> None:
     # A new run of the job: what earlier runs produced or hit is no longer its state (for
     # every reader alike: resume and status must not disagree about a job's outputs).
     job.status, job.outputs, job.error, job.attempts = _STARTED, (), None, None
     job.result_gone = False
-    if detailed and isinstance(record, Started):
+    if detailed and isinstance(record, Started) and isinstance(job, JobState):
         job.details = record.job or job.details
         job.retries = Counter()
 
 
-def _submitted(state: LedgerState, job: JobState, record: Submitted, detailed: bool) -> None:
+def _submitted(state: _Folded, job: FoldedJob, record: Submitted, detailed: bool) -> None:
     # Each call is paid once: a record that was still processing is written again, with the
     # same uuid, when it finishes; that second line is not a second purchase.
-    repeat = job.submitted is not None and bool(record.uuid) and job.submitted.uuid == record.uuid
+    earlier = job.submitted
+    repeat = earlier is not None and bool(record.uuid) and earlier.uuid == record.uuid
     credits = _whole(record.credits)
-    if not repeat:
-        state.credits_spent += credits or 0
+    if not repeat and credits:
+        state.spend(credits)
     job.status, job.submitted = _SUBMITTED, record
     job.uuid, job.credits = record.uuid, credits
 
 
-def _retrying(state: LedgerState, job: JobState, record: RetryingCore, detailed: bool) -> None:
+def _retrying(state: _Folded, job: FoldedJob, record: RetryingCore, detailed: bool) -> None:
     if job.status is not _SUBMITTED:  # a download retry: the results are still there
         job.status = _RETRYING
-    if detailed and isinstance(record, Retrying):
+    if detailed and isinstance(record, Retrying) and isinstance(job, JobState):
         kind = record.error.kind
         if job.retries is None:
             job.retries = Counter()
         job.retries[kind] += 1
-        state.retry_reasons[kind] += 1
+        cast(DetailedLedger, state).retry_reasons[kind] += 1
 
 
-def _succeeded(state: LedgerState, job: JobState, record: SucceededCore, detailed: bool) -> None:
+def _succeeded(state: _Folded, job: FoldedJob, record: SucceededCore, detailed: bool) -> None:
     job.status, job.submitted = _SUCCEEDED, None
     job.outputs, job.attempts, job.credits, job.error = (
         record.outputs,
@@ -281,24 +418,24 @@ def _succeeded(state: LedgerState, job: JobState, record: SucceededCore, detaile
     )
     job.uuid = record.uuid or job.uuid
     if detailed:
-        state.finished.append((record.ts, Status.SUCCEEDED))
+        cast(DetailedLedger, state).finished.append((record.ts, Status.SUCCEEDED))
 
 
-def _refetched(state: LedgerState, job: JobState, record: Refetched, detailed: bool) -> None:
+def _refetched(state: _Folded, job: FoldedJob, record: Refetched, detailed: bool) -> None:
     # The same paid result stored again: outputs change, nothing else (no credits, no try).
     job.status, job.outputs = Status.SUCCEEDED, record.outputs
     job.uuid = record.uuid or job.uuid
     job.result_gone = False
 
 
-def _result_gone(state: LedgerState, job: JobState, record: ResultGone, detailed: bool) -> None:
+def _result_gone(state: _Folded, job: FoldedJob, record: ResultGone, detailed: bool) -> None:
     job.result_gone = True  # still succeeded: status reports it missing while files are gone
 
 
-def _failed(state: LedgerState, job: JobState, record: Failed, detailed: bool) -> None:
+def _failed(state: _Folded, job: FoldedJob, record: Failed, detailed: bool) -> None:
     job.status, job.error, job.attempts = _FAILED, record.error, record.attempts
     if detailed:
-        state.finished.append((record.ts, Status.FAILED))
+        cast(DetailedLedger, state).finished.append((record.ts, Status.FAILED))
 
 
 def _whole(credits: float | None) -> int | None:
@@ -310,7 +447,7 @@ def _whole(credits: float | None) -> int | None:
 # Looked up once: an enum member read off its class is an attribute lookup per line.
 _STARTED, _SUBMITTED, _RETRYING = Status.STARTED, Status.SUBMITTED, Status.RETRYING
 _SUCCEEDED, _FAILED = Status.SUCCEEDED, Status.FAILED
-_Fold = Callable[[LedgerState, JobState, Any, bool], None]
+_Fold = Callable[[_Folded, FoldedJob, Any, bool], None]
 _FOLDS: dict[type, _Fold] = {
     Started: _started,
     StartedCore: _started,
