@@ -140,7 +140,7 @@ def identity_problem(ledger: Path, identity: Identity) -> str | None:
     if current is None:
         return "the ledger cannot be read"
     if identity.offset and not _ends_a_line(ledger, identity.offset):
-        return "the checkpoint's offset is not at a line's end in this ledger"
+        return "the ledger differs from the one the checkpoint was made of (no line ends there)"
     if current.digests != identity.digests:
         return "the ledger differs from the one the checkpoint was made of"
     return None
@@ -175,6 +175,7 @@ def _columns(state: LedgerState) -> list[tuple[str, bytearray | array[int]]]:
         ("ids", table.ids.blob),
         ("id_ends", table.ids.ends),
         ("id_slots", table.ids.slots),
+        ("id_tags", table.ids.tags),
         ("status", table.status),
         ("flags", table.flags),
         ("keys", table.keys),
@@ -187,6 +188,7 @@ def _columns(state: LedgerState) -> list[tuple[str, bytearray | array[int]]]:
         ("asset_digests", assets.digests.blob),
         ("asset_digest_ends", assets.digests.ends),
         ("asset_slots", assets.digests.slots),
+        ("asset_tags", assets.digests.tags),
         ("asset_paths", assets.paths),
         ("asset_path_ends", assets.path_ends),
     ]
@@ -256,6 +258,13 @@ def write_snapshot(snap: Snapshot, ledger: Path) -> Path:
     return path
 
 
+def remove_temporaries(ledger: Path) -> None:
+    """Temporary checkpoints a killed run left (the writer holds the folder's lock)."""
+    path = checkpoint_path(ledger)
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        temp.unlink(missing_ok=True)
+
+
 def write_checkpoint(state: LedgerState, ledger: Path) -> Path | None:
     """Write ``state``'s checkpoint now (no copy: nothing may change it meanwhile)."""
     snap = snapshot(state, ledger, copy=False)
@@ -312,8 +321,9 @@ def load_checkpoint(ledger: Path) -> Loaded:
 
 def _load(handle: io.BufferedReader, ledger: Path) -> Loaded:
     reader = _CrcReader(handle)
-    if reader.read(len(MAGIC)) != MAGIC:
+    if handle.read(len(MAGIC)) != MAGIC:
         raise _Corrupt("not a checkpoint of this format")
+    reader.crc = zlib.crc32(MAGIC)
     (length,) = _LENGTH.unpack(reader.read(_LENGTH.size))
     header = _header_decoder.decode(reader.read(length))
     if header.version != FORMAT_VERSION or header.byteorder != sys.byteorder:
@@ -369,7 +379,7 @@ class _CrcReader:
 def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerState:
     state = LedgerState()
     table, assets = state.table, state.assets
-    _fill_index(table.ids, columns, "ids", "id_ends", "id_slots", header.jobs)
+    _fill_index(table.ids, columns, "id", header.jobs)
     for name in ("status", "flags", "output_count", "output_ext", "attempts"):
         setattr(table, name, _sized(columns[name], header.jobs, name))
     table.keys = _sized(columns["keys"], header.jobs * 32, "keys")
@@ -380,9 +390,7 @@ def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerSta
     table.outputs_text, table.updated_text = extras.outputs_text, extras.updated_text
     table.big = {(name, number): value for name, number, value in extras.big}
     table.errors, table.pending = extras.errors, extras.pending
-    _fill_index(
-        assets.digests, columns, "asset_digests", "asset_digest_ends", "asset_slots", header.assets
-    )
+    _fill_index(assets.digests, columns, "asset", header.assets)
     assets.paths = columns["asset_paths"]
     assets.path_ends = _sized(columns["asset_path_ends"], header.assets + 1, "asset_path_ends")
     if assets.path_ends[-1] != len(assets.paths):
@@ -397,16 +405,23 @@ def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerSta
     return state
 
 
-def _fill_index(
-    index: ByteIndex, columns: dict[str, Any], blob: str, ends: str, slots: str, count: int
-) -> None:
-    index.blob = columns[blob]
-    index.ends = _sized(columns[ends], count + 1, ends)
-    index.slots = columns[slots]
-    size = len(index.slots)
-    if size < 16 or size & (size - 1) or index.ends[-1] != len(index.blob) or count >= size:
-        raise _Corrupt(f"the {blob} index does not add up")
-    index.mask = size - 1
+def _fill_index(index: ByteIndex, columns: dict[str, Any], prefix: str, count: int) -> None:
+    blob = columns["ids" if prefix == "id" else "asset_digests"]
+    ends = _sized(
+        columns[f"{prefix}_ends" if prefix == "id" else "asset_digest_ends"], count + 1, prefix
+    )
+    slots, tags = columns[f"{prefix}_slots"], columns[f"{prefix}_tags"]
+    size = len(tags)
+    if (
+        size < 16
+        or size & (size - 1)
+        or len(slots) != size
+        or count >= size
+        or ends[-1] != len(blob)
+    ):
+        raise _Corrupt(f"the {prefix} index does not add up")
+    index.blob, index.ends, index.slots, index.tags = blob, ends, slots, tags
+    index.bits = size.bit_length() - 1
 
 
 def _sized(column: Any, length: int, name: str) -> Any:

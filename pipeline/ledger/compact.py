@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 KEY_BYTES = 32  # a content key is the hex of a sha256
 UUID_BYTES = 16
 MIN_SLOTS = 16
+FIBONACCI = 0x9E3779B1  # 2**32 / golden ratio: spreads CRC-32's structured low bits
+WORD = 0xFFFFFFFF
 # The id table grows when it is two thirds full: linear probing stays short below that.
 LOAD_NUMERATOR, LOAD_DENOMINATOR = 2, 3
 NO_SMALL = 0xFF  # "None" in a one-byte column; values from here up go to the overflow dict
@@ -66,21 +68,26 @@ class ByteIndex:
     """An append-only set of byte strings, numbered densely in the order they were added.
 
     The strings sit back to back in one ``bytearray`` (``blob``), ``ends[i]..ends[i + 1]``
-    being string ``i``; ``slots`` is an open-addressing table of ``number + 1`` (0: empty) by
-    CRC-32, stable across processes so that a checkpoint stores it as it is. A lookup first
-    tries the string after the last one found: a manifest read in ledger order (the usual
-    case) then costs one comparison instead of a hash and a probe.
+    being string ``i``. ``slots`` is an open-addressing table (linear probing) of
+    ``number + 1``, placed by a hash that is stable across processes (CRC-32, spread by a
+    Fibonacci multiply), so that a checkpoint stores it as it is; ``tags`` holds a byte of the
+    same hash per slot (0: empty), so a probe compares a string only when its tag matches. A
+    lookup first tries the string found last and the one after it: the lines of one job, and a
+    manifest read in ledger order (the usual cases), then cost a comparison instead of a probe.
     """
 
-    __slots__ = ("blob", "ends", "hint", "mask", "slots")
+    __slots__ = ("bits", "blob", "ends", "hint", "slots", "tags")
 
     def __init__(self, capacity: int = 0) -> None:
-        size = table_size(capacity)
         self.blob = bytearray()
         self.ends = array("I", [0])
-        self.slots = array("I", bytes(4 * size))
-        self.mask = size - 1
         self.hint = 0
+        self._empty_table(table_size(capacity))
+
+    def _empty_table(self, size: int) -> None:
+        self.slots = array("I", [0]) * size
+        self.tags = bytearray(size)
+        self.bits = size.bit_length() - 1
 
     def __len__(self) -> int:
         return len(self.ends) - 1
@@ -92,20 +99,26 @@ class ByteIndex:
     def find(self, raw: bytes) -> int:
         """The number of ``raw``, or -1."""
         ends, blob = self.ends, self.blob
-        guess = self.hint
-        if guess < len(ends) - 1 and blob[ends[guess] : ends[guess + 1]] == raw:
-            self.hint = guess + 1
-            return guess
-        slots, mask = self.slots, self.mask
-        slot = zlib.crc32(raw) & mask
+        last = self.hint - 1
+        if last >= 0:
+            if blob[ends[last] : ends[last + 1]] == raw:
+                return last
+            if last + 2 < len(ends) and blob[ends[last + 1] : ends[last + 2]] == raw:
+                self.hint = last + 2
+                return last + 1
+        mixed = (zlib.crc32(raw) * FIBONACCI) & WORD
+        slot, tag = mixed >> (32 - self.bits), (mixed & 0xFF) or 1
+        tags = self.tags
+        mask = len(tags) - 1
         while True:
-            number = slots[slot]
-            if not number:
+            found = tags[slot]
+            if not found:
                 return -1
-            number -= 1
-            if blob[ends[number] : ends[number + 1]] == raw:
-                self.hint = number + 1
-                return number
+            if found == tag:
+                number = self.slots[slot] - 1
+                if blob[ends[number] : ends[number + 1]] == raw:
+                    self.hint = number + 1
+                    return number
             slot = (slot + 1) & mask
 
     def add(self, raw: bytes) -> int:
@@ -116,22 +129,24 @@ class ByteIndex:
         if end > WIDE_OFFSETS and self.ends.typecode == "I":
             self.ends = array("Q", self.ends)
         self.ends.append(end)
-        if (number + 1) * LOAD_DENOMINATOR > (self.mask + 1) * LOAD_NUMERATOR:
+        if (number + 1) * LOAD_DENOMINATOR > len(self.tags) * LOAD_NUMERATOR:
             self._rebuild(table_size(number + 1))
         else:
             self._place(number, zlib.crc32(raw))
+        self.hint = number + 1
         return number
 
-    def _place(self, number: int, hashed: int) -> None:
-        slots, mask = self.slots, self.mask
-        slot = hashed & mask
-        while slots[slot]:
+    def _place(self, number: int, crc: int) -> None:
+        mixed = (crc * FIBONACCI) & WORD
+        slot, tag = mixed >> (32 - self.bits), (mixed & 0xFF) or 1
+        tags, mask = self.tags, len(self.tags) - 1
+        while tags[slot]:
             slot = (slot + 1) & mask
-        slots[slot] = number + 1
+        tags[slot] = tag
+        self.slots[slot] = number + 1
 
     def _rebuild(self, size: int) -> None:
-        self.slots = array("I", bytes(4 * size))
-        self.mask = size - 1
+        self._empty_table(size)
         blob, ends, crc = self.blob, self.ends, zlib.crc32
         for number in range(len(ends) - 1):
             self._place(number, crc(blob[ends[number] : ends[number + 1]]))
@@ -148,6 +163,7 @@ def table_size(count: int) -> int:
 # -- times ---------------------------------------------------------------------------------------
 
 _minutes: dict[str, int] = {}
+_last_second = ["", 0]  # the whole second of the latest stamp parsed: lines come in bursts
 
 
 def updated_seconds(ts: str) -> int:
@@ -162,11 +178,15 @@ def updated_seconds(ts: str) -> int:
     if not ts:
         return 0
     if len(ts) == 24 and ts[16] == ":" and ts[19] == "." and ts[23] == "Z":
+        if ts[:19] == _last_second[0] and ts[20:23].isdigit():
+            return int(_last_second[1]) + (ts[20:23] != "000")
         minute = _minutes.get(ts[:16])
         if minute is None:
             minute = _parse_minute(ts[:16])
         if minute is not None and ts[17:19].isdigit() and ts[20:23].isdigit():
-            return minute + int(ts[17:19]) + (ts[20:23] != "000")
+            whole = minute + int(ts[17:19])
+            _last_second[:] = [ts[:19], whole]
+            return whole + (ts[20:23] != "000")
     return _parse_slowly(ts)
 
 
@@ -259,9 +279,8 @@ class JobTable:
     def has_key(self, number: int, key: str) -> bool:
         form = self.flags[number] & KEY_FORM
         if form == KEY_HEX:
-            raw = _hex32(key)
             start = number * KEY_BYTES
-            return raw is not None and self.keys[start : start + KEY_BYTES] == raw
+            return self.keys[start : start + KEY_BYTES].hex() == key
         if form == KEY_TEXT:
             return self.key_text[number] == key
         return key == ""

@@ -1,0 +1,166 @@
+"""Random but reproducible ledgers, and what every fold of one must agree on.
+
+``random_ledger(seed, jobs)`` writes the lines a run writes, in the shapes the pipeline and
+older versions of it left: sha256 keys and short ones, canonical and odd uuids, outputs named by
+the store's rule and otherwise, float and huge credits, retries, failures, records still
+processing, re-fetches, gone results, content changes, uploads; and damage: a line that is not
+JSON, one that breaks the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.ledger.compact import updated_seconds
+from pipeline.ledger.fold import FoldedJob
+
+JOB_FIELDS = (
+    "job_id",
+    "status",
+    "key",
+    "order",
+    "outputs",
+    "error",
+    "attempts",
+    "credits",
+    "uuid",
+    "result_gone",
+)
+ERROR = {"kind": "server_error", "message": "HTTP 503", "http_status": 503}
+
+
+def job_fields(job: FoldedJob) -> dict[str, Any]:
+    """Everything a fold keeps per job, comparable across the two states."""
+    fields = {name: getattr(job, name) for name in JOB_FIELDS}
+    submitted = job.submitted
+    fields["submitted"] = None if submitted is None else orjson.loads(_encoded(submitted))
+    fields["updated"] = updated_seconds(job.updated) or job.updated
+    return fields
+
+
+def _encoded(record: Any) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(record)
+
+
+class LedgerMaker:
+    """Lines of a ledger for ``jobs`` jobs, interleaved as concurrent workers write them."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.clock = 1_780_000_000.0
+        self.lines: list[bytes] = []
+
+    def ts(self) -> str:
+        self.clock += self.random.choice((0.0, 0.0004, 0.3, 1.7))
+        whole = int(self.clock)
+        millis = int((self.clock - whole) * 1000)
+        stamp = _iso(whole)
+        return f"{stamp}.{millis:03d}Z"
+
+    def line(self, job_id: str, status: str, key: str, **fields: Any) -> None:
+        record = {"ts": self.ts(), "job_id": job_id, "status": status, "key": key, **fields}
+        self.lines.append(orjson.dumps(record) + b"\n")
+
+    def key(self) -> str:
+        if self.random.random() < 0.1:
+            return f"k{self.random.randrange(3)}"  # an old or a test ledger's key
+        return hashlib.sha256(str(self.random.random()).encode()).hexdigest()
+
+    def uuid(self) -> str:
+        kind = self.random.random()
+        digits = f"{self.random.getrandbits(128):032x}"
+        if kind < 0.5:
+            return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+        if kind < 0.8:
+            return digits
+        return f"rec-{self.random.randrange(1000)}"
+
+    def job(self, job_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """One job's lines over one or two runs."""
+        steps: list[tuple[str, str, dict[str, Any]]] = []
+        for _ in range(self.random.choice((1, 1, 2))):
+            key = self.key()
+            steps += self._run(job_id, key)
+        return steps
+
+    def _run(self, job_id: str, key: str) -> list[tuple[str, str, dict[str, Any]]]:
+        pick = self.random.random
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("started", key, {"job": {"feature": "IMAGE_INPAINTER", "image": "/i.png"}})
+        ]
+        if pick() < 0.3:
+            digest = hashlib.sha256(str(self.random.randrange(20)).encode()).hexdigest()
+            if pick() < 0.2:
+                digest = f"d{self.random.randrange(5)}"
+            asset = {"image": {"digest": digest, "path": f"a/{self.random.randrange(99)}.png"}}
+            steps.append(("uploaded", key, {"assets": asset}))
+        if pick() < 0.2:
+            steps.append(("retrying", key, {"step": "feature", "attempt": 1, "error": ERROR}))
+        if pick() < 0.15:
+            failure = {**ERROR, "transient": pick() < 0.5}
+            steps.append(("failed", key, {"attempts": 3, "error": failure}))
+            return steps
+        uuid = self.uuid()
+        credits: Any = self.random.choice((1000, 4000, 2.5, 5_000_000_000, None))
+        submitted = {"attempt": 1, "credits": credits, "uuid": uuid, "result_paths": []}
+        if pick() < 0.3:  # a record still processing, then finished: one purchase
+            steps.append(("submitted", key, dict(submitted)))
+        submitted["result_paths"] = ["r/0.png"]
+        steps.append(("submitted", key, submitted))
+        if pick() < 0.2:
+            steps.append(("retrying", key, {"step": "download", "attempt": 1, "error": ERROR}))
+            if pick() < 0.5:
+                return steps  # killed while the paid result is pending
+        count = self.random.choice((1, 1, 2, 3))
+        ext = self.random.choice(("png", "webp", "jpg"))
+        outputs = [f"{job_id}/{index}.{ext}" for index in range(count)]
+        if pick() < 0.1:
+            outputs = [f"elsewhere/{job_id}.{ext}"]
+        attempts = self.random.choice((1, 2, 300))
+        done = {"outputs": outputs, "attempts": attempts, "credits": credits, "uuid": uuid}
+        steps.append(("succeeded", key, done))
+        if pick() < 0.1:
+            steps.append(("result_gone", key, {"reason": "404"}))
+        elif pick() < 0.1:
+            steps.append(("refetched", key, {"outputs": outputs, "uuid": uuid}))
+        return steps
+
+    def interleave(self, jobs: int, workers: int = 4) -> list[bytes]:
+        queues = [self.job(f"job-{number:04d}") for number in range(jobs)]
+        ids = [f"job-{number:04d}" for number in range(jobs)]
+        active: list[int] = []
+        upcoming = 0
+        while active or upcoming < jobs:
+            while len(active) < workers and upcoming < jobs:
+                active.append(upcoming)
+                upcoming += 1
+            number = self.random.choice(active)
+            status, key, fields = queues[number].pop(0)
+            self.line(ids[number], status, key, **fields)
+            if not queues[number]:
+                active.remove(number)
+            if self.random.random() < 0.01:
+                self.lines.append(b"not json at all\n")
+            if self.random.random() < 0.01:
+                self.lines.append(b'{"job_id": "x", "status": "succeeded", "outputs": 7}\n')
+        return self.lines
+
+
+def _iso(seconds: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def random_ledger(path: Path, seed: int, jobs: int) -> bytes:
+    """Write a random ledger of ``jobs`` jobs at ``path``; its bytes."""
+    data = b"".join(LedgerMaker(seed).interleave(jobs))
+    path.write_bytes(data)
+    return data
