@@ -163,7 +163,7 @@ def table_size(count: int) -> int:
 # -- times ---------------------------------------------------------------------------------------
 
 _minutes: dict[str, int] = {}
-_last_second = ["", 0]  # the whole second of the latest stamp parsed: lines come in bursts
+_last_second: tuple[str, int] = ("", 0)  # the latest stamp's second: lines come in bursts
 
 
 def updated_seconds(ts: str) -> int:
@@ -175,17 +175,19 @@ def updated_seconds(ts: str) -> int:
     (``YYYY-MM-DDTHH:MM:SS.mmmZ``) take a cached minute and two slices; anything else is
     parsed in full (a stamp without a zone is taken as UTC).
     """
+    global _last_second
     if not ts:
         return 0
     if len(ts) == 24 and ts[16] == ":" and ts[19] == "." and ts[23] == "Z":
-        if ts[:19] == _last_second[0] and ts[20:23].isdigit():
-            return int(_last_second[1]) + (ts[20:23] != "000")
+        second, whole = _last_second
+        if ts[:19] == second and ts[20:23].isdigit():
+            return whole + (ts[20:23] != "000")
         minute = _minutes.get(ts[:16])
         if minute is None:
             minute = _parse_minute(ts[:16])
         if minute is not None and ts[17:19].isdigit() and ts[20:23].isdigit():
             whole = minute + int(ts[17:19])
-            _last_second[:] = [ts[:19], whole]
+            _last_second = (ts[:19], whole)
             return whole + (ts[20:23] != "000")
     return _parse_slowly(ts)
 
