@@ -3,18 +3,24 @@
 Every job the manifest lists is shown, not only those the ledger knows: a job never started is
 ``pending``. A succeeded job whose output files are gone is ``missing``. The manifest is the one
 the last run recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
+
+It reads the ledger as a resume does (``read_ledger``: the checkpoint, then the lines after it,
+into the compact fold), so the two cannot disagree, and streams: the manifest's jobs go by one
+at a time and ``--json`` prints each as it comes (``write_status``).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from pipeline.ledger import LEDGER_NAME, Damage, FoldedJob, read_ledger
+import orjson
+
+from pipeline.ledger import LEDGER_NAME, Damage, FoldedJob, JobRef, LedgerState, read_ledger
 from pipeline.models import Job, Status
 
 FAILED_SHOWN = 50
@@ -39,6 +45,15 @@ class JobStatus:
     error: dict[str, Any] | None = None
     attempts: int | None = None
     outputs: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "state": self.state,
+            "error": self.error,
+            "attempts": self.attempts,
+            "outputs": list(self.outputs),
+        }
 
 
 @dataclass
@@ -67,17 +82,64 @@ class FolderStatus:
             "not_in_manifest": self.not_in_manifest,
             "credits_spent": self.credits_spent,
             "corrupt_lines": self.damage.corrupt_lines,
-            "jobs": [
-                {
-                    "id": job.job_id,
-                    "state": job.state,
-                    "error": job.error,
-                    "attempts": job.attempts,
-                    "outputs": list(job.outputs),
-                }
-                for job in self.jobs
-            ],
+            "jobs": [job.as_json() for job in self.jobs],
         }
+
+
+def job_statuses(
+    out_dir: Path,
+    ledger: LedgerState,
+    manifest_jobs: Iterable[Job] | None = None,
+    missing: Callable[[tuple[str, ...]], bool] | None = None,
+    tally: StatusTally | None = None,
+) -> Iterator[JobStatus]:
+    """Every manifest job's status (or every ledger job's when ``manifest_jobs`` is None), one
+    at a time, in the manifest's order: nothing is held but the ledger's compact fold.
+
+    ``missing``: whether a succeeded job's outputs are gone; default: not all files in OUT (a
+    bucket run's state folder passes ``pipeline.outputs.BucketListing(out).missing``).
+    ``tally`` counts what went by (``not_in_manifest`` once the stream is exhausted)."""
+    if missing is None:
+
+        def missing(outputs: tuple[str, ...]) -> bool:
+            return outputs_missing(out_dir, outputs)
+
+    tally = tally if tally is not None else StatusTally()
+    if manifest_jobs is None:
+        for job in ledger.jobs.refs():
+            yield tally.add(_job_status(job, missing))
+        return
+    table = ledger.table
+    listed = bytearray(len(table))  # a manifest listing an id twice shows it once
+    for item in manifest_jobs:
+        number = table.find(item.id)
+        if number < 0:
+            yield tally.add(JobStatus(item.id, PENDING))
+        elif not listed[number]:
+            listed[number] = 1
+            yield tally.add(_job_status(JobRef(table, number), missing))
+    tally.not_in_manifest = len(listed) - sum(listed)
+
+
+@dataclass
+class StatusTally:
+    """What ``pipeline status`` prints after the jobs: counts, the first failed jobs."""
+
+    states: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    failed: list[JobStatus] = field(default_factory=list)  # the first FAILED_SHOWN
+    not_in_manifest: int = 0
+
+    def add(self, job: JobStatus) -> JobStatus:
+        self.states[job.state] += 1
+        self.total += 1
+        if job.state == "failed" and len(self.failed) < FAILED_SHOWN:
+            self.failed.append(job)
+        return job
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.total > 0 and self.states["succeeded"] == self.total
 
 
 def read_status(
@@ -86,30 +148,59 @@ def read_status(
     manifest: str | None = None,
     missing: Callable[[tuple[str, ...]], bool] | None = None,
 ) -> FolderStatus:
-    """The state of every manifest job (or every ledger job when ``manifest_jobs`` is None).
-
-    ``missing``: whether a succeeded job's outputs are gone; default: not all files in OUT (a
-    bucket run's state folder passes ``pipeline.outputs.BucketListing(out).missing``)."""
-    if missing is None:
-
-        def missing(outputs: tuple[str, ...]) -> bool:
-            return outputs_missing(out_dir, outputs)
-
-    ledger = read_ledger(out_dir / LEDGER_NAME, detailed=True)
-    status = FolderStatus(out_dir, manifest, damage=ledger.damage)
+    """The state of every manifest job, held in one list (``write_status`` streams instead)."""
+    ledger = read_ledger(out_dir / LEDGER_NAME)
+    tally = StatusTally()
+    jobs = list(job_statuses(out_dir, ledger, manifest_jobs, missing, tally))
+    status = FolderStatus(out_dir, manifest, jobs, ledger.damage, tally.not_in_manifest)
     status.credits_spent = ledger.credits_spent
-    if manifest_jobs is None:
-        status.jobs = [_job_status(state, missing) for state in ledger.jobs.values()]
-        return status
-    listed: set[str] = set()
-    for job in manifest_jobs:
-        if job.id in listed:
-            continue
-        listed.add(job.id)
-        state = ledger.jobs.get(job.id)
-        status.jobs.append(_job_status(state, missing) if state else JobStatus(job.id, PENDING))
-    status.not_in_manifest = len(ledger.jobs.keys() - listed)
     return status
+
+
+def write_status(
+    out_dir: Path,
+    sink: TextIO,
+    manifest_jobs: Iterable[Job] | None = None,
+    manifest: str | None = None,
+    missing: Callable[[tuple[str, ...]], bool] | None = None,
+    *,
+    as_json: bool = False,
+) -> bool:
+    """``pipeline status``: print every job's state as it is folded; True if all succeeded.
+
+    The text form is the counts and the first failed jobs, held as they go by. The JSON form
+    streams ``jobs`` one object a line, then the counts (the keys of the whole-object form,
+    ``counts`` and the other totals after ``jobs``): a million-job folder's status holds no
+    list of its jobs."""
+    ledger = read_ledger(out_dir / LEDGER_NAME)
+    tally = StatusTally()
+    statuses = job_statuses(out_dir, ledger, manifest_jobs, missing, tally)
+    if not as_json:
+        for _ in statuses:
+            pass
+        sink.write(format_tally(tally, manifest, ledger.damage) + "\n")
+        return tally.all_succeeded
+    head = {"out": str(out_dir), "manifest": manifest}
+    sink.write("{\n" + "".join(f"  {_json(k)}: {_json(v)},\n" for k, v in head.items()))
+    sink.write('  "jobs": [')
+    separator = "\n    "
+    for job in statuses:
+        sink.write(separator + _json(job.as_json()))
+        separator = ",\n    "
+    sink.write("\n  ],\n" if separator != "\n    " else "],\n")
+    tail = {
+        "counts": dict(sorted(tally.states.items())),
+        "total": tally.total,
+        "not_in_manifest": tally.not_in_manifest,
+        "credits_spent": ledger.credits_spent,
+        "corrupt_lines": ledger.damage.corrupt_lines,
+    }
+    sink.write(",\n".join(f"  {_json(k)}: {_json(v)}" for k, v in tail.items()) + "\n}\n")
+    return tally.all_succeeded
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
@@ -144,9 +235,16 @@ def _job_status(state: FoldedJob, missing: Callable[[tuple[str, ...]], bool]) ->
 
 
 def format_status(status: FolderStatus) -> str:
-    states = status.states
-    total = len(status.jobs)
-    what = f"jobs of {status.manifest}" if status.manifest else "jobs in the ledger"
+    tally = StatusTally(not_in_manifest=status.not_in_manifest)
+    for job in status.jobs:
+        tally.add(job)
+    return format_tally(tally, status.manifest, status.damage)
+
+
+def format_tally(tally: StatusTally, manifest: str | None, damage: Damage) -> str:
+    states = tally.states
+    total = tally.total
+    what = f"jobs of {manifest}" if manifest else "jobs in the ledger"
     lines = [f"{total} {what}"]
     for state in (*STATE_ORDER, *sorted(set(states) - set(STATE_ORDER))):
         if states[state]:
@@ -159,18 +257,17 @@ def format_status(status: FolderStatus) -> str:
             f"  ({states[MISSING]} missing: succeeded, but output files are gone; a run fetches "
             "them again free while their stored results last, --redo-missing buys the rest)"
         )
-    if status.not_in_manifest:
-        lines.append(f"  ({status.not_in_manifest} more in the ledger, no longer in the manifest)")
-    if status.damage.corrupt_lines:
-        numbers = ", ".join(map(str, status.damage.corrupt_lines[:10]))
+    if tally.not_in_manifest:
+        lines.append(f"  ({tally.not_in_manifest} more in the ledger, no longer in the manifest)")
+    if damage.corrupt_lines:
+        numbers = ", ".join(map(str, damage.corrupt_lines[:10]))
         lines.append(f"unreadable ledger lines skipped: {numbers}")
-    failed = [job for job in status.jobs if job.state == "failed"]
-    if failed:
+    if tally.failed:
         lines.append("")
         lines.append(
             "failed jobs (transient ones run again by the next run; others need --retry-failed):"
         )
-        for job in failed[:FAILED_SHOWN]:
+        for job in tally.failed:
             error = job.error or {}
             http = f" HTTP {error['http_status']}" if error.get("http_status") else ""
             transient = " [transient]" if error.get("transient") else ""
@@ -179,6 +276,6 @@ def format_status(status: FolderStatus) -> str:
                 f"  {job.job_id}: {error.get('kind', '?')}{http}{transient}: "
                 f"{error.get('message', '')} (attempts: {attempts})"
             )
-        if len(failed) > FAILED_SHOWN:
-            lines.append(f"  ... and {len(failed) - FAILED_SHOWN} more")
+        if states["failed"] > len(tally.failed):
+            lines.append(f"  ... and {states['failed'] - len(tally.failed)} more")
     return "\n".join(lines)

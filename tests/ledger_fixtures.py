@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.ledger.compact import updated_seconds
+from pipeline.ledger.compact import updated_millis
 from pipeline.ledger.fold import FoldedJob
 
 JOB_FIELDS = (
@@ -39,7 +39,7 @@ def job_fields(job: FoldedJob) -> dict[str, Any]:
     fields = {name: getattr(job, name) for name in JOB_FIELDS}
     submitted = job.submitted
     fields["submitted"] = None if submitted is None else orjson.loads(_encoded(submitted))
-    fields["updated"] = updated_seconds(job.updated) or job.updated
+    fields["updated"] = updated_millis(job.updated) or job.updated
     return fields
 
 
@@ -62,6 +62,11 @@ class LedgerMaker:
         whole = int(self.clock)
         millis = int((self.clock - whole) * 1000)
         stamp = _iso(whole)
+        form = self.random.random()
+        if form < 0.05:
+            return f"{stamp}.{millis:03d}+00:00"  # another writer's form of the same moment
+        if form < 0.07:
+            return stamp  # no zone: kept as written
         return f"{stamp}.{millis:03d}Z"
 
     def line(self, job_id: str, status: str, key: str, **fields: Any) -> None:

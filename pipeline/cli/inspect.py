@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from pipeline.outputs import BUCKET_STATUS_HINT, BucketListing, recorded_bucket
 from pipeline.plan import prepare_file
 from pipeline.review.page import ManifestJob
 from pipeline.review.page import manifest_rows as page_rows
-from pipeline.status import format_status, read_status
+from pipeline.status import write_status
 from pipeline.summary import format_plan
 
 SUMMARY_NAME = "summary.json"
@@ -134,13 +135,9 @@ def command_status(args: argparse.Namespace) -> int:
     jobs, shown = _manifest_jobs(manifest_path)
     bucket = recorded_bucket(out_dir)  # a bucket run's state folder: its outputs are there
     missing = BucketListing(bucket).missing if bucket is not None else None
-    status = read_status(out_dir, jobs, shown, missing)
-    if args.json:
-        sys.stdout.write(orjson.dumps(status.as_json(), option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-    else:
-        print(format_status(status))
-    return ExitCode.OK if status.all_succeeded else ExitCode.FAILED
+    # Streamed: the manifest's jobs one at a time, the ledger's fold compact.
+    all_done = write_status(out_dir, sys.stdout, jobs, shown, missing, as_json=args.json)
+    return ExitCode.OK if all_done else ExitCode.FAILED
 
 
 def _recorded_manifest(out_dir: Path) -> Path | None:
@@ -154,8 +151,8 @@ def _recorded_manifest(out_dir: Path) -> Path | None:
     return Path(manifest) if isinstance(manifest, str) and manifest else None
 
 
-def _manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
-    """The manifest's jobs by id (no file is read but the manifest and its items)."""
+def _manifest_jobs(path: Path | None) -> tuple[Iterator[Job] | None, str | None]:
+    """The manifest's jobs, streamed (no file is read but the manifest and its items)."""
     if path is None:
         return None, None
     try:
@@ -165,7 +162,7 @@ def _manifest_jobs(path: Path | None) -> tuple[list[Job] | None, str | None]:
             f"warning: cannot read the manifest {path}; showing the ledger's jobs", file=sys.stderr
         )
         return None, None
-    jobs = [item for item in manifest.iter_jobs() if isinstance(item, Job)]
+    jobs = (item for item in manifest.iter_jobs() if isinstance(item, Job))
     return jobs, manifest.display_name
 
 
