@@ -68,7 +68,9 @@ async def finish_run(
         log.warning(warning)  # a bucket OUT: its ledger copy is behind the local one
     if args.metrics_file is not None:
         _write_metrics(context, states, summary, credits_all_runs, stats, code)
-    report_path = None if args.no_report or not sent else _write_report(out, context.manifest)
+    report_path = None
+    if sent and not args.no_report:
+        report_path = _write_report(out, context.manifest, plan.total)
     log_stop(log, code, summary)
     if args.notify:
         result = await notify(args.notify, payload_from_summary(summary))
@@ -114,8 +116,22 @@ def _write_metrics(
         )
 
 
-def _write_report(out_dir: Path, manifest: Manifest) -> Path | None:
+# The report a run writes by itself costs at most this many jobs' worth of time and memory;
+# a bigger folder's page is written (paged, in bounded memory) by `pipeline report`, or served
+# by `pipeline review`, when someone wants to look.
+AUTO_REPORT_MAX_JOBS = 100_000
+
+
+def _write_report(out_dir: Path, manifest: Manifest, jobs: int) -> Path | None:
     from pipeline.review.page import write_report
+
+    if jobs > AUTO_REPORT_MAX_JOBS:
+        print(
+            f"report: not written for {jobs:,} jobs (over {AUTO_REPORT_MAX_JOBS:,}): "
+            f"`pipeline report {out_dir}` writes it, `pipeline review {out_dir}` serves it",
+            file=sys.stderr,
+        )
+        return None
 
     rows = (
         (

@@ -9,7 +9,7 @@ from pipeline.review.decisions import (
     rejected_for,
     standing,
 )
-from pipeline.review.page import REPORT_NAME, build_payload, build_report, write_report
+from pipeline.review.page import REPORT_NAME, build_payload, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "Decision",
     "ThumbnailPrefetcher",
     "build_payload",
-    "build_report",
     "read_decisions",
     "record_decisions",
     "rejected_for",
