@@ -276,6 +276,7 @@
   // load the ones it is in, stop when it is full.
   async function render() {
     const mine = ++token;
+    document.body.dataset.busy = "1";  // until this page is drawn (tests wait on it)
     const from = state.page * PAGE_SIZE;
     const picked = [];
     let seen = 0;
@@ -287,7 +288,10 @@
       try {
         c = await chunk(n);
       } catch (error) {
-        if (mine === token) $("live-status").textContent = String(error.message || error);
+        if (mine === token) {
+          $("live-status").textContent = String(error.message || error);
+          delete document.body.dataset.busy;
+        }
         return;
       }
       if (mine !== token) return;
@@ -310,6 +314,7 @@
     for (const job of picked) batch.append(card(job));
     grid.replaceChildren(batch);
     showCounts();
+    delete document.body.dataset.busy;
     if (!complete) scanRest(mine);
   }
 
