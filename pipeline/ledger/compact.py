@@ -212,12 +212,20 @@ def _parse_slowly(ts: str) -> int:
     return millis if millis > 0 and moment.microsecond % 1000 == 0 else 0
 
 
+_last_text: tuple[int, str] = (-1, "")  # the latest second formatted: rows come in runs
+
+
 def millis_text(millis: int) -> str:
     """``updated_millis`` back to the ledger's form (``YYYY-MM-DDTHH:MM:SS.mmmZ``)."""
+    global _last_text
     if not millis:
         return ""
     whole, rest = divmod(millis, 1000)
-    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:03d}Z"
+    second, text = _last_text
+    if whole != second:
+        text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_text = (whole, text)
+    return f"{text}.{rest:03d}Z"
 
 
 # -- the columns ----------------------------------------------------------------------------------

@@ -27,7 +27,14 @@ import orjson
 from pipeline.ledger import Damage, JobRef, JobState, LedgerState, read_ledger
 from pipeline.ledger.compact import STATUS_CODE, STATUSES
 from pipeline.ledger.fold import Cursor, apply, collector_paused, records_from
-from pipeline.ledger.schema import JobDetails, Retrying, Started, decode_line
+from pipeline.ledger.schema import (
+    JobDetails,
+    Retrying,
+    RetryingCore,
+    Started,
+    StartedCore,
+    decode_line,
+)
 from pipeline.models import ErrorInfo, Status
 
 SUMMARY_NAME = "summary.json"  # pipeline.stats writes it; not imported to keep the review read-only
@@ -488,12 +495,14 @@ class ReportFold:
 
 
 def read_report_fold(path: Path) -> ReportFold:
-    """The whole ledger, folded compactly for the page (see ``ReportFold``)."""
+    """The whole ledger, folded compactly for the page (see ``ReportFold``). Lines are decoded
+    as resume decodes them (details skipped: a row reads its job's from the started line); a
+    ``retrying`` line is read again whole for its reason."""
     fold = ReportFold(path)
     state, started_at, retries = fold.state, fold.started_at, fold.retries
     cursor = Cursor()
-    with collector_paused():
-        for offset, record in records_from(path, state.damage, cursor, detailed=True):
+    with collector_paused(), path.open("rb") as again:
+        for offset, record in records_from(path, state.damage, cursor):
             if record.ts:
                 fold.first_ts = fold.first_ts or record.ts
                 fold.last_ts = record.ts
@@ -504,12 +513,13 @@ def read_report_fold(path: Path) -> ReportFold:
             if number >= len(started_at):
                 started_at.append(0)
             kind = type(record)
-            if kind is Started:
+            if kind is StartedCore:
                 retries.pop(number, None)
-                if record.job is not None:  # type: ignore[union-attr]
-                    started_at[number] = offset + 1
-            elif kind is Retrying:
-                reason = record.error.kind  # type: ignore[union-attr]
+                started_at[number] = offset + 1
+            elif kind is RetryingCore:
+                again.seek(offset)
+                whole = decode_line(again.readline())
+                reason = whole.error.kind if isinstance(whole, Retrying) else "unknown"
                 retries.setdefault(number, Counter())[reason] += 1
                 fold.retry_reasons[reason] += 1
     state.offset, state.lines = cursor.offset, cursor.lines
