@@ -1,0 +1,178 @@
+"""Reports and status at scale: written streaming, in bounded memory, agreeing with resume.
+
+The figures at a million jobs are the benchmark's (``bench/scenarios/report.py``); here the same
+properties on small folders: memory grows with the compact fold only (not with a row per job),
+chunks replace the previous build's only once the new page is in place, the run's automatic
+report stops at a fixed size, ``status`` streams valid JSON, and resume (with or without its
+checkpoint), ``status``, the page and the detailed fold agree on every job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.ledger import LEDGER_NAME, read_ledger, write_checkpoint
+from pipeline.ledger.reader import read_state
+from pipeline.review import page as report_page
+from pipeline.review.page import DATA_DIR, REPORT_NAME, build_payload, write_report
+from pipeline.review.view import read_report_fold
+from pipeline.status import read_status, write_status
+from tests.ledger_fixtures import random_ledger
+
+CHUNK_ROWS = 250
+# What a job may cost the report's build beyond a fixed base: the compact fold (~100 bytes),
+# where its started line is (8), its place on the page (4), with room to spare; a row per job
+# held until the end (as before: ~2.5 KB) would be ten times this.
+REPORT_BYTES_PER_JOB = 250
+
+
+def synthetic_run(out: Path, jobs: int) -> Path:
+    """``jobs`` jobs over one source: succeeded, one in 50 failed, their lines only."""
+    out.mkdir(parents=True)
+    lines = []
+    for number in range(jobs):
+        job_id, key = f"sku-{number:06d}", f"{number:064x}"
+        second, millis = divmod(number, 1000)
+        ts = f"2026-12-01T10:{second // 60 % 60:02d}:{second % 60:02d}.{millis:03d}Z"
+        details = {"feature": "IMAGE_INPAINTER", "image": "/nowhere/src.png",
+                   "parameters": {"prompt": f"studio shot {number}", "n": 1}}  # fmt: skip
+        lines.append({"ts": ts, "job_id": job_id, "status": "started", "key": key,
+                      "job": details})  # fmt: skip
+        if number % 50 == 3:
+            error = {"kind": "bad_request", "message": "no", "http_status": 400}
+            lines.append({"ts": ts, "job_id": job_id, "status": "failed", "key": key,
+                          "error": error, "attempts": 1})  # fmt: skip
+        else:
+            lines.append({"ts": ts, "job_id": job_id, "status": "succeeded", "key": key,
+                          "outputs": [f"{job_id}/0.png"], "attempts": 1, "credits": 6})  # fmt: skip
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return out
+
+
+def peak_of(work: Any) -> int:
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_page, "CHUNK_ROWS", CHUNK_ROWS)
+
+
+def test_the_report_holds_the_fold_not_the_rows(tmp_path: Path, small_chunks: None) -> None:
+    small, big = 500, 2500
+    runs = {jobs: synthetic_run(tmp_path / f"run-{jobs}", jobs) for jobs in (small, big)}
+    peaks = {jobs: peak_of(lambda out=out: write_report(out)) for jobs, out in runs.items()}
+    per_job = (peaks[big] - peaks[small]) / (big - small)
+    assert per_job < REPORT_BYTES_PER_JOB, f"{per_job:.0f} bytes a job"
+    chunks = list((runs[big] / DATA_DIR).glob("*/*.js"))
+    assert len(chunks) == big // CHUNK_ROWS  # written as they filled
+    payload, _ = build_payload(runs[big])
+    assert len(payload["jobs"]) == big and payload["header"]["states"]["failed"] == big // 50
+
+
+def test_a_new_build_replaces_the_old_chunks_only_once_its_page_is_in_place(
+    tmp_path: Path, small_chunks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = synthetic_run(tmp_path / "out", 600)
+    write_report(out)
+    (first,) = (out / DATA_DIR).iterdir()
+    page = (out / REPORT_NAME).read_text()
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(report_page, "render_page", broken)
+        with pytest.raises(OSError):
+            write_report(out)
+    assert [p.name for p in (out / DATA_DIR).iterdir()] == [first.name]  # the new one gone
+    assert (out / REPORT_NAME).read_text() == page  # the old page, whole, with its chunks
+    write_report(out)
+    (second,) = (out / DATA_DIR).iterdir()
+    assert second.name != first.name and second.name in (out / REPORT_NAME).read_text()
+
+
+def test_the_runs_own_report_stops_at_a_fixed_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import run_outputs
+    from pipeline.manifest import load_manifest
+    from tests.fixtures_images import demo_inputs, write_manifest
+
+    demo_inputs(tmp_path)
+    job = {"id": "one", "type": "background", "image": "images/item.png", "prompt": "p"}
+    manifest = load_manifest(write_manifest(tmp_path, {"jobs": [job]}))
+    out = synthetic_run(tmp_path / "out", 10)
+    limit = run_outputs.AUTO_REPORT_MAX_JOBS
+    assert run_outputs._write_report(out, manifest, limit + 1) is None
+    assert not (out / REPORT_NAME).exists()
+    said = capsys.readouterr().err
+    assert f"pipeline report {out}" in said and f"{limit + 1:,} jobs" in said
+    assert run_outputs._write_report(out, manifest, limit) == out / REPORT_NAME
+
+
+def test_status_json_streams_one_job_a_line_and_parses_whole(tmp_path: Path) -> None:
+    out = synthetic_run(tmp_path / "out", 120)
+    sink = io.StringIO()
+    all_done = write_status(out, sink, missing=lambda outputs: False, as_json=True)
+    text = sink.getvalue()
+    report = json.loads(text)
+    assert not all_done
+    assert set(report) == {
+        "out", "manifest", "jobs", "counts", "total", "not_in_manifest", "credits_spent",
+        "corrupt_lines",
+    }  # fmt: skip
+    assert report["total"] == 120 and report["counts"] == {"failed": 3, "succeeded": 117}
+    assert sum(line.startswith('    {"id":') for line in text.splitlines()) == 120
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / LEDGER_NAME).write_bytes(b"")
+    sink = io.StringIO()
+    write_status(empty, sink, as_json=True)
+    assert json.loads(sink.getvalue())["jobs"] == []
+
+
+def test_status_holds_the_fold_not_a_list_of_jobs(tmp_path: Path) -> None:
+    small, big = 500, 2500
+    runs = {jobs: synthetic_run(tmp_path / f"run-{jobs}", jobs) for jobs in (small, big)}
+
+    def status(out: Path) -> None:
+        write_status(out, io.StringIO(), missing=lambda outputs: False, as_json=True)
+
+    peaks = {jobs: peak_of(lambda out=out: status(out)) for jobs, out in runs.items()}
+    assert (peaks[big] - peaks[small]) / (big - small) < 150  # the compact fold's columns
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resume_status_page_and_fold_agree_on_every_job(tmp_path: Path, seed: int) -> None:
+    ledger = tmp_path / LEDGER_NAME
+    random_ledger(ledger, seed, jobs=60)
+    detailed = read_ledger(ledger, detailed=True)
+    expected = {job_id: job.status.value for job_id, job in detailed.jobs.items()}
+    fresh = read_state(ledger, use_checkpoint=False)
+    write_checkpoint(read_state(ledger, use_checkpoint=False), ledger)
+    resumed = read_state(ledger)
+    assert resumed.checkpoint_note == "used"
+    for state in (fresh, resumed):
+        assert {job_id: state.jobs[job_id].status.value for job_id in state.jobs} == expected
+        resume = state.resume()
+        for job_id, job in detailed.jobs.items():
+            assert resume.status_of(job_id, job.key) is job.status
+    status = read_status(tmp_path, missing=lambda outputs: False)
+    assert {job.job_id: job.state for job in status.jobs} == expected
+    fold = read_report_fold(ledger)
+    views = {view.job_id: view.status for view in map(fold.view, fold.ranked())}
+    fold.close()
+    assert views == expected
