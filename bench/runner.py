@@ -27,6 +27,7 @@ from bench.scenarios import (
     ray_scale,
     remote_preflight,
     report,
+    resume,
     startup,
     throughput,
 )
@@ -41,6 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rate_control": rate_control.run,
     "memory": memory.run,
     "startup": startup.run,
+    "resume": resume.run,
     "imaging": imaging.run,
     "report": report.run,
     "async_rate": async_rate.run,

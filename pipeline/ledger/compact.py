@@ -296,7 +296,8 @@ class JobTable:
 
     def set_key(self, number: int, key: str) -> None:
         flags = self.flags[number] & ~KEY_FORM
-        self.key_text.pop(number, None)
+        if self.key_text:
+            self.key_text.pop(number, None)
         raw = _hex32(key) if key else None
         if raw is not None:
             start = number * KEY_BYTES
@@ -323,7 +324,8 @@ class JobTable:
 
     def set_uuid(self, number: int, value: str) -> None:
         flags = self.flags[number] & ~UUID_FORM
-        self.uuid_text.pop(number, None)
+        if self.uuid_text:
+            self.uuid_text.pop(number, None)
         form, raw = _uuid_form(value)
         if raw is not None:
             start = number * UUID_BYTES
@@ -349,7 +351,8 @@ class JobTable:
         return self.output_count[number]
 
     def set_outputs(self, number: int, outputs: tuple[str, ...]) -> None:
-        self.outputs_text.pop(number, None)
+        if self.outputs_text:
+            self.outputs_text.pop(number, None)
         flags = self.flags[number] & ~OUTPUTS_TEXT
         code = _derived(self.job_id(number), outputs) if outputs else 0
         if code is None:
@@ -369,7 +372,8 @@ class JobTable:
         return self.big.get(("attempts", number))
 
     def set_attempts(self, number: int, value: int | None) -> None:
-        self.big.pop(("attempts", number), None)
+        if self.big:
+            self.big.pop(("attempts", number), None)
         if value is not None and 0 <= value < NO_SMALL:
             self.attempts[number] = value
             return
@@ -384,7 +388,8 @@ class JobTable:
         return self.big.get(("credits", number))
 
     def set_credits(self, number: int, value: int | None) -> None:
-        self.big.pop(("credits", number), None)
+        if self.big:
+            self.big.pop(("credits", number), None)
         if value is not None and 0 <= value < NO_WORD:
             self.credits[number] = value
             return
@@ -404,7 +409,8 @@ class JobTable:
         millis = updated_millis(ts)
         if millis:  # the same moment: read back in the ledger's own form
             self.updated[number] = millis
-            self.updated_text.pop(number, None)
+            if self.updated_text:
+                self.updated_text.pop(number, None)
             return
         self.updated[number] = 0
         if ts:
@@ -438,7 +444,20 @@ def _hex32(key: str) -> bytes | None:
     return raw if raw.hex() == key else None  # upper case: kept as written
 
 
+_last_uuid: tuple[str, int, bytes | None] = ("", UUID_EMPTY, None)  # a record's lines come close
+
+
 def _uuid_form(value: str) -> tuple[int, bytes | None]:
+    global _last_uuid
+    last, form, raw = _last_uuid
+    if value == last:
+        return form, raw
+    form, raw = _parse_uuid(value)
+    _last_uuid = (value, form, raw)
+    return form, raw
+
+
+def _parse_uuid(value: str) -> tuple[int, bytes | None]:
     if not value:
         return UUID_EMPTY, None
     if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
@@ -543,7 +562,8 @@ class JobRef:
     @error.setter
     def error(self, value: ErrorInfo | None) -> None:
         if value is None:
-            self.table.errors.pop(self.number, None)
+            if self.table.errors:
+                self.table.errors.pop(self.number, None)
         else:
             self.table.errors[self.number] = value
 
