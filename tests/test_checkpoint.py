@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ledger import LEDGER_NAME, LedgerWriter, checkpoint_path, read_ledger
+from pipeline.ledger import LEDGER_NAME, LedgerWriter, Status, checkpoint_path, read_ledger
 from pipeline.ledger.checkpoint import MAGIC, load_checkpoint, write_checkpoint
 from pipeline.ledger.fold import DetailedLedger, LedgerState, ResumeState
 from pipeline.ledger.reader import read_state
@@ -289,3 +289,16 @@ def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:
     left.write_bytes(b"half")
     with LedgerWriter(ledger, state=read_state(ledger)):
         assert not left.exists()
+
+
+def test_an_id_no_utf8_can_hold_is_never_a_traceback(tmp_path: Path) -> None:
+    """A hand-edited line with a lone surrogate is damage (the JSON decoder refuses it), and
+    asking about such an id (from anywhere) finds nothing instead of raising."""
+    ledger = tmp_path / LEDGER_NAME
+    ledger.write_bytes(b'{"ts": "t", "job_id": "odd-\\ud800", "status": "started", "key": "k"}\n')
+    state = read_state(ledger)
+    assert state.damage.corrupt_lines == [1]
+    assert state.status_of("odd-\ud800", "k") is None
+    state.job_for("odd-\ud800", Status.STARTED, "k")
+    write_checkpoint(state, ledger)
+    assert "odd-\ud800" in read_state(ledger).jobs

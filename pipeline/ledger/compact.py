@@ -152,6 +152,15 @@ class ByteIndex:
             self._place(number, crc(blob[ends[number] : ends[number + 1]]))
 
 
+def as_bytes(text: str) -> bytes:
+    """UTF-8, lone surrogates included: a hand-edited ledger may hold any JSON string."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def as_text(raw: bytes | bytearray) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
 def table_size(count: int) -> int:
     """The power of two that keeps ``count`` entries under the load limit."""
     size = MIN_SLOTS
@@ -258,10 +267,10 @@ class JobTable:
         return len(self.status)
 
     def find(self, job_id: str) -> int:
-        return self.ids.find(job_id.encode())
+        return self.ids.find(as_bytes(job_id))
 
     def add(self, job_id: str, status: Status) -> int:
-        number = self.ids.add(job_id.encode())
+        number = self.ids.add(as_bytes(job_id))
         self.status.append(STATUS_CODE[status])
         self.flags.append(0)
         self.keys += bytes(KEY_BYTES)
@@ -274,7 +283,7 @@ class JobTable:
         return number
 
     def job_id(self, number: int) -> str:
-        return self.ids.raw(number).decode()
+        return as_text(self.ids.raw(number))
 
     # -- content key --------------------------------------------------------------------------
 
@@ -676,7 +685,7 @@ class AssetTable(MutableMapping[str, str]):
         if number in self.replaced:
             return self.replaced[number]
         ends = self.path_ends
-        return self.paths[ends[number] : ends[number + 1]].decode()
+        return as_text(self.paths[ends[number] : ends[number + 1]])
 
     def __setitem__(self, digest: str, path: str) -> None:
         raw = _hex32(digest)
@@ -687,13 +696,13 @@ class AssetTable(MutableMapping[str, str]):
         if number >= 0:
             self.forgotten.discard(number)
             ends = self.path_ends
-            if self.paths[ends[number] : ends[number + 1]].decode() == path:
+            if as_text(self.paths[ends[number] : ends[number + 1]]) == path:
                 self.replaced.pop(number, None)
             else:
                 self.replaced[number] = path
             return
         self.digests.add(raw)
-        self.paths += path.encode()
+        self.paths += as_bytes(path)
         end = len(self.paths)
         if end > WIDE_OFFSETS and self.path_ends.typecode == "I":
             self.path_ends = array("Q", self.path_ends)

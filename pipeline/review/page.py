@@ -37,7 +37,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pipeline.ledger import LEDGER_NAME, JobRef
-from pipeline.ledger.compact import ByteIndex
+from pipeline.ledger.compact import ByteIndex, as_bytes
 from pipeline.masks import MaskRecipe
 from pipeline.review.decisions import Decision, read_decisions, standing
 from pipeline.review.mask_view import recipe_from_text, recipe_label
@@ -369,7 +369,7 @@ class JobLocator:
         self.positions[number] = position
 
     def add_pending(self, job_id: str, feature: str, position: int) -> None:
-        self.pending.add(job_id.encode())
+        self.pending.add(as_bytes(job_id))
         self.pending_positions.append(position)
         self.pending_features.append(self._features.setdefault(feature, feature))
 
@@ -383,7 +383,7 @@ class JobLocator:
             feature = details.feature if details is not None else ""
             group = group_of(job.status.value)
             return self.positions[number], job.key or None, job.updated, group, feature
-        pending = self.pending.find(job_id.encode())
+        pending = self.pending.find(as_bytes(job_id))
         if pending < 0:
             return None
         return self.pending_positions[pending], None, "", PENDING, self.pending_features[pending]
@@ -394,7 +394,7 @@ class JobLocator:
         number = table.find(job_id)
         if number >= 0:
             return True, table.key(number) or None
-        return self.pending.find(job_id.encode()) >= 0, None
+        return self.pending.find(as_bytes(job_id)) >= 0, None
 
 
 @dataclass
