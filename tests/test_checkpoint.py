@@ -282,13 +282,13 @@ def test_resume_state_keeps_the_run_uploads_apart(tmp_path: Path) -> None:
     assert resume.asset_for("d") is None
 
 
-def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:
+def test_a_temporary_a_killed_run_left_is_replaced(tmp_path: Path) -> None:
     ledger = tmp_path / LEDGER_NAME
     random_ledger(ledger, 2, jobs=5)
-    left = tmp_path / ".ledger.checkpoint.dead.tmp"
+    left = tmp_path / ".ledger.checkpoint.tmp"
     left.write_bytes(b"half")
-    with LedgerWriter(ledger, state=read_state(ledger)):
-        assert not left.exists()
+    write_checkpoint(read_state(ledger, use_checkpoint=False), ledger)
+    assert not left.exists() and read_state(ledger).checkpoint_note == "used"
 
 
 def test_an_id_no_utf8_can_hold_is_never_a_traceback(tmp_path: Path) -> None:

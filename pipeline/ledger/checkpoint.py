@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import secrets
 import struct
 import sys
 import zlib
@@ -238,11 +237,16 @@ def snapshot(state: LedgerState, ledger: Path, *, copy: bool) -> Snapshot | None
 
 
 def write_snapshot(snap: Snapshot, ledger: Path) -> Path:
-    """Write the checkpoint whole: temporary file, fsync, rename, fsync of the folder."""
+    """Write the checkpoint whole: temporary file, fsync, rename, fsync of the folder.
+
+    The temporary has one fixed name, overwritten by the next write: a killed run's is
+    replaced, not hunted for (OUT holds a folder per job: a listing of a million names would
+    cost more memory than the checkpoint saves). Two writers at once (outside the run's lock)
+    could only interleave their bytes, which the CRC refuses."""
     path = checkpoint_path(ledger)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temp = path.with_name(f".{path.name}.tmp")
     try:
-        with temp.open("xb") as handle:
+        with temp.open("wb") as handle:
             crc = 0
             for piece in (MAGIC, _LENGTH.pack(len(snap.header)), snap.header, *snap.pieces):
                 handle.write(piece)
@@ -256,13 +260,6 @@ def write_snapshot(snap: Snapshot, ledger: Path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def remove_temporaries(ledger: Path) -> None:
-    """Temporary checkpoints a killed run left (the writer holds the folder's lock)."""
-    path = checkpoint_path(ledger)
-    for temp in path.parent.glob(f".{path.name}.*.tmp"):
-        temp.unlink(missing_ok=True)
 
 
 def write_checkpoint(state: LedgerState, ledger: Path) -> Path | None:

@@ -35,12 +35,7 @@ from pipeline.events import (
     JobSucceeded,
     RecordFinished,
 )
-from pipeline.ledger.checkpoint import (
-    remove_temporaries,
-    snapshot,
-    write_checkpoint,
-    write_snapshot,
-)
+from pipeline.ledger.checkpoint import snapshot, write_checkpoint, write_snapshot
 from pipeline.ledger.fold import AnyRecord, LedgerState, apply, fold_tail
 from pipeline.ledger.schema import (
     AssetRecord,
@@ -236,8 +231,6 @@ class Checkpoints:
         self.written_count = 0
         # Lines after the read (the torn tail the writer just closed, now a line) first.
         fold_tail(state, ledger)
-        with contextlib.suppress(OSError):
-            remove_temporaries(ledger)
         state.folding_run = True
         self._saved_offset, self._saved_lines = state.checkpoint_offset, state.checkpoint_lines
         self._pool: ThreadPoolExecutor | None = None
