@@ -176,3 +176,27 @@ def test_resume_status_page_and_fold_agree_on_every_job(tmp_path: Path, seed: in
     views = {view.job_id: view.status for view in map(fold.view, fold.ranked())}
     fold.close()
     assert views == expected
+
+
+def test_a_thumbnail_budget_defers_the_rest_to_a_later_report(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lines = []
+    for number in range(6):
+        source = tmp_path / f"src-{number}.png"
+        Image.new("RGB", (40, 30), (number * 40, 90, 90)).save(source)
+        details = {"feature": "BACKGROUND_REPLACER", "image": str(source),
+                   "parameters": {"prompt": "p"}}  # fmt: skip
+        lines.append({"ts": "2026-12-01T10:00:00.000Z", "job_id": f"j{number}",
+                      "status": "started", "key": "k", "job": details})  # fmt: skip
+    (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    write_report(out, thumbnail_budget=2)
+    (chunk,) = (out / DATA_DIR).glob("*/0.js")
+    text = chunk.read_text()
+    sources = json.loads(text[text.index(",") + 1 : text.rindex(")")])["sources"]
+    notes = [source.get("note") for source in sources]
+    assert len(list((out / ".thumbs").iterdir())) == 2 and notes.count("deferred") == 4
+    write_report(out)  # a report without a budget makes the rest
+    assert len(list((out / ".thumbs").iterdir())) == 6

@@ -218,8 +218,15 @@ class PageData:
         return [label, url_of(parts or []), None]
 
     def finish(self) -> None:
-        """After the thumbnails were made: failures become placeholders."""
+        """After the thumbnails were made: failures become placeholders, and so do those left
+        for a later build (over its budget)."""
+        deferred = self.thumbs.deferred
         for image in self.sources:
+            if deferred and image.get("thumb") in deferred:
+                image.pop("thumb", None)
+                image.pop("plain", None)
+                image["note"] = "deferred"
+                continue
             if image.get("thumb") and self.thumbs.url(image["thumb"]) is None:
                 plain = image.pop("plain", None)
                 if plain and self.thumbs.url(plain):  # only the mask could not be drawn
@@ -428,11 +435,17 @@ class ReportIndex:
 class ReportBuilder:
     """One pass over the fold in the page's order, writing chunks as they fill."""
 
-    def __init__(self, out_dir: Path, sink: ChunkSink, make_thumbs: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        sink: ChunkSink,
+        make_thumbs: bool = True,
+        thumbnail_budget: int | None = None,
+    ) -> None:
         self.out_dir = out_dir
         self.sink = sink
         self.make_thumbs = make_thumbs
-        self.thumbs = Thumbnailer(out_dir, create=make_thumbs)
+        self.thumbs = Thumbnailer(out_dir, create=make_thumbs, budget=thumbnail_budget)
         self.data = PageData(out_dir, self.thumbs)
         self.chunks: list[ChunkMeta] = []
         self._rows: list[list[Any]] = []
@@ -523,12 +536,18 @@ def _tabled(rows: list[list[Any]]) -> tuple[list[list[Any]], dict[str, list[Any]
 # -- the static page ------------------------------------------------------------------------------
 
 
-def write_report(out_dir: Path, manifest_jobs: Iterable[ManifestJob] | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    manifest_jobs: Iterable[ManifestJob] | None = None,
+    thumbnail_budget: int | None = None,
+) -> Path:
     """Write ``OUT/report.html`` and its chunks (the page last: temp file, then rename); the
-    chunks of earlier builds are removed once the new page is in place."""
+    chunks of earlier builds are removed once the new page is in place. ``thumbnail_budget``:
+    at most this many thumbnails are made (the others show as deferred)."""
     chunks = StaticChunks(out_dir, secrets.token_hex(4))
     try:
-        index = ReportBuilder(out_dir, chunks).build(manifest_jobs)
+        builder = ReportBuilder(out_dir, chunks, thumbnail_budget=thumbnail_budget)
+        index = builder.build(manifest_jobs)
         data = {**index.with_decisions(read_decisions(out_dir)), "chunk_url": chunks.url()}
         title = f"{data['header']['title']} — run report"
         page = render_page(title, embed_json(data))

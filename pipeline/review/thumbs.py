@@ -172,11 +172,22 @@ class Thumbnailer:
     held in memory: a folder of a million photos' thumbnails would be two million names. The
     names this build shows (``wanted``, for ``prune``) are kept as their 12 bytes each."""
 
-    def __init__(self, out_dir: Path, create: bool = True, track: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        create: bool = True,
+        track: bool = True,
+        budget: int | None = None,
+    ) -> None:
         self.dir = out_dir / THUMBS_DIR
         if create:
             self.dir.mkdir(exist_ok=True)
         self.track = track  # keep the names asked for (a build prunes the others after)
+        # At most this many made by this build; the rest are ``deferred`` (a later one makes
+        # them): what bounds the time of the report a run writes by itself.
+        self.budget = budget
+        self.scheduled = 0
+        self.deferred: set[str] = set()
         self.wanted = ByteIndex()
         self.tasks: dict[str, ThumbTask] = {}  # by plain name
         self.by_name: dict[str, ThumbTask] = {}  # every name a task makes -> the task
@@ -214,7 +225,11 @@ class Thumbnailer:
         if (masked or plain) in self.by_name:
             return plain, masked  # asked for already: its task is queued or made
         missing = not self.exists(plain) or (masked is not None and not self.exists(masked))
+        if missing and self.budget is not None and self.scheduled >= self.budget:
+            self.deferred.add(masked or plain)
+            return plain, masked
         if missing:
+            self.scheduled += 1
             assert source.path is not None
             task = ThumbTask(
                 plain,

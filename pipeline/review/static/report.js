@@ -14,7 +14,8 @@
   const UNFINISHED = new Set(["started", "retrying", "submitted"]);
   const FEATURES = {IMAGE_INPAINTER: "inpaint", BACKGROUND_REPLACER: "background"};
   const NOTES = {missing: "file missing", unreadable: "cannot read image", url: "remote URL",
-    asset: "uploaded asset", none: "no image", pending: "not run yet"};
+    asset: "uploaded asset", none: "no image", pending: "not run yet",
+    deferred: "preview not made yet (pipeline report makes it)"};
   const PAGE_SIZE = 60;
   const CACHED_CHUNKS = 16;
   const BULK_CONFIRM = 10000;
