@@ -262,6 +262,7 @@ class JobTable:
         self.updated_text: dict[int, str] = {}  # a stamp that is no time at all, as written
         self.errors: dict[int, ErrorInfo] = {}
         self.pending: dict[int, Submitted] = {}  # a paid result not stored yet
+        self._last_stamp: tuple[str, int] = ("", 0)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -415,7 +416,11 @@ class JobTable:
     def set_updated(self, number: int, ts: str) -> None:
         """The latest line's stamp, as milliseconds; one that is no moment to the millisecond
         (no zone, finer, no time at all) is kept as written, beside the column."""
-        millis = updated_millis(ts)
+        if ts == self._last_stamp[0]:
+            millis = self._last_stamp[1]
+        else:
+            millis = updated_millis(ts)
+            self._last_stamp = (ts, millis)
         if millis:  # the same moment: read back in the ledger's own form
             self.updated[number] = millis
             if self.updated_text:

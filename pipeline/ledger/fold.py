@@ -136,15 +136,21 @@ class LedgerState:
         self.checkpoint_offset = 0  # where the checkpoint it was read from ended (0: none)
         self.checkpoint_lines = 0
         self.checkpoint_note = ""  # what became of the checkpoint (``reader.read_state``)
+        self._last: tuple[str, JobRef] | None = None
         self.tail_lines = 0  # ledger lines read after the checkpoint
 
     def job_for(self, job_id: str, status: Status, key: str) -> JobRef:
+        last = self._last
+        if last is not None and last[0] == job_id:
+            return last[1]  # the same job as the line before: a run writes its lines in bursts
         table = self.table
         number = table.find(job_id)
         if number < 0:
             number = table.add(job_id, status)
             table.set_key(number, key)
-        return JobRef(table, number)
+        job = JobRef(table, number)
+        self._last = (job_id, job)
+        return job
 
     def spend(self, credits: int) -> None:
         if self.folding_run:
