@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -40,9 +40,9 @@ from pipeline.models import ErrorInfo, Status
 SUMMARY_NAME = "summary.json"  # pipeline.stats writes it; not imported to keep the review read-only
 CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
-# Failed jobs first (they need attention), then unfinished ones, then the successes, then pending.
+# Failed jobs first (they need attention), then unfinished ones, then the successes (the
+# manifest's jobs not run yet come last, after the ledger's).
 STATUS_RANK = {"failed": 0, "started": 1, "retrying": 1, "submitted": 1, "succeeded": 2}
-PENDING_RANK = 3
 
 # -- the ledger, folded into one view per job ---------------------------------------------------
 
@@ -388,10 +388,6 @@ def header_data(out_dir: Path, view: RunRecord, summary: dict[str, Any] | None) 
     data["unfinished"] = sum(facts.states[s] for s in UNFINISHED)
     data["chart"] = view.chart(facts.chart_since)
     return data
-
-
-def ordered(jobs: Iterable[JobView]) -> list[JobView]:
-    return sorted(jobs, key=lambda job: (STATUS_RANK.get(job.status, 1), job.order))
 
 
 # -- the compact fold, for the report at any size -------------------------------------------------
