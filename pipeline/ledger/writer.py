@@ -272,6 +272,8 @@ class Checkpoints:
             write(*args)
         except OSError as exc:
             self.failure = f"cannot write the checkpoint: {exc.strerror or exc}"
+        except Exception as exc:  # derived data: no fault in it may stop a paid run
+            self.failure = f"cannot write the checkpoint: {type(exc).__name__}: {exc}"
         else:
             self.written_count += 1
 
