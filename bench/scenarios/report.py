@@ -153,7 +153,7 @@ def _open_times(out: Path, runs: int) -> tuple[list[float], list[float], dict[st
     names = ("a feature filter drawn", "the next page drawn", "a status filter drawn",
              "a search through every job, counted")  # fmt: skip
     actions: dict[str, list[float]] = {name: [] for name in names}
-    with launched() as browser, served(out) as url:
+    with launched() as browser, served(out, start_timeout=WRITE_TIMEOUT) as url:
         for _ in range(runs):
             for target, times in (((out / "report.html").as_uri(), static), (url, live)):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
