@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.manifest import load_manifest
 from pipeline.models import PlannedJob
-from pipeline.plan import scan
+from pipeline.plan.prepare import scan
 
 SIZE = (1024, 1024)  # an allowed output size, so results come back at the input's size
 # Noise of this many levels per channel keeps a 1024x1024 PNG at about 2 MB whatever zlib does.

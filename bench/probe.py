@@ -10,26 +10,40 @@ and appends JSON lines to the file named by ``$BENCH_EVENTS``:
 - ``first_feature``: the first feature call is about to be sent;
 - ``end``: ``main`` returned (with its exit code).
 
+With ``$BENCH_NO_CHECKS=1`` the marketplace checks of stored results are skipped (the one
+change a hook makes to the work, so the ``checks`` scenario can measure them inside a run; a
+``protect`` job's result is still judged, on the pixels it was composited from).
+
 Each line has ``t`` (wall clock, comparable with the parent's), ``cpu`` (user + system seconds
-of this process so far) and ``maxrss_kb`` (peak resident memory so far). The hooks only
-note the time and call the original; they change nothing the pipeline does.
+of this process so far), ``maxrss_kb`` (peak resident memory so far) and the I/O counters
+``rchar`` / ``read_bytes`` (``readings.io_counters``). The hooks only note the time and call
+the original; they change nothing the pipeline does.
+
+With ``$BENCH_OPENS_UNDER`` set to a folder, an audit hook (PEP 578) also counts every
+``open()`` of a file under it, whoever opens it; the ``end`` line then has ``opens`` (how
+many) and ``opened_bytes`` (the sizes of the files opened, once per open).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pipeline.cli
-import pipeline.cli.run as run_module
+import pipeline.runner.start as run_module
 from bench.readings import EVENTS_ENV, Events
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
 from pipeline.scheduler import Scheduler
+from pipeline.store.local import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+NO_CHECKS_ENV = "BENCH_NO_CHECKS"
+OPENS_ENV = "BENCH_OPENS_UNDER"
 
 
 def _noting(events: Events, name: str, method: F) -> F:
@@ -53,9 +67,15 @@ def _timing(events: Events, name: str, function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def without_checks() -> None:
+    """``$BENCH_NO_CHECKS=1``: results are stored unjudged, so a scenario can run the same
+    catalog with and without the marketplace checks and bill them their difference."""
+    Store.check_marketplace = lambda self, temp: None  # type: ignore[method-assign]
+
+
 def install_hooks(events: Events) -> None:
     """Note the moments the scenarios time; each hook calls the original and nothing else."""
-    # ``pipeline.cli.run`` imported these names, so they are replaced where it looks them up.
+    # ``pipeline.runner.start`` imported these names, so they are replaced where it looks them up.
     # ``prepare`` runs the whole first pass (preflight) before it returns the second.
     run_module.read_ledger = _timing(events, "ledger_read", run_module.read_ledger)
     run_module.prepare = _timing(events, "preflight", run_module.prepare)
@@ -65,15 +85,45 @@ def install_hooks(events: Events) -> None:
     )
 
 
+def count_opens(folder: str) -> Counter[str]:
+    """Every ``open()`` of a file under ``folder`` from now on, counted by path."""
+    prefix = os.path.join(os.path.realpath(folder), "")
+    opened: Counter[str] = Counter()
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str | bytes) and args[0]:
+            path = os.fsdecode(args[0])
+            if path.startswith(prefix) or os.path.abspath(path).startswith(prefix):
+                opened[path] += 1
+
+    sys.addaudithook(hook)
+    return opened
+
+
+def _opened_bytes(opened: Counter[str]) -> int:
+    total = 0
+    for path, times in opened.items():
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path) * times
+    return total
+
+
 def main(argv: list[str]) -> int:
     events = Events(os.environ.get(EVENTS_ENV))
     install_hooks(events)
+    if os.environ.get(NO_CHECKS_ENV) == "1":
+        without_checks()
+    under = os.environ.get(OPENS_ENV)
+    opened = count_opens(under) if under else None
     events.note("ready")
     code = 130
     try:
         code = pipeline.cli.main(argv)
     finally:
-        events.note("end", code=code)
+        extra: dict[str, Any] = {"code": code}
+        if opened is not None:
+            extra |= {"opens": sum(opened.values()), "opened_bytes": _opened_bytes(opened)}
+        events.note("end", **extra)
     return code
 
 

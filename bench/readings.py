@@ -27,6 +27,21 @@ def peak_rss_kb(usage: resource.struct_rusage) -> int:
     return usage.ru_maxrss  # not Linux: the best there is
 
 
+def io_counters() -> dict[str, int]:
+    """This process's ``rchar`` (bytes its read calls returned, from files, sockets and the page
+    cache alike) and ``read_bytes`` (bytes fetched from storage for it), from /proc/self/io."""
+    counters: dict[str, int] = {}
+    try:
+        with open("/proc/self/io", "rb") as io_file:
+            for line in io_file:
+                name, _, value = line.partition(b":")
+                if name in (b"rchar", b"read_bytes"):
+                    counters[name.decode()] = int(value)
+    except OSError:
+        pass  # not Linux: no reading
+    return counters
+
+
 class Events:
     """Appends readings to a file (or nothing when no file is named)."""
 
@@ -46,6 +61,7 @@ class Events:
             "cpu": usage.ru_utime + usage.ru_stime,
             "user": usage.ru_utime,
             "maxrss_kb": peak_rss_kb(usage),
+            **io_counters(),
             **extra,
         }
         with open(self._path, "ab") as sink:

@@ -19,6 +19,8 @@ from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
     async_rate,
+    checks,
+    distinct_inputs,
     imaging,
     memory,
     overhead,
@@ -37,6 +39,7 @@ Scenario = Callable[[bool], ScenarioResult]
 SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
     "remote_preflight": remote_preflight.run,
+    "distinct_inputs": distinct_inputs.run,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,
@@ -44,6 +47,7 @@ SCENARIOS: dict[str, Scenario] = {
     "startup": startup.run,
     "resume": resume.run,
     "imaging": imaging.run,
+    "checks": checks.run,
     "report": report.run,
     "async_rate": async_rate.run,
     "ray_scale": ray_scale.run,

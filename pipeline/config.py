@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
+
+from pipeline.errors import ConfigError
 
 API_BASE = "https://api.1min.ai"
 ASSET_BASE = "https://asset.1min.ai"
@@ -58,6 +61,18 @@ MIN_RPM = 1.0
 CORRELATED_429S = 3
 SHARE_WINDOW = 20
 SHARE_LIMIT = 0.10
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL with a host (one line), or None. The one check of the
+    base URLs, ``--notify`` and ``doctor``: ``127.0.0.1:8765`` without a scheme is refused."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL; write it as http://HOST:PORT or https://HOST"
+    return None
 
 
 @dataclass(frozen=True)
@@ -115,10 +130,6 @@ class Settings:
     max_credits: float | None = None  # this run's spend, counted from calls sent
     max_total_credits: float | None = None  # the output folder's spend over all runs
     submit: SubmitMode = "sync"  # "async": send "async": true, poll every record
-
-
-class ConfigError(ValueError):
-    """A settings file or value that cannot be used; the message names the key."""
 
 
 _GROUPS: dict[str, type] = {

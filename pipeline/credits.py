@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.models import QUALITIES, Feature, Job
 
 PACKAGE_TABLE = "credits.yaml"

@@ -1,4 +1,10 @@
-"""fsync off the event loop, in batches: the ledger file and the folders outputs were renamed in.
+"""Files written whole (``atomic_write``), and fsyncs off the event loop, in batches.
+
+Every file this tool writes whole (summaries, the report, thumbnails, marked or composited
+results, cached inputs) goes through ``atomic_file``: a temporary name beside the target, then
+one rename, so a reader (or a run after a crash) sees the old file or the new one, never half.
+
+The ledger file and the folders outputs were renamed in are fsynced in batches by ``Syncer``.
 
 A rename is whole at once for every later reader, and a line flushed to the ledger survives a
 killed process: the kernel has both. What an fsync adds is survival of a power loss or an OS
@@ -14,10 +20,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 SYNC_INTERVAL = 1.0
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path, *, sync: bool = False, temp_name: str | None = None
+) -> Iterator[BinaryIO]:
+    """A binary handle whose bytes land at ``path`` whole, or not at all.
+
+    Written under a temporary name in the same folder (``temp_name``, or ``.<name>.<random>.tmp``;
+    mode from the umask, like any file), then renamed over ``path``; the temporary is removed if
+    the writer fails. ``sync``: fsync the file before the rename and the folder after it (power
+    loss), for files whose loss would cost more than a re-run's rewrite.
+    """
+    temp = path.with_name(temp_name or f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with temp.open("xb") as handle:
+            yield handle
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def atomic_write(
+    path: Path,
+    data: bytes | Iterable[bytes | memoryview],
+    *,
+    sync: bool = False,
+    temp_name: str | None = None,
+) -> int:
+    """Write ``data`` (bytes, or pieces of it) to ``path`` whole (``atomic_file``); its size."""
+    with atomic_file(path, sync=sync, temp_name=temp_name) as handle:
+        if isinstance(data, bytes | bytearray | memoryview):
+            handle.write(data)
+        else:
+            handle.writelines(data)
+        return handle.tell()
 
 
 def fsync_dir(folder: Path | str) -> None:

@@ -1,14 +1,19 @@
 """One exception tree for the whole pipeline.
 
     PipelineError
+    ├── UsageError               a command or option that cannot work; nothing was sent (exit 2)
+    │   ├── ConfigError          a settings file or value that cannot be used
+    │   └── LogFileError         `--log-file` cannot be opened
     ├── ManifestError            bad manifest or inputs; carries every Problem found (exit 2)
+    │   └── PlanRefused          preflight found problems: carries the plan's summary
     ├── LockError                another run holds the output folder (exit 75)
     ├── StoreError               the output folder cannot be written (disk full, permissions)
     ├── MaskError                a mask recipe cannot be drawn for this image
     ├── ProvenanceError          a result is not a PNG, JPEG or WebP the XMP writer knows
-    ├── ExportError              `pipeline export` cannot start or write
+    ├── ImageCheckError          a delivered image cannot be read for the marketplace checks
+    ├── ExportError              `pipeline export` cannot start (exit 2) or write
+    │   └── DestinationError     DEST cannot be written (exit 1)
     ├── ObjectStoreError         an object store cannot be used (missing extra, failed put)
-    ├── LogFileError             `--log-file` cannot be opened
     └── ApiError                 anything the remote API (or the way to it) did
         ├── TransientError       retry with backoff: the same request may well succeed later
         │   ├── RateLimited      429 (flow control: does not use up a job's attempts)
@@ -32,6 +37,7 @@
                 └── TotalBudgetReached  --max-total-credits (all runs of the folder)
 
 Every class has a stable ``kind`` string: it is what the ledger and the summary record.
+What a command exits with is ``ExitCode``, the one table of exit codes (``docs/cli.md``).
 HTTP statuses are mapped to this tree in exactly one place, ``client.error_for_status``.
 Why a run stopped is a ``StopReason``; its values are what the ledger and the summary show (the
 circuit breaker's ``api_unreachable`` / ``input_host_unreachable`` are reasons, not errors: no
@@ -41,11 +47,36 @@ request failed in a new way, several jobs in a row ran out of retries).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    """What every command exits with; the Python API's results carry the same numbers."""
+
+    OK = 0  # every job succeeded or was already done
+    FAILED = 1  # the run finished and failed jobs remain in the manifest (new or earlier)
+    USAGE = 2  # usage, manifest or preflight error: nothing was sent
+    STOPPED = 3  # stopped: key rejected, out of credits, a budget reached, API unreachable
+    TEMPFAIL = 75  # EX_TEMPFAIL: another run holds the output folder; try again later
+    INTERRUPTED = 130  # SIGINT/SIGTERM, after the jobs in flight settled
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout was closed early (`| head`); said nowhere
 
 
 class PipelineError(Exception):
     kind = "pipeline"
+
+
+class UsageError(PipelineError):
+    """A command or option that cannot work as given; ``str()`` is what to print (exit 2)."""
+
+    kind = "usage"
+
+
+class ConfigError(UsageError):
+    """A settings file or value that cannot be used; the message names the key."""
+
+    kind = "config"
 
 
 class Severity(StrEnum):
@@ -93,6 +124,15 @@ class ManifestError(PipelineError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class PlanRefused(ManifestError):
+    """Preflight found problems: nothing was sent. ``summary`` is the plan's
+    (``plan.summary.PlanSummary``: counts, problems, warnings) for the full report."""
+
+    def __init__(self, summary: Any) -> None:
+        super().__init__(list(summary.problems))
+        self.summary = summary
 
 
 class LockError(PipelineError):
@@ -242,13 +282,23 @@ class ProvenanceError(PipelineError):
     kind = "provenance"
 
 
+class ImageCheckError(PipelineError):
+    """A delivered image cannot be read for the marketplace checks (the message says why)."""
+
+    kind = "image_check"
+
+
 class ExportError(PipelineError):
     """The export cannot start (bad template, collisions, no ledger) or cannot write."""
+
+
+class DestinationError(ExportError):
+    """DEST cannot be written (a file where a folder should be, permissions, credentials)."""
 
 
 class ObjectStoreError(PipelineError):
     """An object store cannot be used (missing extra, refused put, size mismatch)."""
 
 
-class LogFileError(PipelineError):
+class LogFileError(UsageError):
     """The log file cannot be opened; `str()` is one line for the CLI to print."""

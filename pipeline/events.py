@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.models import Asset, ErrorInfo, FeatureResult, PlannedJob
+
+if TYPE_CHECKING:
+    from pipeline.images.checks import ImageChecks
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class JobSucceeded:
     timings: dict[str, float] = field(default_factory=dict)
     superseded: tuple[str, ...] = ()
     bytes_written: int = 0
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of each output, or none
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,29 @@ class JobFailed:
     key: str
     error: ErrorInfo
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsRefetched:
+    """A done job's lost outputs were fetched again from its stored record: free, no feature
+    call. The job stays succeeded, with these outputs."""
+
+    job_id: str
+    key: str
+    outputs: tuple[str, ...]
+    uuid: str
+    superseded: tuple[str, ...] = ()
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of each output, or none
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLost:
+    """A done job's lost outputs cannot be fetched again (the stored record no longer serves):
+    later runs do not ask again; ``--redo-missing`` buys it."""
+
+    job_id: str
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +151,8 @@ Event = (
     | JobRetrying
     | JobSucceeded
     | JobFailed
+    | OutputsRefetched
+    | ResultLost
     | RunStopping
 )
 Listener = Callable[[Event], None]

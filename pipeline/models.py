@@ -7,8 +7,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pipeline.inputs.upload import Recipe
-    from pipeline.masks import MaskRecipe
+    from pipeline.images.masks import MaskRecipe
+    from pipeline.images.upload import Recipe
 
 MODEL = "gpt-image-1-mini"
 
@@ -73,6 +73,9 @@ class Job:
     # plain file mask. ``mask`` above is still the file of a file mask, modified or not.
     mask_recipe: MaskRecipe | None = None
     protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
+    # The product the job belongs to (its images are exported and reviewed together); None: the
+    # job is a product of its own. Not part of the content key: regrouping re-buys nothing.
+    group: str | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The promptObject fields other than the asset paths, as the API takes them."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.client import SinkFactory
+from pipeline.api.client import SinkFactory
 from pipeline.errors import ApiError, RecordFailed, RecordUnknown
 from pipeline.models import Asset, FeatureResult, Job
 

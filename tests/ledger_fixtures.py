@@ -3,8 +3,9 @@
 ``random_ledger(seed, jobs)`` writes the lines a run writes, in the shapes the pipeline and
 older versions of it left: sha256 keys and short ones, canonical and odd uuids, outputs named by
 the store's rule and otherwise, float and huge credits, retries, failures, records still
-processing, re-fetches, gone results, content changes, uploads; and damage: a line that is not
-JSON, one that breaks the schema.
+processing, re-fetches, gone results, content changes, uploads, a job's product group, the
+marketplace checks of stored outputs (and lines older than them); and damage: a line that is
+not JSON, one that breaks the schema.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class LedgerMaker:
 
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
+        # Fields later versions added (group, checks) draw from their own stream: the ledgers'
+        # shapes stay those the seeds gave before.
+        self.extra = random.Random(seed + 1)
         self.clock = 1_780_000_000.0
         self.lines: list[bytes] = []
 
@@ -97,9 +101,10 @@ class LedgerMaker:
 
     def _run(self, job_id: str, key: str) -> list[tuple[str, str, dict[str, Any]]]:
         pick = self.random.random
-        steps: list[tuple[str, str, dict[str, Any]]] = [
-            ("started", key, {"job": {"feature": "IMAGE_INPAINTER", "image": "/i.png"}})
-        ]
+        details: dict[str, Any] = {"feature": "IMAGE_INPAINTER", "image": "/i.png"}
+        if self.extra.random() < 0.5:
+            details["group"] = f"product-{self.extra.randrange(50)}"
+        steps: list[tuple[str, str, dict[str, Any]]] = [("started", key, {"job": details})]
         if pick() < 0.3:
             digest = hashlib.sha256(str(self.random.randrange(20)).encode()).hexdigest()
             if pick() < 0.2:
@@ -130,12 +135,23 @@ class LedgerMaker:
             outputs = [f"elsewhere/{job_id}.{ext}"]
         attempts = self.random.choice((1, 2, 300))
         done = {"outputs": outputs, "attempts": attempts, "credits": credits, "uuid": uuid}
-        steps.append(("succeeded", key, done))
+        steps.append(("succeeded", key, {**done, **self.checks(len(outputs))}))
         if pick() < 0.1:
             steps.append(("result_gone", key, {"reason": "404"}))
         elif pick() < 0.1:
-            steps.append(("refetched", key, {"outputs": outputs, "uuid": uuid}))
+            refetched = {"outputs": outputs, "uuid": uuid, **self.checks(len(outputs))}
+            steps.append(("refetched", key, refetched))
         return steps
+
+    def checks(self, outputs: int) -> dict[str, Any]:
+        """A stored result's marketplace checks, one per output; none on an older line."""
+        if self.extra.random() < 0.3:
+            return {}
+        width = self.extra.choice((1024, 1536))
+        facts = {"width": width, "height": 1024, "file_bytes": 1000, "format": "png"}
+        amazon = [["border_not_white", "border not pure white"]] if width > 1024 else []
+        one = {"facts": {**facts, "mode": "RGB"}, "amazon": amazon}
+        return {"checks": [one] * outputs}
 
     def interleave(self, jobs: int, workers: int = 4) -> list[bytes]:
         queues = [self.job(f"job-{number:04d}") for number in range(jobs)]

@@ -92,7 +92,8 @@ async def test_job_fatal_failure_is_not_transient_and_breaks_the_streak(tmp_path
 
 
 def test_transient_flag_on_failed_events() -> None:
-    from pipeline.scheduler import _info, _systemic
+    from pipeline.scheduler import error_info as _info
+    from pipeline.scheduler import is_systemic as _systemic
 
     assert _systemic(ServerError("x", 500)) and _systemic(ConnectionLost("x"))
     assert not _systemic(BadRequest("x", 400))
@@ -220,7 +221,8 @@ def _url(i: int) -> object:
 
 
 def test_settings_for_breaker_and_total_budget() -> None:
-    from pipeline.config import ConfigError, RetrySettings, Settings, apply
+    from pipeline.config import RetrySettings, Settings, apply
+    from pipeline.errors import ConfigError
 
     assert RetrySettings().breaker_jobs == 5
     settings = apply(Settings(), {"max_total_credits": "50000", "retry": {"breaker_jobs": 3}})
@@ -233,7 +235,7 @@ def test_settings_for_breaker_and_total_budget() -> None:
 
 
 async def test_html_403_is_retried_and_the_job_succeeds(tmp_path: Path) -> None:
-    from pipeline.client import error_for_status
+    from pipeline.api.client import error_for_status
 
     client = FakeClient()
     page = error_for_status(403, "Just a moment...", json_body=False)
@@ -246,7 +248,7 @@ async def test_html_403_is_retried_and_the_job_succeeds(tmp_path: Path) -> None:
 
 
 async def test_json_403_about_the_key_stops_the_run(tmp_path: Path) -> None:
-    from pipeline.client import error_for_status
+    from pipeline.api.client import error_for_status
 
     client = FakeClient()
     client.fail("feature", error_for_status(403, "Invalid API key", json_body=True))

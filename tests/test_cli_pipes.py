@@ -30,7 +30,7 @@ def test_dry_run_and_status_into_head_end_without_a_traceback(tmp_path: Path) ->
     assert b"Traceback" not in dry.stderr and dry.stderr == b"", dry.stderr
     assert dry.stdout.startswith(b"Manifest 'e2e'")
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)  # the dry run kept its input cache in out/e2e
     lines = b"".join(
         b'{"ts":"t","job_id":"j%d","status":"started","key":"k"}\n' % i for i in range(20000)
     )
@@ -52,7 +52,8 @@ def test_report_into_a_read_only_folder_is_one_line(
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", str(out / "report.html"))
 
-    monkeypatch.setattr("pathlib.Path.write_text", refuse)  # root ignores chmod; refuse instead
+    # Root ignores chmod: refuse at the one seam every whole-file write goes through instead.
+    monkeypatch.setattr("pipeline.review.page.atomic_write", refuse)
     assert main(["report", str(out)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

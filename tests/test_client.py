@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
 from pipeline.config import Endpoints, Timeouts
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.errors import (

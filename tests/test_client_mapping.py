@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from pipeline.client import (
+from pipeline.api.client import (
     error_for_status,
     error_text,
     parse_feature,

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import Settings, load_settings
+from pipeline.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from pipeline.cli.doctor import run_doctor
 from pipeline.config import Endpoints, Timeouts
-from pipeline.doctor import run_doctor
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 
 KEY = "doctor-key-0123456789"

@@ -11,7 +11,7 @@ import pytest
 from pipeline.durability import Syncer
 from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.ledger.schema import Started
-from pipeline.store import Store
+from pipeline.store.local import Store
 
 
 def test_publish_and_records_are_fsynced_by_the_syncer_thread_not_the_caller(

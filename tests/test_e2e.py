@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.provenance import read_provenance
+from pipeline.images.provenance import read_provenance
 from tests.e2e_helpers import (
     Expected,
     assert_outputs_whole,

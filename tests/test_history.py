@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.history import (
+from pipeline.reporting.history import (
     SCHEMA,
     folder_summary,
     list_run_records,
@@ -14,7 +14,7 @@ from pipeline.history import (
     write_folder_summary,
     write_run_record,
 )
-from pipeline.stats import RunStats
+from pipeline.reporting.stats import RunStats
 
 
 def a_run(started_at: str, *, succeeded: int, exit_code: int = 0) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import BadResponse
-from pipeline.imagecheck import ResultStream, xmp_chunk
-from pipeline.provenance import add_provenance, read_provenance
+from pipeline.images.provenance import add_provenance, read_provenance
+from pipeline.store.verify import ResultStream, xmp_chunk
 
 TOOL = "onemin-pipeline test"
 

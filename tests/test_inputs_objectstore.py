@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.inputs import objectstore
+from pipeline.store import objects
 from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
 
 
@@ -22,13 +23,13 @@ def bucket(s3_server: str) -> str:  # noqa: F811
 def test_an_output_is_put_whole_and_verified_by_size(tmp_path: Path, bucket: str) -> None:
     local = tmp_path / "0.png"
     local.write_bytes(b"\x89PNG" + bytes(5000))
-    url = objectstore.output_url(bucket, "sku-1", 0, "png")
+    url = objects.output_url(bucket, "sku-1", 0, "png")
     assert url == f"{bucket}/sku-1/0.png"
-    assert not objectstore.exists(url)
-    assert objectstore.put_file(local, url) == 5004
-    assert objectstore.size_of(url) == 5004
+    assert not objects.exists(url)
+    assert objects.put_file(local, url) == 5004
+    assert objects.size_of(url) == 5004
     assert objectstore.fetch_bytes(url) == local.read_bytes()
-    assert list(objectstore.list_outputs(bucket, "sku-1")) == [(url, 5004)]
+    assert list(objects.list_outputs(bucket, "sku-1")) == [(url, 5004)]
 
 
 def test_a_second_put_of_the_same_file_sends_nothing(
@@ -36,21 +37,21 @@ def test_a_second_put_of_the_same_file_sends_nothing(
 ) -> None:
     local = tmp_path / "0.png"
     local.write_bytes(b"x" * 100)
-    url = objectstore.output_url(bucket, "a", 0, "png")
-    objectstore.put_file(local, url)
+    url = objects.output_url(bucket, "a", 0, "png")
+    objects.put_file(local, url)
     fs = objectstore.filesystem(url)
     puts: list[str] = []
     monkeypatch.setattr(type(fs), "put_file", lambda self, lpath, rpath, **kw: puts.append(rpath))
-    objectstore.put_file(local, url)
+    objects.put_file(local, url)
     assert puts == []
 
 
 def test_the_ledger_is_copied_to_out_and_replaced_as_it_grows(tmp_path: Path, bucket: str) -> None:
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text('{"job_id": "a"}\n')
-    url = objectstore.copy_ledger(ledger, bucket)
+    url = objects.copy_ledger(ledger, bucket)
     ledger.write_text('{"job_id": "a"}\n{"job_id": "b"}\n')
-    assert objectstore.copy_ledger(ledger, bucket) == url == f"{bucket}/ledger.jsonl"
+    assert objects.copy_ledger(ledger, bucket) == url == f"{bucket}/ledger.jsonl"
     assert objectstore.fetch_bytes(url) == ledger.read_bytes()
 
 

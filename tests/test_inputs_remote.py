@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.inputs.cache import InputCache
 from pipeline.inputs.fetch import FetchOptions, Prefetcher, prefetched
 from pipeline.models import Feature, InputRef, Job
-from pipeline.plan import Planner
+from pipeline.plan.prepare import Planner
 from pipeline.preflight import Preflight
 from tests.inputs_fixtures import ImageHost, image_host  # noqa: F401  (a fixture)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.inputs.upload import Recipe, prepare_upload, recipe_for_file
+from pipeline.images.upload import Recipe, prepare_upload, recipe_for_file
 from pipeline.models import Feature, InputRef, Job
 from pipeline.preflight import Preflight
 

@@ -8,12 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.ledger import LEDGER_NAME, Status, parse_record, read_ledger, to_dict
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import Status, parse_record, read_ledger, to_dict
 from pipeline.ledger.fold import apply
 from pipeline.ledger.schema import Failed, Submitted
 from pipeline.models import ErrorInfo
-from pipeline.plan import PlanOptions, Skip, skip_reason
-from pipeline.status import read_status
+from pipeline.plan.prepare import PlanOptions, Skip, skip_reason
+from pipeline.reporting.status import read_status
 
 ERROR = {"kind": "server_error", "message": "HTTP 503", "http_status": 503}
 

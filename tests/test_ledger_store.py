@@ -13,7 +13,8 @@ from pipeline.errors import BadResponse, LockError, StoreError
 from pipeline.events import FeatureSubmitted, JobFailed, JobRetrying, JobSucceeded
 from pipeline.ledger import LedgerWriter, OutputLock, read_ledger
 from pipeline.models import ErrorInfo, FeatureResult
-from pipeline.store import Store, check_image
+from pipeline.store.local import Store
+from pipeline.store.verify import check_image
 
 RESULT = FeatureResult("u1", ("r/0.png",), "http://x/r/0.png", 5, 10)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from pipeline import masks
-from pipeline.masks import (
+from pipeline.images import masks
+from pipeline.images.masks import (
     AlphaSource,
     FileSource,
     MaskError,

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops
 
+from pipeline.images.masks import AlphaSource, FileSource, MaskRecipe, ShapeSource
+from pipeline.images.protect import fit_to
+from pipeline.images.provenance import read_provenance
 from pipeline.manifest import load_manifest
-from pipeline.masks import AlphaSource, FileSource, MaskRecipe, ShapeSource
 from pipeline.models import Job, PlannedJob
-from pipeline.plan import Planner, content_key, scan
+from pipeline.plan.prepare import Planner, content_key, scan
 from pipeline.preflight import Notice, Preflight
-from pipeline.protect import fit_to
-from pipeline.provenance import read_provenance
 from tests.e2e_helpers import run_cli
 from tests.emulator_thread import emulator_thread
 from tests.fixtures_images import demo_inputs, make_image, make_mask, write_manifest

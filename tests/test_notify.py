@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.notify import REDACTED, notify, payload_from_summary, scrub, url_problem
-from pipeline.stats import RunStats
+from pipeline.config import http_url_problem as url_problem
+from pipeline.reporting.notify import REDACTED, notify, payload_from_summary, scrub
+from pipeline.reporting.stats import RunStats
 
 KEY = "sk-test-7f3a9c-never-send-me"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -264,7 +264,7 @@ def test_a_put_that_fails_stops_the_run_and_the_next_run_buys_nothing_again(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import pipeline.outputs
+    import pipeline.store.bucket
 
     manifest = write_catalog(tmp_path, 2)
     state = tmp_path / ".pipeline" / "e2e"
@@ -275,7 +275,7 @@ def test_a_put_that_fails_stops_the_run_and_the_next_run_buys_nothing_again(
 
     with emulator_thread() as emulator:
         with monkeypatch.context() as patched:
-            patched.setattr(pipeline.outputs.objectstore, "put_file", refused)
+            patched.setattr(pipeline.store.bucket.objects, "put_file", refused)
             assert run_cli(args, emulator.env, monkeypatch) == 3
         assert "AccessDenied" in capsys.readouterr().out  # the stop message names the put
         bought = len(emulator.calls("features"))

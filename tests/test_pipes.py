@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pipes import (
-    EXIT_BROKEN_PIPE,
+from pipeline.cli.codes import ExitCode
+from pipeline.cli.pipes import (
     QuietPipes,
     cannot_write_message,
     print_quietly,
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHATTY = textwrap.dedent(
     """
     import sys
-    from pipeline.pipes import run_quietly
+    from pipeline.cli.pipes import run_quietly
 
     def main() -> int:
         for i in range(200_000):
@@ -56,7 +56,7 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     code, stderr, first = pipe_into_head(CHATTY, tmp_path)
     assert first == b"line 0 of a long status listing\n"
     assert stderr == ""  # no traceback, no "Exception ignored"
-    assert code == EXIT_BROKEN_PIPE
+    assert code == ExitCode.BROKEN_PIPE
 
 
 def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:
 def test_print_quietly_keeps_the_run_exit_code(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        from pipeline.pipes import print_quietly, run_quietly
+        from pipeline.cli.pipes import print_quietly, run_quietly
 
         def main() -> int:
             for i in range(200_000):

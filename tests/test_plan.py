@@ -13,17 +13,16 @@ from typing import Any
 
 import pytest
 
-from pipeline import plan as plan_module
-from pipeline.config import ConfigError
 from pipeline.credits import load_credit_table
-from pipeline.errors import Problem
+from pipeline.errors import ConfigError, Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import load_manifest
 from pipeline.models import Feature, InputRef, Job, PlannedJob, Status
-from pipeline.plan import Planner, content_key, file_digest, prepare_file, scan
+from pipeline.plan import keys as keys_module
+from pipeline.plan import prepare as plan_module
+from pipeline.plan.prepare import Planner, content_key, file_digest, prepare_file, scan
+from pipeline.plan.summary import PlanSummary, format_plan, format_problems
 from pipeline.preflight import Notice
-from pipeline.preflight import keys as keys_module
-from pipeline.summary import PlanSummary, format_plan, format_problems
 from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +74,7 @@ def test_key_is_stable_across_processes(tmp_path: Path) -> None:
     image, mask = raw_inputs(tmp_path)
     key = Planner().plan(job_for(image, mask)).key
     code = (
-        "import sys; from pathlib import Path; from pipeline.plan import Planner;"
+        "import sys; from pathlib import Path; from pipeline.plan.prepare import Planner;"
         "from tests.test_plan import job_for;"
         "print(Planner().plan(job_for(Path(sys.argv[1]), Path(sys.argv[2]))).key)"
     )

@@ -166,8 +166,8 @@ async def test_resumed_record_without_paths_is_polled_never_bought(tmp_path: Pat
 
 async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
     """Uploads, feature calls and polls share one budget; downloads do not (SPEC 1a)."""
+    from pipeline.api.throttle import Throttle
     from pipeline.config import RateLimit
-    from pipeline.throttle import Throttle
 
     acquired: list[str] = []
 
@@ -188,7 +188,8 @@ async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
 
 
 def test_submit_setting_is_sync_or_async() -> None:
-    from pipeline.config import ConfigError, Settings, apply
+    from pipeline.config import Settings, apply
+    from pipeline.errors import ConfigError
 
     assert Settings().submit == "sync"
     assert apply(Settings(), {"submit": "async"}).submit == "async"

@@ -14,6 +14,7 @@ from PIL import Image
 from pipeline import preflight as preflight_module
 from pipeline.errors import Problem
 from pipeline.models import Feature, InputRef, Job
+from pipeline.plan.keys import Planner
 from pipeline.preflight import (
     Notice,
     Preflight,
@@ -21,6 +22,7 @@ from pipeline.preflight import (
     id_fingerprint,
     mask_upload_bytes,
 )
+from tests.file_opens import recording
 from tests.fixtures_images import (
     demo_inputs,
     make_alpha_mask,
@@ -422,25 +424,21 @@ def test_file_notices_are_given_once_per_file(tmp_path: Path) -> None:
 # --- caching --------------------------------------------------------------------------------
 
 
-def test_each_distinct_file_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[str] = []
-    real_open = Image.open
-
-    def counting_open(path: Any, *args: Any, **kwargs: Any) -> Image.Image:
-        opened.append(str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(preflight_module.Image, "open", counting_open)
+def test_each_distinct_file_is_opened_once(tmp_path: Path) -> None:
     preflight = Preflight()
+    planner = Planner(digest_of=preflight.digest)
     job = inpaint_job(tmp_path)
     same_file_other_spelling = InputRef(
         "file", str(tmp_path / "images" / ".." / "images" / "item.png")
     )
-    for index in range(200):
-        image = same_file_other_spelling if index % 2 else job.image
-        _, problems, _ = preflight.check(replace(job, id=f"job-{index}", image=image))
-        assert problems == []
-    assert sorted(opened) == sorted([job.image.value, job.mask.value])  # type: ignore[union-attr]
+    with recording() as opened:
+        for index in range(200):
+            image = same_file_other_spelling if index % 2 else job.image
+            checked, problems, _ = preflight.check(replace(job, id=f"job-{index}", image=image))
+            assert problems == [] and checked is not None
+            planner.plan(checked)  # the content key's digests come from the same read
+    inputs = [Path(job.image.value), Path(job.mask.value)]  # type: ignore[union-attr]
+    assert sorted(opened.any_of(inputs)) == sorted(os.path.realpath(p) for p in inputs)
 
 
 def test_duplicate_ids_are_exact_even_when_the_filter_collides(

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline import plan as plan_module
 from pipeline.credits import load_credit_table
 from pipeline.errors import Problem
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import load_manifest, sources
 from pipeline.models import PlannedJob, Status
-from pipeline.plan import PlanOptions, prepare, scan
+from pipeline.plan import onepass as rows_module
+from pipeline.plan import prepare as plan_module
+from pipeline.plan.prepare import PlanOptions, prepare, scan
 from pipeline.preflight import Notice
-from pipeline.preflight import keys as keys_module
-from pipeline.preflight import rows as rows_module
+from tests.file_opens import recording
 from tests.fixtures_images import make_image, make_mask, write_manifest
 
 HEADER = ("id", "image", "mask", "prompt", "n")
@@ -143,30 +143,14 @@ def test_rows_with_their_own_prompts_share_a_shape_and_keep_their_keys(
     assert len(built) == 1
 
 
-def test_a_shared_file_is_read_and_hashed_once_across_1000_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opened: list[str] = []
-    real_open = Image.open
-
-    def counting_open(path: Any, *args: Any, **kwargs: Any) -> Image.Image:
-        opened.append(str(path))
-        return real_open(path, *args, **kwargs)
-
-    hashed: list[str] = []
-    real_digest = keys_module.file_digest
-
-    def counting_digest(path: Path) -> str:
-        hashed.append(str(path))
-        return real_digest(path)
-
-    monkeypatch.setattr(Image, "open", counting_open)
-    monkeypatch.setattr(keys_module, "file_digest", counting_digest)
+def test_a_shared_file_is_read_and_hashed_once_across_1000_rows(tmp_path: Path) -> None:
     rows = [(f"sku-{i}", "img/a.png", "img/ma.png", f"p {i % 3}", "") for i in range(1000)]
-    summary = plan_module.prepare_file(catalog(tmp_path, rows)).summary
+    path = catalog(tmp_path, rows)
+    with recording() as opened:  # every open() in the process: the check's, the hash's
+        summary = plan_module.prepare_file(path).summary
     assert summary.ok and summary.total.calls == 1000
-    assert sorted(opened) == sorted(str(tmp_path / "img" / n) for n in ("a.png", "ma.png"))
-    assert len(hashed) == 2
+    inputs = [tmp_path / "img" / name for name in ("a.png", "ma.png")]
+    assert sorted(opened.any_of(inputs)) == sorted(str(p.resolve()) for p in inputs)
 
 
 def test_a_problem_in_row_500_is_named_with_its_row_and_field(tmp_path: Path) -> None:
@@ -247,7 +231,7 @@ def test_a_default_template_naming_the_id_column_turns_the_fast_path_off(
 def test_the_spool_gives_back_every_kind_of_record_in_order(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from pipeline.preflight import spool as spool_module
+    from pipeline.plan import spool as spool_module
 
     rows = [("sku-0", "img/a.png", "img/ma.png", "p", "")]
     (template,) = [p for p in scan(load_manifest(catalog(tmp_path, rows)))]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps
 
-from pipeline.masks import MaskRecipe, ShapeSource, render_mask
-from pipeline.protect import encode, fit_to, protect, protect_file
-from pipeline.provenance import read_provenance
+from pipeline.images.masks import MaskRecipe, ShapeSource, render_mask
+from pipeline.images.protect import encode, fit_to, protect, protect_file
+from pipeline.images.provenance import read_provenance
 
 SOURCE_SIZE = (1200, 900)  # 4:3 into a square result: the cover-crop cuts the sides
 RESULT_SIZE = (1024, 1024)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import provenance
-from pipeline.provenance import (
+from pipeline.images import provenance
+from pipeline.images.provenance import (
     DIGITAL_SOURCE_TYPE,
     ProvenanceError,
     add_provenance,

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.client import SinkFactory
+from pipeline.api.client import SinkFactory
 from pipeline.errors import BadResponse, RecordUnknown, ServerError
-from pipeline.ledger import JobState, read_ledger
+from pipeline.events import EventBus
+from pipeline.images.provenance import read_provenance
+from pipeline.ledger import JobState, read_ledger, record_for
 from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
-from pipeline.provenance import read_provenance
-from pipeline.refetch import DoneJobs, Refetcher
-from pipeline.store import Store
+from pipeline.scheduler.refetch import DoneJobs, Refetcher
+from pipeline.store.local import Store
 from tests.e2e_helpers import assert_decodes, records, run_cli, run_inprocess, write_catalog
 from tests.emulator_thread import emulator_thread
 from tests.fakes import png_bytes
@@ -57,6 +58,7 @@ def test_a_deleted_output_is_fetched_again_free(
     refetched = [r for r in records(out) if r["status"] == "refetched"]
     assert sorted(r["job_id"] for r in refetched) == ["sku-0001", "sku-0002"]
     assert sorted(refetched[0]["outputs"]) == [f"{refetched[0]['job_id']}/{i}.png" for i in (0, 1)]
+    assert all(len(r["checks"]) == 2 for r in refetched)  # judged again, one per output
     ledger = read_ledger(out / "ledger.jsonl")
     assert ledger.credits_spent == spent  # free
     assert set(_status(out, monkeypatch, capsys).values()) == {"succeeded"}
@@ -180,9 +182,11 @@ async def test_what_serves_comes_back_and_what_does_not_is_reported(tmp_path: Pa
     done = DoneJobs()
     for state in states.values():
         done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
+    bus = EventBus()
     written: list[Record] = []
+    bus.subscribe(lambda event: written.append(record) if (record := record_for(event)) else None)
     gate = _Gate()
-    report = await Refetcher(client, Store(out), gate, written.append, out).run(done)
+    report = await Refetcher(client, Store(out), gate, bus, out).run(done)
     assert report.refetched == ["back"]
     assert sorted(job for job, _ in report.gone) == ["expired", "no-record", "unknown"]
     assert [job for job, _ in report.later] == ["outage"]
@@ -245,7 +249,7 @@ async def test_many_lost_outputs_are_re_fetched_a_few_at_a_time(tmp_path: Path) 
             f"j{index}", Status.SUCCEEDED, "key", index, outputs=("gone/0.png",), uuid="u"
         )
         done(state, PlannedJob(Job(state.job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k"))
-    refetcher = Refetcher(Counting({}, {}), Store(out), _Gate(), [].append, out, concurrency=3)
+    refetcher = Refetcher(Counting({}, {}), Store(out), _Gate(), EventBus(), out, concurrency=3)
     report = await refetcher.run(done)
     assert len(report.gone) == 200
     assert peak == 3

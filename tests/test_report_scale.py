@@ -15,15 +15,21 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
+from pipeline.images.checks import ImageChecks
+from pipeline.layout import REPORT_DATA_DIR as DATA_DIR
+from pipeline.layout import REPORT_NAME
 from pipeline.ledger import LEDGER_NAME, read_ledger, write_checkpoint
 from pipeline.ledger.reader import read_state
+from pipeline.reporting.status import read_status, write_status
 from pipeline.review import page as report_page
-from pipeline.review.page import DATA_DIR, REPORT_NAME, build_payload, write_report
+from pipeline.review.page import build_payload, write_report
 from pipeline.review.view import read_report_fold
-from pipeline.status import read_status, write_status
+from pipeline.runner import aftermath
+from pipeline.runner.options import Console
 from tests.ledger_fixtures import random_ledger
 
 CHUNK_ROWS = 250
@@ -107,7 +113,6 @@ def test_a_new_build_replaces_the_old_chunks_only_once_its_page_is_in_place(
 def test_the_runs_own_report_stops_at_a_fixed_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.cli import run_outputs
     from pipeline.manifest import load_manifest
     from tests.fixtures_images import demo_inputs, write_manifest
 
@@ -115,12 +120,13 @@ def test_the_runs_own_report_stops_at_a_fixed_size(
     job = {"id": "one", "type": "background", "image": "images/item.png", "prompt": "p"}
     manifest = load_manifest(write_manifest(tmp_path, {"jobs": [job]}))
     out = synthetic_run(tmp_path / "out", 10)
-    limit = run_outputs.AUTO_REPORT_MAX_JOBS
-    assert run_outputs._write_report(out, manifest, limit + 1) is None
+    limit = aftermath.AUTO_REPORT_MAX_JOBS
+    console = Console.stdio()
+    assert aftermath.write_run_report(out, manifest, limit + 1, console) is None
     assert not (out / REPORT_NAME).exists()
     said = capsys.readouterr().err
     assert f"pipeline report {out}" in said and f"{limit + 1:,} jobs" in said
-    assert run_outputs._write_report(out, manifest, limit) == out / REPORT_NAME
+    assert aftermath.write_run_report(out, manifest, limit, console) == out / REPORT_NAME
 
 
 def test_status_json_streams_one_job_a_line_and_parses_whole(tmp_path: Path) -> None:
@@ -173,9 +179,32 @@ def test_resume_status_page_and_fold_agree_on_every_job(tmp_path: Path, seed: in
     status = read_status(tmp_path, missing=lambda outputs: False)
     assert {job.job_id: job.state for job in status.jobs} == expected
     fold = read_report_fold(ledger)
-    views = {view.job_id: view.status for view in map(fold.view, fold.ranked())}
+    views = {view.job_id: view for view in map(fold.view, fold.ranked())}
     fold.close()
-    assert views == expected
+    assert {job_id: view.status for job_id, view in views.items()} == expected
+    # What only the detailed readers keep: a job's details (its group too) on the page as in
+    # the fold export reads, and the marketplace checks of its stored outputs there.
+    for job_id, job in detailed.jobs.items():
+        assert views[job_id].job == (msgspec.structs.asdict(job.details) if job.details else {})
+        assert list(job.checks) == latest_checks(ledger)[job_id]
+        assert fresh.jobs[job_id].checks == ()  # resume never decodes them
+
+
+def latest_checks(ledger: Path) -> dict[str, list[ImageChecks]]:
+    """Each job's checks as its latest line left them: a start clears them, a stored result
+    (``succeeded``, ``refetched``) sets them; read from the lines themselves."""
+    checks: dict[str, list[ImageChecks]] = {}
+    for raw in ledger.read_bytes().splitlines():
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if line.get("status") == "started":
+            checks[line["job_id"]] = []
+        elif line.get("status") in ("succeeded", "refetched") and isinstance(line["outputs"], list):
+            stored = line.get("checks", [])
+            checks[line["job_id"]] = [ImageChecks.from_json(orjson.dumps(one)) for one in stored]
+    return checks
 
 
 def test_a_thumbnail_budget_defers_the_rest_to_a_later_report(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.api.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
 from pipeline.config import RetrySettings
 from pipeline.errors import ApiError, BadRequest, KeyRejected, RateLimited, ServerError
-from pipeline.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
 from tests.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
@@ -76,3 +76,69 @@ async def test_scheduler_asks_the_policy_what_counts_as_an_attempt(tmp_path: Pat
         harness = Harness(tmp_path / type(policy).__name__, client, policy=policy)
         await harness.run(make_jobs(tmp_path, 1))
         assert harness.by_status("succeeded")[0]["attempts"] == expected
+
+
+async def test_retry_loop_retries_exceptions_then_raises_the_last() -> None:
+    from pipeline.api.retry import retry_loop
+
+    calls: list[int] = []
+    waits: list[float] = []
+
+    async def attempt(n: int) -> str:
+        calls.append(n)
+        raise ConnectionError(f"try {n}")
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    with pytest.raises(ConnectionError, match="try 3"):
+        await retry_loop(
+            attempt, tries=3, delay=lambda n: float(n), retry_on=(ConnectionError,), sleep=sleep
+        )
+    assert calls == [1, 2, 3]
+    assert waits == [1.0, 2.0]  # no wait after the last try
+
+
+async def test_retry_loop_retries_results_worth_it_and_stops_at_a_good_one() -> None:
+    from pipeline.api.retry import retry_loop
+
+    answers = iter([503, 500, 200, 200])
+
+    async def attempt(_n: int) -> int:
+        return next(answers)
+
+    async def sleep(_seconds: float) -> None:
+        return None
+
+    result = await retry_loop(
+        attempt, tries=5, delay=lambda n: 0.0, retry_if=lambda status: status >= 500, sleep=sleep
+    )
+    assert result == 200
+    assert next(answers) == 200  # the fourth answer was never asked for
+
+
+async def test_retry_loop_returns_the_last_result_when_tries_run_out() -> None:
+    from pipeline.api.retry import retry_loop
+
+    async def attempt(n: int) -> int:
+        return 500 + n
+
+    async def sleep(_seconds: float) -> None:
+        return None
+
+    assert (
+        await retry_loop(attempt, tries=2, delay=lambda n: 0.0, retry_if=bool, sleep=sleep) == 502
+    )
+
+
+async def test_retry_loop_does_not_catch_what_it_was_not_asked_to() -> None:
+    from pipeline.api.retry import retry_loop
+
+    async def attempt(_n: int) -> int:
+        raise KeyError("bug")
+
+    async def sleep(_seconds: float) -> None:
+        raise AssertionError("no retry for an unexpected error")
+
+    with pytest.raises(KeyError):
+        await retry_loop(attempt, tries=3, delay=lambda n: 0.0, retry_on=(OSError,), sleep=sleep)

@@ -9,13 +9,14 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pipeline.review.cli import (
+from pipeline.cli.review import (
     add_report_arguments,
     add_review_arguments,
     command_report,
     command_review,
 )
-from pipeline.review.decisions import REVIEWS_NAME, read_decisions
+from pipeline.layout import REVIEWS_NAME
+from pipeline.ledger.decisions import read_decisions
 from pipeline.review.server import ReviewApp
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 
@@ -107,3 +108,39 @@ async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -
         for path in ("/ledger.jsonl", "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.raw/x.png",
                      "/api/chunk/0123abcd/0", "/api/chunk/../../etc/passwd"):  # fmt: skip
             assert (await client.get(path)).status == 404, path
+
+
+def test_pick_a_variant_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "variants"
+    build_run(out, [SyntheticJob("three", n=3), SyntheticJob("one")], side=16)
+    args = ("review", str(out), "--pick", "three:2", "--approve", "one,three")
+    assert command_review(parse(*args)) == 0
+    assert "(0 rejected, 2 approved, 1 picked)" in capsys.readouterr().out
+    decisions = read_decisions(out)
+    assert decisions["three"].pick == 2 and decisions["three"].decision == "approved"
+    assert decisions["one"].pick is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--pick", "three:3"), "three has images 0 to 2: no image 3"),
+        (("--pick", "one:0"), "one has 1 image: nothing to pick"),
+        (("--pick", "three"), "expected ID:INDEX"),
+        (("--pick", "three:x"), "expected ID:INDEX"),
+        (("--pick", "three:1,three:2"), "names three twice"),
+        (("--pick", "three:1", "--reject", "three"), "both picked and rejected: three"),
+        (("--pick", "nope:1"), "unknown job ids"),
+    ],
+)
+def test_a_pick_that_names_no_image_is_refused_and_nothing_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    out = tmp_path / "variants"
+    build_run(out, [SyntheticJob("three", n=3), SyntheticJob("one")], side=16)
+    assert command_review(parse("review", str(out), *argv)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (out / REVIEWS_NAME).exists()

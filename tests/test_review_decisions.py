@@ -9,11 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.review.decisions import (
-    REVIEWS_NAME,
+from pipeline.layout import REVIEWS_NAME
+from pipeline.ledger.decisions import (
     Decision,
     read_decisions,
     record_decisions,
+    record_picks,
     rejected_for,
     standing,
 )
@@ -83,3 +84,41 @@ def test_a_later_run_consumes_a_rejection_but_not_an_approval() -> None:
     assert standing(rejection, "k", "") is rejection  # no ledger line: a pending job
     assert standing(approval, "k", after) is approval
     assert standing(approval, "other", before) is None  # another content
+
+
+# -- picks ----------------------------------------------------------------------------------------
+
+
+def test_a_pick_approves_the_job_and_names_its_image(tmp_path: Path) -> None:
+    record_picks(tmp_path, [("a", "k", 2)], "the blue one", "t1")
+    line = orjson.loads((tmp_path / REVIEWS_NAME).read_bytes())
+    assert (line["decision"], line["index"]) == ("picked", 2)  # as the file says it
+    decision = read_decisions(tmp_path)["a"]
+    assert (decision.decision, decision.pick, decision.note) == ("approved", 2, "the blue one")
+    assert standing(decision, "k") is decision  # it holds for its content, like an approval
+
+
+def test_a_later_approval_keeps_the_pick_and_a_rejection_or_new_content_drops_it(
+    tmp_path: Path,
+) -> None:
+    record_picks(tmp_path, [("kept", "k", 1), ("dropped", "k", 1), ("changed", "k", 1)], ts="t1")
+    record_decisions(tmp_path, [("kept", "k", "approved")], ts="t2")
+    record_decisions(tmp_path, [("dropped", "k", "rejected")], ts="t2")
+    record_decisions(tmp_path, [("changed", "k2", "approved")], ts="t2")
+    decisions = read_decisions(tmp_path)
+    assert decisions["kept"].pick == 1 and decisions["kept"].ts == "t2"
+    assert decisions["dropped"].pick is None and decisions["dropped"].decision == "rejected"
+    assert decisions["changed"].pick is None  # made for other content
+    record_picks(tmp_path, [("kept", "k", 0)], ts="t3")
+    assert read_decisions(tmp_path)["kept"].pick == 0  # a new pick replaces it
+
+
+def test_a_pick_line_without_a_usable_index_is_skipped(tmp_path: Path) -> None:
+    with (tmp_path / REVIEWS_NAME).open("ab") as file:
+        for index in ('"2"', "-1", "true", "null"):
+            file.write(
+                b'{"job_id": "a", "key": "k", "decision": "picked", "index": %s}\n' % index.encode()
+            )
+    assert read_decisions(tmp_path) == {}
+    with pytest.raises(ValueError, match="index"):
+        record_picks(tmp_path, [("a", "k", -1)])

@@ -9,13 +9,16 @@ import fsspec
 import pytest
 from PIL import Image
 
-from pipeline.ledger import LEDGER_NAME
+from pipeline.cli import main
+from pipeline.images import Channel
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger.decisions import record_decisions
 from pipeline.ledger.schema import Succeeded, to_line
 from pipeline.models import Feature
-from pipeline.review.cli import add_export_arguments, command_export
-from pipeline.review.decisions import record_decisions
 from pipeline.review.export import ExportError, export
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
+
+CHANNELS = [channel.value for channel in Channel]
 
 
 @pytest.fixture
@@ -47,7 +50,8 @@ def test_default_names_copy_bytes_and_write_the_csv(run: Path, tmp_path: Path) -
     assert (dest / "sku-1_1.png").read_bytes() == (run / "sku-1" / "1.png").read_bytes()
     rows = list(csv.DictReader((dest / "export.csv").open()))
     assert [r["file"] for r in rows] == ["sku-1_0.png", "sku-1_1.png", "sku-2_0.png", "sku-3_0.png"]
-    assert set(rows[0]) == {"id", "index", "file", "source", "prompt"}
+    assert list(rows[0]) == ["id", "index", "file", "source", "prompt", "group", *CHANNELS]
+    assert rows[0]["group"] == "sku-1"  # a job without a group is a product of its own
     assert rows[3]["prompt"] == "a rejected one" and rows[0]["source"].endswith(".png")
 
 
@@ -80,7 +84,7 @@ def test_a_template_that_collides_or_escapes_is_an_error_before_copying(
     dest = tmp_path / "shop"
     with pytest.raises(ExportError, match="both sku-1#0 and sku-1#1"):
         export(run, str(dest), "{id}.{ext}")
-    with pytest.raises(ExportError, match="does not have"):
+    with pytest.raises(ExportError, match="not a job field"):
         export(run, str(dest), "{colour}.{ext}")
     with pytest.raises(ExportError, match="not a path inside DEST"):
         export(run, str(dest), "../{id}_{index}.{ext}")
@@ -120,13 +124,8 @@ def test_an_object_store_destination_through_fsspec(run: Path) -> None:
 def test_the_command_says_what_is_wrong_in_one_line(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_export_arguments(parser.add_subparsers(dest="command"))
-
     def call(*argv: str) -> int:
-        return command_export(parser.parse_args(["export", *argv]))
+        return main(["export", *argv])
 
     assert call(str(run), str(tmp_path / "d")) == 0
     assert capsys.readouterr().out.strip() == "4 copied, 0 unchanged"
@@ -137,7 +136,7 @@ def test_the_command_says_what_is_wrong_in_one_line(
     assert err.count("\n") == 1 and "Traceback" not in err
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the folder should be")
-    assert call(str(run), str(blocked / "sub")) == 2
+    assert call(str(run), str(blocked / "sub")) == 1  # DEST cannot be written
     assert "cannot write" in capsys.readouterr().err
 
 

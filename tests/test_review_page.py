@@ -14,12 +14,12 @@ import orjson
 import pytest
 from PIL import Image
 
-from pipeline.ledger import LEDGER_NAME
+from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
+from pipeline.ledger.decisions import record_decisions
 from pipeline.ledger.schema import JobDetails, Started, Succeeded, to_line
 from pipeline.models import ErrorInfo, Feature
-from pipeline.review.decisions import record_decisions
-from pipeline.review.page import REPORT_NAME, build_payload, embed_json, write_report
-from pipeline.review.thumbs import THUMBS_DIR, make_thumbnail
+from pipeline.review.page import build_payload, embed_json, write_report
+from pipeline.review.thumbs import make_thumbnail
 from pipeline.review.view import progress_series
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.events import JobFailed, JobRetrying, JobSucceeded, RunStopping
 from pipeline.models import ErrorInfo
-from pipeline.runlog import (
+from pipeline.reporting.runlog import (
     Heartbeat,
     LogFileError,
     LogListener,
@@ -18,7 +18,7 @@ from pipeline.runlog import (
     log_start,
     log_stop,
 )
-from pipeline.stats import RunStats
+from pipeline.reporting.stats import RunStats
 
 T0 = 1796091303.0  # 2026-12-01T02:15:03Z
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import orjson
 import pytest
 from PIL import Image
 
+from pipeline.api.retry import RetryPolicy
+from pipeline.api.throttle import Throttle
 from pipeline.config import RateLimit, RetrySettings
 from pipeline.errors import (
     ApiError,
@@ -28,25 +31,20 @@ from pipeline.errors import (
 from pipeline.events import Event, EventBus, JobsSkipped
 from pipeline.ledger import LedgerWriter, read_ledger
 from pipeline.models import Feature, InputRef, Job, PlannedJob
-from pipeline.plan import PlanOptions, skip_reason
-from pipeline.retry import RetryPolicy
-from pipeline.scheduler import Scheduler
-from pipeline.stats import RunStats
-from pipeline.store import Store
-from pipeline.throttle import Throttle
+from pipeline.plan.prepare import PlanOptions, skip_reason
+from pipeline.reporting.stats import RunStats
+from pipeline.scheduler import (
+    CreditBudget,
+    Scheduler,
+    SchedulerOptions,
+    Timing,
+    build_scheduler,
+)
+from pipeline.store.local import Store
 from tests.fakes import FakeClient
 
-# Scheduler options a test may set as they are (the others above have harness defaults).
-PASSED_THROUGH = (
-    "submit",
-    "timeouts",
-    "breaker_jobs",
-    "max_total_credits",
-    "spent_before",
-    "rand",
-    "credits_for",
-    "max_outstanding",
-)
+# SchedulerOptions a test may set as they are (the others have harness defaults).
+SCHEDULER_OPTIONS = ("submit", "timeouts", "breaker_jobs", "max_outstanding")
 
 
 class Sleeps:
@@ -120,21 +118,31 @@ class Harness:
             bus.subscribe(self.events.append)
             for reason, count in skipped.items():
                 bus.emit(JobsSkipped(reason, count))
-            scheduler = Scheduler(
+            scheduler = build_scheduler(
                 self.client,  # type: ignore[arg-type]
                 store,
                 bus,
                 options.get("throttle")  # type: ignore[arg-type]
                 or Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
-                options.get("policy")  # type: ignore[arg-type]
-                or RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
                 ledger.resume(),
-                concurrency=int(options.get("concurrency", 4)),
+                policy=options.get("policy")  # type: ignore[arg-type]
+                or RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
+                options=SchedulerOptions(
+                    concurrency=int(options.get("concurrency", 4)),  # type: ignore[call-overload]
+                    **{k: v for k, v in options.items() if k in SCHEDULER_OPTIONS},  # type: ignore[arg-type]
+                ),
+                credits=CreditBudget(
+                    options.get("max_credits"),  # type: ignore[arg-type]
+                    options.get("max_total_credits"),  # type: ignore[arg-type]
+                    float(options.get("spent_before", 0.0)),  # type: ignore[arg-type]
+                ),
                 credits_for=options.get("credits_for", lambda job: 4000),  # type: ignore[arg-type]
-                max_credits=options.get("max_credits"),  # type: ignore[arg-type]
-                sleep=self.sleeps,
-                clock=self.sleeps.clock,
-                **{k: v for k, v in options.items() if k in PASSED_THROUGH and k != "credits_for"},  # type: ignore[arg-type]
+                mask_converter=options.get("mask_converter"),  # type: ignore[arg-type]
+                timing=Timing(
+                    sleep=self.sleeps,
+                    clock=self.sleeps.clock,
+                    rand=options.get("rand", random.random),  # type: ignore[arg-type]
+                ),
             )
             self.scheduler = scheduler
             outcome = await scheduler.run(runnable)

@@ -11,7 +11,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import load_manifest
-from pipeline.models import Feature, Job
+from pipeline.models import Feature, Job, PlannedJob
+from pipeline.plan.prepare import scan
 from tests.fixtures_images import make_image, write_manifest
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -130,3 +131,53 @@ def test_a_plain_default_id_is_still_refused(tmp_path: Path) -> None:
 def test_the_shipped_shopify_example_validates(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(JOBS / "shopify.yaml")]) == 0
     assert "5 feature calls" in capsys.readouterr().out
+
+
+# -- group: the product a job belongs to ------------------------------------------------------
+
+
+def test_a_rows_handle_is_its_group_by_default(tmp_path: Path) -> None:
+    items = {"path": _catalog(tmp_path, ROWS), **ITEMS}
+    jobs = [j for j in _stream(tmp_path, {"version": 1, "defaults": DEFAULTS, "items": items})]
+    assert [(j.id, j.group) for j in jobs if isinstance(j, Job)] == [
+        ("mug-1", "mug"),
+        ("mug-2", "mug"),
+    ]
+
+
+def test_a_group_template_wins_over_the_handle(tmp_path: Path) -> None:
+    items = {"path": _catalog(tmp_path, ROWS), **ITEMS}
+    defaults = {**DEFAULTS, "group": "{Handle}-{Type}"}
+    jobs = [{"id": "set", "image": "images/a.png", "prompt": "p", "group": "sofas"}]
+    data = {"version": 1, "defaults": defaults, "items": items, "jobs": jobs}
+    result = [(j.id, j.group) for j in _stream(tmp_path, data) if isinstance(j, Job)]
+    assert result == [("set", "sofas"), ("mug-1", "mug-Mugs"), ("mug-2", "mug-")]
+
+
+def test_a_handle_that_is_the_id_column_keeps_each_rows_group_on_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    # Rows equal but for their id share one checked shape; the group read from that id column
+    # must still be each row's own.
+    make_image(tmp_path / "images" / "a.png", (40, 80))
+    rows = ["Handle,Image Src", "mug,images/a.png", "lamp,images/a.png"]
+    (tmp_path / "export.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    data = {
+        "version": 1,
+        "defaults": {"type": "background", "prompt": "on white"},
+        "items": {"path": "export.csv", "columns": {"id": "Handle", "image": "Image Src"}},
+    }
+    manifest = load_manifest(write_manifest(tmp_path, data, "m.yaml"))
+    planned = [p for p in scan(manifest) if isinstance(p, PlannedJob)]
+    assert [(p.job.id, p.job.group) for p in planned] == [("mug", "mug"), ("lamp", "lamp")]
+
+
+def test_the_group_does_not_change_the_content_key(tmp_path: Path) -> None:
+    make_image(tmp_path / "images" / "a.png", (40, 40))
+    keys = []
+    for group in ("one", "two"):
+        job = {"id": "j", "image": "images/a.png", "prompt": "p", "group": group}
+        data = {"version": 1, "defaults": {"type": "background"}, "jobs": [job]}
+        manifest = load_manifest(write_manifest(tmp_path, data, f"{group}.yaml"))
+        keys += [p.key for p in scan(manifest) if isinstance(p, PlannedJob)]
+    assert len(keys) == 2 and keys[0] == keys[1]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.api.throttle import Throttle
 from pipeline.config import RateLimit
-from pipeline.throttle import Throttle
 
 
 class VirtualTime:

@@ -21,9 +21,9 @@ from functools import partial
 from PIL import Image, ImageChops
 
 from bench.common import Figure, ScenarioResult, median
-from pipeline.masks import MaskRecipe, ShapeSource, mask_png_bytes, render_mask
-from pipeline.protect import encode, protect
-from pipeline.provenance import add_provenance, provenance_pieces
+from pipeline.images.masks import MaskRecipe, ShapeSource, mask_png_bytes, render_mask
+from pipeline.images.protect import encode, protect
+from pipeline.images.provenance import add_provenance, provenance_pieces
 
 TITLE = "Imaging per job (CPU: generated mask, protect, provenance)"
 PROVENANCE_TARGET_MS = 0.2

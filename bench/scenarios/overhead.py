@@ -29,10 +29,10 @@ from bench.common import Figure, ScenarioResult, log, median, scratch
 from bench.emulator import EmulatorProcess
 from bench.fixtures import Row, edit_mask, noisy_png_variants, write_catalog
 from bench.procs import ChildResult, probe_args, run_child
-from pipeline.client import CHUNK
-from pipeline.imagecheck import ResultStream
-from pipeline.provenance import add_provenance
-from pipeline.store import CREATOR_TOOL, check_image
+from pipeline.api.client import CHUNK
+from pipeline.images.provenance import add_provenance
+from pipeline.store.local import CREATOR_TOOL
+from pipeline.store.verify import ResultStream, check_image
 
 TITLE = "Overhead per job (client CPU, 2 MB in and out, zero-latency emulator)"
 TARGET_RATIO = 1.2  # issue 16: the pipeline with --no-report within 1.2x a bare loop

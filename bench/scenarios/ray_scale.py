@@ -1,4 +1,5 @@
-"""Scenario: scale-out on Ray (SPEC 7), shard scaling and the rate-budget actor's capacity.
+"""Scenario: scale-out on Ray (SPEC 7), shard scaling, the shared budget against the account's
+limit, and the rate-budget actor's capacity.
 
 1. Shard scaling: one catalog against a zero-latency emulator (its own process, no rate limit,
    ``--rpm 0``), on a local Ray instance with 1 shard, then 2 shards, on this machine's cores:
@@ -11,6 +12,12 @@
    with an unreachable limit: the actor's capacity in permits a second and lease round-trip
    p50/p99. 1,000,000 jobs at 3,000 a minute would take 5.5 hours; (a) runs a window of the
    same rate instead (its figures are rates, so a window gives them), and the note says so.
+3. One shared budget against the account's limit: the emulator in its own process enforces a
+   window of 180 API requests a minute over every API request (uploads, calls, polls), the run
+   asks ``--rpm 150`` (the default), and 1, 2, then 4 shards share it. For each: the budget
+   used (API requests sent over what ``--rpm`` allowed, in the steady part: the first and last
+   few seconds cut) and the 429s (none may come from sharding: the 1-shard run is the
+   baseline). Jobs share one image, so each costs about one API request (its feature call).
 """
 
 from __future__ import annotations
@@ -24,11 +31,17 @@ from typing import Any
 
 from bench.common import REPO, Figure, ScenarioResult, log, scratch
 from bench.emulator import KEY, EmulatorProcess
+from pipeline.layout import LEDGER_NAME
 
 TITLE = "Scale-out on Ray (shard scaling; rate-budget actor capacity)"
 SIM_SHARDS = 20
 SIM_RPM = 3000
 WORKERS_PER_SHARD = 8
+ACCOUNT_WINDOW = 180  # the account's documented limit: API requests in any 60 s
+BUDGET_RPM = 150  # --rpm's default, under the account's limit
+BUDGET_SHARDS = (1, 2, 4)
+EDGE_SECONDS = 4.0  # cut from each end of a run: shard start-up and the tail
+API_ROUTES = frozenset({"assets", "features", "results"})  # what the account's window counts
 
 
 def run(quick: bool) -> ScenarioResult:
@@ -56,6 +69,7 @@ def run(quick: bool) -> ScenarioResult:
     )
     try:
         _scaling(result, jobs)
+        _budget_use(result, 24.0 if quick else 45.0)
         _budget(result, window)
     finally:
         ray.shutdown()
@@ -75,7 +89,7 @@ def _catalog(folder: Path, count: int) -> list[Any]:
 
     from pipeline.manifest import load_manifest
     from pipeline.models import PlannedJob
-    from pipeline.plan import scan
+    from pipeline.plan.prepare import scan
 
     (folder / "img").mkdir(parents=True)
     Image.new("RGB", (256, 256), (40, 120, 200)).save(folder / "img" / "p.png")
@@ -107,16 +121,25 @@ def _scaling(result: ScenarioResult, count: int) -> None:
 
 
 def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, shards: int) -> float:
+    elapsed = _distributed_run(emulator, jobs, out, shards, rpm=0)
+    return len(jobs) / elapsed
+
+
+def _distributed_run(
+    emulator: EmulatorProcess, jobs: list[Any], out: Path, shards: int, rpm: float
+) -> float:
+    """Run ``jobs`` on ``shards`` shards at ``--rpm rpm`` (0: unpaced); the seconds it took."""
     from pipeline.config import Endpoints, RateLimit, Settings
     from pipeline.distributed.driver import Driver
     from pipeline.events import EventBus
-    from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter
-    from pipeline.store import Store
+    from pipeline.ledger import LedgerState, LedgerWriter
+    from pipeline.store.bucket import OutputTarget
+    from pipeline.store.local import Store
 
     Store(out).prepare()
     settings = Settings(
         endpoints=Endpoints(emulator.api_base, emulator.asset_base),
-        rate=RateLimit(rpm=0, concurrency=8),
+        rate=RateLimit(rpm=rpm, concurrency=8),
     )
     bus = EventBus()
     with LedgerWriter(out / LEDGER_NAME) as writer:
@@ -126,7 +149,7 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
             shards=shards,
             api_key=KEY,
             settings=settings,
-            out_dir=out,
+            target=OutputTarget(str(out), out, bucket=False),
             bus=bus,
             resume_state=LedgerState().resume(),
         )
@@ -135,7 +158,44 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
         elapsed = time.perf_counter() - started
     if outcome.stop_reason:
         raise RuntimeError(f"the run stopped: {outcome.stop_reason} {outcome.stop_message}")
-    return len(jobs) / elapsed
+    return elapsed
+
+
+# -- 3. one shared budget against the account's limit -----------------------------------------
+
+
+def _budget_use(result: ScenarioResult, seconds: float) -> None:
+    count = int(BUDGET_RPM / 60 * seconds)  # about one API request a job
+    result.params.update(budget_rpm=BUDGET_RPM, account_window=ACCOUNT_WINDOW, budget_jobs=count)
+    limited_alone = 0
+    with scratch("ray-budget") as folder:
+        for shards in BUDGET_SHARDS:
+            log_path = folder / f"requests-{shards}.jsonl"
+            flags = ("--window-limit", str(ACCOUNT_WINDOW), "--window-seconds", "60")
+            with EmulatorProcess(*flags, request_log=log_path) as emulator:
+                jobs = _catalog(folder / f"catalog-{shards}", count)
+                _distributed_run(emulator, jobs, folder / f"out-{shards}", shards, BUDGET_RPM)
+            used, limited = _used_share(log_path)
+            limited_alone = limited if shards == 1 else limited_alone
+            log(
+                f"ray_scale: {shards} shard(s), --rpm {BUDGET_RPM}: used {used:.3f}, {limited} 429s"
+            )
+            result.add(Figure(f"budget used, {shards} shard(s)", round(used, 3), "", (">=", 0.95)))
+            # Sharding must add none: the 1-shard run is the baseline (0 expected there too).
+            bound = ("<=", float(limited_alone)) if shards > 1 else None
+            result.add(Figure(f"429s, {shards} shard(s)", limited, "", bound))
+
+
+def _used_share(request_log: Path) -> tuple[float, int]:
+    """API requests sent in the steady part over what --rpm allowed there; the 429s."""
+    import orjson
+
+    entries = [orjson.loads(line) for line in request_log.read_bytes().splitlines() if line]
+    api = sorted(e["arrived"] for e in entries if e["route"] in API_ROUTES)
+    limited = sum(1 for e in entries if e["route"] in API_ROUTES and e["status"] == 429)
+    start, end = api[0] + EDGE_SECONDS, api[-1] - EDGE_SECONDS
+    sent = sum(1 for arrived in api if start <= arrived < end)
+    return sent / (BUDGET_RPM / 60 * (end - start)), limited
 
 
 # -- 2. the budget actor alone ----------------------------------------------------------------
@@ -144,12 +204,13 @@ def _distributed_rate(emulator: EmulatorProcess, jobs: list[Any], out: Path, sha
 def _fake_shard_class() -> Any:
     import ray
 
+    from pipeline.config import RateLimit
     from pipeline.distributed.budget import RemoteThrottle
 
     @ray.remote(num_cpus=0)
     class FakeShard:
         def __init__(self, name: str, rpm: float, shards: int, lease_cap: int | None) -> None:
-            self._throttle = RemoteThrottle(name, rpm, shards, lease_cap=lease_cap)
+            self._throttle = RemoteThrottle(name, RateLimit(rpm=rpm), shards, lease_cap=lease_cap)
 
         async def run(self, permits: int, workers: int) -> dict[str, Any]:
             waits: list[float] = []
@@ -174,9 +235,10 @@ def _simulate(
 ) -> tuple[float, list[float]]:
     import ray
 
+    from pipeline.config import RateLimit
     from pipeline.distributed.budget import get_budget
 
-    budget = get_budget(name, rpm)
+    budget = get_budget(name, RateLimit(rpm=rpm))
     ray.get(budget.set_rpm.remote(rpm))
     fake = _fake_shard_class()
     shards = [fake.remote(name, rpm, SIM_SHARDS, lease_cap) for _ in range(SIM_SHARDS)]

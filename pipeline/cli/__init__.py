@@ -1,8 +1,9 @@
-"""The command line: the only place where every stage is wired together and exit codes decided.
+"""The command line: a thin layer on the stages and the runner (``pipeline.runner``).
 
 ``main`` parses the arguments and runs one command; each command lives in its own module
-(``run``, ``inspect`` for validate/status/report, ``emulator``). Every expected failure ends in
-one line on stderr and an exit code (``codes.ExitCode``), never a traceback.
+(``run``, ``validate``, ``status``, ``doctor``, ``review`` with ``report``, ``export``,
+``emulator``). Every expected failure ends in one line on stderr and an exit code
+(``errors.ExitCode``), never a traceback: the errors of the one tree are mapped to codes here.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import inspect, run
+from pipeline.cli import doctor, emulator, export, review, run, status, validate
 from pipeline.cli.codes import ExitCode
-from pipeline.config import ConfigError
-from pipeline.errors import LockError, ManifestError, StoreError
-from pipeline.pipes import run_quietly
-from pipeline.summary import format_problems
+from pipeline.cli.pipes import run_quietly
+from pipeline.errors import LockError, ManifestError, PlanRefused, StoreError, UsageError
+from pipeline.plan.summary import format_plan, format_problems
 
 __all__ = ["ExitCode", "build_parser", "main"]
 
@@ -29,25 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run.add_arguments(commands)
-    inspect.add_arguments(commands)
-    emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
-    from pipeline.emulator import add_arguments
-
-    add_arguments(emulator)
-    emulator.set_defaults(handler=_command_emulator)
+    for command in (run, validate, status, doctor, review, export, emulator):
+        command.add_arguments(commands)
     return parser
-
-
-def _command_emulator(args: argparse.Namespace) -> int:
-    from pipeline.emulator import config_from_args, serve_forever
-
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:  # combinations argparse cannot check (--rpm-limit with ...)
-        print(f"error: pipeline emulator: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    return serve_forever(config, args.host, args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,10 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
+    except PlanRefused as exc:
+        print(format_plan(exc.summary), file=sys.stderr)
+        print("nothing was sent.", file=sys.stderr)
+        return ExitCode.USAGE
     except ManifestError as exc:
         print(format_problems(exc.problems), file=sys.stderr)
         return ExitCode.USAGE
-    except ConfigError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except LockError as exc:

@@ -1,28 +1,23 @@
-"""Exit codes (SPEC 2), one place: ``pipeline run --help`` prints this table too."""
+"""The exit codes' text for ``--help`` epilogs; the numbers are ``errors.ExitCode``."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from pipeline.errors import ExitCode
 
+__all__ = ["EXIT_CODES_HELP", "ExitCode"]
 
-class ExitCode(IntEnum):
-    OK = 0  # every job succeeded or was already done
-    FAILED = 1  # the run finished and failed jobs remain in the manifest (new or earlier)
-    USAGE = 2  # usage, manifest or preflight error: nothing was sent
-    STOPPED = 3  # stopped: key rejected, out of credits, a budget reached, API unreachable
-    TEMPFAIL = 75  # EX_TEMPFAIL: another run holds the output folder; try again later
-    INTERRUPTED = 130  # SIGINT/SIGTERM, after the jobs in flight settled
-    BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout was closed early (`| head`); said nowhere
+_MEANINGS = {
+    ExitCode.OK: "every job succeeded or was already done",
+    ExitCode.FAILED: "the run finished and failed jobs remain (pipeline status OUT lists them)",
+    ExitCode.USAGE: "usage, manifest or preflight error; nothing was sent",
+    ExitCode.STOPPED: "stopped: key rejected, out of credits, --max-credits or "
+    "--max-total-credits\n       reached, API or input host unreachable, output folder "
+    "unwritable; run again to resume",
+    ExitCode.TEMPFAIL: "another run holds the output folder; try again later",
+    ExitCode.INTERRUPTED: "interrupted (SIGINT/SIGTERM) after in-flight work settled; run again",
+    ExitCode.BROKEN_PIPE: "standard output was closed early (piped into head): nothing else wrong",
+}
 
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0    every job succeeded or was already done
-  1    the run finished and failed jobs remain (pipeline status OUT lists them)
-  2    usage, manifest or preflight error; nothing was sent
-  3    stopped: key rejected, out of credits, --max-credits or --max-total-credits
-       reached, API or input host unreachable, output folder unwritable; run again to resume
-  75   another run holds the output folder; try again later
-  130  interrupted (SIGINT/SIGTERM) after in-flight work settled; run again to resume
-  141  standard output was closed early (piped into head): nothing else went wrong
-"""
+EXIT_CODES_HELP = "exit codes:\n" + "".join(
+    f"  {int(code):<4} {text}\n" for code, text in _MEANINGS.items()
+)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import orjson
+
+from pipeline.config import http_url_problem
+from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
 
 
 def add_redo_missing(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +16,14 @@ def add_redo_missing(parser: argparse.ArgumentParser) -> None:
         "--redo-missing",
         action="store_true",
         help="buy again succeeded jobs whose outputs are gone and could not be re-fetched free",
+    )
+
+
+def add_rehash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="read every input file again, ignoring the input cache (then rebuild it)",
     )
 
 
@@ -53,21 +63,14 @@ def _number(text: str) -> float:
 
 def http_url(text: str) -> str:
     """An http(s) base URL with a host: ``127.0.0.1:8765`` without a scheme is refused."""
-    try:
-        parts = urlsplit(text.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a URL: {text!r}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an http(s) URL; write it as http://HOST:PORT or https://HOST"
-        )
+    problem = http_url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text.strip()
 
 
 def out_option(text: str) -> str:
     """``--out``: a folder, a ``file://`` URL, or an object-store URL (s3://, gs://, az://)."""
-    from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
-
     if "://" in text and not is_object_store(text) and not text.startswith("file://"):
         schemes = ", ".join(f"{scheme}://" for scheme in REMOTE_SCHEMES)
         raise argparse.ArgumentTypeError(

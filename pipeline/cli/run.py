@@ -1,23 +1,17 @@
-"""``pipeline run``: arguments to a checked plan, then ``run_session`` runs it (resumable).
-
-``run_session`` holds the run itself (listeners, scheduler or Ray, signals) and ``run_outputs``
-what the run leaves behind (history, summary, metrics, report, the last lines printed).
-"""
+"""``pipeline run``: its arguments, turned into ``RunOptions`` for ``runner.run_manifest``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import io
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.codes import EXIT_CODES_HELP, ExitCode
+from pipeline.cli.codes import EXIT_CODES_HELP
 from pipeline.cli.options import (
     add_redo_missing,
+    add_rehash,
     http_url,
     ids_option,
     non_negative_float,
@@ -25,34 +19,12 @@ from pipeline.cli.options import (
     positive_float,
     positive_int,
 )
-from pipeline.cli.run_session import INTERRUPTED, RunContext, exit_code, run_session
-from pipeline.config import KEY_ENV, load_settings
-from pipeline.credits import load_credit_table
-from pipeline.durability import Syncer
-from pipeline.ledger import LEDGER_NAME, LOCK_NAME, LedgerState, OutputLock, read_ledger
-from pipeline.manifest import Manifest, load_manifest
-from pipeline.models import Job
-from pipeline.notify import url_problem
-from pipeline.outputs import STAGING_DIR, OutputTarget, TargetError, output_target
-from pipeline.plan import CheckedPlan, PlanOptions, prepare, reviewer_rejections
-from pipeline.refetch import DoneJobs
-from pipeline.review.decisions import read_decisions
-from pipeline.runlog import LOG_FORMATS, LogFileError, RunLog
-from pipeline.status import missing_rule
-from pipeline.store import Store
-from pipeline.summary import format_plan, format_problems
+from pipeline.config import KEY_ENV
+from pipeline.reporting.runlog import LOG_FORMATS
+from pipeline.runner.options import Console, RunOptions
+from pipeline.runner.start import run_manifest
 
-__all__ = ["INTERRUPTED", "add_arguments", "command_run", "exit_code", "plan_options"]
-
-NO_KEY_HELP = f"""\
-No API key: set {KEY_ENV} to your 1min.ai key (https://1min.ai, account settings → API), e.g.
-
-    export {KEY_ENV}=...        # never passed on the command line, never printed
-
-or try the pipeline first against the built-in emulator, no key needed:
-
-    pipeline run MANIFEST --emulator
-"""
+__all__ = ["add_arguments", "command_run", "options_from_args"]
 
 
 def add_arguments(commands: Any) -> None:
@@ -108,6 +80,7 @@ def add_arguments(commands: Any) -> None:
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     add_redo_missing(run)
+    add_rehash(run)
     run.add_argument(
         "--limit", type=positive_int, metavar="N", help="run at most N pending jobs (a canary)"
     )
@@ -147,143 +120,40 @@ def add_arguments(commands: Any) -> None:
     run.set_defaults(handler=command_run)
 
 
-_NO_LOG = RunLog(io.StringIO())  # a dry run logs nothing
-
-
-def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
-    flags: dict[str, Any] = {
-        "endpoints": {"api_base": args.api_base, "asset_base": args.asset_base},
-        "rate": {"rpm": args.rpm, "concurrency": args.concurrency},
-        "retry": {"max_attempts": args.max_attempts},
-    }
-    if args.max_credits is not None:
-        flags["max_credits"] = args.max_credits
-    if args.max_total_credits is not None:
-        flags["max_total_credits"] = args.max_total_credits
-    if args.asynchronous:
-        flags["submit"] = "async"
-    return flags
-
-
-def plan_options(
-    args: argparse.Namespace, target: OutputTarget, done: DoneJobs | None = None
-) -> PlanOptions:
-    return PlanOptions(
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
+        manifest=args.manifest,
+        out=args.out,
+        state=args.state,
+        config=args.config,
+        api_base=args.api_base,
+        asset_base=args.asset_base,
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        max_attempts=args.max_attempts,
+        max_credits=args.max_credits,
+        max_total_credits=args.max_total_credits,
+        submit="async" if args.asynchronous else None,
         retry_failed=args.retry_failed,
+        redo_missing=args.redo_missing,
         limit=args.limit,
         only=args.only,
-        rejected=reviewer_rejections(read_decisions(target.state_dir)),
-        missing=missing_rule(target.outputs_gone()) if args.redo_missing else None,
-        on_done=done,
+        dry_run=args.dry_run,
+        report=not args.no_report,
+        emulator=args.emulator,
+        ray=args.ray,
+        shards=args.shards,
+        log_file=args.log_file,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        metrics_file=args.metrics_file,
+        notify=args.notify,
+        rehash=args.rehash,
+        progress=not args.no_progress and sys.stderr.isatty(),
     )
 
 
 def command_run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, os.environ, _flag_settings(args))
+    options = options_from_args(args)
     api_key = os.environ.get(KEY_ENV) or None
-    if api_key is None and not args.emulator and not args.dry_run:
-        print(NO_KEY_HELP, file=sys.stderr)
-        return ExitCode.USAGE
-    if args.notify and (problem := url_problem(args.notify)):
-        print(f"error: --notify: {problem}", file=sys.stderr)
-        return ExitCode.USAGE
-    manifest = load_manifest(args.manifest)
-    try:
-        target = output_target(args.out, args.state, manifest.base_dir, manifest.name)
-    except TargetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    if args.ray and (problem := _ray_problem(args, manifest, target)):
-        print(problem, file=sys.stderr)
-        return ExitCode.USAGE
-    if args.dry_run:
-        return _dry_run(RunContext(manifest, settings, target, api_key, args, _NO_LOG))
-    show_bar = not args.no_progress and sys.stderr.isatty()
-    above_bar = show_bar and args.log_file is None
-    try:
-        log = RunLog.open(args.log_file, args.log_format, verbose=args.verbose, above_bar=above_bar)
-    except LogFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
-    syncer = Syncer()  # fsyncs off the event loop, batched (pipeline.durability)
-    with log:
-        context = RunContext(manifest, settings, target, api_key, args, log, show_bar)
-        try:
-            return _locked_run(context, target.open_store(syncer), syncer)
-        finally:
-            syncer.close()
-
-
-def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> int:
-    state_dir, args, manifest = context.target.state_dir, context.args, context.manifest
-    created = not state_dir.exists()
-    store.prepare()  # a bucket OUT: probed here, before anything is fetched or bought
-    with OutputLock(state_dir):
-        ledger = read_ledger(state_dir / LEDGER_NAME)
-        _report_ledger_damage(ledger, state_dir)
-        done = DoneJobs()  # the re-fetch of lost outputs (pipeline.refetch) checks these
-        options = plan_options(args, context.target, done)
-        plan = prepare(manifest, ledger, options, load_credit_table())
-        if not plan.ok:
-            print(format_plan(plan.summary), file=sys.stderr)
-            print("nothing was sent.", file=sys.stderr)
-            if created:
-                _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
-            return ExitCode.USAGE
-        _print_warnings(plan)
-        return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
-
-
-def _print_warnings(plan: CheckedPlan) -> None:
-    summary = plan.summary
-    if summary.warning_count:
-        text = format_problems(summary.warnings, total=summary.warning_count, heading="warnings")
-        print(text, file=sys.stderr)
-
-
-def _remove_empty(state_dir: Path) -> None:
-    with contextlib.suppress(OSError):
-        (state_dir / LOCK_NAME).unlink()
-        (state_dir / STAGING_DIR).rmdir()  # a bucket run's, if any
-    with contextlib.suppress(OSError):
-        state_dir.rmdir()
-
-
-def _dry_run(context: RunContext) -> int:
-    state_dir = context.target.state_dir
-    ledger = read_ledger(state_dir / LEDGER_NAME)
-    plan = prepare(
-        context.manifest, ledger, plan_options(context.args, context.target), load_credit_table()
-    )
-    print(format_plan(plan.summary), file=sys.stdout if plan.ok else sys.stderr)
-    if not plan.ok:
-        return ExitCode.USAGE
-    print("dry run: nothing was sent.")
-    return ExitCode.OK
-
-
-def _report_ledger_damage(ledger: LedgerState, out_dir: Path) -> None:
-    corrupt = ledger.damage.corrupt_lines
-    if corrupt:
-        shown = ", ".join(map(str, corrupt[:10]))
-        more = f" and {len(corrupt) - 10} more" if len(corrupt) > 10 else ""
-        print(
-            f"warning: {out_dir / LEDGER_NAME}: skipped unreadable line(s) {shown}{more}",
-            file=sys.stderr,
-        )
-
-
-def _ray_problem(args: argparse.Namespace, manifest: Manifest, target: OutputTarget) -> str | None:
-    """Why the manifest cannot run on this cluster (inputs only this machine can read)."""
-    from pipeline.distributed.driver import check_shared_inputs
-
-    if target.bucket:  # the shards build a local Store from OUT: not wired for buckets yet
-        return "error: --ray with an object-store --out is not supported yet; use a shared path"
-    if args.emulator and args.ray != "local":
-        return "error: --emulator listens on this machine's 127.0.0.1: use it with --ray local"
-    jobs = [job for job in manifest.iter_jobs() if isinstance(job, Job)]
-    problems = check_shared_inputs(jobs, args.ray)
-    if not problems:
-        return None
-    more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-    return "error: --ray:\n  " + "\n  ".join(problems[:10]) + more
+    return run_manifest(options, api_key=api_key, console=Console.stdio()).exit_code

@@ -8,10 +8,11 @@ thousands of requests a minute. A lease is capped at ``rpm / 60 * LEASE_SECONDS`
 actor, and each shard asks for that divided by the number of shards, so no shard ever holds the
 whole budget (at 3,000 rpm and 20 shards: leases of 2 permits, 40 ms of the schedule).
 
-A 429 from any shard pauses the shared schedule (``Retry-After``, or one interval) and, without a
-hint, cuts the rate (``slowdown_factor``) once per congestion window; successes reported with
-the next lease win it back step by step. Kept simple on purpose: a lease already handed out
-(at most ``LEASE_SECONDS``) is not recalled; the shard that saw the 429 drops its own.
+A 429 from any shard is reported to the actor, whose ``RateControl`` applies the same rule as a
+run on one machine (``api.throttle``): a lone 429 delays its own call only; correlated ones
+pause the shared schedule and cut the pace; successes, reported with the next lease, win it
+back. Kept simple on purpose: a lease already handed out (at most ``LEASE_SECONDS``) is not
+recalled; the shard that saw the 429 drops what is left of its own.
 
 Ray keeps no actor state across a restart: a killed budget actor comes back empty (the rate as
 configured, no reservations) and shards, on ``RayActorError``, re-resolve it by name and wait
@@ -25,17 +26,16 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
-from pipeline.config import MIN_RPM, RECOVERY_STEP, SLOWDOWN_FACTOR, RateLimit
+from pipeline.api.throttle import RateControl
+from pipeline.config import RateLimit
 
 NAMESPACE = "onemin-pipeline"
 LEASE_SECONDS = 1.0
-HOLD_INTERVALS = 2.0  # hint-less 429s this soon after a cut are the same congestion event
 
 
 def budget_name(api_key: str) -> str:
@@ -43,90 +43,53 @@ def budget_name(api_key: str) -> str:
     return "onemin-budget-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Pacing:
-    """How the shared rate reacts to 429s: the throttle's settings, carried to the actor."""
+class LeaseBook:
+    """The shared schedule, without Ray (tested directly, and wrapped by the actor): leases of
+    consecutive slots, paced and paused by one ``RateControl``."""
 
-    slowdown_factor: float = SLOWDOWN_FACTOR
-    recovery_step: float = RECOVERY_STEP
-    min_rpm: float = MIN_RPM
-
-    @classmethod
-    def of(cls, rate: RateLimit) -> Pacing:
-        return cls(rate.slowdown_factor, rate.recovery_step, rate.min_rpm)
-
-
-class _Budget:
-    """The pacing arithmetic, without Ray (tested directly, and wrapped by the actor)."""
-
-    def __init__(
-        self,
-        rpm: float,
-        pacing: Pacing | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        pacing = pacing or Pacing()
-        self._configured = rpm
-        self._current = rpm
-        self._slowdown = pacing.slowdown_factor
-        self._step = pacing.recovery_step
-        self._min = pacing.min_rpm
+    def __init__(self, rate: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self.control = RateControl(rate, clock)
         self._next_free = 0.0
-        self._pause_until = 0.0
-        self._hold_until = 0.0
         self.granted = 0
 
     @property
     def rpm(self) -> float:
-        return self._current
+        return self.control.current_rpm
 
     def max_lease(self) -> int:
-        return max(1, int(self._current / 60.0 * LEASE_SECONDS))
+        return max(1, int(self.control.current_rpm / 60.0 * LEASE_SECONDS))
 
     def reserve(self, n: int, successes: int = 0) -> tuple[float, float]:
-        """Reserve up to ``n`` slots: (seconds until the first is due, spacing, )."""
-        self._recover(successes)
-        if self._current <= 0:
+        """Reserve up to ``n`` slots: (seconds until the first is due, their spacing)."""
+        if successes:
+            self.control.on_success(successes)
+        if self.control.current_rpm <= 0:
             return 0.0, 0.0  # --rpm 0: no limit
         n = max(1, min(n, self.max_lease()))
-        interval = 60.0 / self._current
+        interval = self.control.interval()
         now = self._clock()
-        first = max(now, self._next_free, self._pause_until)
+        first = max(now, self._next_free, self.control.pause_until)
         self._next_free = first + n * interval
         self.granted += n
         return first - now, interval
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        now = self._clock()
-        if retry_after is not None:
-            self._pause_until = max(self._pause_until, now + retry_after)
-            return
-        if now < self._hold_until or self._current <= 0:
-            return
-        self._current = max(self._min, self._current * self._slowdown)
-        interval = 60.0 / self._current
-        self._pause_until = max(self._pause_until, now + interval)
-        self._hold_until = now + interval * HOLD_INTERVALS
-
-    def _recover(self, successes: int) -> None:
-        if successes and self._current < self._configured:
-            step = self._step * self._configured * successes
-            self._current = min(self._configured, self._current + step)
+        self.control.on_rate_limited(retry_after)
 
     def set_rpm(self, rpm: float) -> None:
-        self._configured = self._current = rpm
+        self.control.set_rpm(rpm)
 
     def paused_for(self) -> float:
-        return max(0.0, self._pause_until - self._clock())
+        return self.control.paused_for()
 
 
 @ray.remote
 class RateBudget:
-    """The async actor around ``_Budget``; its methods are the shards' only coupling."""
+    """The async actor around ``LeaseBook``; its methods are the shards' only coupling."""
 
-    def __init__(self, rpm: float, pacing: Pacing | None = None) -> None:
-        self._budget = _Budget(rpm, pacing)
+    def __init__(self, rate: RateLimit) -> None:
+        self._budget = LeaseBook(rate)
 
     async def acquire(self, n: int = 1, successes: int = 0) -> float:
         """Wait until the first of up to ``n`` permits is due; return their spacing (s)."""
@@ -152,7 +115,7 @@ class RateBudget:
         }
 
 
-def get_budget(name: str, rpm: float, pacing: Pacing | None = None) -> Any:
+def get_budget(name: str, rate: RateLimit) -> Any:
     """The named budget actor, created if absent (detached: it outlives one driver)."""
     return RateBudget.options(  # type: ignore[attr-defined]
         name=name,
@@ -161,7 +124,7 @@ def get_budget(name: str, rpm: float, pacing: Pacing | None = None) -> Any:
         get_if_exists=True,
         max_concurrency=10_000,
         num_cpus=0,
-    ).remote(rpm, pacing)
+    ).remote(rate)
 
 
 class RemoteThrottle:
@@ -175,23 +138,20 @@ class RemoteThrottle:
     def __init__(
         self,
         name: str,
-        rpm: float,
+        rate: RateLimit,
         shards: int,
-        pacing: Pacing | None = None,
         clock: Callable[[], float] = time.monotonic,
         lease_cap: int | None = None,
     ) -> None:
-        self._name, self._rpm, self._pacing = name, rpm, pacing
+        self._name, self._rate, self._rpm = name, rate, rate.rpm
         self._shards = max(1, shards)
         self._clock = clock
         self._lease_cap = lease_cap  # the bench sets 1 to measure the actor's round-trips
-        self._actor = get_budget(name, rpm, pacing)
+        self._actor = get_budget(name, rate)
         self._permits: deque[float] = deque()  # local monotonic times the leased permits are due
         self._lock = asyncio.Lock()
         self._successes = 0
-        self._pause_until = 0.0
-        self._interval = 60.0 / rpm if rpm > 0 else 0.0
-        self.slowdowns = 0
+        self._interval = 60.0 / self._rpm if self._rpm > 0 else 0.0
 
     @property
     def current_rpm(self) -> float:
@@ -221,22 +181,20 @@ class RemoteThrottle:
                 break
             except RayActorError:
                 await asyncio.sleep(0.05)
-                self._actor = get_budget(self._name, self._rpm, self._pacing)
+                self._actor = get_budget(self._name, self._rate)
         self._successes -= successes
         self._interval = interval
-        start = max(self._clock(), self._pause_until)
+        start = self._clock()
         self._permits.extend(start + i * interval for i in range(n))
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        self._permits.clear()  # this shard's lease was cut short by the server
-        pause = retry_after if retry_after is not None else self._interval
-        self._pause_until = max(self._pause_until, self._clock() + pause)
-        if retry_after is None:
-            self.slowdowns += 1
+        # The rule is the actor's (one RateControl for every shard); this shard only drops what
+        # is left of its lease, so its next request asks the actor, which knows of any pause.
+        self._permits.clear()
         self._actor.on_rate_limited.remote(retry_after)  # fire and forget
 
     def on_success(self) -> None:
         self._successes += 1  # reported with the next lease: no round-trip per call
 
     def paused_for(self) -> float:
-        return max(0.0, self._pause_until - self._clock())
+        return 0.0  # pauses are the actor's: a lease waits for them

@@ -7,6 +7,13 @@ plan is read only as fast as the shards take it). When a shard dies (``ray.kill`
 ``RayActorError``) every job it held and had not finished goes back to the front of the queue
 with what its events said (a ``FeatureSubmitted`` → a ``Pending``: the next shard fetches the
 paid result, never buys it again) and a replacement shard is started.
+
+Outputs go where the run's ``OutputTarget`` says: a shared path, or a bucket that every shard
+writes to itself (each image put whole and verified, as a run on one machine does), while the
+driver keeps the state folder. Object-store credentials reach the shards from the driver's
+environment in Ray's runtime environment (``storage_env``: the store variables only, never
+the API key, which stays an actor argument). ``--max-credits`` is one shared count reserved
+before every POST (``distributed.credits``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import dataclasses
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ from ray.util.queue import Queue
 
 import pipeline
 from pipeline.config import Endpoints, Settings
-from pipeline.distributed.budget import NAMESPACE, Pacing, budget_name, get_budget
+from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
+from pipeline.distributed.credits import start_pool
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
     AssetsUploaded,
@@ -40,10 +48,31 @@ from pipeline.events import (
 )
 from pipeline.ledger import Pending, ResumeState
 from pipeline.models import Asset, Job, PlannedJob
-from pipeline.scheduler import RunOutcome
+from pipeline.scheduler import CreditBudget, RunOutcome
+from pipeline.store.bucket import OutputTarget
 
 POLL_SECONDS = 0.05
 SHARD_RESTARTS_MAX = 20  # a shard that keeps dying is a broken cluster, not bad luck
+
+# What the object stores read from the environment (s3fs/botocore, gcsfs/google-auth,
+# adlfs/azure-identity, fsspec's own FSSPEC_<PROTOCOL>_<OPTION>); the shards get these and
+# nothing else of the driver's environment.
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "GCSFS_", "FSSPEC_")
+STORAGE_ENV_NAMES = frozenset({"STORAGE_EMULATOR_HOST", "NO_GCE_CHECK"})
+
+
+def storage_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The object-store variables of ``environ``, for the shards' runtime environment.
+
+    A shard on another node does not inherit the driver's environment; Ray's runtime
+    environment is the one way to hand it over. Nodes with their own credentials (an instance
+    role) need none of these, and then none are set.
+    """
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.startswith(STORAGE_ENV_PREFIXES) or name in STORAGE_ENV_NAMES
+    }
 
 
 def connect(address: str) -> bool:
@@ -90,18 +119,25 @@ class Driver:
         shards: int,
         api_key: str,
         settings: Settings,
-        out_dir: Path,
+        target: OutputTarget,
         bus: EventBus,
         resume_state: ResumeState,
         batch_size: int | None = None,
         max_credits: float | None = None,
+        max_total_credits: float | None = None,
+        spent_before: float = 0.0,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._max_credits = max_credits
-        self.credits_spent = 0
+        # What the shards reported spent, for the driver's own figures; the limits themselves
+        # are kept by the run's CreditPool, which every shard asks before its POST.
+        self.credits = CreditBudget()
+        self._limits = (max_credits, max_total_credits, spent_before)
+        self._pool: Any = None
         self._count = max(1, shards)
         self._key = api_key
         self._settings = settings
-        self._out = str(out_dir)
+        self._target = target
+        self._env = storage_env(os.environ if environ is None else environ)
         self._bus = bus
         self._resume = resume_state
         self._batch = batch_size or max(1, settings.rate.concurrency)
@@ -123,21 +159,29 @@ class Driver:
 
     def _start_shard(self) -> None:
         shard_id, self._next_id = self._next_id, self._next_id + 1
-        self.shards[shard_id] = Shard.options(  # type: ignore[attr-defined]
-            max_concurrency=64, max_restarts=0, num_cpus=0, scheduling_strategy="SPREAD"
-        ).remote(
+        options: dict[str, Any] = {
+            "max_concurrency": 64,
+            "max_restarts": 0,
+            "num_cpus": 0,
+            "scheduling_strategy": "SPREAD",
+        }
+        if self._env:  # merged by Ray with the job's own runtime environment
+            options["runtime_env"] = {"env_vars": self._env}
+        self.shards[shard_id] = Shard.options(**options).remote(  # type: ignore[attr-defined]
             shard_id,
             self._key,
             self._settings,
-            self._out,
+            self._target,
             self._events,
             self._budget,
             self._count,
+            self._pool,
         )
 
     def _shard_died(self, shard_id: int) -> None:
         if self.shards.pop(shard_id, None) is None:
             return  # its other batches report the same death
+        self._pool.shard_lost.remote(shard_id)  # its calls in flight count as spent
         self._drain()  # what it sent before dying is still in the queue
         for job_id, (owner, job) in list(self._owner.items()):
             if owner == shard_id:
@@ -214,7 +258,7 @@ class Driver:
             self._stop(event.reason, event.message)
             return
         if isinstance(event, FeatureSubmitted) and owned:
-            self._count_credits(event.credits)
+            self.credits.charge(event.credits or 0)
             pending = Pending(event.result, event.credits, event.attempt)
             self._owner[event.job_id] = (shard_id, dataclasses.replace(owned[1], pending=pending))
         elif isinstance(event, AssetsUploaded):
@@ -222,16 +266,6 @@ class Driver:
         elif isinstance(event, JobSucceeded | JobFailed):
             self._owner.pop(event.job_id, None)
         self._bus.emit(event)
-
-    def _count_credits(self, credits: int | None) -> None:
-        # Counted as the shards report them: the calls already open when the limit is reached
-        # still land, so the overshoot is at most the calls in flight (shards x concurrency).
-        self.credits_spent += credits or 0
-        limit = self._max_credits
-        if limit is not None and self.credits_spent >= limit:
-            self._stop(
-                "max_credits", f"--max-credits {limit:g} reached: {self.credits_spent} spent"
-            )
 
     @property
     def stopping(self) -> bool:
@@ -255,9 +289,10 @@ class Driver:
             return self._outcome  # nothing to run: no actors started, nothing sent
         source = itertools.chain([first], source)
         self._events = Queue(actor_options={"num_cpus": 0})
+        self._pool = start_pool(*self._limits)
         rate = self._settings.rate
         # The driver creates the actor, so it brings the run's pacing; shards find it by name.
-        budget = get_budget(self._budget, rate.rpm, Pacing.of(rate))
+        budget = get_budget(self._budget, rate)
         await budget.set_rpm.remote(self._settings.rate.rpm)  # this run's --rpm wins
         for _ in range(self._count):
             self._start_shard()
@@ -295,6 +330,8 @@ class Driver:
             ray.kill(handle)
         self.shards.clear()
         self._events.shutdown()
+        if self._pool is not None:
+            ray.kill(self._pool)
 
 
 async def run_distributed(
@@ -305,11 +342,13 @@ async def run_distributed(
     endpoints: Endpoints,
     api_key: str,
     settings: Settings,
-    out_dir: Path,
+    target: OutputTarget,
     ledger_writer_bus: EventBus,
     resume_state: ResumeState,
     batch_size: int | None = None,
     max_credits: float | None = None,
+    max_total_credits: float | None = None,
+    spent_before: float = 0.0,
     on_start: Callable[[Driver], None] | None = None,
 ) -> RunOutcome:
     """Run the plan on ``shards`` Ray actors; the driver's bus gets every event, in order."""
@@ -319,11 +358,13 @@ async def run_distributed(
             shards=shards,
             api_key=api_key,
             settings=dataclasses.replace(settings, endpoints=endpoints),
-            out_dir=out_dir,
+            target=target,
             bus=ledger_writer_bus,
             resume_state=resume_state,
             batch_size=batch_size,
             max_credits=max_credits,
+            max_total_credits=max_total_credits,
+            spent_before=spent_before,
         )
         if on_start is not None:
             on_start(driver)  # the CLI's signal handlers call driver.request_stop()

@@ -9,11 +9,19 @@ Events go back to the driver (the ledger's single writer) through a Ray queue: t
 buffers them and a flusher sends a list every ``FLUSH_SECONDS``; a ``FeatureSubmitted`` is sent
 at once, so a shard killed after paying for a call has told the driver (the job is then polled,
 never bought again). A batch's last events are sent before ``run_batch`` returns.
+
+The shard builds its store from the run's ``OutputTarget``: with a bucket ``OUT`` it stages
+results in a temporary folder of its own node and puts each image whole and verified, as a
+run on one machine does; before its first batch it probes the bucket (or the shared folder),
+so a node without credentials stops the run before it buys anything. Its credits are reserved
+in the run's ``CreditPool`` before every POST (``distributed.credits``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +29,21 @@ from typing import Any
 import aiohttp
 import ray
 
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
+from pipeline.api.retry import RetryPolicy
 from pipeline.config import Settings
-from pipeline.distributed.budget import Pacing, RemoteThrottle
+from pipeline.credits import load_credit_table
+from pipeline.distributed.budget import RemoteThrottle
+from pipeline.distributed.credits import ShardCredits
+from pipeline.distributed.inputs import localize
+from pipeline.errors import StopReason, StoreError
 from pipeline.events import Event, EventBus, FeatureSubmitted
+from pipeline.inputs.cache import InputCache
 from pipeline.ledger import Pending
 from pipeline.models import Asset, PlannedJob
 from pipeline.preflight import mask_upload_bytes
-from pipeline.retry import RetryPolicy
-from pipeline.scheduler import Scheduler
-from pipeline.store import Store
+from pipeline.scheduler import build_scheduler, scheduler_options
+from pipeline.store.bucket import OutputTarget
 
 BATCHES_IN_FLIGHT = 2
 FLUSH_SECONDS = 0.05
@@ -105,18 +118,24 @@ class Shard:
         shard: int,
         api_key: str,
         settings: Settings,
-        out_dir: str,
+        target: OutputTarget,
         events: Any,
         budget: str,
         shards: int,
+        credit_pool: Any,
     ) -> None:
         self._shard = shard
         self._key = api_key  # held in memory only: never logged, never in a runtime env
         self._settings = settings
-        self._store = Store(Path(out_dir))
+        self._staging = Path(tempfile.mkdtemp(prefix=f"onemin-shard-{shard}-"))  # this node's
+        self._store = target.open_shard_store(self._staging)
+        self._prepared: asyncio.Task[str | None] | None = None
+        self._credits = ShardCredits(credit_pool, shard)
+        self._inputs = InputCache()  # this node's cache of URL inputs
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
-        self._throttle = RemoteThrottle(budget, rate.rpm, shards, Pacing.of(rate))
+        self._throttle = RemoteThrottle(budget, rate, shards)
+        self._credit_table = load_credit_table()
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -137,31 +156,47 @@ class Shard:
             await asyncio.sleep(FLUSH_SECONDS)
             self._forwarder.flush()
 
+    async def _prepare_store(self) -> str | None:
+        """Probe the store once (a put and a delete in a bucket): why it cannot be written."""
+        try:
+            await asyncio.to_thread(self._store.prepare)
+        except StoreError as exc:
+            return str(exc)
+        return None
+
     async def run_batch(self, jobs: list[ShardJob]) -> tuple[str | None, str]:
         """Run one batch to its end; its events reach the driver's queue before this returns."""
-        from pipeline.credits import load_credit_table
-
+        if self._prepared is None:  # both batches in flight wait for the one probe
+            self._prepared = asyncio.ensure_future(self._prepare_store())
+        if (problem := await self._prepared) is not None:
+            return StopReason.STORE, problem
+        planned = await asyncio.to_thread(self._local_inputs, jobs)
         bus = EventBus()
         bus.subscribe(self._forwarder)
         concurrency = max(1, self._settings.rate.concurrency // BATCHES_IN_FLIGHT)
-        scheduler = Scheduler(
+        scheduler = build_scheduler(
             await self._client(),
             self._store,
             bus,
-            self._throttle,  # type: ignore[arg-type]
-            RetryPolicy(self._settings.retry),
+            self._throttle,
             BatchLedger(jobs),
-            concurrency=concurrency,
-            credits_for=load_credit_table().for_job,
-            submit=self._settings.submit,
-            timeouts=self._settings.timeouts,
+            policy=RetryPolicy(self._settings.retry),
+            options=scheduler_options(self._settings, concurrency),
+            credits=self._credits,
+            credits_for=self._credit_table.for_job,
             mask_converter=mask_upload_bytes,
         )
         try:
-            outcome = await scheduler.run([j.planned for j in jobs])
+            outcome = await scheduler.run(planned)
         finally:
+            self._credits.settle_now()
             await self._forwarder.settle()
         return outcome.stop_reason, outcome.stop_message
+
+    def _local_inputs(self, jobs: list[ShardJob]) -> list[PlannedJob]:
+        """The batch's jobs with URL inputs in this node's cache (a no-op where the driver's
+        cache is this node's, as with ``--ray local``)."""
+        return [localize(job.planned, self._inputs) for job in jobs]
 
     async def ping(self) -> int:
         return self._shard
@@ -172,3 +207,5 @@ class Shard:
         await self._forwarder.settle()
         if self._session is not None:
             await self._session.close()
+        self._credits.settle_now()
+        shutil.rmtree(self._staging, ignore_errors=True)

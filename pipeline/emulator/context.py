@@ -7,12 +7,11 @@ features.py, downloads.py); the server owns it and its lifecycle.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -42,6 +41,10 @@ class RequestRecord:
     record: str | None = None  # the aiRecord.status answered, if any
     credits: int = 0
     dropped: bool = False
+    # The CDN answered in the origin's stead (its 524): whatever the origin does next is lost.
+    gateway_gave_up: bool = False
+    # The member's used credit as it stood before this request's own charge, if it charged.
+    used_before: int | None = None
 
 
 RECORD_KEY = web.RequestKey("emulator.record", RequestRecord)
@@ -50,9 +53,14 @@ RECORD_KEY = web.RequestKey("emulator.record", RequestRecord)
 class Context:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.state = EmulatorState(credit_limit=config.credit_limit, used_credit=config.used_credit)
-        # Replace to drive the request window and processing records from a test without sleeping.
+        self.state = EmulatorState(
+            credit_limit=config.credit_limit,
+            used_credit=config.used_credit,
+            team_balance=config.team_balance,
+        )
+        # Replace both (server.use_time) to drive every wait, window and record from a test.
         self.clock: Callable[[], float] = time.monotonic
+        self.timer: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.faults = FaultPlan(config)
         window = config.window
         self._window = (
@@ -79,6 +87,9 @@ class Context:
     def drop(self, request: web.Request) -> web.Response:
         """Close the connection without answering; aiohttp cannot send the returned dummy."""
         self.fault(request, "drop")
+        return self.hang_up(request)
+
+    def hang_up(self, request: web.Request) -> web.Response:
         request[RECORD_KEY].dropped = True
         if request.transport is not None:
             request.transport.close()
@@ -109,10 +120,15 @@ class Context:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, unless the server stops first (shutdown must not wait for slow answers)."""
-        if seconds <= 0:
+        if seconds <= 0 or self.stopping.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+        timer = asyncio.ensure_future(self.timer(seconds))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((timer, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            stop.cancel()
 
     def base_for(self, request: web.Request) -> str:
         # Served by someone else's runner (e.g. aiohttp's TestServer): use how we were reached.

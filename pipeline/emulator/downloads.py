@@ -1,7 +1,10 @@
 """Asset downloads: the plain asset host and the presigned S3-style temporary URLs.
 
 Downloads are not API requests: no key, no request window; they have faults of their own
-(drop, expire, huge, truncate).
+(drop, expire, huge, truncate). With `public_assets` off the bucket is private, as the live
+one is: an unsigned read answers 403 AccessDenied (for a missing key too, as S3 answers a
+reader that may not list the bucket), and only a presigned URL, checked for its own object,
+reads anything.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class Downloads:
             return context.drop(request)
         await context.sleep(context.config.asset_latency)
         path = request.match_info["path"]
+        if not temporary and not context.config.public_assets:
+            context.fault(request, "private")
+            return answers.xml_error(403, "AccessDenied", "Access Denied")
         if temporary:
             reason = check_presigned(path, dict(request.query), context.secret)
             if reason is None and faults.expire:

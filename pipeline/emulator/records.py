@@ -1,15 +1,17 @@
 """AI records the emulator has answered, and the life of those still processing.
 
-A record answered PROCESSING finishes `processing_seconds` after its submission, measured on the
-server's clock (injectable, so tests move time instead of sleeping). It becomes what was decided
-at submission: SUCCESS (its rendering started in the background at once, and its results exist
-before any answer says SUCCESS) or FAILED/FAILURE. A record changes state when it is looked at
-(`current`), which is the only time anyone can tell.
+A record answered PROCESSING finishes `edit_seconds` (with its jitter) after its submission,
+measured on the server's clock (injectable, so tests move time instead of sleeping). It becomes
+what was decided at submission: SUCCESS (its rendering started in the background at once, and
+its results exist before any answer says SUCCESS) or FAILED/FAILURE. A record changes state when
+it is looked at (`current`), which is the only time anyone can tell.
 
 Credits are charged once, at submission, and only for a record that will succeed: a record bound
 to fail is free, as a FAILED answer of a direct call is. So the request log's `credits` sits on
 the feature call that bought the edit, and a feature call whose answer was lost still shows as
 bought, exactly what a client must avoid repeating.
+
+What an answer calls the state is the record's own `words` (seed words, or the live ones).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .validation import FeatureParams
+from .words import SEED_WORDS, StatusWords
 
 PROCESSING = "PROCESSING"
 SUCCESS = "SUCCESS"
@@ -39,6 +42,20 @@ class Record:
     ready_at: float | None = None
     final_status: str = SUCCESS
     render: asyncio.Task[list[str]] | None = None
+    words: StatusWords = SEED_WORDS
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in (SUCCESS, PROCESSING)
+
+    @property
+    def word(self) -> str:
+        """The status word an answer gives for the record as it stands."""
+        if self.status == SUCCESS:
+            return self.words.finished
+        if self.status == PROCESSING:
+            return self.words.unfinished
+        return self.words.failed
 
 
 class RecordBook:

@@ -1,9 +1,11 @@
 """The emulator's HTTP server: lifecycle, routes and the request log.
 
-The routes live in their own modules: uploads.py (`POST /api/assets`), features.py (feature calls
-and result polls, with the order of their checks), downloads.py (the asset host and presigned
-URLs); context.py holds what they share (the key, the request window, faults, sleeps) and
-state.py what the emulator remembers. Uploads and result polls pass the same challenge, key and
+The routes live in their own modules: uploads.py (`POST /api/assets`), features.py (feature calls,
+with the order of their checks) with editing.py (the origin's edit and its charge) and
+gateway.py (the CDN in front of the API), results.py (result polls, and how every answer shows a
+record), downloads.py (the asset host and presigned URLs); context.py holds what they share (the
+key, the request window, faults, time) and state.py what the emulator remembers (with the
+charge log of charges.py). Uploads and result polls pass the same challenge, key and
 window checks as feature calls: the window counts every request to the API host (uploads,
 feature calls, polls), never downloads.
 """
@@ -20,14 +22,18 @@ from typing import IO
 
 from aiohttp import web
 
-from . import transport
+from . import answers, transport
 from .config import EmulatorConfig
 from .context import RECORD_KEY, Context, RequestRecord
 from .downloads import Downloads
+from .editing import Editor
 from .features import Features
+from .gateway import Gateway
 from .imaging import Imager
 from .records import RecordBook
+from .results import RecordViews, Results
 from .state import EmulatorState, StoredAsset
+from .timing import ManualTime
 from .uploads import Uploads
 from .validation import ApiError
 
@@ -45,7 +51,11 @@ class EmulatorServer:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self._context = Context(config)
-        self._features = Features(self._context, Imager())
+        self._gateway = Gateway(self._context)
+        views = RecordViews(self._context)
+        self._editor = Editor(self._context, Imager(), self._gateway, views)
+        self._features = Features(self._context, self._editor, self._gateway, views)
+        self._results = Results(self._context, self._editor.records, views)
         self._uploads = Uploads(self._context)
         self._downloads = Downloads(self._context)
         self._runner: web.AppRunner | None = None
@@ -66,12 +76,30 @@ class EmulatorServer:
         self._context.clock = clock
 
     @property
+    def sleep(self) -> Callable[[float], Awaitable[None]]:
+        """Every wait of the server (latency, edits, the CDN's patience, uploads)."""
+        return self._context.timer
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._context.timer = sleep
+
+    def use_time(self, time_source: ManualTime) -> None:
+        """Drive the server's clock and every wait from a test: nothing then takes real time."""
+        self.clock = time_source
+        self.sleep = time_source.sleep
+
+    async def drain(self) -> None:
+        """Wait for the origin's work on calls the CDN already answered (and its charges)."""
+        await self._gateway.drain()
+
+    @property
     def records(self) -> RecordBook:
-        return self._features.records
+        return self._editor.records
 
     @property
     def imager(self) -> Imager:
-        return self._features.imager
+        return self._editor.imager
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -90,6 +118,8 @@ class EmulatorServer:
         if self.config.request_log is not None:
             self.config.request_log.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self.config.request_log.open("a", encoding="utf-8")
+        if self.config.charge_log is not None:
+            self.state.charge_log.open(self.config.charge_log)
         self._context.executor = ThreadPoolExecutor(
             max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="emulator-image"
         )
@@ -110,6 +140,7 @@ class EmulatorServer:
         # Wake sleeping slow/latency handlers so shutdown does not wait for them.
         self._context.stopping.set()
         self.records.cancel_renders()
+        self._gateway.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -126,6 +157,7 @@ class EmulatorServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        self.state.charge_log.close()
         if self._context.executor is not None:
             self._context.executor.shutdown(wait=False, cancel_futures=True)
             self._context.executor = None
@@ -134,8 +166,8 @@ class EmulatorServer:
         app = web.Application(client_max_size=MAX_JSON_BYTES, middlewares=[self._middleware])
         add_get, add_post = app.router.add_get, app.router.add_post
         add_post("/api/assets", self._uploads.handle, name="assets")
-        add_post("/api/features", self._features.handle_feature, name="features")
-        add_get("/api/results/{uuid}", self._features.handle_result, name="results")
+        add_post("/api/features", self._features.handle, name="features")
+        add_get("/api/results/{uuid}", self._results.handle, name="results")
         add_get("/asset/{path:.+}", self._downloads.handle_asset, name="asset")
         add_get("/s3/asset.1min.ai/{path:.+}", self._downloads.handle_temporary, name="temporary")
         return app
@@ -153,9 +185,7 @@ class EmulatorServer:
             try:
                 response = await handler(request)
             except ApiError as error:
-                response = web.json_response(
-                    {"message": error.message}, status=error.status, headers=error.headers
-                )
+                response = self._error_answer(request, error)
             status = None if record.dropped else response.status
             return response
         except web.HTTPException as exc:
@@ -166,6 +196,13 @@ class EmulatorServer:
             raise
         finally:
             self._log(request, record, status)
+
+    def _error_answer(self, request: web.Request, error: ApiError) -> web.Response:
+        style = self.config.error_bodies
+        live = style == "live" or error.live
+        # Drawn only for live bodies, so other modes keep their streams as they were.
+        details_missing = live and self._context.faults.live_details_missing()
+        return answers.api_error_response(error, style, details_missing, request.path)
 
     def _log(self, request: web.Request, record: RequestRecord, status: int | None) -> None:
         # Method, path without query, and our own facts only: never headers (the key is one).

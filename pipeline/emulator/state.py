@@ -1,4 +1,4 @@
-"""What the emulator remembers: the stored assets and the counters tests inspect."""
+"""What the emulator remembers: the stored assets, the charges and the counters tests inspect."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import charges as money
+from .charges import Charge, ChargeLog
 from .imaging import SourceImage
 
 ASSET_PREFIX = "development/images"
@@ -35,6 +37,8 @@ class EmulatorState:
 
     credit_limit: int
     used_credit: int
+    # What remains of the team's balance (None: no such limit); `credit_limit` is the member's.
+    team_balance: int | None = None
     assets: dict[str, StoredAsset] = field(default_factory=dict)
     # Credits of calls being rendered: counted against the limit so that concurrent calls
     # cannot together overspend it.
@@ -49,6 +53,46 @@ class EmulatorState:
     log: list[dict[str, Any]] = field(default_factory=list)
     # Every path ever handed out, forgotten assets' too: a client may still hold an old one.
     issued_paths: set[str] = field(default_factory=set)
+    charge_log: ChargeLog = field(default_factory=ChargeLog)
+    uploads_in_flight: int = 0
+
+    @property
+    def charges(self) -> list[Charge]:
+        """Every charge, in order: the account's money (count money here, not from answers)."""
+        return self.charge_log.entries
+
+    @property
+    def credits_charged(self) -> int:
+        return money.credits_charged(self.charges)
+
+    @property
+    def edits_charged(self) -> int:
+        return money.edits_charged(self.charges)
+
+    @property
+    def images_charged(self) -> int:
+        return money.images_charged(self.charges)
+
+    def charges_by_prompt(self) -> dict[str, list[Charge]]:
+        return money.charges_by_prompt(self.charges)
+
+    def lost_charges(self) -> list[Charge]:
+        return money.lost_charges(self.charges)
+
+    def can_afford(self, cost: int) -> bool:
+        """Whether the member's cap and the team's balance both leave room for `cost`."""
+        if self.used_credit + self.reserved_credit + cost > self.credit_limit:
+            return False
+        return self.team_balance is None or self.reserved_credit + cost <= self.team_balance
+
+    def charge(self, charge: Charge) -> int:
+        """Book a charge; returns the member's used credit as it stood before it."""
+        before = self.used_credit
+        self.used_credit += charge.cost
+        if self.team_balance is not None:
+            self.team_balance -= charge.cost
+        self.charge_log.add(charge)
+        return before
 
     @property
     def counters(self) -> dict[str, int]:

@@ -32,6 +32,28 @@ class Uploads:
             return context.challenged(request)
         context.check_key(request)
         context.window_check(request)
+        self._check_concurrency(request)
+        context.state.uploads_in_flight += 1
+        try:
+            return await self._store(request)
+        finally:
+            context.state.uploads_in_flight -= 1
+
+    def _check_concurrency(self, request: web.Request) -> None:
+        """At most `upload_concurrency` uploads in flight; one more is refused (it still counted
+        in the request window: it reached the API)."""
+        context = self._context
+        limit = context.config.upload_concurrency
+        if limit is None or context.state.uploads_in_flight < limit:
+            return
+        context.fault(request, "upload_concurrency")
+        # The live API's answer beyond its reported limit is not documented. We answer as its
+        # gateway does for the other limit it enforces (the request window): a JSON 429 with
+        # Retry-After, the answer a client already has to cope with and the likeliest one.
+        raise ApiError(429, f"Too many uploads at once (at most {limit})", context.retry_after(1))
+
+    async def _store(self, request: web.Request) -> web.Response:
+        context = self._context
         await context.sleep(context.config.asset_latency)
         filename, data = await transport.read_asset_field(request, MAX_UPLOAD_BYTES)
         try:

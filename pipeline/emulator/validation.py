@@ -28,13 +28,30 @@ _TOP_LEVEL_KEYS = ("type", "model", "promptObject", "async")
 
 
 class ApiError(Exception):
-    """An answer other than success: status, JSON message and optional headers."""
+    """An answer other than success: status, JSON message and optional headers.
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    `code` and `details` are the live body's errorCode and details (defaults by status);
+    `live` makes the answer live-shaped whatever `error_bodies` says (a refusal that only the
+    live API gives).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        code: str | None = None,
+        details: str | None = None,
+        live: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
+        self.details = details
+        self.live = live
 
 
 @dataclass(frozen=True)
@@ -127,8 +144,12 @@ _FIELDS: dict[str, dict[str, _Field]] = {
 }
 
 
-def validate_feature(payload: object) -> FeatureParams:
-    """Return the checked parameters or raise ApiError(400) naming the first bad field."""
+def validate_feature(payload: object, require_all_params: bool = False) -> FeatureParams:
+    """Return the checked parameters or raise ApiError(400) naming the first bad field.
+
+    With `require_all_params`, a parameter the seed table gives a default for is required all
+    the same, as the live API required `quality` although its page calls it optional.
+    """
     if not isinstance(payload, dict):
         raise _bad("body", "must be a JSON object")
     for key in payload:
@@ -145,10 +166,13 @@ def validate_feature(payload: object) -> FeatureParams:
     prompt_object = payload.get("promptObject")
     if not isinstance(prompt_object, dict):
         raise _bad("promptObject", "must be an object")
-    return replace(_validate_prompt_object(feature_type, prompt_object), asynchronous=asynchronous)
+    params = _validate_prompt_object(feature_type, prompt_object, require_all_params)
+    return replace(params, asynchronous=asynchronous)
 
 
-def _validate_prompt_object(feature_type: str, prompt_object: dict[str, Any]) -> FeatureParams:
+def _validate_prompt_object(
+    feature_type: str, prompt_object: dict[str, Any], require_all_params: bool
+) -> FeatureParams:
     spec = _FIELDS[feature_type]
     for key in prompt_object:
         if key not in spec:
@@ -158,6 +182,9 @@ def _validate_prompt_object(feature_type: str, prompt_object: dict[str, Any]) ->
         if name not in prompt_object:
             if field.required:
                 raise _bad(name, "is required")
+            if require_all_params:
+                # Only the live API refuses this, so its answer is live-shaped.
+                raise ApiError(400, f"{name}: is required", live=True)
             filled[name] = field.default
             continue
         field.check(name, prompt_object[name])

@@ -1,2 +1,3 @@
-"""Inputs on their way to the API: what the bytes uploaded are (``upload``) and object stores
-(``objectstore``). The scheduler calls ``prepare_upload``; preflight uses ``recipe_for``."""
+"""Inputs from elsewhere: remote inputs (http(s), s3://, gs://, az://) fetched once (``fetch``)
+into a content-addressed cache (``cache``), and what an object-store URL names
+(``objectstore``). What is uploaded for an input is ``images.upload``'s."""

@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from pipeline.api.retry import backoff, retry_loop
 from pipeline.inputs import objectstore
 from pipeline.inputs.cache import CachedInput, InputCache
 
@@ -193,10 +194,9 @@ async def _fetch_one(
     options: FetchOptions,
     sleep: _Sleep,
 ) -> CachedInput | str:
-    last = "could not be fetched"
-    for attempt in range(options.retries + 1):
-        if attempt:
-            await sleep(options.backoff * 2 ** (attempt - 1))
+    """The cached input, or why it cannot be had (a sentence); transient troubles are retried."""
+
+    async def attempt(_n: int) -> CachedInput | str:
         try:
             if objectstore.is_object_store(url):
                 data = await asyncio.to_thread(objectstore.fetch_bytes, url)
@@ -204,17 +204,28 @@ async def _fetch_one(
                     return _too_large(options.max_bytes)
                 return cache.store(url, data)
             return await _http(session, url, cache, options)
-        except _Transient as exc:
-            last = str(exc)
         except _Refused as exc:
             return str(exc)
         except FileNotFoundError:
             return "does not exist (404)"
         except objectstore.ObjectStoreError as exc:
             return str(exc)
+        except _Transient:
+            raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            last = f"could not be fetched: {type(exc).__name__} {exc}".strip()
-    return f"{last} (after {options.retries + 1} tries)"
+            raise _Transient(f"could not be fetched: {type(exc).__name__} {exc}".strip()) from exc
+
+    tries = options.retries + 1
+    try:
+        return await retry_loop(
+            attempt,
+            tries=tries,
+            delay=lambda n: backoff(n, options.backoff, options.backoff * 2.0**options.retries),
+            retry_on=(_Transient,),
+            sleep=sleep,
+        )
+    except _Transient as exc:
+        return f"{exc} (after {tries} tries)"
 
 
 async def _http(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from pipeline.layout import LEDGER_NAME, LOCK_NAME
 from pipeline.ledger.checkpoint import CHECKPOINT_SUFFIX, checkpoint_path, write_checkpoint
 from pipeline.ledger.compact import JobRef
 from pipeline.ledger.fold import (
@@ -25,7 +26,7 @@ from pipeline.ledger.fold import (
     ResumeState,
     read_records,
 )
-from pipeline.ledger.lock import LOCK_NAME, OutputLock
+from pipeline.ledger.lock import OutputLock
 from pipeline.ledger.reader import read_ledger
 from pipeline.ledger.schema import (
     Record,
@@ -37,8 +38,6 @@ from pipeline.ledger.schema import (
     utc_now,
 )
 from pipeline.ledger.writer import LedgerWriter, record_for
-
-LEDGER_NAME = "ledger.jsonl"
 
 __all__ = [
     "CHECKPOINT_SUFFIX",

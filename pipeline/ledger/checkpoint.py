@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import struct
 import sys
 import zlib
@@ -33,12 +32,13 @@ from typing import IO, Any
 
 import msgspec
 
+from pipeline.durability import atomic_file
+from pipeline.layout import CHECKPOINT_SUFFIX
 from pipeline.ledger.compact import ByteIndex
 from pipeline.ledger.fold import LedgerState
 from pipeline.ledger.schema import Submitted
 from pipeline.models import ErrorInfo
 
-CHECKPOINT_SUFFIX = ".checkpoint"  # ledger.jsonl -> ledger.checkpoint
 MAGIC = b"onemin-pipeline ledger checkpoint\n"
 FORMAT_VERSION = 1
 HEAD_BYTES = 64 * 1024  # the ledger's first bytes, hashed: another ledger has other ones
@@ -237,28 +237,22 @@ def snapshot(state: LedgerState, ledger: Path, *, copy: bool) -> Snapshot | None
 
 
 def write_snapshot(snap: Snapshot, ledger: Path) -> Path:
-    """Write the checkpoint whole: temporary file, fsync, rename, fsync of the folder.
+    """Write the checkpoint whole (``durability.atomic_file``: temporary file, fsync, rename,
+    fsync of the folder).
 
-    The temporary has one fixed name, overwritten by the next write: a killed run's is
-    replaced, not hunted for (OUT holds a folder per job: a listing of a million names would
-    cost more memory than the checkpoint saves). Two writers at once (outside the run's lock)
-    could only interleave their bytes, which the CRC refuses."""
+    The temporary has one fixed name, a killed run's removed first: it is replaced, not hunted
+    for (OUT holds a folder per job: a listing of a million names would cost more memory than
+    the checkpoint saves). Two writers at once (outside the run's lock) cannot both create it:
+    the second fails, and the CRC would refuse interleaved bytes anyway."""
     path = checkpoint_path(ledger)
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with temp.open("wb") as handle:
-            crc = 0
-            for piece in (MAGIC, _LENGTH.pack(len(snap.header)), snap.header, *snap.pieces):
-                handle.write(piece)
-                crc = zlib.crc32(piece, crc)
-            handle.write(_LENGTH.pack(crc))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    temp_name = f".{path.name}.tmp"
+    path.with_name(temp_name).unlink(missing_ok=True)
+    with atomic_file(path, sync=True, temp_name=temp_name) as handle:
+        crc = 0
+        for piece in (MAGIC, _LENGTH.pack(len(snap.header)), snap.header, *snap.pieces):
+            handle.write(piece)
+            crc = zlib.crc32(piece, crc)
+        handle.write(_LENGTH.pack(crc))
     return path
 
 
@@ -273,14 +267,6 @@ def write_checkpoint(state: LedgerState, ledger: Path) -> Path | None:
         for piece in snap.pieces:
             if isinstance(piece, memoryview):
                 piece.release()  # the columns may grow again
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- reading --------------------------------------------------------------------------------------

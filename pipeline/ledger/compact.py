@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.models import ErrorInfo, Status
 
 if TYPE_CHECKING:
+    from pipeline.images.checks import ImageChecks
     from pipeline.ledger.fold import JobState
     from pipeline.ledger.schema import JobDetails, Submitted
 
@@ -515,6 +516,7 @@ class JobRef:
 
     details: JobDetails | None = None  # the detailed fold's only
     retries: None = None
+    checks: tuple[ImageChecks, ...] = ()  # the detailed fold's only (export reads them there)
 
     def __init__(self, table: JobTable, number: int) -> None:
         self.table = table

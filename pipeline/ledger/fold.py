@@ -15,9 +15,9 @@ cannot disagree about where a job stands. The rules, in one place:
 Two states take the fold. ``LedgerState`` (resume, ``status``, the report) keeps every job in
 flat columns (``pipeline.ledger.compact``: about 85 bytes a done job) and is what the checkpoint
 stores; ``DetailedLedger`` (``read_ledger(path, detailed=True)``: export and the review CLI)
-also keeps each job's details, retries and the finish times as objects. A new line type is one
-record in ``schema``, one handler here (in ``_FOLDS``) and, if it adds per-job state, one
-attribute on ``JobState`` and ``compact.JobRef``.
+also keeps each job's details, retries, marketplace checks and the finish times as objects. A
+new line type is one record in ``schema``, one handler here (in ``_FOLDS``) and, if it adds
+per-job state, one attribute on ``JobState`` and ``compact.JobRef``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 
 import msgspec
 
+from pipeline.images.checks import ImageChecks
 from pipeline.ledger.compact import AssetTable, JobRef, JobsView, JobTable
 from pipeline.ledger.schema import (
     CORE_DECODER,
@@ -86,6 +87,7 @@ class JobState(msgspec.Struct, gc=False):
     details: JobDetails | None = None  # detailed folds only
     retries: Counter[str] | None = None  # detailed folds only: reasons since the latest start
     result_gone: bool = False  # its lost outputs cannot be fetched again (``ResultGone``)
+    checks: tuple[ImageChecks, ...] = ()  # detailed folds only: the outputs' marketplace checks
 
     def has_key(self, key: str) -> bool:
         return self.key == key
@@ -386,6 +388,8 @@ def _started(state: _Folded, job: FoldedJob, record: StartedCore, detailed: bool
     # every reader alike: resume and status must not disagree about a job's outputs).
     job.status, job.outputs, job.error, job.attempts = _STARTED, (), None, None
     job.result_gone = False
+    if isinstance(job, JobState):  # the compact fold keeps no checks (export reads them detailed)
+        job.checks = ()
     if detailed and isinstance(record, Started) and isinstance(job, JobState):
         job.details = record.job or job.details
         job.retries = Counter()
@@ -425,6 +429,8 @@ def _succeeded(state: _Folded, job: FoldedJob, record: SucceededCore, detailed: 
     job.uuid = record.uuid or job.uuid
     if detailed:
         cast(DetailedLedger, state).finished.append((record.ts, Status.SUCCEEDED))
+        if isinstance(record, Succeeded) and isinstance(job, JobState):
+            job.checks = record.checks
 
 
 def _refetched(state: _Folded, job: FoldedJob, record: Refetched, detailed: bool) -> None:
@@ -432,6 +438,8 @@ def _refetched(state: _Folded, job: FoldedJob, record: Refetched, detailed: bool
     job.status, job.outputs = Status.SUCCEEDED, record.outputs
     job.uuid = record.uuid or job.uuid
     job.result_gone = False
+    if detailed and isinstance(job, JobState):
+        job.checks = record.checks
 
 
 def _result_gone(state: _Folded, job: FoldedJob, record: ResultGone, detailed: bool) -> None:

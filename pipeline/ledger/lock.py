@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import LockError
-
-LOCK_NAME = ".lock"
+from pipeline.layout import LOCK_NAME
 
 
 class OutputLock:

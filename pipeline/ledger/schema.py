@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from pipeline.images.checks import ImageChecks
 from pipeline.models import ErrorInfo, Status
 
 
@@ -34,6 +35,7 @@ class JobDetails(msgspec.Struct, frozen=True):
     mask: str | None = None
     parameters: dict[str, Any] = {}
     mask_recipe: str | None = None  # a mask made here (MaskRecipe.canonical): the page draws it
+    group: str | None = None  # the product the job belongs to; None: the job is its own
 
 
 class AssetRecord(msgspec.Struct, frozen=True):
@@ -101,6 +103,9 @@ class SucceededCore(_Line, frozen=True, tag=Status.SUCCEEDED.value):
 class Succeeded(SucceededCore, frozen=True, tag=Status.SUCCEEDED.value):
     timings: dict[str, float] = {}
     superseded: tuple[str, ...] = ()
+    # One per output, judged when it was stored; () on lines older than the checks (export
+    # judges those files when it needs their verdicts).
+    checks: tuple[ImageChecks, ...] = ()
 
 
 class Failed(_Line, frozen=True, tag=Status.FAILED.value):
@@ -112,12 +117,13 @@ class Failed(_Line, frozen=True, tag=Status.FAILED.value):
 
 class Refetched(_Line, frozen=True, tag="refetched"):
     """A succeeded job's outputs fetched again from its stored record: free, no feature call
-    (SPEC 6). The job stays succeeded; its outputs are these (``pipeline.refetch``)."""
+    (SPEC 6). The job stays succeeded; its outputs are these (``pipeline.scheduler.refetch``)."""
 
     status: ClassVar[Status] = Status.SUCCEEDED
     outputs: tuple[str, ...] = ()
     uuid: str = ""
     superseded: tuple[str, ...] = ()
+    checks: tuple[ImageChecks, ...] = ()  # one per output, as on ``succeeded``
 
 
 class ResultGone(_Line, frozen=True, tag="result_gone"):

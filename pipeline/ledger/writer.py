@@ -33,7 +33,9 @@ from pipeline.events import (
     JobRetrying,
     JobStarted,
     JobSucceeded,
+    OutputsRefetched,
     RecordFinished,
+    ResultLost,
 )
 from pipeline.ledger.checkpoint import snapshot, write_checkpoint, write_snapshot
 from pipeline.ledger.fold import AnyRecord, LedgerState, apply, fold_tail
@@ -42,6 +44,8 @@ from pipeline.ledger.schema import (
     Failed,
     JobDetails,
     Record,
+    Refetched,
+    ResultGone,
     Retrying,
     Started,
     Submitted,
@@ -71,6 +75,7 @@ def record_for(event: Event) -> Record | None:
                 mask=(job.mask.source or str(job.mask)) if job.mask else None,
                 parameters=job.parameters(),
                 mask_recipe=job.mask_recipe.canonical() if job.mask_recipe else None,
+                group=job.group,
             )
             return Started(job_id=job.id, key=planned.key, job=details)
         case AssetsUploaded(job_id=job_id, key=key, assets=assets):
@@ -113,6 +118,7 @@ def record_for(event: Event) -> Record | None:
                 uuid=event.uuid,
                 timings={name: round(value, 3) for name, value in event.timings.items()},
                 superseded=tuple(event.superseded),
+                checks=event.checks,
             )
         case JobFailed():
             return Failed(
@@ -122,6 +128,17 @@ def record_for(event: Event) -> Record | None:
                 attempts=event.attempts,
                 uuid=event.error.uuid,
             )
+        case OutputsRefetched(job_id=job_id, key=key, outputs=outputs, uuid=uuid):
+            return Refetched(
+                job_id=job_id,
+                key=key,
+                outputs=outputs,
+                uuid=uuid,
+                superseded=event.superseded,
+                checks=event.checks,
+            )
+        case ResultLost(job_id=job_id, key=key, reason=reason):
+            return ResultGone(job_id=job_id, key=key, reason=reason)
     return None
 
 

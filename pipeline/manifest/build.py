@@ -10,20 +10,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline import masks
 from pipeline.errors import Problem
+from pipeline.images import masks
 from pipeline.manifest.schema import (
-    _PARAMETERS,
-    _PATH_CACHE_SIZE,
-    _URL_SCHEME,
     BACKGROUND_ONLY,
     FEATURE_ALIASES,
+    GROUP_COLUMN,
     INPAINT_ONLY,
     MASK_OPTIONS,
     OUTPUT_FORMAT_ALIASES,
+    PARAMETERS,
+    PATH_CACHE_SIZE,
     TYPE_CHOICES,
-    _Report,
-    _stem_of,
+    URL_SCHEME,
+    Report,
+    stem_of,
 )
 from pipeline.models import Feature, InputRef, Job
 
@@ -51,7 +52,7 @@ def build_job(
         literal = own.keys() if own_literal else ()
         merged = _expanded(merged, data, location, template_problems, literal)
     # An explicit id is kept as written, even "" (preflight says what is wrong with it).
-    job_id = merged["id"] if "id" in merged else _stem_of(merged.get("image", "")) or None
+    job_id = merged["id"] if "id" in merged else stem_of(merged.get("image", "")) or None
     problems: list[Problem] = template_problems
 
     def problem(name: str, message: str) -> None:
@@ -75,7 +76,7 @@ def build_job(
     # still be checked for everything else; the reported problems keep it from running.
     if problems or feature is None or image is None or "prompt" not in merged:
         return problems
-    parameters = {name: merged[name] for name in _PARAMETERS if name in merged}
+    parameters = {name: merged[name] for name in PARAMETERS if name in merged}
     if "output_format" in parameters:
         fmt = parameters["output_format"]
         parameters["output_format"] = OUTPUT_FORMAT_ALIASES.get(fmt, fmt)
@@ -88,12 +89,22 @@ def build_job(
         mask_recipe=recipe,
         protect=bool(merged.get("protect", False)),
         location=location,
+        group=_group_of(merged, data),
         **parameters,
     )
 
 
+def _group_of(merged: Mapping[str, Any], data: Mapping[str, str] | None) -> str | None:
+    """The job's own ``group``, else the row's ``Handle`` cell (a Shopify export), else None."""
+    group = merged.get("group")
+    if group is None and data is not None:
+        group = data.get(GROUP_COLUMN)
+    text = str(group).strip() if group is not None else ""
+    return text or None
+
+
 def _mask_of(
-    merged: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path, problem: _Report
+    merged: Mapping[str, Any], own: Mapping[str, Any], base_dir: Path, problem: Report
 ) -> tuple[masks.MaskRecipe | None, InputRef | None]:
     """The mask recipe (any string form) and, for a file mask, the file's InputRef."""
     text = merged.get("mask")
@@ -126,7 +137,7 @@ def _mask_of(
     return (recipe if recipe.generated else None), ref
 
 
-def _feature_of(value: Any, already_reported: bool, problem: _Report) -> Feature | None:
+def _feature_of(value: Any, already_reported: bool, problem: Report) -> Feature | None:
     if value is None:
         if not already_reported:
             problem("type", f"required: {TYPE_CHOICES}")
@@ -147,7 +158,7 @@ def _other(feature: Feature) -> Feature:
 
 
 def _required_ref(
-    merged: Mapping[str, Any], name: str, base_dir: Path, invalid: frozenset[str], problem: _Report
+    merged: Mapping[str, Any], name: str, base_dir: Path, invalid: frozenset[str], problem: Report
 ) -> InputRef | None:
     if name not in merged:
         if name not in invalid:
@@ -157,7 +168,7 @@ def _required_ref(
 
 
 def _ref_field(
-    merged: Mapping[str, Any], name: str, base_dir: Path, problem: _Report
+    merged: Mapping[str, Any], name: str, base_dir: Path, problem: Report
 ) -> InputRef | None:
     text = merged.get(name)
     if text is None:
@@ -172,13 +183,16 @@ def _ref_field(
 _REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://")
 
 
-@lru_cache(maxsize=_PATH_CACHE_SIZE)
+@lru_cache(maxsize=PATH_CACHE_SIZE)
 def input_ref(text: str, base_dir: str) -> InputRef | str:
     """Where an image or mask comes from; a message (str) when it cannot be used.
 
     Cached: a catalog names the same few files many times.
     """
     text = text.strip()
+    unusable = unusable_path(text)
+    if unusable:
+        return unusable
     lowered = text.lower()
     if lowered.startswith(_REMOTE_PREFIXES):
         return InputRef("url", text)  # fetched by preflight (pipeline.inputs)
@@ -186,11 +200,12 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
         local = urlsplit(text)
         if local.netloc not in ("", "localhost"):
             return "file:// URLs name a local file: file:///path or file://localhost/path"
-        return InputRef("file", os.path.normpath(unquote(local.path)))
+        path = unquote(local.path)  # %00 is a NUL byte once decoded
+        return unusable_path(path) or InputRef("file", os.path.normpath(path))
     if lowered.startswith("asset:"):
         path = text[len("asset:") :].strip()
         return InputRef("asset", path) if path else "asset: needs a path after the colon"
-    scheme = _URL_SCHEME.match(text)
+    scheme = URL_SCHEME.match(text)
     if scheme:
         return (
             f"{scheme.group(1)}:// is not supported; use a file path, an http(s), s3://, "
@@ -200,6 +215,19 @@ def input_ref(text: str, base_dir: str) -> InputRef | str:
         return "is empty"
     expanded = os.path.expanduser(text)
     return InputRef("file", os.path.normpath(os.path.join(base_dir, expanded)))
+
+
+def unusable_path(text: str) -> str | None:
+    """Why an input cannot have this name, or None: a NUL byte (no file name or URL holds
+    one; the OS call would raise), or bytes that are not UTF-8 (a file name in another
+    encoding, found by a glob: the ledger, the report and every message are UTF-8)."""
+    if "\x00" in text:
+        return f"{text!r} holds a NUL byte, which no file name or URL can"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{text!r} is not UTF-8 text (a file name in another encoding): rename the file"
+    return None
 
 
 # --- templates ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import yaml
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest.build import (
     parse_feature,
+    unusable_path,
 )
 from pipeline.manifest.schema import (
     HEADER_FIELDS,
@@ -19,11 +20,11 @@ from pipeline.manifest.schema import (
     JOB_FIELDS,
     TYPE_CHOICES,
     VERSION,
-    _kind,
-    _os_reason,
-    _unknown_field_message,
-    _validate_fields,
-    _YamlLoader,
+    YamlLoader,
+    os_reason,
+    type_name,
+    unknown_field_message,
+    validate_fields,
 )
 from pipeline.manifest.sources import (
     GlobEntry,
@@ -49,13 +50,11 @@ def load_manifest(path: Path) -> Manifest:
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
         message = "a manifest is a mapping with version, jobs, items or glob"
-        raise ManifestError([Problem(None, None, f"{message}; got {_kind(data)}", display)])
+        raise ManifestError([Problem(None, None, f"{message}; got {type_name(data)}", display)])
     for key in data:
         if key not in HEADER_FIELDS:
             problems.append(
-                Problem(
-                    None, str(key), _unknown_field_message(str(key), HEADER_FIELDS, {}), display
-                )
+                Problem(None, str(key), unknown_field_message(str(key), HEADER_FIELDS, {}), display)
             )
     base_dir = path.parent
     version = _version(data, display, problems)
@@ -89,9 +88,9 @@ def _read_yaml(path: Path, display: str) -> tuple[Any, yaml.Node | None]:
         problem = Problem(None, None, "not UTF-8 text", f"{display} byte {exc.start}")
         raise ManifestError([problem]) from None
     except OSError as exc:
-        problem = Problem(None, None, f"cannot read manifest: {_os_reason(exc)}", str(path))
+        problem = Problem(None, None, f"cannot read manifest: {os_reason(exc)}", str(path))
         raise ManifestError([problem]) from None
-    loader = _YamlLoader(text)
+    loader = YamlLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -126,7 +125,7 @@ def _version(data: Mapping[str, Any], display: str, problems: list[Problem]) -> 
 def _manifest_name(data: Mapping[str, Any], path: Path, problems: list[Problem]) -> str:
     name = data.get("name", path.stem)
     if not isinstance(name, str | int) or isinstance(name, bool):
-        problems.append(Problem(None, "name", f"must be text, got {_kind(name)}", path.name))
+        problems.append(Problem(None, "name", f"must be text, got {type_name(name)}", path.name))
         return path.stem
     name = str(name).strip()
     reason = folder_name_problem(name)
@@ -141,9 +140,11 @@ def _defaults(raw: Any, display: str, problems: list[Problem]) -> dict[str, Any]
         return {}
     location = f"{display} defaults"
     if not isinstance(raw, Mapping):
-        problems.append(Problem(None, "defaults", f"must be a mapping, got {_kind(raw)}", display))
+        problems.append(
+            Problem(None, "defaults", f"must be a mapping, got {type_name(raw)}", display)
+        )
         return {}
-    fields, _invalid, found = _validate_fields(raw, location, name_jobs=False)
+    fields, _invalid, found = validate_fields(raw, location, name_jobs=False)
     problems.extend(found)
     if "id" in fields and "{" not in str(fields["id"]):
         problems.append(
@@ -164,7 +165,9 @@ def _jobs_list(raw: Any, display: str, problems: list[Problem]) -> tuple[Any, ..
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        problems.append(Problem(None, "jobs", f"must be a list of jobs, got {_kind(raw)}", display))
+        problems.append(
+            Problem(None, "jobs", f"must be a list of jobs, got {type_name(raw)}", display)
+        )
         return ()
     return tuple(raw)
 
@@ -176,7 +179,7 @@ def _glob_entries(
         return ()
     entries = [raw] if isinstance(raw, Mapping) else raw
     if not isinstance(entries, list):
-        message = f"must be a mapping or a list of them, got {_kind(raw)}"
+        message = f"must be a mapping or a list of them, got {type_name(raw)}"
         problems.append(Problem(None, "glob", message, display))
         return ()
     lines = _entry_lines(node, "glob") if isinstance(raw, list) else (_key_line(node, "glob"),)
@@ -192,11 +195,11 @@ def _glob_entries(
 
 def _glob_entry(entry: Any, location: str, problems: list[Problem]) -> GlobEntry | None:
     if not isinstance(entry, Mapping):
-        message = f"a glob entry is a mapping with a pattern, got {_kind(entry)}"
+        message = f"a glob entry is a mapping with a pattern, got {type_name(entry)}"
         problems.append(Problem(None, "glob", message, location))
         return None
     fields_only = {key: value for key, value in entry.items() if key != "pattern"}
-    fields, _invalid, found = _validate_fields(fields_only, location, name_jobs=False)
+    fields, _invalid, found = validate_fields(fields_only, location, name_jobs=False)
     problems.extend(found)
     pattern = entry.get("pattern")
     if not isinstance(pattern, str) or not pattern.strip():
@@ -230,12 +233,16 @@ def _items_source(
     where = f"{display} items"
     for key in options:
         if key not in ITEMS_KEYS:
-            message = _unknown_field_message(str(key), ITEMS_KEYS, {})
+            message = unknown_field_message(str(key), ITEMS_KEYS, {})
             problems.append(Problem(None, f"items.{key}", message, where))
     name = options.get("path")
     if not isinstance(name, str) or not name.strip():
-        message = f"must be the path of a CSV or JSONL file, got {_kind(name)}"
+        message = f"must be the path of a CSV or JSONL file, got {type_name(name)}"
         problems.append(Problem(None, "items", message, display))
+        return None
+    unusable = unusable_path(name.strip())
+    if unusable:
+        problems.append(Problem(None, "items", unusable, display))
         return None
     path = base_dir / os.path.expanduser(name.strip())
     reason = _items_file_problem(path)
@@ -260,16 +267,16 @@ def _items_columns(raw: Any, where: str, problems: list[Problem]) -> dict[str, s
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        message = f"must map job fields to column names, got {_kind(raw)}"
+        message = f"must map job fields to column names, got {type_name(raw)}"
         problems.append(Problem(None, "items.columns", message, where))
         return None
     columns: dict[str, str] = {}
     for field_name, column in raw.items():
         if str(field_name) not in JOB_FIELDS:
-            message = _unknown_field_message(str(field_name))
+            message = unknown_field_message(str(field_name))
             problems.append(Problem(None, f"items.columns.{field_name}", message, where))
         elif not isinstance(column, str | int) or not str(column).strip():
-            message = f"must be a column name, got {_kind(column)}"
+            message = f"must be a column name, got {type_name(column)}"
             problems.append(Problem(None, f"items.columns.{field_name}", message, where))
         else:
             columns[str(field_name)] = str(column).strip()

@@ -39,11 +39,15 @@ JOB_FIELDS = (
     "output_compression",
     "background",
     *("mask_invert", "mask_grow", "mask_feather", "protect"),
+    "group",
 )
 MASK_OPTIONS = ("mask_invert", "mask_grow", "mask_feather", "protect")  # need a mask
 INPAINT_ONLY = ("mask", "n", "output_format", "output_compression", *MASK_OPTIONS)
 BACKGROUND_ONLY = ("background",)
-_PARAMETERS = ("size", "n", "quality", "output_format", "output_compression", "background")
+PARAMETERS = ("size", "n", "quality", "output_format", "output_compression", "background")
+# A Shopify export's product handle: an items row that has this column and no ``group`` of its
+# own belongs to that product (all its images are one product's angles).
+GROUP_COLUMN = "Handle"
 
 FEATURE_ALIASES: Mapping[str, Feature] = {
     "image_inpainter": Feature.INPAINT,
@@ -71,10 +75,10 @@ FIELD_HINTS: Mapping[str, str] = {
 
 TYPE_CHOICES = "IMAGE_INPAINTER (inpaint) or BACKGROUND_REPLACER (background)"
 ITEM_SUFFIXES = (".csv", ".jsonl", ".ndjson")
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_PATH_CACHE_SIZE = 65_536
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Report = Callable[[str, str], None]  # report(field, message) about the job being built
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+PATH_CACHE_SIZE = 65_536
+YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+Report = Callable[[str, str], None]  # report(field, message) about the job being built
 
 
 # --- the row schema -------------------------------------------------------------------------
@@ -139,12 +143,13 @@ class JobFields(TypedDict, total=False):
     mask_grow: WholeNumber
     mask_feather: WholeNumber
     protect: Flag
+    group: Text
 
 
 _JOB_FIELDS_ADAPTER: TypeAdapter[JobFields] = TypeAdapter(JobFields)
 
 
-def _validate_fields(
+def validate_fields(
     raw: Mapping[Any, Any], location: str, name_jobs: bool = True
 ) -> tuple[dict[str, Any], frozenset[str], list[Problem]]:
     """Typed fields of one entry, the names that were invalid, and a problem per bad field.
@@ -171,13 +176,13 @@ def _validate_fields(
 def _problem_from_error(error: Any, job_name: str | None, location: str) -> Problem:
     name = str(error["loc"][0]) if error["loc"] else None
     if error["type"] == "extra_forbidden" and name is not None:
-        return Problem(job_name, name, _unknown_field_message(name), location)
+        return Problem(job_name, name, unknown_field_message(name), location)
     if error["type"] == "string_type":
         return Problem(job_name, name, f"must be text, got {error['input']!r}", location)
     return Problem(job_name, name, str(error["msg"]), location)
 
 
-def _unknown_field_message(
+def unknown_field_message(
     name: str, known: Sequence[str] = JOB_FIELDS, hints: Mapping[str, str] = FIELD_HINTS
 ) -> str:
     message = f"unknown field {name!r}"
@@ -198,11 +203,11 @@ def _name_hint(raw: Mapping[Any, Any]) -> str | None:
         return str(job_id).strip()
     image = raw.get("image")
     if isinstance(image, str):
-        return _stem_of(image) or None
+        return stem_of(image) or None
     return None
 
 
-def _stem_of(text: str) -> str:
+def stem_of(text: str) -> str:
     """The file stem an id defaults to: ``images/chair.jpg`` and URLs → ``chair``."""
     text = text.strip()
     if text.lower().startswith(("http://", "https://")):
@@ -212,7 +217,7 @@ def _stem_of(text: str) -> str:
     return PurePosixPath(text.replace("\\", "/")).stem
 
 
-def _kind(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, str):
@@ -221,5 +226,5 @@ def _kind(value: Any) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
-import glob as globlib
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -15,14 +13,15 @@ import orjson
 
 from pipeline.errors import Problem
 from pipeline.manifest.build import build_job
-from pipeline.manifest.rows import LIFTED, Row, fast_layout, plain_cell
+from pipeline.manifest.globs import GlobWalk
 from pipeline.manifest.schema import (
     JOB_FIELDS,
-    _kind,
-    _os_reason,
-    _unknown_field_message,
-    _validate_fields,
+    os_reason,
+    type_name,
+    unknown_field_message,
+    validate_fields,
 )
+from pipeline.manifest.shapes import LIFTED, Row, fast_layout, plain_cell
 from pipeline.models import Job
 
 # --- the header -----------------------------------------------------------------------------
@@ -61,6 +60,10 @@ class Manifest:
     globs: Sequence[GlobEntry] = ()
     items: Sequence[ItemsSource] = ()
     display_name: str = ""  # the file name as messages show it
+    # Called with each job built and its row's cells (its template data), when set: export fills
+    # templates over columns no job field keeps (a Shopify row's alt text). Every CSV row then
+    # takes the full path, since a shared shape has no row of its own.
+    on_row: Callable[[Job, Mapping[str, str]], None] | None = None
 
     def iter_jobs(self) -> Iterator[Job | Problem]:
         """Every job in manifest order, defaults applied (``size`` may still be ``auto``)."""
@@ -93,17 +96,20 @@ class Manifest:
     # -- sources --
 
     def _iter_glob(self, entry: GlobEntry) -> Iterator[Job | Problem]:
-        matches = sorted(
-            match
-            for match in globlib.glob(entry.pattern, root_dir=self.base_dir, recursive=True)
-            if os.path.isfile(os.path.join(self.base_dir, match))
-        )
+        # Inside the manifest's folder only, and bounded (pipeline.manifest.globs).
+        walk = GlobWalk(entry.pattern, str(self.base_dir))
+        matches = walk.matches()
+        if walk.stopped is not None:  # refused, or too large a walk: nothing of it runs
+            yield Problem(None, "pattern", walk.stopped, entry.location)
+            return
         if not matches:
             yield Problem(None, "pattern", f"{entry.pattern!r} matches no file", entry.location)
         for match in matches:
             stem = PurePosixPath(match.replace("\\", "/")).stem
             own = {**entry.fields, "image": match.replace("{", "{{").replace("}", "}}")}
-            location = f"{entry.location} ({match})"
+            # A name in another encoding is refused by its job's image check; shown escaped.
+            shown = match.encode("utf-8", "backslashreplace").decode("utf-8")
+            location = f"{entry.location} ({shown})"
             yield from self._job_from_fields(own, frozenset(), location, {"stem": stem})
 
     def _iter_csv(self, source: ItemsSource) -> Iterator[Job | Problem | Row]:
@@ -122,7 +128,9 @@ class Manifest:
                 if header_problems and source.columns is not None:
                     return  # a mapping naming a missing column would fail every row
                 names = [cell.strip() for cell in header]
-                layout = fast_layout(source, columns, names, len(header), self.defaults)
+                layout = None
+                if self.on_row is None:
+                    layout = fast_layout(source, columns, names, len(header), self.defaults)
                 for row_number, cells in enumerate(reader, start=1):
                     if layout is not None and len(cells) == layout.width:
                         job_id = cells[layout.id_index]
@@ -148,7 +156,7 @@ class Manifest:
         except csv.Error as exc:
             yield Problem(None, None, f"not valid CSV after row {row_number}: {exc}", display)
         except OSError as exc:
-            yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+            yield Problem(None, None, f"cannot read items file: {os_reason(exc)}", display)
 
     def _csv_row(
         self,
@@ -198,7 +206,7 @@ class Manifest:
                     own, data = mapped
                     yield from self._job_from_entry(own, location, data)
         except OSError as exc:
-            yield Problem(None, None, f"cannot read items file: {_os_reason(exc)}", display)
+            yield Problem(None, None, f"cannot read items file: {os_reason(exc)}", display)
 
     # -- one job --
 
@@ -206,10 +214,10 @@ class Manifest:
         self, raw: Any, location: str, data: Mapping[str, str] | None = None
     ) -> Iterator[Job | Problem]:
         if not isinstance(raw, Mapping):
-            message = f"a job is a mapping of fields (image, prompt, ...), got {_kind(raw)}"
+            message = f"a job is a mapping of fields (image, prompt, ...), got {type_name(raw)}"
             yield Problem(None, None, message, location)
             return
-        own, invalid, problems = _validate_fields(raw, location)
+        own, invalid, problems = validate_fields(raw, location)
         yield from problems
         literal = data is None
         if data is None:  # a jobs entry: its own fields are its template data
@@ -229,6 +237,8 @@ class Manifest:
         # reports its other problems (an unsafe id, a mask of the wrong size) in the same run
         # instead of one at a time. Its problems keep the run from starting.
         if isinstance(result, Job):
+            if self.on_row is not None:
+                self.on_row(result, data or {})
             yield result
         else:
             yield from result
@@ -266,7 +276,7 @@ def _csv_columns(
             continue  # spreadsheets export trailing unnamed columns
         if name not in JOB_FIELDS:
             if not ignore:
-                problems.append(Problem(None, name, _unknown_field_message(name), location))
+                problems.append(Problem(None, name, unknown_field_message(name), location))
         elif name in seen:
             problems.append(Problem(None, name, "column appears twice", location))
         else:

@@ -1,23 +1,29 @@
 """Preflight: every check on a job that needs no network, before any credit is spent.
 
 ``Preflight.check(job)`` returns the job (``size: auto`` resolved), its problems and its notices
-(warnings that do not stop the job). Each distinct file is opened once (cached by its real path,
-in a bounded cache); the only per-job memory is the set of ids seen, to find duplicates.
+(warnings that do not stop the job). Each distinct file is read at most once, its digest and its
+checks from the same bytes, and not at all while the state folder's stat cache says it is
+unchanged since an earlier run read it; the only per-job memory is the set of ids seen, to find
+duplicates.
 
 The package: ``core`` (``Preflight``), ``fields`` (ids, prompt, parameters), ``files`` (what a
-file is: ``ImageFacts``), ``maskfile`` (a mask file's pixels), ``effective`` (masks made here),
-``keys`` (content keys and the ``Planner``), ``rows`` (the one pass: each shared row shape
-checked once, each id on its own) and ``spool`` (the checked jobs on disk until the run).
+file is: ``ImageFacts``), ``reader`` (one read per new or changed file), ``statcache`` (what was
+read, kept between runs in SQLite), ``maskfile`` (a mask file's pixels), ``effective`` (masks
+made here), ``keys`` (content keys and the ``Planner``), ``rows`` (the one pass: each shared row
+shape checked once, each id on its own, rows of distinct photos each with their own image) and
+``spool`` (the checked jobs on disk until the run).
 
 Policies (the decisions behind the checks):
 
 - Ids must be unique and usable as a folder name (see ``manifest.folder_name_problem``). They
   are compared ignoring letter case and Unicode normal form, because ``SKU-1`` and ``sku-1`` are
   one folder on macOS and Windows.
-- Files: a path that points into the manifest's folder must stay inside it once symbolic links
-  are resolved (a link placed there must not quietly upload a file from elsewhere). A path
-  written outside the folder (absolute, ``~`` or ``..``) is taken as written: the manifest says
-  plainly where the file is. Inputs must be regular, non-empty, readable files.
+- Files: a path holding a NUL byte, or bytes that are not UTF-8, is refused before any OS
+  call (``manifest.build.unusable_path``). A path that points into the manifest's folder must
+  stay inside it once symbolic links are resolved (a link placed there must not quietly
+  upload a file from elsewhere). A path written outside the folder (absolute, ``~`` or
+  ``..``) is taken as written: the manifest says plainly where the file is. Inputs must be
+  regular, non-empty, readable files.
 - Formats: the API takes PNG, JPEG and WebP (the seed's mask table; we hold images to the same).
   GIF, BMP, TIFF and others are refused with a hint to convert, not converted silently, so the
   bytes uploaded are the bytes the user has and the content key is the file's digest. JPEG
@@ -55,6 +61,7 @@ from pipeline.preflight.files import (
     closest_size,
 )
 from pipeline.preflight.maskfile import mask_as_grayscale, mask_upload_bytes
+from pipeline.preflight.statcache import StatCache
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -71,6 +78,7 @@ __all__ = [
     "Preflight",
     "Problem",
     "ShapeCheck",
+    "StatCache",
     "closest_size",
     "id_fingerprint",
     "mask_as_grayscale",

@@ -9,15 +9,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline import masks
 from pipeline.errors import Notice, Problem
+from pipeline.images import masks
+from pipeline.images.upload import MAX_INPUT_SIDE, Recipe, fitted_size
 from pipeline.inputs.cache import CachedInput, InputCache
 from pipeline.inputs.fetch import FetchOptions, Prefetcher, fetch_all, prefetched
-from pipeline.inputs.upload import MAX_INPUT_SIDE, Recipe, fitted_size
 from pipeline.models import Feature, InputRef, Job
 from pipeline.preflight.effective import (
     MASK_CACHE_SIZE,
     EffectiveMask,
+    reads_pixels,
     recipe_for,
     render_mask,
     without_path,
@@ -30,22 +31,28 @@ from pipeline.preflight.fields import (
     prompt_problems,
     remote_ref_problem,
     remote_urls,
+    shown_ref,
 )
 from pipeline.preflight.files import (
     MAX_PIXELS,
+    UNUSABLE_NAME,
     ImageFacts,
+    RealPaths,
     closest_size,
-    inspect_image,
-    inspect_mask,
-    resolve,
+    folder_refusal,
     shown_path,
 )
+from pipeline.preflight.reader import InputReader
+from pipeline.preflight.statcache import StatCache
 
 _T = TypeVar("_T")
 
 DEFAULT_FETCH = FetchOptions()
 FALLBACK_SIZE = "1024x1024"
-CACHE_SIZE = 65_536  # distinct files remembered; past that the least recently used are re-read
+# Distinct files whose facts this pass remembers; past that the least recently used are asked
+# of the stat cache again (a stat and a lookup: the file is not read).
+CACHE_SIZE = 4096
+BASE_CACHE = 16  # manifest folders whose real path is remembered
 ONCE = "; said once for all jobs using it"
 
 _Inspect = Callable[[str], ImageFacts | str]
@@ -82,8 +89,11 @@ class Preflight:
         max_input_side: int = MAX_INPUT_SIDE,
         cache: InputCache | None = None,
         fetch_options: FetchOptions = DEFAULT_FETCH,
+        stat_cache: StatCache | None = None,
     ) -> None:
         self.max_pixels = max_pixels
+        # Each file's digest and facts from one read, or none while the stat cache knows it.
+        self.reader = InputReader(stat_cache, max_pixels)
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options
@@ -93,11 +103,14 @@ class Preflight:
         self.ids = IdSet()
         self._add_id = self.ids.add
         self._noted: set[tuple[str, str]] = set()  # (role, real path) whose notices were given
-        self._resolve = lru_cache(maxsize=cache_size)(resolve)
+        self._real_paths = RealPaths()
+        self._real_path = lru_cache(maxsize=cache_size)(self._real_paths)
+        self._base_real = lru_cache(maxsize=BASE_CACHE)(os.path.realpath)
         self._image_facts = lru_cache(maxsize=cache_size)(self._inspect_image)
         self._mask_facts = lru_cache(maxsize=cache_size)(self._inspect_mask)
         # Masks are small (a box PNG is a few kB) but a catalog has many images: bounded too.
         self._effective = lru_cache(maxsize=MASK_CACHE_SIZE)(self._render_mask)
+        self._drawn = lru_cache(maxsize=MASK_CACHE_SIZE)(self._draw_mask)
 
     def duplicate_ids(self) -> set[int]:
         """Fingerprints of the ids seen more than once in this pass (``id_fingerprint``)."""
@@ -130,9 +143,7 @@ class Preflight:
         ``check_id`` checks (and whose prompt ``fields.prompt_problems``)."""
         result = ShapeCheck(None)
         problems, notices = result.problems, result.once
-        prompts = prompt_problems(job.prompt) if prompt else ()
-        for name, text in (*prompts, *parameter_problems(job)):
-            problems.append(Problem(job.id, name, text, job.location))
+        problems.extend(self.field_problems(job, prompt))
         base = os.path.abspath(base_dir) if base_dir is not None else None
         image = self._check_file(job, "image", base, self._image_facts, problems, notices)
         mask = None
@@ -206,9 +217,9 @@ class Preflight:
         image = self._cached_facts(job.image, self._image_facts)
         if image is None:
             return Recipe()
-        target = fitted_size(image.width, image.height, self.max_input_side)
         if role == "image":
-            return Recipe(image.orientation, target, image.sixteen_bit)
+            return self.image_recipe(image)
+        target = fitted_size(image.width, image.height, self.max_input_side)
         mask = self._cached_facts(job.mask, self._mask_facts)
         if mask is None:
             return Recipe()
@@ -230,7 +241,7 @@ class Preflight:
         if image is None:
             return None
         mask_real = self._resolve(job.mask.value, None)[0] if job.mask is not None else ""
-        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        rendered = self._rendered(image, recipe, mask_real)
         return rendered if isinstance(rendered, EffectiveMask) else None
 
     def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
@@ -241,6 +252,16 @@ class Preflight:
         return facts if isinstance(facts, ImageFacts) else None
 
     # -- files --
+
+    def _resolve(self, path: str, base: str | None) -> tuple[str, str | None]:
+        """The file's real path, and why the folder policy refuses it (None if it does not)."""
+        try:
+            real = self._real_path(path)
+        except ValueError:  # a NUL byte or an unencodable character: no file has this name
+            return path, UNUSABLE_NAME
+        if base is None:
+            return real, None
+        return real, folder_refusal(path, real, base, self._base_real(base))
 
     def _check_file(
         self,
@@ -263,30 +284,77 @@ class Preflight:
             reason = remote_ref_problem(ref)
             fetched = reason or self._fetched(ref.value)
             if isinstance(fetched, str):
-                problems.append(Problem(job.id, name, f"{ref.value} {fetched}", job.location))
+                message = f"{shown_ref(ref.value)} {fetched}"
+                problems.append(Problem(job.id, name, message, job.location))
                 return None
             real, refusal = str(fetched.path), None
         else:
             real, refusal = self._resolve(ref.value, base)
-        facts = refusal or inspect(real)
+        facts, notes = self._file_verdict(ref, name, base, real, refusal or inspect(real))
+        if isinstance(facts, str):
+            problems.append(Problem(job.id, name, facts, job.location))
+            return None
+        notices.extend(Notice(job.id, name, note, job.location) for note in notes)
+        return facts
+
+    def check_local_image(
+        self, ref: InputRef, base: str
+    ) -> tuple[ImageFacts | str, list[str], str | None]:
+        """A local image file's facts (or the problem's message), the notices about the file
+        not given yet, and its digest (None with a problem): exactly what ``check`` says about
+        a job's ``image``, for a caller that makes the Problem and Notices itself (``rows``:
+        each row its own photo), from one look at the file (one ``lstat``, or a read).
+        ``base``: the manifest's folder, absolute."""
+        try:
+            real, info = self._real_paths.with_stat(ref.value)
+        except ValueError:  # a NUL byte or an unencodable character: no file has this name
+            real, info = ref.value, None
+            verdict: ImageFacts | str = UNUSABLE_NAME
+        else:
+            refusal = folder_refusal(ref.value, real, base, self._base_real(base))
+            verdict = refusal or self.reader.image(real, info)
+        facts, notes = self._file_verdict(ref, "image", base, real, verdict)
+        digest = self.reader.recalled_digest(real) if isinstance(facts, ImageFacts) else None
+        return facts, notes, digest
+
+    def _file_verdict(
+        self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str
+    ) -> tuple[ImageFacts | str, list[str]]:
         # The path as short as it can be told (relpath costs tens of µs: only for messages).
         if isinstance(facts, str):
             shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
-            problems.append(Problem(job.id, name, f"{shown} {facts}", job.location))
-            return None
-        if facts.notes and (name, real) not in self._noted:
-            self._noted.add((name, real))
-            shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
-            notices.extend(
-                Notice(job.id, name, f"{shown} {note}{ONCE}", job.location) for note in facts.notes
-            )
-        return facts
+            return f"{shown_ref(shown)} {facts}", []
+        if not facts.notes or (name, real) in self._noted:
+            return facts, []
+        self._noted.add((name, real))
+        shown = shown_path(ref.value, base) if ref.kind == "file" else ref.value
+        return facts, [f"{shown} {note}{ONCE}" for note in facts.notes]
+
+    def image_recipe(self, image: ImageFacts) -> Recipe:
+        """What to do to an image file before upload (``upload_recipe``'s image part)."""
+        target = fitted_size(image.width, image.height, self.max_input_side)
+        return Recipe(image.orientation, target, image.sixteen_bit)
+
+    def field_problems(self, job: Job, prompt: bool = True) -> list[Problem]:
+        """``check_shape``'s problems with the job's own fields (its prompt if ``prompt``, its
+        parameters), before any file is looked at."""
+        prompts = prompt_problems(job.prompt) if prompt else ()
+        return [
+            Problem(job.id, name, text, job.location)
+            for name, text in (*prompts, *parameter_problems(job))
+        ]
 
     def _inspect_image(self, real: str) -> ImageFacts | str:
-        return inspect_image(real, self.max_pixels)
+        return self.reader.image(real)
 
     def _inspect_mask(self, real: str) -> ImageFacts | str:
-        return inspect_mask(real, self.max_pixels)
+        return self.reader.mask(real)
+
+    def digest(self, path: str) -> str:
+        """sha256 hex of a file ``check`` passed, from the read that checked it (or the stat
+        cache): the planner's ``digest_of``. Raises OSError if it can no longer be read."""
+        real, _refusal = self._resolve(path, None)
+        return self.reader.digest(real)
 
     # -- effective masks --
 
@@ -315,7 +383,7 @@ class Preflight:
                 problems.append(Problem(job.id, "mask", message, job.location))
             return
         mask_real = mask.path if mask is not None else ""
-        rendered = self._effective(image.path, without_path(recipe), mask_real)
+        rendered = self._rendered(image, recipe, mask_real)
         if isinstance(rendered, str):
             problems.append(Problem(job.id, "mask", rendered, job.location))
             return
@@ -325,6 +393,21 @@ class Preflight:
             notices.extend(
                 Notice(job.id, "mask", f"{note}{ONCE}", job.location) for note in rendered.notes
             )
+
+    def _rendered(
+        self, image: ImageFacts, recipe: masks.MaskRecipe, mask_real: str
+    ) -> EffectiveMask | str:
+        """The recipe drawn for this image: once per photo (and mask file) when it reads their
+        pixels, once per image size when it does not (a catalog of distinct photos with one
+        box mask draws it once per size, not once per photo)."""
+        recipe = without_path(recipe)
+        if reads_pixels(recipe):
+            return self._effective(image.path, recipe, mask_real)
+        return self._drawn(image.width, image.height, recipe)
+
+    def _draw_mask(self, width: int, height: int, recipe: masks.MaskRecipe) -> EffectiveMask | str:
+        sized = ImageFacts("", "PNG", width, height, "RGB")  # only the upright size is read
+        return render_mask(recipe, sized, None, "", self.max_input_side)
 
     def _render_mask(
         self, image_real: str, recipe: masks.MaskRecipe, mask_real: str

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageOps
 
-from pipeline import masks
-from pipeline.inputs.upload import fitted_size
+from pipeline.images import masks
+from pipeline.images.upload import fitted_size
 from pipeline.models import Job
 from pipeline.preflight.files import ImageFacts, bombs_refused, failure
 
@@ -84,6 +84,12 @@ def without_path(recipe: masks.MaskRecipe) -> masks.MaskRecipe:
 
 def is_file(recipe: masks.MaskRecipe) -> bool:
     return isinstance(recipe.source, masks.FileSource)
+
+
+def reads_pixels(recipe: masks.MaskRecipe) -> bool:
+    """Whether drawing the recipe reads a file's pixels (the image's alpha, a mask file); a box
+    or an ellipse depends on the image's size alone."""
+    return _needs_source(recipe) or is_file(recipe)
 
 
 def _needs_source(recipe: masks.MaskRecipe) -> bool:

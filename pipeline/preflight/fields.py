@@ -129,6 +129,12 @@ def remote_urls(item: object) -> list[str]:
     return [r.value for r in refs if r and r.kind == "url" and not remote_ref_problem(r)]
 
 
+def shown_ref(value: str) -> str:
+    """A reference as messages show it: as written, or escaped if it holds control characters
+    (a newline or an escape sequence must not reach the terminal raw)."""
+    return value if value.isprintable() else repr(value)
+
+
 def remote_ref_problem(ref: InputRef) -> str | None:
     if ref.kind == "asset":
         return None if ref.value.strip() else "asset: needs a path after the colon"
@@ -141,6 +147,8 @@ def remote_ref_problem(ref: InputRef) -> str | None:
         return f"{ref.value!r} is not an http(s) or object-store URL"
     if not host:
         return f"{ref.value!r} has no host"
+    if not ref.value.replace(" ", "").isprintable():
+        return "holds a control character; encode it (%XX)"
     if any(char.isspace() for char in ref.value):
         return f"{ref.value!r} contains spaces; encode them as %20"
     return None

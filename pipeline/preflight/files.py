@@ -1,5 +1,5 @@
 """What preflight learns about one file: it exists, is a still PNG, JPEG or WebP, decodes, and
-its size, mode and orientation (``ImageFacts``); read once per distinct file by ``Preflight``.
+its size, mode and orientation (``ImageFacts``), from bytes ``preflight.reader`` read once.
 
 Integrity is checked as cheaply as the format allows: PNG by ``verify()`` (every chunk's CRC, no
 pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a full decode.
@@ -7,6 +7,7 @@ pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a f
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -18,7 +19,7 @@ from functools import lru_cache
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.inputs.upload import is_16bit, orientation_of
+from pipeline.images.upload import is_16bit, orientation_of
 from pipeline.models import SIZES
 from pipeline.preflight.maskfile import (
     MASK_MODES_AS_IS,
@@ -30,6 +31,8 @@ from pipeline.preflight.maskfile import (
 
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
+UNUSABLE_NAME = "is not a usable file name (it holds a NUL byte or an unencodable character)"
+FOLDER_CACHE = 4096  # folders whose real path is remembered
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 
 
@@ -49,39 +52,42 @@ class ImageFacts:
     edits_nothing: bool = False  # as a mask, all black: an error unless modifiers change it
 
 
-def inspect_image(real: str, max_pixels: int) -> ImageFacts | str:
-    """The facts of an image file, or why it cannot be used."""
+def image_facts(real: str, data: bytes | None, size: int, max_pixels: int) -> ImageFacts | str:
+    """The facts of an image file from its bytes (``data``; None: read from ``real``, for a
+    file too large to hold), or why it cannot be used. ``size`` is the file's, from its stat."""
 
     def facts_of(image: Image.Image) -> ImageFacts:
-        facts = _facts(real, image, _file_notes(real))
+        facts = _facts(real, image, _file_notes(size), data)
         _decode_cheaply(image)
         return facts
 
-    return _inspect(real, max_pixels, facts_of)
+    return _inspect(real, data, max_pixels, facts_of)
 
 
-def inspect_mask(real: str, max_pixels: int) -> ImageFacts | str:
-    """The facts of a mask file (its content warnings among the notes), or why it cannot be used."""
+def mask_facts(real: str, data: bytes | None, size: int, max_pixels: int) -> ImageFacts | str:
+    """The facts of a mask file (its content warnings among the notes), or why it cannot be
+    used; ``data`` and ``size`` as for ``image_facts``."""
 
     def facts_of(image: Image.Image) -> ImageFacts:
         image.load()  # the content checks need the pixels anyway
         gray = mask_as_grayscale(image)
-        notes = (*_file_notes(real), *conversion_notes(image, gray), *content_notes(gray))
-        facts = _facts(real, image, notes, convert_mask=image.mode not in MASK_MODES_AS_IS)
+        notes = (*_file_notes(size), *conversion_notes(image, gray), *content_notes(gray))
+        facts = _facts(real, image, notes, data, convert_mask=image.mode not in MASK_MODES_AS_IS)
         return replace(facts, edits_nothing=is_all_black(gray))
 
-    return _inspect(real, max_pixels, facts_of)
+    return _inspect(real, data, max_pixels, facts_of)
 
 
 def _inspect(
-    real: str, max_pixels: int, facts_of: Callable[[Image.Image], ImageFacts]
+    real: str,
+    data: bytes | None,
+    max_pixels: int,
+    facts_of: Callable[[Image.Image], ImageFacts],
 ) -> ImageFacts | str:
-    """The file and header checks both inspectors share, then ``facts_of`` the open image."""
-    problem = _file_problem(real)
-    if problem:
-        return problem
+    """The header checks both inspectors share, then ``facts_of`` the open image."""
     try:
-        with bombs_refused(), Image.open(real) as image:
+        source: str | io.BytesIO = real if data is None else io.BytesIO(data)
+        with bombs_refused(), Image.open(source) as image:
             problem = _header_problem(image, max_pixels)
             return problem if problem else facts_of(image)
     # Pillow's decoders raise many types on malformed data (OSError, SyntaxError,
@@ -90,32 +96,53 @@ def _inspect(
         return failure(exc)
 
 
-def resolve(path: str, base: str | None) -> tuple[str, str | None]:
-    """The real path, and why the folder policy refuses it (None if it does not)."""
-    real = os.path.realpath(path)
-    if base is None or not _is_within(path, base) or _is_within(real, os.path.realpath(base)):
-        return real, None
-    refusal = (
+class RealPaths:
+    """``os.path.realpath`` of input files at the cost of one ``lstat``: a folder's real path is
+    remembered (a catalog has far fewer folders than files), so a file's is its folder's plus
+    its name, unless the name itself is a symbolic link. Raises ValueError on a NUL byte."""
+
+    def __init__(self, folders: int = FOLDER_CACHE) -> None:
+        self._folder = lru_cache(maxsize=folders)(os.path.realpath)
+
+    def __call__(self, path: str) -> str:
+        return self.with_stat(path)[0]
+
+    def with_stat(self, path: str) -> tuple[str, os.stat_result | None]:
+        """The real path, and the file's stat when the one ``lstat`` taken is it (the name is
+        no link): whoever checks the file next need not ask again."""
+        folder, name = os.path.split(path)
+        if not name or name in (os.curdir, os.pardir):
+            return os.path.realpath(path), None
+        candidate = os.path.join(self._folder(folder), name)
+        try:
+            info = os.lstat(candidate)
+        except OSError:  # missing or unreadable: realpath keeps the name as written too
+            return candidate, None
+        if not stat.S_ISLNK(info.st_mode):
+            return candidate, info
+        return os.path.realpath(path), None
+
+
+def folder_refusal(path: str, real: str, base: str | None, base_real: str) -> str | None:
+    """Why the folder policy refuses ``path`` (``real`` once links are resolved), or None: a
+    path written into the manifest's folder ``base`` (real: ``base_real``) must stay in it."""
+    if base is None or not _is_within(path, base) or _is_within(real, base_real):
+        return None
+    return (
         f"leads outside the manifest's folder through a symbolic link (to {real}); "
         "write the real path if you mean that file"
     )
-    return real, refusal
 
 
 def _is_within(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([path, folder]) == folder
-    except ValueError:  # different drives on Windows
-        return False
+    """Whether ``path`` is ``folder`` or below it (both absolute and normalized)."""
+    if path == folder:
+        return True
+    return path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
-def _file_problem(real: str) -> str | None:
-    try:
-        info = os.stat(real)
-    except FileNotFoundError:
-        return f"does not exist (looked for {real})"
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
+def unusable_file(info: os.stat_result) -> str | None:
+    """Why a file with this stat cannot be an input (a folder, a FIFO, empty), or None."""
     if stat.S_ISDIR(info.st_mode):
         return "is a folder, not an image file"
     if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
@@ -125,8 +152,7 @@ def _file_problem(real: str) -> str | None:
     return None
 
 
-def _file_notes(real: str) -> tuple[str, ...]:
-    size = os.path.getsize(real)
+def _file_notes(size: int) -> tuple[str, ...]:
     if size > LARGE_FILE_BYTES:
         megabytes = size / (1024 * 1024)
         return (f"is {megabytes:.0f} MB; gpt-image models take at most 50 MB per image",)
@@ -174,7 +200,11 @@ def _decode_cheaply(image: Image.Image) -> None:
 
 
 def _facts(
-    real: str, image: Image.Image, notes: tuple[str, ...], convert_mask: bool = False
+    real: str,
+    image: Image.Image,
+    notes: tuple[str, ...],
+    data: bytes | None,
+    convert_mask: bool = False,
 ) -> ImageFacts:
     kind = ACCEPTED_FORMATS[image.format or ""]
     # PNG's eXIf chunk is read by Pillow only with the pixels, which would break verify(); phone
@@ -183,8 +213,10 @@ def _facts(
     width, height = image.size
     if orientation in (5, 6, 7, 8):  # a quarter turn: every check sees the image upright
         width, height = height, width
-    with open(real, "rb") as handle:
-        sixteen = is_16bit(image, handle.read(32))
+    if data is None:
+        with open(real, "rb") as handle:
+            data = handle.read(32)
+    sixteen = is_16bit(image, data[:32])
     return ImageFacts(
         real, kind, width, height, image.mode, notes, convert_mask, orientation, sixteen
     )

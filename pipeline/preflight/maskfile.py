@@ -15,14 +15,14 @@ from typing import cast
 
 from PIL import Image
 
-from pipeline.masks import (  # one owner of the mask rule and its thresholds
+from pipeline.images.masks import (  # one owner of the mask rule and its thresholds
     MID_GRAY,
     MID_GRAY_SHARE,
     NEAR_BLACK,
     NEAR_WHITE,
     alpha_band,
 )
-from pipeline.masks import as_edit_mask as mask_as_grayscale
+from pipeline.images.masks import as_edit_mask as mask_as_grayscale
 
 MASK_MODES_AS_IS = frozenset({"L", "RGB", "1"})
 

@@ -1,22 +1,27 @@
-"""Review and delivery: the run's page (static or served), decisions, exports (SPEC 6)."""
+"""Review and delivery: the run's page (static or served), decisions, exports and channel files."""
 
 from __future__ import annotations
 
-from pipeline.review.decisions import (
+from pipeline.layout import REPORT_NAME
+from pipeline.ledger.decisions import (
     Decision,
     read_decisions,
     record_decisions,
     rejected_for,
     standing,
 )
-from pipeline.review.page import REPORT_NAME, build_payload, write_report
+from pipeline.review.channels import ChannelOptions, Profile, export_channel
+from pipeline.review.page import build_payload, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
 __all__ = [
     "REPORT_NAME",
+    "ChannelOptions",
     "Decision",
+    "Profile",
     "ThumbnailPrefetcher",
     "build_payload",
+    "export_channel",
     "read_decisions",
     "record_decisions",
     "rejected_for",

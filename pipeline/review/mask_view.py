@@ -2,7 +2,7 @@
 modifiers), drawn for the review page from the recipe the ledger recorded.
 
 The ledger's ``started`` line holds the recipe as ``MaskRecipe.canonical()`` text; this reads it
-back and renders it with ``pipeline.masks.render_mask`` at the image's full upright size, as
+back and renders it with ``pipeline.images.masks.render_mask`` at the image's full upright size, as
 preflight renders the upload (pixel boxes, grow and feather are in the image's pixels), then
 scales it to the thumbnail. Done once per distinct (source, recipe, mask file): a thumbnail task.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageOps
 
-from pipeline.masks import (
+from pipeline.images.masks import (
     AlphaSource,
     FileSource,
     MaskRecipe,

@@ -36,12 +36,15 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from pipeline.ledger import LEDGER_NAME, JobRef
+from pipeline.durability import atomic_write
+from pipeline.images.masks import MaskRecipe
+from pipeline.layout import LEDGER_NAME, REPORT_DATA_DIR, REPORT_NAME, THUMBS_DIR
+from pipeline.ledger import JobRef
 from pipeline.ledger.compact import ByteIndex, as_bytes
-from pipeline.masks import MaskRecipe
-from pipeline.review.decisions import Decision, read_decisions, standing
+from pipeline.ledger.decisions import Decision, read_decisions, standing
+from pipeline.models import Job
 from pipeline.review.mask_view import recipe_from_text, recipe_label
-from pipeline.review.thumbs import THUMBS_DIR, Input, Thumbnailer, resolve_input, stat_file
+from pipeline.review.thumbs import Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
     UNFINISHED,
     JobView,
@@ -51,8 +54,6 @@ from pipeline.review.view import (
     read_summary,
 )
 
-REPORT_NAME = "report.html"
-DATA_DIR = "report-data"  # beside report.html: one folder per build, the older ones removed
 CHUNK_ROWS = 2000  # jobs a chunk file: ~0.5 MB, parsed in a few ms; 500 files at a million
 FIELDS = (
     "id", "status", "feature", "prompt", "params", "source", "mask", "outputs", "error",
@@ -68,8 +69,6 @@ ManifestJob = tuple[str, str | None, str, str | None, str | None, str]
 def manifest_rows(items: Iterable[object]) -> Iterator[ManifestJob]:
     """The page's row for each job of a manifest stream (problems in it are skipped). The
     content key is left out: it needs the inputs hashed, and the page matches jobs by id."""
-    from pipeline.models import Job
-
     for job in items:
         if isinstance(job, Job):
             mask = str(job.mask) if job.mask else None
@@ -308,12 +307,12 @@ class StaticChunks:
     """``OUT/report-data/<build>/<n>.js``: ``reportChunk(n, {...});``, loadable from file://."""
 
     def __init__(self, out_dir: Path, build: str) -> None:
-        self.root = out_dir / DATA_DIR
+        self.root = out_dir / REPORT_DATA_DIR
         self.folder = self.root / build
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def url(self) -> str:
-        return f"{DATA_DIR}/{self.folder.name}/{{n}}.js"
+        return f"{REPORT_DATA_DIR}/{self.folder.name}/{{n}}.js"
 
     def write(self, number: int, chunk: dict[str, Any]) -> None:
         text = f"reportChunk({number},{embed_json(chunk)});\n"
@@ -552,12 +551,7 @@ def write_report(
         title = f"{data['header']['title']} — run report"
         page = render_page(title, embed_json(data))
         path = out_dir / REPORT_NAME
-        temp = out_dir / f".{REPORT_NAME}.{os.getpid()}.tmp"
-        try:
-            temp.write_text(page, encoding="utf-8")
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+        atomic_write(path, page.encode("utf-8"))
     except BaseException:
         chunks.discard()
         raise

@@ -26,13 +26,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from pipeline.ledger import LEDGER_NAME
-from pipeline.review.decisions import (
-    DECISIONS,
-    REVIEWS_NAME,
-    read_decisions,
-    record_decisions,
-)
+from pipeline.layout import LEDGER_NAME, REVIEWS_NAME, THUMBS_DIR
+from pipeline.ledger.decisions import DECISIONS, read_decisions, record_decisions
 from pipeline.review.page import (
     FolderChunks,
     ManifestJob,
@@ -42,7 +37,7 @@ from pipeline.review.page import (
     safe_parts,
     static_text,
 )
-from pipeline.review.thumbs import THUMB_NAME, THUMBS_DIR, Thumbnailer
+from pipeline.review.thumbs import THUMB_NAME, Thumbnailer
 
 IMAGE_TYPES = {
     ".png": "image/png",

@@ -24,12 +24,14 @@ from stat import S_ISREG
 
 from PIL import Image, ImageOps
 
+from pipeline.durability import atomic_file
 from pipeline.events import Event, JobStarted
+from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
+from pipeline.layout import THUMBS_DIR
 from pipeline.ledger.compact import ByteIndex
-from pipeline.masks import MaskRecipe
+from pipeline.review.mask_view import effective_mask
 
-THUMBS_DIR = ".thumbs"
 THUMB_SIDE = 256
 THUMB_QUALITY = 80
 # Bump when the thumbnail recipe changes: the new names miss the cache and old files are pruned.
@@ -297,8 +299,6 @@ class Thumbnailer:
     def _effective(self, task: ThumbTask, size: tuple[int, int]) -> Image.Image | None:
         """The generated mask's tint at ``size``; None (and no tinted thumbnail) if it cannot
         be drawn: the page then shows the plain source."""
-        from pipeline.review.mask_view import effective_mask
-
         assert task.recipe is not None and task.masked is not None
         try:
             return effective_mask(task.source, task.recipe, size).point(_ALPHA)
@@ -307,12 +307,8 @@ class Thumbnailer:
             return None
 
     def _save(self, name: str, image: Image.Image) -> None:
-        temp = self.dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            image.save(temp, "WEBP", quality=THUMB_QUALITY, method=0)  # fastest; still small
-            os.replace(temp, self.dir / name)
-        finally:
-            temp.unlink(missing_ok=True)
+        with atomic_file(self.dir / name) as handle:
+            image.save(handle, "WEBP", quality=THUMB_QUALITY, method=0)  # fastest; still small
 
 
 class ThumbnailPrefetcher:

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
+from pipeline.images.checks import ImageChecks
+from pipeline.layout import SUMMARY_NAME
 from pipeline.ledger import Damage, JobRef, JobState, LedgerState, read_ledger
 from pipeline.ledger.compact import STATUS_CODE, STATUSES
 from pipeline.ledger.fold import Cursor, apply, collector_paused, records_from
@@ -37,7 +39,6 @@ from pipeline.ledger.schema import (
 )
 from pipeline.models import ErrorInfo, Status
 
-SUMMARY_NAME = "summary.json"  # pipeline.stats writes it; not imported to keep the review read-only
 CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
 # Failed jobs first (they need attention), then unfinished ones, then the successes (the
@@ -60,6 +61,7 @@ class JobView:
     credits: int | None = None
     retries: Counter[str] = field(default_factory=Counter)  # reasons, since the latest start
     updated: str = ""
+    checks: tuple[ImageChecks, ...] = ()  # one per output when the ledger has them, else ()
 
 
 @dataclass
@@ -135,6 +137,7 @@ def _job_view(job: JobState) -> JobView:
         credits=job.credits,
         retries=Counter(job.retries or {}),
         updated=job.updated,
+        checks=job.checks,
     )
 
 

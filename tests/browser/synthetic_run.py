@@ -29,9 +29,10 @@ from pipeline.events import (
     JobStarted,
     JobSucceeded,
 )
-from pipeline.ledger import LEDGER_NAME, record_for, to_dict
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import record_for, to_dict
 from pipeline.models import ErrorInfo, Feature, FeatureResult, InputRef, Job, PlannedJob
-from pipeline.stats import RunStats
+from pipeline.reporting.stats import RunStats
 
 PRODUCTS = ("chair", "lamp", "vase", "mug", "sofa", "plant")
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline.ledger import LEDGER_NAME
-from pipeline.review.cli import add_review_arguments, command_review
-from pipeline.review.decisions import REVIEWS_NAME, read_decisions
+from pipeline.cli.review import add_review_arguments, command_review
+from pipeline.layout import LEDGER_NAME, REVIEWS_NAME
+from pipeline.ledger.decisions import read_decisions
 from pipeline.review.page import write_report
 from pipeline.review.view import read_ledger_view
 from tests.browser.playwright_helpers import served, wait_ready

@@ -5,14 +5,13 @@ template, and a second export copies nothing."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.review.cli import add_export_arguments, command_export
-from pipeline.review.decisions import read_decisions, rejected_for
+from pipeline.cli import main
+from pipeline.ledger.decisions import read_decisions, rejected_for
 from tests.browser.playwright_helpers import served, wait_ready
 from tests.e2e_helpers import records, spawn_cli, states, write_catalog
 
@@ -20,9 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 
 def export(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_export_arguments(parser.add_subparsers(dest="command"))
-    return command_export(parser.parse_args(["export", *argv]))
+    return main(["export", *argv])
 
 
 def test_reject_two_of_eight_through_the_page_then_deliver_the_rest(

@@ -13,11 +13,13 @@ import pytest
 from pipeline.config import Endpoints, RateLimit, Settings
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.events import Event, EventBus, JobSucceeded
-from pipeline.ledger import LEDGER_NAME, LedgerState, LedgerWriter, read_ledger
+from pipeline.layout import LEDGER_NAME
+from pipeline.ledger import LedgerState, LedgerWriter, read_ledger
 from pipeline.manifest import load_manifest
 from pipeline.models import PlannedJob
-from pipeline.plan import PlanOptions, scan, skip_reason
-from pipeline.store import Store
+from pipeline.plan.prepare import PlanOptions, scan, skip_reason
+from pipeline.store.bucket import OutputTarget
+from pipeline.store.local import Store
 from tests.e2e_helpers import states, write_catalog
 from tests.emulator_thread import KEY, RunningEmulator, serve_in_thread
 
@@ -60,7 +62,7 @@ def run(
             shards=2,
             api_key=KEY,
             settings=settings,
-            out_dir=out,
+            target=OutputTarget(str(out), out, bucket=False),
             bus=bus,
             resume_state=ledger.resume(),
             max_credits=max_credits,
@@ -132,16 +134,19 @@ def test_a_killed_shard_is_replaced_and_rebuys_at_most_its_calls_in_flight(
     assert len(bought) - 24 <= concurrency
 
 
-def test_max_credits_stops_the_intake_across_shards(tmp_path: Path) -> None:
+def test_max_credits_is_one_count_across_shards_reserved_before_each_post(
+    tmp_path: Path,
+) -> None:
     jobs = planned(write_catalog(tmp_path, 24, images=3))
     out = tmp_path / "out"
     concurrency = 2
+    # 1000 credits a job (the credit table): the budget admits five calls, whichever shard
+    # sends them; the sixth reservation is refused before its POST, on any shard.
     with serve_in_thread(fast_window_emulator(rpm_limit=10_000, latency=0.05)) as emulator:
         settings = settings_for(emulator, rpm=600, concurrency=concurrency)
-        driver, outcome = run(jobs, out, settings, max_credits=1)
+        driver, outcome = run(jobs, out, settings, max_credits=5500)
         bought = emulator.calls("features")
     assert outcome.stop_reason == "max_credits"
-    # The first reported call reaches the limit; what was already open still lands.
-    assert 1 <= len(bought) <= 1 + 2 * concurrency * 2  # shards x batches x their concurrency
-    assert len(bought) < 24
-    assert driver.credits_spent >= 1
+    assert len(bought) == 5  # no overshoot: calls in flight on every shard were counted
+    assert driver.credits.spent == 5000
+    assert list(states(out).values()).count("succeeded") == 5

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import cli
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
 from pipeline.ledger import LedgerWriter
 
 # How long a request is left in flight before the kill (the emulator's latency keeps it open).

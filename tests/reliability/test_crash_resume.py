@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import pipeline.imagecheck
+import pipeline.store.verify
 from tests.e2e_helpers import (
     assert_ledger_parses,
     assert_no_partial_final_files,
@@ -178,7 +178,7 @@ def test_a_bug_in_a_worker_ends_the_run_instead_of_hanging_it(
     with emulator() as emu:
         # More jobs than the queue and the workers hold together, or the feeder never blocks.
         trial = Trial(tmp_path, emu, jobs=CONCURRENCY * 4)
-        monkeypatch.setattr(pipeline.imagecheck.ResultStream, "verdict", broken)
+        monkeypatch.setattr(pipeline.store.verify.ResultStream, "verdict", broken)
         with pytest.raises(RuntimeError, match="a bug"):
             run_inprocess(trial.args, emu.env, monkeypatch, capsys)
         monkeypatch.undo()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.client import OneMinClient
+from pipeline.api.client import OneMinClient
 from pipeline.errors import RateLimited
 from tests.e2e_helpers import (
     records,

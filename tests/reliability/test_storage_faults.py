@@ -137,7 +137,7 @@ def test_disk_full_while_writing_a_result_stops_cleanly_and_resumes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The download's temporary file is a link to /dev/full: its writes fail with ENOSPC."""
-    from pipeline.store import Store
+    from pipeline.store.local import Store
 
     original = Store.temp_path
 
@@ -162,13 +162,13 @@ def test_disk_full_while_renaming_into_place_stops_cleanly_and_resumes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import pipeline.store
+    import pipeline.store.local
 
     def no_space(*_args: Any, **_kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     args, expected = _args(tmp_path)
-    monkeypatch.setattr(pipeline.store.os, "replace", no_space)
+    monkeypatch.setattr(pipeline.store.local.os, "replace", no_space)
     stopped = _run(args, emu, monkeypatch, capsys)
     monkeypatch.undo()
     _assert_stopped_for_space(stopped, tmp_path / "out", summary_written=False)

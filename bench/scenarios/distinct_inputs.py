@@ -1,0 +1,464 @@
+"""Scenario: distinct inputs (issue 24): a catalog whose every row is its own photo, re-run
+every night, where the cost that grows with distinct photos shows.
+
+Part 1, 2,000 distinct ~0.9 MB noisy JPEGs (background replacer, a CSV items file):
+
+- the first ``validate`` (an empty state folder): bytes read beside the catalog's bytes;
+- ``validate`` again (nothing changed): bytes read, and no photo opened;
+- the first ``run`` (another empty folder, the report on): every photo open counted (preflight,
+  upload, thumbnail) and bytes read;
+- the no-op re-run (everything done, ``--emulator``): bytes read, wall time beside the same
+  re-run of a one-photo catalog (the start-up), photos opened (none);
+- one photo replaced in place (new bytes renamed over it): the re-run buys that job only.
+
+Part 2, distinct small photos (~3 KB) at two sizes (50,000 and 200,000): the first validate
+fills the state folder's stat cache, a ledger of every job done is written (the content keys
+the pipeline computes), then the no-op nightly re-run with ``--emulator`` is timed to its exit,
+with its peak memory; the two sizes scale the figures to 1,000,000 (linear fit). The ledger
+part (read and folded whole today; issue 24 item 2 makes it proportional to change) is read
+from the probe's ledger events and given apart.
+
+**Bytes read** come from ``/proc/<pid>/io`` of the child: ``rchar`` (the bytes its read calls
+returned, from files, the page cache and sockets alike) is the honest count of what the
+pipeline *asked* for, whatever the cache held, so it is the figure for ``validate`` and the
+no-op runs (no socket traffic there). A run that buys also reads its answers from sockets, so
+for the first run the photo opens are counted directly (an audit hook in the probe,
+``BENCH_OPENS_UNDER``) and ``read_bytes`` (storage reads) is given after the photos were
+dropped from the page cache (``posix_fadvise(DONTNEED)``).
+
+Photos are generated once and kept under the system's temporary folder
+(``onemin-bench-cache``) across suite runs. A catalog's files are linked into the scratch
+folder a moment before the first pass; the scenario then waits ``statcache.RACY_WINDOW_NS`` so
+no file looks "modified in the instant it was read" (a nightly catalog was written hours
+before its run).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from PIL import Image
+
+from bench.common import Figure, ScenarioResult, log, scratch
+from bench.probe import OPENS_ENV
+from bench.procs import ChildResult, probe_args, run_child
+from bench.scenarios.preflight import bare_csv
+from pipeline.manifest import load_manifest
+from pipeline.models import PlannedJob
+from pipeline.plan.prepare import scan
+from pipeline.preflight import Preflight
+from pipeline.preflight.statcache import RACY_WINDOW_NS, StatCache
+
+TITLE = "Distinct inputs (every row its own photo; nightly re-runs)"
+CACHE_ROOT = Path(tempfile.gettempdir()) / "onemin-bench-cache" / "distinct-v1"
+LARGE_SIDE, LARGE_QUALITY = 1024, 90  # noise at q90: ~0.9 MB a photo
+SMALL_SIDE, SMALL_QUALITY = 48, 90  # ~2.7 KB a photo
+PER_FOLDER = 1000
+TIMEOUT = 1800.0
+FIRST_READ_TARGET = 1.1  # x the catalog's bytes (issue 24)
+NOOP_READ_TARGET = 0.01  # of the catalog's bytes
+NOOP_SECONDS_TARGET = 1.0  # beyond start-up
+NIGHTLY_TARGETS = {200_000: (5.0, 120.0), 1_000_000: (10.0, 150.0)}  # seconds, MB
+PROMPT = "on a white marble countertop, soft daylight"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    manifest: Path
+    photos: list[Path]
+    catalog_bytes: int
+
+
+def run(quick: bool) -> ScenarioResult:
+    result = ScenarioResult("distinct_inputs", TITLE)
+    photos = 200 if quick else 2_000
+    sizes = (5_000, 20_000) if quick else (50_000, 200_000)
+    result.params = {"large_photos": photos, "small_catalogs": list(sizes)}
+    start_load = _load()
+    with scratch("distinct") as folder:
+        _large(result, folder, photos)
+        _nightly(result, folder, sizes)
+    result.notes.append(
+        f"load average (1, 5, 15 min) at the start {start_load}, at the end {_load()}, on "
+        f"{os.cpu_count()} CPUs: wall figures grow with it"
+    )
+    result.notes.append(
+        "bytes read are rchar after imports (end - ready readings) unless said: what the "
+        "pipeline asked for, page cache or not; the first run's photo reads are counted as opens"
+    )
+    return result
+
+
+# -- part 1: 2,000 photos of ~0.9 MB ------------------------------------------------------------
+
+
+def _large(result: ScenarioResult, folder: Path, count: int) -> None:
+    source = _photos(CACHE_ROOT / f"large-{count}", count, LARGE_SIDE, LARGE_QUALITY)
+    catalog = _linked_catalog(folder / "large", source, "large")
+    one = _linked_catalog(folder / "one", source[:1], "one")
+    megabytes = catalog.catalog_bytes / 1e6
+    result.params["large_catalog_mb"] = round(megabytes)
+    _wait_out_racy_window()
+    photos_dir = str(catalog.manifest.parent / "img")
+
+    first = _child(folder / "v1", "validate", catalog.manifest, "--state", str(folder / "vstate"))
+    again = _child(folder / "v2", "validate", catalog.manifest, "--state", str(folder / "vstate"))
+    _read_share(result, "first validate: bytes read / catalog", first, catalog, FIRST_READ_TARGET)
+    _per_photo(result, "first validate", first, count)
+    _read_share(result, "validate again: bytes read / catalog", again, catalog, NOOP_READ_TARGET)
+    result.add(Figure("validate again: wall", again.wall, "s"))
+
+    out = folder / "out"
+    _drop_from_page_cache(catalog.photos)
+    bought = _child(
+        folder / "r1", "run", catalog.manifest, "--out", str(out), "--emulator", opens=photos_dir
+    )
+    _first_run(result, bought, catalog, count)
+    _succeeded(out, count)
+
+    one_out = folder / "one-out"
+    _child(folder / "o1", "run", one.manifest, "--out", str(one_out), "--emulator")
+    start_up = _child(folder / "o2", "run", one.manifest, "--out", str(one_out), "--emulator")
+    noop = _child(
+        folder / "r2", "run", catalog.manifest, "--out", str(out), "--emulator", opens=photos_dir
+    )
+    _read_share(result, "no-op re-run: bytes read / catalog", noop, catalog, NOOP_READ_TARGET)
+    result.add(Figure("no-op re-run: photos opened", noop.events["end"].get("opens"), ""))
+    result.add(Figure("start-up: no-op re-run of a one-photo catalog", start_up.wall, "s"))
+    beyond = noop.wall - start_up.wall
+    result.add(
+        Figure(
+            "no-op re-run: wall beyond start-up",
+            beyond,
+            "s",
+            ("<=", NOOP_SECONDS_TARGET),
+            note=f"{noop.wall:.2f} s in all",
+        )
+    )
+
+    replaced = catalog.photos[count // 2]
+    _replace_in_place(replaced, count)
+    lines_before = _ledger_lines(out)
+    again_run = _child(
+        folder / "r3", "run", catalog.manifest, "--out", str(out), "--emulator", opens=photos_dir
+    )
+    ran = _new_succeeded(out, lines_before)
+    result.add(
+        Figure(
+            "one photo replaced in place: jobs run again",
+            len(ran),
+            "",
+            ("<=", 1),
+            note=f"ran {', '.join(ran) or 'nothing'}; expected {replaced.stem}",
+        )
+    )
+    if ran != [replaced.stem]:
+        raise RuntimeError(f"replacing {replaced.stem} ran {ran}")
+    end = again_run.events["end"]
+    result.add(
+        Figure(
+            "one photo replaced: photo opens",
+            end.get("opens"),
+            "",
+            note=f"{end.get('opened_bytes', 0) / 1e6:.1f} MB opened; the photo is "
+            f"{replaced.stat().st_size / 1e6:.2f} MB",
+        )
+    )
+
+
+def _first_run(result: ScenarioResult, child: ChildResult, catalog: Catalog, count: int) -> None:
+    end, ready = child.events["end"], child.events["ready"]
+    opens, opened = end.get("opens", 0), end.get("opened_bytes", 0)
+    result.add(
+        Figure(
+            "first run: photo bytes opened / catalog",
+            opened / catalog.catalog_bytes,
+            "x",
+            ("<=", FIRST_READ_TARGET),
+            note=f"{opens / count:.2f} opens a photo: preflight (hash and checks, one read), "
+            "the upload, the report's thumbnail",
+        )
+    )
+    storage = (end.get("read_bytes", 0) - ready.get("read_bytes", 0)) / catalog.catalog_bytes
+    result.add(
+        Figure(
+            "first run: storage reads (read_bytes) / catalog",
+            storage,
+            "x",
+            note="photos dropped from the page cache first; later reads of a photo hit the cache",
+        )
+    )
+    _per_photo(result, "first run", child, count)
+
+
+def _read_share(
+    result: ScenarioResult, name: str, child: ChildResult, catalog: Catalog, bound: float
+) -> None:
+    end, ready = child.events["end"], child.events["ready"]
+    share = (end["rchar"] - ready["rchar"]) / catalog.catalog_bytes
+    note = f"{(end['rchar'] - ready['rchar']) / 1e6:.1f} MB of {catalog.catalog_bytes / 1e6:.0f} MB"
+    result.add(Figure(name, share, "x", ("<=", bound), note=note))
+
+
+def _per_photo(result: ScenarioResult, name: str, child: ChildResult, count: int) -> None:
+    cpu = child.events["end"]["cpu"] - child.events["ready"]["cpu"]
+    result.add(
+        Figure(f"{name}: wall", child.wall, "s", note=f"{cpu / count * 1e3:.2f} ms CPU a photo")
+    )
+
+
+# -- part 2: nightly no-op re-runs of many small photos ----------------------------------------
+
+
+def _nightly(result: ScenarioResult, folder: Path, sizes: tuple[int, int]) -> None:
+    measured: dict[int, tuple[ChildResult, float]] = {}
+    for count in sizes:
+        source = _photos(CACHE_ROOT / f"small-{count}", count, SMALL_SIDE, SMALL_QUALITY)
+        catalog = _catalog_beside(CACHE_ROOT / f"small-{count}", source, f"nightly-{count}")
+        out = folder / f"nightly-{count}"
+        _wait_out_racy_window()
+        first = _child(folder / f"n{count}-v", "validate", catalog.manifest, "--state", str(out))
+        _per_photo(result, f"{count:,} small photos: first validate", first, count)
+        started = time.monotonic()
+        done = _write_done_ledger(catalog.manifest, out)
+        log(f"  ledger of {done:,} done jobs written in {time.monotonic() - started:.1f}s")
+        noop = _child(
+            folder / f"n{count}-r", "run", catalog.manifest, "--out", str(out), "--emulator"
+        )
+        ledger = _between(noop, "ledger_read_start", "ledger_read_end") or 0.0
+        preflight = _between(noop, "preflight_start", "preflight_end") or 0.0
+        measured[count] = (noop, ledger)
+        target = NIGHTLY_TARGETS.get(count)
+        parts = _parts(noop)
+        result.details[f"nightly_{count}"] = parts
+        result.add(
+            Figure(
+                f"{count:,} small photos: no-op nightly re-run to its exit",
+                noop.wall,
+                "s",
+                ("<=", target[0]) if target else None,
+                note=f"ledger read {ledger:.2f} s (+{parts['ledger_mb']:.0f} MB), preflight "
+                f"pass {preflight:.2f} s (+{parts['preflight_mb']:.0f} MB), "
+                f"{noop.cpu:.1f} s CPU",
+            )
+        )
+        csv_pass = bare_csv(catalog.manifest.with_suffix(".csv"), count, folder / f"n{count}-csv")
+        beyond = (preflight - csv_pass.wall) / count * 1e6
+        result.add(
+            Figure(
+                f"{count:,} small photos: preflight pass per row beyond csv.reader",
+                beyond,
+                "us",
+                note="a photo's stat and stat-cache lookup, its id, its content key",
+            )
+        )
+        result.add(
+            Figure(
+                f"{count:,} small photos: no-op re-run peak memory",
+                noop.maxrss_mb,
+                "MB",
+                ("<=", target[1]) if target else None,
+            )
+        )
+        _read_share(
+            result, f"{count:,} small photos: no-op bytes read / catalog", noop, catalog, 1.0
+        )
+    small, big = sizes
+    _scaled(result, measured, small, big)
+
+
+def _parts(child: ChildResult) -> dict[str, float]:
+    """What the ledger read and the preflight pass each added to the peak memory (MB)."""
+    events = child.events
+    mb = {name: event["maxrss_kb"] / 1024 for name, event in events.items() if "maxrss_kb" in event}
+    return {
+        "ledger_mb": mb.get("ledger_read_end", 0.0) - mb.get("ledger_read_start", 0.0),
+        "preflight_mb": mb.get("preflight_end", 0.0) - mb.get("preflight_start", 0.0),
+        "imports_mb": mb.get("ready", 0.0),
+    }
+
+
+def _scaled(
+    result: ScenarioResult,
+    measured: dict[int, tuple[ChildResult, float]],
+    small: int,
+    big: int,
+) -> None:
+    """A straight line through the two sizes, read at 1,000,000."""
+    million = 1_000_000
+    (a, ledger_a), (b, ledger_b) = measured[small], measured[big]
+    pass_a = _between(a, "preflight_start", "preflight_end") or 0.0
+    pass_b = _between(b, "preflight_start", "preflight_end") or 0.0
+    ledger_mb_a, ledger_mb_b = _parts(a)["ledger_mb"], _parts(b)["ledger_mb"]
+    pass_mb_a, pass_mb_b = _parts(a)["preflight_mb"], _parts(b)["preflight_mb"]
+    for name, value_a, value_b, unit, index in (
+        ("no-op nightly re-run", a.wall, b.wall, "s", 0),
+        ("no-op re-run peak memory", a.maxrss_mb, b.maxrss_mb, "MB", 1),
+        ("of which the ledger read", ledger_a, ledger_b, "s", None),
+        ("of which the preflight pass", pass_a, pass_b, "s", None),
+        ("memory the ledger read adds", ledger_mb_a, ledger_mb_b, "MB", None),
+        ("memory the preflight pass adds", pass_mb_a, pass_mb_b, "MB", None),
+    ):
+        slope = (value_b - value_a) / (big - small)
+        at_million = value_b + slope * (million - big)
+        target = NIGHTLY_TARGETS[million][index] if index is not None else None
+        result.add(
+            Figure(
+                f"1,000,000 photos (scaled): {name}",
+                at_million,
+                unit,
+                ("<=", target) if target is not None else None,
+                note=f"{slope * 1e6:.2f} {unit} per million beyond {big:,}",
+            )
+        )
+
+
+def _write_done_ledger(manifest: Path, out: Path) -> int:
+    """``out/ledger.jsonl`` with every job done, as a run leaves it (its content keys from the
+    pipeline's own plan, read through the stat cache the first validate filled); each done
+    job's output is one real file."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "done.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    done = 0
+    with StatCache.open(out) as cache, (out / "ledger.jsonl").open("wb") as sink:
+        for item in scan(load_manifest(manifest), Preflight(stat_cache=cache)):
+            if isinstance(item, PlannedJob):
+                line = {
+                    "ts": "2025-01-01T00:00:00.000Z",
+                    "job_id": item.job.id,
+                    "status": "succeeded",
+                    "key": item.key,
+                    "outputs": ["done.png"],
+                    "attempts": 1,
+                    "credits": 1000,
+                }
+                sink.write(orjson.dumps(line) + b"\n")
+                done += 1
+    return done
+
+
+# -- photos and catalogs -----------------------------------------------------------------------
+
+
+def _photos(folder: Path, count: int, side: int, quality: int) -> list[Path]:
+    """``count`` distinct noisy JPEGs (one encode; each gets its own comment segment), made
+    once and kept."""
+    paths = [folder / "img" / f"{i // PER_FOLDER:04d}" / f"p{i:07d}.jpg" for i in range(count)]
+    marker = folder / "complete"
+    if marker.exists():
+        return paths
+    started = time.monotonic()
+    noise = random.Random(side).randbytes(side * side * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), noise).save(buffer, "JPEG", quality=quality)
+    data = buffer.getvalue()
+    for index, path in enumerate(paths):
+        if index % PER_FOLDER == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_with_comment(data, b"bench photo %d" % index))
+    marker.write_text("ok")
+    log(f"  {count:,} photos of {len(data) / 1e3:.0f} kB made in {time.monotonic() - started:.0f}s")
+    return paths
+
+
+def _with_comment(jpeg: bytes, text: bytes) -> bytes:
+    segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def _linked_catalog(folder: Path, photos: list[Path], name: str) -> Catalog:
+    """The photos hard-linked (copied across file systems) under ``folder``, and a catalog."""
+    linked = []
+    for photo in photos:
+        target = folder / "img" / photo.parent.name / photo.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(photo, target)
+        except OSError:
+            target.write_bytes(photo.read_bytes())
+        linked.append(target)
+    return _catalog_beside(folder, linked, name)
+
+
+def _catalog_beside(folder: Path, photos: list[Path], name: str) -> Catalog:
+    rows = "".join(f"{p.stem},{p.relative_to(folder).as_posix()}\n" for p in photos)
+    (folder / f"{name}.csv").write_text("id,image\n" + rows)
+    manifest = folder / f"{name}.yaml"
+    manifest.write_text(
+        f"version: 1\nname: {name}\n"
+        f"defaults: {{type: background, size: 1024x1024, quality: low, prompt: {PROMPT}}}\n"
+        f"items: {name}.csv\n"
+    )
+    return Catalog(manifest, photos, sum(p.stat().st_size for p in photos))
+
+
+def _replace_in_place(photo: Path, salt: int) -> None:
+    """New bytes at the same path: written beside it, renamed over it (as an editor saves)."""
+    fresh = photo.with_suffix(".new")
+    fresh.write_bytes(_with_comment(photo.read_bytes(), b"retouched %d" % salt))
+    os.replace(fresh, photo)
+    _wait_out_racy_window()
+
+
+def _wait_out_racy_window() -> None:
+    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
+
+
+def _drop_from_page_cache(paths: list[Path]) -> None:
+    """Written back first (dirty pages cannot be dropped), then dropped."""
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(descriptor)
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
+# -- children ----------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def _child(
+    folder: Path, command: str, manifest: Path, *args: str, opens: str | None = None
+) -> ChildResult:
+    extra = ["--no-progress", "--rpm", "1000000", "--concurrency", "32"] if command == "run" else []
+    env = {OPENS_ENV: opens} if opens else {}
+    child = run_child(
+        probe_args(command, str(manifest), *args, *extra), folder=folder, env=env, timeout=TIMEOUT
+    )
+    if child.code != 0:
+        raise RuntimeError(f"pipeline {command} exited {child.code}: {child.tail()}")
+    return child
+
+
+def _between(child: ChildResult, first: str, last: str) -> float | None:
+    a, b = child.events.get(first), child.events.get(last)
+    return None if a is None or b is None else b["t"] - a["t"]
+
+
+def _ledger_lines(out: Path) -> int:
+    with (out / "ledger.jsonl").open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _new_succeeded(out: Path, after: int) -> list[str]:
+    with (out / "ledger.jsonl").open("rb") as handle:
+        lines = handle.readlines()[after:]
+    return [orjson.loads(line)["job_id"] for line in lines if b'"status":"succeeded"' in line]
+
+
+def _succeeded(out: Path, count: int) -> None:
+    done = len(_new_succeeded(out, 0))
+    if done != count:
+        raise RuntimeError(f"the first run left {done} of {count} jobs succeeded")

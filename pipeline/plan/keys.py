@@ -1,0 +1,179 @@
+"""Content keys: what decides whether a re-run must redo a job, and the digests they hold.
+
+The content key decides whether a re-run must redo a job (SPEC §4: "same content (image, mask,
+prompt and parameters)"). It is the sha256 of a canonical JSON document holding the feature,
+the model, the image's and mask's byte digests (or the URL / asset path as written), every
+parameter the API gets, and whether the mask is converted. It holds neither the id nor the
+location, so moving or renaming a job keeps its key. Nothing in it depends on the process
+(no ``hash()``, sorted keys), so it is the same across runs and machines. ``KEY_VERSION`` is
+in it too: changing what goes into the key means bumping it, which re-runs every job once.
+
+A URL's key is its text: the pipeline cannot see, offline, that the bytes behind it changed.
+A mask made here (``box:``, ``alpha``, a modified or scaled file) is keyed by its recipe, the
+image's digest and the file's (``masks.recipe_token``), not by the PNG's bytes: the key then
+says what was asked, and a plain file mask keeps the key it always had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.images import masks
+from pipeline.images.upload import Recipe
+from pipeline.models import MODEL, InputRef, Job, PlannedJob
+from pipeline.preflight.effective import EffectiveMask
+
+KEY_VERSION = 1
+CACHE_SIZE = 65_536  # distinct files whose digest is remembered
+
+
+def file_digest(path: Path) -> str:
+    """sha256 hex of the file's bytes, read in chunks."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def content_key(
+    job: Job,
+    image_token: str,
+    mask_token: str | None,
+    mask_convert: bool = False,
+    recipes: Mapping[str, str] | None = None,
+) -> str:
+    """The job's content key from its inputs' tokens (see the module docstring).
+
+    ``recipes`` holds the non-empty upload recipes (``image_recipe``, ``mask_recipe``): other
+    bytes are uploaded, so another key; a job whose files go up as they are keeps its old key.
+    """
+    return key_of(key_document(job, image_token, mask_token, mask_convert, recipes))
+
+
+def key_of(document: Mapping[str, Any]) -> str:
+    """The sha256 of the key document's canonical JSON (sorted keys)."""
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def with_prompt(document: dict[str, Any], prompt: str) -> str:
+    """The key of the job the document is of, with another prompt (the document is reused)."""
+    document["parameters"]["prompt"] = prompt
+    return key_of(document)
+
+
+def key_document(
+    job: Job,
+    image_token: str,
+    mask_token: str | None,
+    mask_convert: bool = False,
+    recipes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """What ``content_key`` hashes."""
+    return {
+        "key_version": KEY_VERSION,
+        "model": MODEL,
+        "feature": job.feature.value,
+        "image": image_token,
+        "mask": mask_token,
+        "mask_convert": mask_convert,
+        "parameters": job.parameters(),
+        **(recipes or {}),
+    }
+
+
+class Planner:
+    """Makes PlannedJobs. ``digest_of`` gives a file's sha256 by its path (``Preflight.digest``:
+    from the one read that checked it, or the stat cache); without it each distinct file is
+    hashed here, once (by real path, bounded cache)."""
+
+    def __init__(
+        self, cache_size: int = CACHE_SIZE, digest_of: Callable[[str], str] | None = None
+    ) -> None:
+        if digest_of is None:
+            real_path = lru_cache(maxsize=cache_size)(os.path.realpath)
+            digest = lru_cache(maxsize=cache_size)(_digest_of_real_path)
+            digest_of = lambda path: digest(real_path(path))  # noqa: E731
+        self._digest_of = digest_of
+
+    def digest(self, path: str | Path) -> str:
+        return self._digest_of(os.fspath(path))
+
+    def plan(
+        self,
+        job: Job,
+        mask_convert: bool = False,
+        image_recipe: Recipe | None = None,
+        mask_recipe: Recipe | None = None,
+        effective: EffectiveMask | None = None,
+    ) -> PlannedJob:
+        """Raises OSError if an input file can no longer be read (``scan`` reports it)."""
+        return self.plan_and_document(job, mask_convert, image_recipe, mask_recipe, effective)[0]
+
+    def plan_and_document(
+        self,
+        job: Job,
+        mask_convert: bool = False,
+        image_recipe: Recipe | None = None,
+        mask_recipe: Recipe | None = None,
+        effective: EffectiveMask | None = None,
+    ) -> tuple[PlannedJob, dict[str, Any]]:
+        """``plan``, and the key document (``with_prompt`` re-keys it for another prompt)."""
+        image_digest = self._file_digest(job.image)
+        mask_digest = self._file_digest(job.mask) if job.mask is not None else None
+        recipes = {
+            name: recipe.token
+            for name, recipe in (("image_recipe", image_recipe), ("mask_recipe", mask_recipe))
+            if recipe is not None and recipe.token
+        }
+        if effective is not None and image_digest is not None:
+            # A mask made here: keyed by its recipe and the image's digest; uploaded as its PNG.
+            token = masks.recipe_token(effective.recipe, image_digest, mask_digest)
+            if effective.size_token:
+                token += f"|{effective.size_token}"
+            image_only = {k: v for k, v in recipes.items() if k == "image_recipe"}
+            document = key_document(job, _token(job.image, image_digest), token, recipes=image_only)
+            planned = PlannedJob(
+                job,
+                key_of(document),
+                image_digest,
+                effective.digest,
+                False,
+                image_recipe,
+                None,
+                effective.png,
+            )
+            return planned, document
+        document = key_document(
+            job,
+            _token(job.image, image_digest),
+            _token(job.mask, mask_digest) if job.mask is not None else None,
+            mask_convert,
+            recipes,
+        )
+        planned = PlannedJob(
+            job,
+            key_of(document),
+            image_digest,
+            mask_digest,
+            mask_convert,
+            image_recipe,
+            mask_recipe,
+        )
+        return planned, document
+
+    def _file_digest(self, ref: InputRef) -> str | None:
+        return self.digest(ref.value) if ref.kind == "file" else None
+
+
+def _digest_of_real_path(real: str) -> str:
+    return file_digest(Path(real))
+
+
+def _token(ref: InputRef, digest: str | None) -> str:
+    # The kind prefix keeps a URL from ever colliding with a digest or an asset path.
+    return f"sha256:{digest}" if digest is not None else f"{ref.kind}:{ref.value}"

@@ -1,0 +1,137 @@
+"""``Polling``: records still processing: polled by uuid, backing off, until they finish, fail or
+run out of ``timeouts.processing``; never bought again while processing.
+
+Every poll spends the one request budget that feature calls and uploads share, so the first
+poll of a record waits about as long as the shortest processing seen lately in this run
+(``RECENT_RECORDS`` finished records), not 2 s: at 20 s a record, the 2-3-4.5-... schedule
+spent five polls per edit, this one one or two. Before any record has finished, only the
+oldest record in flight polls; after the first poll, the waits are the documented ones (about
+2 s growing to 10 s).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
+from pipeline.errors import ProcessingTimeout, RecordFailed, Stopped
+from pipeline.events import EventBus, JobRetrying, RecordFinished
+from pipeline.models import FeatureResult
+from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.job import Client, JobRun, StopSignal, Timing, error_info
+from pipeline.scheduler.steps import StepRunner
+
+RECENT_RECORDS = 16
+LEADER_WAIT = 60.0  # a record younger than this lets the oldest one poll for it (see below)
+
+
+class Polling:
+    def __init__(
+        self,
+        client: Client,
+        steps: StepRunner,
+        bus: EventBus,
+        credits: CreditBudget,
+        stop: StopSignal,
+        timeouts: Timeouts,
+        timing: Timing,
+    ) -> None:
+        self._client = client
+        self._steps = steps
+        self._policy = steps.policy
+        self._bus = bus
+        self._credits = credits
+        self._stop = stop
+        self._timeouts = timeouts
+        self._sleep = timing.sleep
+        self._clock = timing.clock
+        self._rand = timing.rand
+        # How long recent records took, polls' lag included.
+        self._processing_seen: deque[float] = deque(maxlen=RECENT_RECORDS)
+        self._polling: dict[object, float] = {}  # records polled now -> when polling began
+
+    async def after_record_failed(self, run: JobRun, exc: RecordFailed) -> None:
+        """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
+        run.feature_tries += 1
+        run.last_step = "feature"
+        if self._stop.is_set() or not self._policy.should_retry(exc, run.feature_tries):
+            raise exc
+        delay = self._policy.delay(exc, run.feature_tries)
+        self._bus.emit(
+            JobRetrying(
+                run.job.id, run.planned.key, "feature", run.attempts, error_info(exc), delay
+            )
+        )
+        await self._sleep(delay)
+
+    async def finish_record(
+        self, run: JobRun, record: FeatureResult, credits: int | None
+    ) -> FeatureResult:
+        """Poll a processing record until it finishes; its uuid is in the ledger already."""
+        started = self._clock()
+        deadline = started + self._timeouts.processing
+        token = object()
+        self._polling[token] = started
+        try:
+            return await self._poll_until_done(run, record, credits, started, deadline, token)
+        finally:
+            del self._polling[token]
+
+    async def _poll_until_done(
+        self,
+        run: JobRun,
+        record: FeatureResult,
+        credits: int | None,
+        started: float,
+        deadline: float,
+        token: object,
+    ) -> FeatureResult:
+        wait, polls = self._timeouts.poll_initial, 0
+        while True:
+            now = self._clock()
+            if now >= deadline:
+                raise ProcessingTimeout(
+                    f"record {record.uuid} still {record.status or 'processing'} after "
+                    f"{self._timeouts.processing:g} s ({polls} polls)",
+                    record.uuid,
+                )
+            pause = wait
+            if polls == 0 and self._processing_seen:  # due about when recent ones finished
+                pause = max(wait, min(self._processing_seen) - (now - started))
+            await self._sleep(min(self._jittered(pause), max(0.0, deadline - now)))
+            if self._stop.is_set():
+                raise Stopped()  # resumable: the next run polls the same uuid
+            if polls == 0 and self._waits_for_the_leader(token, started):
+                wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+                continue  # a poll not sent: an older record will say when ours is due
+            record = await self._steps.run(
+                run, "poll", _poller(self._client, record.uuid), final=(RecordFailed,)
+            )
+            polls += 1
+            if record.finished:
+                run.timings["processing"] = took = self._clock() - started
+                self._processing_seen.append(took)
+                key = run.planned.key
+                self._bus.emit(
+                    RecordFinished(run.job.id, key, run.attempts, record, credits, polls)
+                )
+                self._credits.observe(record, 0)
+                return record
+            wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
+
+    def _waits_for_the_leader(self, token: object, started: float) -> bool:
+        """Before any record of this run has finished, only the oldest one in flight polls (up
+        to ``LEADER_WAIT``): the younger ones are no nearer done, and their polls would spend
+        the request budget feature calls need. When it finishes, they are due at its time."""
+        if self._processing_seen or self._clock() - started >= LEADER_WAIT:
+            return False
+        oldest = min(self._polling.items(), key=lambda item: item[1])[0]
+        return oldest is not token
+
+    def _jittered(self, wait: float) -> float:
+        return wait * (1.0 - POLL_JITTER * self._rand())
+
+
+def _poller(client: Client, uuid: str) -> Callable[[], Awaitable[FeatureResult]]:
+    return lambda: client.poll_result(uuid)
