@@ -50,7 +50,9 @@ class Api:
                 "prompt": "studio shot, soft daylight",
                 "size": "1024x1024",
                 "n": 1,
-                "quality": "low",
+                "quality": "low",  # every seed parameter, as the live API requires
+                "output_format": "png",
+                "output_compression": 85,
             },
         }
         url = f"{self.base}/api/features"

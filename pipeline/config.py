@@ -37,6 +37,9 @@ JITTER = 0.5  # each wait is scaled by a random factor in [1 - JITTER, 1]
 # means the host is down, not the jobs wrong: stop the run, keep them pending.
 BREAKER_JOBS = 5
 
+# The live API refuses more uploads than this in flight at once (a reported limit).
+UPLOADS_IN_FLIGHT = 5
+
 CONNECT_TIMEOUT = 15.0
 UPLOAD_TIMEOUT = 120.0
 FEATURE_TIMEOUT = 300.0  # generation is slow; a feature call may legitimately take minutes
@@ -50,8 +53,10 @@ POLL_MAX = 10.0  # polls back off (x1.5 each) up to this
 POLL_GROWTH = 1.5
 POLL_JITTER = 0.2  # each poll wait is scaled by a random factor in [1 - POLL_JITTER, 1]
 
-SubmitMode = Literal["sync", "async"]
-SUBMIT_MODES: tuple[str, ...] = ("sync", "async")
+# "auto": a run starts async and may send sync calls while edits are fast (docs/api.md#submit-modes)
+SubmitMode = Literal["auto", "sync", "async"]
+SUBMIT_MODES: tuple[str, ...] = ("auto", "sync", "async")
+SUBMIT: SubmitMode = "auto"
 
 # Adaptive slow-down (AIMD) on 429s that carry no Retry-After.
 SLOWDOWN_FACTOR = 0.5  # multiply the rate by this on a hint-less 429
@@ -129,7 +134,7 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_credits: float | None = None  # this run's spend, counted from calls sent
     max_total_credits: float | None = None  # the output folder's spend over all runs
-    submit: SubmitMode = "sync"  # "async": send "async": true, poll every record
+    submit: SubmitMode = SUBMIT  # how feature calls are sent: "auto", "async" or "sync"
 
 
 _GROUPS: dict[str, type] = {

@@ -22,6 +22,9 @@
         │   ├── ConnectionLost   refused, reset or dropped connection
         │   ├── BadResponse      malformed or incomplete JSON, truncated or undecodable download
         │   ├── RecordFailed     the API answered, but aiRecord.status is FAILURE/FAILED
+        │   ├── AnswerLost       a feature POST's answer lost after its body was sent (a
+        │   │                    timeout, a dropped connection, an HTML 5xx, 520-524): it may
+        │   │                    have been charged, an unknown outcome; re-sent once, async
         │   └── Stopped          the run is stopping: a call not yet sent is not sent
         ├── JobFatal             this job is wrong: fail it, do not retry
         │   ├── BadRequest       any other 4xx
@@ -29,7 +32,8 @@
         │   ├── DownloadFailed   no result URL answered with the image after every attempt
         │   ├── InputUnreadable  a local input file cannot be read
         │   ├── RecordUnknown    the results endpoint does not know the uuid ({"aiRecord": null})
-        │   └── ProcessingTimeout a record still unfinished after timeouts.processing
+        │   ├── ProcessingTimeout a record still unfinished after timeouts.processing
+        │   └── OutcomeUnknown   a job's second unknown outcome: it may have been paid twice
         └── RunFatal             stop the whole run (exit 3); jobs stay resumable
             ├── KeyRejected      401, or a 403 whose JSON body speaks of the key
             ├── OutOfCredits     402, or a 4xx that speaks of credits or balance
@@ -186,6 +190,21 @@ class RecordFailed(TransientError):
     kind = "record_failed"
 
 
+class AnswerLost(TransientError):
+    """A feature POST whose answer was lost after its body was sent: a client timeout, a
+    connection dropped after it connected, an HTML 5xx or any 520-524 (the CDN's). The origin
+    may have made and charged the edit: an unknown outcome (docs/api.md#unknown-outcomes).
+
+    ``kind`` is what was seen (``timeout``, ``connection``, ``server_error``), so retry counts
+    and the ledger's ``unknown_outcome`` line say how the answer was lost."""
+
+    kind = "unknown_outcome"
+
+    def __init__(self, message: str, http_status: int | None = None, *, seen: str) -> None:
+        super().__init__(message, http_status)
+        self.kind = seen
+
+
 class JobFatal(ApiError):
     kind = "job_fatal"
 
@@ -245,6 +264,13 @@ class ProcessingTimeout(JobFatal):
         self.uuid = uuid
 
 
+class OutcomeUnknown(JobFatal):
+    """A job's feature call lost its answer a second time (each may have been charged). Not
+    retried and not transient: a person decides, then ``--retry-failed`` runs it again."""
+
+    kind = "outcome_unknown"
+
+
 class BudgetReached(RunFatal):
     kind = "max_credits"
 
@@ -265,6 +291,7 @@ class StopReason(StrEnum):
     CRASHED = "crashed"
     API_UNREACHABLE = "api_unreachable"
     INPUT_HOST_UNREACHABLE = "input_host_unreachable"
+    CDN_CHALLENGE = "cdn_challenge"  # the breaker, when every try met the CDN's challenge page
 
 
 # -- errors of the stages beside the API (each names what is wrong in its message) ----------

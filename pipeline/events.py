@@ -51,6 +51,21 @@ class FeatureSubmitted:
     attempt: int
     result: FeatureResult
     credits: int | None
+    part: int | None = None  # the image index of a job bought one call per image
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLostAfterSending:
+    """A feature call's answer was lost after its body was sent (an unknown outcome): it may
+    have been charged. Listeners count ``credits`` as possibly spent."""
+
+    job_id: str
+    key: str
+    step: str
+    attempt: int
+    error: ErrorInfo
+    credits: int | None
+    part: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,7 @@ class RecordFinished:
     result: FeatureResult
     credits: int | None
     polls: int = 0
+    part: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +117,34 @@ class JobSucceeded:
     superseded: tuple[str, ...] = ()
     bytes_written: int = 0
     checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of each output, or none
+    uuids: tuple[str, ...] = ()  # a job bought one call per image: each output's record
+
+
+@dataclass(frozen=True, slots=True)
+class JobPartial:
+    """Some of a job's paid images could not be fetched after every attempt: ``outputs`` were
+    delivered, ``missing`` (indexes) were not. Never bought again silently."""
+
+    job_id: str
+    key: str
+    outputs: tuple[str, ...]
+    missing: tuple[int, ...]
+    attempts: int
+    credits: int | None
+    uuid: str
+    error: ErrorInfo
+    uuids: tuple[str, ...] = ()
+    superseded: tuple[str, ...] = ()
+    bytes_written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownStatusWord:
+    """A record answered with a status word nobody documented (once per word and run): it is
+    polled as unfinished until ``timeouts.processing``."""
+
+    word: str
+    uuid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +190,14 @@ Event = (
     | JobsSkipped
     | AssetsUploaded
     | FeatureSubmitted
+    | AnswerLostAfterSending
     | RecordFinished
     | JobDeferred
     | JobRetrying
     | JobSucceeded
     | JobFailed
+    | JobPartial
+    | UnknownStatusWord
     | OutputsRefetched
     | ResultLost
     | RunStopping

@@ -36,6 +36,9 @@ class Status(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Some paid images could not be fetched: the job keeps what was delivered and waits for
+    # --redo-missing to buy exactly the missing ones (never bought again silently).
+    PARTIAL = "partial"
 
 
 InputKind = Literal["file", "url", "asset"]

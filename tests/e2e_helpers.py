@@ -20,6 +20,10 @@ from PIL import Image, ImageDraw
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# A settings file that polls records at once and often (the emulator's edits are short): test
+# runs pass it with --config unless they bring their own profile (``write_profile``).
+QUICK_POLLS = Path(__file__).resolve().parent / "quick_polls.yaml"
+QUICK_POLL_TIMEOUTS = {"poll_initial": 0.05, "poll_max": 0.2}
 
 
 def write_catalog(
@@ -169,7 +173,7 @@ def write_profile(
     HTTP date a second or two ahead) is honoured but capped, so the suite does not sleep.
     """
     timeouts = {"connect": 2.0, "upload": upload, "feature": feature, "download": download}
-    timeouts |= extra.pop("timeouts", {})
+    timeouts |= QUICK_POLL_TIMEOUTS | extra.pop("timeouts", {})
     profile = {
         "retry": {
             "backoff_base": 0.01,
@@ -262,6 +266,17 @@ def records(out: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict) and isinstance(record.get("job_id"), str):
             found.append(record)
     return found
+
+
+def purchases(out: Path) -> list[str]:
+    """The job of each feature call the ledger says was paid: one per record, however many
+    ``submitted`` lines it has (an async record has a second one once it finished)."""
+    paid = {
+        (line["job_id"], line.get("uuid") or f"line-{number}")
+        for number, line in enumerate(records(out))
+        if line["status"] == "submitted"
+    }
+    return sorted(job_id for job_id, _ in paid)
 
 
 def states(out: Path) -> dict[str, str]:

@@ -43,6 +43,15 @@ class FakeClient:
         self.polls: list[str] = []
         self.async_flags: list[bool] = []
         self._polls_left: dict[str, int] = {}
+        # The asset host serves unsigned reads (a public bucket: every result of a record can
+        # be fetched); False: a private one, where only a record's first result can.
+        self.public_assets = True
+        self.unsigned_reads = False
+        self.unsigned_checks: list[str] = []
+        self.feature_n: list[int] = []  # the images each feature call asked for
+        self.unfinished_word = "PROCESSING"  # what a record still processing answers
+        self.upload_delay = 0.0
+        self.uploads_open = self.most_uploads_open = 0
 
     def fail(self, step: str, *errors: ApiError) -> None:
         self.script[step].extend(errors)
@@ -53,7 +62,13 @@ class FakeClient:
 
     async def upload_asset(self, data: bytes, filename: str, content_type: str) -> Asset:
         self.uploads.append(filename)
-        self._maybe_fail("upload")
+        self.uploads_open += 1
+        self.most_uploads_open = max(self.most_uploads_open, self.uploads_open)
+        try:
+            await asyncio.sleep(self.upload_delay)
+            self._maybe_fail("upload")
+        finally:
+            self.uploads_open -= 1
         return Asset(path=f"assets/{len(self.uploads)}-{filename}")
 
     async def run_feature(
@@ -61,6 +76,7 @@ class FakeClient:
     ) -> FeatureResult:
         self.feature_calls.append(job.id)
         self.async_flags.append(asynchronous)
+        self.feature_n.append(job.n)
         number = len(self.feature_calls)  # before the await: other calls may start meanwhile
         self.open_features += 1
         self.max_open_features = max(self.max_open_features, self.open_features)
@@ -73,7 +89,8 @@ class FakeClient:
         self._results[uuid] = job
         if asynchronous or self.processing_all or number in self.processing_calls:
             self._polls_left[uuid] = self.polls_needed
-            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+            word = self.unfinished_word
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status=word)
         return self._finished(uuid)
 
     def _finished(self, uuid: str) -> FeatureResult:
@@ -90,7 +107,8 @@ class FakeClient:
         left = self._polls_left.get(uuid, 0)
         if outcome == "NEVER" or left > 0:
             self._polls_left[uuid] = left - 1
-            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status="PROCESSING")
+            word = self.unfinished_word
+            return FeatureResult(uuid, (), None, 100, 10_000, finished=False, status=word)
         if outcome == "FAILURE":
             raise RecordFailed(f"aiRecord.status is 'FAILURE' (record {uuid})")
         return self._finished(uuid)
@@ -117,6 +135,17 @@ class FakeClient:
                 stream.write(data[start : start + 4096])
             stream.finish()
         return len(data)
+
+    def result_urls(self, result: FeatureResult, index: int) -> list[str]:
+        """Where the real client would fetch from: the signed first result, else the asset
+        host once it was seen to serve unsigned reads."""
+        urls = [result.temporary_url] if index == 0 and result.temporary_url else []
+        return urls + ([f"asset/{result.result_paths[index]}"] if self.unsigned_reads else [])
+
+    async def serves_unsigned(self, path: str) -> bool:
+        self.unsigned_checks.append(path)
+        self.unsigned_reads = self.public_assets
+        return self.public_assets
 
     async def download(self, url: str, dest: Path, what: str = "download") -> int:
         data = png_bytes((64, 64))

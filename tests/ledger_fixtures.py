@@ -4,8 +4,10 @@
 older versions of it left: sha256 keys and short ones, canonical and odd uuids, outputs named by
 the store's rule and otherwise, float and huge credits, retries, failures, records still
 processing, re-fetches, gone results, content changes, uploads, a job's product group, the
-marketplace checks of stored outputs (and lines older than them); and damage: a line that is
-not JSON, one that breaks the schema.
+marketplace checks of stored outputs (and lines older than them); the live API's lines: answers
+lost after sending (``unknown_outcome``), jobs bought one call per image (``submitted`` with a
+``part``, ``succeeded`` with each output's record), ``partial`` jobs, a job failed on lost
+answers; and damage: a line that is not JSON, one that breaks the schema.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from pipeline.ledger.compact import updated_millis
+from pipeline.ledger.extras import Extras
 from pipeline.ledger.fold import FoldedJob
 
 JOB_FIELDS = (
@@ -33,6 +36,10 @@ JOB_FIELDS = (
     "result_gone",
 )
 ERROR = {"kind": "server_error", "message": "HTTP 503", "http_status": 503}
+LOST = {"kind": "answer_lost", "message": "HTTP 524", "http_status": 524, "transient": True}
+GAVE_UP = {"kind": "outcome_unknown", "message": "the answers of 2 calls were lost"}
+FETCH_FAILED = {"kind": "download_failed", "message": "403: AccessDenied", "http_status": 403}
+LIVE_SHARE = 0.25  # jobs whose run meets the live API's edges
 
 
 def job_fields(job: FoldedJob) -> dict[str, Any]:
@@ -42,6 +49,11 @@ def job_fields(job: FoldedJob) -> dict[str, Any]:
     fields["submitted"] = None if submitted is None else orjson.loads(_encoded(submitted))
     fields["updated"] = updated_millis(job.updated) or job.updated
     return fields
+
+
+def extras_fields(extras: Extras) -> dict[str, Any]:
+    """The few jobs' extras (``ledger.extras``), comparable across states and checkpoints."""
+    return {job_id: orjson.loads(_encoded(found)) for job_id, found in sorted(extras.items())}
 
 
 def _encoded(record: Any) -> bytes:
@@ -105,6 +117,8 @@ class LedgerMaker:
         if self.extra.random() < 0.5:
             details["group"] = f"product-{self.extra.randrange(50)}"
         steps: list[tuple[str, str, dict[str, Any]]] = [("started", key, {"job": details})]
+        if self.extra.random() < LIVE_SHARE:
+            return steps + self._live(job_id, key)
         if pick() < 0.3:
             digest = hashlib.sha256(str(self.random.randrange(20)).encode()).hexdigest()
             if pick() < 0.2:
@@ -141,6 +155,48 @@ class LedgerMaker:
         elif pick() < 0.1:
             refetched = {"outputs": outputs, "uuid": uuid, **self.checks(len(outputs))}
             steps.append(("refetched", key, refetched))
+        return steps
+
+    def _live(self, job_id: str, key: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """A run against the live API: answers lost after sending, one call per image, some
+        images paid and never fetched."""
+        extra = self.extra
+        credits: Any = extra.choice((1000, 2.5, None))
+        steps: list[tuple[str, str, dict[str, Any]]] = []
+        lost = {"step": "feature", "attempt": 1, "error": LOST, "http_status": 524}
+        for _ in range(extra.choice((0, 0, 1, 2))):
+            steps.append(("unknown_outcome", key, {**lost, "credits": credits}))
+        if extra.random() < 0.15:
+            steps.append(("failed", key, {"attempts": 2, "error": GAVE_UP}))
+            return steps
+        images = extra.choice((1, 2, 3))
+        uuids = [f"{extra.getrandbits(128):032x}" for _ in range(images)]
+        for part, uuid in enumerate(uuids):
+            paid = {"attempt": 1, "credits": credits, "uuid": uuid, "part": part}
+            if extra.random() < 0.2:  # still processing, then finished: one purchase
+                steps.append(("submitted", key, {**paid, "result_paths": []}))
+            steps.append(("submitted", key, {**paid, "result_paths": ["r/0.png"]}))
+            if extra.random() < 0.1:
+                steps.append(("unknown_outcome", key, {**lost, "credits": credits, "part": part}))
+        ending = extra.random()
+        if ending < 0.15:
+            return steps  # killed with its parts paid and not fetched
+        outputs = [f"{job_id}/{index}.png" for index in range(images)]
+        if ending < 0.45 and images > 1:
+            gone = extra.randrange(images)
+            partial = {
+                "outputs": [out for index, out in enumerate(outputs) if index != gone],
+                "missing": [gone],
+                "uuids": [uuid for index, uuid in enumerate(uuids) if index != gone],
+                "uuid": uuids[0],
+                "attempts": 1,
+                "credits": credits,
+                "error": FETCH_FAILED,
+            }
+            steps.append(("partial", key, partial))
+            return steps
+        done = {"outputs": outputs, "attempts": 1, "credits": credits, "uuid": uuids[0]}
+        steps.append(("succeeded", key, {**done, "uuids": uuids, **self.checks(images)}))
         return steps
 
     def checks(self, outputs: int) -> dict[str, Any]:

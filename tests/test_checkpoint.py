@@ -14,26 +14,35 @@ from pathlib import Path
 import pytest
 
 from pipeline.ledger import LEDGER_NAME, LedgerWriter, Status, checkpoint_path, read_ledger
+from pipeline.ledger import checkpoint as checkpoint_module
 from pipeline.ledger.checkpoint import MAGIC, load_checkpoint, write_checkpoint
 from pipeline.ledger.fold import DetailedLedger, LedgerState, ResumeState
 from pipeline.ledger.reader import read_state
 from pipeline.ledger.schema import Started, Submitted, Succeeded, decode_line
-from tests.ledger_fixtures import job_fields, random_ledger
+from tests.ledger_fixtures import extras_fields, job_fields, random_ledger
 
 SEEDS = range(6)
 CUTS_PER_LEDGER = 12
 
 
 def assert_same_state(mine: LedgerState, full: LedgerState | DetailedLedger) -> None:
-    """Every job, upload, the spend and the damage, as a full fold sees them."""
+    """Every job, upload, the few jobs' extras (parts, partial, lost answers), the spend, the
+    possibly charged calls and the damage, as a full fold sees them."""
     assert list(mine.jobs) == list(full.jobs)
     for job_id in full.jobs:
         assert job_fields(mine.jobs[job_id]) == job_fields(full.jobs[job_id]), job_id
     assert dict(mine.assets.items()) == dict(full.assets.items())
-    credits = mine.credits_folded if isinstance(mine, LedgerState) else mine.credits_spent
-    assert credits == (full.credits_folded if isinstance(full, LedgerState) else full.credits_spent)
+    assert extras_fields(mine.extras) == extras_fields(full.extras)
+    assert totals(mine) == totals(full)
     assert mine.damage.corrupt_lines == full.damage.corrupt_lines
     assert mine.damage.torn_tail == full.damage.torn_tail
+
+
+def totals(state: LedgerState | DetailedLedger) -> tuple[int, int]:
+    """(credits spent, calls possibly charged) over every run, the current one too."""
+    if isinstance(state, LedgerState):
+        return state.credits_folded, state.possibly_charged_folded
+    return state.credits_spent, state.possibly_charged
 
 
 def checkpoint_at(data: bytes, offset: int, folder: Path) -> Path:
@@ -171,6 +180,16 @@ def test_garbage_or_another_format_is_ignored(checkpointed: Path) -> None:
     _ignored(checkpointed, "")
 
 
+def test_a_checkpoint_whose_status_codes_mean_other_statuses_is_ignored(
+    checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status codes are positions in ``Status``: a version that adds or reorders statuses must
+    not read an older checkpoint's codes as its own."""
+    reordered = tuple(reversed(checkpoint_module.STATUSES))
+    monkeypatch.setattr(checkpoint_module, "STATUSES", reordered)
+    assert load_checkpoint(checkpointed).note == "ignored: its statuses are another version's"
+
+
 def test_a_truncated_ledger_makes_the_checkpoint_stale(checkpointed: Path) -> None:
     data = checkpointed.read_bytes()
     checkpointed.write_bytes(data[: len(data) // 2])
@@ -241,6 +260,11 @@ def test_the_compact_state_answers_the_scheduler_and_the_plan_like_the_full_one(
             assert job_fields(a) == job_fields(b)
         assert mine.status_of(job_id, key) == theirs.status_of(job_id, key)
         assert mine.pending_for(job_id, key) == theirs.pending_for(job_id, key)
+        assert mine.parts_for(job_id, key) == theirs.parts_for(job_id, key)
+        assert mine.partial_for(job_id, key) == theirs.partial_for(job_id, key)
+        assert mine.lost_answers(job_id, key) == theirs.lost_answers(job_id, key)
+        assert compact.output_records(job_id) == detailed.output_records(job_id)
+        assert compact.missing_of(job_id) == detailed.missing_of(job_id)
     for digest in [*detailed.assets, "d0", "missing", "f" * 64]:
         assert mine.asset_for(digest) == theirs.asset_for(digest)
     # a run's own uploads and forgotten ones stay in its copy, the same way

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import run_cli, states, write_catalog
+from tests.e2e_helpers import QUICK_POLLS, run_cli, states, write_catalog
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 def test_an_api_base_without_a_scheme_is_a_usage_error(

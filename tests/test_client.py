@@ -13,15 +13,18 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from pipeline.api.client import OneMinClient
+from pipeline.api.client import USER_AGENT, OneMinClient
 from pipeline.config import Endpoints, Timeouts
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.errors import (
+    AnswerLost,
+    ApiError,
     ApiTimeout,
     AssetNotFound,
     BadRequest,
     BadResponse,
     ConnectionLost,
+    DownloadFailed,
     KeyRejected,
     OutOfCredits,
     RateLimited,
@@ -44,7 +47,9 @@ def image_bytes(
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(EmulatorConfig(api_key=KEY, seed=1)) as server:
+    # The seed tables' API (a public asset host, sync answers): these tests are about mapping
+    # answers to errors; the live regime's own tests are below and in test_live_*.py.
+    async with EmulatorServer(EmulatorConfig.generous(api_key=KEY, seed=1)) as server:
         yield server
 
 
@@ -87,6 +92,7 @@ async def test_upload_edit_and_fetch_every_result(
 ) -> None:
     client = client_for(emulator, session)
     image, mask = await uploaded(client)
+    assert await client.serves_unsigned(image)  # a public asset host: every result fetchable
     result = await client.run_feature(inpaint_job(), image, mask)
     assert len(result.result_paths) == 2 and result.uuid and result.used_credit
     for index in range(2):
@@ -145,8 +151,8 @@ async def test_unknown_asset(emulator: EmulatorServer, session: aiohttp.ClientSe
     ("fault", "expected"),
     [
         ({"rate_429": 1.0}, RateLimited),
-        ({"rate_5xx": 1.0}, ServerError),
-        ({"rate_drop": 1.0}, ConnectionLost),
+        ({"rate_5xx": 1.0}, (ServerError, AnswerLost)),  # a JSON 500, or an HTML 502/503
+        ({"rate_drop": 1.0}, AnswerLost),  # dropped after the body was sent: maybe charged
         ({"rate_malformed": 1.0}, BadResponse),
         ({"rate_failed": 1.0}, RecordFailed),
         ({"rate_forget": 1.0}, AssetNotFound),
@@ -156,7 +162,7 @@ async def test_feature_faults_map_to_errors(
     emulator: EmulatorServer,
     session: aiohttp.ClientSession,
     fault: dict[str, float],
-    expected: type,
+    expected: type | tuple[type, ...],
 ) -> None:
     client = client_for(emulator, session)
     image, mask = await uploaded(client)
@@ -189,8 +195,13 @@ async def test_slow_answer_times_out(
     client = client_for(emulator, session, feature=0.3)
     image, mask = await uploaded(client)
     emulator.config.rate_slow, emulator.config.slow_seconds = 1.0, 5.0
-    with pytest.raises(ApiTimeout):
+    with pytest.raises(AnswerLost) as caught:  # the body was sent: the edit may have been made
         await client.run_feature(inpaint_job(), image, mask)
+    assert caught.value.kind == "timeout"
+    with pytest.raises(ApiTimeout):  # an upload is no purchase: an ordinary timeout
+        await client_for(emulator, session, upload=0.0001).upload_asset(
+            image_bytes(), "a.png", "image/png"
+        )
 
 
 async def done_result(client: OneMinClient) -> FeatureResult:
@@ -203,6 +214,7 @@ async def test_expired_temporary_url_falls_back_to_asset_host(
 ) -> None:
     client = client_for(emulator, session)
     result = await done_result(client)
+    client.unsigned_reads = True  # as after a check that the asset host serves our uploads
     emulator.config.rate_expire = 1.0
     await client.fetch_result(result, 0, tmp_path / "out")
     routes = [entry["route"] for entry in emulator.state.log[-2:]]
@@ -236,8 +248,38 @@ async def test_foreign_temporary_url_is_never_contacted(
     emulator.config.foreign_temporary_url = True
     result = await done_result(client)
     assert result.temporary_url and "127.0.0.1" not in result.temporary_url
-    urls = client.result_urls(result, 0)
-    assert urls == [f"{emulator.asset_base}/{result.result_paths[0]}"]
+    assert client.result_urls(result, 0) == []
+    client.unsigned_reads = True
+    assert client.result_urls(result, 0) == [f"{emulator.asset_base}/{result.result_paths[0]}"]
+
+
+async def test_private_bucket_serves_the_first_result_signed_only(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The live bucket: the asset host refuses unsigned reads, temporaryUrl signs result 0."""
+    async with EmulatorServer(EmulatorConfig.live(api_key=KEY, edit_seconds=0.0)) as server:
+        client = client_for(server, session)
+        image, mask = await uploaded(client)
+        assert not await client.serves_unsigned(image) and not client.unsigned_reads
+        result = await client.run_feature(inpaint_job(), image, mask)
+        assert len(result.result_paths) == 2
+        await client.fetch_result(result, 0, tmp_path / "0")
+        asked = len(server.state.log)
+        with pytest.raises(DownloadFailed, match="no URL serves it"):
+            await client.fetch_result(result, 1, tmp_path / "1")
+        assert len(server.state.log) == asked  # nothing was even asked
+
+
+async def test_an_unsigned_read_refused_is_no_and_one_unanswered_is_transient(
+    emulator: EmulatorServer, session: aiohttp.ClientSession
+) -> None:
+    client = client_for(emulator, session)
+    assert not await client.serves_unsigned("development/images/nothing-here.png")  # a 404
+    image = (await client.upload_asset(image_bytes(), "a.png", "image/png")).path
+    emulator.config.rate_drop = 1.0
+    with pytest.raises(ConnectionLost):  # no answer: the caller asks again, or takes it as no
+        await client.serves_unsigned(image)
+    assert not client.unsigned_reads
 
 
 def test_key_not_in_repr() -> None:
@@ -319,6 +361,121 @@ async def test_poll_result_gets_the_record_with_the_key(
     assert result.finished and result.result_paths == ("r/0.png",)
     method, path, headers, _ = state.requests[-1]
     assert (method, path, headers["API-KEY"]) == ("GET", "/api/results/rec-7", KEY)
+
+
+@pytest.mark.parametrize(
+    ("job", "fields"),
+    [
+        (
+            inpaint_job(),
+            {"imageUrl", "maskUrl", "prompt", "size", "n", "quality", "output_format",
+             "output_compression"},
+        ),
+        (
+            Job("b", Feature.BACKGROUND, InputRef("file", "/x"), "marble"),
+            {"imageUrl", "prompt", "size", "quality", "background"},
+        ),
+    ],
+)  # fmt: skip
+def test_every_parameter_of_the_seed_tables_is_sent_defaults_included(
+    job: Job, fields: set[str]
+) -> None:
+    client = OneMinClient(None, Endpoints(), KEY)  # type: ignore[arg-type]
+    body = client.feature_body(job, "a.png", "m.png" if job.mask else None)
+    assert set(body["promptObject"]) == fields  # the live API required quality, "optional"
+    assert body["promptObject"]["quality"] == "medium"
+
+
+async def test_every_request_names_the_product_in_its_user_agent(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    state, base = stub
+    state.answers["/api/assets"] = (
+        200,
+        orjson.dumps({"fileContent": {"path": "p/a.png"}}),
+        "application/json",
+    )
+    state.answers["/p/a.png"] = (200, image_bytes(), "image/png")
+    client = stub_client(base, session)
+    await client.upload_asset(image_bytes(), "a.png", "image/png")
+    await client.serves_unsigned("p/a.png")
+    await client.download(f"{base}/p/a.png", tmp_path / "a.png")
+    agents = {headers["User-Agent"] for _, _, headers, _ in state.requests}
+    assert agents == {USER_AGENT} and USER_AGENT.startswith("onemin-pipeline/")
+
+
+LIVE_BUSY = orjson.dumps(
+    {
+        "errorCode": "EXTERNAL_API_RESPONSE_WITH_ERROR",
+        "message": "The service is busy, please try again shortly",
+        "details": orjson.dumps(
+            {"error": {"message": "Invalid mask image format", "code": "invalid_value"}}
+        ).decode(),
+        "context": {"requestId": "r-1"},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected", "seen"),
+    [
+        (524, b"<html><h1>A timeout occurred</h1></html>", "text/html", AnswerLost, "server_error"),
+        (520, b'{"message": "unknown"}', "application/json", AnswerLost, "server_error"),
+        (502, b"<html>Bad gateway</html>", "text/html", AnswerLost, "server_error"),
+        (500, b'{"message": "Internal"}', "application/json", ServerError, "server_error"),
+        (503, b'{"message": "try later"}', "application/json", ServerError, "server_error"),
+        (400, LIVE_BUSY, "application/json", BadRequest, "bad_request"),
+    ],
+)
+async def test_lost_answers_of_a_feature_call_are_unknown_outcomes(
+    stub: tuple[Stub, str],
+    session: aiohttp.ClientSession,
+    status: int,
+    body: bytes,
+    content_type: str,
+    expected: type[ApiError],
+    seen: str,
+) -> None:
+    """A 52x or an HTML 5xx may come while the origin makes and charges the edit; a JSON 5xx
+    came from the origin (nothing made); a live 400 is job-fatal whatever its words."""
+    state, base = stub
+    state.answers["/api/features"] = (status, body, content_type)
+    with pytest.raises(expected) as caught:
+        await stub_client(base, session).run_feature(inpaint_job(), "a.png", "m.png")
+    assert type(caught.value) is expected
+    assert (caught.value.kind, caught.value.http_status) == (seen, status)
+
+
+async def test_an_upload_or_poll_meeting_a_52x_is_an_ordinary_transient_error(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/assets"] = (524, b"<html>timeout</html>", "text/html")
+    state.answers["/api/results/rec-7"] = (522, b"<html>timed out</html>", "text/html")
+    client = stub_client(base, session)
+    with pytest.raises(ServerError):
+        await client.upload_asset(image_bytes(), "a.png", "image/png")
+    with pytest.raises(ServerError):
+        await client.poll_result("rec-7")
+
+
+async def test_a_connection_never_made_sent_nothing(session: aiohttp.ClientSession) -> None:
+    """Refused at connect: the body never left, so it is no unknown outcome."""
+    client = OneMinClient(session, Endpoints("http://127.0.0.1:9", "http://127.0.0.1:9"), KEY)
+    with pytest.raises(ConnectionLost) as caught:
+        await client.run_feature(inpaint_job(), "a.png", "m.png")
+    assert not isinstance(caught.value, AnswerLost)
+
+
+async def test_a_live_400_shows_its_error_code_and_the_cause_from_details(
+    stub: tuple[Stub, str], session: aiohttp.ClientSession
+) -> None:
+    state, base = stub
+    state.answers["/api/features"] = (400, LIVE_BUSY, "application/json")
+    with pytest.raises(BadRequest) as caught:
+        await stub_client(base, session).run_feature(inpaint_job(), "a.png", "m.png")
+    assert "EXTERNAL_API_RESPONSE_WITH_ERROR: Invalid mask image format" in str(caught.value)
+    assert "busy" not in str(caught.value)
 
 
 async def test_poll_of_unknown_record_is_job_fatal(

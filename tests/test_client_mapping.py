@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import orjson
 import pytest
 
 from pipeline.api.client import (
     error_for_status,
     error_text,
+    known_status,
     parse_feature,
     parse_poll,
     parse_retry_after,
@@ -195,3 +197,95 @@ def test_403_is_not_always_the_key(message: str, json_body: bool, expected: type
 def test_public_url_drops_query_and_credentials() -> None:
     url = "https://user:pw@cdn.example.com:8443/p/a.png?X-Amz-Signature=abc#frag"
     assert public_url(url) == "https://cdn.example.com:8443/p/a.png"
+
+
+def _live(code: str, message: str, details: object = None) -> bytes:
+    body: dict[str, object] = {"errorCode": code, "message": message, "context": {"id": "r"}}
+    if details is not None:
+        body["details"] = details if isinstance(details, str) else orjson.dumps(details).decode()
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (  # the provider's own error body inside details, a JSON string
+            _live(
+                "EXTERNAL_API_RESPONSE_WITH_ERROR",
+                "The service is busy, please try again shortly",
+                {"error": {"message": "Your request was rejected by the safety system"}},
+            ),
+            "EXTERNAL_API_RESPONSE_WITH_ERROR: Your request was rejected by the safety system",
+        ),
+        (  # a JSON string inside a JSON string inside details
+            _live(
+                "EXTERNAL_API_RESPONSE_WITH_ERROR",
+                "busy",
+                {"message": orjson.dumps({"error": {"message": "mask size mismatch"}}).decode()},
+            ),
+            "EXTERNAL_API_RESPONSE_WITH_ERROR: mask size mismatch",
+        ),
+        (  # nested details objects: the deepest message wins
+            _live("VALIDATION_ERROR", "bad", {"message": "outer", "details": {"message": "inner"}}),
+            "VALIDATION_ERROR: inner",
+        ),
+        (_live("VALIDATION_ERROR", "quality is required"), "VALIDATION_ERROR: quality is required"),
+        (_live("NOT_FOUND", "gone", "plain words, not JSON"), "NOT_FOUND: plain words, not JSON"),
+        (_live("NOT_FOUND", "gone", "{broken"), "NOT_FOUND: {broken"),
+        (_live("UNKNOWN", "", {"statusCode": 500}), "UNKNOWN"),
+    ],
+)
+def test_live_error_bodies_read_error_code_then_the_innermost_cause(
+    body: bytes, expected: str
+) -> None:
+    assert error_text(body) == (expected, True)
+
+
+def test_a_live_body_about_credits_is_out_of_credits_whatever_its_status() -> None:
+    message, _ = error_text(_live("INSUFFICIENT_CREDITS", "Not enough credit"))
+    assert type(error_for_status(400, message)) is OutOfCredits
+    busy, _ = error_text(
+        _live("EXTERNAL_API_RESPONSE_WITH_ERROR", "busy", {"error": {"message": "low balance"}})
+    )
+    assert type(error_for_status(400, busy)) is OutOfCredits
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_no_word_of_a_4xx_makes_it_transient(status: int) -> None:
+    words = "The service is busy, please try again shortly (temporarily unavailable, retry)"
+    assert isinstance(error_for_status(status, words), BadRequest)
+
+
+@pytest.mark.parametrize(
+    ("word", "known"),
+    [
+        ("SUCCESS", True),
+        ("completed", True),
+        ("SUCCEEDED", True),
+        ("ERROR", True),
+        ("CANCELLED", True),
+        ("PENDING", True),
+        ("QUEUED", True),
+        ("IN_PROGRESS", True),
+        ("RUNNING", True),
+        ("WAITING_FOR_GPU", False),
+    ],
+)
+def test_status_words(word: str, known: bool) -> None:
+    assert known_status(word) is known
+
+
+@pytest.mark.parametrize("word", ["COMPLETED", "SUCCEEDED", "success"])
+def test_finished_words(word: str) -> None:
+    assert parse_feature(record(status=word)).finished
+
+
+@pytest.mark.parametrize("word", ["ERROR", "CANCELLED", "failure"])
+def test_failed_words(word: str) -> None:
+    with pytest.raises(RecordFailed):
+        parse_feature(record(status=word))
+
+
+def test_an_unknown_word_is_unfinished() -> None:
+    result = parse_feature(record(status="WAITING_FOR_GPU", aiRecordDetail={"resultObject": []}))
+    assert not result.finished and result.status == "WAITING_FOR_GPU"

@@ -38,7 +38,7 @@ async def test_all_good_spends_nothing_and_never_shows_the_key(emulator: Emulato
     used_before = emulator.state.used_credit
     code, text = await doctor(Endpoints(emulator.api_base, emulator.asset_base), KEY)
     assert code == 0, text
-    assert "key accepted" in text and "fetched back" in text and "ready" in text
+    assert "key accepted" in text and "ok   asset host" in text and "ready" in text
     assert KEY not in text and KEY[-4:] not in text
     routes = [entry["route"] for entry in emulator.state.log]
     assert not any("feature" in route for route in routes)  # no credit-spending call
@@ -94,3 +94,41 @@ async def test_html_403_from_a_cdn_is_not_a_rejected_key() -> None:
     finally:
         await runner.cleanup()
     assert code == 1 and "Just a moment" in text and "<" not in text.split("Just")[0][-3:]
+
+
+async def live_doctor(check_async: bool, **config: object) -> tuple[int, str, EmulatorServer]:
+    server = EmulatorServer(EmulatorConfig.live(api_key=KEY, edit_seconds=0.0, **config))
+    async with server:
+        out = io.StringIO()
+        endpoints = Endpoints(server.api_base, server.asset_base)
+        timeouts = Timeouts(connect=2.0, upload=5.0, download=5.0)
+        code = await run_doctor(endpoints, KEY, timeouts, out, check_async=check_async)
+        await server.drain()
+    return code, out.getvalue(), server
+
+
+async def test_a_private_asset_host_is_reported_not_failed_and_nothing_is_spent() -> None:
+    code, text, server = await live_doctor(check_async=False)
+    assert code == 0, text
+    assert "ok   asset host" in text and "private (HTTP 403" in text
+    assert "one call per image" in text and "temporaryUrl" in text
+    assert "ok   records" in text and "async       not checked" in text
+    assert server.state.charges == [] and server.state.feature_calls == 0
+
+
+@pytest.mark.parametrize(("honour", "word"), [(True, "honoured"), (False, "ignored")])
+async def test_check_async_spends_one_edit_and_says_whether_async_is_honoured(
+    honour: bool, word: str
+) -> None:
+    code, text, server = await live_doctor(check_async=True, honour_async=honour)
+    assert code == 0, text
+    assert f"ok   async       {word}" in text
+    assert server.state.edits_charged == 1  # the one edit it says it spends
+    answered = "async" if honour else "sync"
+    assert [charge.answered for charge in server.state.charges] == [answered]
+
+
+async def test_a_public_asset_host_is_reported_as_serving_unsigned_reads() -> None:
+    async with EmulatorServer(EmulatorConfig.generous(api_key=KEY)) as server:
+        code, text = await doctor(Endpoints(server.api_base, server.asset_base), KEY)
+    assert code == 0 and "serves unsigned reads" in text and "fetched back" in text

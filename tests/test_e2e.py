@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.images.provenance import read_provenance
 from tests.e2e_helpers import (
+    QUICK_POLLS,
     Expected,
     assert_outputs_whole,
     folder_summary,
@@ -23,7 +24,7 @@ from tests.e2e_helpers import (
 )
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "60000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 
 
 def test_all_jobs_done_then_a_second_run_sends_nothing(
@@ -40,7 +41,9 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
         assert marked is not None and marked["digital_source_type"].endswith(
             "compositeWithTrainedAlgorithmicMedia"
         )
-        assert len(emulator.calls("features")) == 6
+        # Two images a job, one call each: the live bucket serves a record's first only.
+        assert len(emulator.calls("features")) == 12
+        assert emulator.server.state.images_charged == 12  # images paid = images wanted
         # 6 jobs over 3 photos + 3 byte-identical masks: uploads go by content, so 4
         assert len(emulator.calls("assets")) == 4
         requests_before = len(emulator.log)
@@ -49,7 +52,8 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
     # The no-op night keeps the folder's figures: the last run is still the one that ran.
     result = summary(out)
     assert result["counts"]["succeeded"] == 6 and result["exit_code"] == 0
-    assert folder_summary(out)["jobs"] == {"total": 6, "succeeded": 6, "failed": 0, "pending": 0}
+    jobs = {"total": 6, "succeeded": 6, "failed": 0, "partial": 0, "pending": 0}
+    assert folder_summary(out)["jobs"] == jobs
     assert len(list((out / "runs").glob("*.json"))) == 1
 
 
@@ -70,20 +74,29 @@ def test_faults_are_all_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with emulator_thread(**faults) as emulator:
         args = ["run", str(manifest), "--out", str(out), *FAST, "--max-attempts", "8"]
         code = run_cli([*args, "--config", str(_fast_backoff(tmp_path))], emulator.env, monkeypatch)
-        assert code == 0
         injected = [e["fault"] for e in emulator.log if e["fault"]]
         assert len(injected) >= 10  # the faults really happened
+        # A dropped call or an HTML 502/503 may have been charged (an unknown outcome): sent
+        # again once; a job that meets a second fails for a person to decide, nothing else.
+        failed = [line for line in records(out) if line["status"] == "failed"]
+        assert {line["error"]["kind"] for line in failed} <= {"outcome_unknown"}
+        assert code == (1 if failed else 0)
         charged = [e for e in emulator.calls("features") if e["credits"]]
-        assert len(charged) == 30  # each edit bought exactly once despite download faults
-    assert set(states(out).values()) == {"succeeded"}
-    assert_outputs_whole(out, {f"sku-{j:04d}": Expected(1, (1024, 1024)) for j in range(30)})
+        assert len(charged) == 30 - len(failed)  # each edit bought once despite the faults
+    lost = {line["job_id"] for line in failed}
+    assert {job for job, state in states(out).items() if state != "succeeded"} == lost
+    done = {f"sku-{j:04d}" for j in range(30)} - lost
+    assert_outputs_whole(out, {job: Expected(1, (1024, 1024)) for job in done})
     stats = summary(out)["stats"]
     assert stats["retry/count"] >= 10
 
 
 def _fast_backoff(folder: Path) -> Path:
     profile = folder / "fast-retry.yaml"
-    profile.write_text("retry: {backoff_base: 0.01, backoff_max: 0.05, retry_after_max: 0.05}\n")
+    profile.write_text(
+        "retry: {backoff_base: 0.01, backoff_max: 0.05, retry_after_max: 0.05}\n"
+        "timeouts: {poll_initial: 0.05, poll_max: 0.2}\n"
+    )
     return profile
 
 

@@ -45,7 +45,8 @@ async def start() -> AsyncIterator[Start]:
     servers: list[EmulatorServer] = []
 
     async def make(**overrides: Any) -> EmulatorServer:
-        server = EmulatorServer(EmulatorConfig(api_key=KEY, **overrides))
+        # The seed documents' API (the live regime's own tests are in test_emulator_live*.py).
+        server = EmulatorServer(EmulatorConfig.generous(api_key=KEY, **overrides))
         server.clock = FakeClock()
         await server.start()
         servers.append(server)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e_helpers import run_cli
+from tests.e2e_helpers import QUICK_POLLS, run_cli
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 def test_an_exif_rotated_photo_is_uploaded_upright_and_comes_back_portrait(

@@ -17,11 +17,11 @@ from pipeline.manifest import load_manifest
 from pipeline.models import Job, PlannedJob
 from pipeline.plan.prepare import Planner, content_key, scan
 from pipeline.preflight import Notice, Preflight
-from tests.e2e_helpers import run_cli
+from tests.e2e_helpers import QUICK_POLLS, run_cli
 from tests.emulator_thread import emulator_thread
 from tests.fixtures_images import demo_inputs, make_image, make_mask, write_manifest
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 def items(manifest: Path) -> list[Any]:

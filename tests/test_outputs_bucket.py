@@ -19,13 +19,13 @@ import pytest
 from PIL import Image
 
 from pipeline.inputs import objectstore
-from tests.e2e_helpers import records, run_cli, states, write_catalog
+from tests.e2e_helpers import QUICK_POLLS, purchases, records, run_cli, states, write_catalog
 from tests.emulator_thread import emulator_thread
 from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # whole runs against a real S3 server: ~1 s each
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_an_image_deleted_from_the_bucket_is_missing_then_fetched_again_free(
         assert run_cli(run, emulator.env, monkeypatch) == 0
     lines = [orjson.loads(line) for line in (state / "ledger.jsonl").read_bytes().splitlines()]
     assert [r["job_id"] for r in lines if r["status"] == "refetched"] == ["sku-0001"]
-    assert len([r for r in lines if r["status"] == "submitted"]) == 3  # nothing bought again
+    assert len(purchases(state)) == 3  # nothing bought again
     assert decoded_size(objects(bucket)["sku-0001/0.png"]) == (1024, 1024)
     capsys.readouterr()
     assert run_cli(["status", str(state)], {}, monkeypatch) == 0
@@ -278,8 +278,9 @@ def test_a_put_that_fails_stops_the_run_and_the_next_run_buys_nothing_again(
             patched.setattr(pipeline.store.bucket.objects, "put_file", refused)
             assert run_cli(args, emulator.env, monkeypatch) == 3
         assert "AccessDenied" in capsys.readouterr().out  # the stop message names the put
-        bought = len(emulator.calls("features"))
-        assert bought == 1 and "succeeded" not in states(state).values()
+        # The stop comes at the first put; an async call of the second job may be paid by then.
+        assert 1 <= len(emulator.calls("features")) <= 2
+        assert "succeeded" not in states(state).values()
         assert run_cli(args, emulator.env, monkeypatch) == 0
-        assert len(emulator.calls("features")) == bought + 1  # the first job was not re-bought
+        assert len(emulator.calls("features")) == 2  # each job bought once over both runs
     assert {"sku-0000/0.png", "sku-0001/0.png"} <= set(objects(bucket))

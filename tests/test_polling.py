@@ -187,12 +187,13 @@ async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
     assert len(acquired) == requests
 
 
-def test_submit_setting_is_sync_or_async() -> None:
+def test_submit_setting_is_auto_sync_or_async() -> None:
     from pipeline.config import Settings, apply
     from pipeline.errors import ConfigError
 
-    assert Settings().submit == "sync"
+    assert Settings().submit == "auto"
     assert apply(Settings(), {"submit": "async"}).submit == "async"
+    assert apply(Settings(), {"submit": "sync"}).submit == "sync"
     with pytest.raises(ConfigError, match="submit"):
         apply(Settings(), {"submit": "later"})
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import (
+    QUICK_POLLS,
     run_cli,
     spawn_cli,
     states,
@@ -21,8 +22,8 @@ from tests.e2e_helpers import (
 )
 from tests.emulator_thread import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "60000"]
-QUICK_POLLS = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}
+FAST = ["--no-progress", "--no-report", "--rpm", "60000"]  # profiles poll quickly
+QUICK_POLL_PROFILE = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}
 
 
 def bought(emulator: object) -> int:
@@ -34,7 +35,7 @@ def test_sixty_percent_processing_buys_one_edit_per_job_and_polls_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest = write_catalog(tmp_path, 10)
-    profile = write_profile(tmp_path, **QUICK_POLLS)
+    profile = write_profile(tmp_path, **QUICK_POLL_PROFILE)
     out = tmp_path / "out"
     with emulator_thread(rate_processing=0.6, processing_seconds=0.2, seed=3) as emulator:
         args = ["run", str(manifest), "--out", str(out), "--config", str(profile), *FAST]
@@ -81,7 +82,7 @@ def test_kill_9_while_every_record_processes_then_resume_buys_only_what_was_in_f
     tmp_path: Path,
 ) -> None:
     manifest = write_catalog(tmp_path, 8, images=8)
-    profile = write_profile(tmp_path, **QUICK_POLLS)
+    profile = write_profile(tmp_path, **QUICK_POLL_PROFILE)
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), "--config", str(profile), *FAST]
     with emulator_thread(rate_processing=1.0, processing_seconds=3600) as emulator:
@@ -127,6 +128,7 @@ def test_the_folder_budget_holds_over_three_runs(
     manifest = write_catalog(tmp_path, 12)  # quality low, n=1: 1,000 credits a job
     out = tmp_path / "out"
     base = ["run", str(manifest), "--out", str(out), *FAST, "--max-total-credits", "5000"]
+    base += ["--config", str(QUICK_POLLS)]
     with emulator_thread() as emulator:
         assert run_cli([*base, "--limit", "3"], emulator.env, monkeypatch) == 0
         assert run_cli(base, emulator.env, monkeypatch) == 3

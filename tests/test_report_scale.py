@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from pipeline.review.page import build_payload, write_report
 from pipeline.review.view import read_report_fold
 from pipeline.runner import aftermath
 from pipeline.runner.options import Console
-from tests.ledger_fixtures import random_ledger
+from tests.ledger_fixtures import extras_fields, job_fields, random_ledger
 
 CHUNK_ROWS = 250
 # What a job may cost the report's build beyond a fixed base: the compact fold (~100 bytes),
@@ -138,7 +139,7 @@ def test_status_json_streams_one_job_a_line_and_parses_whole(tmp_path: Path) -> 
     assert not all_done
     assert set(report) == {
         "out", "manifest", "jobs", "counts", "total", "not_in_manifest", "credits_spent",
-        "corrupt_lines",
+        "possibly_charged", "corrupt_lines",
     }  # fmt: skip
     assert report["total"] == 120 and report["counts"] == {"failed": 3, "succeeded": 117}
     assert sum(line.startswith('    {"id":') for line in text.splitlines()) == 120
@@ -178,6 +179,12 @@ def test_resume_status_page_and_fold_agree_on_every_job(tmp_path: Path, seed: in
             assert resume.status_of(job_id, job.key) is job.status
     status = read_status(tmp_path, missing=lambda outputs: False)
     assert {job.job_id: job.state for job in status.jobs} == expected
+    assert {job.job_id: job.missing for job in status.jobs if job.missing} == {
+        job_id: detailed.missing_of(job_id)
+        for job_id, job in detailed.jobs.items()
+        if job.status.value == "partial"
+    }
+    assert status.possibly_charged == detailed.possibly_charged
     fold = read_report_fold(ledger)
     views = {view.job_id: view for view in map(fold.view, fold.ranked())}
     fold.close()
@@ -229,3 +236,131 @@ def test_a_thumbnail_budget_defers_the_rest_to_a_later_report(tmp_path: Path) ->
     assert len(list((out / ".thumbs").iterdir())) == 2 and notes.count("deferred") == 4
     write_report(out)  # a report without a budget makes the rest
     assert len(list((out / ".thumbs").iterdir())) == 6
+
+
+# One folder's ledger with every line the live API's regime adds, written as a run writes them.
+LIVE_KEY = "a" * 64
+LIVE_LOST = {"kind": "answer_lost", "message": "HTTP 524", "http_status": 524, "transient": True}
+LIVE_LINES: list[dict[str, Any]] = [
+    # "lost": one answer lost after sending (possibly charged), then bought and done
+    {"job_id": "lost", "status": "started", "job": {"feature": "IMAGE_INPAINTER"}},
+    {"job_id": "lost", "status": "unknown_outcome", "step": "feature", "attempt": 1,
+     "error": LIVE_LOST, "http_status": 524, "credits": 6},
+    {"job_id": "lost", "status": "submitted", "attempt": 2, "credits": 6, "uuid": "u-lost",
+     "result_paths": ["r/0.png"]},
+    {"job_id": "lost", "status": "succeeded", "outputs": ["lost/0.png"], "attempts": 2,
+     "credits": 6, "uuid": "u-lost"},
+    # "parts": bought one call per image (a private bucket), each part paid once, done
+    {"job_id": "parts", "status": "started", "job": {"feature": "IMAGE_INPAINTER", "n": 2}},
+    {"job_id": "parts", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-p0",
+     "part": 0, "result_paths": []},
+    {"job_id": "parts", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-p0",
+     "part": 0, "result_paths": ["r/0.png"]},
+    {"job_id": "parts", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-p1",
+     "part": 1, "result_paths": ["r/0.png"]},
+    {"job_id": "parts", "status": "succeeded", "outputs": ["parts/0.png", "parts/1.png"],
+     "attempts": 1, "credits": 12, "uuid": "u-p0", "uuids": ["u-p0", "u-p1"]},
+    # "half": two parts paid, the second never fetched: partial, missing image 1
+    {"job_id": "half", "status": "started", "job": {"feature": "IMAGE_INPAINTER", "n": 2}},
+    {"job_id": "half", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-h0",
+     "part": 0, "result_paths": ["r/0.png"]},
+    {"job_id": "half", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-h1",
+     "part": 1, "result_paths": ["r/0.png"]},
+    {"job_id": "half", "status": "partial", "outputs": ["half/0.png"], "missing": [1],
+     "uuids": ["u-h0"], "uuid": "u-h0", "attempts": 3, "credits": 12,
+     "error": {"kind": "download_failed", "message": "403: AccessDenied", "http_status": 403}},
+    # "pending": one part paid, then the run was killed: a resume fetches it, buys only part 1
+    {"job_id": "pending", "status": "started", "job": {"feature": "IMAGE_INPAINTER", "n": 2}},
+    {"job_id": "pending", "status": "submitted", "attempt": 1, "credits": 6, "uuid": "u-q0",
+     "part": 0, "result_paths": ["r/0.png"]},
+    {"job_id": "pending", "status": "unknown_outcome", "step": "feature", "attempt": 1,
+     "error": LIVE_LOST, "credits": 6, "part": 1},
+    # "gave-up": two answers lost, failed (job-fatal): the allowance of one re-send starts over
+    {"job_id": "gave-up", "status": "started", "job": {"feature": "IMAGE_INPAINTER"}},
+    {"job_id": "gave-up", "status": "unknown_outcome", "step": "feature", "attempt": 1,
+     "error": LIVE_LOST, "credits": 6},
+    {"job_id": "gave-up", "status": "unknown_outcome", "step": "feature", "attempt": 2,
+     "error": LIVE_LOST, "credits": 6},
+    {"job_id": "gave-up", "status": "failed", "attempts": 2,
+     "error": {"kind": "outcome_unknown", "message": "the answers of 2 calls were lost"}},
+]  # fmt: skip
+
+
+def write_live_ledger(out: Path) -> bytes:
+    out.mkdir(parents=True, exist_ok=True)
+    data = b"".join(
+        orjson.dumps({"ts": f"2026-12-01T10:00:{second:02d}.000Z", "key": LIVE_KEY, **line}) + b"\n"
+        for second, line in enumerate(LIVE_LINES)
+    )
+    (out / LEDGER_NAME).write_bytes(data)
+    return data
+
+
+def test_the_live_apis_lines_read_alike_through_resume_checkpoint_status_and_page(
+    tmp_path: Path,
+) -> None:
+    """Unknown outcomes, parts, partial jobs: what the detailed fold makes of them, resume makes
+    of them from the whole ledger and from a checkpoint cut at every line plus the tail after
+    it; ``status`` shows them, and so do the page's data."""
+    out = tmp_path / "out"
+    data = write_live_ledger(out)
+    ledger = out / LEDGER_NAME
+    detailed = read_ledger(ledger, detailed=True)
+    expected = {
+        "lost": "succeeded", "parts": "succeeded", "half": "partial", "pending": "submitted",
+        "gave-up": "failed",
+    }  # fmt: skip
+    assert {job_id: job.status.value for job_id, job in detailed.jobs.items()} == expected
+    assert detailed.possibly_charged == 4 and detailed.credits_spent == 6 * 10
+    ends = [index + 1 for index, byte in enumerate(data) if byte == ord("\n")]
+    for cut in (0, *ends):  # a checkpoint as of every line, the lines after it read again
+        folder = tmp_path / f"at-{cut}"
+        folder.mkdir()
+        (folder / LEDGER_NAME).write_bytes(data[:cut])
+        write_checkpoint(
+            read_state(folder / LEDGER_NAME, use_checkpoint=False), folder / LEDGER_NAME
+        )
+        (folder / LEDGER_NAME).write_bytes(data)
+        resumed = read_state(folder / LEDGER_NAME)
+        assert resumed.checkpoint_note == "used"
+        assert resumed.tail_lines == (len(ends) - ends.index(cut) - 1 if cut else len(ends))
+        assert extras_fields(resumed.extras) == extras_fields(detailed.extras)
+        assert (resumed.credits_spent, resumed.possibly_charged) == (60, 4)
+        mine, theirs = resumed.resume(), detailed.resume()
+        for job_id in expected:
+            assert job_fields(resumed.jobs[job_id]) == job_fields(detailed.jobs[job_id])
+            for ask in ("pending_for", "parts_for", "partial_for", "lost_answers"):
+                assert getattr(mine, ask)(job_id, LIVE_KEY) == getattr(theirs, ask)(
+                    job_id, LIVE_KEY
+                )
+            assert resumed.output_records(job_id) == detailed.output_records(job_id)
+    resume = read_state(ledger).resume()
+    assert set(resume.parts_for("pending", LIVE_KEY)) == {0}  # part 1 is bought, part 0 fetched
+    assert resume.lost_answers("pending", LIVE_KEY) == 1
+    assert resume.lost_answers("gave-up", LIVE_KEY) == 0  # a job-fatal end: the count starts over
+    partial = resume.partial_for("half", LIVE_KEY)
+    assert partial is not None and partial.missing == (1,) and partial.delivered == ("half/0.png",)
+    assert read_state(ledger).output_records("parts") == ("u-p0", "u-p1")
+
+    sink = io.StringIO()
+    write_status(out, sink, missing=lambda outputs: False, as_json=True)
+    streamed = json.loads(sink.getvalue())
+    assert streamed["possibly_charged"] == 4 and streamed["credits_spent"] == 60
+    states = {job["id"]: (job["state"], job.get("missing")) for job in streamed["jobs"]}
+    assert states == {job_id: (state, [1] if job_id == "half" else None)
+                      for job_id, state in expected.items()}  # fmt: skip
+    whole = read_status(out, missing=lambda outputs: False)
+    assert whole.as_json() == {**streamed, "jobs": whole.as_json()["jobs"]}
+    assert [job.as_json() for job in whole.jobs] == streamed["jobs"]
+    text = io.StringIO()
+    write_status(out, text, missing=lambda outputs: False)
+    assert "possibly charged: 4 feature calls" in text.getvalue()
+    assert "half: missing images 1 of 2: 403: AccessDenied" in text.getvalue()
+
+    payload, _ = build_payload(out, make_thumbs=False)
+    column = {name: index for index, name in enumerate(payload["fields"])}
+    rows = {row[column["id"]]: row for row in payload["jobs"]}
+    statuses = payload["tables"]["status"]  # a row names its status by its index there
+    assert {job_id: statuses[row[column["status"]]] for job_id, row in rows.items()} == expected
+    assert payload["header"]["states"] == Counter(expected.values())
+    assert list(rows)[:2] == ["half", "gave-up"]  # with the failed ones, first

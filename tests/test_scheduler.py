@@ -30,7 +30,7 @@ from pipeline.errors import (
 )
 from pipeline.events import Event, EventBus, JobsSkipped
 from pipeline.ledger import LedgerWriter, read_ledger
-from pipeline.models import Feature, InputRef, Job, PlannedJob
+from pipeline.models import Feature, InputRef, Job, PlannedJob, Status
 from pipeline.plan.prepare import PlanOptions, skip_reason
 from pipeline.reporting.stats import RunStats
 from pipeline.scheduler import (
@@ -90,7 +90,9 @@ class Harness:
         self.out = tmp_path / "out"
         self.client = client
         self.sleeps = Sleeps()
-        self.options = options
+        # Sync unless a test says otherwise: these tests count calls, retries and sleeps of one
+        # answer per call; the async default's polls are tested in test_polling and test_live.
+        self.options = {"submit": "sync", **options}
         self.events: list[Event] = []  # every event of the latest run, in order
         self.scheduler: Scheduler | None = None  # the latest run's
 
@@ -100,11 +102,17 @@ class Harness:
         store.prepare()
         ledger = read_ledger(self.out / "ledger.jsonl")
         # What the plan would run (the plan owns the skip rule; the scheduler runs what it gets).
-        plan_options = PlanOptions(retry_failed=bool(options.get("retry_failed", False)))
+        plan_options = PlanOptions(
+            retry_failed=bool(options.get("retry_failed", False)),
+            missing=(lambda _state: True) if options.get("redo_missing") else None,
+        )
         skipped: Counter[str] = Counter()
         runnable = []
         for job in jobs:
-            reason = skip_reason(ledger.state_of(job.job.id, job.key), plan_options)
+            state = ledger.state_of(job.job.id, job.key)
+            reason = skip_reason(state, plan_options)
+            if plan_options.missing and state is not None and state.status is Status.PARTIAL:
+                reason = None  # --redo-missing: the plan runs a partial job again
             if reason is None:
                 runnable.append(job)
             else:

@@ -3,9 +3,13 @@
 Retries live in the scheduler so that every attempt passes the rate gate again and is recorded.
 The session and base URLs are injected (the httpx / openai-python seam), so tests and the demo
 point the same code at the emulator. Every HTTP outcome becomes an exception of ``errors`` in
-exactly one function, ``error_for_status``; transport failures in ``_transport_error``.
+exactly one function, ``error_for_status``; transport failures in ``_transport_error``. A
+feature POST whose answer is lost after its body was sent becomes ``AnswerLost`` there: it
+may have been charged (docs/api.md#unknown-outcomes).
 
 The key is sent only to the API host, never to a result URL, and never appears in a message.
+Every request names the product in its ``User-Agent``: a CDN challenge wave once blocked plain
+HTTP clients' defaults for days.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from pipeline import __version__
 from pipeline.config import Endpoints, Timeouts
 from pipeline.errors import (
+    AnswerLost,
     ApiError,
     ApiTimeout,
     AssetNotFound,
     BadRequest,
     BadResponse,
     ConnectionLost,
+    DownloadFailed,
     KeyRejected,
     OutOfCredits,
     RateLimited,
@@ -41,7 +48,11 @@ from pipeline.errors import (
 )
 from pipeline.models import MODEL, Asset, FeatureResult, Job
 
+USER_AGENT = f"onemin-pipeline/{__version__}"
 TRANSIENT_STATUSES = frozenset({408, 409, 425})
+# The CDN's own answers when the origin is slow or unreachable: the origin may still have made
+# (and charged) the edit, so on a feature POST they are unknown outcomes whatever the body.
+CDN_STATUSES = range(520, 525)
 CREDIT_WORDS = ("credit", "balance", "quota exceeded", "insufficient funds")
 # Hosts a temporaryUrl may point at besides the configured API and asset hosts: the provider
 # signs S3 URLs. Anything else is never contacted; the asset host path is used instead.
@@ -51,11 +62,14 @@ REDACTED = "[API key]"
 MESSAGE_MAX = 200  # an error message is cut to this many characters
 # A 403 whose JSON message speaks of these is the key; any other 403 is not (SPEC 1a).
 KEY_WORDS = ("key", "auth", "permission", "token", "credential")
+# The status words of records (docs/api.md#status-words), any letter case.
 SUCCESS_STATUSES = frozenset({"SUCCESS", "SUCCEEDED", "COMPLETED", "DONE"})
 FAILED_STATUSES = frozenset({"FAILURE", "FAILED", "ERROR", "CANCELLED", "CANCELED"})
-# Any other status with a uuid (PROCESSING, PENDING, QUEUED, RUNNING, ...) is unfinished: polled,
-# never bought again. Treating an unknown word as unfinished costs at worst a processing
-# timeout; treating it as a failure would pay for the edit twice.
+UNFINISHED_STATUSES = frozenset({"PROCESSING", "PENDING", "QUEUED", "IN_PROGRESS", "RUNNING"})
+# Any other word with a uuid is unfinished too: polled, never bought again (the scheduler logs
+# it once). Treating an unknown word as unfinished costs at worst a processing timeout;
+# treating it as a failure would pay for the edit twice.
+DETAILS_DEPTH = 4  # JSON strings inside JSON strings in `details`: unwrapped this deep at most
 
 
 class BodySink(Protocol):
@@ -93,13 +107,18 @@ def error_for_status(
     *,
     json_body: bool = True,
     context: str = "",
+    body_sent: bool = False,
 ) -> ApiError:
-    """Map one non-2xx API answer to the error tree (SPEC 1, 1a). The only such mapping.
+    """Map one non-2xx API answer to the error tree (docs/api.md#error-classification). The
+    only such mapping.
 
     ``json_body``: the body was a JSON object (an HTML page or an empty body is not): a 403
     without one comes from a CDN challenge in front of the API, not from the API, so it is
-    transient rather than a rejected key. ``context`` (what was asked, e.g. the URL) goes
-    into the message but never into the classification.
+    transient rather than a rejected key; a 5xx without one is the CDN's, not the origin's.
+    ``body_sent``: the answer is a feature POST's: a 520-524 or an HTML 5xx then says nothing
+    of whether the origin made the edit (an unknown outcome). ``context`` (what was asked, e.g.
+    the URL) goes into the message but never into the classification. No word of a 4xx body
+    makes it transient: only its status does.
     """
     text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
     text = f"{context} {text}" if context else text
@@ -107,6 +126,10 @@ def error_for_status(
     if status == 429:
         retry_after = parse_retry_after((headers or {}).get("Retry-After"))
         return RateLimited(text, status, retry_after=retry_after)
+    if body_sent and (status in CDN_STATUSES or (status >= 500 and not json_body)):
+        return AnswerLost(
+            f"{text} (the edit may have been made and charged)", status, seen="server_error"
+        )
     if status in TRANSIENT_STATUSES or status >= 500:
         return ServerError(text, status)
     if status == 403 and not json_body:
@@ -120,9 +143,21 @@ def error_for_status(
     return BadRequest(text, status)
 
 
-def _transport_error(exc: BaseException, what: str) -> ApiError:
+def _transport_error(exc: BaseException, what: str, body_sent: bool = False) -> ApiError:
+    """A failure with no HTTP answer. ``body_sent``: a feature POST whose connection was made:
+    from then on the request may have reached the origin, so a timeout or a dropped connection
+    is an unknown outcome; a connection never made sent nothing and is plainly transient."""
+    never_connected = isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    lost = body_sent and not never_connected
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        if lost:
+            return AnswerLost(
+                f"{what}: no answer in time (the edit may have been made)", seen="timeout"
+            )
         return ApiTimeout(f"{what}: no answer in time")
+    if lost:
+        name = type(exc).__name__
+        return AnswerLost(f"{what}: connection lost after sending ({name})", seen="connection")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return BadResponse(f"{what}: incomplete body ({type(exc).__name__})")
     return ConnectionLost(f"{what}: connection failed ({type(exc).__name__})")
@@ -140,7 +175,9 @@ def html_text(text: str) -> str:
 
 def error_text(body: bytes) -> tuple[str, bool]:
     """The server's own words from an error body, short and printable, and whether the body
-    was a JSON object. The message is at ``message``, ``error.message`` or ``error``."""
+    was a JSON object. The message is at ``message``, ``error.message`` or ``error``; a live
+    body with an ``errorCode`` reads ``errorCode: <the innermost message in details, else
+    message>``, because its canned message ("busy, try again shortly") hides the cause."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -148,13 +185,49 @@ def error_text(body: bytes) -> tuple[str, bool]:
         return _short(html_text(text) if "<" in text else text), False
     if not isinstance(data, dict):
         return _short(str(data)), False
+    code = data.get("errorCode")
+    message = _message_of(data)
+    if isinstance(code, str) and code.strip():
+        cause = _innermost(data.get("details"), DETAILS_DEPTH) or message
+        return _short(f"{code.strip()}: {cause}" if cause else code.strip()), True
+    return _short(message if message is not None else str(data)), True
+
+
+def _message_of(data: dict[str, Any]) -> str | None:
+    """The message of one error object: ``message``, ``error.message``, ``error``, ``detail``."""
     for name in ("message", "error", "detail"):
         value = data.get(name)
-        if isinstance(value, str):
-            return _short(value), True
+        if isinstance(value, str) and value.strip():
+            return value
         if isinstance(value, dict) and isinstance(value.get("message"), str):
-            return _short(value["message"]), True
-    return _short(str(data)), True
+            return str(value["message"])
+    return None
+
+
+def _innermost(details: Any, depth: int) -> str | None:
+    """The deepest message in ``details``: often a JSON string holding the provider's own error
+    body, whose message may itself be JSON. None when it holds no message."""
+    if depth <= 0 or details is None:
+        return None
+    if isinstance(details, str):
+        text = details.strip()
+        if not text.startswith(("{", "[", '"')):
+            return text or None
+        try:
+            details = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if isinstance(details, str):
+            return _innermost(details, depth - 1) or details
+    if isinstance(details, list):
+        found = (_innermost(item, depth - 1) for item in details)
+        return next((message for message in found if message), None)
+    if not isinstance(details, dict):
+        return None
+    message = _message_of(details)
+    nested = details.get("details")
+    deeper = _innermost(message, depth - 1) if message else None
+    return _innermost(nested, depth - 1) or deeper or message
 
 
 def _error_message(body: bytes) -> str:
@@ -224,6 +297,13 @@ def parse_feature(data: Any, what: str = "feature answer") -> FeatureResult:
     )
 
 
+def known_status(word: str) -> bool:
+    """Whether a record's status word is one the API is known to use (any other is treated as
+    unfinished, and worth a line in the log)."""
+    upper = word.upper()
+    return upper in SUCCESS_STATUSES or upper in FAILED_STATUSES or upper in UNFINISHED_STATUSES
+
+
 def parse_poll(data: Any, uuid: str) -> FeatureResult:
     if isinstance(data, dict) and "aiRecord" in data and data["aiRecord"] is None:
         raise RecordUnknown(f"the API does not know record {uuid} (results endpoint: null)")
@@ -249,6 +329,10 @@ class OneMinClient:
             urlsplit(endpoints.api_base).hostname,
             urlsplit(endpoints.asset_base).hostname,
         }
+        # The live result bucket is private: only a record's temporaryUrl (its first result)
+        # is known to work. The asset host is used once it was seen to serve an unsigned read
+        # of one of our uploads (``serves_unsigned``); until then it is not even tried.
+        self.unsigned_reads = False
 
     def __repr__(self) -> str:  # the default repr would be harmless, but be explicit: no key
         return f"OneMinClient(api_base={self._endpoints.api_base!r})"
@@ -258,17 +342,31 @@ class OneMinClient:
 
     @asynccontextmanager
     async def _request(
-        self, method: str, url: str, what: str, total: float, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        what: str,
+        total: float,
+        *,
+        body_sent: bool = False,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        headers = {"User-Agent": USER_AGENT, **(headers or {})}
         try:
             async with self._session.request(
-                method, url, timeout=self._timeout(total), allow_redirects=False, **kwargs
+                method,
+                url,
+                timeout=self._timeout(total),
+                allow_redirects=False,
+                headers=headers,
+                **kwargs,
             ) as response:
                 yield response
         except ApiError:
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transport_error(exc, what) from exc
+            raise _transport_error(exc, what, body_sent) from exc
 
     async def _read_limited(self, response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
         if response.content_length is not None and response.content_length > limit:
@@ -280,15 +378,25 @@ class OneMinClient:
                 raise BadResponse(f"{what}: answer larger than {limit} bytes")
         return bytes(body)
 
-    async def _api_json(self, method: str, route: str, what: str, total: float, **kw: Any) -> Any:
+    async def _api_json(
+        self, method: str, route: str, what: str, total: float, body_sent: bool = False, **kw: Any
+    ) -> Any:
+        """One API-host request. ``body_sent``: a feature POST, whose lost answer may have
+        been charged (see ``error_for_status``)."""
         headers = {"API-KEY": self._key}
         url = f"{self._endpoints.api_base}{route}"
-        async with self._request(method, url, what, total, headers=headers, **kw) as response:
+        async with self._request(
+            method, url, what, total, body_sent=body_sent, headers=headers, **kw
+        ) as response:
             body = await self._read_limited(response, self._timeouts.max_json_bytes, what)
             if response.status >= 300:
                 message, json_body = self._redacted(body)
                 raise error_for_status(
-                    response.status, message, response.headers, json_body=json_body
+                    response.status,
+                    message,
+                    response.headers,
+                    json_body=json_body,
+                    body_sent=body_sent,
                 )
         try:
             return orjson.loads(body)
@@ -332,7 +440,7 @@ class OneMinClient:
         """One feature call. The answer may be unfinished (``finished`` False): poll it."""
         body = self.feature_body(job, image_path, mask_path, asynchronous=asynchronous)
         answer = await self._api_json(
-            "POST", "/api/features", "feature call", self._timeouts.feature, json=body
+            "POST", "/api/features", "feature call", self._timeouts.feature, True, json=body
         )
         return parse_feature(answer)
 
@@ -343,13 +451,34 @@ class OneMinClient:
         answer = await self._api_json("GET", route, "poll", self._timeouts.poll)
         return parse_poll(answer, uuid)
 
+    def asset_url(self, path: str) -> str:
+        return f"{self._endpoints.asset_base}/{path.lstrip('/')}"
+
     def result_urls(self, result: FeatureResult, index: int) -> list[str]:
-        """Where result ``index`` can be fetched, best first: signed URL, then asset host."""
+        """Where result ``index`` can be fetched, best first: the signed URL (the first result
+        only), then the asset host if it serves unsigned reads."""
         urls = []
         if index == 0 and result.temporary_url and self._trusted(result.temporary_url):
             urls.append(result.temporary_url)
-        urls.append(f"{self._endpoints.asset_base}/{result.result_paths[index].lstrip('/')}")
+        if self.unsigned_reads:
+            urls.append(self.asset_url(result.result_paths[index]))
         return urls
+
+    async def serves_unsigned(self, path: str) -> bool:
+        """Whether the asset host serves an unsigned read of ``path`` (one of our uploads): one
+        GET, no key, not an API-host request; its answer's status and type say it, the body is
+        not read. An image is a yes; a refusal (any 4xx) or anything else is a no; a transient
+        failure (an outage) raises, for the caller to try again or to take as a no (the cost of
+        a wrong no is more calls for the same credits; of a wrong yes, images paid and never
+        fetched). A yes is remembered: ``result_urls`` uses the asset host from then on."""
+        url = self.asset_url(path)
+        what = f"asset host check {public_url(url)}"
+        async with self._request("GET", url, what, self._timeouts.download) as response:
+            if response.status >= 500 or response.status in TRANSIENT_STATUSES:
+                raise error_for_status(response.status, "", response.headers, json_body=False)
+            served = response.status == 200 and response.content_type.startswith("image/")
+        self.unsigned_reads = served
+        return served
 
     def _trusted(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -361,14 +490,23 @@ class OneMinClient:
     async def fetch_result(
         self, result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
     ) -> int:
-        """Stream result ``index`` into ``dest``; try every URL before giving up.
+        """Stream result ``index`` into ``dest``; try every URL before giving up. Never re-runs
+        the feature.
 
-        Raises the error of the last URL tried; all of them are transient or ``BadResponse``
-        because a result that exists may be briefly unavailable: the scheduler decides when to
-        stop retrying. Never re-runs the feature.
+        Raises the error of the last URL that failed in a way worth retrying (transient, or
+        ``BadResponse``); ``DownloadFailed`` when no URL may serve it (a private bucket holds
+        every result but the first) or every one refused it (401, 403, 404, 410: a signature
+        expired or an object unknown): polling the record again gives a fresh ``temporaryUrl``
+        for the first result; the others cannot be had from this record.
         """
+        urls = self.result_urls(result, index)
+        if not urls:
+            raise DownloadFailed(
+                f"result {index} of record {result.uuid}: no URL serves it (the asset host "
+                "serves no unsigned reads; temporaryUrl signs the first result only)"
+            )
         failures: list[ApiError] = []
-        for url in self.result_urls(result, index):
+        for url in urls:
             try:
                 return await self.download(url, dest, "result download", sink=sink)
             except ApiError as exc:
@@ -376,7 +514,7 @@ class OneMinClient:
         reasons = "; ".join(str(f) for f in failures)
         status = failures[-1].http_status
         if all(isinstance(f, BadRequest) for f in failures):
-            raise BadResponse(f"result {index} not available at any URL: {reasons}", status)
+            raise DownloadFailed(f"result {index} refused by every URL: {reasons}", status)
         raise next(f for f in reversed(failures) if not isinstance(f, BadRequest))
 
     async def download(

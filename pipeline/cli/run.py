@@ -69,14 +69,22 @@ def add_arguments(commands: Any) -> None:
         type=non_negative_float,
         help="stop before the output folder's spend over all runs passes this",
     )
-    run.add_argument(
+    submit = run.add_mutually_exclusive_group()
+    submit.add_argument(
         "--async",
-        dest="asynchronous",
-        action="store_true",
-        help=(
-            'send "async": true; workers hand each record to the poller and go on '
-            "(at most 8 records a worker in flight, every request within --rpm)"
-        ),
+        dest="submit",
+        action="store_const",
+        const="async",
+        help='send "async": true on every feature call and poll the records (the default '
+        "starts so too: submit auto)",
+    )
+    submit.add_argument(
+        "--sync",
+        dest="submit",
+        action="store_const",
+        const="sync",
+        help="hold each feature call open until the edit is done; turns async after the "
+        "first lost answer",
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     add_redo_missing(run)
@@ -133,7 +141,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         max_attempts=args.max_attempts,
         max_credits=args.max_credits,
         max_total_credits=args.max_total_credits,
-        submit="async" if args.asynchronous else None,
+        submit=args.submit,
         retry_failed=args.retry_failed,
         redo_missing=args.redo_missing,
         limit=args.limit,

@@ -150,6 +150,11 @@ class ShardCredits(CreditBudget):
         self._charged += estimate
         self._schedule_settle()
 
+    def possibly_charged(self, estimate: int) -> None:
+        super().possibly_charged(estimate)
+        self._charged += estimate  # an answer lost after sending: the pool counts it as spent
+        self._schedule_settle()
+
     def observe(self, result: FeatureResult, charged: int) -> None:
         super().observe(result, charged)
         if result.used_credit is not None:

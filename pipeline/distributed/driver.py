@@ -38,11 +38,13 @@ from pipeline.distributed.budget import NAMESPACE, budget_name, get_budget
 from pipeline.distributed.credits import start_pool
 from pipeline.distributed.shard import BATCHES_IN_FLIGHT, Shard, ShardJob
 from pipeline.events import (
+    AnswerLostAfterSending,
     AssetsUploaded,
     Event,
     EventBus,
     FeatureSubmitted,
     JobFailed,
+    JobPartial,
     JobSucceeded,
     RunStopping,
 )
@@ -199,10 +201,14 @@ class Driver:
     def _source(self, plan: Iterable[PlannedJob]) -> Iterator[ShardJob]:
         # The plan already left out what need not run (plan.skip_reason): send everything.
         for planned in plan:
+            job_id, key = planned.job.id, planned.key
             yield ShardJob(
                 planned,
-                self._resume.pending_for(planned.job.id, planned.key),
+                self._resume.pending_for(job_id, key),
                 self._known_assets(planned),
+                dict(self._resume.parts_for(job_id, key)),
+                self._resume.partial_for(job_id, key),
+                self._resume.lost_answers(job_id, key),
             )
 
     def _known_assets(self, planned: PlannedJob) -> dict[str, Asset]:
@@ -260,10 +266,19 @@ class Driver:
         if isinstance(event, FeatureSubmitted) and owned:
             self.credits.charge(event.credits or 0)
             pending = Pending(event.result, event.credits, event.attempt)
-            self._owner[event.job_id] = (shard_id, dataclasses.replace(owned[1], pending=pending))
+            job = owned[1]
+            if event.part is not None:  # one image of a job bought per image
+                job = dataclasses.replace(job, parts={**job.parts, event.part: pending})
+            else:
+                job = dataclasses.replace(job, pending=pending)
+            self._owner[event.job_id] = (shard_id, job)
+        elif isinstance(event, AnswerLostAfterSending) and owned:
+            self.credits.possibly_charged(event.credits or 0)  # the shard's pool counted it
+            job = dataclasses.replace(owned[1], lost_answers=owned[1].lost_answers + 1)
+            self._owner[event.job_id] = (shard_id, job)
         elif isinstance(event, AssetsUploaded):
             self._assets.update({a.digest: a for a in event.assets.values() if a.digest})
-        elif isinstance(event, JobSucceeded | JobFailed):
+        elif isinstance(event, JobSucceeded | JobFailed | JobPartial):
             self._owner.pop(event.job_id, None)
         self._bus.emit(event)
 

@@ -39,7 +39,7 @@ from pipeline.distributed.inputs import localize
 from pipeline.errors import StopReason, StoreError
 from pipeline.events import Event, EventBus, FeatureSubmitted
 from pipeline.inputs.cache import InputCache
-from pipeline.ledger import Pending
+from pipeline.ledger import PartialJob, Pending
 from pipeline.models import Asset, PlannedJob
 from pipeline.preflight import mask_upload_bytes
 from pipeline.scheduler import build_scheduler, scheduler_options
@@ -56,6 +56,9 @@ class ShardJob:
     planned: PlannedJob
     pending: Pending | None = None  # a paid result: fetch it, do not buy again
     assets: dict[str, Asset] = field(default_factory=dict)  # digest -> an uploaded asset
+    parts: dict[int, Pending] = field(default_factory=dict)  # bought per image: paid images
+    partial: PartialJob | None = None  # --redo-missing: what the job has and misses
+    lost_answers: int = 0  # unknown outcomes of its calls so far
 
 
 class BatchLedger:
@@ -67,6 +70,19 @@ class BatchLedger:
     def __init__(self, jobs: list[ShardJob]) -> None:
         self._pending = {(j.planned.job.id, j.planned.key): j.pending for j in jobs if j.pending}
         self._assets = {d: a for j in jobs for d, a in j.assets.items()}
+        self._jobs = {(j.planned.job.id, j.planned.key): j for j in jobs}
+
+    def parts_for(self, job_id: str, key: str) -> dict[int, Pending]:
+        job = self._jobs.get((job_id, key))
+        return job.parts if job is not None else {}
+
+    def partial_for(self, job_id: str, key: str) -> PartialJob | None:
+        job = self._jobs.get((job_id, key))
+        return job.partial if job is not None else None
+
+    def lost_answers(self, job_id: str, key: str) -> int:
+        job = self._jobs.get((job_id, key))
+        return job.lost_answers if job is not None else 0
 
     def status_of(self, job_id: str, key: str) -> str | None:
         return "submitted" if (job_id, key) in self._pending else None

@@ -86,6 +86,5 @@ REALISTIC = Profile(
 PROFILES = {"generous": GENEROUS, "live": LIVE, "realistic": REALISTIC}
 
 # The one place that decides what `EmulatorConfig()`, `pipeline emulator` and
-# `pipeline run --emulator` serve when no profile is named. Stays `generous` until the client
-# copes with the live regime; then this line becomes "live".
-DEFAULT_PROFILE = "generous"
+# `pipeline run --emulator` serve when no profile is named: the regime real accounts run in.
+DEFAULT_PROFILE = "live"

@@ -5,17 +5,18 @@ whole (temporary file, fsync, rename, fsync of the folder) and always safe to de
 reads it, then folds the ledger lines after the offset it records (``reader.read_ledger``).
 
 The file: ``MAGIC``, a little-endian u32 length and a msgpack header (format version, byte
-order, the ledger identity, the columns' lengths and types), the columns of
-``compact.JobTable`` and ``compact.AssetTable`` as raw bytes, a msgpack section of what does
-not fit a column, and a CRC-32 of everything before it.
+order, the ledger identity, the columns' lengths and types, the status names the status codes
+stand for), the columns of ``compact.JobTable`` and ``compact.AssetTable`` as raw bytes, a
+msgpack section of what does not fit a column (the few jobs' ``extras`` too), and a CRC-32 of
+everything before it.
 
 It is used only when it describes a prefix of this very ledger: the ledger is at least
 ``offset`` bytes long, the byte before ``offset`` ends a line, and SHA-256 digests of the
 ledger's first bytes, of the bytes just before ``offset`` and of a few blocks spread between
 them are those it recorded. So a ledger that was truncated, replaced, restored from another
 folder or edited by hand at those places gets a full fold, as does a checkpoint that is torn,
-corrupt (CRC), of another format or byte order. Ignoring a checkpoint is never an error: the
-full fold is what a run without one does, and the next checkpoint replaces it.
+corrupt (CRC), of another format, byte order or set of statuses. Ignoring a checkpoint is never
+an error: the full fold is what a run without one does, and the next checkpoint replaces it.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ import msgspec
 
 from pipeline.durability import atomic_file
 from pipeline.layout import CHECKPOINT_SUFFIX
-from pipeline.ledger.compact import ByteIndex
+from pipeline.ledger.compact import STATUSES, ByteIndex
+from pipeline.ledger.extras import JobExtras
 from pipeline.ledger.fold import LedgerState
 from pipeline.ledger.schema import Submitted
 from pipeline.models import ErrorInfo
 
 MAGIC = b"onemin-pipeline ledger checkpoint\n"
-FORMAT_VERSION = 1
+# 2: the few jobs' extras (parts, partial jobs, lost answers), possibly charged calls, and the
+# status names the status column's codes stand for.
+FORMAT_VERSION = 2
 HEAD_BYTES = 64 * 1024  # the ledger's first bytes, hashed: another ledger has other ones
 WINDOW_BYTES = 64 * 1024  # the bytes just before the offset: a truncation or a rewrite shows
 SAMPLES = 16  # blocks hashed between them, evenly spread
@@ -57,6 +61,8 @@ class Extras(msgspec.Struct, frozen=True):
     """What does not fit a column (``compact`` keeps it in dicts), and the scalars."""
 
     credits: int = 0
+    possibly_charged: int = 0
+    job_extras: dict[str, JobExtras] = {}  # ``LedgerState.extras``: the few jobs that have them
     corrupt_lines: list[int] = []
     key_text: dict[int, str] = {}
     uuid_text: dict[int, str] = {}
@@ -87,6 +93,7 @@ class Header(msgspec.Struct, frozen=True):
     # (name, typecode or "" for raw bytes, byte length), in file order
     sections: list[tuple[str, str, int]]
     extras: int  # byte length of the msgpack Extras after the sections
+    statuses: list[str] = []  # the status column's codes, in order: another version's may differ
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -203,6 +210,8 @@ def snapshot(state: LedgerState, ledger: Path, *, copy: bool) -> Snapshot | None
     table, assets = state.table, state.assets
     extras = Extras(
         credits=state.credits_folded,
+        possibly_charged=state.possibly_charged_folded,
+        job_extras=state.extras,  # encoded here, on the caller's thread: a copy as of now
         corrupt_lines=list(state.damage.corrupt_lines),
         key_text=dict(table.key_text),
         uuid_text=dict(table.uuid_text),
@@ -232,6 +241,7 @@ def snapshot(state: LedgerState, ledger: Path, *, copy: bool) -> Snapshot | None
         len(assets.digests),
         sections,
         len(extras_bytes),
+        [status.value for status in STATUSES],
     )
     return Snapshot(_encoder.encode(header), pieces, state.offset, state.lines)
 
@@ -311,6 +321,8 @@ def _load(handle: io.BufferedReader, ledger: Path) -> Loaded:
     header = _header_decoder.decode(reader.read(length))
     if header.version != FORMAT_VERSION or header.byteorder != sys.byteorder:
         raise _Corrupt(f"format {header.version} ({header.byteorder}-endian), not ours")
+    if header.statuses != [status.value for status in STATUSES]:
+        raise _Corrupt("its statuses are another version's")
     problem = identity_problem(ledger, header.identity)
     if problem is not None:
         return Loaded(None, f"ignored: {problem}")
@@ -383,6 +395,8 @@ def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerSta
     identity = header.identity
     state.offset, state.lines = identity.offset, identity.lines
     state.credits_spent = extras.credits
+    state.possibly_charged = extras.possibly_charged
+    state.extras = dict(extras.job_extras)
     state.damage.corrupt_lines = list(extras.corrupt_lines)
     state.damage.lines = identity.lines
     return state

@@ -11,13 +11,19 @@ cannot disagree about where a job stands. The rules, in one place:
   ``--retry-failed`` fetches (or polls) what was paid for instead of buying it again.
 - A torn last line (a crash mid-write) is ignored silently; any other line that is not JSON or
   breaks the schema is counted in ``damage`` with its line number and skipped.
+- An ``unknown_outcome`` (a feature call's answer lost after it was sent) counts its credits as
+  spent and as "possibly charged"; a ``partial`` line leaves the job ``partial`` with what it
+  delivered. Parts of a job bought one call per image, partial jobs' missing images and unknown
+  outcomes are kept apart, for the few jobs that have them (``ledger.extras``).
 
 Two states take the fold. ``LedgerState`` (resume, ``status``, the report) keeps every job in
 flat columns (``pipeline.ledger.compact``: about 85 bytes a done job) and is what the checkpoint
 stores; ``DetailedLedger`` (``read_ledger(path, detailed=True)``: export and the review CLI)
 also keeps each job's details, retries, marketplace checks and the finish times as objects. A
 new line type is one record in ``schema``, one handler here (in ``_FOLDS``) and, if it adds
-per-job state, one attribute on ``JobState`` and ``compact.JobRef``.
+per-job state, one attribute on ``JobState`` and ``compact.JobRef`` (a column, or a dict beside
+the columns for what few jobs have), or, for state only a few jobs ever have, a field of
+``extras.JobExtras`` (both states keep those by job id; the checkpoint stores them whole).
 """
 
 from __future__ import annotations
@@ -34,12 +40,22 @@ import msgspec
 
 from pipeline.images.checks import ImageChecks
 from pipeline.ledger.compact import AssetTable, JobRef, JobsView, JobTable
+from pipeline.ledger.extras import (
+    Extras,
+    JobExtras,
+    fold_job_fatal,
+    fold_part,
+    fold_partial,
+    fold_succeeded,
+    fold_unknown_outcome,
+)
 from pipeline.ledger.schema import (
     CORE_DECODER,
     RECORD_DECODER,
     CoreRecord,
     Failed,
     JobDetails,
+    Partial,
     Record,
     Refetched,
     ResultGone,
@@ -51,6 +67,7 @@ from pipeline.ledger.schema import (
     Submitted,
     Succeeded,
     SucceededCore,
+    UnknownOutcome,
     Uploaded,
 )
 from pipeline.models import Asset, ErrorInfo, FeatureResult
@@ -107,23 +124,53 @@ class Pending:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class PartialJob:
+    """A partial job's images: those delivered, those paid and never fetched, and each
+    delivered output's record (for a job bought one call per image)."""
+
+    delivered: tuple[str, ...]
+    missing: tuple[int, ...]
+    uuids: tuple[str, ...]
+
+
 class _Folded(Protocol):
     """What ``apply`` needs of a state (both states have it)."""
 
     assets: Any
+    extras: Extras
 
     def job_for(self, job_id: str, status: Status, key: str) -> FoldedJob: ...
     def spend(self, credits: int) -> None: ...
+    def possibly_spent(self, credits: int) -> None: ...
 
 
-class LedgerState:
+class ExtrasLookup:
+    """What both states answer from ``extras`` (``ledger.extras``: the few jobs bought one call
+    per image, partial or with lost answers)."""
+
+    extras: Extras
+
+    def output_records(self, job_id: str) -> tuple[str, ...]:
+        """A done job bought one call per image: each output's record (else empty)."""
+        found = self.extras.get(job_id)
+        return found.uuids if found is not None else ()
+
+    def missing_of(self, job_id: str) -> tuple[int, ...]:
+        """A partial job's images paid and not fetched."""
+        found = self.extras.get(job_id)
+        return found.missing if found is not None else ()
+
+
+class LedgerState(ExtrasLookup):
     """The ledger folded compactly: what resume, ``status`` and the report read.
 
     ``offset`` and ``lines`` say how much of the ledger it holds (whole lines only), so the
     checkpoint (``pipeline.ledger.checkpoint``) can store it and a later read fold only the
     lines after it. ``credits_spent`` is what the ledger had spent when it was read; the lines a
     run folds in afterwards (``LedgerWriter``) add to ``run_credits`` instead, so the run's own
-    figures (its summary adds this run's spend) stay as they were."""
+    figures (its summary adds this run's spend) stay as they were; so with ``possibly_charged``
+    (feature calls whose answer was lost after sending) and ``run_possibly_charged``."""
 
     def __init__(self) -> None:
         self.table = JobTable()
@@ -132,6 +179,9 @@ class LedgerState:
         self.damage = Damage()
         self.credits_spent = 0  # estimated credits of every paid call, in every run
         self.run_credits = 0
+        self.possibly_charged = 0  # feature calls whose answer was lost (unknown outcomes)
+        self.run_possibly_charged = 0
+        self.extras: Extras = {}  # the few jobs with parts, partial, lost answers (by id)
         self.folding_run = False  # set by the ledger writer: later spend is the run's
         self.offset = 0  # bytes of whole lines folded
         self.lines = 0  # whole lines folded
@@ -160,10 +210,24 @@ class LedgerState:
         else:
             self.credits_spent += credits
 
+    def possibly_spent(self, credits: int) -> None:
+        """A feature call whose answer was lost: its credits may have been charged."""
+        if self.folding_run:
+            self.run_possibly_charged += 1
+            self.run_credits += credits
+        else:
+            self.possibly_charged += 1
+            self.credits_spent += credits
+
     @property
     def credits_folded(self) -> int:
         """Every run's spend, this one's too: what a checkpoint records."""
         return self.credits_spent + self.run_credits
+
+    @property
+    def possibly_charged_folded(self) -> int:
+        """Every run's lost answers, this one's too: what a checkpoint records."""
+        return self.possibly_charged + self.run_possibly_charged
 
     def status_of(self, job_id: str, key: str) -> Status | None:
         """The job's state if its latest content is ``key``, else None (a new job)."""
@@ -179,17 +243,19 @@ class LedgerState:
 
     def resume(self) -> ResumeState:
         """What a run needs from earlier runs; the run's own uploads stay in its copy."""
-        return ResumeState(self.jobs, self.assets)
+        return ResumeState(self.jobs, self.assets, self.extras)
 
 
 @dataclass
-class DetailedLedger:
+class DetailedLedger(ExtrasLookup):
     """The ledger folded into one ``JobState`` object per job, with each job's details."""
 
     jobs: dict[str, JobState] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)  # upload key (content digest) -> path
     damage: Damage = field(default_factory=Damage)
     credits_spent: int = 0  # estimated credits of every paid call, in every run
+    possibly_charged: int = 0  # feature calls whose answer was lost (unknown outcomes)
+    extras: Extras = field(default_factory=dict)  # the few jobs with parts, partial, lost answers
     finished: list[tuple[str, Status]] = field(default_factory=list)  # (ts, status), terminal
     retry_reasons: Counter[str] = field(default_factory=Counter)
     first_ts: str | None = None
@@ -204,6 +270,10 @@ class DetailedLedger:
     def spend(self, credits: int) -> None:
         self.credits_spent += credits
 
+    def possibly_spent(self, credits: int) -> None:
+        self.possibly_charged += 1
+        self.credits_spent += credits
+
     def status_of(self, job_id: str, key: str) -> Status | None:
         state = self.jobs.get(job_id)
         return state.status if state is not None and state.key == key else None
@@ -213,7 +283,7 @@ class DetailedLedger:
         return state if state is not None and state.key == key else None
 
     def resume(self) -> ResumeState:
-        return ResumeState(self.jobs, self.assets)
+        return ResumeState(self.jobs, self.assets, self.extras)
 
 
 class ResumeState:
@@ -223,11 +293,15 @@ class ResumeState:
     forgot) go to ``assets``, its own layer over them."""
 
     def __init__(
-        self, jobs: Mapping[str, FoldedJob] | None = None, base: Mapping[str, str] | None = None
+        self,
+        jobs: Mapping[str, FoldedJob] | None = None,
+        base: Mapping[str, str] | None = None,
+        extras: Extras | None = None,
     ) -> None:
         self.jobs: Mapping[str, FoldedJob] = jobs if jobs is not None else {}
         self.base: Mapping[str, str] = base if base is not None else {}
         self.assets: dict[str, str | None] = {}  # None: forgotten
+        self.extras: Extras = extras if extras is not None else {}
 
     def status_of(self, job_id: str, key: str) -> Status | None:
         state = self.jobs.get(job_id)
@@ -238,16 +312,35 @@ class ResumeState:
         if state is None or not state.has_key(key):
             return None
         record = state.submitted
-        if record is None:
+        return None if record is None else _pending(record)
+
+    def parts_for(self, job_id: str, key: str) -> dict[int, Pending]:
+        """The paid calls of a job bought one call per image, by image index (none bought
+        before, or other content: empty)."""
+        found = self._extras_for(job_id, key)
+        if found is None:
+            return {}
+        return {index: _pending(record) for index, record in found.parts.items()}
+
+    def partial_for(self, job_id: str, key: str) -> PartialJob | None:
+        """A partial job's delivered and missing images (``--redo-missing`` buys the latter)."""
+        found = self._extras_for(job_id, key)
+        if found is None or not found.missing:
             return None
-        result = FeatureResult(
-            uuid=record.uuid,
-            result_paths=record.result_paths,
-            temporary_url=record.temporary_url,
-            used_credit=record.used_credit,
-            credit_limit=record.credit_limit,
-        )
-        return Pending(result, _whole(record.credits), record.attempt)
+        return PartialJob(found.delivered, found.missing, found.uuids)
+
+    def lost_answers(self, job_id: str, key: str) -> int:
+        """Unknown outcomes of the job since its last job-fatal end."""
+        found = self._extras_for(job_id, key)
+        return found.lost if found is not None else 0
+
+    def _extras_for(self, job_id: str, key: str) -> JobExtras | None:
+        if not self.extras:
+            return None
+        state = self.jobs.get(job_id)
+        if state is None or not state.has_key(key):
+            return None
+        return self.extras.get(job_id)
 
     def asset_for(self, digest: str | None) -> Asset | None:
         if digest is None:
@@ -263,6 +356,18 @@ class ResumeState:
         """The API no longer knows this upload: the next job uploads it again."""
         if digest is not None:
             self.assets[digest] = None
+
+
+def _pending(record: Submitted) -> Pending:
+    result = FeatureResult(
+        uuid=record.uuid,
+        result_paths=record.result_paths,
+        temporary_url=record.temporary_url,
+        used_credit=record.used_credit,
+        credit_limit=record.credit_limit,
+        finished=bool(record.result_paths),
+    )
+    return Pending(result, _whole(record.credits), record.attempt)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -378,6 +483,8 @@ def apply(state: _Folded, record: AnyRecord, detailed: bool = False) -> FoldedJo
     if not job.has_key(record.key):
         job.submitted = None  # a result paid for other content is not this content's result
         job.key = record.key
+        if state.extras:
+            state.extras.pop(record.job_id, None)
     job.updated = record.ts
     _FOLDS[kind](state, job, record, detailed)
     return job
@@ -398,9 +505,14 @@ def _started(state: _Folded, job: FoldedJob, record: StartedCore, detailed: bool
 def _submitted(state: _Folded, job: FoldedJob, record: Submitted, detailed: bool) -> None:
     # Each call is paid once: a record that was still processing is written again, with the
     # same uuid, when it finishes; that second line is not a second purchase.
+    credits = _whole(record.credits)
+    if record.part is not None:  # one image of a job bought one call per image
+        if fold_part(state.extras, record) and credits:
+            state.spend(credits)
+        job.status, job.uuid = _SUBMITTED, record.uuid
+        return
     earlier = job.submitted
     repeat = earlier is not None and bool(record.uuid) and earlier.uuid == record.uuid
-    credits = _whole(record.credits)
     if not repeat and credits:
         state.spend(credits)
     job.status, job.submitted = _SUBMITTED, record
@@ -427,6 +539,8 @@ def _succeeded(state: _Folded, job: FoldedJob, record: SucceededCore, detailed: 
         None,
     )
     job.uuid = record.uuid or job.uuid
+    if state.extras or record.uuids:
+        fold_succeeded(state.extras, record.job_id, record.uuids)
     if detailed:
         cast(DetailedLedger, state).finished.append((record.ts, Status.SUCCEEDED))
         if isinstance(record, Succeeded) and isinstance(job, JobState):
@@ -448,8 +562,30 @@ def _result_gone(state: _Folded, job: FoldedJob, record: ResultGone, detailed: b
 
 def _failed(state: _Folded, job: FoldedJob, record: Failed, detailed: bool) -> None:
     job.status, job.error, job.attempts = _FAILED, record.error, record.attempts
+    if not record.error.transient and state.extras:
+        fold_job_fatal(state.extras, record.job_id)
     if detailed:
         cast(DetailedLedger, state).finished.append((record.ts, Status.FAILED))
+
+
+def _unknown_outcome(
+    state: _Folded, job: FoldedJob, record: UnknownOutcome, detailed: bool
+) -> None:
+    # The call may have been charged: spent for the budgets, and shown as possibly charged.
+    state.possibly_spent(_whole(record.credits) or 0)
+    fold_unknown_outcome(state.extras, record)
+    if job.status is not _SUBMITTED:
+        job.status = _RETRYING
+
+
+def _partial(state: _Folded, job: FoldedJob, record: Partial, detailed: bool) -> None:
+    job.status, job.submitted = _PARTIAL, None
+    job.outputs, job.attempts, job.credits = record.outputs, record.attempts, _whole(record.credits)
+    job.error = record.error
+    job.uuid = record.uuid or job.uuid
+    fold_partial(state.extras, record)
+    if detailed:
+        cast(DetailedLedger, state).finished.append((record.ts, Status.PARTIAL))
 
 
 def _whole(credits: float | None) -> int | None:
@@ -460,7 +596,7 @@ def _whole(credits: float | None) -> int | None:
 
 # Looked up once: an enum member read off its class is an attribute lookup per line.
 _STARTED, _SUBMITTED, _RETRYING = Status.STARTED, Status.SUBMITTED, Status.RETRYING
-_SUCCEEDED, _FAILED = Status.SUCCEEDED, Status.FAILED
+_SUCCEEDED, _FAILED, _PARTIAL = Status.SUCCEEDED, Status.FAILED, Status.PARTIAL
 _Fold = Callable[[_Folded, FoldedJob, Any, bool], None]
 _FOLDS: dict[type, _Fold] = {
     Started: _started,
@@ -473,4 +609,6 @@ _FOLDS: dict[type, _Fold] = {
     Failed: _failed,
     Refetched: _refetched,
     ResultGone: _result_gone,
+    UnknownOutcome: _unknown_outcome,
+    Partial: _partial,
 }

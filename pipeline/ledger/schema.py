@@ -65,7 +65,9 @@ class Uploaded(_Line, frozen=True, tag=Status.UPLOADED.value):
 
 
 class Submitted(_Line, frozen=True, tag=Status.SUBMITTED.value):
-    """A paid feature call. ``result_paths`` empty: the record was still processing (poll it)."""
+    """A paid feature call. ``result_paths`` empty: the record was still processing (poll it).
+    ``part``: the image index this call buys, for a job bought as one call of ``n: 1`` per
+    image (a private result bucket serves a record's first result only); None: the whole job."""
 
     status: ClassVar[Status] = Status.SUBMITTED
     uuid: str = ""
@@ -75,6 +77,7 @@ class Submitted(_Line, frozen=True, tag=Status.SUBMITTED.value):
     temporary_url: str | None = None
     used_credit: int | None = None
     credit_limit: int | None = None
+    part: int | None = None
 
 
 class RetryingCore(_Line, frozen=True, tag=Status.RETRYING.value):
@@ -98,6 +101,9 @@ class SucceededCore(_Line, frozen=True, tag=Status.SUCCEEDED.value):
     attempts: int = 0
     credits: int | float | None = None
     uuid: str = ""
+    # A job bought one call per image: the record of each output, in index order (the re-fetch
+    # of a lost output polls its own record); empty when one record made every image.
+    uuids: tuple[str, ...] = ()
 
 
 class Succeeded(SucceededCore, frozen=True, tag=Status.SUCCEEDED.value):
@@ -134,7 +140,48 @@ class ResultGone(_Line, frozen=True, tag="result_gone"):
     reason: str = ""
 
 
-Record = Started | Uploaded | Submitted | Retrying | Succeeded | Failed | Refetched | ResultGone
+class UnknownOutcome(_Line, frozen=True, tag="unknown_outcome"):
+    """A feature POST whose answer was lost after its body was sent: it may have been charged
+    (counted as spent by both budgets, shown as "possibly charged"). ``http_status`` when an
+    answer came (a 52x, an HTML 5xx); ``error`` says what was seen; ``credits``: the call's
+    estimate, possibly spent."""
+
+    status: ClassVar[Status] = Status.RETRYING
+    step: str = "feature"
+    attempt: int = 0
+    http_status: int | None = None
+    error: ErrorInfo = ErrorInfo("unknown", "")
+    credits: int | float | None = None
+    part: int | None = None
+
+
+class Partial(_Line, frozen=True, tag=Status.PARTIAL.value):
+    """Some paid images could not be fetched after every attempt: ``outputs`` were delivered,
+    ``missing`` (image indexes) were not. Nothing is bought again silently; ``--redo-missing``
+    buys exactly the missing images."""
+
+    status: ClassVar[Status] = Status.PARTIAL
+    outputs: tuple[str, ...] = ()
+    missing: tuple[int, ...] = ()
+    uuid: str = ""
+    uuids: tuple[str, ...] = ()  # as on succeeded lines: each delivered output's record
+    attempts: int = 0
+    credits: int | float | None = None
+    error: ErrorInfo | None = None  # why the missing images could not be fetched
+
+
+Record = (
+    Started
+    | Uploaded
+    | Submitted
+    | Retrying
+    | Succeeded
+    | Failed
+    | Refetched
+    | ResultGone
+    | UnknownOutcome
+    | Partial
+)
 # What resume decodes: every field the run uses is decoded and validated; the fields only
 # ``status`` and the report show (a job's parameters, timings, retry reasons) are skipped
 # unread, which halves the decoding of a million-line ledger. A line must still be JSON with a
@@ -148,6 +195,8 @@ CoreRecord = (
     | Failed
     | Refetched
     | ResultGone
+    | UnknownOutcome
+    | Partial
 )
 
 RECORD_DECODER = _decoder = msgspec.json.Decoder(Record)

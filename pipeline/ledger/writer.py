@@ -26,10 +26,12 @@ from typing import IO
 from pipeline.durability import Syncer
 from pipeline.errors import StoreError
 from pipeline.events import (
+    AnswerLostAfterSending,
     AssetsUploaded,
     Event,
     FeatureSubmitted,
     JobFailed,
+    JobPartial,
     JobRetrying,
     JobStarted,
     JobSucceeded,
@@ -43,6 +45,7 @@ from pipeline.ledger.schema import (
     AssetRecord,
     Failed,
     JobDetails,
+    Partial,
     Record,
     Refetched,
     ResultGone,
@@ -50,6 +53,7 @@ from pipeline.ledger.schema import (
     Started,
     Submitted,
     Succeeded,
+    UnknownOutcome,
     Uploaded,
     decode_core_line,
     stamped,
@@ -98,6 +102,18 @@ def record_for(event: Event) -> Record | None:
                 temporary_url=result.temporary_url,
                 used_credit=result.used_credit,
                 credit_limit=result.credit_limit,
+                part=event.part,
+            )
+        case AnswerLostAfterSending():
+            return UnknownOutcome(
+                job_id=event.job_id,
+                key=event.key,
+                step=event.step,
+                attempt=event.attempt,
+                http_status=event.error.http_status,
+                error=event.error,
+                credits=event.credits,
+                part=event.part,
             )
         case JobRetrying():
             return Retrying(
@@ -119,6 +135,19 @@ def record_for(event: Event) -> Record | None:
                 timings={name: round(value, 3) for name, value in event.timings.items()},
                 superseded=tuple(event.superseded),
                 checks=event.checks,
+                uuids=event.uuids,
+            )
+        case JobPartial():
+            return Partial(
+                job_id=event.job_id,
+                key=event.key,
+                outputs=event.outputs,
+                missing=event.missing,
+                uuid=event.uuid,
+                uuids=event.uuids,
+                attempts=event.attempts,
+                credits=event.credits,
+                error=event.error,
             )
         case JobFailed():
             return Failed(

@@ -121,6 +121,7 @@ class Skip(StrEnum):
 
     DONE = "done"  # succeeded for the same content
     FAILED = "failed"  # failed for the same content; waits for --retry-failed
+    PARTIAL = "partial"  # paid images missing; waits for --redo-missing (which buys them)
     HELD = "held"  # pending, left for a later run by --limit or --only
 
 
@@ -162,6 +163,8 @@ def skip_reason(state: FoldedJob | None, options: PlanOptions) -> Skip | None:
         # A job that only ran out of retries on transient errors (an outage, not the job's
         # fault) is tried again by the next run on its own.
         return None if state.error is not None and state.error.transient else Skip.FAILED
+    if state.status is Status.PARTIAL:
+        return Skip.PARTIAL  # its missing images are bought only when asked (--redo-missing)
     return None
 
 
@@ -331,7 +334,10 @@ def prepare_file(
 
 def _redo(options: PlanOptions, state: FoldedJob | None) -> bool:
     """A done job bought again: rejected by a reviewer for this content, or (only under
-    ``--redo-missing``: a stat per done job is too dear for every resume) its outputs gone."""
+    ``--redo-missing``: a stat per done job is too dear for every resume) its outputs gone; a
+    partial job's missing images, under ``--redo-missing``."""
+    if state is not None and state.status is Status.PARTIAL:
+        return options.missing is not None
     if state is None or state.status is not Status.SUCCEEDED:
         return False
     return any(rule is not None and rule(state) for rule in (options.rejected, options.missing))

@@ -29,9 +29,13 @@ class FeatureCounts:
     credits: int = 0  # estimated
     redo: int = 0  # of the calls: jobs run again because a reviewer rejected their outputs
     held: int = 0  # pending jobs this run leaves for later (--limit, --only)
+    # Calls added where jobs of several images are bought one call of n: 1 per image (the
+    # asset host serves no unsigned reads: a private bucket); the same credits.
+    per_image: int = 0
 
     def add(self, other: FeatureCounts) -> None:
-        for name in ("jobs", "skipped", "calls", "images", "credits", "redo", "held"):
+        names = ("jobs", "skipped", "calls", "images", "credits", "redo", "held", "per_image")
+        for name in names:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -78,6 +82,7 @@ class PlanSummary:
         counts.calls += 1
         counts.redo += redo
         counts.images += planned.job.expected_outputs
+        counts.per_image += planned.job.expected_outputs - 1
         counts.credits += credits
         uploads = self._uploads[planned.job.feature]
         if planned.image_digest is not None:
@@ -102,6 +107,7 @@ class PlanSummary:
             counts.calls += calls - 1
             counts.redo += redo - bool(redo)
             counts.images += planned.job.expected_outputs * (calls - 1)
+            counts.per_image += (planned.job.expected_outputs - 1) * (calls - 1)
 
     def count_skip(self, planned: PlannedJob, held: bool = False) -> None:
         counts = self.counts[planned.job.feature]
@@ -212,6 +218,12 @@ def _table(summary: PlanSummary) -> str:
         lines.append(f"redo {total.redo:,}: calls that re-run jobs a reviewer rejected (paid)")
     if total.held:
         lines.append(f"held {total.held:,}: pending jobs left for a later run (--limit, --only)")
+    if total.per_image:
+        lines.append(
+            f"one call per image: {total.calls + total.per_image:,} calls, not {total.calls:,}, "
+            "if the asset host serves no unsigned reads (the live API's private bucket: checked "
+            "before the first call of several images); the same credits"
+        )
     if summary.remote_inputs:
         lines.append(f"fetched {summary.remote_inputs:,} remote inputs to check them")
     lines.append(f"credits are estimates ({summary.credit_source}); nothing was sent")
@@ -226,7 +238,8 @@ def _verdict(summary: PlanSummary) -> str:
     if total.calls == 0 and total.jobs and not total.held:
         return f"READY: all {total.jobs:,} jobs are already done; a run would send nothing."
     calls, images = total.calls, total.images
+    per_image = f" (or {calls + total.per_image:,}, one per image)" if total.per_image else ""
     return (
-        f"READY: {calls:,} feature {_plural('call', calls)} would produce "
+        f"READY: {calls:,} feature {_plural('call', calls)}{per_image} would produce "
         f"{images:,} {_plural('image', images)}."
     )

@@ -84,6 +84,7 @@ def folder_summary(
     credits_all_runs: float,
     last_run: Mapping[str, Any] | None,
     previous: Mapping[str, Any] | None,
+    possibly_charged: int = 0,
 ) -> dict[str, Any]:
     """The folder as a whole; `last_run=None` (a run that sent nothing) keeps the previous one."""
     earlier = _previous_last_run(previous)
@@ -97,6 +98,7 @@ def folder_summary(
         "updated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "jobs": {"total": manifest_total, **{state: int(n) for state, n in states.items()}},
         "credits_all_runs": credits_all_runs,
+        "possibly_charged": possibly_charged,  # feature calls whose answer was lost, all runs
         "last_success_at": last_success,
         "last_run": kept,
     }

@@ -29,6 +29,7 @@ def write_metrics(
     duration_s: float,
     manifest: str,
     manifest_total: int | None = None,
+    possibly_charged: int = 0,
 ) -> Path:
     """Write the textfile; `last_success_ts=None` keeps the previous file's value.
 
@@ -57,6 +58,13 @@ def write_metrics(
     )
     credits.labels(manifest, "run").set(credits_run)
     credits.labels(manifest, "total").set(credits_total)
+    _single(
+        registry,
+        "possibly_charged",
+        "Feature calls whose answer was lost after sending (maybe charged), over every run",
+        manifest,
+        possibly_charged,
+    )
     _single(
         registry, "last_run_timestamp_seconds", "When the last run ended", manifest, last_run_ts
     )

@@ -21,7 +21,15 @@ from typing import Any, Literal, Protocol, TextIO
 import orjson
 
 from pipeline.errors import LogFileError
-from pipeline.events import Event, JobFailed, JobRetrying, RunStopping
+from pipeline.events import (
+    AnswerLostAfterSending,
+    Event,
+    JobFailed,
+    JobPartial,
+    JobRetrying,
+    RunStopping,
+    UnknownStatusWord,
+)
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -176,6 +184,27 @@ class LogListener:
                     delay=round(delay, 2),
                     message=error.message,
                 )
+            case JobPartial(job_id=job_id, missing=missing, error=error):
+                self.log.error(
+                    "job partial: paid images could not be fetched",
+                    job=job_id,
+                    missing=",".join(map(str, missing)),
+                    kind=error.kind,
+                    message=error.message,
+                )
+            case AnswerLostAfterSending(job_id=job_id, attempt=attempt, error=error):
+                self.log.warning(
+                    "answer lost after sending: possibly charged",
+                    job=job_id,
+                    attempt=attempt,
+                    kind=error.kind,
+                    http_status=error.http_status,
+                    message=error.message,
+                )
+            case UnknownStatusWord(word=word, uuid=uuid):
+                self.log.warning(
+                    "unknown record status: polled as unfinished", status=word, record=uuid
+                )
             case RunStopping(reason=reason, message=message):
                 self.log.warning("run stopping", reason=reason, message=message)
             case _:
@@ -306,12 +335,14 @@ def log_stop(log: RunLog, exit_code: int, summary: Mapping[str, Any]) -> None:
         "exit_code": exit_code,
         **{
             key: counts[key]
-            for key in ("succeeded", "failed", "skipped", "interrupted")
+            for key in ("succeeded", "failed", "partial", "skipped", "interrupted")
             if key in counts
         },
         "credits": credits.get("estimated"),
         "wall_seconds": summary.get("wall_seconds"),
     }
+    if credits.get("possibly_charged"):
+        fields["possibly_charged"] = credits["possibly_charged"]
     if stopped:
         fields["stop_reason"] = stopped.get("reason")
     level = log.info if exit_code == 0 else log.warning

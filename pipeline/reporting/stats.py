@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.events import (
+    AnswerLostAfterSending,
     AssetsUploaded,
     Event,
     FeatureSubmitted,
     JobFailed,
+    JobPartial,
     JobRetrying,
     JobSkipped,
     JobsSkipped,
@@ -60,6 +62,9 @@ class RunStats:
                 count["credits/estimated"] += credits or 0
                 if result.used_credit is not None:
                     self.used_credit, self.credit_limit = result.used_credit, result.credit_limit
+            case AnswerLostAfterSending(credits=credits):
+                count["feature/possibly_charged"] += 1  # an unknown outcome
+                count["credits/possibly_charged"] += credits or 0
             case JobRetrying(step=step, error=error, job_id=job_id):
                 count["retry/count"] += 1
                 count[f"retry/step/{step}"] += 1
@@ -69,6 +74,11 @@ class RunStats:
                 self.retrying.add(job_id)
             case JobSucceeded(job_id=job_id, outputs=outputs, bytes_written=written):
                 count["jobs/succeeded"] += 1
+                count["images/written"] += len(outputs)
+                count["bytes/written"] += written
+                self._settle(job_id)
+            case JobPartial(job_id=job_id, outputs=outputs, bytes_written=written):
+                count["jobs/partial"] += 1
                 count["images/written"] += len(outputs)
                 count["bytes/written"] += written
                 self._settle(job_id)
@@ -92,6 +102,15 @@ class RunStats:
         return self.counters["jobs/failed"]
 
     @property
+    def partial(self) -> int:
+        return self.counters["jobs/partial"]
+
+    @property
+    def possibly_charged(self) -> int:
+        """Feature calls whose answer was lost after sending: maybe charged."""
+        return self.counters["feature/possibly_charged"]
+
+    @property
     def skipped(self) -> int:
         return self.counters["jobs/skipped/done"] + self.counters["jobs/skipped/failed"]
 
@@ -108,6 +127,7 @@ class RunStats:
             "counts": {
                 "succeeded": done,
                 "failed": self.failed,
+                "partial": self.partial,
                 "skipped": self.skipped,
                 "interrupted": len(self.in_flight),
             },
@@ -119,6 +139,8 @@ class RunStats:
             },
             "credits": {
                 "estimated": self.counters["credits/estimated"],
+                "possibly_charged": self.possibly_charged,
+                "possibly_charged_credits": self.counters["credits/possibly_charged"],
                 "account_used": self.used_credit,
                 "account_limit": self.credit_limit,
             },

@@ -1,8 +1,10 @@
 """``pipeline status OUT``: where every job of the manifest stands, from the ledger's fold.
 
 Every job the manifest lists is shown, not only those the ledger knows: a job never started is
-``pending``. A succeeded job whose output files are gone is ``missing``. The manifest is the one
-the last run recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
+``pending``. A succeeded job whose output files are gone is ``missing``; a job some of whose paid
+images could not be fetched is ``partial``, with the missing indexes. Feature calls whose answer
+was lost after sending are shown as "possibly charged". The manifest is the one the last run
+recorded in ``summary.json`` (or ``--manifest``); without one, the ledger's jobs.
 
 It reads the ledger as a resume does (``read_ledger``: the checkpoint, then the lines after it,
 into the compact fold), so the two cannot disagree, and streams: the manifest's jobs go by one
@@ -32,9 +34,11 @@ FAILED_SHOWN = 50
 PENDING = "pending"
 MISSING = "missing"
 # The order states are listed in.
+PARTIAL = "partial"
 STATE_ORDER = (
     "succeeded",
     "failed",
+    PARTIAL,
     MISSING,
     PENDING,
     "submitted",
@@ -50,6 +54,7 @@ class JobStatus:
     error: dict[str, Any] | None = None
     attempts: int | None = None
     outputs: tuple[str, ...] = ()
+    missing: tuple[int, ...] = ()  # a partial job: the image indexes paid and not fetched
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +63,7 @@ class JobStatus:
             "error": self.error,
             "attempts": self.attempts,
             "outputs": list(self.outputs),
+            **({"missing": list(self.missing)} if self.missing else {}),
         }
 
 
@@ -70,6 +76,7 @@ class FolderStatus:
     not_in_manifest: int = 0  # ledger jobs the manifest no longer lists
     credits_spent: int = 0
     notes: list[str] = field(default_factory=list)  # what the reader should know first
+    possibly_charged: int = 0  # feature calls whose answer was lost after sending
 
     @property
     def states(self) -> Counter[str]:
@@ -87,6 +94,7 @@ class FolderStatus:
             "total": len(self.jobs),
             "not_in_manifest": self.not_in_manifest,
             "credits_spent": self.credits_spent,
+            "possibly_charged": self.possibly_charged,
             "corrupt_lines": self.damage.corrupt_lines,
             "jobs": [job.as_json() for job in self.jobs],
         }
@@ -111,9 +119,10 @@ def job_statuses(
             return outputs_missing(out_dir, outputs)
 
     tally = tally if tally is not None else StatusTally()
+    images_missing = ledger.missing_of
     if manifest_jobs is None:
         for job in ledger.jobs.refs():
-            yield tally.add(_job_status(job, missing))
+            yield tally.add(_job_status(job, missing, images_missing))
         return
     table = ledger.table
     listed = bytearray(len(table))  # a manifest listing an id twice shows it once
@@ -123,17 +132,19 @@ def job_statuses(
             yield tally.add(JobStatus(item.id, PENDING))
         elif not listed[number]:
             listed[number] = 1
-            yield tally.add(_job_status(JobRef(table, number), missing))
+            yield tally.add(_job_status(JobRef(table, number), missing, images_missing))
     tally.not_in_manifest = len(listed) - sum(listed)
 
 
 @dataclass
 class StatusTally:
-    """What ``pipeline status`` prints after the jobs: counts, the first failed jobs."""
+    """What ``pipeline status`` prints after the jobs: counts, the first failed and partial
+    jobs."""
 
     states: Counter[str] = field(default_factory=Counter)
     total: int = 0
     failed: list[JobStatus] = field(default_factory=list)  # the first FAILED_SHOWN
+    partial: list[JobStatus] = field(default_factory=list)  # the first FAILED_SHOWN
     not_in_manifest: int = 0
 
     def add(self, job: JobStatus) -> JobStatus:
@@ -141,6 +152,8 @@ class StatusTally:
         self.total += 1
         if job.state == "failed" and len(self.failed) < FAILED_SHOWN:
             self.failed.append(job)
+        elif job.state == PARTIAL and len(self.partial) < FAILED_SHOWN:
+            self.partial.append(job)
         return job
 
     @property
@@ -160,6 +173,7 @@ def read_status(
     jobs = list(job_statuses(out_dir, ledger, manifest_jobs, missing, tally))
     status = FolderStatus(out_dir, manifest, jobs, ledger.damage, tally.not_in_manifest)
     status.credits_spent = ledger.credits_spent
+    status.possibly_charged = ledger.possibly_charged
     return status
 
 
@@ -174,17 +188,18 @@ def write_status(
 ) -> bool:
     """``pipeline status``: print every job's state as it is folded; True if all succeeded.
 
-    The text form is the counts and the first failed jobs, held as they go by. The JSON form
-    streams ``jobs`` one object a line, then the counts (the keys of the whole-object form,
-    ``counts`` and the other totals after ``jobs``): a million-job folder's status holds no
-    list of its jobs."""
+    The text form is the counts and the first failed and partial jobs, held as they go by. The
+    JSON form streams ``jobs`` one object a line, then the counts (the keys of the whole-object
+    form, ``counts`` and the other totals after ``jobs``): a million-job folder's status holds
+    no list of its jobs."""
     ledger = read_ledger(out_dir / LEDGER_NAME)
     tally = StatusTally()
     statuses = job_statuses(out_dir, ledger, manifest_jobs, missing, tally)
     if not as_json:
         for _ in statuses:
             pass
-        sink.write(format_tally(tally, manifest, ledger.damage) + "\n")
+        text = format_tally(tally, manifest, ledger.damage, ledger.possibly_charged)
+        sink.write(text + "\n")
         return tally.all_succeeded
     head = {"out": str(out_dir), "manifest": manifest}
     sink.write("{\n" + "".join(f"  {_json(k)}: {_json(v)},\n" for k, v in head.items()))
@@ -199,6 +214,7 @@ def write_status(
         "total": tally.total,
         "not_in_manifest": tally.not_in_manifest,
         "credits_spent": ledger.credits_spent,
+        "possibly_charged": ledger.possibly_charged,
         "corrupt_lines": ledger.damage.corrupt_lines,
     }
     sink.write(",\n".join(f"  {_json(k)}: {_json(v)}" for k, v in tail.items()) + "\n}\n")
@@ -209,7 +225,11 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _job_status(state: FoldedJob, missing: Callable[[tuple[str, ...]], bool]) -> JobStatus:
+def _job_status(
+    state: FoldedJob,
+    missing: Callable[[tuple[str, ...]], bool],
+    images_missing: Callable[[str], tuple[int, ...]],
+) -> JobStatus:
     name = state.status.value
     if state.status is Status.SUCCEEDED and missing(state.outputs):
         name = MISSING
@@ -221,17 +241,20 @@ def _job_status(state: FoldedJob, missing: Callable[[tuple[str, ...]], bool]) ->
             "http_status": state.error.http_status,
             "transient": state.error.transient,
         }
-    return JobStatus(state.job_id, name, error, state.attempts, state.outputs)
+    lost = images_missing(state.job_id) if state.status is Status.PARTIAL else ()
+    return JobStatus(state.job_id, name, error, state.attempts, state.outputs, lost)
 
 
 def format_status(status: FolderStatus) -> str:
     tally = StatusTally(not_in_manifest=status.not_in_manifest)
     for job in status.jobs:
         tally.add(job)
-    return format_tally(tally, status.manifest, status.damage)
+    return format_tally(tally, status.manifest, status.damage, status.possibly_charged)
 
 
-def format_tally(tally: StatusTally, manifest: str | None, damage: Damage) -> str:
+def format_tally(
+    tally: StatusTally, manifest: str | None, damage: Damage, possibly_charged: int = 0
+) -> str:
     states = tally.states
     total = tally.total
     what = f"jobs of {manifest}" if manifest else "jobs in the ledger"
@@ -240,12 +263,23 @@ def format_tally(tally: StatusTally, manifest: str | None, damage: Damage) -> st
         if states[state]:
             lines.append(f"  {state:<10} {states[state]}")
     unfinished = total - states["succeeded"] - states["failed"] - states[MISSING]
+    unfinished -= states[PARTIAL]
     if unfinished:
         lines.append(f"  ({unfinished} unfinished: a re-run of the same command resumes them)")
     if states[MISSING]:
         lines.append(
             f"  ({states[MISSING]} missing: succeeded, but output files are gone; a run fetches "
             "them again free while their stored results last, --redo-missing buys the rest)"
+        )
+    if states[PARTIAL]:
+        lines.append(
+            f"  ({states[PARTIAL]} partial: paid images could not be fetched; nothing is bought "
+            "again unless asked: --redo-missing buys exactly the missing images)"
+        )
+    if possibly_charged:
+        lines.append(
+            f"possibly charged: {possibly_charged} feature calls whose answer was lost "
+            "after sending (counted as spent)"
         )
     if tally.not_in_manifest:
         lines.append(f"  ({tally.not_in_manifest} more in the ledger, no longer in the manifest)")
@@ -268,6 +302,18 @@ def format_tally(tally: StatusTally, manifest: str | None, damage: Damage) -> st
             )
         if states["failed"] > len(tally.failed):
             lines.append(f"  ... and {states['failed'] - len(tally.failed)} more")
+    if tally.partial:
+        lines.append("")
+        lines.append("partial jobs (--redo-missing buys the missing images):")
+        for job in tally.partial:
+            error = job.error or {}
+            indexes = ", ".join(map(str, job.missing))
+            lines.append(
+                f"  {job.job_id}: missing images {indexes} of {len(job.outputs) + len(job.missing)}"
+                f": {error.get('message', '')}"
+            )
+        if states[PARTIAL] > len(tally.partial):
+            lines.append(f"  ... and {states[PARTIAL] - len(tally.partial)} more")
     return "\n".join(lines)
 
 

@@ -290,8 +290,11 @@ def render_page(title: str, data: str | None) -> str:
 
 
 def group_of(status: str) -> str:
-    """The page's status filter a job falls under."""
-    return "unfinished" if status in UNFINISHED else status
+    """The page's status filter a job falls under (``groupOf`` in ``static/report.js``): a
+    partial job (paid images missing) needs a person, as a failed one does."""
+    if status in UNFINISHED:
+        return "unfinished"
+    return "failed" if status == "partial" else status
 
 
 # -- writing the chunks ---------------------------------------------------------------------------

@@ -43,7 +43,14 @@ CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow w
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
 # Failed jobs first (they need attention), then unfinished ones, then the successes (the
 # manifest's jobs not run yet come last, after the ledger's).
-STATUS_RANK = {"failed": 0, "started": 1, "retrying": 1, "submitted": 1, "succeeded": 2}
+STATUS_RANK = {
+    "failed": 0,
+    "partial": 0,
+    "started": 1,
+    "retrying": 1,
+    "submitted": 1,
+    "succeeded": 2,
+}
 
 # -- the ledger, folded into one view per job ---------------------------------------------------
 
@@ -117,7 +124,7 @@ def read_ledger_view(path: Path) -> LedgerView:
     for job_id in list(folded):
         job = folded.pop(job_id)  # freed as its view is made: the two are never all held
         view.jobs[job_id] = _job_view(job)
-        if job.status is Status.SUCCEEDED:
+        if job.status in (Status.SUCCEEDED, Status.PARTIAL):
             view.images += len(job.outputs)
     return view
 
@@ -426,9 +433,9 @@ class ReportFold:
 
     @property
     def images(self) -> int:
-        table, succeeded = self.state.table, STATUS_CODE[Status.SUCCEEDED]
-        status = table.status
-        return sum(table.output_total(n) for n in range(len(table)) if status[n] == succeeded)
+        table, status = self.state.table, self.state.table.status
+        delivered = (STATUS_CODE[Status.SUCCEEDED], STATUS_CODE[Status.PARTIAL])
+        return sum(table.output_total(n) for n in range(len(table)) if status[n] in delivered)
 
     def states(self) -> Counter[str]:
         codes = Counter(self.state.table.status)
@@ -436,13 +443,15 @@ class ReportFold:
 
     def chart(self, since: str | None) -> dict[str, Any] | None:
         table = self.state.table
-        done, failed = STATUS_CODE[Status.SUCCEEDED], STATUS_CODE[Status.FAILED]
+        done = STATUS_CODE[Status.SUCCEEDED]
+        # A partial job's end is drawn with the failed ones, as the detailed fold's chart does.
+        ended = {done, STATUS_CODE[Status.FAILED], STATUS_CODE[Status.PARTIAL]}
 
         def moments() -> Iterator[tuple[float, bool]]:
             status, updated = table.status, table.updated
             for number in range(len(table)):
                 code = status[number]
-                if code in (done, failed) and updated[number]:
+                if code in ended and updated[number]:
                     yield updated[number] / 1000, code == done
 
         return binned_series(moments, since)

@@ -46,7 +46,11 @@ async def finish_run(
     out, log, options = context.target.state_dir, context.log, context.options
     sent = sent_anything(summary)
     states = folder_states(plan, stats)
-    credits_all_runs = ledger.credits_spent + stats.counters["credits/estimated"]
+    counters = stats.counters  # a lost answer's credits count as spent (possibly charged)
+    credits_all_runs = (
+        ledger.credits_spent + counters["credits/estimated"] + counters["credits/possibly_charged"]
+    )
+    possibly_charged = ledger.possibly_charged + stats.possibly_charged
     try:
         if sent:
             summary["record"] = write_run_record(out, summary).relative_to(out).as_posix()
@@ -57,6 +61,7 @@ async def finish_run(
             credits_all_runs=credits_all_runs,
             last_run=summary if sent else None,
             previous=read_folder_summary(out),
+            possibly_charged=possibly_charged,
         )
         write_folder_summary(out, folder)
     except OSError as exc:  # a full disk: the ledger already holds what matters
@@ -64,7 +69,7 @@ async def finish_run(
     for warning in await asyncio.to_thread(context.target.copy_state):
         log.warning(warning)  # a bucket OUT: its ledger copy is behind the local one
     if options.metrics_file is not None:
-        _write_metrics(context, states, summary, credits_all_runs, stats, code)
+        _write_metrics(context, states, credits_all_runs, possibly_charged, stats, code)
     report_path = None
     if options.report and sent:
         report_path = write_run_report(out, context.manifest, plan.total, context.console)
@@ -80,14 +85,16 @@ def folder_states(plan: CheckedPlan, stats: RunStats) -> dict[str, int]:
     """Every manifest job's state after this run, counted from the plan and the run alone."""
     done = plan.skipped[Skip.DONE] + stats.succeeded
     failed = plan.skipped[Skip.FAILED] + stats.failed
-    return {"succeeded": done, "failed": failed, "pending": plan.total - done - failed}
+    partial = plan.skipped[Skip.PARTIAL] + stats.partial
+    pending = plan.total - done - failed - partial
+    return {"succeeded": done, "failed": failed, "partial": partial, "pending": pending}
 
 
 def _write_metrics(
     context: RunContext,
     states: dict[str, int],
-    summary: dict[str, Any],
     credits_all_runs: float,
+    possibly_charged: int,
     stats: RunStats,
     code: ExitCode,
 ) -> None:
@@ -105,6 +112,7 @@ def _write_metrics(
             exit_code=int(code),
             duration_s=stats.elapsed(),
             manifest=context.manifest.name,
+            possibly_charged=possibly_charged,
         )
     except OSError as exc:
         context.log.warning(
@@ -162,19 +170,26 @@ def summary_lines(
     """What ``pipeline run`` prints when it ends."""
     counters = stats.counters
     retries = counters["retry/count"]
+    partial = f"{stats.partial} partial, " if stats.partial else ""
     lines = [
         f"{context.manifest.name}: {stats.succeeded} succeeded, {stats.failed} failed, "
-        f"{stats.skipped} skipped in {stats.elapsed():.1f} s "
+        f"{partial}{stats.skipped} skipped in {stats.elapsed():.1f} s "
         f"({counters['images/written']} images, {retries} retries, "
         f"~{counters['credits/estimated']} credits)",
         f"outputs: {context.target.out}",
     ]
+    if stats.possibly_charged:
+        lines.append(
+            f"possibly charged: {stats.possibly_charged} feature calls whose answer was lost "
+            f"after sending (~{counters['credits/possibly_charged']} credits, counted as spent)"
+        )
     if stop_message:
         lines.append(f"stopped: {stop_message}")
     if failures:
-        earlier = failures - stats.failed
+        earlier = failures - stats.failed - stats.partial
         also = f" ({earlier} from earlier runs)" if earlier else ""
-        lines.append(f"failed jobs{also}: pipeline status {context.target.state_dir}")
+        what = "failed or partial jobs" if stats.partial else "failed jobs"
+        lines.append(f"{what}{also}: pipeline status {context.target.state_dir}")
     if code in (ExitCode.STOPPED, ExitCode.INTERRUPTED):
         lines.append("run the same command again to resume; finished jobs are not sent again")
     if report is not None:

@@ -34,7 +34,7 @@ class RunOptions:
     max_attempts: int | None = None
     max_credits: float | None = None
     max_total_credits: float | None = None
-    submit: SubmitMode | None = None  # "async" (--async); None: the settings'
+    submit: SubmitMode | None = None  # "async" (--async), "sync" (--sync); None: the settings'
     retry_failed: bool = False
     rehash: bool = False  # read every input again, ignoring the stat cache
     redo_missing: bool = False

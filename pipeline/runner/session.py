@@ -100,6 +100,7 @@ async def run_session(
             outcome = await scheduler.run(plan.jobs)
         refetched = await refetch
         failures = stats.failed + plan.skipped[Skip.FAILED]
+        failures += stats.partial + plan.skipped[Skip.PARTIAL]  # paid images missing: exit 1
         code = exit_code(outcome.stop_reason, failures)
         summary = stats.summary(
             manifest=str(context.manifest.path),

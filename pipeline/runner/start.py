@@ -119,7 +119,7 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
     with OutputLock(state_dir):
         ledger = read_ledger(state_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, state_dir, context.console)
-        done = DoneJobs()  # the re-fetch of lost outputs (scheduler.refetch) checks these
+        done = DoneJobs(ledger.output_records)  # the re-fetch of lost outputs checks these
         plan = _prepared(context, ledger, plan_options(context.options, context.target, done))
         if not plan.ok:
             if created:

@@ -2,9 +2,14 @@
 ``--max-total-credits`` (a run on one machine and the Ray driver both count with it).
 
 A call reserves its estimate right before its POST and releases it when answered; an answered
-call is spent. The run's spend is our estimates, or what the account reports if that is more
-(``usedCredit``, reconciled against the first answer's). A call not sent reserves nothing, so a
-budget reached mid-run stops the intake while the calls in flight settle.
+call is spent, and so is a call whose answer was lost after it was sent (an unknown outcome: it
+may have been charged). The run's spend is our estimates, or what the account reports if that
+is more (``usedCredit``). A call not sent reserves nothing, so a budget reached mid-run stops
+the intake while the calls in flight settle.
+
+``usedCredit`` lags one call: a feature call's answer shows the spend before its own charge, a
+poll's the spend as it stands (docs/api.md#credits). ``creditLimit`` is the key's member cap,
+not the team's balance, and is not used as a budget.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ class CreditBudget:
         self._total = max_total_credits
         self._spent_before = spent_before  # earlier runs of the same folder (the ledger's sum)
         self.estimated = 0  # what the calls answered so far cost, by the credit table
+        self.possibly = 0  # estimates of calls whose answer was lost: maybe charged
         self.reserved = 0  # estimates of the calls in flight
         self._used_baseline: int | None = None  # account usedCredit before this run's calls
         self._used_latest: int | None = None
 
     @property
     def spent(self) -> float:
-        """This run's spend: our estimates, or what the account says if that is more."""
+        """This run's spend: our estimates (lost answers included), or what the account says
+        if that is more."""
         observed = 0
         if self._used_baseline is not None and self._used_latest is not None:
             observed = self._used_latest - self._used_baseline
-        return max(self.estimated, observed)
+        return max(self.estimated + self.possibly, observed)
 
     def reserve(self, estimate: int) -> None:
         """Hold ``estimate`` for a call about to be sent; raise if a budget would be passed."""
@@ -56,15 +63,25 @@ class CreditBudget:
         """An answered call: its estimate is spent."""
         self.estimated += estimate
 
+    def possibly_charged(self, estimate: int) -> None:
+        """A call whose answer was lost after it was sent: counted as spent."""
+        self.possibly += estimate
+
     def observe(self, result: FeatureResult, charged: int) -> None:
-        """Reconcile with the account's ``usedCredit`` in an answer that cost ``charged``."""
+        """Reconcile with the account's ``usedCredit`` in an answer. ``charged``: what the
+        request that got this answer cost (a feature call's estimate; 0 for a poll). A feature
+        answer's figure lags one call: it is the spend before its own charge, so the spend
+        including it is ``usedCredit + charged``; the first such figure is where this run's
+        spend started. A figure read too low only makes the estimates count: never too high."""
         used = result.used_credit
         if used is None:
             return
         if self._used_baseline is None:
-            # The first answer already includes its own charge: the account stood below it.
-            self._used_baseline = used - charged
-        self._used_latest = max(self._used_latest or used, used)
+            if not charged:
+                return  # a poll before any call was answered: no baseline to count from
+            self._used_baseline = used
+        after = used + charged
+        self._used_latest = after if self._used_latest is None else max(self._used_latest, after)
 
     def exceeded_by(self, estimate: int) -> BudgetReached | None:
         """The error a call of ``estimate`` would meet now, or None if it may go."""

@@ -7,6 +7,11 @@ poll of a record waits about as long as the shortest processing seen lately in t
 spent five polls per edit, this one one or two. Before any record has finished, only the
 oldest record in flight polls; after the first poll, the waits are the documented ones (about
 2 s growing to 10 s).
+
+A status word nobody documented is logged once per run (``UnknownStatusWord``) and polled as
+unfinished: treating it as a failure would buy the edit twice. How long each record took is
+told to the run's submit policy (``on_finished``), which may choose sync calls while edits are
+fast.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from pipeline.api.client import known_status
 from pipeline.config import POLL_GROWTH, POLL_JITTER, Timeouts
 from pipeline.errors import ProcessingTimeout, RecordFailed, Stopped
-from pipeline.events import EventBus, JobRetrying, RecordFinished
+from pipeline.events import EventBus, JobRetrying, RecordFinished, UnknownStatusWord
 from pipeline.models import FeatureResult
 from pipeline.scheduler.budget import CreditBudget
 from pipeline.scheduler.job import Client, JobRun, StopSignal, Timing, error_info
 from pipeline.scheduler.steps import StepRunner
+from pipeline.scheduler.submit import SubmitPolicy
 
 RECENT_RECORDS = 16
 LEADER_WAIT = 60.0  # a record younger than this lets the oldest one poll for it (see below)
@@ -36,6 +43,7 @@ class Polling:
         stop: StopSignal,
         timeouts: Timeouts,
         timing: Timing,
+        submit: SubmitPolicy | None = None,
     ) -> None:
         self._client = client
         self._steps = steps
@@ -50,6 +58,8 @@ class Polling:
         # How long recent records took, polls' lag included.
         self._processing_seen: deque[float] = deque(maxlen=RECENT_RECORDS)
         self._polling: dict[object, float] = {}  # records polled now -> when polling began
+        self._submit = submit
+        self._words_seen: set[str] = set()  # undocumented status words already logged
 
     async def after_record_failed(self, run: JobRun, exc: RecordFailed) -> None:
         """A record polled to FAILURE: a feature try that failed. Raise if none is left."""
@@ -66,15 +76,17 @@ class Polling:
         await self._sleep(delay)
 
     async def finish_record(
-        self, run: JobRun, record: FeatureResult, credits: int | None
+        self, run: JobRun, record: FeatureResult, credits: int | None, part: int | None = None
     ) -> FeatureResult:
-        """Poll a processing record until it finishes; its uuid is in the ledger already."""
+        """Poll a processing record until it finishes; its uuid is in the ledger already.
+        ``part``: the image index of a job bought one call per image (for its ledger line)."""
+        self._note_word(record)
         started = self._clock()
         deadline = started + self._timeouts.processing
         token = object()
         self._polling[token] = started
         try:
-            return await self._poll_until_done(run, record, credits, started, deadline, token)
+            return await self._poll_until_done(run, record, credits, part, started, deadline, token)
         finally:
             del self._polling[token]
 
@@ -83,6 +95,7 @@ class Polling:
         run: JobRun,
         record: FeatureResult,
         credits: int | None,
+        part: int | None,
         started: float,
         deadline: float,
         token: object,
@@ -100,7 +113,7 @@ class Polling:
             if polls == 0 and self._processing_seen:  # due about when recent ones finished
                 pause = max(wait, min(self._processing_seen) - (now - started))
             await self._sleep(min(self._jittered(pause), max(0.0, deadline - now)))
-            if self._stop.is_set():
+            if self._stop.halts("poll"):
                 raise Stopped()  # resumable: the next run polls the same uuid
             if polls == 0 and self._waits_for_the_leader(token, started):
                 wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
@@ -112,12 +125,16 @@ class Polling:
             if record.finished:
                 run.timings["processing"] = took = self._clock() - started
                 self._processing_seen.append(took)
+                if self._submit is not None and run.submitted_at is not None:
+                    # An edit of this run (not one resumed): from its POST to finished.
+                    self._submit.on_finished(self._clock() - run.submitted_at)
                 key = run.planned.key
                 self._bus.emit(
-                    RecordFinished(run.job.id, key, run.attempts, record, credits, polls)
+                    RecordFinished(run.job.id, key, run.attempts, record, credits, polls, part)
                 )
                 self._credits.observe(record, 0)
                 return record
+            self._note_word(record)
             wait = min(self._timeouts.poll_max, wait * POLL_GROWTH)
 
     def _waits_for_the_leader(self, token: object, started: float) -> bool:
@@ -128,6 +145,12 @@ class Polling:
             return False
         oldest = min(self._polling.items(), key=lambda item: item[1])[0]
         return oldest is not token
+
+    def _note_word(self, record: FeatureResult) -> None:
+        word = record.status
+        if word and word not in self._words_seen and not known_status(word):
+            self._words_seen.add(word)
+            self._bus.emit(UnknownStatusWord(word, record.uuid))
 
     def _jittered(self, wait: float) -> float:
         return wait * (1.0 - POLL_JITTER * self._rand())

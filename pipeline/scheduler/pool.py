@@ -25,21 +25,27 @@ excepted (flow control). A clean job shows 1; a job whose download was retried t
 
 The scheduler only emits events; the ledger, progress bar and statistics listen.
 
-The class is split by step, one module each (mixins sharing ``scheduler_base.SchedulerBase``):
-``scheduler_base`` (protocols, per-job bookkeeping, budgets, retrying one step),
-``scheduler_uploads``, ``scheduler_buying`` (the feature call),
-``scheduler_results`` (fetch, check, publish) and ``scheduler_polling``.
-This module keeps the run itself: the queue, the workers, one job's course and the breaker.
+A job's course is its parts (``job.Part``): one paid call for the whole job, or one per image
+where the result bucket serves a record's first result only. Each part is polled if needed and
+fetched; a paid image out of reach makes the job ``partial`` (``JobPartial``), never a silent
+purchase. A job failed on answers lost twice (``outcome_unknown``) is counted too: as many in a
+row as the breaker counts stop the run.
+
+The steps are objects of their own (``purchase``, ``polling``, ``results``, ``uploads``, the
+``steps`` retry loop); this module keeps the run itself: the queue, the workers, one job's
+course and the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 from pipeline.errors import (
     JobFatal,
+    OutcomeUnknown,
     PipelineError,
     RecordFailed,
     RecordUnknown,
@@ -48,24 +54,38 @@ from pipeline.errors import (
     StoreError,
     TransientError,
 )
-from pipeline.events import EventBus, JobDeferred, JobFailed, JobStarted, JobSucceeded, RunStopping
-from pipeline.models import FeatureResult, PlannedJob
+from pipeline.events import (
+    EventBus,
+    JobDeferred,
+    JobFailed,
+    JobPartial,
+    JobStarted,
+    JobSucceeded,
+    RunStopping,
+)
+from pipeline.models import PlannedJob
 from pipeline.scheduler.budget import CreditBudget
 from pipeline.scheduler.job import (
     Exhausted,
     JobRun,
+    Part,
+    PartialImages,
     ResumeState,
     RunOutcome,
     StopSignal,
+    cdn_challenged,
     error_info,
     is_systemic,
 )
 from pipeline.scheduler.polling import Polling
 from pipeline.scheduler.purchase import Purchase
-from pipeline.scheduler.results import Results
+from pipeline.scheduler.results import Fetched, Results
 from pipeline.store.local import Store
 
 T = TypeVar("T")
+SETTLING_STOPS = frozenset(
+    {StopReason.MAX_CREDITS, StopReason.MAX_TOTAL_CREDITS, StopReason.INTERRUPTED}
+)
 QUEUE_PER_WORKER = 2
 RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
 
@@ -100,10 +120,12 @@ class Scheduler:
         self._clock = clock
         self._outcome = RunOutcome()
         self._held: list[Exhausted] = []  # the current streak of transient exhaustions
+        self._lost_streak = 0  # jobs in a row failed on answers lost twice (outcome_unknown)
         # --async: records handed to the polling side, each a task that finishes its job.
         outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
         self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))
         self._detached: set[asyncio.Task[None]] = set()
+        self._crashes: list[BaseException] = []  # bugs raised by records' tasks
 
     @property
     def credits_spent(self) -> int:
@@ -116,7 +138,9 @@ class Scheduler:
         if self._stop.is_set():
             return
         self._outcome = RunOutcome(reason, message)
-        self._stop.set()
+        # A credit budget or a signal stops the buying only: records already paid are still
+        # polled and fetched ("finishing the jobs in flight"; a second signal exits at once).
+        self._stop.set(records_settle=reason in SETTLING_STOPS)
         self._bus.emit(RunStopping(reason, message))
 
     @property
@@ -145,6 +169,8 @@ class Scheduler:
             await asyncio.gather(*workers)
             while self._detached:  # --async: the records handed to the polling side
                 await asyncio.gather(*list(self._detached))
+            if self._crashes:  # a bug in a record's task that ended before anyone awaited it
+                raise self._crashes[0]
         finally:
             stopper.cancel()
             for task in (*workers, feeder, *self._detached):
@@ -194,91 +220,128 @@ class Scheduler:
     # -- one job ------------------------------------------------------------------------------
 
     async def _run_job(self, run: JobRun) -> bool:
-        """One job up to its paid record; True if the record went to the polling side."""
-        job, started = run.job, self._clock()
+        """One job up to its paid record(s); True if they went to the polling side."""
+        job, key, started = run.job, run.planned.key, self._clock()
         self._store.sweep_temps(job.id)
         self._bus.emit(JobStarted(run.planned))
-        pending = self._resume.pending_for(job.id, run.planned.key)
+        run.lost_answers = self._resume.lost_answers(job.id, key)
+        pending = self._resume.pending_for(job.id, key)
+        partial = self._resume.partial_for(job.id, key)  # --redo-missing buys what it misses
         resumed = pending is not None
         try:
-            if pending is not None:
+            if pending is not None:  # a call paid by an earlier run: fetched, never bought
                 run.attempts = pending.attempts
-                result, credits = pending.result, pending.credits
+                indexes = tuple(range(job.expected_outputs))
+                parts = [Part(indexes, pending.result, pending.credits)]
             else:
-                result, credits = await self._purchase.buy(run)
+                wanted = partial.missing if partial is not None else None
+                paid = self._resume.parts_for(job.id, key)
+                resumed = bool(paid)
+                parts = await self._purchase.buy(run, wanted, paid)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
             return False
-        if self._purchase.asynchronous and not result.result_paths:
+        unfinished = any(not part.result.result_paths for part in parts)
+        detach = run.sent_async if not resumed else self._purchase.submit.asynchronous()
+        if detach and unfinished:
             # The worker moves on: polling, fetching and the job's last line happen in a task
             # of their own, so records in flight are bounded by max_outstanding (and the
             # request budget), not by workers sitting out each record's processing time.
-            task = asyncio.create_task(self._detached_finish(run, result, credits, started))
+            task = asyncio.create_task(self._detached_finish(run, parts, started, partial))
             self._detached.add(task)
-            task.add_done_callback(self._detached.discard)
+            task.add_done_callback(self._record_task_done)
             return True
-        await self._finish(run, result, credits, started, resumed)
+        await self._finish(run, parts, started, resumed, partial)
         return False
 
+    def _record_task_done(self, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._crashes.append(error)
+
     async def _detached_finish(
-        self, run: JobRun, result: FeatureResult, credits: int | None, started: float
+        self, run: JobRun, parts: list[Part], started: float, partial: PartialImages | None
     ) -> None:
         try:
-            await self._guarded(self._finish(run, result, credits, started, resumed=False))
+            await self._guarded(self._finish(run, parts, started, False, partial))
         finally:
             self._outstanding.release()
 
     async def _finish(
         self,
         run: JobRun,
-        result: FeatureResult,
-        credits: int | None,
+        parts: list[Part],
         started: float,
         resumed: bool,
+        partial: PartialImages | None,
     ) -> None:
-        """From a paid record to the job's terminal event: poll it if needed, fetch, publish."""
+        """From paid records to the job's last event: poll them if needed, fetch, publish."""
+        kept = partial.delivered if partial is not None else ()
         try:
-            if not result.result_paths:
-                result, credits = await self._settle_record(run, result, credits, resumed)
-            outputs, superseded, written = await self._results.fetch_all(run, result)
+            parts = [await self._settle_record(run, part, resumed) for part in parts]
+            fetched = await self._results.fetch_all(run, parts, keep=kept)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
             return
         self._job_succeeded()
         run.timings["total"] = self._clock() - started
+        outputs, uuids = _merged(run, parts, fetched, partial)
+        credits = _credits(parts)
+        uuid = parts[0].result.uuid if parts else ""
+        key = run.planned.key
+        if fetched.missing:
+            assert fetched.why_missing is not None
+            self._bus.emit(
+                JobPartial(
+                    run.job.id,
+                    key,
+                    outputs,
+                    tuple(sorted(fetched.missing)),
+                    run.attempts,
+                    credits,
+                    uuid,
+                    fetched.why_missing,
+                    uuids,
+                    tuple(fetched.superseded),
+                    fetched.written,
+                )
+            )
+            return
         self._bus.emit(
             JobSucceeded(
                 run.job.id,
-                run.planned.key,
-                tuple(outputs),
+                key,
+                outputs,
                 run.attempts,
                 credits,
-                result.uuid,
+                uuid,
                 run.timings,
-                tuple(superseded),
-                written,
-                run.checks,
+                tuple(fetched.superseded),
+                fetched.written,
+                checks=run.checks,
+                uuids=uuids,
             )
         )
 
-    async def _settle_record(
-        self, run: JobRun, result: FeatureResult, credits: int | None, resumed: bool
-    ) -> tuple[FeatureResult, int | None]:
+    async def _settle_record(self, run: JobRun, part: Part, resumed: bool) -> Part:
         """Poll a paid record until it has result paths. A FAILED record is bought again within
         the job's attempts (it produced nothing); one the API no longer knows, from an earlier
         run, is bought as a new job would be (nothing exists to pay twice for)."""
-        while True:
+        while not part.result.result_paths:
             try:
-                return await self._polling.finish_record(run, result, credits), credits
+                record = await self._polling.finish_record(
+                    run, part.result, part.credits, part.ledger_part
+                )
+                return replace(part, result=record)
             except RecordFailed as exc:
                 await self._polling.after_record_failed(run, exc)
             except RecordUnknown:
                 if not resumed:
                     raise
             resumed = False
-            result, credits = await self._purchase.buy(run)
-            if result.result_paths:
-                return result, credits
+            part = await self._purchase.buy_again(run, part)
+        return part
 
     # -- the breaker and terminal events -------------------------------------------------------
 
@@ -287,30 +350,58 @@ class Scheduler:
             # Cut short by the stop, not failed: the job stays resumable.
             self._bus.emit(JobDeferred(run.job.id, run.planned.key, error_info(exc), run.attempts))
             return
+        if isinstance(exc, OutcomeUnknown):
+            self._answers_lost(run, exc)
+            return
         if not is_systemic(exc):
             self._settle_held(defer=False)  # the host answered: the streak is broken
             self._fail(run, exc)
             return
         self._held.append(Exhausted(run, exc))
         if self._breaker_jobs and len(self._held) >= self._breaker_jobs:
-            host = "input host" if run.last_step == "input" else "API"
-            reason = (
-                StopReason.INPUT_HOST_UNREACHABLE
-                if run.last_step == "input"
-                else StopReason.API_UNREACHABLE
-            )
-            count = len(self._held)
+            self._trip(run, exc)
+
+    def _trip(self, run: JobRun, exc: PipelineError) -> None:
+        count = len(self._held)
+        if all(cdn_challenged(item.error) for item in self._held):
             self.request_stop(
-                reason, f"{host} unreachable: {count} jobs in a row ran out of retries ({exc})"
+                StopReason.CDN_CHALLENGE,
+                f"the CDN in front of the API refuses this client: a challenge page (HTML "
+                f"403) answered every try of {count} jobs in a row; try again later",
+            )
+            return
+        host = "input host" if run.last_step == "input" else "API"
+        reason = (
+            StopReason.INPUT_HOST_UNREACHABLE
+            if run.last_step == "input"
+            else StopReason.API_UNREACHABLE
+        )
+        self.request_stop(
+            reason, f"{host} unreachable: {count} jobs in a row ran out of retries ({exc})"
+        )
+
+    def _answers_lost(self, run: JobRun, exc: OutcomeUnknown) -> None:
+        """A job failed on its second lost answer: failed (a person decides), and counted, so
+        that answers lost job after job stop the run before more may be paid twice."""
+        self._fail(run, exc)
+        self._lost_streak += 1
+        if self._breaker_jobs and self._lost_streak >= self._breaker_jobs:
+            self.request_stop(
+                StopReason.API_UNREACHABLE,
+                f"the answers of {self._lost_streak} jobs in a row were lost twice after "
+                "sending (each call possibly charged): the API or the CDN in front of it is "
+                "losing answers",
             )
 
     def _job_succeeded(self) -> None:
         self._settle_held(defer=False)  # any success resets the count
+        self._lost_streak = 0
 
     def _tripped(self) -> bool:
         return self._outcome.stop_reason in (
             StopReason.API_UNREACHABLE,
             StopReason.INPUT_HOST_UNREACHABLE,
+            StopReason.CDN_CHALLENGE,
         )
 
     def _settle_held(self, *, defer: bool) -> None:
@@ -336,3 +427,30 @@ def _put_nowait_dropping(queue: asyncio.Queue[PlannedJob | None], item: None) ->
             return
         except asyncio.QueueFull:
             queue.get_nowait()
+
+
+def _merged(
+    run: JobRun, parts: list[Part], fetched: Fetched, partial: PartialImages | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The job's outputs after this run (a partial job's earlier ones with the new ones), and,
+    for a job bought one call per image, each output's record in index order."""
+    delivered = partial.delivered if partial is not None else ()
+    outputs = tuple(sorted({*delivered, *fetched.outputs}, key=_output_index))
+    if not any(part.per_image for part in parts) and partial is None:
+        return outputs, ()
+    by_index = dict(enumerate(partial.uuids)) if partial is not None else {}
+    for part in parts:
+        for index in part.indexes:
+            by_index[index] = part.result.uuid
+    count = run.job.expected_outputs
+    return outputs, tuple(by_index.get(index, "") for index in range(count))
+
+
+def _output_index(output: str) -> int:
+    stem = output.rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(stem) if stem.isdigit() else 0
+
+
+def _credits(parts: list[Part]) -> int | None:
+    known = [part.credits for part in parts if part.credits is not None]
+    return sum(known) if known else None

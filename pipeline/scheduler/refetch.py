@@ -1,10 +1,13 @@
 """Lost outputs fetched again from their stored result: free, no feature call (SPEC 6).
 
 A succeeded job whose output files are gone (deleted by hand, a cleaned disk) still has its
-paid record at the API. ``pipeline run`` asks for it again (``GET /api/results/{uuid}``, then
-the asset URLs), checks, protects and marks each image exactly as a first download does, and
-writes a ``refetched`` ledger line. When the record no longer serves (unknown, 4xx, expired),
-the job stays ``missing`` (``pipeline status``) and only ``--redo-missing`` buys it again.
+paid record at the API. ``pipeline run`` asks for it again (``GET /api/results/{uuid}``: the
+answer carries a freshly signed ``temporaryUrl`` of its first result), checks, protects and
+marks each image exactly as a first download does, and writes a ``refetched`` ledger line. A
+job bought one call per image polls each image's own record; a record's other results come
+from the asset host only if it serves unsigned reads (asked once). When the record no longer
+serves (unknown, 4xx, expired), the job stays ``missing`` (``pipeline status``) and only
+``--redo-missing`` buys it again.
 
 Cost: the plan only hands over the jobs it skipped as done (a pointer each, no file-system
 call), and the existence check (a stat per output file, ~5 us) runs in a thread beside the
@@ -17,6 +20,7 @@ anyway, so the two never touch the same folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +43,10 @@ SHOWN = 10
 
 
 class ResultClient(ResultSource, Protocol):
+    unsigned_reads: bool
+
     async def poll_result(self, uuid: str) -> FeatureResult: ...
+    async def serves_unsigned(self, path: str) -> bool: ...
 
 
 class Gate(Protocol):
@@ -55,10 +62,12 @@ class DoneJobs:
     re-fetched image.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, records_of: Callable[[str], tuple[str, ...]] = lambda _job_id: ()) -> None:
         self._jobs: list[FoldedJob | tuple[FoldedJob, PlannedJob]] = []
         self._numbers = array("I")
         self._table: JobTable | None = None
+        # A job bought one call per image: each output's record (``LedgerState.output_records``)
+        self.records_of = records_of
 
     def __call__(self, state: FoldedJob, planned: PlannedJob) -> None:
         if state.result_gone:  # an earlier run found its stored result gone: not asked again
@@ -145,11 +154,14 @@ class Refetcher:
         self._out_dir = out_dir
         self._stopping = stopping
         self._concurrency = max(1, concurrency)
+        self._records_of: Callable[[str], tuple[str, ...]] = lambda _job_id: ()
+        self._unsigned_asked = False
 
     async def run(self, done: DoneJobs) -> RefetchReport:
         report = RefetchReport()
         if not len(done):
             return report
+        self._records_of = done.records_of
         missing = iter(await asyncio.to_thread(done.missing, self._gone))
 
         async def worker() -> None:
@@ -179,21 +191,21 @@ class Refetcher:
 
     async def refetch(self, state: FoldedJob, planned: PlannedJob | None) -> OutputsRefetched:
         """One job's outputs stored again; raises _Gone or TransientError."""
-        if not state.uuid:
+        per_image = self._records_of(state.job_id)
+        if not state.uuid and not per_image:
             raise _Gone("no stored record in the ledger")
-        await self._gate.acquire()
-        try:
-            record = await self._client.poll_result(state.uuid)
-        except RecordFailed as exc:
-            raise _Gone(f"record {state.uuid} failed: {exc}") from exc
-        except JobFatal as exc:  # unknown record, 4xx
-            raise _Gone(f"record {state.uuid}: {exc}") from exc
-        if not record.finished or not record.result_paths:
-            raise _Gone(f"record {state.uuid} has no results")
         temps: list[tuple[Path, str]] = []
         try:
-            for index in range(len(record.result_paths)):
-                temps.append(await self._fetch_one(state, planned, record, index))
+            if per_image:  # image i is the first result of its own record
+                for index, uuid in enumerate(per_image):
+                    record = await self._finished(uuid)
+                    temps.append(await self._fetch_one(state, planned, record, 0, index))
+            else:
+                record = await self._finished(state.uuid)
+                for index in range(len(record.result_paths)):
+                    if index == 1:
+                        await self._ask_unsigned(record.result_paths[0])
+                    temps.append(await self._fetch_one(state, planned, record, index, index))
             checks = self._store.checks_for(temps)
             outputs, superseded = await self._store.publish(state.job_id, temps)
         finally:
@@ -203,14 +215,42 @@ class Refetcher:
             state.job_id, state.key, tuple(outputs), state.uuid, tuple(superseded), checks
         )
 
+    async def _finished(self, uuid: str) -> FeatureResult:
+        """The stored record, polled again (a fresh ``temporaryUrl``); _Gone if it is not."""
+        if not uuid:
+            raise _Gone("no stored record in the ledger")
+        await self._gate.acquire()
+        try:
+            record = await self._client.poll_result(uuid)
+        except RecordFailed as exc:
+            raise _Gone(f"record {uuid} failed: {exc}") from exc
+        except JobFatal as exc:  # unknown record, 4xx
+            raise _Gone(f"record {uuid}: {exc}") from exc
+        if not record.finished or not record.result_paths:
+            raise _Gone(f"record {uuid} has no results")
+        return record
+
+    async def _ask_unsigned(self, path: str) -> None:
+        """Once: whether the asset host serves a record's other results (a run that bought a
+        job of several images asked already)."""
+        if not self._unsigned_asked and not self._client.unsigned_reads:
+            self._unsigned_asked = True
+            with contextlib.suppress(TransientError):  # no answer: taken as no
+                await self._client.serves_unsigned(path)
+
     async def _fetch_one(
-        self, state: FoldedJob, planned: PlannedJob | None, record: FeatureResult, index: int
+        self,
+        state: FoldedJob,
+        planned: PlannedJob | None,
+        record: FeatureResult,
+        result_index: int,
+        index: int,
     ) -> tuple[Path, str]:
         temp = self._store.temp_path(state.job_id, f"refetch{index}")
         expected = parse_size(planned.job.size) if planned is not None else None
         try:  # planned is kept for protected jobs only: composited again
             extension, _ = await fetch_checked(
-                self._client, self._store, record, index, temp, expected, planned
+                self._client, self._store, record, result_index, temp, expected, planned
             )
         except ApiError as exc:
             self._store.discard(temp)

@@ -1,22 +1,39 @@
 """``Results``: each one streamed to a temporary file, checked and marked on the way
 (``imagecheck``), retried from the stored record (never bought again), then published.
+
+A record's first result comes from its ``temporaryUrl``; when that is refused (an expired
+signature), polling the finished record again gives a freshly signed one. An image that no URL
+serves after that (a private bucket holds a record's other results out of reach) is missing:
+the job is ``partial``, with what could be fetched published, and nothing is bought again
+silently. An image that failed only for transient reasons (an outage) is not missing: the job
+fails as transient and the next run fetches it, free.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.api.client import SinkFactory
 from pipeline.errors import (
     DownloadFailed,
+    RecordFailed,
     StoreError,
     TransientError,
 )
-from pipeline.models import FeatureResult, PlannedJob
-from pipeline.scheduler.job import JobRun, StopSignal
+from pipeline.models import ErrorInfo, FeatureResult, PlannedJob
+from pipeline.scheduler.job import (
+    AssetHostCheck,
+    Client,
+    JobRun,
+    Part,
+    StopSignal,
+    error_info,
+    is_systemic,
+)
 from pipeline.scheduler.steps import StepRunner
 from pipeline.store.local import CREATOR_TOOL, Store
 from pipeline.store.verify import ResultStream, check_image, parse_size
@@ -58,43 +75,112 @@ async def fetch_checked(
     return extension, written
 
 
+@dataclass
+class Fetched:
+    """What a job's results came to: the outputs published, and the images paid for but out of
+    reach (``missing``, with why), which make the job partial."""
+
+    outputs: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    written: int = 0
+    missing: list[int] = field(default_factory=list)
+    why_missing: ErrorInfo | None = None
+
+
 class Results:
     def __init__(
         self,
-        client: ResultSource,
+        client: Client,
         store: Store,
         steps: StepRunner,
         stop: StopSignal,
         clock: Callable[[], float],
+        asset_host: AssetHostCheck | None = None,
     ) -> None:
         self._client = client
+        self._asset_host = asset_host or AssetHostCheck(client)
         self._store = store
         self._steps = steps
         self._stop = stop
         self._clock = clock
 
     async def fetch_all(
-        self, run: JobRun, result: FeatureResult
-    ) -> tuple[list[str], list[str], int]:
+        self, run: JobRun, parts: list[Part], keep: tuple[str, ...] = ()
+    ) -> Fetched:
+        """Every image of the job's parts into place, by its index. ``keep``: outputs of the job
+        that stay where they are (the images a partial job already delivered)."""
         started = self._clock()
         expected = parse_size(run.job.size)
         temps: list[tuple[Path, str]] = []
-        written = 0
+        indexes: list[int] = []
+        fetched = Fetched()
         try:
-            for index in range(len(result.result_paths)):
-                temp, ext, size = await self._fetch_one(run, result, index, expected)
-                temps.append((temp, ext))
-                written += size
-            run.checks = self._store.checks_for(temps)
-            outputs, superseded = await self._store.publish(run.job.id, temps)
+            for part in parts:
+                for position, index in enumerate(part.indexes):
+                    try:
+                        temp, ext, size = await self._fetch_one(run, part, position, expected)
+                    except DownloadFailed as exc:
+                        if is_systemic(exc):
+                            raise  # an outage, not a lost image: the next run fetches it free
+                        fetched.missing.append(index)
+                        fetched.why_missing = error_info(exc)
+                        continue
+                    temps.append((temp, ext))
+                    indexes.append(index)
+                    fetched.written += size
+            run.checks = self._store.checks_for(temps)  # the new images'; kept ones keep theirs
+            if temps or not keep:
+                fetched.outputs, fetched.superseded = await self._store.publish(
+                    run.job.id, temps, indexes=indexes, keep=keep
+                )
         finally:
             for temp, _ in temps:
                 self._store.discard(temp)  # no-op once renamed into place
         run.timings["download"] = self._clock() - started
-        return outputs, superseded, written
+        return fetched
 
     async def _fetch_one(
-        self, run: JobRun, result: FeatureResult, index: int, expected: tuple[int, int] | None
+        self, run: JobRun, part: Part, position: int, expected: tuple[int, int] | None
+    ) -> tuple[Path, str, int]:
+        """Result ``position`` of the part's record; a refused first result is fetched again
+        with a freshly signed URL from a poll of its (finished) record, as often as a step is
+        tried (``--max-attempts``): a signature may be refused once and the next one served."""
+        record = part.result
+        if not self._client.unsigned_reads and not self._client.result_urls(record, position):
+            # No URL known to serve it (a record's other results; a temporaryUrl on a host we
+            # never contact): whether the asset host serves unsigned reads, asked once a run.
+            await self._asset_host.serves_unsigned(record.result_paths[0])
+        refreshes = 0
+        while True:
+            try:
+                return await self._download(run, record, position, expected)
+            except DownloadFailed as exc:
+                if (
+                    position != 0
+                    or is_systemic(exc)
+                    or refreshes + 1 >= self._steps.policy.max_attempts
+                ):
+                    raise
+                refreshes += 1
+                record = await self._fresh_signature(run, record)
+
+    async def _fresh_signature(self, run: JobRun, record: FeatureResult) -> FeatureResult:
+        """Poll a finished record again: its answer carries a new ``temporaryUrl``."""
+
+        async def poll() -> FeatureResult:
+            return await self._client.poll_result(record.uuid)
+
+        fresh = await self._steps.run(run, "poll", poll, final=(RecordFailed,))
+        if not fresh.finished or not fresh.result_paths:
+            return record
+        return replace(record, temporary_url=fresh.temporary_url)
+
+    async def _download(
+        self,
+        run: JobRun,
+        result: FeatureResult,
+        index: int,
+        expected: tuple[int, int] | None,
     ) -> tuple[Path, str, int]:
         temp = self._store.temp_path(run.job.id, index)
 

@@ -46,7 +46,7 @@ class StepRunner:
             try:
                 if step in API_STEPS:
                     await self.gate.acquire()
-                    if self._stop.is_set():
+                    if self._stop.halts(step):
                         raise Stopped()
                 value = await attempt()
             except (Stopped, BudgetReached):
@@ -64,7 +64,7 @@ class StepRunner:
                     if step == "feature":
                         run.feature_tries += 1
                     tries = run.feature_tries if step == "feature" else tries + 1
-                if self._stop.is_set() or not self.policy.should_retry(exc, tries, limited):
+                if self._stop.halts(step) or not self.policy.should_retry(exc, tries, limited):
                     raise
                 delay = self.policy.delay(exc, max(tries, 1))
                 self._bus.emit(

@@ -1,5 +1,8 @@
 """``Uploads``: each distinct input is uploaded once per run (and reused from the ledger across
 runs), shared by every job with the same bytes while it is in flight.
+
+At most ``UPLOADS_IN_FLIGHT`` uploads are open at once (the live API's reported limit); each
+still passes the one rate budget first, so the limit only ever holds uploads back.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import UPLOADS_IN_FLIGHT
 from pipeline.errors import InputUnreadable, Stopped
 from pipeline.events import AssetsUploaded, EventBus
 from pipeline.images.upload import Recipe, prepare_upload
@@ -28,8 +32,10 @@ class Uploads:
         bus: EventBus,
         store: Store,
         mask_converter: MaskConverter | None = None,
+        in_flight: int = UPLOADS_IN_FLIGHT,
     ) -> None:
         self._client = client
+        self._slots = asyncio.Semaphore(in_flight)
         self._steps = steps
         self._resume = resume
         self._bus = bus
@@ -103,7 +109,8 @@ class Uploads:
             data, filename, content_type = await self._input_bytes(run, ref, prepared)
 
         async def attempt() -> Asset:
-            return await self._client.upload_asset(data, filename, content_type)
+            async with self._slots:  # taken after the rate gate: a slot is never held waiting
+                return await self._client.upload_asset(data, filename, content_type)
 
         asset = await self._steps.run(run, "upload", attempt)
         return Asset(path=asset.path, digest=cache_key)

@@ -130,20 +130,30 @@ class BucketStore(Store):
         super().prepare()
 
     async def publish(
-        self, job_id: str, temps: list[tuple[Path, str]]
+        self,
+        job_id: str,
+        temps: list[tuple[Path, str]],
+        indexes: list[int] | None = None,
+        keep: tuple[str, ...] = (),
     ) -> tuple[list[str], list[str]]:
-        return await asyncio.to_thread(self.publish_now, job_id, temps)
+        return await asyncio.to_thread(self.publish_now, job_id, temps, indexes, keep)
 
     def publish_now(
-        self, job_id: str, temps: list[tuple[Path, str]]
+        self,
+        job_id: str,
+        temps: list[tuple[Path, str]],
+        indexes: list[int] | None = None,
+        keep: tuple[str, ...] = (),
     ) -> tuple[list[str], list[str]]:
-        """Move earlier outputs aside, then put each temp (and its ``.raw``) whole."""
+        """Move earlier outputs aside (but those to ``keep``), then put each temp (and its
+        ``.raw``) whole, at its index."""
         folder = self.job_dir(job_id)  # refuses an id that is no plain name, as locally
         prefix = join(self.out, job_id)
+        order = list(range(len(temps))) if indexes is None else indexes
         try:
-            superseded = self._move_aside_remote(job_id, prefix)
+            superseded = self._move_aside_remote(job_id, prefix, keep)
             outputs = []
-            for index, (temp, ext) in enumerate(temps):
+            for index, (temp, ext) in zip(order, temps, strict=True):
                 name = f"{index}.{ext}"
                 raw = self._raw_of.pop(temp, None)
                 if raw is not None:  # before its output: a delivered file always has its raw
@@ -158,13 +168,14 @@ class BucketStore(Store):
             folder.rmdir()  # the staging folder of this job, empty now
         return outputs, superseded
 
-    def _move_aside_remote(self, job_id: str, prefix: str) -> list[str]:
+    def _move_aside_remote(self, job_id: str, prefix: str, keep: tuple[str, ...] = ()) -> list[str]:
+        kept = {output.rsplit("/", 1)[-1] for output in keep}
         earlier = [
             (url, url.rsplit("/", 1)[1])
             for url, _size in objects.list_files(prefix)
-            if not url.rsplit("/", 1)[1].startswith(".")
+            if not url.rsplit("/", 1)[1].startswith(".") and url.rsplit("/", 1)[1] not in kept
         ]
-        raws = objects.list_files(f"{prefix}/{RAW_DIR}")
+        raws = [] if keep else objects.list_files(f"{prefix}/{RAW_DIR}")
         if not earlier and not raws:
             return []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

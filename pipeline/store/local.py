@@ -156,25 +156,35 @@ class Store:
             raw.unlink(missing_ok=True)
 
     async def publish(
-        self, job_id: str, temps: list[tuple[Path, str]]
+        self,
+        job_id: str,
+        temps: list[tuple[Path, str]],
+        indexes: list[int] | None = None,
+        keep: tuple[str, ...] = (),
     ) -> tuple[list[str], list[str]]:
-        """Put checked temps (``(path, ext)``, index order) in place: the new outputs and the
-        earlier files moved aside, both relative to OUT.
+        """Put checked temps (``(path, ext)``) in place: the new outputs and the earlier files
+        moved aside, both relative to OUT. ``indexes``: each temp's image index (default: their
+        order); ``keep``: outputs (relative to OUT) that stay in place (a partial job's images
+        already delivered, beside the missing ones now fetched).
 
         Awaitable so that a bucket store (``store.bucket``) can put off the event loop; on a
         local disk it is a few renames, done right here.
         """
-        return self.publish_now(job_id, temps)
+        return self.publish_now(job_id, temps, indexes, keep)
 
     def publish_now(
-        self, job_id: str, temps: list[tuple[Path, str]]
+        self,
+        job_id: str,
+        temps: list[tuple[Path, str]],
+        indexes: list[int] | None = None,
+        keep: tuple[str, ...] = (),
     ) -> tuple[list[str], list[str]]:
         """``publish`` on a local disk: rename the temps into place (synchronous)."""
         folder = self.job_dir(job_id)
         try:
-            superseded = self._move_aside(folder)
+            superseded = self._move_aside(folder, keep)
             outputs = []
-            for index, (temp, ext) in enumerate(temps):
+            for index, (temp, ext) in zip(_indexes(indexes, temps), temps, strict=True):
                 final = folder / f"{index}.{ext}"
                 self._publish_raw(folder, temp, f"{index}.{ext}")
                 os.replace(temp, final)
@@ -195,17 +205,24 @@ class Store:
         raw_dir.mkdir(exist_ok=True)
         os.replace(raw, raw_dir / name)  # same folder tree: a rename, whole or not at all
 
-    def _move_aside(self, folder: Path) -> list[str]:
-        """Earlier outputs of this job (any visible file) go to .superseded/<stamp>/, and the
-        API's own images of a protected job (``.raw``) with them."""
-        earlier = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    def _move_aside(self, folder: Path, keep: tuple[str, ...] = ()) -> list[str]:
+        """Earlier outputs of this job (any visible file but those to ``keep``) go to
+        .superseded/<stamp>/, and the API's own images of a protected job (``.raw``) with them
+        (all of them unless outputs are kept: then a kept output keeps its raw too)."""
+        kept = {Path(output).name for output in keep}
+        earlier = [
+            p
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name not in kept
+        ]
         raw_dir = folder / RAW_DIR
-        if not earlier and not raw_dir.is_dir():
+        move_raw = not keep and raw_dir.is_dir()  # kept outputs keep their raws with them
+        if not earlier and not move_raw:
             return []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = folder / SUPERSEDED_DIR / stamp
         aside.mkdir(parents=True, exist_ok=True)
-        if raw_dir.is_dir():
+        if move_raw:
             os.replace(raw_dir, aside / RAW_DIR)
         moved = []
         for path in sorted(earlier):
@@ -220,6 +237,10 @@ class Store:
         if folder.is_dir():
             for path in folder.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
+
+
+def _indexes(indexes: list[int] | None, temps: list[tuple[Path, str]]) -> list[int]:
+    return list(range(len(temps))) if indexes is None else indexes
 
 
 def protect_inputs(planned: PlannedJob) -> tuple[Image.Image, Image.Image]:

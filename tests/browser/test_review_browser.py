@@ -33,13 +33,14 @@ HOSTILE = "<script>alert(1)</script>"
 def run_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real run of jobs/demo.yaml: the CLI as a subprocess against the emulator.
 
-    The emulator answers 30% of feature calls with a FAILED record (seeded) and the run allows
+    The emulator answers 30% of feature calls with a FAILED record (seeded: of the demo's seven
+    calls in order, its two-image job's bought one call per image, the third) and the run allows
     one attempt, so one job of the six fails and the failed-only filter has something to show.
     """
     out = tmp_path_factory.mktemp("demo-run") / "out"
     args = ["run", str(REPO / "jobs" / "demo.yaml"), "--out", str(out), "--no-progress"]
     args += ["--max-attempts", "1", "--concurrency", "1", "--rpm", "6000"]
-    with emulator_thread(rate_failed=0.3, seed=6) as emulator:
+    with emulator_thread(rate_failed=0.3, seed=13) as emulator:
         process = spawn_cli(args, emulator.env)
         stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr.decode()  # finished, one job failed

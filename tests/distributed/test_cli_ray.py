@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.e2e_helpers import REPO, records, states, write_catalog
+from tests.e2e_helpers import REPO, purchases, states, write_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,7 +28,7 @@ def test_run_with_ray_local_does_every_job_once(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert set(states(out).values()) == {"succeeded"} and len(states(out)) == 6
-    bought = [line["job_id"] for line in records(out) if line["status"] == "submitted"]
+    bought = purchases(out)
     assert sorted(bought) == sorted(states(out))  # one purchase per job, the driver the writer
 
 

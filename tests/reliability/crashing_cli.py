@@ -45,10 +45,10 @@ class Countdown:
 def before_upload(hit: Countdown) -> None:
     original = OneMinClient.upload_asset
 
-    async def patched(self: OneMinClient, *args: Any) -> Any:
+    async def patched(self: OneMinClient, *args: Any, **kwargs: Any) -> Any:
         if hit():
             die()  # the bytes were read, nothing was sent
-        return await original(self, *args)
+        return await original(self, *args, **kwargs)
 
     OneMinClient.upload_asset = patched  # type: ignore[method-assign]
 
@@ -62,10 +62,10 @@ def mid_feature(hit: Countdown) -> None:
 
 
 def _kill_while_in_flight(original: Callable[..., Any], name: str, hit: Countdown) -> None:
-    async def patched(self: OneMinClient, *args: Any) -> Any:
+    async def patched(self: OneMinClient, *args: Any, **kwargs: Any) -> Any:
         if not hit():
-            return await original(self, *args)
-        task = asyncio.ensure_future(original(self, *args))
+            return await original(self, *args, **kwargs)
+        task = asyncio.ensure_future(original(self, *args, **kwargs))
         await asyncio.sleep(IN_FLIGHT)  # the request is on the wire, unanswered
         die()
         return await task
@@ -77,8 +77,8 @@ def after_feature_answer(hit: Countdown) -> None:
     """The edit is paid and answered, but the ledger has not heard of it (submitted line)."""
     original = OneMinClient.run_feature
 
-    async def patched(self: OneMinClient, *args: Any) -> Any:
-        result = await original(self, *args)
+    async def patched(self: OneMinClient, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
         if hit():
             die()
         return result

@@ -304,17 +304,18 @@ def test_a_result_url_on_a_foreign_host_is_never_contacted(
     loopback_only: list[str],
 ) -> None:
     """foreign_temporary_url: the signed URL points at 203.0.113.1. The client trusts only the
-    API host, the asset host and *.amazonaws.com, so it goes to the asset host instead. The
-    loopback guard (conftest) would fail the test on any attempt to reach that host."""
+    API host, the asset host and *.amazonaws.com, so it checks once whether the asset host
+    serves unsigned reads (it does here), then fetches from it. The loopback guard (conftest)
+    would fail the test on any attempt to reach that host."""
     manifest, out = _one_job_catalog(tmp_path)
     with emulator(foreign_temporary_url=True) as emu:
         result = run_inprocess(
             ["run", str(manifest), "--out", str(out), *QUIET], emu.env, monkeypatch, capsys
         )
-        downloads = [e for e in emu.log if e["method"] == "GET"]
+        downloads = [e for e in emu.log if e["route"] in ("asset", "temporary")]
     assert result.code == 0, result.streams
     assert loopback_only == []
-    assert [e["route"] for e in downloads] == ["asset"]  # straight to the asset host
+    assert [e["route"] for e in downloads] == ["asset", "asset"]  # the check, then the result
     assert states(out) == {"sku-1": "succeeded"}
     assert_outputs_whole(out, {"sku-1": Want(1, (1024, 1024))})
     tally("hostile/fixed/foreign result host")

@@ -37,7 +37,9 @@
     if (text !== undefined && text !== null) node.textContent = String(text);
     return node;
   }
-  const groupOf = (status) => UNFINISHED.has(status) ? "unfinished" : status;
+  // A partial job (paid images missing) needs a person, as a failed one does: listed with them.
+  const groupOf = (status) =>
+    UNFINISHED.has(status) ? "unfinished" : status === "partial" ? "failed" : status;
   const group = (job) => groupOf(job.status);
   const decisionOf = (job) => job.decision ? job.decision[0] : null;
   const number = (n) => n.toLocaleString("en-US");
@@ -441,7 +443,7 @@
       params.append(item);
     }
     if (params.childElementCount) article.append(params);
-    if (job.status === "failed") article.append(errorBox(job));
+    if (job.status === "failed" || job.status === "partial") article.append(errorBox(job));
     if (job.decision && job.decision[1]) {
       article.append(el("div", "decision-note", job.decision[0] + ": " + job.decision[1]));
     }
