@@ -16,7 +16,7 @@ from pipeline.errors import (
     StopReason,
 )
 from pipeline.events import JobDeferred
-from tests.fakes import FakeClient
+from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
 

@@ -30,7 +30,7 @@ from pipeline.review.channels import (
     url_maker,
 )
 from pipeline.review.export import ExportError, export
-from tests.e2e_helpers import REPO, records, run_inprocess
+from tests.helpers.e2e import REPO, records, run_inprocess
 
 BASE = "https://cdn.example.com/edits/"
 GROUND = 255

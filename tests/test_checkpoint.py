@@ -19,7 +19,7 @@ from pipeline.ledger.checkpoint import MAGIC, load_checkpoint, write_checkpoint
 from pipeline.ledger.fold import DetailedLedger, LedgerState, ResumeState
 from pipeline.ledger.reader import read_state
 from pipeline.ledger.schema import Started, Submitted, Succeeded, decode_line
-from tests.ledger_fixtures import extras_fields, job_fields, random_ledger
+from tests.helpers.ledgers import extras_fields, job_fields, random_ledger
 
 SEEDS = range(6)
 CUTS_PER_LEDGER = 12

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import REPO, write_catalog
+from tests.helpers.e2e import REPO, write_catalog
 
 
 def _piped_into_head(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[bytes]:

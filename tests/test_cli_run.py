@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import QUICK_POLLS, run_cli, states, write_catalog
-from tests.emulator_thread import emulator_thread
+from tests.helpers.e2e import QUICK_POLLS, run_cli, states, write_catalog
+from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 

@@ -20,7 +20,7 @@ from pipeline.plan import onepass as rows_module
 from pipeline.plan import prepare as plan_module
 from pipeline.plan.prepare import PlanOptions, prepare, scan
 from pipeline.preflight import files as files_module
-from tests.fixtures_images import make_image, truncate, write_manifest
+from tests.helpers.images import make_image, truncate, write_manifest
 
 
 def photos(folder: Path) -> None:

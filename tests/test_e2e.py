@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.images.provenance import read_provenance
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     QUICK_POLLS,
     Expected,
     assert_outputs_whole,
@@ -22,7 +22,7 @@ from tests.e2e_helpers import (
     summary,
     write_catalog,
 )
-from tests.emulator_thread import emulator_thread
+from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 

@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.manifest import globs as globs_module
 from pipeline.manifest.globs import GlobWalk, pattern_problem
-from tests.e2e_helpers import run_cli
-from tests.emulator_thread import emulator_thread
-from tests.fixtures_images import make_image
+from tests.helpers.e2e import run_cli
+from tests.helpers.emulator import emulator_thread
+from tests.helpers.images import make_image
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 

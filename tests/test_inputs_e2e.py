@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e_helpers import QUICK_POLLS, run_cli
-from tests.emulator_thread import emulator_thread
+from tests.helpers.e2e import QUICK_POLLS, run_cli
+from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 

@@ -9,11 +9,10 @@ import pytest
 
 from pipeline.inputs import objectstore
 from pipeline.store import objects
-from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
-def bucket(s3_server: str) -> str:  # noqa: F811
+def bucket(s3_server: str) -> str:
     # moto keeps its buckets per process, so each test takes its own.
     name = f"bucket-{uuid.uuid4().hex[:12]}"
     objectstore.filesystem(f"s3://{name}").mkdir(name)

@@ -13,7 +13,7 @@ from pipeline.inputs.fetch import FetchOptions, Prefetcher, prefetched
 from pipeline.models import Feature, InputRef, Job
 from pipeline.plan.prepare import Planner
 from pipeline.preflight import Preflight
-from tests.inputs_fixtures import ImageHost, image_host  # noqa: F401  (a fixture)
+from tests.helpers.servers import ImageHost
 
 FAST = FetchOptions(backoff=0.0, retries=1, timeout=5.0)
 
@@ -30,7 +30,7 @@ def _job(url: str, size: str = "auto") -> Job:
 
 def test_a_url_is_fetched_measured_and_keyed_by_its_bytes(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
 ) -> None:
     url = image_host.url("/img/tall.png")
     preflight = _preflight(tmp_path)
@@ -55,7 +55,7 @@ def test_a_url_is_fetched_measured_and_keyed_by_its_bytes(
 )
 def test_bad_urls_are_problems_naming_row_and_url(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
     path: str,
     expected: str,
 ) -> None:
@@ -66,7 +66,7 @@ def test_bad_urls_are_problems_naming_row_and_url(
     assert url in problems[0].message and expected in problems[0].message
 
 
-def test_a_redirect_to_http_is_followed(tmp_path: Path, image_host: ImageHost) -> None:  # noqa: F811
+def test_a_redirect_to_http_is_followed(tmp_path: Path, image_host: ImageHost) -> None:
     url = image_host.url("/go?to=" + image_host.url("/img/a.png"))
     job, problems, _ = _preflight(tmp_path).check(_job(url, "1024x1024"))
     assert problems == [] and job is not None
@@ -74,7 +74,7 @@ def test_a_redirect_to_http_is_followed(tmp_path: Path, image_host: ImageHost) -
 
 def test_a_host_that_dies_mid_run_is_a_problem_not_a_traceback(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
 ) -> None:
     preflight = _preflight(tmp_path)
     ok, problems, _ = preflight.check(_job(image_host.url("/img/a.png"), "1024x1024"))
@@ -85,7 +85,7 @@ def test_a_host_that_dies_mid_run_is_a_problem_not_a_traceback(
     assert "(after 2 tries)" in problems[0].message
 
 
-def test_prefetch_fetches_each_distinct_url_once(tmp_path: Path, image_host: ImageHost) -> None:  # noqa: F811
+def test_prefetch_fetches_each_distinct_url_once(tmp_path: Path, image_host: ImageHost) -> None:
     preflight = _preflight(tmp_path)
     jobs = [_job(image_host.url("/img/a.png"), "1024x1024") for _ in range(50)]
     assert preflight.prefetch_manifest(jobs) == 1
@@ -96,7 +96,7 @@ def test_prefetch_fetches_each_distinct_url_once(tmp_path: Path, image_host: Ima
 
 def test_the_prefetcher_keeps_concurrency_fetches_open_and_no_more(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
 ) -> None:
     image_host.hold_until = 3  # each request waits until three are in flight together
     urls = [image_host.url(f"/held/a.png?copy={i}") for i in range(7)]
@@ -111,7 +111,7 @@ def test_the_prefetcher_keeps_concurrency_fetches_open_and_no_more(
 
 def test_prefetched_reads_a_window_ahead_in_order_and_each_url_once(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
 ) -> None:
     rows = [
         image_host.url(f"/img/{name}") for name in ("a.png", "missing.png", "a.png", "tall.png")
@@ -132,7 +132,7 @@ def test_prefetched_reads_a_window_ahead_in_order_and_each_url_once(
 
 def test_validate_names_the_one_404_among_200_urls(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -155,7 +155,7 @@ def test_validate_names_the_one_404_among_200_urls(
 
 def test_the_preflight_pass_fetches_the_next_rows_urls_together(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -175,11 +175,11 @@ def test_the_preflight_pass_fetches_the_next_rows_urls_together(
 
 def test_a_remote_inputs_url_is_what_the_ledger_and_the_review_page_show(
     tmp_path: Path,
-    image_host: ImageHost,  # noqa: F811
+    image_host: ImageHost,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipeline.review.page import build_payload
-    from tests.e2e_helpers import records, run_cli
+    from tests.helpers.e2e import records, run_cli
 
     monkeypatch.setenv("ONEMIN_INPUT_CACHE", str(tmp_path / "cache"))
     url = image_host.url("/img/tall.png")

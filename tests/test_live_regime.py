@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline.emulator.charges import charges_by_prompt
 from pipeline.layout import REPORT_DATA_DIR
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     QUICK_POLLS,
     Expected,
     assert_outputs_whole,
@@ -27,7 +27,7 @@ from tests.e2e_helpers import (
     states,
     write_catalog,
 )
-from tests.emulator_thread import RunningEmulator, emulator_thread
+from tests.helpers.emulator import RunningEmulator, emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 JOBS = 8

@@ -14,7 +14,7 @@ from pipeline.events import UnknownStatusWord
 from pipeline.ledger import read_ledger
 from pipeline.models import FeatureResult
 from pipeline.scheduler import CreditBudget
-from tests.fakes import FakeClient
+from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
 

@@ -14,7 +14,7 @@ from pipeline import naming
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import Manifest, folder_name_problem, load_manifest, parse_feature
 from pipeline.models import Feature, InputRef, Job
-from tests.fixtures_images import demo_inputs, make_image, make_mask, write_manifest
+from tests.helpers.images import demo_inputs, make_image, make_mask, write_manifest
 
 INPAINT = {"type": "inpaint", "image": "images/item.png", "mask": "masks/item.png", "prompt": "p"}
 BACKGROUND = {"type": "background", "image": "images/item.png", "prompt": "p"}

@@ -17,9 +17,9 @@ from pipeline.manifest import load_manifest
 from pipeline.models import Job, PlannedJob
 from pipeline.plan.prepare import Planner, content_key, scan
 from pipeline.preflight import Notice, Preflight
-from tests.e2e_helpers import QUICK_POLLS, run_cli
-from tests.emulator_thread import emulator_thread
-from tests.fixtures_images import demo_inputs, make_image, make_mask, write_manifest
+from tests.helpers.e2e import QUICK_POLLS, run_cli
+from tests.helpers.emulator import emulator_thread
+from tests.helpers.images import demo_inputs, make_image, make_mask, write_manifest
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 

@@ -19,9 +19,8 @@ import pytest
 from PIL import Image
 
 from pipeline.inputs import objectstore
-from tests.e2e_helpers import QUICK_POLLS, purchases, records, run_cli, states, write_catalog
-from tests.emulator_thread import emulator_thread
-from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
+from tests.helpers.e2e import QUICK_POLLS, purchases, records, run_cli, states, write_catalog
+from tests.helpers.emulator import emulator_thread
 
 pytestmark = pytest.mark.slow  # whole runs against a real S3 server: ~1 s each
 
@@ -29,7 +28,7 @@ FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_P
 
 
 @pytest.fixture
-def bucket(s3_server: str) -> str:  # noqa: F811
+def bucket(s3_server: str) -> str:
     name = f"out-{uuid.uuid4().hex[:12]}"  # moto keeps buckets per process: one per test
     objectstore.filesystem(f"s3://{name}").mkdir(name)
     return f"s3://{name}/runs/spring"
@@ -150,10 +149,10 @@ def test_an_unreachable_endpoint_is_one_line_before_anything_is_sent(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.inputs_fixtures import _free_port
+    from tests.helpers.servers import free_port
 
     manifest = write_catalog(tmp_path, 2)
-    dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"}  # nothing listens there
+    dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
     with emulator_thread() as emulator:
         code = run_cli(
             ["run", str(manifest), "--out", bucket, *FAST], emulator.env | dead, monkeypatch
@@ -168,7 +167,7 @@ def test_an_unreachable_endpoint_is_one_line_before_anything_is_sent(
 
 def test_a_missing_bucket_is_one_line_before_anything_is_sent(
     tmp_path: Path,
-    s3_server: str,  # noqa: F811
+    s3_server: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

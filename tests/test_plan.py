@@ -23,7 +23,7 @@ from pipeline.plan import prepare as plan_module
 from pipeline.plan.prepare import Planner, content_key, file_digest, prepare_file, scan
 from pipeline.plan.summary import PlanSummary, format_plan, format_problems
 from pipeline.preflight import Notice
-from tests.fixtures_images import demo_inputs, make_alpha_mask, make_mask, write_manifest
+from tests.helpers.images import demo_inputs, make_alpha_mask, make_mask, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pipeline.errors import ServerError
 from pipeline.events import FeatureSubmitted, JobStarted, RecordFinished
 from pipeline.ledger import LedgerWriter, ResumeState, read_ledger
 from pipeline.models import FeatureResult, PlannedJob
-from tests.fakes import FakeClient
+from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
 

@@ -22,8 +22,8 @@ from pipeline.preflight import (
     id_fingerprint,
     mask_upload_bytes,
 )
-from tests.file_opens import recording
-from tests.fixtures_images import (
+from tests.helpers.file_opens import recording
+from tests.helpers.images import (
     demo_inputs,
     make_alpha_mask,
     make_animated,

@@ -22,8 +22,8 @@ from pipeline.plan import onepass as rows_module
 from pipeline.plan import prepare as plan_module
 from pipeline.plan.prepare import PlanOptions, prepare, scan
 from pipeline.preflight import Notice
-from tests.file_opens import recording
-from tests.fixtures_images import make_image, make_mask, write_manifest
+from tests.helpers.file_opens import recording
+from tests.helpers.images import make_image, make_mask, write_manifest
 
 HEADER = ("id", "image", "mask", "prompt", "n")
 DROPPED = ("long", "sku-0", "short", "sku-7", "sku-8", "own-3", "own-5")  # rows with problems

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from tests.e2e_helpers import write_catalog
+from tests.helpers.e2e import write_catalog
 
 
 def test_run_validate_status_export_against_the_emulator(tmp_path: Path) -> None:

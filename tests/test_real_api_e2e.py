@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     QUICK_POLLS,
     run_cli,
     spawn_cli,
@@ -20,7 +20,7 @@ from tests.e2e_helpers import (
     write_mixed_catalog,
     write_profile,
 )
-from tests.emulator_thread import emulator_thread
+from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "60000"]  # profiles poll quickly
 QUICK_POLL_PROFILE = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}

@@ -19,7 +19,7 @@ from pipeline.ledger.schema import Record, Refetched, ResultGone
 from pipeline.models import Feature, FeatureResult, InputRef, Job, PlannedJob, Status
 from pipeline.scheduler.refetch import DoneJobs, Refetcher
 from pipeline.store.local import Store
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     QUICK_POLLS,
     assert_decodes,
     records,
@@ -27,9 +27,9 @@ from tests.e2e_helpers import (
     run_inprocess,
     write_catalog,
 )
-from tests.emulator_thread import emulator_thread
-from tests.fakes import png_bytes
-from tests.fixtures_images import make_image, write_manifest
+from tests.helpers.emulator import emulator_thread
+from tests.helpers.fakes import png_bytes
+from tests.helpers.images import make_image, write_manifest
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 

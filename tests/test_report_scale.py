@@ -31,7 +31,7 @@ from pipeline.review.page import build_payload, write_report
 from pipeline.review.view import read_report_fold
 from pipeline.runner import aftermath
 from pipeline.runner.options import Console
-from tests.ledger_fixtures import extras_fields, job_fields, random_ledger
+from tests.helpers.ledgers import extras_fields, job_fields, random_ledger
 
 CHUNK_ROWS = 250
 # What a job may cost the report's build beyond a fixed base: the compact fold (~100 bytes),
@@ -115,7 +115,7 @@ def test_the_runs_own_report_stops_at_a_fixed_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipeline.manifest import load_manifest
-    from tests.fixtures_images import demo_inputs, write_manifest
+    from tests.helpers.images import demo_inputs, write_manifest
 
     demo_inputs(tmp_path)
     job = {"id": "one", "type": "background", "image": "images/item.png", "prompt": "p"}

@@ -7,7 +7,7 @@ import pytest
 from pipeline.api.retry import MAX_RATE_LIMITED_WAITS, RetryPolicy
 from pipeline.config import RetrySettings
 from pipeline.errors import ApiError, BadRequest, KeyRejected, RateLimited, ServerError
-from tests.fakes import FakeClient
+from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
 

@@ -554,8 +554,8 @@ def make_mask_file(path: Path) -> Path:
 def test_a_run_with_a_generated_mask_shows_it_on_its_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.e2e_helpers import run_cli
-    from tests.fixtures_images import demo_inputs, write_manifest
+    from tests.helpers.e2e import run_cli
+    from tests.helpers.images import demo_inputs, write_manifest
 
     demo_inputs(tmp_path)
     job = {"id": "boxed", "image": "images/item.png", "mask": "box:0,0.5,1,1", "mask_grow": 2}

@@ -41,7 +41,7 @@ from pipeline.scheduler import (
     build_scheduler,
 )
 from pipeline.store.local import Store
-from tests.fakes import FakeClient
+from tests.helpers.fakes import FakeClient
 
 # SchedulerOptions a test may set as they are (the others have harness defaults).
 SCHEDULER_OPTIONS = ("submit", "timeouts", "breaker_jobs", "max_outstanding")

@@ -13,7 +13,7 @@ from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import load_manifest
 from pipeline.models import Feature, Job, PlannedJob
 from pipeline.plan.prepare import scan
-from tests.fixtures_images import make_image, write_manifest
+from tests.helpers.images import make_image, write_manifest
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 HEADER = "Handle,Title,Type,Variant SKU,Image Src,Image Position,Image Alt Text"

@@ -1,8 +1,8 @@
 """Inputs are read once: the stat cache (``preflight.statcache``) and the reader over it.
 
-What proves a file was not opened: an audit hook (``tests.file_opens``) sees every ``open()``
-the interpreter makes, whoever makes it; reading permissions would prove nothing (the tests run
-as root, and a chmod changes the ctime the cache is keyed by anyway). Times are moved with
+What proves a file was not opened: an audit hook (``tests.helpers.file_opens``) sees every
+``open()`` the interpreter makes, whoever makes it; reading permissions would prove nothing (the
+tests run as root, and a chmod changes the ctime the cache is keyed by anyway). Times are moved with
 ``os.utime`` (explicit nanoseconds) and files replaced by rename, never by sleeping; the
 wall clock the cache stamps entries with is injected (``CLOCK``): a file written a moment ago
 is racily clean (see the module), so the tests read it "ten seconds later".
@@ -31,10 +31,10 @@ from pipeline.preflight.statcache import (
     Signature,
     StatCache,
 )
-from tests.e2e_helpers import run_cli
-from tests.emulator_thread import emulator_thread
-from tests.file_opens import recording
-from tests.fixtures_images import make_image, make_mask
+from tests.helpers.e2e import run_cli
+from tests.helpers.emulator import emulator_thread
+from tests.helpers.file_opens import recording
+from tests.helpers.images import make_image, make_mask
 
 LATER_NS = 10 * 1_000_000_000  # the cache's clock runs this far ahead of the files' times
 OLD_NS = 1_600_000_000 * 1_000_000_000  # an mtime in 2020

@@ -19,8 +19,8 @@ from pipeline.ledger.schema import Succeeded, decode_line
 from pipeline.models import Feature, InputRef, Job, PlannedJob
 from pipeline.store import local as local_module
 from pipeline.store.local import CREATOR_TOOL, Store
-from tests.e2e_helpers import records, run_cli, write_catalog
-from tests.emulator_thread import emulator_thread
+from tests.helpers.e2e import records, run_cli, write_catalog
+from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 

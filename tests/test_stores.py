@@ -17,16 +17,9 @@ from typing import Any
 import pytest
 
 from pipeline.review.export import CSV_COLUMNS
-from tests.e2e_helpers import records, run_cli, write_catalog
-from tests.emulator_thread import emulator_thread
-from tests.store_servers import (  # noqa: F401  (fixtures)
-    StoreServer,
-    azurite_endpoint,
-    gcs_endpoint,
-    moto_endpoint,
-    store,
-    use_store,
-)
+from tests.helpers.e2e import records, run_cli, write_catalog
+from tests.helpers.emulator import emulator_thread
+from tests.helpers.stores import StoreServer, use_store
 from tests.test_outputs_bucket import decoded_size
 
 # Whole runs against real store servers, a few seconds a store: make test-stores runs them.
@@ -62,7 +55,7 @@ def catalog_in_store(folder: Path, server: StoreServer, bucket: str) -> Path:
 
 def test_a_run_in_the_store_resumes_refetches_and_exports_without_buying_again(
     tmp_path: Path,
-    store: StoreServer,  # noqa: F811
+    store: StoreServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -113,7 +106,7 @@ def test_a_run_in_the_store_resumes_refetches_and_exports_without_buying_again(
 
 def test_a_wrong_bucket_is_one_line_exit_3_and_nothing_is_bought(
     tmp_path: Path,
-    store: StoreServer,  # noqa: F811
+    store: StoreServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -130,7 +123,7 @@ def test_a_wrong_bucket_is_one_line_exit_3_and_nothing_is_bought(
 
 def test_refused_credentials_are_one_line_exit_3_and_nothing_is_bought(
     tmp_path: Path,
-    store: StoreServer,  # noqa: F811
+    store: StoreServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

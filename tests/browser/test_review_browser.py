@@ -21,8 +21,8 @@ from pipeline.review.page import write_report
 from pipeline.review.view import read_ledger_view
 from tests.browser.playwright_helpers import served, wait_ready
 from tests.browser.synthetic_run import SyntheticJob, build_run
-from tests.e2e_helpers import REPO, spawn_cli, states
-from tests.emulator_thread import emulator_thread
+from tests.helpers.e2e import REPO, spawn_cli, states
+from tests.helpers.emulator import emulator_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 

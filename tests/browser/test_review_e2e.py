@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.ledger.decisions import read_decisions, rejected_for
 from tests.browser.playwright_helpers import served, wait_ready
-from tests.e2e_helpers import purchases, records, spawn_cli, states, write_catalog
+from tests.helpers.e2e import purchases, records, spawn_cli, states, write_catalog
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 

@@ -13,11 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes seconds (starts processes)")
-    config.addinivalue_line("markers", "ray: needs Ray (a local instance)")
-
-
 @pytest.fixture(scope="package")
 def ray_local() -> Iterator[None]:
     ray = pytest.importorskip("ray")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.e2e_helpers import REPO, purchases, states, write_catalog
+from tests.helpers.e2e import REPO, purchases, states, write_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -20,8 +20,8 @@ from pipeline.models import PlannedJob
 from pipeline.plan.prepare import PlanOptions, scan, skip_reason
 from pipeline.store.bucket import OutputTarget
 from pipeline.store.local import Store
-from tests.e2e_helpers import states, write_catalog
-from tests.emulator_thread import KEY, RunningEmulator, serve_in_thread
+from tests.helpers.e2e import states, write_catalog
+from tests.helpers.emulator import KEY, RunningEmulator, serve_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.usefixtures("ray_local")]
 

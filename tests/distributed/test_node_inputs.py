@@ -16,8 +16,7 @@ from pipeline.inputs.cache import InputCache
 from pipeline.manifest import load_manifest
 from pipeline.models import InputRef, PlannedJob
 from pipeline.plan.prepare import scan
-from tests.e2e_helpers import write_catalog
-from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
+from tests.helpers.e2e import write_catalog
 
 pytestmark = pytest.mark.slow  # a real S3 server
 
@@ -35,7 +34,7 @@ def planned_from_url(tmp_path: Path, url: str, data: bytes) -> PlannedJob:
 
 def test_a_missing_cached_input_is_fetched_into_this_nodes_cache(
     tmp_path: Path,
-    s3_server: str,  # noqa: F811
+    s3_server: str,
 ) -> None:
     bucket = f"in-{uuid.uuid4().hex[:10]}"
     fs = objectstore.filesystem(f"s3://{bucket}")

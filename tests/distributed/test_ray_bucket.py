@@ -24,9 +24,8 @@ from pipeline.ledger import LedgerState, LedgerWriter
 from pipeline.review.export import CSV_COLUMNS
 from pipeline.store.bucket import BucketStore, OutputTarget
 from tests.distributed.test_distributed_run import fast_window_emulator, planned, settings_for
-from tests.e2e_helpers import records, run_cli, states, write_catalog
-from tests.emulator_thread import KEY, emulator_thread, serve_in_thread
-from tests.inputs_fixtures import moto_endpoint, s3_server  # noqa: F401  (fixtures)
+from tests.helpers.e2e import records, run_cli, states, write_catalog
+from tests.helpers.emulator import KEY, emulator_thread, serve_in_thread
 from tests.test_outputs_bucket import decoded_size, objects
 
 pytestmark = [
@@ -40,7 +39,7 @@ FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
 
 
 @pytest.fixture
-def secret(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
+def secret(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A secret key of its own (moto takes any), to look for where it must never be."""
     value = f"secret-{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", value)

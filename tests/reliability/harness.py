@@ -1,6 +1,6 @@
 """The reliability suite's own toolkit: quiet options, a tallying emulator, log accounting.
 
-Catalogs, CLI runs and output checks are the shared ones of ``tests.e2e_helpers``; what is
+Catalogs, CLI runs and output checks are the shared ones of ``tests.helpers.e2e``; what is
 here is the suite's own: its quiet options, an emulator that tallies its faults, and the
 accounting that replays the emulator's log into the retries the pipeline must have made.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer
-from tests import e2e_helpers
-from tests.e2e_helpers import QUICK_POLLS, Expected, records
-from tests.emulator_thread import KEY, RunningEmulator, serve_in_thread
+from tests.helpers import e2e as e2e_helpers
+from tests.helpers.e2e import QUICK_POLLS, Expected, records
+from tests.helpers.emulator import KEY, RunningEmulator, serve_in_thread
 from tests.reliability.figures import tally, tally_faults
 
 # Progress bar and report off (report tests turn it on), and a pace that never throttles.

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import pipeline.store.verify
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     assert_ledger_parses,
     assert_no_partial_final_files,
     finish,
@@ -29,10 +29,10 @@ from tests.e2e_helpers import (
     states,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
-from tests.emulator_thread import RunningEmulator
+from tests.helpers.emulator import RunningEmulator
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,

@@ -16,14 +16,14 @@ import pytest
 
 from pipeline.api.client import OneMinClient
 from pipeline.errors import RateLimited
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     records,
     run_inprocess,
     states,
     summary,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
 from tests.reliability.harness import (

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     CliResult,
     assert_no_partial_final_files,
     records,
@@ -28,7 +28,7 @@ from tests.e2e_helpers import (
     states,
     write_profile,
 )
-from tests.fixtures_images import make_alpha_mask, make_animated, make_image, make_mask, truncate
+from tests.helpers.images import make_alpha_mask, make_animated, make_image, make_mask, truncate
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,

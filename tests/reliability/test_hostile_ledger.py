@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pipeline.cli import main
 from pipeline.ledger import read_ledger
 from pipeline.review.view import read_ledger_view
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
 from tests.reliability.figures import tally

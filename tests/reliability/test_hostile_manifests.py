@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.manifest import JOB_FIELDS
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     CliResult,
 )
 from tests.reliability.figures import tally

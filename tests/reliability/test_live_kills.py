@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     Expected,
     assert_ledger_parses,
     assert_no_partial_final_files,
@@ -27,7 +27,7 @@ from tests.e2e_helpers import (
     write_mixed_catalog,
     write_profile,
 )
-from tests.emulator_thread import KEY, RunningEmulator, serve_in_thread
+from tests.helpers.emulator import KEY, RunningEmulator, serve_in_thread
 from tests.reliability.figures import tally
 from tests.reliability.harness import QUIET, assert_outputs_whole
 

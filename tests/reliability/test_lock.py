@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     Expected,
     run_inprocess,
     spawn_module,
     states,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
 from tests.reliability.figures import tally

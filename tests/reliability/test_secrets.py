@@ -18,16 +18,16 @@ import pytest
 from aiohttp import web
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     CliResult,
     run_inprocess,
     scan_for_secret,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
-from tests.emulator_thread import RunningEmulator, serve_in_thread
+from tests.helpers.emulator import RunningEmulator, serve_in_thread
 from tests.reliability.figures import tally, tally_faults
 
 JOBS = 6

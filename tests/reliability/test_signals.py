@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     CliResult,
     Expected,
     assert_ledger_parses,
@@ -24,10 +24,10 @@ from tests.e2e_helpers import (
     states,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
-from tests.emulator_thread import RunningEmulator
+from tests.helpers.emulator import RunningEmulator
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.ledger import LedgerWriter
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     CliResult,
     assert_ledger_parses,
     assert_no_partial_final_files,
@@ -25,10 +25,10 @@ from tests.e2e_helpers import (
     summary,
     write_profile,
 )
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     write_mixed_catalog as write_catalog,
 )
-from tests.emulator_thread import RunningEmulator
+from tests.helpers.emulator import RunningEmulator
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A settings file that polls records at once and often (the emulator's edits are short): test
 # runs pass it with --config unless they bring their own profile (``write_profile``).
 QUICK_POLLS = Path(__file__).resolve().parent / "quick_polls.yaml"

@@ -1,6 +1,6 @@
 """Helpers that make small test images, masks and manifests (import them; not a conftest).
 
-Use: ``from tests.fixtures_images import make_image, make_mask, write_manifest``.
+Use: ``from tests.helpers.images import make_image, make_mask, write_manifest``.
 """
 
 from __future__ import annotations

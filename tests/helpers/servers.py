@@ -1,6 +1,6 @@
 """Fixtures for the inputs tests: an S3-compatible server (moto's server mode) on 127.0.0.1.
 
-Imported by the test modules that use them (``from tests.inputs_fixtures import s3_server``).
+Imported by the test modules that use them (``from tests.helpers.servers import s3_server``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -23,7 +23,7 @@ def moto_endpoint() -> Iterator[str]:
     test cost ~1 s a test."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     try:
@@ -117,7 +117,7 @@ class ImageHost:
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        port = _free_port()
+        port = free_port()
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", port).start())
         self.base = f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.inputs_fixtures import _free_port, moto_endpoint  # noqa: F401  (a fixture)
+from tests.helpers.servers import free_port
 
 # Set before gcsfs or google-auth are imported anywhere in this process (both read them once).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AZURITE = REPO / ".venv" / "node" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's published development key (the same in every Azurite): not a secret.
@@ -110,7 +110,7 @@ def gcs_endpoint() -> Iterator[str]:
     """gcp-storage-emulator in this process (its own threads), in memory."""
     from gcp_storage_emulator.server import create_server
 
-    port = _free_port()
+    port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     try:
