@@ -7,6 +7,7 @@ Every child is bounded in time: past its timeout it gets SIGINT (the pipeline se
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -92,6 +93,9 @@ def run_child(
     )
 
 
+_NO_USAGE = resource.struct_rusage((0.0, 0.0, *([0] * 14)))
+
+
 def _peak_mb(events: dict[str, dict[str, Any]], wait4_kb: int) -> float:
     """The child's peak memory from its own last readings (``readings.peak_rss_kb``); wait4's
     figure only for a child without the probe, and it includes the runner's own size."""
@@ -109,7 +113,12 @@ def _wait(
     """Reap the child with ``wait4`` (its rusage), interrupting it when due."""
     sent_int_at: float | None = None
     while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        try:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Popen.send_signal and kill poll first: a child that ended just then was reaped
+            # by them (its rusage is lost; the code is Popen's).
+            return process.returncode or 0, _NO_USAGE, sent_int_at is not None
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)  # Popen must not reap it
             return process.returncode, usage, sent_int_at is not None

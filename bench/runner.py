@@ -18,7 +18,7 @@ import orjson
 from bench.common import REPO, ScenarioResult, log
 from bench.report import render_markdown
 from bench.scenarios import (
-    async_rate,
+    account_rate,
     checks,
     distinct_inputs,
     imaging,
@@ -49,7 +49,7 @@ SCENARIOS: dict[str, Scenario] = {
     "imaging": imaging.run,
     "checks": checks.run,
     "report": report.run,
-    "async_rate": async_rate.run,
+    "account_rate": account_rate.run,
     "ray_scale": ray_scale.run,
 }
 # Scenarios that mostly wait run in a thread beside another that mostly waits, to keep the

@@ -25,7 +25,11 @@ KEY_ENV = "ONEMIN_API_KEY"
 API_BASE_ENV = "ONEMIN_API_BASE"
 ASSET_BASE_ENV = "ONEMIN_ASSET_BASE"
 
-CONCURRENCY = 8
+# Jobs in flight: "auto" keeps as many as fill the request budget at the edit time observed
+# (scheduler.inflight), up to MAX_CONCURRENCY; a number fixes it.
+CONCURRENCY_AUTO = "auto"
+CONCURRENCY: int | str = CONCURRENCY_AUTO
+MAX_CONCURRENCY = 256
 RPM = 150.0  # requests to the API host a minute; the documented account limit is 180
 MAX_ATTEMPTS = 5
 BACKOFF_BASE = 1.0  # seconds before the first retry
@@ -52,6 +56,9 @@ POLL_INITIAL = 2.0  # first wait before polling a processing record
 POLL_MAX = 10.0  # polls back off (x1.5 each) up to this
 POLL_GROWTH = 1.5
 POLL_JITTER = 0.2  # each poll wait is scaled by a random factor in [1 - POLL_JITTER, 1]
+# How long the CDN in front of the API holds a sync call before it answers 524 (Cloudflare's
+# 100 s); submit "auto" sends sync calls only while edits finish well inside it.
+GATEWAY_TIMEOUT = 100.0
 
 # "auto": a run starts async and may send sync calls while edits are fast (docs/api.md#submit-modes)
 SubmitMode = Literal["auto", "sync", "async"]
@@ -93,13 +100,26 @@ class Endpoints:
 @dataclass(frozen=True)
 class RateLimit:
     rpm: float = RPM  # API-host requests (uploads, feature calls, polls) per minute, evenly
-    concurrency: int = CONCURRENCY  # jobs in flight (sync: feature calls open at once)
+    # Jobs in flight (sync: feature calls open at once; async: records outstanding): "auto" or
+    # a number.
+    concurrency: int | str = CONCURRENCY
+    max_concurrency: int = MAX_CONCURRENCY  # the ceiling of "auto"
     slowdown_factor: float = SLOWDOWN_FACTOR
     recovery_step: float = RECOVERY_STEP
     min_rpm: float = MIN_RPM
     correlated_429s: int = CORRELATED_429S  # 429s in force at once: the account's limit
     share_window: int = SHARE_WINDOW  # recent answers the share of 429s is taken over
     share_limit: float = SHARE_LIMIT  # more than this share of 429s: the limit is reached
+
+    @property
+    def auto(self) -> bool:
+        """Whether jobs in flight follow the budget (``--concurrency auto``)."""
+        return self.concurrency == CONCURRENCY_AUTO
+
+    @property
+    def ceiling(self) -> int:
+        """The most jobs ever in flight: the fixed number, or ``max_concurrency`` under auto."""
+        return self.max_concurrency if self.auto else int(self.concurrency)
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,7 @@ class Timeouts:
     processing: float = PROCESSING_TIMEOUT
     poll_initial: float = POLL_INITIAL
     poll_max: float = POLL_MAX
+    gateway: float = GATEWAY_TIMEOUT  # the CDN's patience with a sync call
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,26 @@ _GROUPS: dict[str, type] = {
 }
 
 
+def concurrency_value(value: Any) -> int | str:
+    """``"auto"`` or a whole number of at least 1; raises ConfigError naming the setting."""
+    if isinstance(value, str) and value.strip().lower() == CONCURRENCY_AUTO:
+        return CONCURRENCY_AUTO
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"rate.concurrency: expected auto or a number, got {value!r}") from exc
+    if isinstance(value, float) and value != number:
+        raise ConfigError(f"rate.concurrency: expected a whole number, got {value!r}")
+    if number < 0:
+        raise ConfigError(f"rate.concurrency: must not be negative, got {value!r}")
+    if number == 0:
+        raise ConfigError("rate.concurrency: must be at least 1 (or auto)")
+    return number
+
+
 def _coerce(group: str, name: str, value: Any, current: Any) -> Any:
+    if (group, name) == ("rate", "concurrency"):
+        return concurrency_value(value)
     kind = type(current)
     try:
         if kind is bool or value is None:

@@ -23,12 +23,6 @@ class JobStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class JobSkipped:
-    job_id: str
-    reason: str  # "done" | "failed" (a failed job without --retry-failed)
-
-
-@dataclass(frozen=True, slots=True)
 class JobsSkipped:
     """Jobs the plan left out before the run began (done, failed before, held back)."""
 
@@ -179,6 +173,23 @@ class ResultLost:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestSent:
+    """An API-host request left the rate gate (every try counts: the budget counts them all)."""
+
+    job_id: str
+    kind: str  # "upload" | "feature" | "poll"
+    waited: float  # seconds it waited at the gate
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyChanged:
+    """The jobs the pool may keep in flight changed (``--concurrency auto``)."""
+
+    limit: int
+    edits_per_minute: float | None  # what the budget allows at the requests an edit seen
+
+
+@dataclass(frozen=True, slots=True)
 class RunStopping:
     reason: str  # a pipeline.errors.StopReason value
     message: str
@@ -186,7 +197,6 @@ class RunStopping:
 
 Event = (
     JobStarted
-    | JobSkipped
     | JobsSkipped
     | AssetsUploaded
     | FeatureSubmitted
@@ -200,6 +210,8 @@ Event = (
     | UnknownStatusWord
     | OutputsRefetched
     | ResultLost
+    | RequestSent
+    | ConcurrencyChanged
     | RunStopping
 )
 Listener = Callable[[Event], None]

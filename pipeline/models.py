@@ -119,7 +119,7 @@ class PlannedJob:
     # edit area); preflight.mask_upload_bytes() does it and says so in its warnings.
     mask_convert: bool = False
     # What is done to each file before upload (EXIF rotation undone, scaled to max_input_side,
-    # 16 to 8 bits, a mask to grayscale: inputs.upload); None: upload the file as it is.
+    # 16 to 8 bits, a mask to grayscale: images.upload); None: upload the file as it is.
     image_recipe: Recipe | None = None
     mask_recipe: Recipe | None = None
     # A mask made here (generated, modified or scaled): the PNG uploaded in place of the file;

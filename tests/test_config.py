@@ -66,3 +66,21 @@ def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> N
     profile.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load_settings(profile, {}, None)
+
+
+def test_rate_and_submit_flags_reach_settings_through_run_options() -> None:
+    from pipeline.cli import build_parser
+    from pipeline.cli.run import options_from_args
+    from pipeline.runner.options import RunOptions
+
+    argv = ["run", "m.yaml", "--concurrency", "auto", "--max-concurrency", "64", "--sync"]
+    options = options_from_args(build_parser().parse_args(argv))
+    assert (options.concurrency, options.max_concurrency, options.submit) == ("auto", 64, "sync")
+    settings = load_settings(None, {}, options.settings_flags())
+    assert (settings.rate.auto, settings.rate.ceiling, settings.submit) == (True, 64, "sync")
+    # The Python API takes the same names as keyword arguments (RunOptions' fields).
+    fixed = RunOptions(manifest=Path("m.yaml"), concurrency=12, submit="async")
+    settings = load_settings(None, {}, fixed.settings_flags())
+    assert (settings.rate.auto, settings.rate.ceiling, settings.submit) == (False, 12, "async")
+    with pytest.raises(ConfigError, match="concurrency"):
+        load_settings(None, {}, RunOptions(Path("m.yaml"), concurrency="many").settings_flags())

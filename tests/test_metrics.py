@@ -5,7 +5,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.events import RequestSent
 from pipeline.reporting.metrics import write_metrics
+from pipeline.reporting.stats import RunStats
 
 
 def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -75,3 +77,61 @@ def test_previous_value_of_another_manifest_is_not_taken(tmp_path: Path) -> None
     run(path, manifest="catalog", last_success_ts=None, exit_code=1)
     names = {name for name, _ in samples(path)}
     assert "onemin_pipeline_last_success_timestamp_seconds" not in names
+
+
+def test_requests_by_kind_per_image_and_the_budget_used(tmp_path: Path) -> None:
+    stats = RunStats(clock=Clock(), rpm=150.0)
+    requests = [("upload", 0.0), ("feature", 0.4), ("poll", 20.4)] * 2  # two edits, three each
+    for kind, moment in requests:
+        stats.clock.now = moment  # type: ignore[attr-defined]
+        stats(RequestSent("job", kind, waited=0.0))
+    stats.counters["images/written"] = 2
+    summary = stats.request_summary()
+    assert summary["sent"] == {"uploads": 2, "calls": 2, "polls": 2, "total": 6}
+    assert summary["per_image"] == {"uploads": 1.0, "calls": 1.0, "polls": 1.0, "total": 3.0}
+    # 20.4 s at 150 a minute allow 51 + 1 requests: 6 of them were sent.
+    assert summary["budget_use"] == round(6 / 52, 3)
+    path = run(tmp_path / "catalog.prom", requests=summary)
+    got = samples(path)
+    m = ("manifest", "catalog")
+    assert got[("onemin_pipeline_requests", (("kind", "poll"), m))] == 2
+    assert got[("onemin_pipeline_requests_per_image", (("kind", "call"), m))] == 1.0
+    assert got[("onemin_pipeline_requests_per_image", (("kind", "total"), m))] == 3.0
+    assert got[("onemin_pipeline_rate_budget_use", (m,))] == round(6 / 52, 3)
+
+
+def test_nothing_delivered_has_no_requests_per_image(tmp_path: Path) -> None:
+    stats = RunStats(rpm=150.0)
+    stats(RequestSent("job", "upload", waited=0.0))
+    summary = stats.request_summary()
+    assert summary["per_image"] is None and summary["sent"]["total"] == 1
+    got = samples(run(tmp_path / "catalog.prom", requests=summary))
+    assert not any(name == "onemin_pipeline_requests_per_image" for name, _ in got)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_figures_edits_a_minute_beside_what_the_budget_allows() -> None:
+    from pipeline.events import ConcurrencyChanged, JobSucceeded
+    from pipeline.reporting.progress import edits_text
+    from pipeline.reporting.stats import in_flight_text
+
+    clock = Clock()
+    stats = RunStats(clock=clock, rpm=150.0)
+    assert edits_text(stats) == "-" and stats.budget_allows() is None
+    for edit in range(150):  # an edit every 0.8 s, two requests each
+        clock.now = edit * 0.8
+        stats(RequestSent(f"j{edit}", "upload", 0.0))
+        stats(RequestSent(f"j{edit}", "feature", 0.0))
+        stats(JobSucceeded(f"j{edit}", "k", ("x.png",), 1, 1000, "u"))
+    stats(ConcurrencyChanged(30, 75.0))
+    assert stats.budget_allows() == 75.0  # 150 a minute at two requests an edit
+    assert abs((stats.edits_per_minute() or 0) - 75.0) <= 1.0  # over the last minute
+    assert edits_text(stats).endswith(" of 75.0") and len(stats.recent_ends) <= 76
+    assert in_flight_text(len(stats.in_flight), stats.limit) == "0/30"

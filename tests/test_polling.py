@@ -25,7 +25,9 @@ async def test_processing_answers_buy_one_edit_per_job_and_poll_the_rest(tmp_pat
     client = FakeClient()
     client.processing_calls = {c for c in range(1, 21) if c % 5 < 3}  # 60% of the calls
     client.polls_needed = 3
-    harness = Harness(tmp_path, client, concurrency=4)
+    # One at a time: the harness's clock adds up every task's sleeps, so records polled side by
+    # side would seem to take the sum of their waits (and the next ones aim their polls later).
+    harness = Harness(tmp_path, client, concurrency=1)
     jobs = make_jobs(tmp_path, 20)
     _, stats = await harness.run(jobs)
     assert stats.succeeded == 20
@@ -220,14 +222,14 @@ def _most_records_in_flight(events: list[object]) -> int:
     return most
 
 
-async def test_async_workers_hand_records_to_the_polling_side(tmp_path: Path) -> None:
-    """--async: a worker submits and moves on; one worker keeps several records in flight."""
+async def test_async_records_in_flight_fill_the_concurrency(tmp_path: Path) -> None:
+    """--async: --concurrency bounds records outstanding, and they are all used."""
     client = FakeClient()
     client.polls_needed = 3
-    harness = Harness(tmp_path, client, concurrency=1, submit="async")
+    harness = Harness(tmp_path, client, concurrency=3, submit="async")
     _, stats = await harness.run(make_jobs(tmp_path, 6, shared_image=False))
     assert stats.succeeded == 6 and len(client.feature_calls) == 6  # one purchase each
-    assert _most_records_in_flight(harness.events) > 1
+    assert _most_records_in_flight(harness.events) == 3
     assert {line["job_id"] for line in harness.by_status("succeeded")} == {
         f"job-{i}" for i in range(6)
     }
@@ -236,7 +238,7 @@ async def test_async_workers_hand_records_to_the_polling_side(tmp_path: Path) ->
 async def test_records_in_flight_are_bounded(tmp_path: Path) -> None:
     client = FakeClient()
     client.polls_needed = 3
-    harness = Harness(tmp_path, client, concurrency=1, submit="async", max_outstanding=1)
+    harness = Harness(tmp_path, client, concurrency=1, submit="async")
     _, stats = await harness.run(make_jobs(tmp_path, 4, shared_image=False))
     assert stats.succeeded == 4
     assert _most_records_in_flight(harness.events) == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -102,6 +102,12 @@ class FakeStats:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    in_flight: set[str] = field(default_factory=lambda: {"a", "b"})
+    limit: int | None = 30
+    allows: float | None = 75.0
+
+    def budget_allows(self) -> float | None:
+        return self.allows
 
 
 async def test_heartbeat_reports_progress_rates_and_eta() -> None:
@@ -126,6 +132,7 @@ async def test_heartbeat_reports_progress_rates_and_eta() -> None:
     assert first["done"] == "40/110" and first["failed"] == 0
     assert first["rate_recent"] == 30.0 and first["rate_overall"] == 30.0
     assert first["eta"] == "2m20s"  # 70 left at 30/min
+    assert first["in_flight"] == "2/30" and first["budget_allows"] == 75.0
     assert second["done"] == "50/110" and second["failed"] == 2
     assert second["rate_recent"] == 10.0 and second["rate_overall"] == 20.0
     assert second["eta"] == "5m48s"  # 58 left at the recent 10/min

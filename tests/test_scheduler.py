@@ -44,7 +44,7 @@ from pipeline.store.local import Store
 from tests.helpers.fakes import FakeClient
 
 # SchedulerOptions a test may set as they are (the others have harness defaults).
-SCHEDULER_OPTIONS = ("submit", "timeouts", "breaker_jobs", "max_outstanding")
+SCHEDULER_OPTIONS = ("submit", "timeouts", "breaker_jobs", "max_concurrency")
 
 
 class Sleeps:
@@ -136,8 +136,12 @@ class Harness:
                 policy=options.get("policy")  # type: ignore[arg-type]
                 or RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
                 options=SchedulerOptions(
-                    concurrency=int(options.get("concurrency", 4)),  # type: ignore[call-overload]
-                    **{k: v for k, v in options.items() if k in SCHEDULER_OPTIONS},  # type: ignore[arg-type]
+                    concurrency=options.get("concurrency", 4),  # type: ignore[arg-type]
+                    # The scripted steps are those of sync calls unless a test says otherwise.
+                    **{  # type: ignore[arg-type]
+                        "submit": "sync",
+                        **{k: v for k, v in options.items() if k in SCHEDULER_OPTIONS},
+                    },
                 ),
                 credits=CreditBudget(
                     options.get("max_credits"),  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ DETAILS_DEPTH = 4  # JSON strings inside JSON strings in `details`: unwrapped th
 
 
 class BodySink(Protocol):
-    """Where a download's body goes instead of straight into the file (``imagecheck``)."""
+    """Where a download's body goes instead of straight into the file (``store.verify``)."""
 
     def write(self, data: bytes) -> object: ...
     def finish(self) -> None: ...

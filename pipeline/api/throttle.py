@@ -3,7 +3,9 @@
 The rule (SPEC §1, §1a), exactly:
 
 - **Pace.** Requests leave one at a time, evenly spaced at ``--rpm`` (one interval = 60 / rpm
-  seconds apart; a bucket of one, so no burst at start-up, after idling or after a pause).
+  seconds apart; a bucket of one, so no burst at start-up, after idling or after a pause). A
+  sender that waited takes the slot it waited for even if it woke a little late, so the event
+  loop's lateness does not slow the pace.
 - **A lone 429 with Retry-After** delays only the call that got it (the scheduler sleeps the
   policy's delay for it, the announced wait capped at ``retry_after_max``). The pace is not cut;
   every other worker goes on.
@@ -208,10 +210,20 @@ class Throttle:
         # waits for both the pause and its slot, the others wait behind it, so the end of a
         # pause lets exactly one through and the next one an interval later.
         async with self._turn:
+            waited = False
             while (wait := self._ready_at() - self._now()) > 0:
                 # Woken early or late, look again: a pause may have begun or grown meanwhile.
+                waited = True
                 await self._sleep(wait)
-            self._last_sent = self._now()
+            now = self._now()
+            # A sender that waited takes the slot it waited for, not the moment it woke: an
+            # event loop late by a few milliseconds at every wake must not add up over a queue
+            # of senders (on a busy machine it cost a tenth of the pace). At most one interval
+            # is made up, so the pace is never exceeded by more than a request. One that found
+            # the gate free takes now (no burst after idling).
+            self._last_sent = (
+                max(self._ready_at(), now - self.control.interval()) if waited else now
+            )
 
     def _ready_at(self) -> float:
         return max(self.control.pause_until, self._last_sent + self.control.interval())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.config import http_url_problem
+from pipeline.config import ConfigError, concurrency_value, http_url_problem
 from pipeline.inputs.objectstore import REMOTE_SCHEMES, is_object_store
 
 
@@ -35,6 +35,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def concurrency_option(text: str) -> int | str:
+    """``--concurrency``: ``auto`` or a whole number of at least 1."""
+    try:
+        return concurrency_value(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("rate.concurrency: ")) from exc
 
 
 def positive_float(text: str) -> float:

@@ -12,6 +12,7 @@ from pipeline.cli.codes import EXIT_CODES_HELP
 from pipeline.cli.options import (
     add_redo_missing,
     add_rehash,
+    concurrency_option,
     http_url,
     ids_option,
     non_negative_float,
@@ -56,7 +57,19 @@ def add_arguments(commands: Any) -> None:
     run.add_argument(
         "--asset-base", type=http_url, help="asset host base URL (default: $ONEMIN_ASSET_BASE)"
     )
-    run.add_argument("--concurrency", type=positive_int, help="jobs in flight at once")
+    run.add_argument(
+        "--concurrency",
+        type=concurrency_option,
+        metavar="N|auto",
+        help="jobs in flight at once; auto (the default) keeps as many as fill --rpm at the "
+        "edit time seen",
+    )
+    run.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        metavar="N",
+        help="the most jobs --concurrency auto keeps in flight (default 256)",
+    )
     run.add_argument(
         "--rpm", type=positive_float, help="requests to the API host per minute, evenly spread"
     )
@@ -137,6 +150,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         api_base=args.api_base,
         asset_base=args.asset_base,
         concurrency=args.concurrency,
+        max_concurrency=args.max_concurrency,
         rpm=args.rpm,
         max_attempts=args.max_attempts,
         max_credits=args.max_credits,

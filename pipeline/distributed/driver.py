@@ -142,7 +142,7 @@ class Driver:
         self._env = storage_env(os.environ if environ is None else environ)
         self._bus = bus
         self._resume = resume_state
-        self._batch = batch_size or max(1, settings.rate.concurrency)
+        self._batch = batch_size or max(1, settings.rate.ceiling)
         self._budget = budget_name(api_key)
         self.shards: dict[int, Any] = {}  # live shard id -> actor handle
         self._next_id = 0

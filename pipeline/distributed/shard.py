@@ -2,8 +2,9 @@
 
 Each ``run_batch`` runs a ``Scheduler`` over one batch of jobs; the driver keeps at most
 ``BATCHES_IN_FLIGHT`` batches per shard (its backpressure), and each batch's scheduler gets an
-equal share of ``--concurrency``, so the shard's feature calls open at once stay bounded while
-one batch tails off and the next one starts.
+equal share of ``--concurrency`` (under ``auto``: of the request budget it fills and of
+``--max-concurrency``), so the shard's jobs in flight stay bounded while one batch tails off and
+the next one starts.
 
 Events go back to the driver (the ledger's single writer) through a Ray queue: the bus listener
 buffers them and a flusher sends a list every ``FLUSH_SECONDS``; a ``FeatureSubmitted`` is sent
@@ -151,6 +152,7 @@ class Shard:
         self._forwarder = _Forwarder(shard, events)
         rate = settings.rate
         self._throttle = RemoteThrottle(budget, rate, shards)
+        self._budget_share = 1.0 / (max(1, shards) * BATCHES_IN_FLIGHT)
         self._credit_table = load_credit_table()
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -160,7 +162,7 @@ class Shard:
 
     async def _client(self) -> OneMinClient:
         if self._session is None:
-            limit = self._settings.rate.concurrency * 2 + 4
+            limit = self._settings.rate.ceiling * 2 + 4
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
             self._flusher = asyncio.create_task(self._flush_forever())
         return OneMinClient(
@@ -189,7 +191,7 @@ class Shard:
         planned = await asyncio.to_thread(self._local_inputs, jobs)
         bus = EventBus()
         bus.subscribe(self._forwarder)
-        concurrency = max(1, self._settings.rate.concurrency // BATCHES_IN_FLIGHT)
+        concurrency = max(1, self._settings.rate.ceiling // BATCHES_IN_FLIGHT)
         scheduler = build_scheduler(
             await self._client(),
             self._store,
@@ -197,7 +199,7 @@ class Shard:
             self._throttle,
             BatchLedger(jobs),
             policy=RetryPolicy(self._settings.retry),
-            options=scheduler_options(self._settings, concurrency),
+            options=scheduler_options(self._settings, concurrency, self._budget_share),
             credits=self._credits,
             credits_for=self._credit_table.for_job,
             mask_converter=mask_upload_bytes,

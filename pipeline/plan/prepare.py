@@ -1,9 +1,9 @@
 """Plan: ``prepare``, the single pass both ``validate`` and ``run`` use, and the skip rule.
 
-The pass streams the manifest through preflight and the planner (``preflight.rows``: each
+The pass streams the manifest through preflight and the planner (``plan.onepass``: each
 shared row shape checked once, each id on its own), decides per valid job whether it runs
 (the ledger, ``--retry-failed``, ``--only``, ``--limit``, reviews) and spools those that do
-(``preflight.spool``). Content keys are ``preflight.keys``' (re-exported here).
+(``plan.spool``). Content keys are ``plan.keys``' (re-exported here).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def prepare(
     The pass counts, names every problem and spools each job that will run to an anonymous
     temporary file; the run then streams them from there, so no row is parsed or checked
     twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
-    shared shape (``preflight.rows``) are counted on their shape and spooled as a few fields.
+    shared shape (``plan.onepass``) are counted on their shape and spooled as a few fields.
     ``preflight`` (fresh for each pass) may bring a stat cache (``Preflight(stat_cache=...)``).
     """
     preflight = preflight if preflight is not None else Preflight()

@@ -1,6 +1,6 @@
 """The spool: the jobs the plan's one pass found to run, kept on disk until the run reads them.
 
-Rows of a shared shape (``preflight.rows``) are stored as their template's number, id and row
+Rows of a shared shape (``plan.onepass``) are stored as their template's number, id and row
 number (and their prompt and content key when these are their own), and the template (the
 shape's first PlannedJob) once: a row costs a few bytes and no pickled dataclass. Jobs
 checked one by one are stored whole. Records are pickled in batches to an anonymous temporary

@@ -211,7 +211,7 @@ class Preflight:
         return isinstance(facts, ImageFacts) and facts.convert_mask
 
     def upload_recipe(self, job: Job, role: str) -> Recipe:
-        """What to do to the job's image or mask file before upload (``inputs.upload``):
+        """What to do to the job's image or mask file before upload (``images.upload``):
         undo EXIF rotation, scale to ``max_input_side`` (the mask to its image's new size),
         16 to 8 bits, a mask to grayscale. Read from the per-file cache; call after ``check``."""
         image = self._cached_facts(job.image, self._image_facts)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
 PREFIX = "onemin_pipeline_"
 LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
+# The summary's request kinds as metric labels: kind="upload" | "call" | "poll" | "total".
+METRIC_KINDS = {"uploads": "upload", "calls": "call", "polls": "poll"}
 
 
 def write_metrics(
@@ -30,11 +33,14 @@ def write_metrics(
     manifest: str,
     manifest_total: int | None = None,
     possibly_charged: int = 0,
+    requests: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the textfile; `last_success_ts=None` keeps the previous file's value.
 
     `jobs_by_state` holds states only (done, failed, pending, rejected...), so that
     `sum(onemin_pipeline_jobs)` is the manifest's size; that size, if given, is its own gauge.
+    `requests` is the run summary's ``requests`` (``RunStats.request_summary``): API requests
+    sent by kind, per delivered image, and the share of the rate budget used.
 
     An alert on "no success for 2 days" needs the timestamp of the last good run even after a
     failing one, so a failing run carries it forward instead of dropping it. Raises OSError when
@@ -76,11 +82,35 @@ def write_metrics(
             manifest,
             last_success_ts,
         )
+    if requests is not None:
+        _request_gauges(registry, manifest, requests)
     _single(registry, "exit_code", "Exit code of the last run", manifest, exit_code)
     _single(registry, "run_duration_seconds", "Wall time of the last run", manifest, duration_s)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(target), registry)
     return target
+
+
+def _request_gauges(
+    registry: CollectorRegistry, manifest: str, requests: Mapping[str, Any]
+) -> None:
+    """API requests of the run by kind (uploads, calls, polls), per delivered image, and the
+    budget's use (requests sent over what --rpm allowed from the first to the last)."""
+    labels = ("manifest", "kind")
+    sent = Gauge(f"{PREFIX}requests", "API requests this run sent", labels, registry=registry)
+    per_image = Gauge(
+        f"{PREFIX}requests_per_image",
+        "API requests this run sent per delivered image",
+        labels,
+        registry=registry,
+    )
+    for name, count in (requests.get("sent") or {}).items():
+        sent.labels(manifest, METRIC_KINDS.get(name, name)).set(count)
+    for name, share in (requests.get("per_image") or {}).items():
+        per_image.labels(manifest, METRIC_KINDS.get(name, name)).set(share)
+    if requests.get("budget_use") is not None:
+        doc = "API requests this run sent over what --rpm allowed from its first to its last"
+        _single(registry, "rate_budget_use", doc, manifest, requests["budget_use"])
 
 
 def _single(registry: CollectorRegistry, name: str, doc: str, manifest: str, value: float) -> None:

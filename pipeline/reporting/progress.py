@@ -1,4 +1,5 @@
-"""A tqdm progress bar driven by events: done, failed, retrying, rate and ETA."""
+"""A tqdm progress bar driven by events: done, failed, retrying, rate and ETA; jobs in flight
+beside the pool's limit, and edits a minute beside what the request budget allows."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from pipeline.events import Event, JobFailed, JobRetrying, JobSkipped, JobSucceeded
-from pipeline.reporting.stats import RunStats
+from pipeline.events import (
+    ConcurrencyChanged,
+    Event,
+    JobFailed,
+    JobRetrying,
+    JobSucceeded,
+)
+from pipeline.reporting.stats import RunStats, in_flight_text
 
 
 class ProgressBar:
@@ -26,10 +33,10 @@ class ProgressBar:
         )
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, JobSucceeded | JobFailed | JobSkipped):
+        if isinstance(event, JobSucceeded | JobFailed):
             self._bar.update(1)
             self._refresh()
-        elif isinstance(event, JobRetrying):
+        elif isinstance(event, JobRetrying | ConcurrencyChanged):
             self._refresh()
 
     def _refresh(self) -> None:
@@ -39,8 +46,17 @@ class ProgressBar:
             failed=stats.failed,
             skipped=stats.skipped,
             retrying=len(stats.retrying),
+            in_flight=in_flight_text(len(stats.in_flight), stats.limit),
+            edits_min=edits_text(stats),
             refresh=False,
         )
 
     def close(self) -> None:
         self._bar.close()
+
+
+def edits_text(stats: RunStats) -> str:
+    """``74.8 of 75.0``: edits a minute over the last minute, and what the budget allows."""
+    rate, allowed = stats.edits_per_minute(), stats.budget_allows()
+    shown = "-" if rate is None else f"{rate:.1f}"
+    return shown if allowed is None else f"{shown} of {allowed:.1f}"

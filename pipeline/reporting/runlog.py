@@ -30,6 +30,7 @@ from pipeline.events import (
     RunStopping,
     UnknownStatusWord,
 )
+from pipeline.reporting.stats import in_flight_text
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -223,12 +224,22 @@ class StatsSource(Protocol):
     @property
     def skipped(self) -> int: ...
 
+    @property
+    def in_flight(self) -> set[str]: ...
+
+    @property
+    def limit(self) -> int | None: ...
+
+    def budget_allows(self) -> float | None: ...
+
 
 Sleep = Callable[[float], Awaitable[object]]
 
 
 class Heartbeat:
-    """Every `interval` seconds: done/total, failed, rate over the last interval and overall, ETA.
+    """Every `interval` seconds: done/total, failed, rate over the last interval and overall, ETA;
+    jobs in flight and the pool's limit; the edits a minute the request budget allows (`--rpm`
+    over the requests an edit has cost), beside which `rate_recent` is read.
 
     For runs without a progress bar (cron, `--no-progress`): an hour of silence looks like a hang.
     """
@@ -270,6 +281,8 @@ class Heartbeat:
             failed=self.stats.failed,
             rate_recent=recent,
             rate_overall=overall,
+            budget_allows=_rounded(self.stats.budget_allows()),
+            in_flight=in_flight_text(len(self.stats.in_flight), self.stats.limit),
             eta=_eta(remaining, recent or overall),
         )
 
@@ -288,6 +301,10 @@ class Heartbeat:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _per_minute(jobs: int, seconds: float) -> float | None:

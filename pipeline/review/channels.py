@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
+from pipeline.config import http_url_problem
 from pipeline.errors import ExportError
 from pipeline.images.checks import Channel, ImageChecks
 from pipeline.images.fit import FIT_MAX_UPSCALE, FitOutcome, fit_for_amazon
@@ -175,9 +176,8 @@ def export_channel(
 def url_maker(dest: str, root: str, options: ChannelOptions) -> Callable[[str], str]:
     """The public URL of a file named ``name`` in DEST (see the module's docstring)."""
     if options.base_url is not None:
-        parts = urlsplit(options.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ExportError(f"--base-url {options.base_url!r} is not an http(s) URL")
+        if problem := http_url_problem(options.base_url):
+            raise ExportError(f"--base-url: {problem}")
         base = options.base_url if options.base_url.endswith("/") else options.base_url + "/"
         return lambda name: base + quote(name)
     scheme = dest.split("://", 1)[0].lower() if "://" in dest else ""

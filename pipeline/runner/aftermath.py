@@ -69,7 +69,7 @@ async def finish_run(
     for warning in await asyncio.to_thread(context.target.copy_state):
         log.warning(warning)  # a bucket OUT: its ledger copy is behind the local one
     if options.metrics_file is not None:
-        _write_metrics(context, states, credits_all_runs, possibly_charged, stats, code)
+        _write_metrics(context, states, summary, credits_all_runs, possibly_charged, stats, code)
     report_path = None
     if options.report and sent:
         report_path = write_run_report(out, context.manifest, plan.total, context.console)
@@ -93,6 +93,7 @@ def folder_states(plan: CheckedPlan, stats: RunStats) -> dict[str, int]:
 def _write_metrics(
     context: RunContext,
     states: dict[str, int],
+    summary: dict[str, Any],
     credits_all_runs: float,
     possibly_charged: int,
     stats: RunStats,
@@ -113,6 +114,7 @@ def _write_metrics(
             duration_s=stats.elapsed(),
             manifest=context.manifest.name,
             possibly_charged=possibly_charged,
+            requests=summary.get("requests"),
         )
     except OSError as exc:
         context.log.warning(
@@ -183,6 +185,8 @@ def summary_lines(
             f"possibly charged: {stats.possibly_charged} feature calls whose answer was lost "
             f"after sending (~{counters['credits/possibly_charged']} credits, counted as spent)"
         )
+    if (requests := request_line(stats)) is not None:
+        lines.append(requests)
     if stop_message:
         lines.append(f"stopped: {stop_message}")
     if failures:
@@ -195,3 +199,17 @@ def summary_lines(
     if report is not None:
         lines.append(f"report: {report}")
     return lines
+
+
+def request_line(stats: RunStats) -> str | None:
+    """``API requests: 2.04 an image (uploads 1.00, calls 1.00, polls 0.04); 0.97 of --rpm 150
+    used``, or None when nothing was delivered."""
+    summary = stats.request_summary()
+    per_image = summary["per_image"]
+    if not per_image:
+        return None
+    kinds = ", ".join(f"{kind} {per_image[kind]:.2f}" for kind in ("uploads", "calls", "polls"))
+    line = f"API requests: {per_image['total']:.2f} an image ({kinds})"
+    if summary["budget_use"] is not None:
+        line += f"; {summary['budget_use']:.2f} of --rpm {summary['rpm']:g} used"
+    return line

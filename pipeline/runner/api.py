@@ -43,9 +43,9 @@ def run(
 ) -> RunResult:
     """Run a manifest's pending jobs (resumable, like ``pipeline run``).
 
-    ``options`` are ``RunOptions``' fields (``out``, ``emulator``, ``rpm``, ``concurrency``,
-    ``max_credits``, ``retry_failed``, ``dry_run``, ``report``, ``log_file``, ...); an unknown
-    name is a ``TypeError``.
+    ``options`` are ``RunOptions``' fields (``out``, ``emulator``, ``rpm``, ``concurrency`` (a
+    number or ``"auto"``), ``max_concurrency``, ``submit``, ``max_credits``, ``retry_failed``,
+    ``dry_run``, ``report``, ``log_file``, ...); an unknown name is a ``TypeError``.
     """
     options.setdefault("log_stderr", False)  # a library prints nothing unasked
     run_options = RunOptions(

@@ -29,12 +29,13 @@ class RunOptions:
     config: Path | None = None
     api_base: str | None = None
     asset_base: str | None = None
-    concurrency: int | None = None
+    concurrency: int | str | None = None  # a number, or "auto" (--concurrency auto)
+    max_concurrency: int | None = None  # the most jobs "auto" keeps in flight
     rpm: float | None = None
     max_attempts: int | None = None
     max_credits: float | None = None
     max_total_credits: float | None = None
-    submit: SubmitMode | None = None  # "async" (--async), "sync" (--sync); None: the settings'
+    submit: SubmitMode | None = None  # "auto", "async" (--async) or "sync"; None: the settings'
     retry_failed: bool = False
     rehash: bool = False  # read every input again, ignoring the stat cache
     redo_missing: bool = False
@@ -57,7 +58,11 @@ class RunOptions:
         """The options that are settings, as ``config.apply`` takes them (flags win)."""
         flags: dict[str, Any] = {
             "endpoints": {"api_base": self.api_base, "asset_base": self.asset_base},
-            "rate": {"rpm": self.rpm, "concurrency": self.concurrency},
+            "rate": {
+                "rpm": self.rpm,
+                "concurrency": self.concurrency,
+                "max_concurrency": self.max_concurrency,
+            },
             "retry": {"max_attempts": self.max_attempts},
         }
         if self.max_credits is not None:

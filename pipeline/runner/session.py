@@ -57,7 +57,7 @@ async def run_session(
 ) -> RunResult:
     settings, options = context.settings, context.options
     bus = EventBus()
-    stats = RunStats()
+    stats = RunStats(rpm=settings.rate.rpm)
     async with AsyncExitStack() as stack:
         endpoints, api_key = settings.endpoints, context.api_key
         if options.emulator:
@@ -77,7 +77,7 @@ async def run_session(
             plan.total - stats.skipped,
             settings_summary(context),
         )
-        connector = aiohttp.TCPConnector(limit=settings.rate.concurrency * 2 + 4)
+        connector = aiohttp.TCPConnector(limit=settings.rate.ceiling * 2 + 4)
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         assert api_key is not None
         client = OneMinClient(session, endpoints, api_key, settings.timeouts)
@@ -198,6 +198,7 @@ def settings_summary(context: RunContext) -> dict[str, Any]:
     settings = context.settings
     return {
         "concurrency": settings.rate.concurrency,
+        "max_concurrency": settings.rate.max_concurrency,
         "rpm": settings.rate.rpm,
         "max_attempts": settings.retry.max_attempts,
         "max_credits": settings.max_credits,

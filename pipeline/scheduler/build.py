@@ -7,9 +7,24 @@ from dataclasses import dataclass, field
 
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.throttle import Gate
-from pipeline.config import CONCURRENCY, SUBMIT, Settings, SubmitMode, Timeouts
+from pipeline.config import (
+    CONCURRENCY,
+    CONCURRENCY_AUTO,
+    MAX_CONCURRENCY,
+    SUBMIT,
+    Settings,
+    SubmitMode,
+    Timeouts,
+)
 from pipeline.events import EventBus
 from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.inflight import (
+    REQUESTS_ASYNC,
+    REQUESTS_SYNC,
+    InflightController,
+    Slots,
+    WatchedGate,
+)
 from pipeline.scheduler.job import (
     AssetHostCheck,
     Client,
@@ -32,19 +47,28 @@ from pipeline.store.local import Store
 class SchedulerOptions:
     """How the pool runs; every field has the run's default."""
 
-    concurrency: int = CONCURRENCY
+    concurrency: int | str = CONCURRENCY  # jobs in flight: a number, or "auto"
+    max_concurrency: int = MAX_CONCURRENCY  # the ceiling of "auto"
     submit: SubmitMode = SUBMIT
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker_jobs: int | None = None  # None: the retry policy's (0 disables the breaker)
-    max_outstanding: int | None = None  # --async: records in flight (default: per worker)
+    # The share of the gate's budget this pool may fill ("auto"): a Ray shard's batch has part.
+    budget_share: float = 1.0
 
 
-def scheduler_options(settings: Settings, concurrency: int | None = None) -> SchedulerOptions:
-    """The pool's options from a run's settings (``concurrency``: a shard's share)."""
+def scheduler_options(
+    settings: Settings, concurrency: int | None = None, budget_share: float = 1.0
+) -> SchedulerOptions:
+    """The pool's options from a run's settings (a shard's batch: its ``concurrency`` when the
+    run's is a number, its ``budget_share`` under auto)."""
+    rate = settings.rate
+    fixed = rate.concurrency if concurrency is None or rate.auto else concurrency
     return SchedulerOptions(
-        concurrency=settings.rate.concurrency if concurrency is None else concurrency,
+        concurrency=fixed,
+        max_concurrency=max(1, int(rate.max_concurrency * budget_share)),
         submit=settings.submit,
         timeouts=settings.timeouts,
+        budget_share=budget_share,
     )
 
 
@@ -70,9 +94,12 @@ def build_scheduler(
     credits = credits or CreditBudget()
     timing = timing or Timing()
     stop = StopSignal()
-    steps = StepRunner(gate, policy, bus, stop, timing.sleep)
+    inflight, slots = _admission(gate, options, timing)
+    if inflight is not None:
+        gate = WatchedGate(gate, inflight)  # 429s reach the controller too
+    submit = submit or submit_policy(options.submit, options.timeouts.gateway)
+    steps = StepRunner(gate, policy, bus, stop, timing.sleep, timing.clock)
     uploads = Uploads(client, steps, resume, bus, store, mask_converter)
-    submit = submit or submit_policy(options.submit)
     # asked once per run, by whichever part needs it first
     asset_host = AssetHostCheck(client, timing.sleep)
     purchase = Purchase(
@@ -97,8 +124,27 @@ def build_scheduler(
         results=Results(client, store, steps, stop, timing.clock, asset_host),
         credits=credits,
         stop=stop,
-        concurrency=options.concurrency,
+        slots=slots,
+        inflight=inflight,
         breaker_jobs=breaker,
-        max_outstanding=options.max_outstanding,
         clock=timing.clock,
+        sleep=timing.sleep,
     )
+
+
+def _admission(
+    gate: Gate, options: SchedulerOptions, timing: Timing
+) -> tuple[InflightController | None, Slots]:
+    """The limit of jobs in flight: fixed, or the controller's under ``auto``."""
+    if options.concurrency != CONCURRENCY_AUTO:
+        fixed = max(1, int(options.concurrency))
+        return None, Slots(lambda: fixed, sleep=timing.sleep)
+    share = options.budget_share
+    inflight = InflightController(
+        budget=lambda: gate.current_rpm * share / 60.0,
+        clock=timing.clock,
+        ceiling=options.max_concurrency,
+        requests_prior=REQUESTS_SYNC if options.submit == "sync" else REQUESTS_ASYNC,
+    )
+    slots = Slots(inflight.limit, sleep=timing.sleep, time_bound=lambda: inflight.grows_with_time)
+    return inflight, slots

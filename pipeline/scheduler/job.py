@@ -35,6 +35,7 @@ ASSET_CHECK_TRIES = 3  # the asset host's unsigned-read check, when it fails tra
 ASSET_CHECK_BACKOFF = 0.5  # seconds before its second try, doubling
 SETTLING_STEPS = frozenset({"poll", "download"})  # what a paid record still needs
 CHALLENGE_STATUS = 403
+START_STEPS = frozenset({"upload", "feature"})  # requests before an edit starts
 
 
 class Client(Protocol):
@@ -178,12 +179,27 @@ class JobRun:
     reuploaded: bool = False
     feature_tries: int = 0  # failed feature tries that count toward --max-attempts
     last_step: str = ""  # the step of the latest failure: says which host the breaker blames
-    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of its stored outputs
     sent_async: bool = False  # the latest feature call went with "async": true
+    requests: int = 0  # API requests sent for this job (every try of upload, call, poll)
+    # Seconds its uploads and feature calls waited at the rate gate, in all: time before its
+    # edit could start. (A poll's wait is not counted: the edit goes on meanwhile.)
+    gate_wait: float = 0.0
     submitted_at: float | None = None  # when this run last sent the job's feature call
+    gate_since: float | None = None  # waiting at the rate gate since then, if it is now
+    gate_step: str = ""  # ... for a request of this step
+    checks: tuple[ImageChecks, ...] = ()  # the marketplace checks of its stored outputs
     # Answers of this job's feature calls lost after sending (unknown outcomes), earlier runs'
     # included: the call is re-sent once, async; a second loss fails the job.
     lost_answers: int = 0
+
+    @property
+    def at_gate(self) -> bool:
+        return self.gate_since is not None
+
+    def gate_seconds(self, now: float) -> float:
+        """``gate_wait`` so far, the wait of now too if it is one that counts."""
+        counted = self.gate_since is not None and self.gate_step in START_STEPS
+        return self.gate_wait + (now - self.gate_since if counted else 0.0)  # type: ignore[operator]
 
     @property
     def job(self) -> Job:

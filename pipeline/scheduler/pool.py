@@ -1,44 +1,42 @@
-"""The worker pool: planned jobs stream through a bounded queue to N workers.
+"""The pool: planned jobs are admitted as in-flight slots free up, each run as a task of its own.
 
-Each worker takes one job at a time through upload → feature → (poll) → fetch → store. Retries
-happen here, step by step: a failed download is retried from the stored result and never buys
-the edit again; an upload is shared by every job with the same input bytes; a record still
-processing is polled by its uuid (written to the ledger first), never bought again.
+Each job goes through upload → feature → (poll) → fetch → store. Retries happen here, step by
+step: a failed download is retried from the stored result and never buys the edit again; an
+upload is shared by every job with the same input bytes; a record still processing is polled by
+its uuid (written to the ledger first), never bought again.
 
 Every request to the API host (upload, feature call, poll) passes the shared throttle; result
-and input downloads do not (SPEC 1a). ``--concurrency`` bounds jobs held by workers: in sync
-mode that is feature calls open at once. With ``submit: async`` the POST returns at once and
-the worker hands the processing record to a task of its own (poll, fetch, the job's last
-line) and takes the next job; records in flight are bounded by ``max_outstanding`` (default
-``RECORDS_PER_WORKER`` a worker) and, through the shared throttle, by the request budget, so a
-run's edit rate is bounded by ``--rpm`` over the requests each edit costs, not by
+and input downloads do not. ``--concurrency`` bounds jobs in flight, from admission to their last
+line, whether their call is held open (sync) or their record is polled (async): a fixed number,
+or under ``auto`` the limit ``inflight.InflightController`` keeps to fill the request budget at
+the edit time it observes (it changes during the run; ``inflight.Slots`` admits under it). A
+run's edit rate is so bounded by ``--rpm`` over the requests each edit costs, not by
 concurrency over processing time.
 
 Run-fatal errors (key rejected, out of credits, a budget reached, the circuit breaker) and
 signals stop the intake; jobs already in flight settle, untouched jobs keep no ledger line and
-so stay resumable. The breaker (SPEC 5): when ``breaker_jobs`` jobs in a row run out of retries
-on transient errors, the run stops and those jobs are deferred (``JobDeferred``), not failed.
+so stay resumable. The breaker: when ``breaker_jobs`` jobs in a row run out of retries on
+transient errors, the run stops and those jobs are deferred (``JobDeferred``), not failed.
 
 ``attempts`` on a job's succeeded/failed line: every feature call sent (each counts, answered
 or not) plus every failed try of its other steps (input fetch, upload, poll, download), 429s
 excepted (flow control). A clean job shows 1; a job whose download was retried twice shows 3.
 
-The scheduler only emits events; the ledger, progress bar and statistics listen.
+The scheduler only emits events; the ledger, progress bar and statistics listen. Its parts are
+objects of their own (``purchase``, ``polling``, ``results``; ``build.build_scheduler``); this
+module keeps the run itself: admission, one job's course and the breaker.
 
 A job's course is its parts (``job.Part``): one paid call for the whole job, or one per image
 where the result bucket serves a record's first result only. Each part is polled if needed and
 fetched; a paid image out of reach makes the job ``partial`` (``JobPartial``), never a silent
 purchase. A job failed on answers lost twice (``outcome_unknown``) is counted too: as many in a
 row as the breaker counts stop the run.
-
-The steps are objects of their own (``purchase``, ``polling``, ``results``, ``uploads``, the
-``steps`` retry loop); this module keeps the run itself: the queue, the workers, one job's
-course and the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TypeVar
@@ -55,6 +53,7 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.events import (
+    ConcurrencyChanged,
     EventBus,
     JobDeferred,
     JobFailed,
@@ -65,6 +64,7 @@ from pipeline.events import (
 )
 from pipeline.models import PlannedJob
 from pipeline.scheduler.budget import CreditBudget
+from pipeline.scheduler.inflight import InflightController, Slots
 from pipeline.scheduler.job import (
     Exhausted,
     JobRun,
@@ -72,6 +72,7 @@ from pipeline.scheduler.job import (
     PartialImages,
     ResumeState,
     RunOutcome,
+    Sleep,
     StopSignal,
     cdn_challenged,
     error_info,
@@ -86,8 +87,8 @@ T = TypeVar("T")
 SETTLING_STOPS = frozenset(
     {StopReason.MAX_CREDITS, StopReason.MAX_TOTAL_CREDITS, StopReason.INTERRUPTED}
 )
-QUEUE_PER_WORKER = 2
-RECORDS_PER_WORKER = 8  # --async: records in flight per worker, by default
+ADMISSION_BURST = 4  # under auto, admissions this many intervals ahead of the pace may go now
+MIN_QUEUE_RECHECK = 0.1  # seconds: how often a held admission looks at the gate's queue again
 
 
 class Scheduler:
@@ -102,10 +103,11 @@ class Scheduler:
         results: Results,
         credits: CreditBudget,
         stop: StopSignal,
-        concurrency: int,
+        slots: Slots,
+        inflight: InflightController | None,
         breaker_jobs: int,
-        max_outstanding: int | None,
         clock: Callable[[], float],
+        sleep: Sleep,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -115,17 +117,18 @@ class Scheduler:
         self._results = results
         self.credits = credits
         self._stop = stop
-        self._concurrency = max(1, concurrency)
+        self._slots = slots  # admission: at most the limit of jobs in flight
+        self._inflight = inflight  # the limit's controller under --concurrency auto
         self._breaker_jobs = breaker_jobs
         self._clock = clock
+        self._sleep = sleep
         self._outcome = RunOutcome()
         self._held: list[Exhausted] = []  # the current streak of transient exhaustions
         self._lost_streak = 0  # jobs in a row failed on answers lost twice (outcome_unknown)
-        # --async: records handed to the polling side, each a task that finishes its job.
-        outstanding = max_outstanding or self._concurrency * RECORDS_PER_WORKER
-        self._outstanding = asyncio.Semaphore(max(outstanding, self._concurrency))
-        self._detached: set[asyncio.Task[None]] = set()
-        self._crashes: list[BaseException] = []  # bugs raised by records' tasks
+        self._jobs: set[asyncio.Task[None]] = set()  # jobs in flight, a task each
+        self._crashes: list[BaseException] = []  # bugs raised by job tasks, raised by run()
+        self._shown_limit: int | None = None
+        self._next_admission = -math.inf
 
     @property
     def credits_spent(self) -> int:
@@ -148,59 +151,93 @@ class Scheduler:
         return self._stop.is_set()
 
     async def run(self, planned: Iterable[PlannedJob]) -> RunOutcome:
-        queue: asyncio.Queue[PlannedJob | None] = asyncio.Queue(
-            self._concurrency * QUEUE_PER_WORKER
-        )
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self._concurrency)]
-        feeder = asyncio.create_task(self._feed(planned, queue))
+        self._note_limit()
+        dispatcher = asyncio.create_task(self._dispatch(planned))
         stopper = asyncio.create_task(self._stop.wait())
         try:
-            # Whichever comes first: the plan is fed, or a stop request (then the feeder,
-            # possibly blocked on a full queue, is cancelled and the workers see the flag).
-            await asyncio.wait({feeder, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not feeder.done():
-                feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
-            if feeder.done() and not feeder.cancelled() and feeder.exception():
-                raise feeder.exception()  # type: ignore[misc]
-            if self._stop.is_set():
-                for _ in workers:
-                    _put_nowait_dropping(queue, None)
-            await asyncio.gather(*workers)
-            while self._detached:  # --async: the records handed to the polling side
-                await asyncio.gather(*list(self._detached))
-            if self._crashes:  # a bug in a record's task that ended before anyone awaited it
+            # Whichever comes first: the plan is admitted, or a stop request (then the
+            # dispatcher, possibly waiting for a slot, is cancelled; jobs in flight settle).
+            await asyncio.wait({dispatcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not dispatcher.done():
+                dispatcher.cancel()
+            await asyncio.gather(dispatcher, return_exceptions=True)
+            if not dispatcher.cancelled() and dispatcher.exception():
+                raise dispatcher.exception()  # type: ignore[misc]
+            while self._jobs:
+                await asyncio.gather(*list(self._jobs))
+            if self._crashes:
                 raise self._crashes[0]
         finally:
             stopper.cancel()
-            for task in (*workers, feeder, *self._detached):
+            jobs = list(self._jobs)
+            for task in (dispatcher, *jobs):
                 task.cancel()
-            detached = list(self._detached)
-            await asyncio.gather(*workers, feeder, stopper, *detached, return_exceptions=True)
+            await asyncio.gather(dispatcher, stopper, *jobs, return_exceptions=True)
             self._settle_held(defer=self._tripped())
         return self._outcome
 
-    async def _feed(self, planned: Iterable[PlannedJob], queue: asyncio.Queue) -> None:
-        # The plan already left out what need not run (plan.skip_reason): feed everything.
+    async def _dispatch(self, planned: Iterable[PlannedJob]) -> None:
+        """Admit the plan's jobs one by one as the limit allows; each runs in a task of its own.
+        (The plan already left out what need not run: ``plan.skip_reason``.)"""
         for item in planned:
             if self._stop.is_set():
                 return
-            await queue.put(item)
-        for _ in range(self._concurrency):
-            await queue.put(None)
-
-    async def _worker(self, queue: asyncio.Queue[PlannedJob | None]) -> None:
-        while not self._stop.is_set():
-            item = await queue.get()
-            if item is None or self._stop.is_set():
+            await self._slots.acquire()
+            await self._pace_admission()
+            if self._stop.is_set():
+                self._slots.release()
                 return
-            await self._outstanding.acquire()  # --async: records in flight stay bounded
-            detached = False
-            try:
-                detached = bool(await self._guarded(self._run_job(JobRun(item))))
-            finally:
-                if not detached:
-                    self._outstanding.release()
+            task = asyncio.create_task(self._one_job(item))
+            self._jobs.add(task)
+            task.add_done_callback(self._job_task_done)
+            self._note_limit()
+
+    async def _pace_admission(self) -> None:
+        """Under auto, admissions are spread at the rate the budget allows edits (a few may
+        go at once: ``ADMISSION_BURST``), so jobs that ended together are not replaced
+        together; and held while the gate's queue is longer than the limit's headroom means
+        (``InflightController.admits_now``)."""
+        if self._inflight is None:
+            return
+        interval = self._inflight.admission_interval()
+        now = self._clock()
+        earliest = self._next_admission - ADMISSION_BURST * interval
+        if now < earliest:
+            await self._sleep(earliest - now)
+        while not self._inflight.admits_now() and not self._stop.is_set():
+            await self._sleep(max(interval, MIN_QUEUE_RECHECK))  # the gate's queue drains
+        now = self._clock()
+        self._next_admission = max(now, self._next_admission) + interval
+
+    async def _one_job(self, item: PlannedJob) -> None:
+        run = JobRun(item)
+        ticket = None
+        if self._inflight is not None:
+            ticket = self._inflight.started(run)
+        try:
+            await self._guarded(self._run_job(run))
+        finally:
+            self._slots.release()
+            if self._inflight is not None and ticket is not None:
+                self._inflight.ended(ticket, requests=run.requests, gate_wait=run.gate_wait)
+            self._note_limit()
+
+    def _job_task_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._crashes.append(task.exception())  # type: ignore[arg-type]
+
+    def _note_limit(self) -> None:
+        """Tell the listeners the jobs that may be in flight, when that changed."""
+        if self._inflight is None:
+            if self._shown_limit is None:
+                self._shown_limit = self._slots.limit()
+                self._bus.emit(ConcurrencyChanged(self._shown_limit, None))
+            return
+        view = self._inflight.view()
+        if view.limit != self._shown_limit:
+            self._shown_limit = view.limit
+            self._bus.emit(ConcurrencyChanged(view.limit, view.edits_per_minute))
 
     async def _guarded(self, work: Awaitable[T]) -> T | None:
         """Run-fatal errors stop the intake; a bug stops it too, and is raised to be seen."""
@@ -219,8 +256,8 @@ class Scheduler:
 
     # -- one job ------------------------------------------------------------------------------
 
-    async def _run_job(self, run: JobRun) -> bool:
-        """One job up to its paid record(s); True if they went to the polling side."""
+    async def _run_job(self, run: JobRun) -> None:
+        """One job from its first step to its terminal event."""
         job, key, started = run.job, run.planned.key, self._clock()
         self._store.sweep_temps(job.id)
         self._bus.emit(JobStarted(run.planned))
@@ -240,33 +277,8 @@ class Scheduler:
                 parts = await self._purchase.buy(run, wanted, paid)
         except (JobFatal, TransientError) as exc:
             self._job_ended_badly(run, exc)
-            return False
-        unfinished = any(not part.result.result_paths for part in parts)
-        detach = run.sent_async if not resumed else self._purchase.submit.asynchronous()
-        if detach and unfinished:
-            # The worker moves on: polling, fetching and the job's last line happen in a task
-            # of their own, so records in flight are bounded by max_outstanding (and the
-            # request budget), not by workers sitting out each record's processing time.
-            task = asyncio.create_task(self._detached_finish(run, parts, started, partial))
-            self._detached.add(task)
-            task.add_done_callback(self._record_task_done)
-            return True
+            return
         await self._finish(run, parts, started, resumed, partial)
-        return False
-
-    def _record_task_done(self, task: asyncio.Task[None]) -> None:
-        self._detached.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            self._crashes.append(error)
-
-    async def _detached_finish(
-        self, run: JobRun, parts: list[Part], started: float, partial: PartialImages | None
-    ) -> None:
-        try:
-            await self._guarded(self._finish(run, parts, started, False, partial))
-        finally:
-            self._outstanding.release()
 
     async def _finish(
         self,
@@ -417,16 +429,6 @@ class Scheduler:
     def _fail(self, run: JobRun, exc: PipelineError) -> None:
         info = error_info(exc, transient=is_systemic(exc))
         self._bus.emit(JobFailed(run.job.id, run.planned.key, info, run.attempts))
-
-
-def _put_nowait_dropping(queue: asyncio.Queue[PlannedJob | None], item: None) -> None:
-    """Make room for a stop sentinel: drop queued jobs (they keep no ledger line)."""
-    while True:
-        try:
-            queue.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            queue.get_nowait()
 
 
 def _merged(

@@ -1,5 +1,5 @@
 """``Results``: each one streamed to a temporary file, checked and marked on the way
-(``imagecheck``), retried from the stored record (never bought again), then published.
+(``store.verify``), retried from the stored record (never bought again), then published.
 
 A record's first result comes from its ``temporaryUrl``; when that is refused (an expired
 signature), polling the finished record again gives a freshly signed one. An image that no URL

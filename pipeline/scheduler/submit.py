@@ -4,15 +4,37 @@ record, then polled) or synchronously (the connection held open for the whole ed
 ``Purchase`` asks the run's ``SubmitPolicy`` before every call and tells it what it saw: how
 long an edit took, and every answer lost after the body was sent (an unknown outcome). The
 policy is the seam between buying edits and choosing the mode: ``FixedSubmit`` is ``--async``
-and ``--sync``; ``submit: auto`` (sync only while edits finish well inside the CDN gateway's
-patience) implements the same protocol. See ``docs/api.md#submit-modes``.
+and ``--sync``; ``AutoSubmit`` is ``submit: auto``, the default. See
+``docs/api.md#submit-modes``.
+
+Why switch at all: a sync call is held open for the whole render behind a CDN that gives up
+after ``timeouts.gateway`` seconds (an HTML 524 while the origin may still finish and charge the
+edit), while an async call answers at once and costs at least one poll of the one request
+budget. When the budget binds, sync calls make more edits a minute (a distinct photo costs an
+upload and a call, not those and a poll), but only while edits finish well inside the gateway's
+patience. ``AutoSubmit`` starts async; sends sync calls only once ``MIN_EDITS_SEEN`` edits have
+finished, while the p99 of the last ``RECENT_EDITS`` edit times is under ``SAFE_SHARE`` of the
+gateway's patience, and never again after a lost answer. A slow edit turns it back to async at
+once (with fewer than 100 edits in the window the p99 is the slowest) until that edit has left
+the window. Edit times come from both kinds of call: a sync call's duration, an async record's
+time from its POST to the poll that saw it finished (the longer measure: it only makes the
+policy more careful).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from collections.abc import Collection
 from typing import Literal, Protocol
 
+from pipeline.config import GATEWAY_TIMEOUT
+
 FixedMode = Literal["async", "sync"]
+MIN_EDITS_SEEN = 8  # edits finished before the first sync call
+RECENT_EDITS = 64  # the window the p99 is taken over
+SAFE_SHARE = 0.5  # sync only while the p99 is under this share of the gateway's patience
+QUANTILE = 0.99
 
 
 class SubmitPolicy(Protocol):
@@ -51,7 +73,46 @@ class FixedSubmit:
         self._asynchronous = True
 
 
-def submit_policy(mode: str) -> SubmitPolicy:
-    """The policy of a run's ``submit`` setting. ``auto`` starts async, as the fixed async
-    mode does, until its own policy (sync while edits are fast) is built behind this seam."""
+class AutoSubmit:
+    """``submit: auto``: async until edits are seen to finish well inside the gateway's
+    patience (``gateway``: ``timeouts.gateway``); async for good after a lost answer."""
+
+    def __init__(
+        self,
+        gateway: float = GATEWAY_TIMEOUT,
+        *,
+        min_seen: int = MIN_EDITS_SEEN,
+        window: int = RECENT_EDITS,
+    ) -> None:
+        self._threshold = gateway * SAFE_SHARE
+        self._min_seen = max(1, min_seen)
+        self._recent: deque[float] = deque(maxlen=max(1, window))
+        self._lost = False
+
+    def __repr__(self) -> str:
+        return f"AutoSubmit(sync below {self._threshold:g} s)"
+
+    def asynchronous(self) -> bool:
+        if self._lost or len(self._recent) < self._min_seen:
+            return True
+        return p99(self._recent) >= self._threshold
+
+    def on_finished(self, seconds: float) -> None:
+        self._recent.append(seconds)
+
+    def on_lost_answer(self) -> None:
+        self._lost = True
+
+
+def p99(values: Collection[float]) -> float:
+    """The nearest-rank 99th percentile (of fewer than 100 values: the largest)."""
+    ordered = sorted(values)
+    rank = math.ceil(QUANTILE * len(ordered))
+    return ordered[max(0, rank - 1)]
+
+
+def submit_policy(mode: str, gateway: float = GATEWAY_TIMEOUT) -> SubmitPolicy:
+    """The policy of a run's ``submit`` setting: ``auto``, ``async`` or ``sync``."""
+    if mode == "auto":
+        return AutoSubmit(gateway)
     return FixedSubmit("sync" if mode == "sync" else "async")

@@ -125,7 +125,9 @@ class FakeClient:
         self._maybe_fail("download")
         job = self._results.get(result.uuid)
         width, height = map(int, (job.size if job else "1024x1024").split("x"))
-        data = self._png_cache.setdefault((width, height), png_bytes((width, height)))
+        data = self._png_cache.get((width, height))
+        if data is None:  # encoded once per size (setdefault would encode on every call)
+            data = self._png_cache[(width, height)] = png_bytes((width, height))
         if sink is None:
             dest.write_bytes(data)
             return len(data)
