@@ -6,6 +6,7 @@ Everything is deterministic (seeded) and written into a scratch folder the calle
 from __future__ import annotations
 
 import csv
+import os
 import random
 import struct
 import zlib
@@ -138,7 +139,7 @@ def planned_jobs(manifest: Path, limit: int) -> list[PlannedJob]:
     return jobs
 
 
-DONE_FILES = 1024  # real output files the done jobs of a fabricated ledger point at
+DONE_FILES = 1024  # real output files the done jobs of a fabricated ledger are links to
 
 
 def write_done_ledger(path: Path, templates: list[PlannedJob], lines: int) -> int:
@@ -148,19 +149,23 @@ def write_done_ledger(path: Path, templates: list[PlannedJob], lines: int) -> in
     planned jobs of a catalog made by ``shared_rows`` over the same pairs (job N uses pair
     N % k, and ids do not enter the key). Returns how many jobs it marks done.
 
-    Each done job's output is one of ``DONE_FILES`` real files beside the ledger (a resume
-    finds its outputs there, as after a real run: nothing to fetch again); writing a file per
-    job would take longer than the scenario.
+    Each done job's output is where the store puts it (``<id>/0.png``) and is there, a hard
+    link to one of ``DONE_FILES`` files, as after a real run: a resume finds its outputs and has
+    nothing to fetch again, and the fold keeps them as the store's rule, not as text.
     """
     keys = [planned.key for planned in templates]
     done = lines // 3
-    folder = path.parent / "done"
-    folder.mkdir(exist_ok=True)
+    bases = path.parent / ".bench-outputs"
+    bases.mkdir(exist_ok=True)
     for number in range(DONE_FILES):
-        (folder / f"{number:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        (bases / f"{number:04d}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with path.open("wb") as sink:
         for index in range(done):
-            sink.write(_job_lines(f"sku-{index:07d}", keys[index % len(keys)], index))
+            job_id = f"sku-{index:07d}"
+            folder = path.parent / job_id
+            folder.mkdir(exist_ok=True)
+            os.link(bases / f"{index % DONE_FILES:04d}.png", folder / "0.png")
+            sink.write(_job_lines(job_id, keys[index % len(keys)], index))
         for extra in range(lines - done * 3):  # pad with started lines of the next job
             sink.write(_line(f"sku-{done:07d}", "started", keys[done % len(keys)], extra))
     return done
@@ -175,6 +180,7 @@ def _line(job_id: str, status: str, key: str, index: int, **fields: object) -> b
 def _job_lines(job_id: str, key: str, index: int) -> bytes:
     result = f"development/images/2025_01_01_00_00_00_000_{index}_inpainted.png"
     url = f"http://127.0.0.1:1/s3/asset.1min.ai/{result}?X-Amz-Signature={index:064d}"
+    uuid = f"{index:08x}-0000-4000-8000-{index:012x}"  # the API's records are uuids
     return b"".join(
         (
             _line(job_id, "started", key, index, job={"feature": "IMAGE_INPAINTER"}),
@@ -185,7 +191,7 @@ def _job_lines(job_id: str, key: str, index: int) -> bytes:
                 index,
                 attempt=1,
                 credits=1000,
-                uuid=f"{index:032x}",
+                uuid=uuid,
                 result_paths=[result],
                 temporary_url=url,
                 used_credit=index * 1000,
@@ -196,10 +202,10 @@ def _job_lines(job_id: str, key: str, index: int) -> bytes:
                 "succeeded",
                 key,
                 index,
-                outputs=[f"done/{index % DONE_FILES:04d}.png"],
+                outputs=[f"{job_id}/0.png"],
                 attempts=1,
                 credits=1000,
-                uuid=f"{index:032x}",
+                uuid=uuid,
                 timings={"upload": 0.01, "feature": 2.0, "download": 0.02, "total": 2.03},
             ),
         )

@@ -29,6 +29,7 @@ from bench.scenarios import (
     ray_scale,
     remote_preflight,
     report,
+    resume,
     startup,
     throughput,
 )
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
     "rate_control": rate_control.run,
     "memory": memory.run,
     "startup": startup.run,
+    "resume": resume.run,
     "imaging": imaging.run,
     "checks": checks.run,
     "report": report.run,

@@ -6,11 +6,13 @@ end of a run, copies of ``LEDGER_NAME`` and ``SUMMARY_NAME``); the state stays i
 
     OUT/ or STATE/
       ledger.jsonl          append-only: one JSON line per event of a job (LEDGER_NAME)
+      ledger.checkpoint     the ledger's folded state up to an offset, derived (CHECKPOINT_NAME)
       .lock                 flock held by the run writing here (LOCK_NAME)
       summary.json          the folder as a whole, plus its last run (SUMMARY_NAME)
       runs/<stamp>.json     one record per run that sent anything (RUNS_DIR)
       reviews.jsonl         reviewers' decisions, append-only (REVIEWS_NAME)
       report.html           the review page (REPORT_NAME), its thumbnails in .thumbs/ (THUMBS_DIR)
+      report-data/<build>/  the page's jobs in chunk files, one folder per build (REPORT_DATA_DIR)
       staging/              a bucket run's temporaries (STAGING_DIR)
     OUT/<id>/
       <index>.<ext>         a job's images, index from 0
@@ -23,11 +25,14 @@ from __future__ import annotations
 
 LEDGER_NAME = "ledger.jsonl"
 LOCK_NAME = ".lock"
+CHECKPOINT_SUFFIX = ".checkpoint"  # beside a ledger, its suffix replaced: ledger.checkpoint
+CHECKPOINT_NAME = "ledger" + CHECKPOINT_SUFFIX
 SUMMARY_NAME = "summary.json"
 RUNS_DIR = "runs"
 REVIEWS_NAME = "reviews.jsonl"
 REPORT_NAME = "report.html"
 THUMBS_DIR = ".thumbs"
+REPORT_DATA_DIR = "report-data"
 STAGING_DIR = "staging"
 RAW_DIR = ".raw"
 SUPERSEDED_DIR = ".superseded"

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from pipeline.emulator.charges import charges_by_prompt
+from pipeline.layout import REPORT_DATA_DIR
 from tests.helpers.e2e import (
     QUICK_POLLS,
     Expected,
@@ -304,5 +305,6 @@ def test_a_live_400_is_tried_once_and_its_error_code_and_cause_are_shown(
     assert "EXTERNAL_API_RESPONSE_WITH_ERROR" in result.streams  # the log's failure lines
     report = run_inprocess(["report", str(out)], {}, monkeypatch, capsys)
     assert report.code == 0, report.streams
-    page = (out / "report.html").read_text()
+    chunks = sorted((out / REPORT_DATA_DIR).glob("*/*.js"))  # the page's jobs are in its chunks
+    page = (out / "report.html").read_text() + "".join(chunk.read_text() for chunk in chunks)
     assert page.count("EXTERNAL_API_RESPONSE_WITH_ERROR: ") >= 3  # the review page's cards

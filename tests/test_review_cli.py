@@ -88,7 +88,10 @@ async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -
         assert 'src="static/report.js"' in page
         assert (await client.get("/static/report.js")).status == 200
         data = await (await client.get("/api/data")).json()
-        assert data["live"] is True and len(data["jobs"]) == 4
+        assert data["live"] is True and sum(chunk["n"] for chunk in data["chunks"]) == 4
+        chunk_url = data["chunk_url"].replace("{n}", "0")
+        chunk = await (await client.get("/" + chunk_url)).json()
+        assert {row[0] for row in chunk["rows"]} == {"j0", "j1", "j2", "j3"}
         body = {"decisions": [{"job_id": "j0", "decision": "rejected", "note": "crooked"}]}
         response = await client.post("/api/decisions", json=body)
         assert response.status == 200 and (await response.json()) == {"recorded": 1}
@@ -96,13 +99,14 @@ async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -
         response = await client.post("/api/decisions", json=bad)
         assert response.status == 400 and "zzz" in await response.text()
         again = await (await client.get("/api/data")).json()
-        row = next(row for row in again["jobs"] if row[0] == "j0")
-        assert row[again["fields"].index("decision")][:2] == ["rejected", "crooked"]
+        assert again["decisions"]["j0"][:2] == ["rejected", "crooked"]
+        assert again["chunk_url"] == data["chunk_url"]  # the ledger did not move: no new build
         # Thumbnails are made on first request; outputs come from OUT; nothing else does.
-        thumb = next(source["thumb"] for source in again["sources"] if source.get("thumb"))
+        thumb = next(source["thumb"] for source in chunk["sources"] if source.get("thumb"))
         assert (await client.get(f"/.thumbs/{thumb}")).status == 200
         assert (await client.get("/j0/0.png")).status == 200
-        for path in ("/ledger.jsonl", "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.raw/x.png"):
+        for path in ("/ledger.jsonl", "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.raw/x.png",
+                     "/api/chunk/0123abcd/0", "/api/chunk/../../etc/passwd"):  # fmt: skip
             assert (await client.get(path)).status == 404, path
 
 

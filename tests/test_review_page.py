@@ -1,4 +1,4 @@
-"""``pipeline.review.page``: the review page's payload and ``report.html``, from a run folder."""
+"""``pipeline.review.page``: ``report.html`` and its chunks of jobs, from a run folder."""
 
 from __future__ import annotations
 
@@ -27,21 +27,48 @@ HOSTILE_PROMPT = "<script>alert(1)</script> & \u2028 </x-end>"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
 
 
-def payload_of(page: str) -> dict[str, Any]:
-    """The JSON the page's script renders (json.loads undoes the \\u003c escapes)."""
+def read_page(path: Path) -> str:
+    """``report.html`` and the chunk files of its build, as one text (the page's bytes)."""
+    text = path.read_text()
+    index = json.loads(_index_text(text))
+    folder = path.parent / index["chunk_url"].rpartition("/")[0]
+    chunks = sorted(folder.glob("*.js"), key=lambda chunk: int(chunk.stem))
+    assert len(chunks) == len(index["chunks"])
+    return text + "".join(chunk.read_text() for chunk in chunks)
+
+
+def _index_text(page: str) -> str:
     match = re.search(
         r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S
     )
     assert match is not None
-    return json.loads(match.group(1))
+    return match.group(1)
+
+
+def payload_of(page: str) -> dict[str, Any]:
+    """The index and every chunk's rows joined (json.loads undoes the \\u003c escapes)."""
+    payload = json.loads(_index_text(page))
+    chunks = [json.loads(m.group(2)) for m in re.finditer(r"reportChunk\((\d+),(.*?)\);\n", page)]
+    column = {name: i for i, name in enumerate(payload["fields"])}
+    payload["jobs"], payload["sources"], payload["params"] = [], [], []
+    for chunk in chunks:
+        shift = {"source": len(payload["sources"]), "params": len(payload["params"])}
+        for row in chunk["rows"]:
+            for name, values in chunk["tables"].items():
+                if row[column[name]] is not None:
+                    row[column[name]] = values[row[column[name]]]
+            for name, offset in shift.items():
+                if row[column[name]] is not None:
+                    row[column[name]] += offset
+            payload["jobs"].append(row)
+        payload["sources"] += chunk["sources"]
+        payload["params"] += chunk["params"]
+    return payload
 
 
 def as_job(payload: dict[str, Any], row: list[Any]) -> dict[str, Any]:
-    """A row as the script sees it: named fields, tables resolved, outputs and mask as objects."""
+    """A row as the script sees it: named fields, outputs and mask as objects, its decision."""
     job = dict(zip(payload["fields"], row, strict=True))
-    for name, values in payload.get("tables", {}).items():
-        if job[name] is not None:
-            job[name] = values[job[name]]
     job["source"] = dict(payload["sources"][job["source"]])
     job["params"] = payload["params"][job["params"]] if job["params"] is not None else {}
     thumbs = payload["thumbs"]
@@ -56,6 +83,8 @@ def as_job(payload: dict[str, Any], row: list[Any]) -> dict[str, Any]:
     for key in ("thumb", "plain"):
         if job["source"].get(key):
             job["source"][key] = thumbs + job["source"][key]
+    decision = payload["decisions"].get(job["id"])
+    job["decision"] = decision[:3] if decision else None
     return job
 
 
@@ -66,7 +95,7 @@ def page_data(page: str) -> dict[str, Any]:
 
 
 def header(page: str) -> dict[str, Any]:
-    return payload_of(page)["header"]
+    return json.loads(_index_text(page))["header"]
 
 
 def thumbs_of(out: Path) -> dict[str, int]:
@@ -97,7 +126,7 @@ def mixed_run(tmp_path: Path) -> Path:
 
 
 def test_header_counts_and_failed_first(mixed_run: Path) -> None:
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
 
     facts = header(page)
     assert facts["states"] == {"succeeded": 2, "failed": 2, "started": 1}
@@ -122,7 +151,7 @@ def test_header_counts_and_failed_first(mixed_run: Path) -> None:
 
 
 def test_inpainter_source_shows_the_mask_as_an_overlay(mixed_run: Path) -> None:
-    source = page_data(write_report(mixed_run).read_text())["jobs"][3]["source"]
+    source = page_data(read_page(write_report(mixed_run)))["jobs"][3]["source"]
     assert source["thumb"] != source["plain"]  # tinted, with the plain source one click away
     tinted = Image.open(mixed_run / source["thumb"]).convert("RGB")
     plain = Image.open(mixed_run / source["plain"]).convert("RGB")
@@ -135,7 +164,7 @@ def test_inpainter_source_shows_the_mask_as_an_overlay(mixed_run: Path) -> None:
 def test_hostile_prompt_and_id_are_escaped(tmp_path: Path) -> None:
     out = tmp_path / "out"
     build_run(out, [SyntheticJob(HOSTILE_ID, prompt=HOSTILE_PROMPT)], side=16, name="</title>x")
-    page = write_report(out).read_text()
+    page = read_page(write_report(out))
 
     for raw in ("<script>alert", "<img src=x", "</x-end>", "</title>x", "\u2028"):
         assert raw not in page
@@ -169,7 +198,7 @@ def test_missing_unreadable_and_remote_inputs_become_placeholders(tmp_path: Path
     (run.inputs_dir / "broken.png").write_bytes(b"not an image at all")
     (out / "broken" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
-    jobs = {job["id"]: job for job in page_data(write_report(out).read_text())["jobs"]}
+    jobs = {job["id"]: job for job in page_data(read_page(write_report(out)))["jobs"]}
 
     assert jobs["gone"]["source"]["note"] == "missing"
     assert [o["note"] for o in jobs["gone"]["outputs"]] == [None, "missing"]
@@ -190,7 +219,7 @@ def test_output_paths_that_leave_the_folder_are_not_linked(tmp_path: Path) -> No
     lines[-1]["outputs"] = ["../../etc/passwd", "/etc/passwd", "a/0.png"]
     (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
 
-    outputs = page_data(write_report(out).read_text())["jobs"][0]["outputs"]
+    outputs = page_data(read_page(write_report(out)))["jobs"][0]["outputs"]
     assert [o["note"] for o in outputs] == ["missing", "missing", None]
     assert [o.get("full") for o in outputs] == [None, None, "a/0.png"]
 
@@ -198,7 +227,7 @@ def test_output_paths_that_leave_the_folder_are_not_linked(tmp_path: Path) -> No
 def test_torn_ledger_tail_is_ignored(mixed_run: Path) -> None:
     with (mixed_run / LEDGER_NAME).open("ab") as ledger:
         ledger.write(b'{"ts": "2026-01-01T00:00:00.000Z", "job_id": "torn", "stat')
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
 
     assert "torn" not in {job["id"] for job in page_data(page)["jobs"]}
     assert any("last line was torn" in note for note in header(page)["notes"])
@@ -207,7 +236,7 @@ def test_torn_ledger_tail_is_ignored(mixed_run: Path) -> None:
 
 def test_without_summary_the_figures_come_from_the_ledger(mixed_run: Path) -> None:
     (mixed_run / "summary.json").unlink()
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
 
     facts = header(page)
     assert any("no summary.json" in note for note in facts["notes"])
@@ -223,7 +252,7 @@ def test_a_summary_older_than_the_ledger_is_not_trusted(mixed_run: Path) -> None
     summary["finished_at"] = "2000-01-01T00:00:00.000Z"
     summary["counts"]["skipped"] = 99
     (mixed_run / "summary.json").write_text(json.dumps(summary))
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
 
     assert any("older than the ledger" in note for note in header(page)["notes"])
     assert header(page)["skipped"] is None
@@ -237,7 +266,7 @@ def test_a_job_that_ran_again_shows_its_latest_run(tmp_path: Path) -> None:
     lines = first + records(out)
     (out / LEDGER_NAME).write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
 
-    (job,) = page_data(write_report(out).read_text())["jobs"]
+    (job,) = page_data(read_page(write_report(out)))["jobs"]
     assert (job["status"], job["prompt"], job["error"]) == ("succeeded", "second try", None)
 
 
@@ -291,7 +320,7 @@ def test_pending_manifest_jobs_are_listed_after_the_ledger_jobs(mixed_run: Path)
         ("ok-1", "k", "IMAGE_INPAINTER", None, None, "already in the ledger"),
         ("new-1", "k1", "BACKGROUND_REPLACER", "/no/such.png", None, "a marble top"),
     ]
-    page = write_report(mixed_run, manifest).read_text()
+    page = read_page(write_report(mixed_run, manifest))
     jobs = page_data(page)["jobs"]
     assert [job["id"] for job in jobs].count("ok-1") == 1
     assert jobs[-1]["id"] == "new-1" and jobs[-1]["status"] == "pending"
@@ -304,7 +333,7 @@ def test_decisions_show_on_the_static_page_for_their_content_only(mixed_run: Pat
     keys = {r["job_id"]: r["key"] for r in records(mixed_run) if r["status"] == "succeeded"}
     record_decisions(mixed_run, [("ok-1", keys["ok-1"], "rejected")], note="blurry")
     record_decisions(mixed_run, [("bg-1", "an older key", "rejected")])
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
     jobs = {job["id"]: job for job in page_data(page)["jobs"]}
     assert jobs["ok-1"]["decision"][:2] == ["rejected", "blurry"]
     assert jobs["bg-1"]["decision"] is None  # made for content the job no longer has
@@ -312,7 +341,7 @@ def test_decisions_show_on_the_static_page_for_their_content_only(mixed_run: Pat
 
 
 def test_links_are_relative_and_nothing_comes_from_the_network(mixed_run: Path) -> None:
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
     data = page_data(page)
 
     assert str(mixed_run.parent) not in page  # no absolute local path anywhere
@@ -371,10 +400,10 @@ def test_mask_overlay_of_a_transparent_source_is_flattened(tmp_path: Path) -> No
 def test_a_mangled_summary_does_not_break_the_page(mixed_run: Path) -> None:
     summary = {"started_at": 12, "stats": [], "counts": "x", "credits": None, "name": 5}
     (mixed_run / "summary.json").write_text(json.dumps(summary))
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
     assert header(page)["states"]["succeeded"] == 2
     (mixed_run / "summary.json").write_text("{ not json")
-    notes = header(write_report(mixed_run).read_text())["notes"]
+    notes = header(read_page(write_report(mixed_run)))["notes"]
     assert any("no summary.json" in note for note in notes)
 
 
@@ -456,12 +485,12 @@ def test_closing_the_prefetcher_drops_queued_thumbnails(tmp_path: Path) -> None:
 def test_a_redone_job_shows_no_old_rejection(mixed_run: Path) -> None:
     keys = {r["job_id"]: r["key"] for r in records(mixed_run) if r["status"] == "succeeded"}
     record_decisions(mixed_run, [("ok-1", keys["ok-1"], "rejected")])  # now: after the run
-    before = {job["id"]: job for job in page_data(write_report(mixed_run).read_text())["jobs"]}
+    before = {job["id"]: job for job in page_data(read_page(write_report(mixed_run)))["jobs"]}
     assert before["ok-1"]["decision"][0] == "rejected"
     later = Succeeded(job_id="ok-1", key=keys["ok-1"], outputs=(), ts="2099-01-01T00:00:00Z")
     with (mixed_run / LEDGER_NAME).open("ab") as ledger:
         ledger.write(to_line(later))
-    page = write_report(mixed_run).read_text()
+    page = read_page(write_report(mixed_run))
     jobs = {job["id"]: job for job in page_data(page)["jobs"]}
     assert jobs["ok-1"]["decision"] is None  # the same rule as the plan's redo
     assert header(page)["decisions"] == {"approved": 0, "rejected": 0}
@@ -486,7 +515,7 @@ def _generated_mask_run(tmp_path: Path, recipe: str, mask: str | None = None) ->
 
 def test_a_generated_mask_is_drawn_from_its_recipe(tmp_path: Path) -> None:
     out = _generated_mask_run(tmp_path, "box:0,0,0.5,1;invert=0;grow=0;feather=0")
-    (job,) = page_data(write_report(out).read_text())["jobs"]
+    (job,) = page_data(read_page(write_report(out)))["jobs"]
     assert job["mask"] == {"kind": "recipe", "label": "box:0,0,0.5,1"}
     assert job["source"]["plain"] and job["source"]["thumb"] != job["source"]["plain"]
     with Image.open(out / job["source"]["thumb"]) as thumb:
@@ -500,7 +529,7 @@ def test_a_generated_mask_is_drawn_from_its_recipe(tmp_path: Path) -> None:
 def test_an_inverted_file_mask_is_drawn_as_sent(tmp_path: Path) -> None:
     mask = make_mask_file(tmp_path / "m.png")
     out = _generated_mask_run(tmp_path, "file;invert=1;grow=0;feather=0", str(mask))
-    (job,) = page_data(write_report(out).read_text())["jobs"]
+    (job,) = page_data(read_page(write_report(out)))["jobs"]
     assert job["mask"]["label"] == "m.png, inverted"
     with Image.open(out / job["source"]["thumb"]) as thumb:
         tinted = thumb.convert("RGB")
@@ -511,7 +540,7 @@ def test_an_inverted_file_mask_is_drawn_as_sent(tmp_path: Path) -> None:
 
 def test_a_generated_mask_that_cannot_be_drawn_leaves_the_plain_source(tmp_path: Path) -> None:
     out = _generated_mask_run(tmp_path, "file;invert=1;grow=0;feather=0", str(tmp_path / "gone"))
-    (job,) = page_data(write_report(out).read_text())["jobs"]
+    (job,) = page_data(read_page(write_report(out)))["jobs"]
     assert job["source"]["thumb"] and "plain" not in job["source"]
 
 
@@ -538,6 +567,6 @@ def test_a_run_with_a_generated_mask_shows_it_on_its_report(
     assert run_cli(args, {}, monkeypatch) == 0
     started = next(r for r in records(out) if r["status"] == "started")
     assert started["job"]["mask_recipe"] == "box:0,0.5,1,1;invert=0;grow=2;feather=0"
-    (shown,) = page_data((out / REPORT_NAME).read_text())["jobs"]
+    (shown,) = page_data(read_page(out / REPORT_NAME))["jobs"]
     assert shown["mask"] == {"kind": "recipe", "label": "box:0,0.5,1,1, grow 2"}
     assert (out / shown["source"]["thumb"]).is_file() and shown["source"]["plain"]

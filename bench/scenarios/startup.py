@@ -1,11 +1,17 @@
 """Scenario 5, start-up: time to the first feature call for 1,000,000 jobs, fresh and resumed.
 
-Two figures each: from the process start (the full preflight pass included: SPEC wants every
-problem reported before any request) and from the scheduler start (the end of preflight), which
-shows the queue filling as the plan streams. The fresh run is scenario 4's real run of the same
+Two figures each: from the process start (the full preflight pass included: every problem is
+reported before any request) and from the scheduler start (the end of preflight), which shows
+the queue filling as the plan streams. The fresh run is scenario 4's real run of the same
 catalog when it ran; the resume run starts with a 1,000,000-line ledger that a third of the jobs
 finished (started, submitted, succeeded lines, with the content keys the pipeline computes), so
 preflight also checks the ledger and the feeder skips the finished third before the first call.
+
+The resume runs twice: first over the ledger alone (a folder from before checkpoints: the
+whole ledger is folded, and the run writes ``ledger.checkpoint``), then again, as the next night
+would, from that checkpoint and the lines the first resume added. Then the nightly no-op: all
+1,000,000 jobs done (a 3,000,000-line ledger), run to its exit, without and with the checkpoint.
+Each figure comes with its split: reading the ledger, the preflight pass, the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from bench.scenarios.preflight import TARGET_US_PER_ROW, bare_csv
 TITLE = "Start-up (time to the first feature call, 1,000,000 jobs)"
 FIRST_CALL_TARGET = 10.0  # issue 16: a fresh 1,000,000-job run calls within 10 s
 RESUME_TARGET = 5.0  # ... and a resume over a 1,000,000-line ledger within 5 s
+RESUME_MEMORY_TARGET_MB = 150.0  # issue 24: a resume over a 1,000,000-job folder
+NO_OP_TARGET_MB = 150.0  # issue 24: the no-op nightly re-run of 1,000,000 jobs
 TIMEOUT = 600.0
 CUT_AFTER_FIRST_CALL = 2.0
 
@@ -41,6 +49,11 @@ def run(quick: bool) -> ScenarioResult:
         _per_row(result, fresh, csv_pass, jobs)
         resumed = _resume(folder / "resume", manifest, jobs, result)
         _report(result, resumed, "resume", RESUME_TARGET)
+        checkpoint = folder / "resume" / "out" / "ledger.checkpoint"
+        result.details["checkpoint_bytes_after_first_resume"] = _size(checkpoint)
+        again = _run(folder / "resume", manifest)
+        _report(result, again, "resume from checkpoint", RESUME_TARGET)
+        _no_op(result, folder / "no-op", manifest, jobs)
     result.notes.append(
         "the full preflight pass comes first by design (SPEC: problems before any request), "
         "so the first call waits for the pass over every row; 'from scheduler start' is the "
@@ -49,7 +62,8 @@ def run(quick: bool) -> ScenarioResult:
     return result
 
 
-def _run(folder: Path, manifest: Path) -> ChildResult:
+def _run(folder: Path, manifest: Path, sends: bool = True) -> ChildResult:
+    """The run, cut a little after its first feature call (``sends``), else to its exit."""
     args = probe_args(
         "run",
         str(manifest),
@@ -68,9 +82,9 @@ def _run(folder: Path, manifest: Path) -> ChildResult:
             folder=folder,
             env=emulator.env,
             timeout=TIMEOUT,
-            interrupt=Interrupt(CUT_AFTER_FIRST_CALL, "first_feature"),
+            interrupt=Interrupt(CUT_AFTER_FIRST_CALL, "first_feature") if sends else None,
         )
-    if "first_feature" not in child.events:
+    if sends and "first_feature" not in child.events:
         raise RuntimeError(f"no feature call was sent (exit {child.code}): {child.tail()}")
     return child
 
@@ -88,6 +102,34 @@ def _resume(folder: Path, manifest: Path, jobs: int, result: ScenarioResult) -> 
         raise RuntimeError(f"the resumed run started with {first}, not the first unfinished job")
     result.details["resume"] = {"jobs_done_in_ledger": done, "first_job_run": first}
     return child
+
+
+def _no_op(result: ScenarioResult, folder: Path, manifest: Path, jobs: int) -> None:
+    """The nightly run with every job done: nothing to send; to its exit, twice."""
+    out = folder / "out"
+    out.mkdir(parents=True)
+    started = time.monotonic()
+    done = write_done_ledger(out / "ledger.jsonl", planned_jobs(manifest, PAIRS), lines=3 * jobs)
+    log(f"  ledger of {3 * jobs:,} lines ({done:,} jobs done) in {time.monotonic() - started:.0f}s")
+    for kind in ("no-op, every job done", "no-op from checkpoint"):
+        child = _run(folder, manifest, sends=False)
+        if child.code != 0:
+            raise RuntimeError(f"the no-op run exited {child.code}: {child.tail()}")
+        ledger = _between(child, "ledger_read_start", "ledger_read_end")
+        preflight = _between(child, "preflight_start", "preflight_end")
+        note = f"reading the ledger {_fmt(ledger)} s, preflight {_fmt(preflight)} s"
+        result.add(Figure(f"{kind}: process start to exit", child.wall, "s", note=note))
+        peak = Figure(f"{kind}: peak RSS", child.maxrss_mb, "MB", ("<=", NO_OP_TARGET_MB))
+        result.add(peak)
+        result.add(Figure(f"{kind}: reading the ledger", ledger, "s"))
+
+
+def _fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
 
 
 def _first_new_job(ledger: Path, old_lines: int) -> str | None:
@@ -110,11 +152,12 @@ def _report(result: ScenarioResult, child: ChildResult, kind: str, target: float
     )
     result.add(Figure(f"{kind}: full preflight pass", preflight, "s"))
     note = f"cut {CUT_AFTER_FIRST_CALL:g} s after the first call; the ledger's fold is held"
-    peak = Figure(f"{kind}: peak RSS", child.maxrss_mb, "MB", ("<=", memory.TARGET_MB[1_000_000]))
-    result.add(replace(peak, note=note) if kind == "resume" else peak)
-    if kind == "resume":
+    target = RESUME_MEMORY_TARGET_MB if kind.startswith("resume") else memory.TARGET_MB[1_000_000]
+    peak = Figure(f"{kind}: peak RSS", child.maxrss_mb, "MB", ("<=", target))
+    result.add(replace(peak, note=note) if kind.startswith("resume") else peak)
+    if kind.startswith("resume"):
         ledger = _between(child, "ledger_read_start", "ledger_read_end")
-        result.add(Figure("resume: reading the ledger", ledger, "s"))
+        result.add(Figure(f"{kind}: reading the ledger", ledger, "s"))
 
 
 def _per_row(result: ScenarioResult, child: ChildResult, csv_pass: ChildResult, jobs: int) -> None:

@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pipeline.cli.codes import ExitCode
-from pipeline.reporting.status import folder_status, format_status
+from pipeline.reporting.status import status_source, write_status
 
 
 def add_arguments(commands: Any) -> None:
@@ -26,12 +24,11 @@ def add_arguments(commands: Any) -> None:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    status = folder_status(args.out, args.manifest)
-    for note in status.notes:
+    source = status_source(args.out, args.manifest)
+    for note in source.notes:
         print(f"warning: {note}", file=sys.stderr)
-    if args.json:
-        sys.stdout.write(orjson.dumps(status.as_json(), option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-    else:
-        print(format_status(status))
-    return ExitCode.OK if status.all_succeeded else ExitCode.FAILED
+    # Streamed: the manifest's jobs one at a time over the ledger's compact fold.
+    all_done = write_status(
+        args.out, sys.stdout, source.jobs, source.manifest, source.missing, as_json=args.json
+    )
+    return ExitCode.OK if all_done else ExitCode.FAILED

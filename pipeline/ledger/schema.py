@@ -228,11 +228,14 @@ def parse_record(data: Any) -> Record | None:
         return None
 
 
+def stamped(record: Record) -> Record:
+    """``record`` with ``ts`` stamped now if it has none."""
+    return record if record.ts else msgspec.structs.replace(record, ts=utc_now())
+
+
 def to_line(record: Record) -> bytes:
     """One ledger line: ``ts`` is stamped now if the record has none."""
-    if not record.ts:
-        record = msgspec.structs.replace(record, ts=utc_now())
-    return _encoder.encode(record) + b"\n"
+    return _encoder.encode(stamped(record)) + b"\n"
 
 
 def to_dict(record: Record) -> dict[str, Any]:

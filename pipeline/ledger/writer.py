@@ -4,6 +4,13 @@ One JSON object per line, each line written whole with a single unbuffered ``wri
 killed process loses no line it reported), fsynced in small batches (every
 ``FSYNC_EVERY_LINES`` lines or ``FSYNC_EVERY_SECONDS``), by a ``durability.Syncer`` thread when
 one is given, never rewritten in place. A crash can only tear the last line; readers ignore it.
+
+Given the run's folded state (``fold.LedgerState``, as ``read_ledger`` made it), the writer also
+folds every line it writes into it and keeps its checkpoint (``checkpoint``): at once when the
+state was read from a long tail (``CHECKPOINT_EVERY_LINES`` or more lines after the last
+checkpoint, e.g. none yet), every ``CHECKPOINT_EVERY_LINES`` lines, and at ``close``. During the
+run the columns are copied on the event loop (a memory copy: about 0.1 s for a million jobs) and
+written, checksummed and fsynced by a thread; at open and close they are written directly.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +39,8 @@ from pipeline.events import (
     RecordFinished,
     ResultLost,
 )
+from pipeline.ledger.checkpoint import snapshot, write_checkpoint, write_snapshot
+from pipeline.ledger.fold import AnyRecord, LedgerState, apply, fold_tail
 from pipeline.ledger.schema import (
     AssetRecord,
     Failed,
@@ -45,11 +55,17 @@ from pipeline.ledger.schema import (
     Succeeded,
     UnknownOutcome,
     Uploaded,
+    decode_core_line,
+    stamped,
     to_line,
 )
 
 FSYNC_EVERY_LINES = 64
 FSYNC_EVERY_SECONDS = 1.0
+# A killed run's next resume reads at most this many lines beyond the checkpoint (about 0.4 s
+# for 100,000); each mid-run checkpoint costs a copy of the state on the event loop (about
+# 0.1 s at a million jobs), so they stay rare against the run's own pace.
+CHECKPOINT_EVERY_LINES = 100_000
 
 
 def record_for(event: Event) -> Record | None:
@@ -163,6 +179,8 @@ class LedgerWriter:
         path: Path,
         clock: Callable[[], float] = time.monotonic,
         syncer: Syncer | None = None,
+        state: LedgerState | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY_LINES,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -176,6 +194,7 @@ class LedgerWriter:
         self._syncer = syncer
         if syncer is not None:
             syncer.watch(self._file.fileno())
+        self.checkpoints = None if state is None else Checkpoints(path, state, checkpoint_every)
 
     def _terminate_torn_tail(self) -> None:
         """A crash mid-line leaves no newline; start on a fresh line so ours stay whole."""
@@ -193,9 +212,10 @@ class LedgerWriter:
             self.write(record)
 
     def write(self, record: Record) -> None:
-        self.write_line(to_line(record))
+        record = stamped(record)
+        self.write_line(to_line(record), record)
 
-    def write_line(self, line: bytes) -> None:
+    def write_line(self, line: bytes, record: AnyRecord | None = None) -> None:
         try:
             written = self._file.write(line)
             if written != len(line):  # a full disk can take part of a line: say so, stop
@@ -205,6 +225,8 @@ class LedgerWriter:
                 self._sync()
         except OSError as exc:
             raise StoreError(f"cannot write the ledger {self.path}: {exc.strerror}") from exc
+        if self.checkpoints is not None:
+            self.checkpoints.written(line, record)
 
     def _sync_is_due(self) -> bool:
         # With a syncer, time-based syncs are its own (every interval); without, ours.
@@ -217,7 +239,9 @@ class LedgerWriter:
         else:
             os.fsync(self._file.fileno())
 
-    def close(self) -> None:
+    def close(self, checkpoint: bool = True) -> None:
+        """fsync the tail and close; then write the checkpoint (unless told not to: a second
+        Ctrl-C wants out at once, and the next resume folds the lines it lacks)."""
         if self._file.closed:
             return
         if self._syncer is not None:
@@ -229,9 +253,78 @@ class LedgerWriter:
         # already failed (and stopped the run); that line is lost either way.
         with contextlib.suppress(OSError):
             self._file.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close(write=checkpoint)
 
     def __enter__(self) -> LedgerWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Checkpoints:
+    """The run's folded state, kept up to date line by line and checkpointed now and then.
+
+    Writing a checkpoint is never an error: a full disk or a read-only folder leaves the last
+    one (or none), and the next resume folds a longer tail; ``failure`` says why."""
+
+    def __init__(self, ledger: Path, state: LedgerState, every: int) -> None:
+        self.ledger = ledger
+        self.state = state
+        self.every = max(1, every)
+        self.failure: str | None = None
+        self.written_count = 0
+        # Lines after the read (the torn tail the writer just closed, now a line) first.
+        fold_tail(state, ledger)
+        state.folding_run = True
+        self._saved_offset, self._saved_lines = state.checkpoint_offset, state.checkpoint_lines
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[object] | None = None
+        if state.lines - self._saved_lines >= self.every:
+            self._write_now()  # a long tail (or no checkpoint yet): before the run goes on
+
+    def written(self, line: bytes, record: AnyRecord | None) -> None:
+        state = self.state
+        if record is None:
+            record = decode_core_line(line)
+        if record is not None:
+            apply(state, record)
+        else:
+            state.damage.corrupt_lines.append(state.lines + 1)
+        state.offset += len(line)
+        state.lines += 1
+        state.damage.lines = state.lines
+        if state.lines - self._saved_lines >= self.every:
+            self._write_in_background()
+
+    def _write_in_background(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            return  # the last one is still being written: the next line asks again
+        snap = snapshot(self.state, self.ledger, copy=True)
+        if snap is None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = self._pool.submit(self._guarded, write_snapshot, snap, self.ledger)
+        self._saved_offset, self._saved_lines = snap.offset, snap.lines
+
+    def _write_now(self) -> None:
+        self._guarded(write_checkpoint, self.state, self.ledger)
+        self._saved_offset, self._saved_lines = self.state.offset, self.state.lines
+
+    def _guarded(self, write: Callable[..., object], *args: object) -> None:
+        try:
+            write(*args)
+        except OSError as exc:
+            self.failure = f"cannot write the checkpoint: {exc.strerror or exc}"
+        except Exception as exc:  # derived data: no fault in it may stop a paid run
+            self.failure = f"cannot write the checkpoint: {type(exc).__name__}: {exc}"
+        else:
+            self.written_count += 1
+
+    def close(self, write: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if write and self.state.offset != self._saved_offset:
+            self._write_now()

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.credits import CreditTable, load_credit_table
 from pipeline.errors import ManifestError, Problem
-from pipeline.ledger import JobState, LedgerState
+from pipeline.ledger import FoldedJob, LedgerState
 from pipeline.ledger.decisions import Decision, standing
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job, PlannedJob, Status
@@ -126,7 +126,7 @@ class Skip(StrEnum):
 
 
 # A succeeded job's state -> a reviewer rejected its outputs for this content since
-Rejected = Callable[[JobState], bool]
+Rejected = Callable[[FoldedJob], bool]
 
 
 def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
@@ -134,7 +134,7 @@ def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
     since the rejection, is bought again; a changed job is new content anyway. The rule
     itself is ``decisions.standing``, shared with the review page and ``export``."""
 
-    def rejected(state: JobState) -> bool:
+    def rejected(state: FoldedJob) -> bool:
         decision = standing(decisions.get(state.job_id), state.key, state.updated)
         return decision is not None and decision.decision == "rejected"
 
@@ -148,12 +148,12 @@ class PlanOptions:
     only: frozenset[str] | None = None  # run only these ids
     rejected: Rejected | None = None
     # --redo-missing: a succeeded job whose outputs are gone is bought again (SPEC 6)
-    missing: Callable[[JobState], bool] | None = None
+    missing: Callable[[FoldedJob], bool] | None = None
     # told of every job skipped as done (pipeline.scheduler.refetch brings back lost outputs, free)
-    on_done: Callable[[JobState, PlannedJob], None] | None = None
+    on_done: Callable[[FoldedJob, PlannedJob], None] | None = None
 
 
-def skip_reason(state: JobState | None, options: PlanOptions) -> Skip | None:
+def skip_reason(state: FoldedJob | None, options: PlanOptions) -> Skip | None:
     """The one skip rule: None means the job runs (SPEC 4, 5, 6)."""
     if state is None:
         return None
@@ -290,7 +290,7 @@ class _Tally:
                 shape.skipped += 1
             self.plan.skipped[reason] += 1
 
-    def _decide(self, job_id: str, state: JobState | None) -> tuple[Skip | None, bool]:
+    def _decide(self, job_id: str, state: FoldedJob | None) -> tuple[Skip | None, bool]:
         self.chosen.note(job_id)
         redo = _redo(self.options, state)
         reason = None if redo else skip_reason(state, self.options)
@@ -332,7 +332,7 @@ def prepare_file(
     return prepare(manifest, ledger or LedgerState(), options or PlanOptions(), table)
 
 
-def _redo(options: PlanOptions, state: JobState | None) -> bool:
+def _redo(options: PlanOptions, state: FoldedJob | None) -> bool:
     """A done job bought again: rejected by a reviewer for this content, or (only under
     ``--redo-missing``: a stat per done job is too dear for every resume) its outputs gone; a
     partial job's missing images, under ``--redo-missing``."""

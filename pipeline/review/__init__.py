@@ -11,7 +11,7 @@ from pipeline.ledger.decisions import (
     standing,
 )
 from pipeline.review.channels import ChannelOptions, Profile, export_channel
-from pipeline.review.page import build_payload, build_report, write_report
+from pipeline.review.page import build_payload, write_report
 from pipeline.review.thumbs import ThumbnailPrefetcher
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Profile",
     "ThumbnailPrefetcher",
     "build_payload",
-    "build_report",
     "export_channel",
     "read_decisions",
     "record_decisions",

@@ -1,9 +1,21 @@
-"""The review page's data (one JSON payload: header + jobs) and the static ``OUT/report.html``.
+"""The review page: ``OUT/report.html`` and its data, written streaming, in pages of jobs.
 
-The page's HTML, CSS and script are package data in ``static/``. The static report inlines them
-with the payload, so it is one file that works from ``file://`` and can be shared; the served page
-(``server.py``) links them and fetches the same payload. Jobs are compact rows (``FIELDS``) so a
-100,000-job run stays small; the script turns them into objects and renders the header too.
+The page's HTML, CSS and script are package data in ``static/``. ``report.html`` inlines them
+with the run's *index*: the header, the number of jobs of each status and feature in every chunk
+of ``CHUNK_ROWS`` jobs, and the decisions that stand; the jobs themselves are in chunk files
+beside it (``report-data/<build>/<n>.js``, each a ``reportChunk(n, {...})`` call, which a
+``file://`` page may load where it could not fetch JSON). The page loads the chunks a page of
+cards needs, counts matches from the index where the filters allow, and reads chunks in order
+for a search (``static/report.js``). ``pipeline review`` (``server.py``) serves the same index
+and chunks (``/api/data``, ``/api/chunk/...``) and links the static files.
+
+Writing is one pass in the page's order (failed, unfinished, succeeded, then the manifest's
+jobs not run yet) over the ledger's compact fold (``view.read_report_fold``): each job's row is
+made, thumbnails are asked for, and a chunk is written and dropped as it fills. Memory is the
+fold (about 100 bytes a job) and one chunk, at any size of run.
+
+A chunk's rows are arrays (``FIELDS``); its few distinct statuses, features and masks are named
+once in its ``tables``, its sources and parameters in its own lists, which rows index.
 """
 
 from __future__ import annotations
@@ -11,34 +23,45 @@ from __future__ import annotations
 import html
 import os
 import re
+import secrets
+import shutil
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 import orjson
 
 from pipeline.durability import atomic_write
 from pipeline.images.masks import MaskRecipe
-from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
+from pipeline.layout import LEDGER_NAME, REPORT_DATA_DIR, REPORT_NAME, THUMBS_DIR
+from pipeline.ledger import JobRef
+from pipeline.ledger.compact import ByteIndex, as_bytes
 from pipeline.ledger.decisions import Decision, read_decisions, standing
 from pipeline.models import Job
 from pipeline.review.mask_view import recipe_from_text, recipe_label
 from pipeline.review.thumbs import Input, Thumbnailer, resolve_input, stat_file
 from pipeline.review.view import (
-    PENDING_RANK,
-    STATUS_RANK,
+    UNFINISHED,
     JobView,
+    ReportFold,
     header_data,
-    read_ledger_view,
+    read_report_fold,
     read_summary,
 )
 
+CHUNK_ROWS = 2000  # jobs a chunk file: ~0.5 MB, parsed in a few ms; 500 files at a million
 FIELDS = (
     "id", "status", "feature", "prompt", "params", "source", "mask", "outputs", "error",
-    "attempts", "credits", "retries", "updated", "key", "decision",
+    "attempts", "credits", "retries", "updated",
 )  # fmt: skip
+# Columns whose few distinct values a chunk names once, in ``tables``, rows holding their index.
+TABLED = ("status", "feature", "mask")
+PENDING = "pending"
 # (job_id, key, feature, image, mask, prompt): a manifest job, for pending ones on the page.
 ManifestJob = tuple[str, str | None, str, str | None, str | None, str]
 
@@ -77,6 +100,8 @@ def url_of(parts: Iterable[str]) -> str:
 class PageData:
     """Turns job views into the page's rows, asking for source thumbnails on the way."""
 
+    thumbs: Thumbnailer
+
     def __init__(self, out_dir: Path, thumbs: Thumbnailer) -> None:
         self.root = os.path.abspath(out_dir)
         self.thumbs = thumbs
@@ -101,7 +126,8 @@ class PageData:
             return None
         return url_of(path[len(prefix) :].split(os.sep))
 
-    def row(self, view: JobView, decision: Decision | None, thumbs: bool = True) -> list[Any]:
+    def row(self, view: JobView, thumbs: bool = True) -> list[Any]:
+        """The job's row (``FIELDS``); its source and parameters index this chunk's tables."""
         details = view.job
         parameters = details.get("parameters")
         parameters = dict(parameters) if isinstance(parameters, dict) else {}
@@ -109,7 +135,6 @@ class PageData:
         source, mask = self._inputs_of(
             details.get("image"), details.get("mask"), details.get("mask_recipe"), thumbs
         )
-        current = standing(decision, view.key, view.updated)
         return [
             view.job_id,
             view.status,
@@ -118,15 +143,21 @@ class PageData:
             self._params_of(parameters),
             source,
             None if mask.kind == "none" else [mask.kind, mask.label],
-            [self._output(relative) for relative in view.outputs],
+            [_wire_output(self._output(relative)) for relative in view.outputs],
             view.error,
             view.attempts,
             view.credits,
             dict(view.retries) or None,
             view.updated,
-            view.key,
-            [current.decision, current.note, current.ts] if current else None,
         ]
+
+    def next_chunk(self) -> None:
+        """A chunk's tables start empty (its file names each source once); the stat cache
+        starts over too, so a catalog of a million distinct photos holds a chunk's worth."""
+        self.sources, self.params = [], []
+        self._inputs.clear()
+        self._params_index.clear()
+        self._stats.clear()
 
     def _inputs_of(
         self, image: object, mask: object, recipe_text: object, thumbs: bool
@@ -186,8 +217,15 @@ class PageData:
         return [label, url_of(parts or []), None]
 
     def finish(self) -> None:
-        """After the thumbnails were made: failures become placeholders."""
+        """After the thumbnails were made: failures become placeholders, and so do those left
+        for a later build (over its budget)."""
+        deferred = self.thumbs.deferred
         for image in self.sources:
+            if deferred and image.get("thumb") in deferred:
+                image.pop("thumb", None)
+                image.pop("plain", None)
+                image["note"] = "deferred"
+                continue
             if image.get("thumb") and self.thumbs.url(image["thumb"]) is None:
                 plain = image.pop("plain", None)
                 if plain and self.thumbs.url(plain):  # only the mask could not be drawn
@@ -203,110 +241,8 @@ def pending_view(job: ManifestJob, order: int) -> JobView:
     return JobView(job_id, order, "pending", key, details)
 
 
-def build_payload(
-    out_dir: Path,
-    manifest_jobs: Iterable[ManifestJob] | None = None,
-    make_thumbs: bool = True,
-    live: bool = False,
-) -> tuple[dict[str, Any], Thumbnailer]:
-    """The page's one JSON payload: ``{header, fields, jobs, sources, params, live}``.
-
-    Thumbnails are named, and made when ``make_thumbs`` (the server makes them on request)."""
-    view = read_ledger_view(out_dir / LEDGER_NAME)
-    header = header_data(out_dir, view, read_summary(out_dir))
-    decisions = read_decisions(out_dir)
-    thumbs = Thumbnailer(out_dir, create=make_thumbs)
-    data = PageData(out_dir, thumbs)
-    ranked: list[tuple[int, int, list[Any]]] = []
-    views, listed = view.jobs, set()
-    for job_id in list(views):
-        job = views.pop(job_id)  # freed as its row is made: a big run's report holds one form
-        listed.add(job_id)
-        row = data.row(job, decisions.get(job.job_id))
-        ranked.append((STATUS_RANK.get(job.status, 1), job.order, row))
-    order = len(listed)
-    for manifest_job in manifest_jobs or ():
-        if manifest_job[0] in listed:
-            continue
-        row = data.row(pending_view(manifest_job, order), decisions.get(manifest_job[0]), False)
-        ranked.append((PENDING_RANK, order, row))
-        order += 1
-    ranked.sort(key=lambda item: (item[0], item[1]))
-    rows = [row for _, _, row in ranked]
-    if make_thumbs:
-        thumbs.run()
-        thumbs.prune()
-        data.finish()
-    header["pending"] = sum(1 for row in rows if row[1] == "pending")
-    payload = {
-        "header": header,
-        "fields": FIELDS,
-        "jobs": rows,
-        "sources": data.sources,  # row[5] indexes this
-        "params": data.params,  # row[4] indexes this (or is null)
-        "thumbs": THUMBS_DIR + "/",
-        "live": live,
-        "run_key": f"{header['title']}|{header.get('started_at') or ''}",
-    }
-    apply_decisions(payload, decisions)
-    return payload, thumbs
-
-
-def apply_decisions(payload: dict[str, Any], decisions: dict[str, Decision]) -> None:
-    """Put each job's standing decision (``decisions.standing``) into its row and the header."""
-    counts = {"approved": 0, "rejected": 0}
-    for row in payload["jobs"]:
-        decision = standing(decisions.get(row[0]), row[13], row[12] or "")
-        if decision is not None:
-            row[14] = [decision.decision, decision.note, decision.ts]
-            counts[decision.decision] += 1
-        else:
-            row[14] = None
-    payload["header"]["decisions"] = counts
-
-
-# Columns whose few distinct values are sent once, in ``tables``, rows holding their index.
-TABLED = ("status", "feature", "mask")
-# Not sent: the server records a decision under the job's current key itself.
-UNSENT = ("key",)
-
-
-def wire_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload as the browser gets it: repeated values (status, feature, mask) named once
-    in ``tables``, an output that is present as its URL alone (the label is its last part),
-    no content keys. Loading and parsing the JSON is most of a large page's opening time: a
-    100,000-job page is about half the bytes this way. ``payload`` itself is left as it is.
-    """
-    fields = list(payload["fields"])
-    column = {name: i for i, name in enumerate(fields)}
-    kept = [i for i, name in enumerate(fields) if name not in UNSENT]
-    tables: dict[str, list[Any]] = {name: [] for name in TABLED}
-    seen: dict[str, dict[Any, int]] = {name: {} for name in TABLED}
-    tabled = [(column[name], tables[name], seen[name]) for name in TABLED]
-    outputs_at = column["outputs"]
-    rows = []
-    for row in payload["jobs"]:
-        row = list(row)
-        for at, values, index in tabled:
-            value = row[at]
-            if value is None:
-                continue
-            marker = tuple(value) if isinstance(value, list) else value
-            if marker not in index:
-                index[marker] = len(values)
-                values.append(value)
-            row[at] = index[marker]
-        row[outputs_at] = [_wire_output(output) for output in row[outputs_at]]
-        rows.append([row[i] for i in kept])
-    return {
-        **payload,
-        "fields": [fields[i] for i in kept],
-        "jobs": rows,
-        "tables": tables,
-    }
-
-
 def _wire_output(output: list[Any]) -> Any:
+    """A present output as its URL alone (its label is the URL's last part), others whole."""
     label, url, note = output
     if url is not None and note is None and unquote(url.rpartition("/")[2]) == label:
         return url
@@ -326,7 +262,7 @@ def embed_json(data: object) -> str:
 
 
 def render_page(title: str, data: str | None) -> str:
-    """The document: inline style, script and data (static), or linked ones (served)."""
+    """The document: inline style, script and index (static), or linked ones (served)."""
     shell = static_text("report.html")
     if data is None:
         style = '<link rel="stylesheet" href="static/report.css">'
@@ -338,11 +274,12 @@ def render_page(title: str, data: str | None) -> str:
             f'<script type="application/json" id="report-data">{data}</script>'
             f"<script>{static_text('report.js')}</script>"
         )
-        # No network at all: images come from the folder (file: for browsers that give every
-        # local file its own origin), styles and script are inline, nothing else may load.
+        # No network at all: images and the chunks of jobs come from the folder (file: for
+        # browsers that give every local file its own origin), styles and the script are
+        # inline, nothing else may load.
         csp = (
             "default-src 'none'; img-src 'self' file: data: blob:; "
-            "style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline' 'self' file:"
         )
     return (
         shell.replace("{{csp}}", csp)
@@ -352,16 +289,305 @@ def render_page(title: str, data: str | None) -> str:
     )
 
 
-def build_report(out_dir: Path, manifest_jobs: Iterable[ManifestJob] | None = None) -> str:
-    """The static page's HTML (thumbnails made on the way), without writing it."""
-    payload, _ = build_payload(out_dir, manifest_jobs)
-    title = f"{payload['header']['title']} — run report"
-    return render_page(title, embed_json(wire_payload(payload)))
+def group_of(status: str) -> str:
+    """The page's status filter a job falls under (``groupOf`` in ``static/report.js``): a
+    partial job (paid images missing) needs a person, as a failed one does."""
+    if status in UNFINISHED:
+        return "unfinished"
+    return "failed" if status == "partial" else status
 
 
-def write_report(out_dir: Path, manifest_jobs: Iterable[ManifestJob] | None = None) -> Path:
-    """Write ``OUT/report.html`` (temp file, then rename) and return its path."""
-    page = build_report(out_dir, manifest_jobs)
-    path = out_dir / REPORT_NAME
-    atomic_write(path, page.encode("utf-8"))
+# -- writing the chunks ---------------------------------------------------------------------------
+
+
+class ChunkSink(Protocol):
+    """Where a build's chunks go: files beside report.html, or the server's folder."""
+
+    def write(self, number: int, chunk: dict[str, Any]) -> None: ...
+
+
+class StaticChunks:
+    """``OUT/report-data/<build>/<n>.js``: ``reportChunk(n, {...});``, loadable from file://."""
+
+    def __init__(self, out_dir: Path, build: str) -> None:
+        self.root = out_dir / REPORT_DATA_DIR
+        self.folder = self.root / build
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def url(self) -> str:
+        return f"{REPORT_DATA_DIR}/{self.folder.name}/{{n}}.js"
+
+    def write(self, number: int, chunk: dict[str, Any]) -> None:
+        text = f"reportChunk({number},{embed_json(chunk)});\n"
+        (self.folder / f"{number}.js").write_text(text, encoding="utf-8")
+
+    def remove_older(self) -> None:
+        """Earlier builds' chunks: the page that pointed at them is replaced."""
+        for entry in self.root.iterdir():
+            if entry.name != self.folder.name and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class FolderChunks:
+    """``<folder>/<n>.json``: the served page's chunks, read back per request."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, number: int, chunk: dict[str, Any]) -> None:
+        (self.folder / f"{number}.json").write_bytes(orjson.dumps(chunk))
+
+
+class MemoryChunks:
+    """Chunks kept in a list (``build_payload``: tests and small runs)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[dict[str, Any]] = []
+
+    def write(self, number: int, chunk: dict[str, Any]) -> None:
+        self.chunks.append(chunk)
+
+
+@dataclass
+class ChunkMeta:
+    rows: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # "group|feature" -> jobs
+
+    def as_json(self) -> dict[str, Any]:
+        return {"n": self.rows, "counts": dict(self.counts)}
+
+
+class JobLocator:
+    """Where each job is on the page, and what the decision rule needs of it, kept compactly
+    (the server answers every reload's decisions from it): the ledger's fold, a position per
+    ledger job, and the pending jobs' ids, positions and features."""
+
+    def __init__(self, fold: ReportFold) -> None:
+        self.fold = fold
+        self.positions = array("I", [0]) * len(fold.state.table)
+        self.pending = ByteIndex()
+        self.pending_positions = array("I")
+        self.pending_features: list[str] = []
+        self._features: dict[str, str] = {}
+
+    def place(self, number: int, position: int) -> None:
+        self.positions[number] = position
+
+    def add_pending(self, job_id: str, feature: str, position: int) -> None:
+        self.pending.add(as_bytes(job_id))
+        self.pending_positions.append(position)
+        self.pending_features.append(self._features.setdefault(feature, feature))
+
+    def locate(self, job_id: str) -> tuple[int, str | None, str, str, str] | None:
+        """(position, key, updated, group, feature) of a job on the page, or None."""
+        table = self.fold.state.table
+        number = table.find(job_id)
+        if number >= 0:
+            job = JobRef(table, number)
+            details = self.fold.details(number)
+            feature = details.feature if details is not None else ""
+            group = group_of(job.status.value)
+            return self.positions[number], job.key or None, job.updated, group, feature
+        pending = self.pending.find(as_bytes(job_id))
+        if pending < 0:
+            return None
+        return self.pending_positions[pending], None, "", PENDING, self.pending_features[pending]
+
+    def key_of(self, job_id: str) -> tuple[bool, str | None]:
+        """(known, current content key) of a job id: what a decision is recorded under."""
+        table = self.fold.state.table
+        number = table.find(job_id)
+        if number >= 0:
+            return True, table.key(number) or None
+        return self.pending.find(as_bytes(job_id)) >= 0, None
+
+
+@dataclass
+class ReportIndex:
+    """What a build leaves: the page's index (without decisions) and where every job is."""
+
+    data: dict[str, Any]
+    locator: JobLocator
+
+    def with_decisions(self, decisions: dict[str, Decision]) -> dict[str, Any]:
+        """The index with the decisions that stand now (``decisions.standing``): each with the
+        chunk, status group and feature of its job, so the page filters on them unloaded."""
+        standing_now: dict[str, list[Any]] = {}
+        counts = {"approved": 0, "rejected": 0}
+        for job_id, decision in decisions.items():
+            place = self.locator.locate(job_id)
+            if place is None:
+                continue
+            position, key, updated, group, feature = place
+            current = standing(decision, key, updated)
+            if current is None:
+                continue
+            chunk = position // CHUNK_ROWS
+            entry = [current.decision, current.note, current.ts, chunk, group, feature]
+            standing_now[job_id] = entry
+            counts[current.decision] += 1
+        header = {**self.data["header"], "decisions": counts}
+        return {**self.data, "header": header, "decisions": standing_now}
+
+
+class ReportBuilder:
+    """One pass over the fold in the page's order, writing chunks as they fill."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        sink: ChunkSink,
+        make_thumbs: bool = True,
+        thumbnail_budget: int | None = None,
+    ) -> None:
+        self.out_dir = out_dir
+        self.sink = sink
+        self.make_thumbs = make_thumbs
+        self.thumbs = Thumbnailer(out_dir, create=make_thumbs, budget=thumbnail_budget)
+        self.data = PageData(out_dir, self.thumbs)
+        self.chunks: list[ChunkMeta] = []
+        self._rows: list[list[Any]] = []
+        self._position = 0
+
+    def build(
+        self, manifest_jobs: Iterable[ManifestJob] | None = None, live: bool = False
+    ) -> ReportIndex:
+        fold = read_report_fold(self.out_dir / LEDGER_NAME)
+        try:
+            header = header_data(self.out_dir, fold, read_summary(self.out_dir))
+            locator = JobLocator(fold)
+            for number in fold.ranked():
+                locator.place(number, self._position)
+                self._add(self.data.row(fold.view(number)))
+            pending = 0
+            table = fold.state.table
+            for job in manifest_jobs or ():
+                if table.find(job[0]) >= 0:
+                    continue  # in the ledger: listed above
+                locator.add_pending(job[0], job[2], self._position)
+                self._add(self.data.row(pending_view(job, self._position), thumbs=False))
+                pending += 1
+            self._flush()
+        finally:
+            fold.close()
+        if self.make_thumbs:
+            self.thumbs.prune()
+        header["pending"] = pending
+        features = sorted({key.split("|", 1)[1] for c in self.chunks for key in c.counts} - {""})
+        data = {
+            "header": header,
+            "fields": FIELDS,
+            "chunks": [chunk.as_json() for chunk in self.chunks],
+            "chunk_rows": CHUNK_ROWS,
+            "features": features,
+            "thumbs": THUMBS_DIR + "/",
+            "live": live,
+            "run_key": f"{header['title']}|{header.get('started_at') or ''}",
+        }
+        return ReportIndex(data, locator)
+
+    def _add(self, row: list[Any]) -> None:
+        if not self._rows:
+            self.chunks.append(ChunkMeta())
+        meta = self.chunks[-1]
+        meta.rows += 1
+        meta.counts[f"{group_of(row[1])}|{row[2]}"] += 1
+        self._rows.append(row)
+        self._position += 1
+        if len(self._rows) == CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        if self.make_thumbs:
+            self.thumbs.run()  # this chunk's sources: failures become placeholders below
+            self.data.finish()
+            self.thumbs.by_name.clear()
+        rows, tables = _tabled(self._rows)
+        chunk = {"rows": rows, "tables": tables, "sources": self.data.sources}
+        chunk["params"] = self.data.params
+        self.sink.write(len(self.chunks) - 1, chunk)
+        self._rows = []
+        self.data.next_chunk()
+
+
+def _tabled(rows: list[list[Any]]) -> tuple[list[list[Any]], dict[str, list[Any]]]:
+    """Rows with their status, feature and mask as indexes into the chunk's ``tables``."""
+    column = {name: i for i, name in enumerate(FIELDS)}
+    tables: dict[str, list[Any]] = {name: [] for name in TABLED}
+    seen: dict[str, dict[Any, int]] = {name: {} for name in TABLED}
+    places = [(column[name], tables[name], seen[name]) for name in TABLED]
+    for row in rows:
+        for at, values, index in places:
+            value = row[at]
+            if value is None:
+                continue
+            marker = tuple(value) if isinstance(value, list) else value
+            if marker not in index:
+                index[marker] = len(values)
+                values.append(value)
+            row[at] = index[marker]
+    return rows, tables
+
+
+# -- the static page ------------------------------------------------------------------------------
+
+
+def write_report(
+    out_dir: Path,
+    manifest_jobs: Iterable[ManifestJob] | None = None,
+    thumbnail_budget: int | None = None,
+) -> Path:
+    """Write ``OUT/report.html`` and its chunks (the page last: temp file, then rename); the
+    chunks of earlier builds are removed once the new page is in place. ``thumbnail_budget``:
+    at most this many thumbnails are made (the others show as deferred)."""
+    chunks = StaticChunks(out_dir, secrets.token_hex(4))
+    try:
+        builder = ReportBuilder(out_dir, chunks, thumbnail_budget=thumbnail_budget)
+        index = builder.build(manifest_jobs)
+        data = {**index.with_decisions(read_decisions(out_dir)), "chunk_url": chunks.url()}
+        title = f"{data['header']['title']} — run report"
+        page = render_page(title, embed_json(data))
+        path = out_dir / REPORT_NAME
+        atomic_write(path, page.encode("utf-8"))
+    except BaseException:
+        chunks.discard()
+        raise
+    chunks.remove_older()
     return path
+
+
+def build_payload(
+    out_dir: Path,
+    manifest_jobs: Iterable[ManifestJob] | None = None,
+    make_thumbs: bool = True,
+) -> tuple[dict[str, Any], Thumbnailer]:
+    """The whole page's data as one payload (the index with every chunk's rows joined, their
+    tables and lists renumbered): for tests and small runs; the page itself is paged."""
+    sink = MemoryChunks()
+    builder = ReportBuilder(out_dir, sink, make_thumbs)
+    index = builder.build(manifest_jobs)
+    payload = index.with_decisions(read_decisions(out_dir))
+    joined: dict[str, Any] = {"jobs": [], "sources": [], "params": []}
+    joined["tables"] = {name: [] for name in TABLED}
+    column = {name: i for i, name in enumerate(FIELDS)}
+    for chunk in sink.chunks:
+        shift = {"source": len(joined["sources"]), "params": len(joined["params"])}
+        for row in chunk["rows"]:
+            row = list(row)
+            for name, values in chunk["tables"].items():
+                if row[column[name]] is not None:
+                    row[column[name]] = values[row[column[name]]]
+            for name, offset in shift.items():
+                if row[column[name]] is not None:
+                    row[column[name]] += offset
+            joined["jobs"].append(row)
+        joined["sources"] += chunk["sources"]
+        joined["params"] += chunk["params"]
+    joined["jobs"], joined["tables"] = _tabled(joined["jobs"])
+    return {**payload, **joined}, builder.thumbs

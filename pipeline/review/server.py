@@ -1,19 +1,27 @@
 """``pipeline review OUT``: the review page served on 127.0.0.1, with decisions recorded.
 
-The same static files as ``report.html``, linked instead of inlined; the payload is built from the
-ledger and ``reviews.jsonl`` at each request, so a reload shows decisions and a run's progress.
-Thumbnails are made on first request (the static report makes them all up front). Files are served
-from OUT only: a path that leaves it, a dot-folder other than ``.thumbs``, or the ledger's
-neighbours that are not images answer 404.
+The same static files as ``report.html``, linked instead of inlined, and the same paged data:
+``/api/data`` is the page's index (with the decisions that stand now, read from
+``reviews.jsonl`` at each request), ``/api/chunk/<build>/<n>`` a chunk of jobs. The chunks are
+built into a temporary folder when the ledger changed since the last build (a run going on), in
+one pass over the ledger's compact fold (``page.ReportBuilder``), so a million-job folder is
+served in the memory of that fold; the previous build's chunks stay until the next one, for a
+page loaded just before. Thumbnails are made on first request (the static report makes them all
+up front). Files are served from OUT only: a path that leaves it, a dot-folder other than
+``.thumbs``, or the ledger's neighbours that are not images answer 404.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -21,13 +29,13 @@ from aiohttp import web
 from pipeline.layout import LEDGER_NAME, REVIEWS_NAME, THUMBS_DIR
 from pipeline.ledger.decisions import DECISIONS, read_decisions, record_decisions
 from pipeline.review.page import (
+    FolderChunks,
     ManifestJob,
-    apply_decisions,
-    build_payload,
+    ReportBuilder,
+    ReportIndex,
     render_page,
     safe_parts,
     static_text,
-    wire_payload,
 )
 from pipeline.review.thumbs import THUMB_NAME, Thumbnailer
 
@@ -39,6 +47,8 @@ IMAGE_TYPES = {
 }
 STATIC_TYPES = {"report.css": "text/css", "report.js": "text/javascript"}
 MAX_BODY = 32 * 1024 * 1024  # a bulk decision over 100,000 jobs fits
+BUILD_NAME = re.compile(r"^[0-9a-f]{8}$")
+Signature = tuple[int, int]
 
 
 class ReviewApp:
@@ -51,18 +61,20 @@ class ReviewApp:
         self.root = os.path.realpath(out_dir)
         self.manifest_jobs = manifest_jobs
         self.thumbs: Thumbnailer | None = None
-        self.keys: dict[str, str | None] = {}  # job id -> current content key
-        # (ledger signature, payload, its wire form): rebuilt only when the ledger changed (a
-        # run going on); the JSON sent, only when the ledger or reviews.jsonl changed.
-        self._cached: tuple[tuple[int, int], dict[str, Any], dict[str, Any]] | None = None
-        self._body_cache: tuple[tuple[tuple[int, int], ...], bytes] | None = None
         self.reviews = out_dir / REVIEWS_NAME
+        self._chunks_root = Path(tempfile.mkdtemp(prefix="pipeline-review-"))
+        self._lock = threading.Lock()  # one build at a time; requests wait for it
+        # (ledger signature, build name, index): rebuilt only when the ledger changed
+        self._built: tuple[Signature, str, ReportIndex] | None = None
+        self._previous: str | None = None
+        self._body_cache: tuple[tuple[Signature, Signature], bytes] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/", self.index)
         app.router.add_get("/static/{name}", self.static)
         app.router.add_get("/api/data", self.data)
+        app.router.add_get("/api/chunk/{build}/{number}", self.chunk)
         app.router.add_post("/api/decisions", self.decisions)
         app.router.add_get("/{path:.+}", self.file)
         return app
@@ -81,43 +93,51 @@ class ReviewApp:
         body = await asyncio.to_thread(self._body)
         return web.Response(body=body, content_type="application/json")
 
+    async def chunk(self, request: web.Request) -> web.Response:
+        build, number = request.match_info["build"], request.match_info["number"]
+        if not BUILD_NAME.match(build) or not number.isdigit():
+            raise web.HTTPNotFound()
+        path = self._chunks_root / build / f"{int(number)}.json"
+        try:
+            body = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            raise web.HTTPNotFound() from None  # a build older than the previous one
+        return web.Response(body=body, content_type="application/json")
+
     def _body(self) -> bytes:
-        """The wire payload's JSON, kept while neither the ledger nor the decisions change."""
+        """The index's JSON, kept while neither the ledger nor the decisions change."""
         signature = (_signature(self.out_dir / LEDGER_NAME), _signature(self.reviews))
         if self._body_cache is None or self._body_cache[0] != signature:
-            self._body_cache = (signature, orjson.dumps(self._wire()))
+            _, build, index = self._current()
+            data = index.with_decisions(read_decisions(self.out_dir))
+            data["chunk_url"] = f"api/chunk/{build}/{{n}}"
+            self._body_cache = (signature, orjson.dumps(data))
         return self._body_cache[1]
 
-    def _payload(self) -> dict[str, Any]:
-        return self._current()[0]
-
-    def _wire(self) -> dict[str, Any]:
-        payload, wire = self._current()
-        # Decisions change without the ledger: copy them into the cached wire rows (the
-        # header's counts are the same dict in both).
-        mine, theirs = payload["fields"].index("decision"), wire["fields"].index("decision")
-        for row, sent in zip(payload["jobs"], wire["jobs"], strict=True):
-            sent[theirs] = row[mine]
-        return wire
-
-    def _current(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The page's payload and wire form, decisions applied as they stand now."""
-        signature = _signature(self.out_dir / LEDGER_NAME)
-        if self._cached is not None and self._cached[0] == signature:
-            _, payload, wire = self._cached
-            apply_decisions(payload, read_decisions(self.out_dir))
-            return payload, wire
-        jobs = self.manifest_jobs() if self.manifest_jobs else None
-        payload, thumbs = build_payload(self.out_dir, jobs, make_thumbs=False, live=True)
-        self.thumbs = thumbs
-        self.keys = {row[0]: row[13] for row in payload["jobs"]}
-        wire = wire_payload(payload)
-        self._cached = (signature, payload, wire)
-        return payload, wire
+    def _current(self) -> tuple[Signature, str, ReportIndex]:
+        """The latest build, made again when the ledger changed (one build at a time)."""
+        with self._lock:
+            signature = _signature(self.out_dir / LEDGER_NAME)
+            if self._built is not None and self._built[0] == signature:
+                return self._built
+            build = secrets.token_hex(4)
+            sink = FolderChunks(self._chunks_root / build)
+            builder = ReportBuilder(self.out_dir, sink, make_thumbs=False)
+            jobs = self.manifest_jobs() if self.manifest_jobs else None
+            index = builder.build(jobs, live=True)
+            self.thumbs = builder.thumbs
+            if self._previous is not None:  # two builds ago: no page loaded it any more
+                shutil.rmtree(self._chunks_root / self._previous, ignore_errors=True)
+            self._previous = self._built[1] if self._built is not None else None
+            self._built = (signature, build, index)
+            return self._built
 
     def warm(self) -> None:
         """Build the page's data before the URL is printed, so the first open is fast."""
         self._body()
+
+    def close(self) -> None:
+        shutil.rmtree(self._chunks_root, ignore_errors=True)
 
     async def decisions(self, request: web.Request) -> web.Response:
         try:
@@ -125,14 +145,21 @@ class ReviewApp:
             entries = parse_decisions(body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return web.Response(status=400, text=str(exc))
-        await asyncio.to_thread(self._payload)  # the current keys (cached unless the run moved)
-        unknown = [job_id for job_id, _, _, _ in entries if job_id not in self.keys]
+        _, _, index = await asyncio.to_thread(self._current)  # cached unless the run moved
+        keys: dict[str, str | None] = {}
+        unknown = []
+        for job_id, _, _, _ in entries:
+            known, key = index.locator.key_of(job_id)
+            if known:
+                keys[job_id] = key
+            else:
+                unknown.append(job_id)
         if unknown:
             return web.Response(status=400, text="unknown job ids: " + ", ".join(unknown[:20]))
         count = 0
         for note in {entry[3] for entry in entries}:
             # The key recorded is the job's current one, whatever the page had loaded.
-            batch = [(j, self.keys[j], d) for j, _, d, n in entries if n == note]
+            batch = [(j, keys[j], d) for j, _, d, n in entries if n == note]
             count += await asyncio.to_thread(record_decisions, self.out_dir, batch, note)
         return web.json_response({"recorded": count})
 
@@ -165,7 +192,7 @@ class ReviewApp:
         return web.FileResponse(real, headers={"Content-Type": kind})
 
 
-def _signature(path: Path) -> tuple[int, int]:
+def _signature(path: Path) -> Signature:
     try:
         stat = path.stat()
     except OSError:
@@ -198,11 +225,11 @@ async def serve(
 ) -> None:
     """Serve until cancelled; ``ready`` gets the page's URL once the socket listens."""
     review = ReviewApp(out_dir, manifest_jobs)
-    await asyncio.to_thread(review.warm)
     runner = web.AppRunner(review.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
     try:
+        await asyncio.to_thread(review.warm)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -212,3 +239,4 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        review.close()

@@ -29,6 +29,7 @@ from pipeline.events import Event, JobStarted
 from pipeline.images.masks import MaskRecipe
 from pipeline.inputs.cache import InputCache
 from pipeline.layout import THUMBS_DIR
+from pipeline.ledger.compact import ByteIndex
 from pipeline.review.mask_view import effective_mask
 
 THUMB_SIDE = 256
@@ -41,6 +42,7 @@ THUMB_WORKERS = min(8, os.cpu_count() or 1)
 MASK_TINT = (239, 68, 68)
 MASK_OPACITY = 0.55
 MASK_CACHE = 32  # decoded masks kept: a catalog shares a handful
+STAT_CACHE = 4096  # input stats the prefetcher keeps: a catalog's shared files, not a million
 _ALPHA = [round(v * MASK_OPACITY) for v in range(256)]
 
 
@@ -166,20 +168,44 @@ def make_thumbnail(
 
 
 class Thumbnailer:
-    """Names thumbnails by what they are made of, and makes only the missing ones."""
+    """Names thumbnails by what they are made of, and makes only the missing ones.
 
-    def __init__(self, out_dir: Path, create: bool = True) -> None:
+    Whether a thumbnail is there is a stat of its file (a few microseconds), not a listing
+    held in memory: a folder of a million photos' thumbnails would be two million names. The
+    names this build shows (``wanted``, for ``prune``) are kept as their 12 bytes each."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        create: bool = True,
+        track: bool = True,
+        budget: int | None = None,
+    ) -> None:
         self.dir = out_dir / THUMBS_DIR
         if create:
             self.dir.mkdir(exist_ok=True)
-        # One listing instead of one stat per thumbnail: cheap at 100,000 jobs.
-        self.existing = {e.name for e in os.scandir(self.dir)} if self.dir.is_dir() else set()
-        self.wanted: set[str] = set()
+        self.track = track  # keep the names asked for (a build prunes the others after)
+        # At most this many made by this build; the rest are ``deferred`` (a later one makes
+        # them): what bounds the time of the report a run writes by itself.
+        self.budget = budget
+        self.scheduled = 0
+        self.deferred: set[str] = set()
+        self.wanted = ByteIndex()
         self.tasks: dict[str, ThumbTask] = {}  # by plain name
         self.by_name: dict[str, ThumbTask] = {}  # every name a task makes -> the task
         self.failed: set[str] = set()
         self.masks = MaskCache()
         self.cancelled = threading.Event()
+
+    def exists(self, name: str) -> bool:
+        return os.path.isfile(os.path.join(self.dir, name))
+
+    def want(self, name: str) -> None:
+        if not self.track:
+            return
+        raw = bytes.fromhex(name[:24])
+        if self.wanted.find(raw) < 0:
+            self.wanted.add(raw)
 
     def request(
         self, source: Input, mask: Input | None = None, recipe: MaskRecipe | None = None
@@ -195,11 +221,17 @@ class Thumbnailer:
             masked = thumb_name(*inputs, recipe=recipe.canonical())
         elif mask is not None:
             masked = thumb_name(source, mask)
-        self.wanted.add(plain)
+        self.want(plain)
         if masked:
-            self.wanted.add(masked)
-        missing = plain not in self.existing or (masked and masked not in self.existing)
-        if missing and (masked or plain) not in self.by_name:
+            self.want(masked)
+        if (masked or plain) in self.by_name:
+            return plain, masked  # asked for already: its task is queued or made
+        missing = not self.exists(plain) or (masked is not None and not self.exists(masked))
+        if missing and self.budget is not None and self.scheduled >= self.budget:
+            self.deferred.add(masked or plain)
+            return plain, masked
+        if missing:
+            self.scheduled += 1
             assert source.path is not None
             task = ThumbTask(
                 plain,
@@ -233,16 +265,24 @@ class Thumbnailer:
 
     def prune(self) -> None:
         """Drop our thumbnails that no job shows any more (replaced outputs, changed sources)."""
-        for name in self.existing - self.wanted:
-            if THUMB_NAME.match(name):
-                (self.dir / name).unlink(missing_ok=True)
+        if not self.dir.is_dir():
+            return
+        with os.scandir(self.dir) as entries:
+            stale = [
+                entry.name
+                for entry in entries
+                if THUMB_NAME.match(entry.name)
+                and self.wanted.find(bytes.fromhex(entry.name[:24])) < 0
+            ]
+        for name in stale:
+            (self.dir / name).unlink(missing_ok=True)
 
     def make(self, task: ThumbTask) -> bool:
         if self.cancelled.is_set():
             return True  # dropped, not failed: whoever needs it later makes it
         try:
             image, has_alpha = load_small(task.source)
-            made = [] if task.plain in self.existing else [(task.plain, image)]
+            made = [] if self.exists(task.plain) else [(task.plain, image)]
             if task.masked and task.recipe is not None:
                 alpha = self._effective(task, image.size)
                 if alpha is not None:
@@ -254,8 +294,6 @@ class Thumbnailer:
                 self._save(name, picture)
         except Exception:  # an unreadable or unwritable image is a placeholder, never a crash
             return False
-        made_names = [name for name, _ in made]
-        self.existing.update([task.plain, *([task.masked] if task.masked in made_names else [])])
         return True
 
     def _effective(self, task: ThumbTask, size: tuple[int, int]) -> Image.Image | None:
@@ -282,12 +320,14 @@ class ThumbnailPrefetcher:
     """
 
     def __init__(self, out_dir: Path) -> None:
-        self._thumbs = Thumbnailer(out_dir)
+        self._thumbs = Thumbnailer(out_dir, track=False)
         self._stats: dict[str, os.stat_result | None] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails")
 
     def _stat(self, path: str) -> os.stat_result | None:
         if path not in self._stats:
+            if len(self._stats) >= STAT_CACHE:
+                self._stats.clear()  # a catalog of distinct photos: each is asked about once
             self._stats[path] = stat_file(path)
         return self._stats[path]
 
@@ -306,6 +346,7 @@ class ThumbnailPrefetcher:
         self._thumbs.request(source, present, recipe)
         tasks = list(self._thumbs.tasks.values())
         self._thumbs.tasks.clear()
+        self._thumbs.by_name.clear()  # neither served nor pruned here: nothing to keep
         for task in tasks:
             self._pool.submit(self._thumbs.make, task)
 

@@ -2,29 +2,47 @@
 
 Read-only: one pass over ``ledger.jsonl`` (a job's state is its latest line) and ``summary.json``
 when it describes the same run. Everything here is plain data that the page's script renders.
+
+Two folds feed it. ``read_report_fold`` (the report and ``pipeline review``) is the ledger's
+compact fold, as resume and ``status`` read it, plus where each job's latest ``started`` line is
+(its details are read back from there when its row is made) and its retries: a million-job
+report holds about 100 bytes a job, not a view of each. ``read_ledger_view`` (export, the review
+command) keeps a ``JobView`` per job.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import orjson
 
 from pipeline.images.checks import ImageChecks
 from pipeline.layout import SUMMARY_NAME
-from pipeline.ledger import Damage, JobState, read_ledger
+from pipeline.ledger import Damage, JobRef, JobState, LedgerState, read_ledger
+from pipeline.ledger.compact import STATUS_CODE, STATUSES
+from pipeline.ledger.fold import Cursor, apply, collector_paused, records_from
+from pipeline.ledger.schema import (
+    JobDetails,
+    Retrying,
+    RetryingCore,
+    Started,
+    StartedCore,
+    decode_line,
+)
 from pipeline.models import ErrorInfo, Status
 
 CHART_POINTS = 160  # the progress chart is sampled, so its size does not grow with the run
 UNFINISHED = frozenset({"started", "submitted", "retrying"})
-# Failed jobs first (they need attention), then unfinished ones, then the successes, then pending.
+# Failed jobs first (they need attention), then unfinished ones, then the successes (the
+# manifest's jobs not run yet come last, after the ledger's).
 STATUS_RANK = {
     "failed": 0,
     "partial": 0,
@@ -33,7 +51,6 @@ STATUS_RANK = {
     "submitted": 1,
     "succeeded": 2,
 }
-PENDING_RANK = 3
 
 # -- the ledger, folded into one view per job ---------------------------------------------------
 
@@ -64,6 +81,31 @@ class LedgerView:
     first_ts: str | None = None
     last_ts: str | None = None
     damage: Damage = field(default_factory=Damage)
+
+    def states(self) -> Counter[str]:
+        return Counter(job.status for job in self.jobs.values())
+
+    def chart(self, since: str | None) -> dict[str, Any] | None:
+        return progress_series(self.finished, since)
+
+
+class RunRecord(Protocol):
+    """What the header is drawn from: a ``LedgerView`` or a ``ReportFold``."""
+
+    @property
+    def retry_reasons(self) -> Counter[str]: ...
+    @property
+    def credits(self) -> int: ...
+    @property
+    def images(self) -> int: ...
+    @property
+    def first_ts(self) -> str | None: ...
+    @property
+    def last_ts(self) -> str | None: ...
+    @property
+    def damage(self) -> Damage: ...
+    def states(self) -> Counter[str]: ...
+    def chart(self, since: str | None) -> dict[str, Any] | None: ...
 
 
 def read_ledger_view(path: Path) -> LedgerView:
@@ -143,7 +185,7 @@ def read_summary(out_dir: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
-def summary_is_stale(summary: dict[str, Any], view: LedgerView) -> bool:
+def summary_is_stale(summary: dict[str, Any], view: RunRecord) -> bool:
     """True when the ledger moved on after the summary: a later run was killed before writing."""
     finished, last = parse_ts(summary.get("finished_at")), parse_ts(view.last_ts)
     if finished is None or last is None:
@@ -178,8 +220,8 @@ class RunFacts:
     chart_since: str | None
 
 
-def run_facts(out_dir: Path, view: LedgerView, summary: dict[str, Any] | None) -> RunFacts:
-    states = Counter(job.status for job in view.jobs.values())
+def run_facts(out_dir: Path, view: RunRecord, summary: dict[str, Any] | None) -> RunFacts:
+    states = view.states()
     notes = _damage_notes(view)
     if summary is not None and summary_is_stale(summary, view):
         notes.append("summary.json is older than the ledger: the last run did not finish")
@@ -191,7 +233,7 @@ def run_facts(out_dir: Path, view: LedgerView, summary: dict[str, Any] | None) -
     return _facts_from_summary(out_dir, summary, states, notes)
 
 
-def _damage_notes(view: LedgerView) -> list[str]:
+def _damage_notes(view: RunRecord) -> list[str]:
     notes = []
     if view.damage.torn_tail:
         notes.append("the ledger's last line was torn (a crash mid-write) and was ignored")
@@ -236,7 +278,7 @@ def _facts_from_summary(
 
 
 def _facts_from_ledger(
-    out_dir: Path, view: LedgerView, states: Counter[str], notes: list[str]
+    out_dir: Path, view: RunRecord, states: Counter[str], notes: list[str]
 ) -> RunFacts:
     first, last = parse_ts(view.first_ts), parse_ts(view.last_ts)
     duration = (last - first).total_seconds() if first and last else None
@@ -314,15 +356,179 @@ def progress_series(
     return {"ok": ok_line, "failed": failed_line, "span": round(span, 3)}
 
 
-def header_data(out_dir: Path, view: LedgerView, summary: dict[str, Any] | None) -> dict[str, Any]:
+def binned_series(
+    moments: Callable[[], Iterator[tuple[float, bool]]], since: str | None
+) -> dict[str, Any] | None:
+    """``progress_series`` from (seconds, succeeded?) moments, in two passes over them and
+    CHART_POINTS counters: no list of a million finished jobs is made or sorted."""
+    start = parse_ts(since)
+    floor = start.timestamp() if start is not None and start.tzinfo is not None else None
+    first = last = None
+    for moment, _ in moments():
+        if floor is not None and moment < floor:
+            continue  # an earlier run: the chart shows the run the header describes
+        first = moment if first is None or moment < first else first
+        last = moment if last is None or moment > last else last
+    if first is None or last is None:
+        return None
+    t0 = floor if floor is not None else first
+    span = max(last - t0, 1e-3)
+    ok_bins, failed_bins = [0] * (CHART_POINTS + 1), [0] * (CHART_POINTS + 1)
+    for moment, succeeded in moments():
+        if moment < t0:
+            continue
+        step = max(1, math.ceil((moment - t0) / span * CHART_POINTS - 1e-9))
+        (ok_bins if succeeded else failed_bins)[min(step, CHART_POINTS)] += 1
+    return {"ok": _running(ok_bins), "failed": _running(failed_bins), "span": round(span, 3)}
+
+
+def _running(bins: list[int]) -> list[int]:
+    total, line = 0, []
+    for count in bins:
+        total += count
+        line.append(total)
+    return line
+
+
+def header_data(out_dir: Path, view: RunRecord, summary: dict[str, Any] | None) -> dict[str, Any]:
     """Everything the page's header shows, as JSON-ready data (the script draws it)."""
     facts = run_facts(out_dir, view, summary)
     data = asdict(facts)
     data["states"] = dict(facts.states)
     data["unfinished"] = sum(facts.states[s] for s in UNFINISHED)
-    data["chart"] = progress_series(view.finished, facts.chart_since)
+    data["chart"] = view.chart(facts.chart_since)
     return data
 
 
-def ordered(jobs: Iterable[JobView]) -> list[JobView]:
-    return sorted(jobs, key=lambda job: (STATUS_RANK.get(job.status, 1), job.order))
+# -- the compact fold, for the report at any size -------------------------------------------------
+
+# A status code's rank on the page, as a table for ``bytes.translate`` (one pass in C).
+RANK_OF_STATUS = bytes(
+    STATUS_RANK.get(STATUSES[code].value, 1) if code < len(STATUSES) else 1 for code in range(256)
+)
+
+
+class ReportFold:
+    """The ledger's compact fold (``LedgerState``, as resume reads it) and what only the page
+    shows: where each job's latest ``started`` line is (its details are read from there when
+    its row is made), its retries since then, the run's first and last stamps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state = LedgerState()
+        self.started_at = array("q")  # offset + 1 of the latest started line with details
+        self.retries: dict[int, Counter[str]] = {}
+        self.retry_reasons: Counter[str] = Counter()
+        self.first_ts: str | None = None
+        self.last_ts: str | None = None
+        self._reader: Any = None
+
+    @property
+    def damage(self) -> Damage:
+        return self.state.damage
+
+    @property
+    def credits(self) -> int:
+        return self.state.credits_spent
+
+    @property
+    def images(self) -> int:
+        table, status = self.state.table, self.state.table.status
+        delivered = (STATUS_CODE[Status.SUCCEEDED], STATUS_CODE[Status.PARTIAL])
+        return sum(table.output_total(n) for n in range(len(table)) if status[n] in delivered)
+
+    def states(self) -> Counter[str]:
+        codes = Counter(self.state.table.status)
+        return Counter({STATUSES[code].value: count for code, count in codes.items()})
+
+    def chart(self, since: str | None) -> dict[str, Any] | None:
+        table = self.state.table
+        done = STATUS_CODE[Status.SUCCEEDED]
+        # A partial job's end is drawn with the failed ones, as the detailed fold's chart does.
+        ended = {done, STATUS_CODE[Status.FAILED], STATUS_CODE[Status.PARTIAL]}
+
+        def moments() -> Iterator[tuple[float, bool]]:
+            status, updated = table.status, table.updated
+            for number in range(len(table)):
+                code = status[number]
+                if code in ended and updated[number]:
+                    yield updated[number] / 1000, code == done
+
+        return binned_series(moments, since)
+
+    def ranked(self) -> Iterator[int]:
+        """Job numbers in the page's order: failed, unfinished, succeeded; first seen first."""
+        ranks = self.state.table.status.translate(RANK_OF_STATUS)
+        for rank in sorted({RANK_OF_STATUS[code] for code in range(len(STATUSES))}):
+            marker = bytes([rank])
+            number = ranks.find(marker)
+            while number >= 0:
+                yield number
+                number = ranks.find(marker, number + 1)
+
+    def details(self, number: int) -> JobDetails | None:
+        """The job's details, from its latest ``started`` line."""
+        at = self.started_at[number] - 1 if number < len(self.started_at) else -1
+        if at < 0:
+            return None
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        self._reader.seek(at)
+        record = decode_line(self._reader.readline())
+        return record.job if isinstance(record, Started) else None
+
+    def view(self, number: int) -> JobView:
+        """The page's view of one job (what ``read_ledger_view`` makes for every job)."""
+        job = JobRef(self.state.table, number)
+        details = self.details(number)
+        error = job.error
+        return JobView(
+            job_id=job.job_id,
+            order=number,
+            status=job.status.value,
+            key=job.key or None,
+            job=msgspec.structs.asdict(details) if details is not None else {},
+            outputs=list(job.outputs),
+            error=None if error is None else _error_dict(error),
+            attempts=job.attempts,
+            credits=job.credits,
+            retries=Counter(self.retries.get(number, ())),
+            updated=job.updated,
+        )
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def read_report_fold(path: Path) -> ReportFold:
+    """The whole ledger, folded compactly for the page (see ``ReportFold``). Lines are decoded
+    as resume decodes them (details skipped: a row reads its job's from the started line); a
+    ``retrying`` line is read again whole for its reason."""
+    fold = ReportFold(path)
+    state, started_at, retries = fold.state, fold.started_at, fold.retries
+    cursor = Cursor()
+    with collector_paused(), path.open("rb") as again:
+        for offset, record in records_from(path, state.damage, cursor):
+            if record.ts:
+                fold.first_ts = fold.first_ts or record.ts
+                fold.last_ts = record.ts
+            job = apply(state, record)
+            if not isinstance(job, JobRef):
+                continue
+            number = job.number
+            if number >= len(started_at):
+                started_at.append(0)
+            kind = type(record)
+            if kind is StartedCore:
+                retries.pop(number, None)
+                started_at[number] = offset + 1
+            elif kind is RetryingCore:
+                again.seek(offset)
+                whole = decode_line(again.readline())
+                reason = whole.error.kind if isinstance(whole, Retrying) else "unknown"
+                retries.setdefault(number, Counter())[reason] += 1
+                fold.retry_reasons[reason] += 1
+    state.offset, state.lines = cursor.offset, cursor.lines
+    return fold

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.ledger import LedgerState
+from pipeline.manifest import Manifest
 from pipeline.models import Job
 from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.reporting.history import (
@@ -27,7 +28,7 @@ from pipeline.reporting.notify import notify, payload_from_summary
 from pipeline.reporting.runlog import log_stop
 from pipeline.reporting.stats import RunStats
 from pipeline.review.page import write_report
-from pipeline.runner.options import RunContext
+from pipeline.runner.options import Console, RunContext
 
 
 async def finish_run(
@@ -69,7 +70,9 @@ async def finish_run(
         log.warning(warning)  # a bucket OUT: its ledger copy is behind the local one
     if options.metrics_file is not None:
         _write_metrics(context, states, summary, credits_all_runs, possibly_charged, stats, code)
-    report_path = None if not options.report or not sent else _write_report(context)
+    report_path = None
+    if options.report and sent:
+        report_path = write_run_report(out, context.manifest, plan.total, context.console)
     log_stop(log, code, summary)
     if options.notify:
         result = await notify(options.notify, payload_from_summary(summary))
@@ -121,8 +124,23 @@ def _write_metrics(
         )
 
 
-def _write_report(context: RunContext) -> Path | None:
-    out_dir, manifest = context.target.state_dir, context.manifest
+# The report a run writes by itself costs at most this many jobs' rows (about 4 s, 50 MB) and
+# this many new thumbnails (about 5 ms each; the run's prefetcher made its own jobs' already);
+# a bigger folder's page is written (paged, in bounded memory) by `pipeline report`, or served
+# by `pipeline review`, when someone wants to look.
+AUTO_REPORT_MAX_JOBS = 100_000
+AUTO_REPORT_THUMBNAILS = 2_000
+
+
+def write_run_report(out_dir: Path, manifest: Manifest, jobs: int, console: Console) -> Path | None:
+    """The run's own report of its ``jobs`` manifest jobs, bounded (``AUTO_REPORT_MAX_JOBS``):
+    its path, or None (too big, or it could not be written: a warning says which)."""
+    if jobs > AUTO_REPORT_MAX_JOBS:
+        console.warn(
+            f"report: not written for {jobs:,} jobs (over {AUTO_REPORT_MAX_JOBS:,}): "
+            f"`pipeline report {out_dir}` writes it, `pipeline review {out_dir}` serves it"
+        )
+        return None
 
     rows = (
         (
@@ -137,9 +155,9 @@ def _write_report(context: RunContext) -> Path | None:
         if isinstance(job, Job)
     )
     try:
-        return write_report(out_dir, rows)
+        return write_report(out_dir, rows, thumbnail_budget=AUTO_REPORT_THUMBNAILS)
     except (OSError, PipelineError) as exc:
-        context.console.warn(f"warning: could not write the report: {exc}")
+        console.warn(f"warning: could not write the report: {exc}")
         return None
 
 

@@ -63,7 +63,9 @@ async def run_session(
         if options.emulator:
             endpoints, api_key = await _start_emulator(stack)
         state_dir = context.target.state_dir
-        writer = stack.enter_context(LedgerWriter(state_dir / LEDGER_NAME, syncer=syncer))
+        # The writer folds its lines into the run's state and keeps the ledger's checkpoint.
+        writer = LedgerWriter(state_dir / LEDGER_NAME, syncer=syncer, state=ledger)
+        stack.enter_context(writer)
         bus.subscribe(writer)
         bus.subscribe(stats)
         _subscribe_listeners(context, plan, bus, stats, stack)
@@ -235,7 +237,7 @@ def _install_signal_handlers(
 
     def on_signal(signum: int) -> None:
         if scheduler.stopping:
-            writer.close()  # every line is already whole; make them durable and go
+            writer.close(checkpoint=False)  # every line is whole; make them durable and go
             os._exit(ExitCode.INTERRUPTED)
         name = signal.Signals(signum).name
         context.console.warn(

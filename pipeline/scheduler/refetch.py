@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Protocol
 
 from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, TransientError
 from pipeline.events import EventBus, OutputsRefetched, ResultLost
-from pipeline.ledger import JobState
+from pipeline.ledger import FoldedJob, JobRef
+from pipeline.ledger.compact import JobTable
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.results import ResultSource, fetch_checked
 from pipeline.store.local import Store
@@ -54,28 +56,43 @@ class Gate(Protocol):
 class DoneJobs:
     """The plan's ``on_done``: every job skipped as done, remembered cheaply.
 
-    A JobState pointer per job (the ledger's own object); the PlannedJob only for ``protect``
-    jobs, which need the source and mask again to composite a re-fetched image.
+    A job of the compact fold (``ledger.JobRef``) is kept as its number in one array (4 bytes:
+    a million done jobs would otherwise be a million objects); others as the object. The
+    PlannedJob only for ``protect`` jobs, which need the source and mask again to composite a
+    re-fetched image.
     """
 
     def __init__(self, records_of: Callable[[str], tuple[str, ...]] = lambda _job_id: ()) -> None:
-        self._jobs: list[JobState | tuple[JobState, PlannedJob]] = []
+        self._jobs: list[FoldedJob | tuple[FoldedJob, PlannedJob]] = []
+        self._numbers = array("I")
+        self._table: JobTable | None = None
         # A job bought one call per image: each output's record (``LedgerState.output_records``)
         self.records_of = records_of
 
-    def __call__(self, state: JobState, planned: PlannedJob) -> None:
+    def __call__(self, state: FoldedJob, planned: PlannedJob) -> None:
         if state.result_gone:  # an earlier run found its stored result gone: not asked again
             return
-        self._jobs.append((state, planned) if planned.job.protect else state)
+        if planned.job.protect:
+            self._jobs.append((state, planned))
+        elif isinstance(state, JobRef) and self._table in (None, state.table):
+            self._table = state.table
+            self._numbers.append(state.number)
+        else:
+            self._jobs.append(state)
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + len(self._numbers)
 
     def missing(
         self, gone: Callable[[tuple[str, ...]], bool]
-    ) -> list[tuple[JobState, PlannedJob | None]]:
+    ) -> list[tuple[FoldedJob, PlannedJob | None]]:
         """The done jobs whose outputs are ``gone`` (blocking: run it in a thread)."""
-        found: list[tuple[JobState, PlannedJob | None]] = []
+        found: list[tuple[FoldedJob, PlannedJob | None]] = []
+        table = self._table
+        if table is not None:
+            for number in self._numbers:
+                if gone(table.outputs(number)):
+                    found.append((JobRef(table, number), None))
         for item in self._jobs:
             state, planned = item if isinstance(item, tuple) else (item, None)
             if gone(state.outputs):
@@ -157,7 +174,7 @@ class Refetcher:
         return report
 
     async def _guarded(
-        self, state: JobState, planned: PlannedJob | None, report: RefetchReport
+        self, state: FoldedJob, planned: PlannedJob | None, report: RefetchReport
     ) -> None:
         if self._stopping():
             report.later.append((state.job_id, "the run stopped"))
@@ -172,7 +189,7 @@ class Refetcher:
         else:
             report.refetched.append(state.job_id)
 
-    async def refetch(self, state: JobState, planned: PlannedJob | None) -> OutputsRefetched:
+    async def refetch(self, state: FoldedJob, planned: PlannedJob | None) -> OutputsRefetched:
         """One job's outputs stored again; raises _Gone or TransientError."""
         per_image = self._records_of(state.job_id)
         if not state.uuid and not per_image:
@@ -223,7 +240,7 @@ class Refetcher:
 
     async def _fetch_one(
         self,
-        state: JobState,
+        state: FoldedJob,
         planned: PlannedJob | None,
         record: FeatureResult,
         result_index: int,

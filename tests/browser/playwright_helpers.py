@@ -56,8 +56,9 @@ def wait_ready(page: Any) -> None:
 
 
 @contextmanager
-def served(out_dir: Path) -> Iterator[str]:
-    """``pipeline review OUT`` on a free port in a thread; yields the page's URL."""
+def served(out_dir: Path, start_timeout: float = 30.0) -> Iterator[str]:
+    """``pipeline review OUT`` on a free port in a thread; yields the page's URL once the first
+    build of its data is made (``start_timeout``: a million jobs' takes a minute or two)."""
     from pipeline.review.server import serve
 
     loop = asyncio.new_event_loop()
@@ -78,7 +79,7 @@ def served(out_dir: Path) -> Iterator[str]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    if not ready.wait(30):
+    if not ready.wait(start_timeout):
         raise RuntimeError("the review server did not start")
     try:
         yield url[0]

@@ -1,18 +1,35 @@
-// The review page: header and job grid rendered from one JSON payload (inline in the static
-// report.html, fetched from /api/data when served by `pipeline review`). Elements are built with
-// textContent only (data never reaches innerHTML); filters live in the URL hash.
+// The review page: header and job grid rendered from the run's index (inline in the static
+// report.html, fetched from /api/data when served by `pipeline review`) and chunks of jobs
+// loaded as a page needs them (script files beside report.html, /api/chunk/... when served).
+// Elements are built with textContent only (data never reaches innerHTML); filters and the
+// page number live in the URL hash.
+//
+// Paging: the index counts each chunk's jobs by status group and feature, and names every
+// decision with its job's chunk, group and feature; so for these filters the number of matches
+// in every chunk is known without loading it, and a page loads only the chunks its cards are in.
+// A search reads the chunks in order until the page is full, then goes on reading the rest in
+// the background to count the matches. A few chunks are kept; older ones are dropped.
 (() => {
   "use strict";
   const UNFINISHED = new Set(["started", "retrying", "submitted"]);
   const FEATURES = {IMAGE_INPAINTER: "inpaint", BACKGROUND_REPLACER: "background"};
   const NOTES = {missing: "file missing", unreadable: "cannot read image", url: "remote URL",
-    asset: "uploaded asset", none: "no image", pending: "not run yet"};
+    asset: "uploaded asset", none: "no image", pending: "not run yet",
+    deferred: "preview not made yet (pipeline report makes it)"};
   const PAGE_SIZE = 60;
+  const CACHED_CHUNKS = 16;
+  const BULK_CONFIRM = 10000;
   const $ = (id) => document.getElementById(id);
-  const grid = $("grid"), more = $("more"), count = $("count");
-  const state = {status: "all", feature: "all", query: "", decision: "all", rejectedOnly: false};
-  // Rows stay as they came (compact arrays); a row becomes a job object only when drawn.
-  let DATA, ROWS, COL, CACHE, SEARCH = null, BY_ID = null, matches = [], shown = 0, storeKey = "";
+  const grid = $("grid"), count = $("count");
+  const state = {status: "all", feature: "all", query: "", decision: "all", rejectedOnly: false,
+    page: 0};
+  let INDEX, COL, storeKey = "", TOTAL = 0;
+  const DECIDED = new Map();  // job id -> {decision, note, ts, chunk, group, feature}
+  let BY_CHUNK = null;  // chunk -> its decided entries (rebuilt when a decision changes)
+  const CHUNKS = new Map();  // chunk number -> Promise of the chunk, oldest first
+  const WAITING = new Map();  // chunk number -> {resolve, reject} of its script (static page)
+  let counts = [];  // matches in each chunk under the current filters; undefined: not known yet
+  let token = 0;  // bumped by every new filter or page: older asynchronous work stops
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -25,32 +42,76 @@
     UNFINISHED.has(status) ? "unfinished" : status === "partial" ? "failed" : status;
   const group = (job) => groupOf(job.status);
   const decisionOf = (job) => job.decision ? job.decision[0] : null;
-  const rowDecision = (row) => row[COL.decision] ? row[COL.decision][0] : null;
+  const number = (n) => n.toLocaleString("en-US");
 
-  function jobAt(index) {
-    if (CACHE[index]) return CACHE[index];
-    const row = ROWS[index];
-    const job = {index};
-    DATA.fields.forEach((name, i) => { if (name !== "decision") job[name] = row[i]; });
-    // The decision lives in the row, so filters (which read rows) see every change.
-    Object.defineProperty(job, "decision", {get: () => row[COL.decision],
-      set: (value) => { row[COL.decision] = value; }});
+  // -- chunks -------------------------------------------------------------------------------
+  window.reportChunk = (n, data) => {
+    const waiting = WAITING.get(n);
+    if (waiting) { WAITING.delete(n); waiting.resolve(data); }
+  };
+
+  function fetchChunk(n) {
+    const url = INDEX.chunk_url.replace("{n}", String(n));
+    if (INDEX.live) {
+      return fetch(url).then((response) => {
+        if (!response.ok) throw new Error("chunk " + n + ": HTTP " + response.status);
+        return response.json();
+      });
+    }
+    // file:// pages may not fetch; a script may load, and hands its data to reportChunk.
+    return new Promise((resolve, reject) => {
+      WAITING.set(n, {resolve, reject});
+      const script = document.createElement("script");
+      script.src = url;
+      script.onload = () => script.remove();
+      script.onerror = () => { WAITING.delete(n); script.remove();
+        reject(new Error("cannot load " + url)); };
+      document.head.append(script);
+    });
+  }
+
+  function chunk(n) {
+    let promise = CHUNKS.get(n);
+    if (promise) { CHUNKS.delete(n); CHUNKS.set(n, promise); return promise; }
+    promise = fetchChunk(n).then((data) => prepare(n, data));
+    promise.catch(() => CHUNKS.delete(n));
+    CHUNKS.set(n, promise);
+    while (CHUNKS.size > CACHED_CHUNKS) CHUNKS.delete(CHUNKS.keys().next().value);
+    return promise;
+  }
+
+  // A chunk names its repeated values (status, feature, mask) once in ``tables``: put them back.
+  function prepare(n, data) {
+    for (const [name, values] of Object.entries(data.tables || {})) {
+      const at = COL[name];
+      if (at === undefined) continue;
+      for (const row of data.rows) if (row[at] !== null) row[at] = values[row[at]];
+    }
+    return {n, rows: data.rows, sources: data.sources, params: data.params,
+      jobs: new Array(data.rows.length), search: null};
+  }
+
+  // Rows stay as they came (compact arrays); a row becomes a job object only when drawn.
+  function jobOf(c, i) {
+    if (c.jobs[i]) return c.jobs[i];
+    const row = c.rows[i];
+    const job = {chunk: c.n};
+    INDEX.fields.forEach((name, k) => { job[name] = row[k]; });
+    Object.defineProperty(job, "decision", {get: () => {
+      const d = DECIDED.get(job.id);
+      return d ? [d.decision, d.note, d.ts] : null;
+    }});
     // A present output comes as its URL alone (its label is the last part); others as arrays.
     job.outputs = (job.outputs || []).map((o) => typeof o === "string" ?
       {label: decodeURIComponent(o.slice(o.lastIndexOf("/") + 1)), full: o, note: null} :
       {label: o[0], full: o[1], note: o[2]});
-    const source = Object.assign({}, DATA.sources[job.source] || {note: "none"});
-    for (const key of ["thumb", "plain"]) if (source[key]) source[key] = DATA.thumbs + source[key];
+    const source = Object.assign({}, c.sources[job.source] || {note: "none"});
+    for (const key of ["thumb", "plain"]) if (source[key]) source[key] = INDEX.thumbs + source[key];
     job.source = source;
-    job.params = job.params === null ? {} : DATA.params[job.params];
+    job.params = job.params === null ? {} : c.params[job.params];
     if (job.mask) job.mask = {kind: job.mask[0], label: job.mask[1]};
-    CACHE[index] = job;
+    c.jobs[i] = job;
     return job;
-  }
-
-  function indexOf(id) {
-    if (!BY_ID) BY_ID = new Map(ROWS.map((row, i) => [row[COL.id], i]));
-    return BY_ID.get(id);
   }
 
   // -- header -------------------------------------------------------------------------------
@@ -111,7 +172,7 @@
   }
 
   function renderHeader() {
-    const h = DATA.header, states = h.states || {};
+    const h = INDEX.header, states = h.states || {};
     const total = Object.values(states).reduce((a, b) => a + b, 0);
     const reasons = Object.entries(h.retry_reasons || {}).sort();
     const retries = reasons.reduce((sum, [, n]) => sum + n, 0);
@@ -146,42 +207,165 @@
     for (const note of h.notes || []) header.append(el("p", "notice", note));
   }
 
-  // -- filters ------------------------------------------------------------------------------
-  function matchesFilters(row, index) {
-    if (state.status !== "all" && groupOf(row[COL.status]) !== state.status) return false;
-    if (state.feature !== "all" && row[COL.feature] !== state.feature) return false;
-    const decision = rowDecision(row);
+  // -- filters and pages ---------------------------------------------------------------------
+  const groupOk = (g) => state.status === "all" || g === state.status;
+  const featureOk = (f) => state.feature === "all" || f === state.feature;
+  function decisionOk(decision) {
     if (state.rejectedOnly && decision !== "rejected") return false;
-    if (state.decision !== "all" && (decision || "none") !== state.decision) return false;
+    return state.decision === "all" || (decision || "none") === state.decision;
+  }
+
+  function decidedIn(n) {
+    if (!BY_CHUNK) {
+      BY_CHUNK = new Map();
+      for (const d of DECIDED.values()) {
+        if (!BY_CHUNK.has(d.chunk)) BY_CHUNK.set(d.chunk, []);
+        BY_CHUNK.get(d.chunk).push(d);
+      }
+    }
+    return BY_CHUNK.get(n) || [];
+  }
+
+  // The matches in chunk n from the index alone, or null when only its rows can tell (a search).
+  function counted(n) {
+    if (state.query) return null;
+    let total = 0;
+    for (const [key, k] of Object.entries(INDEX.chunks[n].counts)) {
+      const bar = key.indexOf("|");
+      if (groupOk(key.slice(0, bar)) && featureOk(key.slice(bar + 1))) total += k;
+    }
+    if (state.decision === "all" && !state.rejectedOnly) return total;
+    let decided = 0, matching = 0;
+    for (const d of decidedIn(n)) {
+      if (!groupOk(d.group) || !featureOk(d.feature)) continue;
+      decided++;
+      if (decisionOk(d.decision)) matching++;
+    }
+    return matching + (decisionOk(null) ? total - decided : 0);
+  }
+
+  function rowMatches(c, i) {
+    const row = c.rows[i];
+    if (!groupOk(groupOf(row[COL.status])) || !featureOk(row[COL.feature] || "")) return false;
+    const d = DECIDED.get(row[COL.id]);
+    if (!decisionOk(d ? d.decision : null)) return false;
     if (state.query) {
-      if (!SEARCH) SEARCH = ROWS.map((r) => (r[COL.id] + "\n" + (r[COL.prompt] || "")).toLowerCase());
-      if (!SEARCH[index].includes(state.query)) return false;
+      if (!c.search) c.search = c.rows.map((r) => (r[COL.id] + "\n" + (r[COL.prompt] || "")).toLowerCase());
+      if (!c.search[i].includes(state.query)) return false;
     }
     return true;
   }
 
-  function apply() {
-    matches = [];
-    for (let i = 0; i < ROWS.length; i++) if (matchesFilters(ROWS[i], i)) matches.push(i);
-    shown = 0;
-    grid.replaceChildren();
-    renderMore();
-    syncControls();
-    writeHash();
+  function matchesIn(c) {
+    let found = 0;
+    for (let i = 0; i < c.rows.length; i++) if (rowMatches(c, i)) found++;
+    return found;
   }
 
-  // Only what is near the viewport is built: a page of cards at a time, more as one scrolls.
-  function renderMore() {
-    const end = Math.min(shown + PAGE_SIZE, matches.length);
+  function known() {
+    let total = 0, complete = true;
+    for (let n = 0; n < INDEX.chunks.length; n++) {
+      if (counts[n] === undefined) {
+        const c = counted(n);
+        if (c === null) { complete = false; continue; }
+        counts[n] = c;
+      }
+      total += counts[n];
+    }
+    return {total, complete};
+  }
+
+  // The current page: walk the chunks, skip those whose matches all come before the page,
+  // load the ones it is in, stop when it is full.
+  async function render() {
+    const mine = ++token;
+    document.body.dataset.busy = "1";  // until this page is drawn (tests wait on it)
+    const from = state.page * PAGE_SIZE;
+    const picked = [];
+    let seen = 0;
+    for (let n = 0; n < INDEX.chunks.length && picked.length < PAGE_SIZE; n++) {
+      if (counts[n] === undefined) { const c = counted(n); if (c !== null) counts[n] = c; }
+      if (counts[n] === 0) continue;
+      if (counts[n] !== undefined && seen + counts[n] <= from) { seen += counts[n]; continue; }
+      let c;
+      try {
+        c = await chunk(n);
+      } catch (error) {
+        if (mine === token) {
+          $("live-status").textContent = String(error.message || error);
+          delete document.body.dataset.busy;
+        }
+        return;
+      }
+      if (mine !== token) return;
+      let found = 0;
+      for (let i = 0; i < c.rows.length; i++) {
+        if (!rowMatches(c, i)) continue;
+        if (seen >= from && picked.length < PAGE_SIZE) picked.push(jobOf(c, i));
+        seen++;
+        found++;
+      }
+      counts[n] = found;
+    }
+    const {total, complete} = known();
+    if (!picked.length && state.page > 0 && complete) {  // past the end (a narrower filter)
+      state.page = Math.max(0, Math.ceil(total / PAGE_SIZE) - 1);
+      writeHash();
+      return render();
+    }
     const batch = document.createDocumentFragment();
-    for (let i = shown; i < end; i++) batch.append(card(jobAt(matches[i])));
-    grid.append(batch);
-    shown = end;
-    more.hidden = shown >= matches.length;
-    $("empty").hidden = matches.length > 0;
-    count.textContent = "showing " + shown.toLocaleString("en-US") + " of " +
-      matches.length.toLocaleString("en-US") + (matches.length === ROWS.length ? " jobs" :
-      " matching (" + ROWS.length.toLocaleString("en-US") + " jobs)");
+    for (const job of picked) batch.append(card(job));
+    grid.replaceChildren(batch);
+    showCounts();
+    delete document.body.dataset.busy;
+    if (!complete) scanRest(mine);
+  }
+
+  // A search's matches beyond the page: counted chunk by chunk, in the background.
+  async function scanRest(mine) {
+    for (let n = 0; n < INDEX.chunks.length; n++) {
+      if (counts[n] !== undefined) continue;
+      const c = counted(n);
+      if (c !== null) { counts[n] = c; continue; }
+      let data;
+      try { data = await chunk(n); } catch (error) { return; }
+      if (mine !== token) return;
+      counts[n] = matchesIn(data);
+      showCounts();
+    }
+  }
+
+  function showCounts() {
+    const {total, complete} = known();
+    const from = state.page * PAGE_SIZE, shown = grid.childElementCount;
+    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+    const filtered = state.status !== "all" || state.feature !== "all" || state.query ||
+      state.decision !== "all" || state.rejectedOnly;
+    const of = number(total) + (complete ? "" : "+");
+    const what = filtered ? " matching (" + number(TOTAL) + " jobs)" : " jobs";
+    count.textContent = (shown ? "showing " + number(from + 1) + "–" + number(from + shown) :
+      "showing 0") + " of " + of + what + (complete ? "" : ", searching…");
+    $("page-label").textContent = "page " + number(state.page + 1) + " of " + number(pages) +
+      (complete ? "" : "+");
+    $("prev").disabled = state.page === 0;
+    $("next").disabled = complete && from + PAGE_SIZE >= total;
+    $("pager").hidden = complete && total <= PAGE_SIZE;
+    $("empty").hidden = !(complete && total === 0);
+  }
+
+  function apply() {
+    state.page = 0;
+    counts = [];
+    syncControls();
+    writeHash();
+    return render();
+  }
+
+  function turn(delta) {
+    state.page = Math.max(0, state.page + delta);
+    writeHash();
+    window.scrollTo(0, 0);
+    return render();
   }
 
   function syncControls() {
@@ -194,8 +378,10 @@
     $("rejected-only").checked = state.rejectedOnly;
   }
 
-  // The hash holds the filters: "#failed", "#status=failed&feature=IMAGE_INPAINTER&q=chair".
+  // The hash holds the filters and the page: "#failed", "#status=failed&q=chair&page=3".
   function readHash() {
+    Object.assign(state, {status: "all", feature: "all", query: "", decision: "all",
+      rejectedOnly: false, page: 0});
     const params = new URLSearchParams(location.hash.slice(1));
     for (const [key, value] of params) {
       if (["failed", "succeeded", "unfinished", "pending", "all"].includes(key) && !value) {
@@ -206,6 +392,7 @@
       else if (key === "q") state.query = value.toLowerCase();
       else if (key === "decision") state.decision = value;
       else if (key === "rejected") state.rejectedOnly = value === "1";
+      else if (key === "page") state.page = Math.max(0, (parseInt(value, 10) || 1) - 1);
     }
   }
 
@@ -216,6 +403,7 @@
     if (state.query) params.set("q", state.query);
     if (state.decision !== "all") params.set("decision", state.decision);
     if (state.rejectedOnly) params.set("rejected", "1");
+    if (state.page > 0) params.set("page", String(state.page + 1));
     const hash = params.toString();
     try {
       history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
@@ -359,26 +547,36 @@
   // -- decisions ----------------------------------------------------------------------------
   // Served: a click is POSTed to /api/decisions and lands in OUT/reviews.jsonl. Static: the
   // file shows the recorded decisions; new ones are kept in this browser and exported as JSON
-  // for `pipeline review OUT --from FILE`.
+  // for `pipeline review OUT --from FILE`. Every decision is kept by job id with the job's
+  // chunk, group and feature, so the filters count them without loading their chunks.
+  function setDecision(job, decision, note, ts) {
+    if (decision) {
+      DECIDED.set(job.id, {decision, note, ts, chunk: job.chunk, group: group(job),
+        feature: job.feature || ""});
+    } else {
+      DECIDED.delete(job.id);
+    }
+    BY_CHUNK = null;
+  }
+
   function loadLocal() {
-    if (DATA.live) return;
+    if (INDEX.live) return;
     try {
       const saved = JSON.parse(localStorage.getItem(storeKey) || "{}");
-      for (const [id, decision] of Object.entries(saved)) {
-        const index = indexOf(id);
-        if (index !== undefined && ["approved", "rejected"].includes(decision)) {
-          ROWS[index][COL.decision] = [decision, "", ""];
-        }
+      for (const [id, entry] of Object.entries(saved)) {
+        if (!Array.isArray(entry) || !["approved", "rejected"].includes(entry[0])) continue;
+        const [decision, chunkNumber, groupName, feature] = entry;
+        DECIDED.set(id, {decision, note: "", ts: "", chunk: chunkNumber, group: groupName,
+          feature});
       }
     } catch (error) { /* private mode or mangled storage: start from the recorded ones */ }
   }
 
   function saveLocal() {
-    if (DATA.live) return;
+    if (INDEX.live) return;
     const saved = {};
-    for (const row of ROWS) {
-      const decision = row[COL.decision];
-      if (decision && decision[2] === "") saved[row[COL.id]] = decision[0];
+    for (const [id, d] of DECIDED) {
+      if (d.ts === "") saved[id] = [d.decision, d.chunk, d.group, d.feature];
     }
     try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch (error) { }
   }
@@ -402,7 +600,7 @@
       button.type = "button";
       button.dataset.decision = decision;
       button.addEventListener("click", () => {
-        const next = decisionOf(job) === decision && !DATA.live ? null : decision;
+        const next = decisionOf(job) === decision && !INDEX.live ? null : decision;
         decide([job], next).then(() => paintCard(job, article));
       });
       wrap.append(button);
@@ -412,12 +610,11 @@
 
   async function decide(jobs, decision) {
     const note = $("note").value.trim();
-    if (DATA.live && decision) {
+    if (INDEX.live && decision) {
       $("live-status").textContent = "saving…";
       const response = await fetch("api/decisions", {method: "POST",
         headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({decisions: jobs.map((job) => ({job_id: job.id, key: job.key,
-          decision, note}))})});
+        body: JSON.stringify({decisions: jobs.map((job) => ({job_id: job.id, decision, note}))})});
       if (!response.ok) {
         $("live-status").textContent = "not saved: " + (await response.text());
         return;
@@ -425,23 +622,42 @@
       const saved = await response.json();
       $("live-status").textContent = "saved " + saved.recorded;
     }
-    for (const job of jobs) job.decision = decision ? [decision, note, DATA.live ? "saved" : ""] : null;
+    for (const job of jobs) setDecision(job, decision, note, INDEX.live ? "saved" : "");
+    if (state.decision !== "all" || state.rejectedOnly) counts = [];  // they filter on these
     saveLocal();
     syncDecided();
   }
 
-  function bulk(decision) {
-    const targets = matches.map(jobAt);
-    if (!targets.length) return;
-    decide(targets, decision).then(() => {
-      for (const article of grid.querySelectorAll("article.card")) {
-        paintCard(jobAt(indexOf(article.dataset.jobId)), article);
-      }
-    });
+  // Every job the filters match, on every page: the chunks holding them are read in turn.
+  async function allMatching() {
+    const jobs = [];
+    for (let n = 0; n < INDEX.chunks.length; n++) {
+      const c = counts[n] !== undefined ? counts[n] : counted(n);
+      if (c === 0) continue;
+      const data = await chunk(n);
+      for (let i = 0; i < data.rows.length; i++) if (rowMatches(data, i)) jobs.push(jobOf(data, i));
+    }
+    return jobs;
   }
 
-  const idsWith = (decision) => ROWS.filter((row) => rowDecision(row) === decision)
-    .map((row) => row[COL.id]);
+  async function bulk(decision) {
+    const {total, complete} = known();
+    if (complete && total > BULK_CONFIRM &&
+        !window.confirm(decision + ": all " + number(total) + " matching jobs?")) return;
+    const targets = await allMatching();
+    if (!targets.length) return;
+    await decide(targets, decision);
+    for (const article of grid.querySelectorAll("article.card")) {
+      const job = targets.find((t) => t.id === article.dataset.jobId);
+      if (job) paintCard(job, article);
+    }
+  }
+
+  function idsWith(decision) {
+    const ids = [];
+    for (const [id, d] of DECIDED) if (d.decision === decision) ids.push(id);
+    return ids;
+  }
 
   function syncDecided() {
     const ids = idsWith("rejected");
@@ -518,18 +734,20 @@
 
   // -- wiring -------------------------------------------------------------------------------
   function wire() {
-    const counts = {all: ROWS.length, failed: 0, unfinished: 0, succeeded: 0, pending: 0};
-    const features = new Set();
-    for (const row of ROWS) {
-      const name = groupOf(row[COL.status]);
-      counts[name] = (counts[name] || 0) + 1;
-      if (row[COL.feature]) features.add(row[COL.feature]);
+    const groups = {all: 0, failed: 0, unfinished: 0, succeeded: 0, pending: 0};
+    for (const meta of INDEX.chunks) {
+      for (const [key, k] of Object.entries(meta.counts)) {
+        const name = key.slice(0, key.indexOf("|"));
+        groups[name] = (groups[name] || 0) + k;
+        groups.all += k;
+      }
     }
+    TOTAL = groups.all;
     for (const button of document.querySelectorAll("#status button")) {
-      button.textContent += " " + (counts[button.dataset.status] || 0).toLocaleString("en-US");
+      button.textContent += " " + number(groups[button.dataset.status] || 0);
       button.addEventListener("click", () => { state.status = button.dataset.status; apply(); });
     }
-    for (const feature of [...features].sort()) {
+    for (const feature of INDEX.features || []) {
       const option = el("option", null, FEATURES[feature] || feature);
       option.value = feature;
       $("feature").append(option);
@@ -548,7 +766,8 @@
       state.rejectedOnly = e.target.checked; apply(); });
     $("approve-shown").addEventListener("click", () => bulk("approved"));
     $("reject-shown").addEventListener("click", () => bulk("rejected"));
-    more.addEventListener("click", renderMore);
+    $("prev").addEventListener("click", () => turn(-1));
+    $("next").addEventListener("click", () => turn(1));
     $("export").addEventListener("click", downloadDecisions);
     $("show-list").addEventListener("click", () => $("rejected-bar").classList.toggle("open"));
     $("copy").addEventListener("click", copyList);
@@ -562,40 +781,28 @@
       else if (e.key === "ArrowLeft") step(-1);
       else if (e.key === "ArrowRight") step(1);
     });
-    if ("IntersectionObserver" in window) {
-      new IntersectionObserver((entries) => {
-        if (entries.some((entry) => entry.isIntersecting) && !more.hidden) renderMore();
-      }, {rootMargin: "800px"}).observe(more);
-    }
-    window.addEventListener("hashchange", () => { readHash(); apply(); });
-  }
-
-  // Repeated values (status, feature, mask) come once in DATA.tables, rows holding an index:
-  // put the values back (shared strings, one pass per column; a few ms for 100,000 rows).
-  function untable() {
-    for (const [name, values] of Object.entries(DATA.tables || {})) {
-      const at = COL[name];
-      if (at === undefined) continue;
-      for (const row of ROWS) if (row[at] !== null) row[at] = values[row[at]];
-    }
+    window.addEventListener("hashchange", () => {
+      readHash(); counts = []; syncControls(); render(); });
   }
 
   async function load() {
     const inline = $("report-data");
     performance.mark("script");
-    DATA = inline ? JSON.parse(inline.textContent) : await (await fetch("api/data")).json();
+    INDEX = inline ? JSON.parse(inline.textContent) : await (await fetch("api/data")).json();
     performance.mark("parsed");
-    ROWS = DATA.jobs;
-    COL = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
-    untable();
-    CACHE = new Array(ROWS.length);
-    storeKey = "pipeline-report:decisions:" + DATA.run_key;
-    if (!DATA.live) $("live-status").textContent = "read-only: decisions are exported as JSON";
+    COL = Object.fromEntries(INDEX.fields.map((name, i) => [name, i]));
+    for (const [id, d] of Object.entries(INDEX.decisions || {})) {
+      DECIDED.set(id, {decision: d[0], note: d[1], ts: d[2], chunk: d[3], group: d[4],
+        feature: d[5]});
+    }
+    storeKey = "pipeline-report:decisions:" + INDEX.run_key;
+    if (!INDEX.live) $("live-status").textContent = "read-only: decisions are exported as JSON";
     loadLocal();
     renderHeader();
     wire();
     readHash();
-    apply();
+    syncControls();
+    await render();
     syncDecided();
     performance.mark("ready");
     document.body.dataset.ready = "1";
