@@ -37,8 +37,9 @@ BACKOFF_MAX = 60.0  # no single wait is longer, except an announced Retry-After
 RETRY_AFTER_MAX = 900.0  # a Retry-After beyond this is treated as this (a misbehaving server)
 JITTER = 0.5  # each wait is scaled by a random factor in [1 - JITTER, 1]
 
-# Circuit breaker (SPEC 5): this many jobs in a row out of retries on transient errors alone
-# means the host is down, not the jobs wrong: stop the run, keep them pending.
+# Circuit breaker (docs/ledger.md#circuit-breaker): this many jobs in a row out of retries on
+# transient errors alone means the host is down, not the jobs wrong: stop the run, keep them
+# pending.
 BREAKER_JOBS = 5
 
 # The live API refuses more uploads than this in flight at once (a reported limit).

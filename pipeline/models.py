@@ -75,7 +75,8 @@ class Job:
     # A mask made here (alpha, box:, ellipse:, or a file with modifiers); None for no mask or a
     # plain file mask. ``mask`` above is still the file of a file mask, modified or not.
     mask_recipe: MaskRecipe | None = None
-    protect: bool = False  # outside the mask, deliver the source's own pixels (SPEC 3)
+    # Outside the mask, deliver the source's own pixels (docs/manifest.md#protect).
+    protect: bool = False
     # The product the job belongs to (its images are exported and reviewed together); None: the
     # job is a product of its own. Not part of the content key: regrouping re-buys nothing.
     group: str | None = None
@@ -158,6 +159,6 @@ class ErrorInfo:
     message: str
     http_status: int | None = None
     # The job's retries ran out on transient errors alone (5xx, timeouts, connection): the next
-    # run tries it again without --retry-failed (SPEC 5).
+    # run tries it again without --retry-failed (docs/ledger.md#transient-failures).
     transient: bool = False
     uuid: str | None = None  # the record concerned, when there is one (processing_timeout)

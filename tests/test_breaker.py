@@ -1,4 +1,5 @@
-"""SPEC 5: a systemic failure stops the run and is not blamed on the jobs; budgets count calls."""
+"""docs/ledger.md#circuit-breaker: a systemic failure stops the run and is not blamed on the jobs;
+budgets count calls."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every command piped into ``head`` ends quietly; an unwritable folder is one line (SPEC 2)."""
+"""Every command piped into ``head`` ends quietly; an unwritable folder is one line
+(docs/cli.md#quiet-pipes)."""
 
 from __future__ import annotations
 

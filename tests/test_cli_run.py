@@ -1,4 +1,5 @@
-"""The run command's contract (SPEC 2, 4, 5): usage errors, the default OUT, canaries, status."""
+"""The run command's contract (docs/cli.md#pipeline-run): usage errors, the default OUT, canaries,
+status."""
 
 from __future__ import annotations
 

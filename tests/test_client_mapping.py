@@ -1,4 +1,5 @@
-"""HTTP answers → the error tree, in the one function that does it (SPEC §1)."""
+"""HTTP answers → the error tree, in the one function that does it
+(docs/api.md#error-classification)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def test_all_jobs_done_then_a_second_run_sends_nothing(
         args = ["run", str(manifest), "--out", str(out), *FAST]
         assert run_cli(args, emulator.env, monkeypatch) == 0
         assert_outputs_whole(out, {f"sku-{j:04d}": Expected(2, (1024, 1024)) for j in range(6)})
-        # Every delivered image says it was AI-edited (SPEC 4), its pixels untouched.
+        # Every delivered image says it was AI-edited (docs/ledger.md#provenance), its pixels
+        # untouched.
         marked = read_provenance((out / "sku-0000" / "0.png").read_bytes())
         assert marked is not None and marked["digital_source_type"].endswith(
             "compositeWithTrainedAlgorithmicMedia"

@@ -1,5 +1,5 @@
-"""The emulator in the live API's regime (SPEC 1b): edits that take time, the CDN's 524 while the
-origin still charges, async records, answers lost after the charge, usedCredit one call behind,
+"""The emulator in the live API's regime (docs/api.md): edits that take time, the CDN's 524 while
+the origin still charges, async records, answers lost after the charge, usedCredit one call behind,
 the upload limit, and the charge log that every money count comes from.
 
 Time is a ManualTime: every wait of the server (edits, the gateway's patience, uploads) and

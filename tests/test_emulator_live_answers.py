@@ -1,6 +1,6 @@
-"""The emulator's live answers (SPEC 1b): the private result bucket and its signed URLs, live error
-bodies (the busy 400 above all), status words, required parameters, and the profiles and options
-that turn all of it on."""
+"""The emulator's live answers (docs/api.md): the private result bucket and its signed URLs, live
+error bodies (the busy 400 above all), status words, required parameters, and the profiles and
+options that turn all of it on."""
 
 from __future__ import annotations
 

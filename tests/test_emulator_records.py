@@ -1,5 +1,6 @@
-"""The emulator against SPEC 1a: unfinished records and the results endpoint, one request window
-over every API-host request, HTML 403s, failure words, error bodies and drift outside the mask.
+"""The emulator against docs/api.md#unfinished-records: unfinished records and the results endpoint,
+one request window over every API-host request, HTML 403s, failure words, error bodies and drift
+outside the mask.
 
 Time is the server's injectable clock: records finish and windows roll when the test moves it.
 """

@@ -1,5 +1,5 @@
-"""Inputs as a person sees them, through a real run (SPEC 3): an EXIF-rotated phone photo is
-uploaded upright, picks a portrait size, and comes back portrait."""
+"""Inputs as a person sees them, through a real run (docs/manifest.md#input-preparation): an
+EXIF-rotated phone photo is uploaded upright, picks a portrait size, and comes back portrait."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``pipeline run --out s3://...`` (SPEC 4) against a real S3-compatible server (moto, 127.0.0.1).
+"""``pipeline run --out s3://...`` (docs/ledger.md#outputs-in-a-bucket) against a real S3-compatible
+server (moto, 127.0.0.1).
 
 Outputs go to the bucket, put whole and verified by size; the ledger, lock and summaries stay in
 the local state folder and the ledger is copied to OUT at the end; resume works from the state

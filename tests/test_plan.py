@@ -192,7 +192,8 @@ def test_scan_yields_problems_notices_and_planned_jobs_in_order(tmp_path: Path) 
     kinds = [(type(item).__name__, _job_id(item)) for item in items]
     assert kinds == [
         ("PlannedJob", "good"),
-        ("Problem", "black"),  # all black: it would buy an unchanged image (SPEC 3)
+        # All black: it would buy an unchanged image (docs/manifest.md#mask-modifiers).
+        ("Problem", "black"),
         ("Problem", "missing"),
         ("Notice", "alpha"),
         ("PlannedJob", "alpha"),

@@ -1,4 +1,5 @@
-"""Records still processing (SPEC 1a): polled by uuid, never bought again. Nothing sleeps."""
+"""Records still processing (docs/api.md#unfinished-records): polled by uuid, never bought again.
+Nothing sleeps."""
 
 from __future__ import annotations
 
@@ -167,7 +168,8 @@ async def test_resumed_record_without_paths_is_polled_never_bought(tmp_path: Pat
 
 
 async def test_every_api_request_passes_the_throttle(tmp_path: Path) -> None:
-    """Uploads, feature calls and polls share one budget; downloads do not (SPEC 1a)."""
+    """Uploads, feature calls and polls share one budget; downloads do not
+    (docs/api.md#rate-budget)."""
     from pipeline.api.throttle import Throttle
     from pipeline.config import RateLimit
 

@@ -409,7 +409,8 @@ def test_mask_content_warnings(tmp_path: Path, fill: int, edit: int, message: st
 def test_an_all_black_mask_is_a_problem(tmp_path: Path) -> None:
     mask = make_mask(tmp_path / "m.png", fill=0, edit=0)
     checked, problems, notices = check(inpaint_job(tmp_path, mask=file_ref(mask)))
-    assert checked is None and notices == []  # SPEC 3: it would buy an unchanged image
+    # docs/manifest.md#mask-modifiers: it would buy an unchanged image.
+    assert checked is None and notices == []
     assert [p.field for p in problems] == ["mask"] and "edits nothing" in problems[0].message
 
 

@@ -1,5 +1,5 @@
-"""SPEC 1a and 5 through the real CLI against the emulator (issues 11 and 12, "done when"):
-records still processing, one request budget, HTML 403s, kill -9 while records process, an
+"""docs/api.md#unfinished-records through the real CLI against the emulator (issues 11 and 12, "done
+when"): records still processing, one request budget, HTML 403s, kill -9 while records process, an
 API that is down, and a budget over several runs."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""SPEC 6: a succeeded job whose outputs are gone is fetched again from its stored result when
-that still works (free), else ``missing`` in ``status`` and re-bought only with --redo-missing."""
+"""docs/ledger.md#lost-outputs: a succeeded job whose outputs are gone is fetched again from its
+stored result when that still works (free), else ``missing`` in ``status`` and re-bought only with
+--redo-missing."""
 
 from __future__ import annotations
 

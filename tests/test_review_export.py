@@ -141,8 +141,8 @@ def test_the_command_says_what_is_wrong_in_one_line(
 
 
 def test_a_redone_job_is_no_longer_rejected(run: Path, tmp_path: Path) -> None:
-    # SPEC 6: the rejection asked for a redo; once the job succeeded again, its new images
-    # are exported (and await a new review), as the plan no longer redoes it.
+    # docs/delivery.md#rejected-jobs: the rejection asked for a redo; once the job succeeded again,
+    # its new images are exported (and await a new review), as the plan no longer redoes it.
     key = keys(run)
     record_decisions(run, [("sku-3", key["sku-3"], "rejected")])  # now: after the run
     assert export(run, str(tmp_path / "before")).copied == 3

@@ -286,8 +286,9 @@ async def test_download_exhausted_fails_then_retry_failed_fetches_only(tmp_path:
     jobs = make_jobs(tmp_path, 1)
     _, stats = await harness.run(jobs)
     assert stats.failed == 1 and harness.lines()[-1]["error"]["kind"] == "download"  # type: ignore[index]
-    # The download failed on transient errors alone (SPEC 5): the next run tries the job again
-    # without --retry-failed, and fetches the stored result instead of buying it again.
+    # The download failed on transient errors alone (docs/ledger.md#transient-failures): the next
+    # run tries the job again without --retry-failed, and fetches the stored result instead of
+    # buying it again.
     assert harness.lines()[-1]["error"]["transient"] is True  # type: ignore[index]
     _, stats = await harness.run(jobs)
     assert stats.succeeded == 1

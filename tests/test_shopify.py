@@ -1,4 +1,5 @@
-"""items as a mapping (columns, skip_empty, ignore_unknown) and {Column} templates (SPEC 3)."""
+"""items as a mapping (columns, skip_empty, ignore_unknown) and {Column} templates
+(docs/manifest.md#mapped-exports)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
 """Scenario 3, rate control: a server that admits N requests a minute, a client set to 4N.
 
-The emulator (``--rpm-limit N``) answers 429 beyond N calls in any rolling 60 s, with a
-Retry-After saying when a slot frees; the client runs with ``--rpm 4N``. From the emulator's
-request log, over the window after the first minute (the client's start-up burst is the first
-minute's business): 429s as a share of API-host requests, and accepted requests a minute over N.
-API-host requests are uploads, feature calls and result polls, whichever of them the emulator's
-window counts (feature calls only, or all of them): the catalog shares a handful of inputs, so
-uploads are a few at the start and feature calls are nearly all the rest either way.
-The client's own 429 rule (SPEC 1) makes the lone first 429 of each refill cost only its call,
-and pauses every worker once they come together; this shows that it still settles at the limit.
-The window is one minute: the server's own period, so a client that fills every slot the
-server frees scores 1.0 whatever the shape of its bursts. The run is cut off with SIGINT when
-the window is over. ``--quick`` runs 40 s only: too short for the figures to mean anything.
+The emulator (``--rpm-limit N``) answers 429 beyond N calls in any rolling 60 s, with a Retry-After
+saying when a slot frees; the client runs with ``--rpm 4N``. From the emulator's request log, over
+the window after the first minute (the client's start-up burst is the first minute's business): 429s
+as a share of API-host requests, and accepted requests a minute over N. API-host requests are
+uploads, feature calls and result polls, whichever of them the emulator's window counts (feature
+calls only, or all of them): the catalog shares a handful of inputs, so uploads are a few at the
+start and feature calls are nearly all the rest either way. The client's own 429 rule
+(docs/api.md#429-too-many-requests) makes the lone first 429 of each refill cost only its call, and
+pauses every worker once they come together; this shows that it still settles at the limit. The
+window is one minute: the server's own period, so a client that fills every slot the server frees
+scores 1.0 whatever the shape of its bursts. The run is cut off with SIGINT when the window is over.
+``--quick`` runs 40 s only: too short for the figures to mean anything.
 """
 
 from __future__ import annotations

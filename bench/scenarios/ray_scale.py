@@ -1,5 +1,5 @@
-"""Scenario: scale-out on Ray (SPEC 7), shard scaling, the shared budget against the account's
-limit, and the rate-budget actor's capacity.
+"""Scenario: scale-out on Ray (docs/delivery.md#scale-out), shard scaling, the shared budget against
+the account's limit, and the rate-budget actor's capacity.
 
 1. Shard scaling: one catalog against a zero-latency emulator (its own process, no rate limit,
    ``--rpm 0``), on a local Ray instance with 1 shard, then 2 shards, on this machine's cores:

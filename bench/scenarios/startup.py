@@ -55,7 +55,8 @@ def run(quick: bool) -> ScenarioResult:
         _report(result, again, "resume from checkpoint", RESUME_TARGET)
         _no_op(result, folder / "no-op", manifest, jobs)
     result.notes.append(
-        "the full preflight pass comes first by design (SPEC: problems before any request), "
+        "the full preflight pass comes first by design (docs/manifest.md#preflight: problems "
+        "before any request), "
         "so the first call waits for the pass over every row; 'from scheduler start' is the "
         "streaming part"
     )

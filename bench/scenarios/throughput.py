@@ -10,12 +10,12 @@ so the only bound is concurrency. Two figures per run, both from the ledger:
   ``succeeded``. It adds the ramp and the drain: when one of the last jobs meets a 5xx, the run
   waits 2 s more for it while every other worker is idle, a cost of finite runs only.
 
-With faults, 5% of feature calls are answered 500/502/503 (after the full latency), or 2.5%
-are answered 429 at random (Retry-After: 1 s, answered at once), alone or with 2.5% 5xx; the
-client then runs the settings profile in ``FAULT_PROFILE``. Per SPEC a lone 429 delays only its
-own call; only correlated 429s (3 within one Retry-After, or > 10% of the last 20 answers) pause
-every worker, which random 429s at this rate do now and then by chance. Process start-up and
-preflight are scenario 5's.
+With faults, 5% of feature calls are answered 500/502/503 (after the full latency), or 2.5% are
+answered 429 at random (Retry-After: 1 s, answered at once), alone or with 2.5% 5xx; the client then
+runs the settings profile in ``FAULT_PROFILE``. Per docs/api.md#429-too-many-requests a lone 429
+delays only its own call; only correlated 429s (3 within one Retry-After, or > 10% of the last 20
+answers) pause every worker, which random 429s at this rate do now and then by chance. Process
+start-up and preflight are scenario 5's.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ TRUSTED_RESULT_SUFFIXES = (".amazonaws.com",)
 CHUNK = 256 * 1024
 REDACTED = "[API key]"
 MESSAGE_MAX = 200  # an error message is cut to this many characters
-# A 403 whose JSON message speaks of these is the key; any other 403 is not (SPEC 1a).
+# A 403 whose JSON message speaks of these is the key; any other 403 is not
+# (docs/api.md#cdn-in-front-of-the-api).
 KEY_WORDS = ("key", "auth", "permission", "token", "credential")
 # The status words of records (docs/api.md#status-words), any letter case.
 SUCCESS_STATUSES = frozenset({"SUCCESS", "SUCCEEDED", "COMPLETED", "DONE"})
@@ -430,7 +431,8 @@ class OneMinClient:
         prompt_object.update(job.parameters())
         body: dict[str, Any] = {"type": job.feature.value, "model": MODEL}
         if asynchronous:
-            body["async"] = True  # top level, beside type (SPEC 1a): the answer is PROCESSING
+            # Top level, beside type (docs/api.md#unfinished-records): the answer is PROCESSING.
+            body["async"] = True
         body["promptObject"] = prompt_object
         return body
 

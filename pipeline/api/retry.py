@@ -68,7 +68,7 @@ class RetryPolicy:
 
     @staticmethod
     def counts_as_attempt(error: ApiError) -> bool:
-        """A 429 is flow control, not a failure of the job (SPEC §1)."""
+        """A 429 is flow control, not a failure of the job (docs/api.md#429-too-many-requests)."""
         return not isinstance(error, RateLimited)
 
     def should_retry(self, error: ApiError, attempts: int, rate_limited: int = 0) -> bool:

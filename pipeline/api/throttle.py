@@ -1,6 +1,6 @@
 """The rate gate every request to the API host passes (uploads, feature calls, result polls).
 
-The rule (SPEC §1, §1a), exactly:
+The rule (docs/api.md#rate-budget), exactly:
 
 - **Pace.** Requests leave one at a time, evenly spaced at ``--rpm`` (one interval = 60 / rpm
   seconds apart; a bucket of one, so no burst at start-up, after idling or after a pause). A

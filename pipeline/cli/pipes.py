@@ -1,5 +1,5 @@
-"""Quiet pipes (SPEC 2): `pipeline status out | head -4` ends without a traceback, and a command
-that cannot write a file says why in one line.
+"""Quiet pipes (docs/cli.md#quiet-pipes): `pipeline status out | head -4` ends without a traceback,
+and a command that cannot write a file says why in one line.
 
 On a broken pipe, stdout is pointed at /dev/null (the recipe of the Python docs, "Note on
 SIGPIPE"), so the interpreter's own flush at exit cannot fail a second time, and the command exits

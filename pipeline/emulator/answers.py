@@ -184,7 +184,8 @@ def server_error(status: int, shape: str) -> web.Response:
 
 
 def challenge_403() -> web.Response:
-    """The CDN's HTML 403: transient (SPEC 1a), unlike a 403 whose JSON speaks of the key."""
+    """The CDN's HTML 403: transient (docs/api.md#cdn-in-front-of-the-api), unlike a 403 whose JSON
+    speaks of the key."""
     return web.Response(status=403, text=CHALLENGE_PAGE, content_type="text/html")
 
 

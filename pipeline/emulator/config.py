@@ -16,9 +16,9 @@ RETRY_AFTER_FORMATS = ("seconds", "http-date", "none")
 # The word a failed record carries: the seeds say FAILED, the real API also answers FAILURE;
 # "mixed" alternates them (seeded), so a client must accept both.
 FAILURE_WORDS = ("FAILED", "FAILURE", "mixed")
-# Where error answers put their message (SPEC 1a): always `message`, or varied among
-# `message`, `error.message` and `error` (a string) as the real API's answers are.
-# "live": `errorCode`, `message`, `details` (a JSON string) and `context`, as the live API answers.
+# Where error answers put their message (docs/api.md#error-bodies): always `message`, or varied
+# among `message`, `error.message` and `error` (a string) as the real API's answers are. "live":
+# `errorCode`, `message`, `details` (a JSON string) and `context`, as the live API answers.
 ERROR_BODIES = ("varied", "message", "live")
 # "seed": SUCCESS, PROCESSING and the failure word; "live": the words live records were seen with.
 STATUS_WORDS = ("seed", "live")

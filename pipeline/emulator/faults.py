@@ -28,8 +28,8 @@ from .words import (
 
 SERVER_ERROR_STATUSES = (500, 502, 503)
 MALFORMED_VARIANTS = ("half-json", "not-json", "empty", "truncated-record")
-# Where a JSON error answer puts its message (SPEC 1a "Error bodies"); "live" is the live
-# API's own shape (errorCode, message, details).
+# Where a JSON error answer puts its message (docs/api.md#error-bodies); "live" is
+# the live API's own shape (errorCode, message, details).
 ERROR_SHAPES = ("message", "error.message", "error")
 API_ROUTES = ("assets", "features", "results")
 # How an answer is lost after the origin charged: the connection drops, or the CDN answers one

@@ -23,7 +23,8 @@ N_MAX = 10
 # Credits per produced image, by quality.
 CREDITS_PER_IMAGE = {"low": 1000, "medium": 4000, "high": 8000}
 
-# "async" asks for an unfinished record at once (SPEC 1a); every other key is refused.
+# "async" asks for an unfinished record at once (docs/api.md#unfinished-records); every other key is
+# refused.
 _TOP_LEVEL_KEYS = ("type", "model", "promptObject", "async")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Seed words: what the seed documents and SPEC 1a name.
+# Seed words: what the seed documents and docs/api.md#unfinished-records name.
 SEED_FINISHED = "SUCCESS"
 SEED_UNFINISHED = "PROCESSING"
 # The words live records were seen with, by meaning.

@@ -1,9 +1,10 @@
 """The bytes uploaded for an input: upright, not larger than ``max_input_side``, 8-bit, typed.
 
-SPEC 3: EXIF orientation is applied before anything else (a phone photo stored 1200x800 with
-orientation 6 is an 800x1200 image to every check); inputs larger than ``max_input_side`` are
-scaled down before upload, masks by the image's factor (to the image's new size exactly); the
-content type is the one the bytes have, not the file name's; 16-bit images become 8-bit.
+docs/manifest.md#input-preparation: EXIF orientation is applied before anything else (a phone photo
+stored 1200x800 with orientation 6 is an 800x1200 image to every check); inputs larger than
+``max_input_side`` are scaled down before upload, masks by the image's factor (to the image's new
+size exactly); the content type is the one the bytes have, not the file name's; 16-bit images become
+8-bit.
 
 A ``Recipe`` says what to do and is decided once per file from its header (``recipe_for``), so
 preflight can check the upright size and the scheduler can make the same bytes later. When the

@@ -149,7 +149,7 @@ def _parse(line: bytes) -> Decision | None:
 
 def standing(decision: Decision | None, key: str | None, updated: str = "") -> Decision | None:
     """The decision that still holds for a job's current outputs, or None. The one rule for the
-    plan's redo, the review page and ``export`` (SPEC 6):
+    plan's redo, the review page and ``export`` (docs/ledger.md#reviews-file):
 
     - it was made for the job's current content ``key`` (a changed job is new content);
     - a rejection holds only until the job's ledger moves on after it (``updated``, the time of

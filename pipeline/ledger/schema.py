@@ -123,7 +123,8 @@ class Failed(_Line, frozen=True, tag=Status.FAILED.value):
 
 class Refetched(_Line, frozen=True, tag="refetched"):
     """A succeeded job's outputs fetched again from its stored record: free, no feature call
-    (SPEC 6). The job stays succeeded; its outputs are these (``pipeline.scheduler.refetch``)."""
+    (docs/ledger.md#lost-outputs). The job stays succeeded; its outputs are these
+    (``pipeline.scheduler.refetch``)."""
 
     status: ClassVar[Status] = Status.SUCCEEDED
     outputs: tuple[str, ...] = ()

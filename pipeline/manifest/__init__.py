@@ -1,6 +1,6 @@
 """Manifest: a YAML file (plus CSV / JSONL items and glob entries) → a header and a stream of Jobs.
 
-Layout (SPEC §3)::
+Layout (docs/manifest.md#layout)::
 
     version: 1
     name: spring-catalog        # optional, default: the file's stem; names the output folder

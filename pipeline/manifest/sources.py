@@ -38,7 +38,8 @@ class GlobEntry:
 
 @dataclass(frozen=True, slots=True)
 class ItemsSource:
-    """One ``items:`` file and how its columns become job fields (SPEC 3)."""
+    """One ``items:`` file and how its columns become job fields
+    (docs/manifest.md#mapped-exports)."""
 
     path: Path
     columns: Mapping[str, str] | None = None  # job field → column name; None: names are fields

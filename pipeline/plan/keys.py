@@ -1,12 +1,12 @@
 """Content keys: what decides whether a re-run must redo a job, and the digests they hold.
 
-The content key decides whether a re-run must redo a job (SPEC §4: "same content (image, mask,
-prompt and parameters)"). It is the sha256 of a canonical JSON document holding the feature,
-the model, the image's and mask's byte digests (or the URL / asset path as written), every
-parameter the API gets, and whether the mask is converted. It holds neither the id nor the
-location, so moving or renaming a job keeps its key. Nothing in it depends on the process
-(no ``hash()``, sorted keys), so it is the same across runs and machines. ``KEY_VERSION`` is
-in it too: changing what goes into the key means bumping it, which re-runs every job once.
+The content key decides whether a re-run must redo a job (docs/ledger.md#content-key: "same content
+(image, mask, prompt and parameters)"). It is the sha256 of a canonical JSON document holding the
+feature, the model, the image's and mask's byte digests (or the URL / asset path as written), every
+parameter the API gets, and whether the mask is converted. It holds neither the id nor the location,
+so moving or renaming a job keeps its key. Nothing in it depends on the process (no ``hash()``,
+sorted keys), so it is the same across runs and machines. ``KEY_VERSION`` is in it too: changing
+what goes into the key means bumping it, which re-runs every job once.
 
 A URL's key is its text: the pipeline cannot see, offline, that the bytes behind it changed.
 A mask made here (``box:``, ``alpha``, a modified or scaled file) is keyed by its recipe, the

@@ -130,9 +130,9 @@ Rejected = Callable[[FoldedJob], bool]
 
 
 def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
-    """The redo rule (SPEC 6): a job rejected for its current content, and not run again
-    since the rejection, is bought again; a changed job is new content anyway. The rule
-    itself is ``decisions.standing``, shared with the review page and ``export``."""
+    """The redo rule (docs/delivery.md#rejected-jobs): a job rejected for its current content, and
+    not run again since the rejection, is bought again; a changed job is new content anyway. The
+    rule itself is ``decisions.standing``, shared with the review page and ``export``."""
 
     def rejected(state: FoldedJob) -> bool:
         decision = standing(decisions.get(state.job_id), state.key, state.updated)
@@ -147,14 +147,15 @@ class PlanOptions:
     limit: int | None = None  # run at most this many of the pending jobs (a canary)
     only: frozenset[str] | None = None  # run only these ids
     rejected: Rejected | None = None
-    # --redo-missing: a succeeded job whose outputs are gone is bought again (SPEC 6)
+    # --redo-missing: a succeeded job whose outputs are gone is bought again
+    # (docs/ledger.md#lost-outputs)
     missing: Callable[[FoldedJob], bool] | None = None
     # told of every job skipped as done (pipeline.scheduler.refetch brings back lost outputs, free)
     on_done: Callable[[FoldedJob, PlannedJob], None] | None = None
 
 
 def skip_reason(state: FoldedJob | None, options: PlanOptions) -> Skip | None:
-    """The one skip rule: None means the job runs (SPEC 4, 5, 6)."""
+    """The one skip rule: None means the job runs (docs/ledger.md#resume)."""
     if state is None:
         return None
     if state.status is Status.SUCCEEDED:

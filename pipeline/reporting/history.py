@@ -1,4 +1,5 @@
-"""History, not overwrite (SPEC 5): `OUT/runs/<started-at>.json` per run, a folder-wide summary.
+"""History, not overwrite (docs/ledger.md#history-and-summaries): `OUT/runs/<started-at>.json` per
+run, a folder-wide summary.
 
 Each run that sent anything leaves its own record, so last night's figures survive tonight's run.
 `summary.json` describes the folder as a whole (the manifest's jobs by state, credits over every

@@ -1,4 +1,4 @@
-"""`--notify URL`: POST the run summary as JSON when a run ends or stops (SPEC 5).
+"""`--notify URL`: POST the run summary as JSON when a run ends or stops (docs/ledger.md#notify).
 
 A notification is a courtesy, never a reason to fail or to hang: bounded retries on 5xx and
 connection errors, the whole exchange under one deadline (15 s by default) so a cron job's exit is

@@ -1,4 +1,5 @@
-"""Timestamped log lines for operators (SPEC 5): start, stop, each failure, a heartbeat.
+"""Timestamped log lines for operators (docs/ledger.md#operator-log): start, stop, each failure, a
+heartbeat.
 
 Text (`2026-12-01T02:15:03Z INFO message key=value`) for people reading a cron mail, or JSON
 lines (`{"ts", "level", "msg", ...fields}`) for a log shipper. A listener at the side of the

@@ -180,7 +180,8 @@ def read_summary(out_dir: Path) -> dict[str, Any] | None:
         summary = orjson.loads((out_dir / SUMMARY_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if isinstance(summary, dict) and "last_run" in summary:  # the folder's summary (SPEC 5)
+    # The folder's summary (docs/ledger.md#history-and-summaries) holds the last run's.
+    if isinstance(summary, dict) and "last_run" in summary:
         summary = summary["last_run"]
     return summary if isinstance(summary, dict) else None
 

@@ -39,10 +39,10 @@ async def finish_run(
     summary: dict[str, Any],
     code: ExitCode,
 ) -> Path | None:
-    """What a run leaves for its operator: history, the folder's summary, metrics, the report,
-    the log's last line and the notification; a bucket OUT gets the ledger and summary. A run
-    that sent nothing leaves the last real run's figures as they were (SPEC 5); each piece that
-    cannot be written is a warning."""
+    """What a run leaves for its operator: history, the folder's summary, metrics, the report, the
+    log's last line and the notification; a bucket OUT gets the ledger and summary. A run that sent
+    nothing leaves the last real run's figures as they were (docs/ledger.md#history-and-summaries);
+    each piece that cannot be written is a warning."""
     out, log, options = context.target.state_dir, context.log, context.options
     sent = sent_anything(summary)
     states = folder_states(plan, stats)

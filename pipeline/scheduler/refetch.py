@@ -1,4 +1,5 @@
-"""Lost outputs fetched again from their stored result: free, no feature call (SPEC 6).
+"""Lost outputs fetched again from their stored result: free, no feature call
+(docs/ledger.md#lost-outputs).
 
 A succeeded job whose output files are gone (deleted by hand, a cleaned disk) still has its
 paid record at the API. ``pipeline run`` asks for it again (``GET /api/results/{uuid}``: the

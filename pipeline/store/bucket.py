@@ -1,4 +1,5 @@
-"""Where a run's outputs and its state go: a local folder, or an object-store bucket (SPEC 4).
+"""Where a run's outputs and its state go: a local folder, or an object-store bucket
+(docs/ledger.md#outputs-in-a-bucket).
 
 A local ``OUT`` holds everything: outputs, ledger, lock, summaries, history, report. With
 ``--out s3://bucket/prefix`` the outputs go to the bucket and the rest stays in a local state

@@ -6,10 +6,10 @@ renamed into place, so a file at a final name is always whole. Earlier outputs o
 content changed are moved aside into ``OUT/<id>/.superseded/<stamp>/``, never deleted, and the
 ledger says which files are current.
 
-``protect: true`` (SPEC 3): the checked result is kept as the API made it, under a temporary
-name beside the output's, and the delivered file is composited from it (``protect.protect_file``:
-encoded once, provenance in the same write). ``publish`` renames the kept one to
-``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
+``protect: true`` (docs/manifest.md#protect): the checked result is kept as the API made it, under a
+temporary name beside the output's, and the delivered file is composited from it
+(``protect.protect_file``: encoded once, provenance in the same write). ``publish`` renames the kept
+one to ``OUT/<id>/.raw/<index>.<ext>`` with its output; ``.raw`` is moved aside with the outputs it
 belongs to.
 
 ``publish`` is awaitable: ``pipeline.store.bucket.BucketStore`` keeps every step above but the last,
@@ -80,7 +80,8 @@ class Store:
 
     @staticmethod
     def mark_provenance(temp: Path) -> int:
-        """Add the AI-edit XMP packet (SPEC 4) to a checked result, without re-encoding it.
+        """Add the AI-edit XMP packet (docs/ledger.md#provenance) to a checked result, without
+        re-encoding it.
 
         The metadata chunk or segment is inserted between the file's own byte ranges; the file
         is rewritten under a temporary name of the same family (swept if a run dies here) and

@@ -21,7 +21,7 @@ from pipeline.inputs.objectstore import filesystem, join, one_line, scheme_of
 
 
 def output_url(out: str, job_id: str, index: int, ext: str) -> str:
-    """``OUT/<id>/<index>.<ext>`` (SPEC 4)."""
+    """``OUT/<id>/<index>.<ext>`` (docs/ledger.md#delivered-images)."""
     return join(out, job_id, f"{index}.{ext}")
 
 
@@ -151,8 +151,9 @@ def list_outputs(
 def copy_ledger(
     local_path: str | Path, out: str, storage_options: Mapping[str, Any] | None = None
 ) -> str:
-    """Copy a local state file (the ledger, the summary) to ``OUT/<its name>`` at the end of a
-    run (SPEC 4); its URL. Always replaced, never skipped: a ledger grows."""
+    """Copy a local state file (the ledger, the summary) to ``OUT/<its name>`` at the end of a run
+    (docs/ledger.md#outputs-in-a-bucket); its URL. Always replaced, never skipped: a ledger
+    grows."""
     url = join(out, Path(local_path).name)
     put_file(local_path, url, storage_options, skip_same=False)
     return url

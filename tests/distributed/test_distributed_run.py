@@ -1,4 +1,5 @@
-"""SPEC 7 on a local Ray instance: 2 shards, the emulator on 127.0.0.1, one shared budget."""
+"""docs/delivery.md#scale-out on a local Ray instance: 2 shards, the emulator on 127.0.0.1, one
+shared budget."""
 
 from __future__ import annotations
 

@@ -209,9 +209,9 @@ def test_a_retry_after_delays_its_own_call_and_is_capped(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """SPEC 1: the call that got a 429 waits its Retry-After before it is sent again, and
-    ``retry_after_max`` caps that wait (the emulator announces 1 s, or a date 1-2 s ahead; the
-    profile caps it at ``cap``). Other workers are not held by a lone 429 (the throttle's
+    """docs/api.md#429-too-many-requests: the call that got a 429 waits its Retry-After before it is
+    sent again, and ``retry_after_max`` caps that wait (the emulator announces 1 s, or a date 1-2 s
+    ahead; the profile caps it at ``cap``). Other workers are not held by a lone 429 (the throttle's
     tests check when 429s come together and everyone pauses)."""
     cap = 0.2
     sent: dict[str, list[float]] = {}
