@@ -6,12 +6,15 @@
   server), never to dodge a cycle;
 - no module imports an underscore name from another module;
 - no class inherits from more than one class of the project;
-- the emulator imports nothing of the rest of the pipeline.
+- the emulator imports nothing of the rest of the pipeline;
+- comments cite the repo's own ``docs/``, never a document a clone does not have (a "SPEC n"),
+  and every ``docs/<page>.md#<anchor>`` they cite exists.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,3 +189,38 @@ def test_the_checker_sees_a_cycle_and_a_lazy_import() -> None:
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
     assert "pipeline.distributed.driver" in MODULES["pipeline.runner.session"].lazy_imports
+
+
+REPO = ROOT.parent
+CITED = re.compile(r"docs/([a-z-]+\.md)#([a-z0-9-]+)")
+OUTSIDE_DOC = re.compile(r"(?<![A-Z])SPEC\b")
+
+
+def _sources() -> Iterator[Path]:
+    this = Path(__file__).resolve()  # it names what it looks for
+    for folder in ("pipeline", "tests", "bench"):
+        yield from (path for path in sorted((REPO / folder).rglob("*.py")) if path != this)
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to -."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_comments_cite_the_repos_own_docs() -> None:
+    outside = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in _sources()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if OUTSIDE_DOC.search(line)
+    ]
+    assert outside == [], "cite docs/<page>.md#<anchor> instead"
+    anchors: dict[str, set[str]] = {}
+    broken = []
+    for path in _sources():
+        for page, anchor in CITED.findall(path.read_text()):
+            known = anchors.setdefault(page, _anchors(REPO / "docs" / page))
+            if anchor not in known:
+                broken.append(f"{path.relative_to(REPO)}: docs/{page}#{anchor}")
+    assert broken == []

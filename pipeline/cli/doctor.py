@@ -1,4 +1,4 @@
-"""``pipeline doctor``: first contact without spending a credit (docs/cli.md#doctor).
+"""``pipeline doctor``: first contact without spending a credit (docs/cli.md#pipeline-doctor).
 
 Checks, in order, and prints one line for each: the key is set (never shown, not even in
 part), the base URLs are http(s), the API host takes an upload (a generated PNG, the cheapest

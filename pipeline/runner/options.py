@@ -21,7 +21,7 @@ from pipeline.store.bucket import OutputTarget
 
 @dataclass(frozen=True)
 class RunOptions:
-    """``pipeline run``'s options; see ``docs/cli.md#run`` for each."""
+    """``pipeline run``'s options; see ``docs/cli.md#pipeline-run`` for each."""
 
     manifest: Path
     out: str | None = None  # a folder or an object-store URL; default out/<name> beside it
