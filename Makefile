@@ -32,15 +32,18 @@ chromium: ## install Chromium with apt for the browser tests, when /usr/bin/chro
 azurite: ## install Azurite with npm for the Azure store tests, when .venv/node lacks it
 	@test -x $(AZURITE) || npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
+# -n auto: one worker a CPU (pytest-xdist); tests sharing a Ray instance or a browser keep to one.
+PARALLEL = -n auto --dist loadgroup
+
 test: $(STAMP) chromium ## run the test suite (unit, end-to-end, reliability, browser)
-	$(BIN)/python -m pytest -q -m "not stores"
+	$(BIN)/python -m pytest -q -m "not stores" $(PARALLEL)
 
 # Apart from `make test` to keep each under five minutes on two cores; CI runs both.
 test-stores: $(STAMP) azurite ## every object store against its local server (S3, GCS, Azure)
-	$(BIN)/python -m pytest -q -m stores
+	$(BIN)/python -m pytest -q -m stores $(PARALLEL)
 
 test-fast: $(STAMP) ## the suite without slow (processes, kills, signals) and browser tests
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not stores" $(PARALLEL)
 
 bench: $(STAMP) ## run the benchmarks, write bench/results/latest.{json,md}
 	$(BIN)/python -m bench
