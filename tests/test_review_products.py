@@ -103,8 +103,7 @@ def ids(payload: dict[str, Any]) -> list[str]:
 def products(payload: dict[str, Any]) -> list[str | None]:
     at = column(payload, "product")
     return [
-        None if row[at] is None else payload["products"][row[at]]["name"]
-        for row in payload["jobs"]
+        None if row[at] is None else payload["products"][row[at]]["name"] for row in payload["jobs"]
     ]
 
 
