@@ -12,10 +12,20 @@ and chunks (``/api/data``, ``/api/chunk/...``) and links the static files.
 Writing is one pass in the page's order (failed, unfinished, succeeded, then the manifest's
 jobs not run yet) over the ledger's compact fold (``view.read_report_fold``): each job's row is
 made, thumbnails are asked for, and a chunk is written and dropped as it fills. Memory is the
-fold (about 100 bytes a job) and one chunk, at any size of run.
+fold (about 100 bytes a job) and one chunk, at any size of run, plus an int per job and each
+product's name for the order.
+
+Products: the jobs of one ``group`` are brought together where the first of them ranks
+(``product_blocks``), and every chunk a product's jobs are in carries its whole summary
+(``product_summary``: where it starts, how many jobs, their states, its images' checks per
+channel), so a product cut by a chunk or a page boundary is still shown, and decided, as one.
+Each output's marketplace verdicts (from its ledger line) are named once per chunk; the index
+counts each chunk's jobs by status group, feature and check token (``check_token``), which is
+what the page's filters count without loading the chunks.
 
 A chunk's rows are arrays (``FIELDS``); its few distinct statuses, features and masks are named
-once in its ``tables``, its sources and parameters in its own lists, which rows index.
+once in its ``tables``; its sources, parameters, products and verdicts in its own lists, which
+rows index.
 """
 
 from __future__ import annotations

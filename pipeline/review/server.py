@@ -2,7 +2,10 @@
 
 The same static files as ``report.html``, linked instead of inlined, and the same paged data:
 ``/api/data`` is the page's index (with the decisions that stand now, read from
-``reviews.jsonl`` at each request), ``/api/chunk/<build>/<n>`` a chunk of jobs. The chunks are
+``reviews.jsonl`` at each request), ``/api/chunk/<build>/<n>`` a chunk of jobs, and
+``/api/decisions`` records approvals, rejections and picks (a product's header sends its
+jobs with ``product``: those with nothing delivered yet are left out) as ``pipeline review``
+does from the command line. The chunks are
 built into a temporary folder when the ledger changed since the last build (a run going on), in
 one pass over the ledger's compact fold (``page.ReportBuilder``), so a million-job folder is
 served in the memory of that fold; the previous build's chunks stay until the next one, for a

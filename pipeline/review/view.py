@@ -5,8 +5,9 @@ when it describes the same run. Everything here is plain data that the page's sc
 
 Two folds feed it. ``read_report_fold`` (the report and ``pipeline review``) is the ledger's
 compact fold, as resume and ``status`` read it, plus where each job's latest ``started`` line is
-(its details are read back from there when its row is made) and its retries: a million-job
-report holds about 100 bytes a job, not a view of each. ``read_ledger_view`` (export, the review
+(its details and group are read back from there when needed), where the line judging its
+current outputs is (its marketplace checks, read the same way) and its retries: a million-job
+report holds about 110 bytes a job, not a view of each. ``read_ledger_view`` (export, the review
 command) keeps a ``JobView`` per job.
 """
 
