@@ -94,7 +94,7 @@ async def test_the_served_api_records_decisions_and_serves_only_out(run: Path) -
         assert {row[0] for row in chunk["rows"]} == {"j0", "j1", "j2", "j3"}
         body = {"decisions": [{"job_id": "j0", "decision": "rejected", "note": "crooked"}]}
         response = await client.post("/api/decisions", json=body)
-        assert response.status == 200 and (await response.json()) == {"recorded": 1}
+        assert response.status == 200 and (await response.json()) == {"recorded": 1, "skipped": []}
         bad = {"decisions": [{"job_id": "zzz", "decision": "rejected"}]}
         response = await client.post("/api/decisions", json=bad)
         assert response.status == 400 and "zzz" in await response.text()

@@ -14,6 +14,9 @@ Figures beside their targets:
   search through every job take to draw.
 
 The run data is synthetic (ledger lines written directly, outputs hard links of a few images).
+Its jobs are products' angles, as a catalog's are: ``JOBS_PER_PRODUCT`` jobs a ``group``, so
+the page's order brings them together and draws a header per product; every stored output
+carries marketplace checks (one in three fails Amazon's), as a run writes them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from PIL import Image, ImageDraw
 
 from bench.common import Figure, ScenarioResult, log, median, scratch
 from bench.procs import probe_args, run_child
+from pipeline.images.checks import checks_from_facts
+from pipeline.images.measure import ImageFacts
 from pipeline.review.page import build_payload
 
 TITLE = "Review page (thumbnail CPU per job, 1,000,000-job report written and opened)"
@@ -37,13 +42,22 @@ REPORT_MEMORY_TARGET_MB = 200.0  # issue 24: the report of 1,000,000 jobs
 SIDE = 1024
 LINKS_PER_FILE = 50_000
 WRITE_TIMEOUT = 1800.0
+JOBS_PER_PRODUCT = 4  # a product's angles: the jobs of one group
+# The verdicts a run stores on an output: one passing every channel, one off-white border.
+_FACTS = {"provenance": "trainedAlgorithmicMedia", "border_alpha_min": 255, "fill": 0.9,
+          "product": (60, 60, 964, 964)}  # fmt: skip
+PASSING = orjson.loads(checks_from_facts(
+    ImageFacts(1024, 1024, 900_000, "png", "RGB", border_min=255, **_FACTS)).to_json())  # fmt: skip
+OFF_WHITE = orjson.loads(checks_from_facts(
+    ImageFacts(1024, 1024, 900_000, "png", "RGB", border_min=247, **_FACTS)).to_json())  # fmt: skip
 
 
 def run(quick: bool) -> ScenarioResult:
     result = ScenarioResult("report", TITLE)
     thumb_jobs = 60 if quick else 300
     page_jobs = 100_000 if quick else 1_000_000
-    result.params = {"thumbnail_jobs": thumb_jobs, "page_jobs": page_jobs, "source_side": SIDE}
+    result.params = {"thumbnail_jobs": thumb_jobs, "page_jobs": page_jobs, "source_side": SIDE,
+                     "jobs_per_product": JOBS_PER_PRODUCT}  # fmt: skip
     with scratch("report") as folder:
         for fmt in ("JPEG", "PNG"):
             per_job = _thumbnail_cpu(folder / f"thumbs-{fmt.lower()}", thumb_jobs, fmt)
@@ -122,6 +136,7 @@ def _job_lines(out: Path, j: int, source: Path, mask: Path, bases: Path) -> byte
         "image": str(source),
         "mask": str(mask),
         "parameters": {"prompt": f"studio shot {j}", "size": "1024x1024", "n": 1},
+        "group": f"product-{j // JOBS_PER_PRODUCT:06d}",
     }
     common = {"ts": ts, "job_id": job_id, "key": f"{j:064x}"}
     lines: list[dict[str, object]] = [{**common, "status": "started", "job": details}]
@@ -132,8 +147,9 @@ def _job_lines(out: Path, j: int, source: Path, mask: Path, bases: Path) -> byte
         output = f"{job_id}/0.png"
         (out / job_id).mkdir()
         os.link(bases / f"base-{j // LINKS_PER_FILE}.png", out / output)
+        checks = [OFF_WHITE if j % 3 == 0 else PASSING]
         lines.append({**common, "status": "succeeded", "outputs": [output], "attempts": 1,
-                      "credits": 6})  # fmt: skip
+                      "credits": 6, "checks": checks})  # fmt: skip
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
@@ -151,6 +167,7 @@ def _open_times(out: Path, runs: int) -> tuple[list[float], list[float], dict[st
     static: list[float] = []
     live: list[float] = []
     names = ("a feature filter drawn", "the next page drawn", "a status filter drawn",
+             "a check filter drawn (fails amazon)",
              "a search through every job, counted")  # fmt: skip
     actions: dict[str, list[float]] = {name: [] for name in names}
     with launched() as browser, served(out, start_timeout=WRITE_TIMEOUT) as url:
@@ -177,13 +194,17 @@ def _act(page: Any, actions: dict[str, list[float]]) -> None:
         ("a feature filter drawn", lambda: page.select_option("#feature", "IMAGE_INPAINTER")),
         ("the next page drawn", lambda: page.click("#next")),
         ("a status filter drawn", lambda: page.click('#status button[data-status="failed"]')),
-    )
+        ("a check filter drawn (fails amazon)",
+         lambda: page.select_option("#check", "fails:amazon")),
+    )  # fmt: skip
     for name, step in steps:
         started = time.perf_counter()
         step()
         page.wait_for_function(DRAWN)
         actions[name].append(time.perf_counter() - started)
     page.click('#status button[data-status="all"]')
+    page.wait_for_function(DRAWN)
+    page.select_option("#check", "all")
     page.wait_for_function(DRAWN)
     started = time.perf_counter()
     page.fill("#query", "studio shot 4242")

@@ -12,10 +12,20 @@ and chunks (``/api/data``, ``/api/chunk/...``) and links the static files.
 Writing is one pass in the page's order (failed, unfinished, succeeded, then the manifest's
 jobs not run yet) over the ledger's compact fold (``view.read_report_fold``): each job's row is
 made, thumbnails are asked for, and a chunk is written and dropped as it fills. Memory is the
-fold (about 100 bytes a job) and one chunk, at any size of run.
+fold (about 100 bytes a job) and one chunk, at any size of run, plus an int per job and each
+product's name for the order.
+
+Products: the jobs of one ``group`` are brought together where the first of them ranks
+(``product_blocks``), and every chunk a product's jobs are in carries its whole summary
+(``product_summary``: where it starts, how many jobs, their states, its images' checks per
+channel), so a product cut by a chunk or a page boundary is still shown, and decided, as one.
+Each output's marketplace verdicts (from its ledger line) are named once per chunk; the index
+counts each chunk's jobs by status group, feature and check token (``check_token``), which is
+what the page's filters count without loading the chunks.
 
 A chunk's rows are arrays (``FIELDS``); its few distinct statuses, features and masks are named
-once in its ``tables``, its sources and parameters in its own lists, which rows index.
+once in its ``tables``; its sources, parameters, products and verdicts in its own lists, which
+rows index.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pipeline.durability import atomic_write
+from pipeline.images.checks import Channel, ImageChecks
 from pipeline.images.masks import MaskRecipe
 from pipeline.layout import LEDGER_NAME, REPORT_DATA_DIR, REPORT_NAME, THUMBS_DIR
 from pipeline.ledger import JobRef
@@ -57,13 +68,25 @@ from pipeline.review.view import (
 CHUNK_ROWS = 2000  # jobs a chunk file: ~0.5 MB, parsed in a few ms; 500 files at a million
 FIELDS = (
     "id", "status", "feature", "prompt", "params", "source", "mask", "outputs", "error",
-    "attempts", "credits", "retries", "updated",
+    "attempts", "credits", "retries", "updated", "product", "checks",
 )  # fmt: skip
+PRODUCT_COLUMN = FIELDS.index("product")  # the job's product: an index into ``products``
+CHANNELS = tuple(Channel)  # a verdict's lists of failures, in this order
 # Columns whose few distinct values a chunk names once, in ``tables``, rows holding their index.
 TABLED = ("status", "feature", "mask")
 PENDING = "pending"
-# (job_id, key, feature, image, mask, prompt): a manifest job, for pending ones on the page.
-ManifestJob = tuple[str, str | None, str, str | None, str | None, str]
+# (job_id, key, feature, image, mask, prompt[, group]): a manifest job, for pending ones on the
+# page; the group is optional (callers that predate it pass six).
+ManifestJob = (
+    tuple[str, str | None, str, str | None, str | None, str]
+    | tuple[str, str | None, str, str | None, str | None, str, str | None]
+)
+# A job's marketplace checks as one small number: CHECKED when its outputs were judged, and a
+# bit per channel that one of them fails. The index counts jobs by it, so the page's filter by
+# check counts matches on every page without loading them.
+CHECKED = 1
+FAILS = {channel: 2 << bit for bit, channel in enumerate(CHANNELS)}
+ALL_PASS = "ok"  # the token of a job whose every output passes every channel
 
 
 def manifest_rows(items: Iterable[object]) -> Iterator[ManifestJob]:
@@ -72,7 +95,56 @@ def manifest_rows(items: Iterable[object]) -> Iterator[ManifestJob]:
     for job in items:
         if isinstance(job, Job):
             mask = str(job.mask) if job.mask else None
-            yield (job.id, None, job.feature.value, str(job.image), mask, job.prompt)
+            yield (job.id, None, job.feature.value, str(job.image), mask, job.prompt, job.group)
+
+
+def manifest_group(job: ManifestJob) -> str | None:
+    rest = job[6:]
+    return rest[0] if rest else None
+
+
+def check_state(checks: Iterable[ImageChecks]) -> int:
+    """``CHECKED`` and a bit per channel some output fails; 0 when nothing was judged."""
+    state = 0
+    for verdict in checks:
+        state |= CHECKED
+        for channel in CHANNELS:
+            if not verdict.passes(channel):
+                state |= FAILS[channel]
+    return state
+
+
+def check_token(state: int) -> str:
+    """The index's name of a check state: "" not judged, "ok", or the failing channels
+    ("amazon,google"); ``checksOk`` in ``static/report.js`` reads it."""
+    if not state & CHECKED:
+        return ""
+    failing = [channel.value for channel in CHANNELS if state & FAILS[channel]]
+    return ",".join(failing) or ALL_PASS
+
+
+def wire_verdict(checks: ImageChecks) -> list[list[list[str]]]:
+    """One output's verdicts as the page reads them: per channel (``CHANNELS``), its
+    failures as [code, reason]; an empty list passes."""
+    return [[[f.code, f.reason] for f in checks.failures(channel)] for channel in CHANNELS]
+
+
+def product_summary(name: str, at: int, views: list[JobView]) -> dict[str, Any]:
+    """What a product's header shows, for all its jobs (also those on other pages): where
+    they start on the page and how many they are, their states, and per channel how many of
+    their images pass of those judged."""
+    checks = {channel.value: [0, 0] for channel in CHANNELS}
+    for view in views:
+        for verdict in view.checks:
+            for channel in CHANNELS:
+                tally = checks[channel.value]
+                tally[0] += verdict.passes(channel)
+                tally[1] += 1
+    states = Counter(view.status for view in views)
+    summary: dict[str, Any] = {"name": name, "at": at, "n": len(views), "states": dict(states)}
+    if checks[CHANNELS[0].value][1]:
+        summary["checks"] = checks
+    return summary
 
 
 def static_text(name: str) -> str:
@@ -111,8 +183,12 @@ class PageData:
         # Rows refer to these tables by index: a 100,000-job payload names each once.
         self.sources: list[dict[str, Any]] = []
         self.params: list[dict[str, Any]] = []
+        self.products: list[dict[str, Any]] = []  # the summaries of this chunk's products
+        self.verdicts: list[list[list[list[str]]]] = []  # distinct verdicts on an image
         self._inputs: dict[tuple[object, object, object, bool], tuple[int, Input]] = {}
         self._params_index: dict[bytes, int] = {}
+        self._products_index: dict[int, int] = {}  # a product's first position -> its index
+        self._verdicts_index: dict[bytes, int] = {}
 
     def stat(self, path: str) -> os.stat_result | None:
         if path not in self._stats:
@@ -149,14 +225,35 @@ class PageData:
             view.credits,
             dict(view.retries) or None,
             view.updated,
+            None,  # the product, set by the builder (``product_of``)
+            [self._verdict_of(checks) for checks in view.checks] or None,
         ]
+
+    def product_of(self, summary: dict[str, Any]) -> int:
+        """The index of a product's summary in this chunk (a product spanning two chunks is
+        in both: each chunk's header shows it whole)."""
+        at = summary["at"]
+        if at not in self._products_index:
+            self.products.append(summary)
+            self._products_index[at] = len(self.products) - 1
+        return self._products_index[at]
+
+    def _verdict_of(self, checks: ImageChecks) -> int:
+        wire = wire_verdict(checks)
+        key = orjson.dumps(wire)
+        if key not in self._verdicts_index:
+            self.verdicts.append(wire)
+            self._verdicts_index[key] = len(self.verdicts) - 1
+        return self._verdicts_index[key]
 
     def next_chunk(self) -> None:
         """A chunk's tables start empty (its file names each source once); the stat cache
         starts over too, so a catalog of a million distinct photos holds a chunk's worth."""
-        self.sources, self.params = [], []
+        self.sources, self.params, self.products, self.verdicts = [], [], [], []
         self._inputs.clear()
         self._params_index.clear()
+        self._products_index.clear()
+        self._verdicts_index.clear()
         self._stats.clear()
 
     def _inputs_of(
@@ -236,8 +333,9 @@ class PageData:
 
 
 def pending_view(job: ManifestJob, order: int) -> JobView:
-    job_id, key, feature, image, mask, prompt = job
+    job_id, key, feature, image, mask, prompt = job[:6]
     details = {"feature": feature, "image": image, "mask": mask, "parameters": {"prompt": prompt}}
+    details["group"] = manifest_group(job)
     return JobView(job_id, order, "pending", key, details)
 
 
@@ -295,6 +393,61 @@ def group_of(status: str) -> str:
     if status in UNFINISHED:
         return "unfinished"
     return "failed" if status == "partial" else status
+
+
+# -- the page's order ----------------------------------------------------------------------------
+
+
+def product_blocks(fold: ReportFold) -> Iterator[tuple[str | None, list[int]]]:
+    """The ledger's jobs in the page's order, as blocks: (group, its job numbers) for a
+    product, (None, [number]) for a job without a group.
+
+    The order is ``fold.ranked()`` (failed, unfinished, succeeded; first seen first), with
+    each product's jobs brought together where its first job comes: a product with a failed
+    job is listed with the failed ones, all its angles together, in the ledger's order (the
+    manifest's, for one run). So a product spans one chunk, or two at a boundary, never
+    scattered pages. Memory: an int per job, and each product's name once.
+    """
+    total = len(fold.state.table)
+    groups = array("I", bytes(4 * total))  # a job's product number; 0: no group
+    names: dict[str, int] = {}
+    for number in range(total):
+        name = fold.group(number)
+        if name:
+            groups[number] = names.setdefault(name, len(names) + 1)
+    if not names:
+        for number in fold.ranked():
+            yield None, [number]
+        return
+    members, starts = _members_by_product(groups, len(names))
+    labels = [""] * (len(names) + 1)
+    for name, product in names.items():
+        labels[product] = name
+    names.clear()
+    listed = bytearray(len(labels))
+    for number in fold.ranked():
+        product = groups[number]
+        if not product:
+            yield None, [number]
+        elif not listed[product]:
+            listed[product] = 1
+            yield labels[product], list(members[starts[product] : starts[product + 1]])
+
+
+def _members_by_product(groups: array[int], products: int) -> tuple[array[int], array[int]]:
+    """Every product's job numbers, in order, as one array and where each product starts in
+    it (a counting sort: no list per product)."""
+    starts = array("I", bytes(4 * (products + 2)))
+    for product in groups:
+        starts[product + 1] += 1
+    for product in range(1, products + 2):
+        starts[product] += starts[product - 1]
+    members = array("I", bytes(4 * len(groups)))
+    filled = array("I", starts)
+    for number, product in enumerate(groups):
+        members[filled[product]] = number
+        filled[product] += 1
+    return members, starts
 
 
 # -- writing the chunks ---------------------------------------------------------------------------
@@ -355,7 +508,8 @@ class MemoryChunks:
 @dataclass
 class ChunkMeta:
     rows: int = 0
-    counts: Counter[str] = field(default_factory=Counter)  # "group|feature" -> jobs
+    # "status group|feature|check token" -> jobs: what the page's filters count unloaded
+    counts: Counter[str] = field(default_factory=Counter)
 
     def as_json(self) -> dict[str, Any]:
         return {"n": self.rows, "counts": dict(self.counts)}
@@ -363,27 +517,31 @@ class ChunkMeta:
 
 class JobLocator:
     """Where each job is on the page, and what the decision rule needs of it, kept compactly
-    (the server answers every reload's decisions from it): the ledger's fold, a position per
-    ledger job, and the pending jobs' ids, positions and features."""
+    (the server answers every reload's decisions from it): the ledger's fold, a position and
+    a check state (``check_state``) per ledger job, and the pending jobs' ids, positions and
+    features."""
 
     def __init__(self, fold: ReportFold) -> None:
         self.fold = fold
         self.positions = array("I", [0]) * len(fold.state.table)
+        self.check_states = bytearray(len(fold.state.table))
         self.pending = ByteIndex()
         self.pending_positions = array("I")
         self.pending_features: list[str] = []
         self._features: dict[str, str] = {}
 
-    def place(self, number: int, position: int) -> None:
+    def place(self, number: int, position: int, checks: int = 0) -> None:
         self.positions[number] = position
+        self.check_states[number] = checks
 
     def add_pending(self, job_id: str, feature: str, position: int) -> None:
         self.pending.add(as_bytes(job_id))
         self.pending_positions.append(position)
         self.pending_features.append(self._features.setdefault(feature, feature))
 
-    def locate(self, job_id: str) -> tuple[int, str | None, str, str, str] | None:
-        """(position, key, updated, group, feature) of a job on the page, or None."""
+    def locate(self, job_id: str) -> tuple[int, str | None, str, str, str, str] | None:
+        """(position, key, updated, status group, feature, check token) of a job on the page,
+        or None."""
         table = self.fold.state.table
         number = table.find(job_id)
         if number >= 0:
@@ -391,11 +549,22 @@ class JobLocator:
             details = self.fold.details(number)
             feature = details.feature if details is not None else ""
             group = group_of(job.status.value)
-            return self.positions[number], job.key or None, job.updated, group, feature
+            token = check_token(self.check_states[number])
+            return self.positions[number], job.key or None, job.updated, group, feature, token
         pending = self.pending.find(as_bytes(job_id))
         if pending < 0:
             return None
-        return self.pending_positions[pending], None, "", PENDING, self.pending_features[pending]
+        position, feature = self.pending_positions[pending], self.pending_features[pending]
+        return position, None, "", PENDING, feature, ""
+
+    def status_of(self, job_id: str) -> tuple[str, int] | None:
+        """(status, images delivered) of a job of the ledger; None for others."""
+        table = self.fold.state.table
+        number = table.find(job_id)
+        if number < 0:
+            return None
+        job = JobRef(table, number)
+        return job.status.value, len(job.outputs)
 
     def key_of(self, job_id: str) -> tuple[bool, str | None]:
         """(known, current content key) of a job id: what a decision is recorded under."""
@@ -415,19 +584,21 @@ class ReportIndex:
 
     def with_decisions(self, decisions: dict[str, Decision]) -> dict[str, Any]:
         """The index with the decisions that stand now (``decisions.standing``): each with the
-        chunk, status group and feature of its job, so the page filters on them unloaded."""
+        chunk, status group, feature and check token of its job, so the page filters on them
+        unloaded, and the pick (an image index, or None)."""
         standing_now: dict[str, list[Any]] = {}
         counts = {"approved": 0, "rejected": 0}
         for job_id, decision in decisions.items():
             place = self.locator.locate(job_id)
             if place is None:
                 continue
-            position, key, updated, group, feature = place
+            position, key, updated, group, feature, checks = place
             current = standing(decision, key, updated)
             if current is None:
                 continue
             chunk = position // CHUNK_ROWS
-            entry = [current.decision, current.note, current.ts, chunk, group, feature]
+            entry = [current.decision, current.note, current.ts, chunk, group, feature, checks]
+            entry.append(current.pick)
             standing_now[job_id] = entry
             counts[current.decision] += 1
         header = {**self.data["header"], "decisions": counts}
@@ -460,42 +631,71 @@ class ReportBuilder:
         try:
             header = header_data(self.out_dir, fold, read_summary(self.out_dir))
             locator = JobLocator(fold)
-            for number in fold.ranked():
-                locator.place(number, self._position)
-                self._add(self.data.row(fold.view(number)))
-            pending = 0
-            table = fold.state.table
-            for job in manifest_jobs or ():
-                if table.find(job[0]) >= 0:
-                    continue  # in the ledger: listed above
-                locator.add_pending(job[0], job[2], self._position)
-                self._add(self.data.row(pending_view(job, self._position), thumbs=False))
-                pending += 1
+            for name, numbers in product_blocks(fold):
+                views = [fold.view(number, with_checks=True) for number in numbers]
+                product = None if name is None else product_summary(name, self._position, views)
+                for number, view in zip(numbers, views, strict=True):
+                    checks = check_state(view.checks)
+                    locator.place(number, self._position, checks)
+                    self._add(self.data.row(view), product, checks)
+            pending = self._add_pending(manifest_jobs or (), locator)
             self._flush()
         finally:
             fold.close()
         if self.make_thumbs:
             self.thumbs.prune()
         header["pending"] = pending
-        features = sorted({key.split("|", 1)[1] for c in self.chunks for key in c.counts} - {""})
+        features = sorted({key.split("|")[1] for c in self.chunks for key in c.counts} - {""})
         data = {
             "header": header,
             "fields": FIELDS,
             "chunks": [chunk.as_json() for chunk in self.chunks],
             "chunk_rows": CHUNK_ROWS,
             "features": features,
+            "channels": [channel.value for channel in CHANNELS],
             "thumbs": THUMBS_DIR + "/",
             "live": live,
             "run_key": f"{header['title']}|{header.get('started_at') or ''}",
         }
         return ReportIndex(data, locator)
 
-    def _add(self, row: list[Any]) -> None:
+    def _add_pending(self, manifest_jobs: Iterable[ManifestJob], locator: JobLocator) -> int:
+        """The manifest's jobs the ledger does not know, in the manifest's order; a run of
+        them with one group is shown as one product (they are not moved: the manifest is
+        streamed, and its rows for a product are usually together)."""
+        table = locator.fold.state.table
+        block: list[ManifestJob] = []
+        pending = 0
+        for job in manifest_jobs:
+            if table.find(job[0]) >= 0:
+                continue  # in the ledger: listed above
+            group = manifest_group(job)
+            if block and (group is None or group != manifest_group(block[0])):
+                self._add_pending_block(block, locator)
+                block = []
+            block.append(job)
+            pending += 1
+        if block:
+            self._add_pending_block(block, locator)
+        return pending
+
+    def _add_pending_block(self, block: list[ManifestJob], locator: JobLocator) -> None:
+        start = self._position
+        views = [pending_view(job, start + offset) for offset, job in enumerate(block)]
+        name = manifest_group(block[0])
+        product = None if name is None else product_summary(name, start, views)
+        for job, view in zip(block, views, strict=True):
+            locator.add_pending(job[0], job[2], self._position)
+            self._add(self.data.row(view, thumbs=False), product, 0)
+
+    def _add(self, row: list[Any], product: dict[str, Any] | None, checks: int) -> None:
         if not self._rows:
             self.chunks.append(ChunkMeta())
         meta = self.chunks[-1]
         meta.rows += 1
-        meta.counts[f"{group_of(row[1])}|{row[2]}"] += 1
+        meta.counts[f"{group_of(row[1])}|{row[2]}|{check_token(checks)}"] += 1
+        if product is not None:
+            row[PRODUCT_COLUMN] = self.data.product_of(product)
         self._rows.append(row)
         self._position += 1
         if len(self._rows) == CHUNK_ROWS:
@@ -511,6 +711,8 @@ class ReportBuilder:
         rows, tables = _tabled(self._rows)
         chunk = {"rows": rows, "tables": tables, "sources": self.data.sources}
         chunk["params"] = self.data.params
+        chunk["products"] = self.data.products
+        chunk["verdicts"] = self.data.verdicts
         self.sink.write(len(self.chunks) - 1, chunk)
         self._rows = []
         self.data.next_chunk()
@@ -574,10 +776,13 @@ def build_payload(
     index = builder.build(manifest_jobs)
     payload = index.with_decisions(read_decisions(out_dir))
     joined: dict[str, Any] = {"jobs": [], "sources": [], "params": []}
+    joined |= {"products": [], "verdicts": []}
     joined["tables"] = {name: [] for name in TABLED}
     column = {name: i for i, name in enumerate(FIELDS)}
     for chunk in sink.chunks:
         shift = {"source": len(joined["sources"]), "params": len(joined["params"])}
+        shift["product"] = len(joined["products"])
+        verdicts = len(joined["verdicts"])
         for row in chunk["rows"]:
             row = list(row)
             for name, values in chunk["tables"].items():
@@ -586,8 +791,10 @@ def build_payload(
             for name, offset in shift.items():
                 if row[column[name]] is not None:
                     row[column[name]] += offset
+            if row[column["checks"]] is not None:
+                row[column["checks"]] = [index + verdicts for index in row[column["checks"]]]
             joined["jobs"].append(row)
-        joined["sources"] += chunk["sources"]
-        joined["params"] += chunk["params"]
+        for name in ("sources", "params", "products", "verdicts"):
+            joined[name] += chunk[name]
     joined["jobs"], joined["tables"] = _tabled(joined["jobs"])
     return {**payload, **joined}, builder.thumbs

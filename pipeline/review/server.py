@@ -2,7 +2,10 @@
 
 The same static files as ``report.html``, linked instead of inlined, and the same paged data:
 ``/api/data`` is the page's index (with the decisions that stand now, read from
-``reviews.jsonl`` at each request), ``/api/chunk/<build>/<n>`` a chunk of jobs. The chunks are
+``reviews.jsonl`` at each request), ``/api/chunk/<build>/<n>`` a chunk of jobs, and
+``/api/decisions`` records approvals, rejections and picks (a product's header sends its
+jobs with ``product``: those with nothing delivered yet are left out) as ``pipeline review``
+does from the command line. The chunks are
 built into a temporary folder when the ledger changed since the last build (a run going on), in
 one pass over the ledger's compact fold (``page.ReportBuilder``), so a million-job folder is
 served in the memory of that fold; the previous build's chunks stay until the next one, for a
@@ -21,15 +24,23 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from aiohttp import web
 
 from pipeline.layout import LEDGER_NAME, REVIEWS_NAME, THUMBS_DIR
-from pipeline.ledger.decisions import DECISIONS, read_decisions, record_decisions
+from pipeline.ledger.decisions import (
+    DECISIONS,
+    PICKED,
+    read_decisions,
+    record_decisions,
+    record_picks,
+)
 from pipeline.review.page import (
     FolderChunks,
+    JobLocator,
     ManifestJob,
     ReportBuilder,
     ReportIndex,
@@ -48,7 +59,19 @@ IMAGE_TYPES = {
 STATIC_TYPES = {"report.css": "text/css", "report.js": "text/javascript"}
 MAX_BODY = 32 * 1024 * 1024  # a bulk decision over 100,000 jobs fits
 BUILD_NAME = re.compile(r"^[0-9a-f]{8}$")
+# A job whose current content can be decided as part of its product: it has images to judge.
+DECIDABLE = frozenset({"succeeded", "partial"})
 Signature = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decision of a request: approve, reject, or pick image ``index``."""
+
+    job_id: str
+    decision: str  # "approved", "rejected" or "picked"
+    note: str = ""
+    index: int | None = None  # a pick's image
 
 
 class ReviewApp:
@@ -140,28 +163,33 @@ class ReviewApp:
         shutil.rmtree(self._chunks_root, ignore_errors=True)
 
     async def decisions(self, request: web.Request) -> web.Response:
+        """``{"decisions": [...], "product": NAME?}``: one line per decision, or a 400 naming
+        what is wrong and nothing recorded. With ``product`` (a product's header), the jobs
+        whose current content cannot be decided (nothing delivered yet) are left out."""
         try:
             body = await request.json(loads=orjson.loads)
             entries = parse_decisions(body)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return web.Response(status=400, text=str(exc))
         _, _, index = await asyncio.to_thread(self._current)  # cached unless the run moved
-        keys: dict[str, str | None] = {}
-        unknown = []
-        for job_id, _, _, _ in entries:
-            known, key = index.locator.key_of(job_id)
-            if known:
-                keys[job_id] = key
-            else:
-                unknown.append(job_id)
-        if unknown:
-            return web.Response(status=400, text="unknown job ids: " + ", ".join(unknown[:20]))
+        locator = index.locator
+        skipped: list[str] = []
+        if isinstance(body, dict) and body.get("product") is not None:
+            entries, skipped = _decidable(entries, locator)
+        problem = _problem(entries, locator)
+        if problem is not None:
+            return web.Response(status=400, text=problem)
+        # The key recorded is the job's current one, whatever the page had loaded.
+        keys = {entry.job_id: locator.key_of(entry.job_id)[1] for entry in entries}
         count = 0
-        for note in {entry[3] for entry in entries}:
-            # The key recorded is the job's current one, whatever the page had loaded.
-            batch = [(j, keys[j], d) for j, _, d, n in entries if n == note]
-            count += await asyncio.to_thread(record_decisions, self.out_dir, batch, note)
-        return web.json_response({"recorded": count})
+        for note in dict.fromkeys(entry.note for entry in entries):
+            batch = [(e.job_id, keys[e.job_id], e.decision) for e in entries if e.note == note]
+            decided = [item for item in batch if item[2] != PICKED]
+            count += await asyncio.to_thread(record_decisions, self.out_dir, decided, note)
+            picks = [(e.job_id, keys[e.job_id], e.index or 0) for e in entries
+                     if e.note == note and e.decision == PICKED]  # fmt: skip
+            count += await asyncio.to_thread(record_picks, self.out_dir, picks, note)
+        return web.json_response({"recorded": count, "skipped": skipped})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         parts = safe_parts(request.match_info["path"])
@@ -200,20 +228,72 @@ def _signature(path: Path) -> Signature:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def parse_decisions(body: object) -> list[tuple[str, str | None, str, str]]:
-    """``{"decisions": [{job_id, decision, note?}, ...]}`` -> (job_id, key, decision, note)."""
+def parse_decisions(body: object) -> list[Entry]:
+    """``{"decisions": [{job_id, decision, note?, index?}, ...]}``: ``decision`` approved,
+    rejected, or picked (with the image's ``index``)."""
     items = body.get("decisions") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         raise ValueError('expected {"decisions": [{"job_id": ..., "decision": ...}, ...]}')
-    entries: list[tuple[str, str | None, str, str]] = []
+    entries: list[Entry] = []
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("job_id"), str):
             raise ValueError("every decision needs a job_id")
-        if item.get("decision") not in DECISIONS:
-            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
+        decision = item.get("decision")
+        if decision not in (*DECISIONS, PICKED):
+            raise ValueError(f"decision must be one of {', '.join((*DECISIONS, PICKED))}")
+        index = item.get("index")
+        if decision == PICKED and (
+            isinstance(index, bool) or not isinstance(index, int) or index < 0
+        ):
+            raise ValueError(f"a pick needs the image's index (0, 1, ...): {index!r}")
         note = item.get("note") if isinstance(item.get("note"), str) else ""
-        entries.append((str(item["job_id"]), None, str(item["decision"]), str(note)))
+        picked = index if decision == PICKED else None
+        entries.append(Entry(str(item["job_id"]), str(decision), str(note), picked))
     return entries
+
+
+def _decidable(entries: list[Entry], locator: JobLocator) -> tuple[list[Entry], list[str]]:
+    """A product's decisions split: those on jobs with images of their current content, and
+    the ids of the others (pending, running, failed: nothing to judge)."""
+    kept, skipped = [], []
+    for entry in entries:
+        facts = locator.status_of(entry.job_id)
+        if facts is not None and facts[0] in DECIDABLE:
+            kept.append(entry)
+        else:
+            skipped.append(entry.job_id)
+    return kept, skipped
+
+
+def _problem(entries: list[Entry], locator: JobLocator) -> str | None:
+    """Why these decisions cannot be recorded (None: they can): an unknown id, a job both
+    picked and rejected, or a pick of an image the job did not deliver."""
+    unknown = [entry.job_id for entry in entries if not locator.key_of(entry.job_id)[0]]
+    if unknown:
+        return "unknown job ids: " + ", ".join(unknown[:20])
+    picked = {entry.job_id for entry in entries if entry.decision == PICKED}
+    both = sorted(picked & {e.job_id for e in entries if e.decision == "rejected"})
+    if both:
+        return "both picked and rejected: " + ", ".join(both[:20])
+    for entry in entries:
+        if entry.decision == PICKED:
+            problem = pick_problem(entry.job_id, entry.index or 0, locator.status_of(entry.job_id))
+            if problem is not None:
+                return problem
+    return None
+
+
+def pick_problem(job_id: str, index: int, facts: tuple[str, int] | None) -> str | None:
+    """Why image ``index`` cannot be picked (None: it can): a pick chooses among the images
+    a succeeded job delivered (the rule of ``pipeline review --pick``)."""
+    status, count = facts if facts is not None else ("pending", 0)
+    if status != "succeeded":
+        return f"{job_id} has not succeeded ({status}): no image to pick"
+    if count < 2:
+        return f"{job_id} has {count} image: nothing to pick"
+    if index >= count:
+        return f"{job_id} has images 0 to {count - 1}: no image {index}"
+    return None
 
 
 async def serve(

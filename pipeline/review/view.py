@@ -5,8 +5,9 @@ when it describes the same run. Everything here is plain data that the page's sc
 
 Two folds feed it. ``read_report_fold`` (the report and ``pipeline review``) is the ledger's
 compact fold, as resume and ``status`` read it, plus where each job's latest ``started`` line is
-(its details are read back from there when its row is made) and its retries: a million-job
-report holds about 100 bytes a job, not a view of each. ``read_ledger_view`` (export, the review
+(its details and group are read back from there when needed), where the line judging its
+current outputs is (its marketplace checks, read the same way) and its retries: a million-job
+report holds about 110 bytes a job, not a view of each. ``read_ledger_view`` (export, the review
 command) keeps a ``JobView`` per job.
 """
 
@@ -31,10 +32,13 @@ from pipeline.ledger.compact import STATUS_CODE, STATUSES
 from pipeline.ledger.fold import Cursor, apply, collector_paused, records_from
 from pipeline.ledger.schema import (
     JobDetails,
+    Partial,
+    Refetched,
     Retrying,
     RetryingCore,
     Started,
     StartedCore,
+    SucceededCore,
     decode_line,
 )
 from pipeline.models import ErrorInfo, Status
@@ -418,6 +422,9 @@ class ReportFold:
         self.path = path
         self.state = LedgerState()
         self.started_at = array("q")  # offset + 1 of the latest started line with details
+        # offset + 1 of the line whose checks judge the job's current outputs (succeeded or
+        # refetched, since the latest start); 0: none (not run to the end, or a partial job)
+        self.checks_at = array("q")
         self.retries: dict[int, Counter[str]] = {}
         self.retry_reasons: Counter[str] = Counter()
         self.first_ts: str | None = None
@@ -469,17 +476,44 @@ class ReportFold:
 
     def details(self, number: int) -> JobDetails | None:
         """The job's details, from its latest ``started`` line."""
-        at = self.started_at[number] - 1 if number < len(self.started_at) else -1
+        line = self._line(self.started_at, number)
+        record = decode_line(line) if line is not None else None
+        return record.job if isinstance(record, Started) else None
+
+    def group(self, number: int) -> str | None:
+        """The job's ``group`` (its product), read alone from its latest ``started`` line."""
+        line = self._line(self.started_at, number)
+        if line is None:
+            return None
+        try:
+            job = _GROUP_DECODER.decode(line).job
+        except msgspec.DecodeError:
+            return None
+        return job.group if job is not None else None
+
+    def checks(self, number: int) -> tuple[ImageChecks, ...]:
+        """The marketplace checks of the job's current outputs (one per output), or ()."""
+        line = self._line(self.checks_at, number)
+        if line is None:
+            return ()
+        try:
+            return _CHECKS_DECODER.decode(line).checks
+        except msgspec.DecodeError:
+            return ()  # a line older than the checks, or one broken only there
+
+    def _line(self, offsets: array[int], number: int) -> bytes | None:
+        at = offsets[number] - 1 if number < len(offsets) else -1
         if at < 0:
             return None
         if self._reader is None:
             self._reader = self.path.open("rb")
         self._reader.seek(at)
-        record = decode_line(self._reader.readline())
-        return record.job if isinstance(record, Started) else None
+        line: bytes = self._reader.readline()
+        return line
 
-    def view(self, number: int) -> JobView:
-        """The page's view of one job (what ``read_ledger_view`` makes for every job)."""
+    def view(self, number: int, with_checks: bool = False) -> JobView:
+        """The page's view of one job (what ``read_ledger_view`` makes for every job);
+        ``with_checks``: its outputs' marketplace checks too (one more line read)."""
         job = JobRef(self.state.table, number)
         details = self.details(number)
         error = job.error
@@ -495,6 +529,7 @@ class ReportFold:
             credits=job.credits,
             retries=Counter(self.retries.get(number, ())),
             updated=job.updated,
+            checks=self.checks(number) if with_checks else (),
         )
 
     def close(self) -> None:
@@ -503,12 +538,33 @@ class ReportFold:
             self._reader = None
 
 
+class _GroupOnly(msgspec.Struct):
+    group: str | None = None
+
+
+class _StartedGroup(msgspec.Struct):
+    """A ``started`` line read for its job's group alone (the rest is skipped unread)."""
+
+    job: _GroupOnly | None = None
+
+
+class _ChecksLine(msgspec.Struct):
+    """A ``succeeded`` or ``refetched`` line read for its outputs' checks alone."""
+
+    checks: tuple[ImageChecks, ...] = ()
+
+
+_GROUP_DECODER = msgspec.json.Decoder(_StartedGroup)
+_CHECKS_DECODER = msgspec.json.Decoder(_ChecksLine)
+
+
 def read_report_fold(path: Path) -> ReportFold:
     """The whole ledger, folded compactly for the page (see ``ReportFold``). Lines are decoded
     as resume decodes them (details skipped: a row reads its job's from the started line); a
     ``retrying`` line is read again whole for its reason."""
     fold = ReportFold(path)
     state, started_at, retries = fold.state, fold.started_at, fold.retries
+    checks_at = fold.checks_at
     cursor = Cursor()
     with collector_paused(), path.open("rb") as again:
         for offset, record in records_from(path, state.damage, cursor):
@@ -521,10 +577,16 @@ def read_report_fold(path: Path) -> ReportFold:
             number = job.number
             if number >= len(started_at):
                 started_at.append(0)
+                checks_at.append(0)
             kind = type(record)
             if kind is StartedCore:
                 retries.pop(number, None)
                 started_at[number] = offset + 1
+                checks_at[number] = 0
+            elif kind is SucceededCore or kind is Refetched:
+                checks_at[number] = offset + 1
+            elif kind is Partial:
+                checks_at[number] = 0
             elif kind is RetryingCore:
                 again.seek(offset)
                 whole = decode_line(again.readline())

@@ -29,6 +29,7 @@ from pipeline.events import (
     JobStarted,
     JobSucceeded,
 )
+from pipeline.images.checks import marketplace_checks
 from pipeline.layout import LEDGER_NAME
 from pipeline.ledger import record_for, to_dict
 from pipeline.models import ErrorInfo, Feature, FeatureResult, InputRef, Job, PlannedJob
@@ -53,6 +54,8 @@ class SyntheticJob:
     mask: str | None = None
     output_format: str = "png"
     credits: int = 6
+    group: str | None = None  # the product (the manifest's ``group``)
+    checks: bool = True  # judge the outputs (marketplace checks) as a run stores them
 
 
 @dataclass
@@ -148,6 +151,7 @@ def _events(job: SyntheticJob, out_dir: Path, inputs_dir: Path, side: int) -> It
     )
     yield FeatureSubmitted(job.job_id, key, attempt, result, job.credits)
     outputs = _draw_outputs(job, planned.job, out_dir, side)
+    checks = tuple(marketplace_checks(out_dir / output) for output in outputs) if job.checks else ()
     yield JobSucceeded(
         job.job_id,
         key,
@@ -156,6 +160,7 @@ def _events(job: SyntheticJob, out_dir: Path, inputs_dir: Path, side: int) -> It
         job.credits,
         result.uuid,
         timings={"upload": 0.2, "feature": 3.1, "download": 0.4},
+        checks=checks,
     )
 
 
@@ -172,6 +177,7 @@ def _planned(job: SyntheticJob, inputs_dir: Path, side: int) -> PlannedJob:
         mask=mask,
         n=job.n if job.feature is Feature.INPAINT else 1,
         output_format=job.output_format,
+        group=job.group,
     )
     key = hashlib.sha256(f"{job.job_id}|{job.prompt}".encode()).hexdigest()
     return PlannedJob(spec, key)

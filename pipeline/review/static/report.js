@@ -9,6 +9,13 @@
 // in every chunk is known without loading it, and a page loads only the chunks its cards are in.
 // A search reads the chunks in order until the page is full, then goes on reading the rest in
 // the background to count the matches. A few chunks are kept; older ones are dropped.
+//
+// Products: the jobs of one `group` come together in the page's order; each chunk names the
+// products its rows belong to with their whole summary (where they start, how many jobs,
+// states, checks), so a product cut by a chunk or page boundary still shows as one, and its
+// header decides for every job of it. Marketplace checks: each output's verdict per channel
+// (a chunk names each distinct verdict once); the index counts jobs by a check token ("" not
+// judged, "ok", or the failing channels "amazon,google"), so the check filter counts too.
 (() => {
   "use strict";
   const UNFINISHED = new Set(["started", "retrying", "submitted"]);
@@ -21,10 +28,11 @@
   const BULK_CONFIRM = 10000;
   const $ = (id) => document.getElementById(id);
   const grid = $("grid"), count = $("count");
+  const DECIDABLE = new Set(["succeeded", "partial"]);  // jobs with images to judge
   const state = {status: "all", feature: "all", query: "", decision: "all", rejectedOnly: false,
-    page: 0};
+    check: "all", page: 0};
   let INDEX, COL, storeKey = "", TOTAL = 0;
-  const DECIDED = new Map();  // job id -> {decision, note, ts, chunk, group, feature}
+  const DECIDED = new Map();  // job id -> {decision, note, ts, chunk, group, feature, checks, pick}
   let BY_CHUNK = null;  // chunk -> its decided entries (rebuilt when a decision changes)
   const CHUNKS = new Map();  // chunk number -> Promise of the chunk, oldest first
   const WAITING = new Map();  // chunk number -> {resolve, reject} of its script (static page)
@@ -88,23 +96,46 @@
       for (const row of data.rows) if (row[at] !== null) row[at] = values[row[at]];
     }
     return {n, rows: data.rows, sources: data.sources, params: data.params,
-      jobs: new Array(data.rows.length), search: null};
+      products: data.products || [], verdicts: data.verdicts || [],
+      jobs: new Array(data.rows.length), search: null, tokens: null};
+  }
+
+  // A job's check token from its outputs' verdicts (each: per channel, a list of failures).
+  function tokenOf(verdicts) {
+    if (!verdicts.length) return "";
+    const failing = INDEX.channels.filter((name, k) => verdicts.some((v) => v[k].length));
+    return failing.length ? failing.join(",") : "ok";
+  }
+  function rowVerdicts(c, row) {
+    return (row[COL.checks] || []).map((k) => c.verdicts[k]);
+  }
+  function tokenAt(c, i) {
+    if (!c.tokens) c.tokens = c.rows.map((row) => tokenOf(rowVerdicts(c, row)));
+    return c.tokens[i];
   }
 
   // Rows stay as they came (compact arrays); a row becomes a job object only when drawn.
   function jobOf(c, i) {
     if (c.jobs[i]) return c.jobs[i];
     const row = c.rows[i];
-    const job = {chunk: c.n};
+    const job = {chunk: c.n, position: c.n * INDEX.chunk_rows + i};
     INDEX.fields.forEach((name, k) => { job[name] = row[k]; });
     Object.defineProperty(job, "decision", {get: () => {
       const d = DECIDED.get(job.id);
       return d ? [d.decision, d.note, d.ts] : null;
     }});
+    Object.defineProperty(job, "pick", {get: () => {
+      const d = DECIDED.get(job.id);
+      return d && d.decision === "approved" && Number.isInteger(d.pick) ? d.pick : null;
+    }});
+    const verdicts = rowVerdicts(c, row);
+    job.checkToken = tokenAt(c, i);
+    job.product = job.product === null || job.product === undefined ? null :
+      c.products[job.product];
     // A present output comes as its URL alone (its label is the last part); others as arrays.
-    job.outputs = (job.outputs || []).map((o) => typeof o === "string" ?
+    job.outputs = (job.outputs || []).map((o, k) => Object.assign(typeof o === "string" ?
       {label: decodeURIComponent(o.slice(o.lastIndexOf("/") + 1)), full: o, note: null} :
-      {label: o[0], full: o[1], note: o[2]});
+      {label: o[0], full: o[1], note: o[2]}, {verdict: verdicts[k] || null}));
     const source = Object.assign({}, c.sources[job.source] || {note: "none"});
     for (const key of ["thumb", "plain"]) if (source[key]) source[key] = INDEX.thumbs + source[key];
     job.source = source;
@@ -210,6 +241,15 @@
   // -- filters and pages ---------------------------------------------------------------------
   const groupOk = (g) => state.status === "all" || g === state.status;
   const featureOk = (f) => state.feature === "all" || f === state.feature;
+  // The check filter: "fails:amazon", "passes" (every channel), "unchecked", or "all".
+  function checkOk(token, filter) {
+    const wanted = filter === undefined ? state.check : filter;
+    if (wanted === "all") return true;
+    if (wanted === "passes") return token === "ok";
+    if (wanted === "unchecked") return token === "";
+    if (wanted.startsWith("fails:")) return token.split(",").includes(wanted.slice(6));
+    return true;
+  }
   function decisionOk(decision) {
     if (state.rejectedOnly && decision !== "rejected") return false;
     return state.decision === "all" || (decision || "none") === state.decision;
@@ -231,13 +271,13 @@
     if (state.query) return null;
     let total = 0;
     for (const [key, k] of Object.entries(INDEX.chunks[n].counts)) {
-      const bar = key.indexOf("|");
-      if (groupOk(key.slice(0, bar)) && featureOk(key.slice(bar + 1))) total += k;
+      const [groupName, feature, checks] = key.split("|");
+      if (groupOk(groupName) && featureOk(feature) && checkOk(checks || "")) total += k;
     }
     if (state.decision === "all" && !state.rejectedOnly) return total;
     let decided = 0, matching = 0;
     for (const d of decidedIn(n)) {
-      if (!groupOk(d.group) || !featureOk(d.feature)) continue;
+      if (!groupOk(d.group) || !featureOk(d.feature) || !checkOk(d.checks || "")) continue;
       decided++;
       if (decisionOk(d.decision)) matching++;
     }
@@ -247,6 +287,7 @@
   function rowMatches(c, i) {
     const row = c.rows[i];
     if (!groupOk(groupOf(row[COL.status])) || !featureOk(row[COL.feature] || "")) return false;
+    if (!checkOk(tokenAt(c, i))) return false;
     const d = DECIDED.get(row[COL.id]);
     if (!decisionOk(d ? d.decision : null)) return false;
     if (state.query) {
@@ -314,7 +355,14 @@
       return render();
     }
     const batch = document.createDocumentFragment();
-    for (const job of picked) batch.append(card(job));
+    let product = null;
+    for (const job of picked) {
+      if (job.product && (!product || product.at !== job.product.at)) {
+        batch.append(productHeader(job.product, job.position > job.product.at));
+      }
+      product = job.product;
+      batch.append(card(job));
+    }
     grid.replaceChildren(batch);
     showCounts();
     delete document.body.dataset.busy;
@@ -337,10 +385,10 @@
 
   function showCounts() {
     const {total, complete} = known();
-    const from = state.page * PAGE_SIZE, shown = grid.childElementCount;
+    const from = state.page * PAGE_SIZE, shown = grid.querySelectorAll("article.card").length;
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
     const filtered = state.status !== "all" || state.feature !== "all" || state.query ||
-      state.decision !== "all" || state.rejectedOnly;
+      state.decision !== "all" || state.rejectedOnly || state.check !== "all";
     const of = number(total) + (complete ? "" : "+");
     const what = filtered ? " matching (" + number(TOTAL) + " jobs)" : " jobs";
     count.textContent = (shown ? "showing " + number(from + 1) + "–" + number(from + shown) :
@@ -375,13 +423,14 @@
     $("feature").value = state.feature;
     $("query").value = state.query;
     $("decision").value = state.decision;
+    $("check").value = state.check;
     $("rejected-only").checked = state.rejectedOnly;
   }
 
   // The hash holds the filters and the page: "#failed", "#status=failed&q=chair&page=3".
   function readHash() {
     Object.assign(state, {status: "all", feature: "all", query: "", decision: "all",
-      rejectedOnly: false, page: 0});
+      rejectedOnly: false, check: "all", page: 0});
     const params = new URLSearchParams(location.hash.slice(1));
     for (const [key, value] of params) {
       if (["failed", "succeeded", "unfinished", "pending", "all"].includes(key) && !value) {
@@ -391,6 +440,7 @@
       else if (key === "feature") state.feature = value;
       else if (key === "q") state.query = value.toLowerCase();
       else if (key === "decision") state.decision = value;
+      else if (key === "check") state.check = value;
       else if (key === "rejected") state.rejectedOnly = value === "1";
       else if (key === "page") state.page = Math.max(0, (parseInt(value, 10) || 1) - 1);
     }
@@ -402,6 +452,7 @@
     if (state.feature !== "all") params.set("feature", state.feature);
     if (state.query) params.set("q", state.query);
     if (state.decision !== "all") params.set("decision", state.decision);
+    if (state.check !== "all") params.set("check", state.check);
     if (state.rejectedOnly) params.set("rejected", "1");
     if (state.page > 0) params.set("page", String(state.page + 1));
     const hash = params.toString();
@@ -467,8 +518,10 @@
       outputs.append(node);
     }
     job.outputs.forEach((output, index) => {
-      outputs.append(figure({thumb: output.full, full: output.full, note: output.note},
-        "output " + (index + 1), output.label, gallery, job));
+      const node = figure({thumb: output.full, full: output.full, note: output.note},
+        "output " + (index + 1), output.label, gallery, job);
+      decorateOutput(node, job, output, index);
+      outputs.append(node);
     });
     row.append(outputs);
     return row;
@@ -520,6 +573,144 @@
     return node;
   }
 
+  // An output's check badges (a failure's reasons on hover), its pick mark, and on the served
+  // page a button to pick it among a job's images.
+  function decorateOutput(node, job, output, index) {
+    node.dataset.index = String(index);
+    if (output.verdict) node.append(badges(output.verdict));
+    if (job.pick === index) {
+      node.classList.add("picked");
+      node.append(el("span", "pick-mark", "★ picked"));
+    } else if (INDEX.live && job.status === "succeeded" && job.outputs.length > 1) {
+      const button = el("button", "pick", "pick");
+      button.type = "button";
+      button.title = "deliver this image as the job's image";
+      button.addEventListener("click", () => pick(job, index));
+      node.append(button);
+    }
+  }
+
+  function badges(verdict) {
+    const wrap = el("div", "badges");
+    INDEX.channels.forEach((name, k) => {
+      const failures = verdict[k] || [];
+      const badge = el("span", "badge " + (failures.length ? "fail" : "pass"),
+        (failures.length ? "✕ " : "✓ ") + name);
+      badge.dataset.channel = name;
+      badge.title = name + ": " + (failures.length ?
+        failures.map((failure) => failure[1]).join("; ") : "passes");
+      wrap.append(badge);
+    });
+    return wrap;
+  }
+
+  // -- products -----------------------------------------------------------------------------
+  function productHeader(product, continued) {
+    const head = el("section", "product-head");
+    head.dataset.product = product.name;
+    const title = el("div", "product-title");
+    title.append(el("h2", "product-name", product.name),
+      el("span", "product-count", number(product.n) + (product.n === 1 ? " job" : " jobs") +
+        (continued ? " · continued" : "")));
+    const states = Object.entries(product.states || {}).sort()
+      .map(([status, k]) => number(k) + " " + status).join(" · ");
+    title.append(el("span", "product-states", states));
+    head.append(title);
+    const checks = el("div", "product-checks");
+    for (const name of INDEX.channels) {
+      const tally = product.checks && product.checks[name];
+      if (!tally) continue;
+      const [passed, judged] = tally;
+      const chip = el("span", "badge " + (passed === judged ? "pass" : "fail"),
+        name + " " + passed + "/" + judged + " pass");
+      chip.dataset.channel = name;
+      checks.append(chip);
+    }
+    if (checks.childElementCount) head.append(checks);
+    const decided = el("span", "product-decided");
+    const buttons = el("span", "decide product-decide");
+    for (const [decision, cls, label] of [["approved", "approve", "approve product"],
+      ["rejected", "reject", "reject product"]]) {
+      const button = el("button", cls, label);
+      button.type = "button";
+      button.dataset.decision = decision;
+      button.addEventListener("click", () => decideProduct(product, decision));
+      buttons.append(button);
+    }
+    head.append(decided, buttons);
+    paintProduct(product, head);
+    return head;
+  }
+
+  // Every job of a product: the chunks holding its positions (one, or two at a boundary).
+  async function membersOf(product) {
+    const size = INDEX.chunk_rows, jobs = [];
+    const first = Math.floor(product.at / size);
+    const last = Math.floor((product.at + product.n - 1) / size);
+    for (let n = first; n <= last && n < INDEX.chunks.length; n++) {
+      const c = await chunk(n);
+      for (let i = 0; i < c.rows.length; i++) {
+        const position = n * size + i;
+        if (position >= product.at && position < product.at + product.n) jobs.push(jobOf(c, i));
+      }
+    }
+    return jobs;
+  }
+
+  async function paintProduct(product, head) {
+    let members;
+    try { members = await membersOf(product); } catch (error) { return; }
+    const decidable = members.filter((job) => DECIDABLE.has(job.status));
+    const tally = {approved: 0, rejected: 0};
+    for (const job of members) if (decisionOf(job)) tally[decisionOf(job)]++;
+    const parts = [];
+    if (tally.approved) parts.push(tally.approved + " approved");
+    if (tally.rejected) parts.push(tally.rejected + " rejected");
+    head.querySelector(".product-decided").textContent =
+      (parts.join(" · ") || "undecided") + " · " + decidable.length + " to judge";
+    for (const button of head.querySelectorAll(".product-decide button")) {
+      const all = decidable.length > 0 &&
+        decidable.every((job) => decisionOf(job) === button.dataset.decision);
+      button.setAttribute("aria-pressed", String(all));
+      button.disabled = decidable.length === 0;
+    }
+    head.classList.toggle("approved", tally.approved > 0 && tally.approved === decidable.length);
+    head.classList.toggle("rejected", tally.rejected > 0 && tally.rejected === decidable.length);
+  }
+
+  // A product's header decides for each of its jobs that has images of its current content
+  // (the server checks that again); on the static page the same toggle as a job's buttons.
+  async function decideProduct(product, decision) {
+    const members = await membersOf(product);
+    const targets = members.filter((job) => DECIDABLE.has(job.status));
+    if (!targets.length) {
+      $("live-status").textContent = product.name + ": no job with images to decide";
+      return;
+    }
+    const same = targets.every((job) => decisionOf(job) === decision);
+    await decide(targets, same && !INDEX.live ? null : decision, product.name);
+    await render();
+  }
+
+  async function pick(job, index) {
+    const note = $("note").value.trim();
+    $("live-status").textContent = "saving…";
+    const response = await fetch("api/decisions", {method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({decisions: [{job_id: job.id, decision: "picked", index, note}]})});
+    if (!response.ok) {
+      $("live-status").textContent = "not saved: " + (await response.text());
+      return;
+    }
+    const saved = await response.json();
+    $("live-status").textContent = "saved " + saved.recorded;
+    setDecision(job, "approved", note, "saved", index);
+    if (state.decision !== "all" || state.rejectedOnly) counts = [];
+    syncDecided();
+    const article = grid.querySelector('article.card[data-job-id="' + CSS.escape(job.id) + '"]');
+    if (article) article.replaceWith(card(job));
+  }
+
   function errorBox(job) {
     const error = job.error || {};
     const box = el("p", "error");
@@ -549,10 +740,14 @@
   // file shows the recorded decisions; new ones are kept in this browser and exported as JSON
   // for `pipeline review OUT --from FILE`. Every decision is kept by job id with the job's
   // chunk, group and feature, so the filters count them without loading their chunks.
-  function setDecision(job, decision, note, ts) {
+  // A pick is an approval naming the image; a later approval keeps it, a rejection drops it.
+  function setDecision(job, decision, note, ts, pickIndex) {
     if (decision) {
+      const before = DECIDED.get(job.id);
+      const kept = pickIndex !== undefined ? pickIndex :
+        decision === "approved" && before && before.decision === "approved" ? before.pick : null;
       DECIDED.set(job.id, {decision, note, ts, chunk: job.chunk, group: group(job),
-        feature: job.feature || ""});
+        feature: job.feature || "", checks: job.checkToken || "", pick: kept});
     } else {
       DECIDED.delete(job.id);
     }
@@ -565,9 +760,9 @@
       const saved = JSON.parse(localStorage.getItem(storeKey) || "{}");
       for (const [id, entry] of Object.entries(saved)) {
         if (!Array.isArray(entry) || !["approved", "rejected"].includes(entry[0])) continue;
-        const [decision, chunkNumber, groupName, feature] = entry;
+        const [decision, chunkNumber, groupName, feature, checks] = entry;
         DECIDED.set(id, {decision, note: "", ts: "", chunk: chunkNumber, group: groupName,
-          feature});
+          feature, checks: checks || "", pick: null});
       }
     } catch (error) { /* private mode or mangled storage: start from the recorded ones */ }
   }
@@ -576,7 +771,7 @@
     if (INDEX.live) return;
     const saved = {};
     for (const [id, d] of DECIDED) {
-      if (d.ts === "") saved[id] = [d.decision, d.chunk, d.group, d.feature];
+      if (d.ts === "") saved[id] = [d.decision, d.chunk, d.group, d.feature, d.checks];
     }
     try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch (error) { }
   }
@@ -608,18 +803,22 @@
     return wrap;
   }
 
-  async function decide(jobs, decision) {
+  // ``product``: a product header's decision (the server leaves out jobs it cannot decide).
+  async function decide(jobs, decision, product) {
     const note = $("note").value.trim();
     if (INDEX.live && decision) {
       $("live-status").textContent = "saving…";
+      const body = {decisions: jobs.map((job) => ({job_id: job.id, decision, note}))};
+      if (product !== undefined) body.product = product;
       const response = await fetch("api/decisions", {method: "POST",
-        headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({decisions: jobs.map((job) => ({job_id: job.id, decision, note}))})});
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
       if (!response.ok) {
         $("live-status").textContent = "not saved: " + (await response.text());
         return;
       }
       const saved = await response.json();
+      const skipped = new Set(saved.skipped || []);
+      jobs = jobs.filter((job) => !skipped.has(job.id));
       $("live-status").textContent = "saved " + saved.recorded;
     }
     for (const job of jobs) setDecision(job, decision, note, INDEX.live ? "saved" : "");
@@ -753,6 +952,23 @@
       $("feature").append(option);
     }
     $("feature").addEventListener("change", (e) => { state.feature = e.target.value; apply(); });
+    const checkTotals = {};
+    for (const meta of INDEX.chunks) {
+      for (const [key, k] of Object.entries(meta.counts)) {
+        const token = key.split("|")[2] || "";
+        checkTotals[token] = (checkTotals[token] || 0) + k;
+      }
+    }
+    const checkFilters = [...(INDEX.channels || []).map((name) => ["fails:" + name, "fails " + name]),
+      ["passes", "passes all"], ["unchecked", "not checked"]];
+    for (const [value, label] of checkFilters) {
+      let total = 0;
+      for (const [token, k] of Object.entries(checkTotals)) if (checkOk(token, value)) total += k;
+      const option = el("option", null, label + " " + number(total));
+      option.value = value;
+      $("check").append(option);
+    }
+    $("check").addEventListener("change", (e) => { state.check = e.target.value; apply(); });
     $("decision").addEventListener("change", (e) => { state.decision = e.target.value; apply(); });
     let typing = 0;
     $("query").addEventListener("input", (e) => {
@@ -793,7 +1009,7 @@
     COL = Object.fromEntries(INDEX.fields.map((name, i) => [name, i]));
     for (const [id, d] of Object.entries(INDEX.decisions || {})) {
       DECIDED.set(id, {decision: d[0], note: d[1], ts: d[2], chunk: d[3], group: d[4],
-        feature: d[5]});
+        feature: d[5], checks: d[6] || "", pick: Number.isInteger(d[7]) ? d[7] : null});
     }
     storeKey = "pipeline-report:decisions:" + INDEX.run_key;
     if (!INDEX.live) $("live-status").textContent = "read-only: decisions are exported as JSON";
