@@ -14,7 +14,6 @@ from typing import Any
 from pipeline.errors import ExitCode, PipelineError
 from pipeline.ledger import LedgerState
 from pipeline.manifest import Manifest
-from pipeline.models import Job
 from pipeline.plan.prepare import CheckedPlan, Skip
 from pipeline.reporting.history import (
     folder_summary,
@@ -27,7 +26,7 @@ from pipeline.reporting.metrics import write_metrics
 from pipeline.reporting.notify import notify, payload_from_summary
 from pipeline.reporting.runlog import log_stop
 from pipeline.reporting.stats import RunStats
-from pipeline.review.page import write_report
+from pipeline.review.page import manifest_rows, write_report
 from pipeline.runner.options import Console, RunContext
 
 
@@ -142,18 +141,7 @@ def write_run_report(out_dir: Path, manifest: Manifest, jobs: int, console: Cons
         )
         return None
 
-    rows = (
-        (
-            job.id,
-            None,
-            job.feature.value,
-            str(job.image),
-            str(job.mask) if job.mask else None,
-            job.prompt,
-        )
-        for job in manifest.iter_jobs()
-        if isinstance(job, Job)
-    )
+    rows = manifest_rows(manifest.iter_jobs())  # pending jobs with their group, as the page's
     try:
         return write_report(out_dir, rows, thumbnail_budget=AUTO_REPORT_THUMBNAILS)
     except (OSError, PipelineError) as exc:
