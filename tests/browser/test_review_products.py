@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from pipeline.cli import main
 from pipeline.images.checks import ImageChecks
 from tests.browser.playwright_helpers import served, wait_ready
-from tests.e2e_helpers import records, spawn_cli
+from tests.helpers.e2e import records, spawn_cli
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
