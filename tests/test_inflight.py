@@ -317,3 +317,20 @@ def test_jobs_that_sent_nothing_do_not_break_the_arithmetic() -> None:
     view = control.view()
     assert view.requests_per_edit == 0.0 and view.edits_per_minute == RPM  # one request each
     assert 1 <= control.limit() <= control.ceiling
+
+
+def test_a_cautious_start_holds_the_first_jobs_until_one_has_ended_or_caution_ends() -> None:
+    """Sync calls of unknown length: each one open when the first outlives the gateway is paid
+    twice, so the limit stays at its start while the policy says so and no job has ended."""
+    clock, cautious = Clock(), [True]
+    control = InflightController(
+        budget=Budget(), clock=clock, ceiling=256, requests_prior=2.0, cautious=lambda: cautious[0]
+    )
+    tickets = [control.started() for _ in range(INITIAL_LIMIT)]
+    clock.now = 90.0  # jobs that old would let the limit grow to about Little's 112
+    assert control.limit() == INITIAL_LIMIT
+    cautious[0] = False  # a sync call finished (or the run turned async)
+    assert control.limit() > 10 * INITIAL_LIMIT
+    cautious[0] = True
+    control.ended(tickets[0], requests=2, gate_wait=0.0)  # a job has ended: no caution needed
+    assert control.limit() > INITIAL_LIMIT

@@ -22,7 +22,8 @@ import pytest
 
 from pipeline.api.retry import RetryPolicy
 from pipeline.api.throttle import Throttle
-from pipeline.config import RateLimit
+from pipeline.config import GATEWAY_TIMEOUT, RateLimit
+from pipeline.errors import AnswerLost
 from pipeline.events import (
     ConcurrencyChanged,
     Event,
@@ -33,6 +34,7 @@ from pipeline.events import (
 )
 from pipeline.models import FeatureResult, Job
 from pipeline.scheduler import CreditBudget, SchedulerOptions, Timing, build_scheduler
+from pipeline.scheduler.inflight import INITIAL_LIMIT
 from pipeline.scheduler.submit import MIN_EDITS_SEEN
 from pipeline.store.local import Store
 from tests.helpers.fakes import FakeClient
@@ -96,9 +98,14 @@ class TimedClient(FakeClient):
     is held that long; an async record is finished once that long has passed. Every API request
     is noted with its time."""
 
-    def __init__(self, edit: float, seed: int = 1) -> None:
+    def __init__(self, edit: float, seed: int = 1, gateway: float | None = None) -> None:
         super().__init__()
         self.edit = edit
+        # A sync call held longer than this is answered 524 at this age, the edit charged.
+        self.gateway = gateway
+        self.charges: dict[str, int] = {}  # edits the account paid, per job
+        self.calls: list[tuple[float, bool]] = []  # when each feature call was sent, async?
+        self.first_lost: float | None = None  # when the first answer was lost
         self._random = random.Random(seed)
         self._due: dict[str, float] = {}
         self.sent: list[float] = []  # when each API request (upload, call, poll) arrived
@@ -118,7 +125,14 @@ class TimedClient(FakeClient):
     ) -> FeatureResult:
         self.sent.append(self._now())
         duration = self._duration()
+        self.charges[job.id] = self.charges.get(job.id, 0) + 1
+        self.calls.append((self._now(), asynchronous))
         if not asynchronous:
+            if self.gateway is not None and duration > self.gateway:
+                await asyncio.sleep(self.gateway)
+                if self.first_lost is None:
+                    self.first_lost = self._now()
+                raise AnswerLost("HTTP 524: the CDN gave up", 524, seen="server_error")
             await asyncio.sleep(duration)
             return await super().run_feature(job, image_path, mask_path)
         record = await super().run_feature(job, image_path, mask_path, asynchronous=True)
@@ -136,6 +150,9 @@ class TimedClient(FakeClient):
 class Run:
     def __init__(self, client: TimedClient, events: list[Event], jobs: int) -> None:
         self.client, self.events, self.jobs = client, events, jobs
+
+    def paid_twice(self) -> int:
+        return sum(count - 1 for count in self.client.charges.values())
 
     def most_in_window(self, seconds: float = 60.0) -> int:
         """The most API requests in any half-open window of ``seconds`` (less a rounding error:
@@ -185,8 +202,9 @@ def simulate(
     concurrency: int | str = "auto",
     submit: str = "auto",
     max_concurrency: int = 256,
+    gateway: float | None = None,
 ) -> Run:
-    client = TimedClient(edit)
+    client = TimedClient(edit, gateway=gateway)
     events: list[Event] = []
     stamps: list[float] = []
     finished: list[float] = []
@@ -309,3 +327,27 @@ def test_never_more_in_flight_than_max_concurrency(tmp_path: Path) -> None:
     run = simulate(tmp_path, edit=60.0, jobs=60, max_concurrency=12)
     assert run.most_in_flight() <= 12 and max(run.limits()) == 12
     assert run.most_in_window() <= RPM
+
+
+def test_sync_calls_slower_than_the_gateway_cost_at_most_the_first_few_edits_twice(
+    tmp_path: Path,
+) -> None:
+    """``--sync`` with 120 s edits behind a 100 s gateway: each call open when the first one
+    is answered 524 was paid and is sent again async. Until a sync call has been seen to
+    finish, auto keeps only its first few jobs in flight, so that is all a wrong guess costs
+    (the limit grew to about Little's 150 before: 107 edits paid twice in the bench)."""
+    run = simulate(tmp_path, edit=120.0, jobs=40, submit="sync", gateway=GATEWAY_TIMEOUT)
+    client = run.client
+    sync_sent = [when for when, asynchronous in client.calls if not asynchronous]
+    # A first sync call finished (a jittered 96 s) lets a few more go before the first 524.
+    assert 0 < run.paid_twice() <= 2 * INITIAL_LIMIT
+    assert client.first_lost is not None and max(sync_sent) < client.first_lost
+    assert len(run.finished) == 40  # each lost answer re-sent once, async, and delivered
+
+
+def test_sync_calls_inside_the_gateway_grow_the_limit_once_one_has_finished(
+    tmp_path: Path,
+) -> None:
+    run = simulate(tmp_path, edit=20.0, jobs=120, submit="sync", gateway=GATEWAY_TIMEOUT)
+    assert run.paid_twice() == 0 and not any(run.client.async_flags)
+    assert max(run.limits()) > 2 * INITIAL_LIMIT  # Little's 25 and the headroom

@@ -150,3 +150,15 @@ async def test_the_pool_goes_back_to_async_after_a_slow_sync_edit(tmp_path: Path
 
 def test_auto_is_the_policy_of_the_auto_setting() -> None:
     assert isinstance(submit_policy("auto"), AutoSubmit)
+
+
+def test_only_a_sync_run_that_has_seen_no_edit_finish_is_untried() -> None:
+    sync = FixedSubmit("sync")
+    assert sync.sync_untried()
+    sync.on_finished(30.0)
+    assert not sync.sync_untried()
+    lost = FixedSubmit("sync")
+    lost.on_lost_answer()  # async from now on: nothing held open
+    assert not lost.sync_untried()
+    assert not FixedSubmit("async").sync_untried()
+    assert not AutoSubmit(GATEWAY_TIMEOUT).sync_untried()  # sync only after fast edits seen

@@ -94,10 +94,10 @@ def build_scheduler(
     credits = credits or CreditBudget()
     timing = timing or Timing()
     stop = StopSignal()
-    inflight, slots = _admission(gate, options, timing)
+    submit = submit or submit_policy(options.submit, options.timeouts.gateway)
+    inflight, slots = _admission(gate, options, timing, submit)
     if inflight is not None:
         gate = WatchedGate(gate, inflight)  # 429s reach the controller too
-    submit = submit or submit_policy(options.submit, options.timeouts.gateway)
     steps = StepRunner(gate, policy, bus, stop, timing.sleep, timing.clock)
     uploads = Uploads(client, steps, resume, bus, store, mask_converter)
     # asked once per run, by whichever part needs it first
@@ -133,7 +133,7 @@ def build_scheduler(
 
 
 def _admission(
-    gate: Gate, options: SchedulerOptions, timing: Timing
+    gate: Gate, options: SchedulerOptions, timing: Timing, submit: SubmitPolicy
 ) -> tuple[InflightController | None, Slots]:
     """The limit of jobs in flight: fixed, or the controller's under ``auto``."""
     if options.concurrency != CONCURRENCY_AUTO:
@@ -145,6 +145,7 @@ def _admission(
         clock=timing.clock,
         ceiling=options.max_concurrency,
         requests_prior=REQUESTS_SYNC if options.submit == "sync" else REQUESTS_ASYNC,
+        cautious=submit.sync_untried,
     )
     slots = Slots(inflight.limit, sleep=timing.sleep, time_bound=lambda: inflight.grows_with_time)
     return inflight, slots

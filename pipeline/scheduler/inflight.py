@@ -95,8 +95,12 @@ class InflightController:
         ceiling: int,
         requests_prior: float = REQUESTS_ASYNC,
         initial: int = INITIAL_LIMIT,
+        cautious: Callable[[], bool] = lambda: False,
     ) -> None:
         self._budget = budget
+        # While this says so and no job has ended, the limit stays at ``initial``: sync calls
+        # whose edits may outlive the CDN's patience (``SubmitPolicy.sync_untried``).
+        self._cautious = cautious
         self._clock = clock
         self.ceiling = max(1, ceiling)
         self._initial = max(1, min(initial, self.ceiling))
@@ -173,6 +177,8 @@ class InflightController:
     def limit(self) -> int:
         """Jobs that may be in flight now."""
         value = self._target()
+        if self._seconds is None and self._cautious():
+            value = min(value, self._initial)
         if self._holding():
             value = min(value, self._held_limit)
         self._last = value

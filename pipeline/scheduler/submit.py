@@ -51,6 +51,13 @@ class SubmitPolicy(Protocol):
         dropped connection): an unknown outcome."""
         ...
 
+    def sync_untried(self) -> bool:
+        """Whether the next call would be held open (sync) while no edit has been seen to
+        finish: how long edits take is unknown, and each call open when the first one outlives
+        the gateway is paid twice (its answer lost, then sent again async). The in-flight
+        controller keeps the run small until this turns False."""
+        ...
+
 
 class FixedSubmit:
     """``--async`` or ``--sync``. A sync run turns async at its first lost answer and stays so:
@@ -59,6 +66,7 @@ class FixedSubmit:
 
     def __init__(self, mode: FixedMode) -> None:
         self._asynchronous = mode == "async"
+        self._seen_finish = False
 
     def __repr__(self) -> str:
         return f"FixedSubmit({'async' if self._asynchronous else 'sync'!r})"
@@ -67,10 +75,13 @@ class FixedSubmit:
         return self._asynchronous
 
     def on_finished(self, seconds: float) -> None:
-        return None  # a fixed mode learns nothing from how long edits take
+        self._seen_finish = True  # how long does not matter: the mode is fixed
 
     def on_lost_answer(self) -> None:
         self._asynchronous = True
+
+    def sync_untried(self) -> bool:
+        return not self._asynchronous and not self._seen_finish
 
 
 class AutoSubmit:
@@ -102,6 +113,9 @@ class AutoSubmit:
 
     def on_lost_answer(self) -> None:
         self._lost = True
+
+    def sync_untried(self) -> bool:
+        return False  # it sends sync calls only once edits were seen to finish fast
 
 
 def p99(values: Collection[float]) -> float:
