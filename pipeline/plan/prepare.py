@@ -129,10 +129,13 @@ class Skip(StrEnum):
 Rejected = Callable[[JobState], bool]
 
 
-def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
+def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected | None:
     """The redo rule (SPEC 6): a job rejected for its current content, and not run again
     since the rejection, is bought again; a changed job is new content anyway. The rule
-    itself is ``decisions.standing``, shared with the review page and ``export``."""
+    itself is ``decisions.standing``, shared with the review page and ``export``. None when
+    nothing was reviewed: the ledger alone then decides (the plan's cheaper path)."""
+    if not decisions:
+        return None
 
     def rejected(state: JobState) -> bool:
         decision = standing(decisions.get(state.job_id), state.key, state.updated)

@@ -42,6 +42,7 @@ from pipeline.preflight.files import (
     folder_refusal,
     shown_path,
 )
+from pipeline.preflight.quick import Known, QuickLook
 from pipeline.preflight.reader import InputReader
 from pipeline.preflight.statcache import StatCache
 
@@ -94,6 +95,7 @@ class Preflight:
         self.max_pixels = max_pixels
         # Each file's digest and facts from one read, or none while the stat cache knows it.
         self.reader = InputReader(stat_cache, max_pixels)
+        self.quick = QuickLook(self.reader.cache)  # an unchanged photo from a stat and a lookup
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options
@@ -316,6 +318,12 @@ class Preflight:
         facts, notes = self._file_verdict(ref, "image", base, real, verdict)
         digest = self.reader.recalled_digest(real) if isinstance(facts, ImageFacts) else None
         return facts, notes, digest
+
+    def known_image(self, cell: str, base: str) -> Known | None:
+        """The fast path of a row's own photo (``preflight.quick``): ``(path, real path,
+        digest, encoded image verdict)`` when the plain local path ``cell`` names a file the
+        stat cache knows unchanged; None: ``check_local_image`` must say. ``base`` as there."""
+        return self.quick.known(cell, base)
 
     def _file_verdict(
         self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str

@@ -97,6 +97,11 @@ class InputReader:
             raise OSError(f"{real} {read}")
         return read.digest
 
+    def facts_of(self, raw: bytes, real: str) -> Verdict | None:
+        """The verdict a stat-cache entry holds encoded (``Entry.image`` or ``.mask``) for the
+        file at ``real``; None when other rules made it (the file must then be read)."""
+        return _decoded(raw, real, self.max_pixels)
+
     def recalled_digest(self, real: str) -> str | None:
         """The digest of a file this pass just looked at (``image`` or ``mask``), without
         looking again; None if it is not in this pass's memory."""
