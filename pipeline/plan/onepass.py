@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.errors import Notice, Problem
 from pipeline.images.upload import Recipe
 from pipeline.manifest.build import input_ref, placeholders
-from pipeline.manifest.shapes import Row, RowLayout, plain_cell
+from pipeline.manifest.shapes import Row, RowLayout
 from pipeline.manifest.sources import Manifest
 from pipeline.models import PROMPT_MAX, Feature, InputRef, Job, PlannedJob
 from pipeline.plan.keys import key_of, with_prompt
@@ -148,6 +148,9 @@ class RowPass:
     )
     _flawed: str | None = None  # location of the latest entry the manifest found wrong
     _image_columns: dict[RowLayout, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._known = self.preflight.known_image
 
     def __iter__(self) -> Iterator[Problem | Notice | PlannedJob | Hit]:
         check_id = self.preflight.check_id
@@ -292,7 +295,7 @@ class RowPass:
         is unchanged since the stat cache knew it and its facts call for no notice: exactly
         what ``_image_row`` yields for it then, from one stat and one lookup. None: ask
         ``_image_row``."""
-        found = self.preflight.known_image(cell, base)
+        found = self._known(cell, base)
         if found is None:
             return None
         path, real, digest_bytes, raw = found
@@ -451,12 +454,16 @@ class RowPass:
 
 def _local_cell(cell: str) -> bool:
     """Whether an image cell is a plain local path (a row of distinct photos keeps it out of
-    its key); not a URL, an asset, a template or a name no file can have (a NUL byte)."""
+    its key): ``plain_cell`` (inlined: once a row), and not a URL, an asset or a name no file
+    can have (a NUL byte)."""
     return (
-        plain_cell(cell)
+        bool(cell)
+        and cell == cell.strip()
+        and "{" not in cell
+        and "}" not in cell
         and "://" not in cell
-        and cell[:6].lower() != "asset:"
         and "\x00" not in cell
+        and cell[:6].lower() != "asset:"
     )
 
 

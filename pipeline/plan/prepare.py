@@ -265,7 +265,8 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, prompt, row_key, *image = hit  # image: path and digest, or none
+        shape, job_id, number, prompt, row_key = hit[0], hit[1], hit[2], hit[3], hit[4]
+        image = len(hit) > 5  # its own photo (path and digest)
         planned = shape.planned
         assert planned is not None
         state = self.ledger.state_of(job_id, row_key or planned.key)

@@ -95,7 +95,11 @@ class Preflight:
         self.max_pixels = max_pixels
         # Each file's digest and facts from one read, or none while the stat cache knows it.
         self.reader = InputReader(stat_cache, max_pixels)
-        self.quick = QuickLook(self.reader.cache)  # an unchanged photo from a stat and a lookup
+        # The fast path of a row's own photo (``preflight.quick``): ``(path, real path, digest,
+        # encoded image verdict)`` when a plain local path names a file the stat cache knows
+        # unchanged; None: ``check_local_image`` must say. A bound method: called once a row.
+        self.quick = QuickLook(self.reader.cache)
+        self.known_image: Callable[[str, str], Known | None] = self.quick.known
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options
@@ -318,12 +322,6 @@ class Preflight:
         facts, notes = self._file_verdict(ref, "image", base, real, verdict)
         digest = self.reader.recalled_digest(real) if isinstance(facts, ImageFacts) else None
         return facts, notes, digest
-
-    def known_image(self, cell: str, base: str) -> Known | None:
-        """The fast path of a row's own photo (``preflight.quick``): ``(path, real path,
-        digest, encoded image verdict)`` when the plain local path ``cell`` names a file the
-        stat cache knows unchanged; None: ``check_local_image`` must say. ``base`` as there."""
-        return self.quick.known(cell, base)
 
     def _file_verdict(
         self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str

@@ -191,7 +191,12 @@ class StatCache:
         try:
             if not self._reading:
                 self._begin_reading()
-            row = self._row(real.encode(_FS_ENCODING, _FS_ERRORS))  # os.fsencode, inlined
+            key = real.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, inlined
+            row = self._ahead.get(key)  # ``_row``'s usual answer, inlined
+            if row is None:
+                row = self._row(key)
+            else:
+                self._ahead_used += 1
         except sqlite3.Error as exc:
             self._broken(exc)
             return None
