@@ -182,8 +182,8 @@ def _first_run(result: ScenarioResult, child: ChildResult, catalog: Catalog, cou
             opened / catalog.catalog_bytes,
             "x",
             ("<=", FIRST_READ_TARGET),
-            note=f"{opens / count:.2f} opens a photo: preflight (hash and checks, one read), "
-            "the upload, the report's thumbnail",
+            note=f"{opens / count:.2f} opens a photo: preflight (hash, checks and the report's "
+            "thumbnail from one read), the upload",
         )
     )
     storage = (end.get("read_bytes", 0) - ready.get("read_bytes", 0)) / catalog.catalog_bytes
