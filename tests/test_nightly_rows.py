@@ -11,6 +11,7 @@ hours after the photos were written), so entries are not racily clean.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import pytest
 from pipeline.credits import load_credit_table
 from pipeline.ledger import JobState, LedgerState
 from pipeline.manifest import load_manifest
-from pipeline.models import PlannedJob, Status
+from pipeline.models import Feature, InputRef, Job, PlannedJob, Status
+from pipeline.plan.keys import ImageKeys, key_document, key_of
 from pipeline.plan.prepare import PlanOptions, prepare, scan
 from pipeline.preflight import Preflight
 from pipeline.preflight import core as core_module
@@ -284,3 +286,19 @@ def test_the_no_op_plan_from_the_cache_runs_nothing_and_a_change_runs_only_it(
     assert plan.ok
     assert [job.job.id for job in jobs] == ["sku-9"]
     assert sum(plan.skipped.values()) == 19
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "on marble",
+        'a "quoted" prompt with "sha256:' + "*" * 64 + '" in it',  # the splitter's own marker
+        "ünïcödé \\ backslash \n newline",
+    ],
+)
+def test_image_keys_are_the_keys_of_the_documents(prompt: str) -> None:
+    job = Job("a", Feature.BACKGROUND, InputRef("file", "/p.png"), prompt)
+    document = key_document(job, "sha256:" + "0" * 64, None, recipes={"image_recipe": "r6"})
+    keys = ImageKeys(document)
+    for digest in (hashlib.sha256(str(n).encode()).hexdigest() for n in range(5)):
+        assert keys.key(digest) == key_of({**document, "image": f"sha256:{digest}"})

@@ -32,7 +32,7 @@ from pipeline.manifest.build import input_ref, placeholders
 from pipeline.manifest.shapes import Row, RowLayout
 from pipeline.manifest.sources import Manifest
 from pipeline.models import PROMPT_MAX, Feature, InputRef, Job, PlannedJob
-from pipeline.plan.keys import key_of, with_prompt
+from pipeline.plan.keys import ImageKeys, key_of, with_prompt
 from pipeline.plan.spool import with_identity
 from pipeline.preflight.core import Preflight
 from pipeline.preflight.fields import AUTO_SIZE, prompt_problems, remote_ref_problem, remote_urls
@@ -116,6 +116,7 @@ class Shape:
     built: bool = False  # the manifest built a job (else only its problems are said)
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
     keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
+    image_keys: ImageKeys | None = None  # a variant's keys by image digest (``_quick_row``)
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -304,15 +305,21 @@ class RowPass:
             variant = self._quick_variant(shape, path, real, raw, f"{shape.prefix}{number}")
             if variant is None:
                 return None
-        document = variant.document
-        assert document is not None
         digest = digest_bytes.hex()
-        document["image"] = "sha256:" + digest
         if shape.lifted_prompt:
+            document = variant.document
+            assert document is not None
+            document["image"] = "sha256:" + digest
             document["parameters"]["prompt"] = prompt
-        else:
+            key = key_of(document)
+        else:  # the image digest alone differs between rows' documents
+            keys = variant.image_keys
+            if keys is None:
+                assert variant.document is not None
+                keys = variant.image_keys = ImageKeys(variant.document)
+            key = keys.key(digest)
             prompt = None
-        return (variant, job_id, number, prompt, key_of(document), path, digest)
+        return (variant, job_id, number, prompt, key, path, digest)
 
     def _quick_variant(
         self, shape: ImageShape, path: str, real: str, raw: bytes, location: str

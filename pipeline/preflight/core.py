@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import TypeVar
 
@@ -191,13 +192,22 @@ class Preflight:
         return self.prefetch(url for job in jobs for url in remote_urls(job))
 
     def ahead(self, items: Iterable[_T], urls_of: Callable[[_T], list[str]]) -> Iterator[_T]:
-        """The items in order, while the remote inputs of the next ones are being fetched."""
-        with Prefetcher(self.cache, self.fetch_options) as prefetcher:
-            self._prefetcher = prefetcher
-            try:
-                yield from prefetched(items, urls_of, prefetcher)
-            finally:
-                self._prefetcher = None
+        """The items in order, while the remote inputs of the next ones are being fetched.
+
+        The fetching starts with the first item that has a remote input: a catalog of local
+        files (most, and every nightly one) starts no fetcher and holds no items back."""
+        remaining = iter(items)
+        for item in remaining:
+            if not urls_of(item):
+                yield item
+                continue
+            with Prefetcher(self.cache, self.fetch_options) as prefetcher:
+                self._prefetcher = prefetcher
+                try:
+                    yield from prefetched(chain((item,), remaining), urls_of, prefetcher)
+                finally:
+                    self._prefetcher = None
+            return
 
     @property
     def fetched(self) -> int:
