@@ -43,7 +43,7 @@ from pipeline.preflight.files import (
     folder_refusal,
     shown_path,
 )
-from pipeline.preflight.quick import Known, QuickLook
+from pipeline.preflight.quick import KnownPhoto, QuickLook
 from pipeline.preflight.reader import InputReader
 from pipeline.preflight.statcache import StatCache
 
@@ -106,7 +106,7 @@ class Preflight:
         # encoded image verdict)`` when a plain local path names a file the stat cache knows
         # unchanged; None: ``check_local_image`` must say. A bound method: called once a row.
         self.quick = QuickLook(self.reader.cache)
-        self.known_image: Callable[[str, str], Known | None] = self.quick.known
+        self.known_image: Callable[[str, str], KnownPhoto | None] = self.quick.known
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options

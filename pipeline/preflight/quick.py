@@ -30,7 +30,7 @@ _SPECIAL_NAMES = frozenset({"", os.curdir, os.pardir})
 Folder = tuple[str, str] | None
 # (the path as written, absolute and normalized; its real path; the sha256 of its bytes; its
 # verdict as an image, encoded as ``preflight.reader`` keeps it in the stat cache)
-Known = tuple[str, str, bytes, bytes]
+KnownPhoto = tuple[str, str, bytes, bytes]
 _DIGEST, _IMAGE = 6, 7  # in a stored row (``StatCache.unchanged``)
 
 
@@ -44,7 +44,7 @@ class QuickLook:
         self._limit = folders
         self._regular = stat.S_ISREG
 
-    def known(self, cell: str, base: str) -> Known | None:
+    def known(self, cell: str, base: str) -> KnownPhoto | None:
         """``(path, real path, digest, encoded image verdict)`` of the file a plain cell
         names, when it is a regular non-empty file (no link) the cache knows unchanged, with an
         image verdict; None: ask the full check. ``base``: the manifest's folder, absolute."""
