@@ -60,6 +60,35 @@ def key_of(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class ImageKeys:
+    """``key_of`` for the documents of one job shape that differ in their image digest alone
+    (a catalog of distinct photos): the canonical JSON is made once, split around the image's
+    token, and each key hashes a digest between the two halves. The same bytes are hashed, so
+    the same keys come out (a test compares them with ``key_of``)."""
+
+    _MARKER = "sha256:" + "*" * 64  # no digest has a "*"; a quote inside a string is escaped
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        probe = {**document, "image": self._MARKER}
+        text = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS)
+        before, found, after = text.partition(orjson.dumps(self._MARKER))
+        self._document = dict(document)
+        self._head: Any = None  # the hash of everything before the digest, copied per key
+        self._tail = b'"' + after
+        if found and self._tail.count(found) == 0:
+            self._head = hashlib.sha256(before + b'"sha256:')
+
+    def key(self, digest: str) -> str:
+        """The key of the document with ``"image": "sha256:<digest>"`` (hex, lowercase)."""
+        if self._head is None:  # the marker was not found once (it cannot be): the long way
+            self._document["image"] = f"sha256:{digest}"
+            return key_of(self._document)
+        hashed = self._head.copy()
+        hashed.update(digest.encode("ascii"))
+        hashed.update(self._tail)
+        return hashed.hexdigest()
+
+
 def with_prompt(document: dict[str, Any], prompt: str) -> str:
     """The key of the job the document is of, with another prompt (the document is reused)."""
     document["parameters"]["prompt"] = prompt

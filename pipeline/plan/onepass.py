@@ -29,10 +29,10 @@ from typing import Any
 from pipeline.errors import Notice, Problem
 from pipeline.images.upload import Recipe
 from pipeline.manifest.build import input_ref, placeholders
-from pipeline.manifest.shapes import Row, RowLayout, plain_cell
+from pipeline.manifest.shapes import Row, RowLayout
 from pipeline.manifest.sources import Manifest
 from pipeline.models import PROMPT_MAX, Feature, InputRef, Job, PlannedJob
-from pipeline.plan.keys import key_of, with_prompt
+from pipeline.plan.keys import ImageKeys, key_of, with_prompt
 from pipeline.plan.spool import with_identity
 from pipeline.preflight.core import Preflight
 from pipeline.preflight.fields import AUTO_SIZE, prompt_problems, remote_ref_problem, remote_urls
@@ -40,6 +40,7 @@ from pipeline.preflight.files import ImageFacts, closest_size
 
 PROMPT_KEYS = 32  # content keys remembered per shape, by prompt (bounded: 1024 shapes)
 SHAPE_CACHE = 1024  # shapes remembered per pass; past that the cache starts over (see Shape)
+VERDICTS_REMEMBERED = 256  # an ImageShape's variants by encoded verdict (``ImageShape.by_facts``)
 
 LIFTED_IMAGE = "\x00image"  # in a key: the image cell, a plain local path, is the row's own
 _LIFTED = (LIFTED_IMAGE,)
@@ -69,6 +70,15 @@ class ImageShape:
     problems: tuple[Problem, ...]  # the job's own fields' (the prompt's unless lifted)
     lifted_prompt: bool
     variants: dict[tuple[str, Recipe], Shape] = field(default_factory=dict)
+    # The variant by a photo's encoded verdict in the stat cache (``_quick_row``): photos of
+    # one catalog mostly share it (same size, format and mode), so an unchanged photo's
+    # variant costs a dict lookup.
+    by_facts: dict[bytes, Shape] = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        """Whether its rows may take the fast path: nothing is wrong with their own fields."""
+        return not self.flawed and not self.problems
 
 
 def _urls_of(item: object) -> list[str]:
@@ -106,6 +116,7 @@ class Shape:
     built: bool = False  # the manifest built a job (else only its problems are said)
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
     keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
+    image_keys: ImageKeys | None = None  # a variant's keys by image digest (``_quick_row``)
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -139,8 +150,12 @@ class RowPass:
     _flawed: str | None = None  # location of the latest entry the manifest found wrong
     _image_columns: dict[RowLayout, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._known = self.preflight.known_image
+
     def __iter__(self) -> Iterator[Problem | Notice | PlannedJob | Hit]:
         check_id = self.preflight.check_id
+        base = str(self.manifest.base_dir)
         last: RowLayout | None = None
         shapes: dict[tuple[str, ...], Shape | ImageShape | None] = {}
         image_at = -1
@@ -158,12 +173,23 @@ class RowPass:
             if image_at >= 0:  # a row of distinct photos? Its image lifted out of its key
                 lifted_key = key[:image_at] + _LIFTED + key[image_at + 1 :]
                 shape = shapes.get(lifted_key, _MISSING)
-                image = None if shape is _NOT_LIFTED else self._lifted(key[image_at])
-                if image is not None:
+                cell = key[image_at]
+                if shape is not _NOT_LIFTED and _local_cell(cell):
                     if shape is _MISSING:
                         shape, built = self._new_image_shape(item, shapes, lifted_key)
                     if type(shape) is ImageShape:
-                        yield from self._image_row(shape, image, job_id, number, prompt)
+                        reason = check_id(job_id)
+                        long = None
+                        if prompt is not None and len(prompt) > PROMPT_MAX:
+                            long = _too_long(prompt)
+                        elif reason is None and shape.quick:
+                            # The nightly no-op: the photo unchanged, one stat and one lookup.
+                            hit = self._quick_row(shape, cell, base, job_id, number, prompt)
+                            if hit is not None:
+                                yield hit
+                                continue
+                        row = (job_id, number, prompt, reason, long)
+                        yield from self._image_row(shape, cell, *row)
                         continue
             shape = shapes.get(key, _MISSING)
             if shape is _MISSING:
@@ -219,13 +245,11 @@ class RowPass:
         self._image_columns[layout] = at
         return at
 
-    def _lifted(self, cell: str) -> InputRef | None:
-        """The row's image if its cell is a plain local path; None if it is anything else (a
-        URL, an asset, a template: the row keeps the cell in its key)."""
-        if not plain_cell(cell) or "://" in cell or cell[:6].lower() == "asset:":
-            return None
+    def _lifted(self, cell: str) -> InputRef:
+        """The row's image, from a cell ``_local_cell`` passed."""
         ref = _uncached_input_ref(cell, str(self.manifest.base_dir))
-        return ref if isinstance(ref, InputRef) and ref.kind == "file" else None
+        assert isinstance(ref, InputRef) and ref.kind == "file"
+        return ref
 
     def _new_image_shape(
         self,
@@ -265,13 +289,69 @@ class RowPass:
                 flawed.append(item)
         return job, flawed
 
+    def _quick_row(
+        self, shape: ImageShape, cell: str, base: str, job_id: str, number: int, prompt: str | None
+    ) -> Hit | None:
+        """The ``Hit`` of a row of distinct photos whose id and prompt passed, when its photo
+        is unchanged since the stat cache knew it and its facts call for no notice: exactly
+        what ``_image_row`` yields for it then, from one stat and one lookup. None: ask
+        ``_image_row``."""
+        found = self._known(cell, base)
+        if found is None:
+            return None
+        path, real, digest_bytes, raw = found
+        variant = shape.by_facts.get(raw)
+        if variant is None:
+            variant = self._quick_variant(shape, path, real, raw, f"{shape.prefix}{number}")
+            if variant is None:
+                return None
+        digest = digest_bytes.hex()
+        if shape.lifted_prompt:
+            document = variant.document
+            assert document is not None
+            document["image"] = "sha256:" + digest
+            document["parameters"]["prompt"] = prompt
+            key = key_of(document)
+        else:  # the image digest alone differs between rows' documents
+            keys = variant.image_keys
+            if keys is None:
+                assert variant.document is not None
+                keys = variant.image_keys = ImageKeys(variant.document)
+            key = keys.key(digest)
+            prompt = None
+        return (variant, job_id, number, prompt, key, path, digest)
+
+    def _quick_variant(
+        self, shape: ImageShape, path: str, real: str, raw: bytes, location: str
+    ) -> Shape | None:
+        """The variant of the rows whose photos the stat cache describes as ``raw`` (an
+        encoded verdict): facts without notices only (a notice is given with its file's first
+        job, which ``_image_row`` knows). None: ``_image_row`` says what is what."""
+        facts = self.preflight.reader.facts_of(raw, real)
+        if not isinstance(facts, ImageFacts) or facts.notes:
+            return None
+        variant = self._variant(shape, InputRef("file", path), facts, "", location)
+        if not isinstance(variant, Shape):
+            return None
+        if len(shape.by_facts) >= VERDICTS_REMEMBERED:
+            shape.by_facts.clear()
+        shape.by_facts[raw] = variant
+        return variant
+
     def _image_row(
-        self, shape: ImageShape, image: InputRef, job_id: str, number: int, prompt: str | None
+        self,
+        shape: ImageShape,
+        cell: str,
+        job_id: str,
+        number: int,
+        prompt: str | None,
+        reason: str | None,
+        long: str | None,
     ) -> Iterator[Problem | Notice | Hit]:
-        """One row of distinct photos: what checking it alone says, then its ``Hit``."""
+        """One row of distinct photos (its id's problem ``reason`` and its prompt's ``long``
+        known): what checking it alone says, then its ``Hit``."""
         location = f"{shape.prefix}{number}"
-        reason = self.preflight.check_id(job_id)
-        long = _too_long(prompt) if prompt is not None and len(prompt) > PROMPT_MAX else None
+        image = self._lifted(cell)
         base = str(self.manifest.base_dir)
         facts, notes, digest = self.preflight.check_local_image(image, base)
         if shape.flawed or shape.problems or reason or long or notes or type(facts) is str:
@@ -377,6 +457,21 @@ class RowPass:
                 continue
             planned = self.plan_job(job)
             yield planned if isinstance(planned, Problem) else planned[0]
+
+
+def _local_cell(cell: str) -> bool:
+    """Whether an image cell is a plain local path (a row of distinct photos keeps it out of
+    its key): ``plain_cell`` (inlined: once a row), and not a URL, an asset or a name no file
+    can have (a NUL byte)."""
+    return (
+        bool(cell)
+        and cell == cell.strip()
+        and "{" not in cell
+        and "}" not in cell
+        and "://" not in cell
+        and "\x00" not in cell
+        and cell[:6].lower() != "asset:"
+    )
 
 
 _MISSING = Shape("", None)

@@ -129,10 +129,14 @@ class Skip(StrEnum):
 Rejected = Callable[[FoldedJob], bool]
 
 
-def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected:
-    """The redo rule (docs/delivery.md#rejected-jobs): a job rejected for its current content, and
-    not run again since the rejection, is bought again; a changed job is new content anyway. The
-    rule itself is ``decisions.standing``, shared with the review page and ``export``."""
+def reviewer_rejections(decisions: Mapping[str, Decision]) -> Rejected | None:
+    """The redo rule (docs/delivery.md#rejected-jobs): a job rejected for its current content,
+    and not run again since the rejection, is bought again; a changed job is new content
+    anyway. The rule itself is ``decisions.standing``, shared with the review page and
+    ``export``. None when nothing was reviewed: the ledger alone then decides (the plan's
+    cheaper path)."""
+    if not decisions:
+        return None
 
     def rejected(state: FoldedJob) -> bool:
         decision = standing(decisions.get(state.job_id), state.key, state.updated)
@@ -263,7 +267,8 @@ class _Tally:
             self.plan.skipped[reason] += 1
 
     def row(self, hit: Hit) -> None:
-        shape, job_id, number, prompt, row_key, *image = hit  # image: path and digest, or none
+        shape, job_id, number, prompt, row_key = hit[0], hit[1], hit[2], hit[3], hit[4]
+        image = len(hit) > 5  # its own photo (path and digest)
         planned = shape.planned
         assert planned is not None
         state = self.ledger.state_of(job_id, row_key or planned.key)

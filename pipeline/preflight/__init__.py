@@ -8,10 +8,13 @@ duplicates.
 
 The package: ``core`` (``Preflight``), ``fields`` (ids, prompt, parameters), ``files`` (what a
 file is: ``ImageFacts``), ``reader`` (one read per new or changed file), ``statcache`` (what was
-read, kept between runs in SQLite), ``maskfile`` (a mask file's pixels), ``effective`` (masks
-made here), ``keys`` (content keys and the ``Planner``), ``rows`` (the one pass: each shared row
-shape checked once, each id on its own, rows of distinct photos each with their own image) and
-``spool`` (the checked jobs on disk until the run).
+read, kept between runs in SQLite), ``quick`` (the nightly re-run's fast path: a row's photo
+that the stat cache knows unchanged, from one ``lstat`` and one lookup), ``maskfile`` (a mask
+file's pixels) and ``effective`` (masks made here). The one pass over a manifest, content keys
+and the spool are the plan's (``pipeline.plan``).
+
+A run with a report hands the bytes of each image it reads to ``on_image_read`` (the report's
+thumbnail is made from them), so a photo is opened for its check and its upload only.
 
 Policies (the decisions behind the checks):
 

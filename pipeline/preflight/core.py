@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from pipeline.preflight.files import (
     folder_refusal,
     shown_path,
 )
+from pipeline.preflight.quick import KnownPhoto, QuickLook
 from pipeline.preflight.reader import InputReader
 from pipeline.preflight.statcache import StatCache
 
@@ -56,6 +58,9 @@ BASE_CACHE = 16  # manifest folders whose real path is remembered
 ONCE = "; said once for all jobs using it"
 
 _Inspect = Callable[[str], ImageFacts | str]
+# Told of each local image file read for its check: its path as the job names it, and the
+# bytes read (the report makes its thumbnail from them instead of opening the file again).
+ImageRead = Callable[[str, bytes], None]
 
 
 @dataclass(slots=True)
@@ -90,10 +95,18 @@ class Preflight:
         cache: InputCache | None = None,
         fetch_options: FetchOptions = DEFAULT_FETCH,
         stat_cache: StatCache | None = None,
+        on_image_read: ImageRead | None = None,
     ) -> None:
         self.max_pixels = max_pixels
         # Each file's digest and facts from one read, or none while the stat cache knows it.
         self.reader = InputReader(stat_cache, max_pixels)
+        self._on_image_read = on_image_read
+        self.reader.keep_image_bytes = on_image_read is not None
+        # The fast path of a row's own photo (``preflight.quick``): ``(path, real path, digest,
+        # encoded image verdict)`` when a plain local path names a file the stat cache knows
+        # unchanged; None: ``check_local_image`` must say. A bound method: called once a row.
+        self.quick = QuickLook(self.reader.cache)
+        self.known_image: Callable[[str, str], KnownPhoto | None] = self.quick.known
         self.max_input_side = max_input_side
         self.cache = cache if cache is not None else InputCache()
         self.fetch_options = fetch_options
@@ -179,13 +192,22 @@ class Preflight:
         return self.prefetch(url for job in jobs for url in remote_urls(job))
 
     def ahead(self, items: Iterable[_T], urls_of: Callable[[_T], list[str]]) -> Iterator[_T]:
-        """The items in order, while the remote inputs of the next ones are being fetched."""
-        with Prefetcher(self.cache, self.fetch_options) as prefetcher:
-            self._prefetcher = prefetcher
-            try:
-                yield from prefetched(items, urls_of, prefetcher)
-            finally:
-                self._prefetcher = None
+        """The items in order, while the remote inputs of the next ones are being fetched.
+
+        The fetching starts with the first item that has a remote input: a catalog of local
+        files (most, and every nightly one) starts no fetcher and holds no items back."""
+        remaining = iter(items)
+        for item in remaining:
+            if not urls_of(item):
+                yield item
+                continue
+            with Prefetcher(self.cache, self.fetch_options) as prefetcher:
+                self._prefetcher = prefetcher
+                try:
+                    yield from prefetched(chain((item,), remaining), urls_of, prefetcher)
+                finally:
+                    self._prefetcher = None
+            return
 
     @property
     def fetched(self) -> int:
@@ -291,6 +313,8 @@ class Preflight:
         else:
             real, refusal = self._resolve(ref.value, base)
         facts, notes = self._file_verdict(ref, name, base, real, refusal or inspect(real))
+        if self._on_image_read is not None and name == "image" and ref.kind == "file":
+            self._pass_on_read(ref.value, real)
         if isinstance(facts, str):
             problems.append(Problem(job.id, name, facts, job.location))
             return None
@@ -313,9 +337,17 @@ class Preflight:
         else:
             refusal = folder_refusal(ref.value, real, base, self._base_real(base))
             verdict = refusal or self.reader.image(real, info)
+            if self._on_image_read is not None:
+                self._pass_on_read(ref.value, real)
         facts, notes = self._file_verdict(ref, "image", base, real, verdict)
         digest = self.reader.recalled_digest(real) if isinstance(facts, ImageFacts) else None
         return facts, notes, digest
+
+    def _pass_on_read(self, path: str, real: str) -> None:
+        """Hand the bytes just read of the image at ``path`` (``real``) to ``on_image_read``."""
+        data = self.reader.take_image_bytes(real)
+        if data is not None and self._on_image_read is not None:
+            self._on_image_read(path, data)
 
     def _file_verdict(
         self, ref: InputRef, name: str, base: str | None, real: str, facts: ImageFacts | str

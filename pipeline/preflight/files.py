@@ -126,7 +126,7 @@ class RealPaths:
 def folder_refusal(path: str, real: str, base: str | None, base_real: str) -> str | None:
     """Why the folder policy refuses ``path`` (``real`` once links are resolved), or None: a
     path written into the manifest's folder ``base`` (real: ``base_real``) must stay in it."""
-    if base is None or not _is_within(path, base) or _is_within(real, base_real):
+    if base is None or not is_within(path, base) or is_within(real, base_real):
         return None
     return (
         f"leads outside the manifest's folder through a symbolic link (to {real}); "
@@ -134,7 +134,7 @@ def folder_refusal(path: str, real: str, base: str | None, base_real: str) -> st
     )
 
 
-def _is_within(path: str, folder: str) -> bool:
+def is_within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or below it (both absolute and normalized)."""
     if path == folder:
         return True
@@ -224,7 +224,7 @@ def _facts(
 
 def shown_path(path: str, base: str | None) -> str:
     """The path as short as it can be told: relative to the manifest's folder when inside."""
-    return os.path.relpath(path, base) if base is not None and _is_within(path, base) else path
+    return os.path.relpath(path, base) if base is not None and is_within(path, base) else path
 
 
 @lru_cache(maxsize=4096)

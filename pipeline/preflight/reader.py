@@ -73,6 +73,11 @@ class InputReader:
         self._read_file = read
         self._memory: OrderedDict[str, Known] = OrderedDict()
         self._memory_size = memory_size
+        # When set, the bytes of the latest file read for its facts as an image, kept until
+        # the caller takes them (``take_image_bytes``): the report's thumbnail is made from
+        # them, so a run does not open the photo again for it.
+        self.keep_image_bytes = False
+        self._image_bytes: tuple[str, bytes] | None = None
 
     def image(self, real: str, info: os.stat_result | None = None) -> Verdict:
         """The file's facts as an image, or why it cannot be one. ``info``: its stat, when the
@@ -96,6 +101,17 @@ class InputReader:
         if isinstance(read, str):
             raise OSError(f"{real} {read}")
         return read.digest
+
+    def take_image_bytes(self, real: str) -> bytes | None:
+        """The bytes of ``real`` if it is the file just read for its facts as an image (and
+        ``keep_image_bytes`` is set); given once, then forgotten."""
+        kept, self._image_bytes = self._image_bytes, None
+        return kept[1] if kept is not None and kept[0] == real else None
+
+    def facts_of(self, raw: bytes, real: str) -> Verdict | None:
+        """The verdict a stat-cache entry holds encoded (``Entry.image`` or ``.mask``) for the
+        file at ``real``; None when other rules made it (the file must then be read)."""
+        return _decoded(raw, real, self.max_pixels)
 
     def recalled_digest(self, real: str) -> str | None:
         """The digest of a file this pass just looked at (``image`` or ``mask``), without
@@ -162,6 +178,8 @@ class InputReader:
             known = known._replace(signature=signature, checked_ns=checked_ns)
         if role is not None:
             verdict = _INSPECTORS[role](real, data, signature.size, self.max_pixels)
+            if self.keep_image_bytes and role == IMAGE and isinstance(verdict, ImageFacts):
+                self._image_bytes = (real, data) if data is not None else None
             known = known._replace(image=verdict) if role == IMAGE else known._replace(mask=verdict)
         self._remember(real, known, store=True)
         return known

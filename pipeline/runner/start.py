@@ -34,6 +34,7 @@ from pipeline.reporting.runlog import RunLog
 from pipeline.runner.options import Console, RunContext, RunOptions
 from pipeline.runner.results import RunResult
 from pipeline.runner.session import run_session
+from pipeline.runner.thumbnails import SourceThumbnails
 from pipeline.scheduler import DoneJobs
 from pipeline.store.bucket import OutputTarget, TargetError, output_target
 from pipeline.store.local import Store
@@ -131,10 +132,23 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
 
 def _prepared(context: RunContext, ledger: LedgerState, options: PlanOptions) -> CheckedPlan:
     """The one pass, with the state folder's stat cache: unchanged inputs are not read again
-    (kept even when the plan fails, so a fixed catalog does not read every photo again)."""
-    with input_cache(context.target.state_dir, context.options.rehash, context.console) as cache:
-        preflight = Preflight(stat_cache=cache)
+    (kept even when the plan fails, so a fixed catalog does not read every photo again). A
+    run with a report makes each photo's thumbnail from the bytes the pass read."""
+    state_dir = context.target.state_dir
+    with (
+        input_cache(state_dir, context.options.rehash, context.console) as cache,
+        _source_thumbnails(context) as thumbnails,
+    ):
+        preflight = Preflight(stat_cache=cache, on_image_read=thumbnails)
         return prepare(context.manifest, ledger, options, load_credit_table(), preflight)
+
+
+def _source_thumbnails(
+    context: RunContext,
+) -> contextlib.AbstractContextManager[SourceThumbnails | None]:
+    if not context.options.report or context.options.dry_run:
+        return contextlib.nullcontext()
+    return SourceThumbnails(context.target.state_dir)
 
 
 def input_cache(state_dir: Path, rehash: bool, console: Console) -> StatCache:
