@@ -8,17 +8,17 @@ duplicates.
 
 The package: ``core`` (``Preflight``), ``fields`` (ids, prompt, parameters), ``files`` (what a
 file is: ``ImageFacts``), ``reader`` (one read per new or changed file), ``statcache`` (what was
-read, kept between runs in SQLite), ``quick`` (the nightly re-run's fast path: a row's photo
-that the stat cache knows unchanged, from one ``lstat`` and one lookup), ``maskfile`` (a mask
-file's pixels) and ``effective`` (masks made here). The one pass over a manifest, content keys
-and the spool are the plan's (``pipeline.plan``).
+read, kept between runs in SQLite), ``quick`` (the nightly fast path: a photo the stat cache
+knows unchanged costs an ``lstat`` and a lookup), ``maskfile`` (a mask file's pixels) and
+``effective`` (masks made here). The one pass over the rows, the content keys and the spool
+are the plan's (``plan.onepass``, ``plan.keys``, ``plan.spool``).
 
 A run with a report hands the bytes of each image it reads to ``on_image_read`` (the report's
 thumbnail is made from them), so a photo is opened for its check and its upload only.
 
 Policies (the decisions behind the checks):
 
-- Ids must be unique and usable as a folder name (see ``manifest.folder_name_problem``). They
+- Ids must be unique and usable as a folder name (see ``naming.folder_name_problem``). They
   are compared ignoring letter case and Unicode normal form, because ``SKU-1`` and ``sku-1`` are
   one folder on macOS and Windows.
 - Files: a path holding a NUL byte, or bytes that are not UTF-8, is refused before any OS
