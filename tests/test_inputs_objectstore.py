@@ -10,6 +10,8 @@ import pytest
 from pipeline.inputs import objectstore
 from pipeline.store import objects
 
+pytestmark = pytest.mark.slow  # a real S3 server (moto) started for the module
+
 
 @pytest.fixture
 def bucket(s3_server: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from pipeline.images.upload import Recipe, prepare_upload, recipe_for_file
@@ -88,6 +89,7 @@ def test_a_huge_image_is_scaled_to_max_input_side_and_its_mask_with_it(tmp_path:
     assert image_recipe.token == "fit500x375"
 
 
+@pytest.mark.slow  # decodes and scales a 64-megapixel image: seconds
 def test_a_square_8000_image_is_accepted_and_scaled(tmp_path: Path) -> None:
     big = tmp_path / "square.jpg"
     Image.new("RGB", (8000, 8000), (90, 90, 90)).save(big, quality=30)

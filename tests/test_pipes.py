@@ -52,6 +52,7 @@ def pipe_into_head(script: str, tmp_path: Path) -> tuple[int, str, bytes]:
     return writer.wait(timeout=60), stderr, head.stdout
 
 
+@pytest.mark.slow  # real processes and pipes
 def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     code, stderr, first = pipe_into_head(CHATTY, tmp_path)
     assert first == b"line 0 of a long status listing\n"

@@ -40,6 +40,8 @@ from pipeline.store.local import Store
 from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import make_jobs
 
+pytestmark = pytest.mark.slow  # minutes of a run simulated on virtual time: seconds of CPU each
+
 T = TypeVar("T")
 RPM = 150.0
 JITTER = 0.2

@@ -403,6 +403,7 @@ def test_validate_with_an_unusable_state_folder_still_validates(
     assert err.count("note: cannot keep the input cache") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # three whole runs
 def test_a_nightly_run_reads_only_what_changed_and_buys_only_that(
     tmp_path: Path,
     catalog: tuple[Path, list[Path]],
