@@ -134,11 +134,21 @@ def read_ledger_view(path: Path) -> LedgerView:
 
 
 def _job_view(job: JobState) -> JobView:
-    details = job.details
+    return view_of(job, job.order, job.details, Counter(job.retries or {}), job.checks)
+
+
+def view_of(
+    job: JobState | JobRef,
+    order: int,
+    details: msgspec.Struct | None,
+    retries: Counter[str],
+    checks: tuple[ImageChecks, ...] = (),
+) -> JobView:
+    """The page's view of a folded job, from either fold (its details read back apart)."""
     error = job.error
     return JobView(
         job_id=job.job_id,
-        order=job.order,
+        order=order,
         status=job.status.value,
         key=job.key or None,
         job=msgspec.structs.asdict(details) if details is not None else {},
@@ -146,9 +156,9 @@ def _job_view(job: JobState) -> JobView:
         error=None if error is None else _error_dict(error),
         attempts=job.attempts,
         credits=job.credits,
-        retries=Counter(job.retries or {}),
+        retries=retries,
         updated=job.updated,
-        checks=job.checks,
+        checks=checks,
     )
 
 
@@ -515,22 +525,9 @@ class ReportFold:
         """The page's view of one job (what ``read_ledger_view`` makes for every job);
         ``with_checks``: its outputs' marketplace checks too (one more line read)."""
         job = JobRef(self.state.table, number)
-        details = self.details(number)
-        error = job.error
-        return JobView(
-            job_id=job.job_id,
-            order=number,
-            status=job.status.value,
-            key=job.key or None,
-            job=msgspec.structs.asdict(details) if details is not None else {},
-            outputs=list(job.outputs),
-            error=None if error is None else _error_dict(error),
-            attempts=job.attempts,
-            credits=job.credits,
-            retries=Counter(self.retries.get(number, ())),
-            updated=job.updated,
-            checks=self.checks(number) if with_checks else (),
-        )
+        checks = self.checks(number) if with_checks else ()
+        retries = Counter(self.retries.get(number, ()))
+        return view_of(job, number, self.details(number), retries, checks)
 
     def close(self) -> None:
         if self._reader is not None:
