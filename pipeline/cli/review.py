@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,11 @@ def add_arguments(commands: Any) -> None:
     )
 
 
-def manifest_rows(out_dir: Path) -> list[ManifestJob] | None:
-    """The recorded manifest's jobs as the review page lists them (pending ones too)."""
+def manifest_rows(out_dir: Path) -> Iterator[ManifestJob] | None:
+    """The recorded manifest's jobs as the review page lists them (pending ones too), streamed
+    from the manifest: a million rows are never held at once."""
     jobs, _shown = manifest_jobs(recorded_manifest(out_dir))
-    return None if jobs is None else list(page_rows(jobs))
+    return None if jobs is None else page_rows(jobs)
 
 
 def add_review_arguments(subparsers: Any) -> argparse.ArgumentParser:
