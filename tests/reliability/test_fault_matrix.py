@@ -114,9 +114,13 @@ def test_each_fault_is_survived_and_counted_exactly(
     assert code == (1 if failed else 0)
     assert_outputs_whole(out, {j: e for j, e in expected.items() if j not in failed})
     assert not list(out.glob("*/.part-*")), "a temporary file was left behind"
-    # Each edit bought exactly once: no fault (download faults included) buys it again.
-    assert paid_feature_calls(log) == JOBS - len(failed)
-    _assert_lost_answers_counted(out, log)
+    # Each edit bought once: no fault (download faults included) buys it again, but a call
+    # whose answer was lost (an unknown outcome, in the ledger) may have been paid and is sent
+    # again once. On a loaded machine a normal answer can outlive FEATURE_TIMEOUT too: such a
+    # lost answer is no injected fault, but it is in the ledger all the same.
+    possibly = _assert_lost_answers_counted(out, log)
+    paid = paid_feature_calls(log)
+    assert JOBS - len(failed) <= paid <= JOBS - len(failed) + possibly
     _assert_retries_match(out, log, name)
 
 
@@ -138,13 +142,19 @@ def _failed_lines(out: Path) -> dict[str, dict[str, Any]]:
     return {line["job_id"]: line for line in records(out) if line["status"] == "failed"}
 
 
-def _assert_lost_answers_counted(out: Path, log: list[dict[str, Any]]) -> None:
+def _assert_lost_answers_counted(out: Path, log: list[dict[str, Any]]) -> int:
     """Every call sent whose answer did not come back (dropped, timed out) is an unknown outcome
-    in the ledger and "possibly charged" in the summary."""
-    lost = sum(1 for e in log if e["route"] == "features" and _lost(e))
+    in the ledger and "possibly charged" in the summary; their number. The injected ones at
+    least; a timeout the machine's load caused is one too (its ledger line says timeout)."""
+    injected = [e for e in log if e["route"] == "features" and _lost(e)]
     lines = [line for line in records(out) if line["status"] == "unknown_outcome"]
-    assert len(lines) == lost
-    assert summary(out)["credits"]["possibly_charged"] == lost
+    timeouts = [line for line in lines if line["error"]["kind"] == "timeout"]
+    injected_slow = sum(1 for e in injected if e["fault"] == "slow")
+    # Drops and gateway errors exactly; timeouts: the injected slow answers, and any the load made.
+    assert len(lines) - len(timeouts) == len(injected) - injected_slow, (injected, lines)
+    assert len(timeouts) >= injected_slow, (injected, lines)
+    assert summary(out)["credits"]["possibly_charged"] == len(lines)
+    return len(lines)
 
 
 def _lost(entry: dict[str, Any]) -> bool:
@@ -157,6 +167,10 @@ def _lost(entry: dict[str, Any]) -> bool:
 
 def _assert_retries_match(out: Path, log: list[dict[str, Any]], name: str) -> None:
     want = expected_retries(log)
+    # Timeouts the machine's load made (no injected fault): retried as the injected ones are.
+    slow = sum(1 for e in log if e["route"] == "features" and e["fault"] == "slow")
+    lost = [line for line in records(out) if line["status"] == "unknown_outcome"]
+    want["feature", "timeout"] += sum(line["error"]["kind"] == "timeout" for line in lost) - slow
     # A job failed on its second lost answer makes no retry after it.
     for line in _last_lost_answers(out):
         want["feature", line["error"]["kind"]] -= 1
