@@ -250,4 +250,11 @@ def test_a_retry_after_delays_its_own_call_and_is_capped(
     for job_id, answered in limited:
         again = min(start for start in sent[job_id] if start > answered)
         assert again >= answered + cap - 0.005, "sent again before its Retry-After"
-        assert again - answered < cap + 0.5  # capped: it did not wait the announced second
+    # Capped: each wait the run chose is the cap, not the announced second (read from the
+    # ledger's retrying lines, not the wall clock, which a loaded machine stretches).
+    waits = [
+        line["delay"]
+        for line in records(tmp_path / "out")
+        if line["status"] == "retrying" and line["error"]["kind"] == "rate_limited"
+    ]
+    assert waits and max(waits) <= cap + 1e-9, waits
