@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,3 +112,14 @@ def scratch(prefix: str) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def cpu_ms(work: Callable[[], object], repeats: int) -> list[float]:
+    """CPU milliseconds of each of ``repeats`` calls of ``work``, after one warm-up call."""
+    work()  # warm: first-touch allocations are not the steady state
+    runs = []
+    for _ in range(repeats):
+        started = time.process_time()
+        work()
+        runs.append((time.process_time() - started) * 1000)
+    return runs

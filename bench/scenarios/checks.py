@@ -24,14 +24,12 @@ Each figure is the median of several runs of CPU time (``time.process_time``), p
 from __future__ import annotations
 
 import io
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
 
-from bench.common import Figure, ScenarioResult, log, median, scratch
+from bench.common import Figure, ScenarioResult, cpu_ms, log, median, scratch
 from bench.emulator import EmulatorProcess
 from bench.fixtures import Row, edit_mask, write_catalog
 from bench.probe import NO_CHECKS_ENV
@@ -183,8 +181,8 @@ def _checks_figure(
     size: tuple[int, int],
     content: str = "product shot",
 ) -> None:
-    checks = _cpu_ms(lambda: marketplace_checks(data), repeats)
-    decode = median(_cpu_ms(lambda: _decode(data), repeats))
+    checks = cpu_ms(lambda: marketplace_checks(data), repeats)
+    decode = median(cpu_ms(lambda: _decode(data), repeats))
     value = median(checks)
     note = f"bare full decode {decode:.2f} ms; checks / decode {value / decode:.2f}"
     name = f"checks, {fmt} {size[0]}x{size[1]} ({content}, {len(data) / 1e6:.2f} MB)"
@@ -195,7 +193,7 @@ def _pixels_figure(
     result: ScenarioResult, repeats: int, data: bytes, size: tuple[int, int]
 ) -> None:
     pixels = _decode(data)
-    runs = _cpu_ms(lambda: marketplace_checks(data, pixels=pixels), repeats)
+    runs = cpu_ms(lambda: marketplace_checks(data, pixels=pixels), repeats)
     name = f"checks, png {size[0]}x{size[1]} with its pixels supplied (no decode)"
     result.add(Figure(name, median(runs), "ms", ("<=", TARGET_MS), runs))
 
@@ -208,7 +206,7 @@ def _fit_figure(
     outcome = fit_for_amazon(data, checks, creator_tool=TOOL)
     if outcome.data is None:
         raise RuntimeError(f"{name}: the fit refused ({outcome.reason})")
-    runs = _cpu_ms(lambda: fit_for_amazon(data, checks, creator_tool=TOOL), repeats)
+    runs = cpu_ms(lambda: fit_for_amazon(data, checks, creator_tool=TOOL), repeats)
     result.add(Figure(name, median(runs), "ms", None, runs, outcome.reason))
 
 
@@ -216,13 +214,3 @@ def _decode(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
     return image
-
-
-def _cpu_ms(work: Callable[[], object], repeats: int) -> list[float]:
-    work()  # warm: first-touch allocations are not the steady state
-    runs = []
-    for _ in range(repeats):
-        started = time.process_time()
-        work()
-        runs.append((time.process_time() - started) * 1000)
-    return runs

@@ -14,13 +14,12 @@ Each figure is the median of several runs of CPU time (``time.process_time``), p
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 
 from PIL import Image, ImageChops
 
-from bench.common import Figure, ScenarioResult, median
+from bench.common import Figure, ScenarioResult, cpu_ms, median
 from pipeline.images.masks import MaskRecipe, ShapeSource, mask_png_bytes, render_mask
 from pipeline.images.protect import encode, protect
 from pipeline.images.provenance import add_provenance, provenance_pieces
@@ -44,7 +43,7 @@ def run(quick: bool) -> ScenarioResult:
     mask = render_mask(recipe, SOURCE_SIZE).mask
 
     def timed(name: str, work: Callable[[], object], target: float | None = None) -> None:
-        runs = _cpu_ms(work, repeats)
+        runs = cpu_ms(work, repeats)
         result.add(Figure(name, median(runs), "ms", ("<", target) if target else None, runs))
 
     timed("mask: render box + grow 8 + feather 12", lambda: render_mask(recipe, SOURCE_SIZE))
@@ -79,13 +78,3 @@ def _picture(size: tuple[int, int], seed: int) -> Image.Image:
     mirrored = gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     channels = [ImageChops.add(gradient, grain, 2, 0), grain, mirrored]
     return Image.merge("RGB", channels)
-
-
-def _cpu_ms(work: Callable[[], object], repeats: int) -> list[float]:
-    work()  # warm: first-touch allocations are not the steady state
-    runs = []
-    for _ in range(repeats):
-        started = time.process_time()
-        work()
-        runs.append((time.process_time() - started) * 1000)
-    return runs
