@@ -7,11 +7,13 @@ import io
 import pytest
 from PIL import Image, ImageCms, ImageDraw
 
+import pipeline.images.fit as fit_module
 from pipeline.images import (
     Channel,
     Code,
     FitOutcome,
     FitResult,
+    ImageChecks,
     Refusal,
     fit_for_amazon,
     marketplace_checks,
@@ -212,9 +214,30 @@ def test_a_copy_that_still_fails_is_not_offered(monkeypatch: pytest.MonkeyPatch)
     data = shot(box=(0, 160, 1000, 860))
     checks = marketplace_checks(data)
     # Stand-in for a re-check that finds the copy failing (the fit cannot make one by itself).
-    monkeypatch.setattr("pipeline.images.fit.marketplace_checks", lambda _data: checks)
+    monkeypatch.setattr("pipeline.images.fit.marketplace_checks", lambda _data, pixels=None: checks)
 
     result = fit_for_amazon(data, checks, creator_tool=TOOL)
 
     expected = "the re-framed copy still fails: border not pure white (min 30)"
     assert_refused(result, Refusal.STILL_FAILS, expected)
+
+
+@pytest.mark.parametrize(("fmt", "handed_on"), [("PNG", True), ("JPEG", False)])
+def test_a_png_copy_is_rechecked_on_its_own_pixels_without_decoding(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, handed_on: bool
+) -> None:
+    data = shot(box=(0, 160, 1000, 860), fmt=fmt)
+    given: list[Image.Image | None] = []
+    judge = fit_module.marketplace_checks
+
+    def spy(source: bytes, *, pixels: Image.Image | None = None) -> ImageChecks:
+        given.append(pixels)
+        return judge(source, pixels=pixels)
+
+    monkeypatch.setattr(fit_module, "marketplace_checks", spy)
+
+    result = fit_for_amazon(data, marketplace_checks(data), creator_tool=TOOL)
+
+    assert result.outcome is FitOutcome.FITTED, result.reason
+    assert [pixels is not None for pixels in given] == [handed_on]
+    assert result.data is not None and result.checks == marketplace_checks(result.data)
