@@ -13,11 +13,11 @@ import pytest
 
 from pipeline.manifest import globs as globs_module
 from pipeline.manifest.globs import GlobWalk, pattern_problem
-from tests.helpers.e2e import run_cli
+from tests.helpers.e2e import QUICK_POLLS, run_cli
 from tests.helpers.emulator import emulator_thread
 from tests.helpers.images import make_image
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture

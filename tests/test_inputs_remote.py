@@ -13,6 +13,7 @@ from pipeline.inputs.fetch import FetchOptions, Prefetcher, prefetched
 from pipeline.models import Feature, InputRef, Job
 from pipeline.plan.prepare import Planner
 from pipeline.preflight import Preflight
+from tests.helpers.e2e import QUICK_POLLS
 from tests.helpers.servers import ImageHost
 
 FAST = FetchOptions(backoff=0.0, retries=1, timeout=5.0)
@@ -188,6 +189,7 @@ def test_a_remote_inputs_url_is_what_the_ledger_and_the_review_page_show(
     manifest.write_text(yaml.safe_dump({"version": 1, "jobs": [job]}))
     out = tmp_path / "out"
     args = ["run", str(manifest), "--emulator", "--out", str(out), "--no-progress", "--no-report"]
+    args += ["--config", str(QUICK_POLLS)]
     assert run_cli(args, {}, monkeypatch) == 0
     started = [r for r in records(out) if r["status"] == "started"]
     assert started[0]["job"]["image"] == url  # what the user wrote, not the cache's file

@@ -9,21 +9,21 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from tests.helpers.e2e import write_catalog
+from tests.helpers.e2e import QUICK_POLLS, write_catalog
 
 
 def test_run_validate_status_export_against_the_emulator(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 4)
     assert pipeline.validate(manifest).ok
 
-    result = pipeline.run(manifest, emulator=True, rpm=60_000, report=False)
+    result = pipeline.run(manifest, emulator=True, rpm=60_000, report=False, config=QUICK_POLLS)
     assert isinstance(result, pipeline.RunResult)
     assert result.exit_code == pipeline.ExitCode.OK and result.ok
     assert (result.succeeded, result.failed, result.skipped) == (4, 0, 0)
     assert result.summary["counts"]["succeeded"] == 4
     assert (result.state_dir / "ledger.jsonl").is_file()
 
-    again = pipeline.run(manifest, emulator=True, rpm=60_000, report=False)
+    again = pipeline.run(manifest, emulator=True, rpm=60_000, report=False, config=QUICK_POLLS)
     assert (again.succeeded, again.skipped, again.exit_code) == (0, 4, 0)  # resumed: nothing
 
     status = pipeline.status(result.state_dir)
@@ -38,10 +38,16 @@ def test_nothing_is_printed_unless_a_console_is_given(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = write_catalog(tmp_path, 2)
-    pipeline.run(manifest, emulator=True, rpm=60_000, report=False)
+    pipeline.run(manifest, emulator=True, rpm=60_000, report=False, config=QUICK_POLLS)
     assert capsys.readouterr() == ("", "")
     out = io.StringIO()
-    pipeline.run(manifest, emulator=True, console=pipeline.Console(out, None), report=False)
+    pipeline.run(
+        manifest,
+        emulator=True,
+        console=pipeline.Console(out, None),
+        report=False,
+        config=QUICK_POLLS,
+    )
     assert "2 skipped" in out.getvalue()
 
 
@@ -81,7 +87,12 @@ def test_the_key_given_to_run_never_reaches_a_file(tmp_path: Path) -> None:
     secret = "sk-python-api-" + "9" * 24
     manifest = write_catalog(tmp_path, 2)
     result = pipeline.run(
-        manifest, api_key=secret, emulator=True, rpm=60_000, log_file=tmp_path / "run.log"
+        manifest,
+        api_key=secret,
+        emulator=True,
+        rpm=60_000,
+        config=QUICK_POLLS,
+        log_file=tmp_path / "run.log",
     )
     assert result.ok
     for path in [*result.state_dir.rglob("*"), tmp_path / "run.log"]:

@@ -22,6 +22,7 @@ from pipeline.review.page import build_payload, embed_json, write_report
 from pipeline.review.thumbs import make_thumbnail
 from pipeline.review.view import progress_series
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
+from tests.helpers.e2e import QUICK_POLLS
 
 HOSTILE_PROMPT = "<script>alert(1)</script> & \u2028 </x-end>"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
@@ -564,6 +565,7 @@ def test_a_run_with_a_generated_mask_shows_it_on_its_report(
     )
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
+    args += ["--config", str(QUICK_POLLS)]
     assert run_cli(args, {}, monkeypatch) == 0
     started = next(r for r in records(out) if r["status"] == "started")
     assert started["job"]["mask_recipe"] == "box:0,0.5,1,1;invert=0;grow=2;feather=0"

@@ -17,7 +17,7 @@ from pipeline.preflight.statcache import StatCache
 from pipeline.review.thumbs import Input, Thumbnailer, stat_file
 from pipeline.runner import thumbnails as thumbnails_module
 from pipeline.runner.thumbnails import SourceThumbnails
-from tests.helpers.e2e import run_cli
+from tests.helpers.e2e import QUICK_POLLS, run_cli
 from tests.helpers.emulator import emulator_thread
 from tests.helpers.file_opens import recording
 from tests.helpers.images import make_image
@@ -93,7 +93,7 @@ def test_a_first_run_with_its_report_opens_each_photo_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest, photos = background_catalog(tmp_path, 4)
-    run = ["run", str(manifest), "--no-progress", "--rpm", "6000"]
+    run = ["run", str(manifest), "--no-progress", "--rpm", "6000", "--config", str(QUICK_POLLS)]
     with emulator_thread() as emulator, recording() as opened:
         assert run_cli(run, emulator.env, monkeypatch) == 0
     for photo in photos:  # its check (digest and facts) and its upload

@@ -31,14 +31,14 @@ from pipeline.preflight.statcache import (
     Signature,
     StatCache,
 )
-from tests.helpers.e2e import run_cli
+from tests.helpers.e2e import QUICK_POLLS, run_cli
 from tests.helpers.emulator import emulator_thread
 from tests.helpers.file_opens import recording
 from tests.helpers.images import make_image, make_mask
 
 LATER_NS = 10 * 1_000_000_000  # the cache's clock runs this far ahead of the files' times
 OLD_NS = 1_600_000_000 * 1_000_000_000  # an mtime in 2020
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture(autouse=True)

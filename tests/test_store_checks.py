@@ -19,10 +19,10 @@ from pipeline.ledger.schema import Succeeded, decode_line
 from pipeline.models import Feature, InputRef, Job, PlannedJob
 from pipeline.store import local as local_module
 from pipeline.store.local import CREATOR_TOOL, Store
-from tests.helpers.e2e import records, run_cli, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, records, run_cli, write_catalog
 from tests.helpers.emulator import emulator_thread
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 def product_png(size: tuple[int, int] = (1024, 1024)) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pipeline.review.export import CSV_COLUMNS
-from tests.helpers.e2e import records, run_cli, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, records, run_cli, write_catalog
 from tests.helpers.emulator import emulator_thread
 from tests.helpers.stores import StoreServer, use_store
 from tests.test_outputs_bucket import decoded_size
@@ -25,7 +25,7 @@ from tests.test_outputs_bucket import decoded_size
 # Whole runs against real store servers, a few seconds a store: make test-stores runs them.
 pytestmark = [pytest.mark.slow, pytest.mark.stores]
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 JOBS = 3
 
 

@@ -21,7 +21,7 @@ from pipeline.review.page import write_report
 from pipeline.review.view import read_ledger_view
 from tests.browser.playwright_helpers import served, wait_ready
 from tests.browser.synthetic_run import SyntheticJob, build_run
-from tests.helpers.e2e import REPO, spawn_cli, states
+from tests.helpers.e2e import QUICK_POLLS, REPO, spawn_cli, states
 from tests.helpers.emulator import emulator_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -40,6 +40,7 @@ def run_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo-run") / "out"
     args = ["run", str(REPO / "jobs" / "demo.yaml"), "--out", str(out), "--no-progress"]
     args += ["--max-attempts", "1", "--concurrency", "1", "--rpm", "6000"]
+    args += ["--config", str(QUICK_POLLS)]
     with emulator_thread(rate_failed=0.3, seed=13) as emulator:
         process = spawn_cli(args, emulator.env)
         stdout, stderr = process.communicate(timeout=120)

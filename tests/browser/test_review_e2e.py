@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.ledger.decisions import read_decisions, rejected_for
 from tests.browser.playwright_helpers import served, wait_ready
-from tests.helpers.e2e import purchases, records, spawn_cli, states, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, purchases, records, spawn_cli, states, write_catalog
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -30,7 +30,7 @@ def test_reject_two_of_eight_through_the_page_then_deliver_the_rest(
     out = tmp_path / "out"
     monkeypatch.delenv("ONEMIN_API_KEY", raising=False)  # --emulator needs no key
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
-    args += ["--rpm", "60000"]  # pacing is not what this test is about
+    args += ["--rpm", "60000", "--config", str(QUICK_POLLS)]  # pacing is not what this is about
     # Playwright's sync API keeps an event loop running in this thread (and the run installs
     # signal handlers, main thread only): the real CLI runs as its own process.
     process = spawn_cli(args, {})

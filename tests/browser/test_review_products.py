@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from pipeline.cli import main
 from pipeline.images.checks import ImageChecks
 from tests.browser.playwright_helpers import served, wait_ready
-from tests.helpers.e2e import records, spawn_cli
+from tests.helpers.e2e import QUICK_POLLS, records, spawn_cli
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -86,6 +86,7 @@ def test_review_by_product_through_the_page_then_a_shopify_csv(
     manifest = write_products(tmp_path)
     monkeypatch.delenv("ONEMIN_API_KEY", raising=False)  # --emulator needs no key
     args = ["run", str(manifest), "--emulator", "--no-progress", "--rpm", "60000"]
+    args += ["--config", str(QUICK_POLLS)]
     process = spawn_cli(args, {})  # its own process: Playwright holds this thread's loop
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr.decode()

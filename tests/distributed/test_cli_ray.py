@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from tests.helpers.e2e import REPO, purchases, states, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, REPO, purchases, states, write_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -19,6 +19,7 @@ def test_run_with_ray_local_does_every_job_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--ray", "local"]
     args += ["--shards", "2", "--no-progress", "--no-report", "--rpm", "60000"]
+    args += ["--config", str(QUICK_POLLS)]
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=REPO,

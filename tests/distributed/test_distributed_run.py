@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Endpoints, RateLimit, Settings
+from pipeline.config import Endpoints, RateLimit, Settings, Timeouts
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.events import Event, EventBus, JobSucceeded
 from pipeline.layout import LEDGER_NAME
@@ -21,7 +21,7 @@ from pipeline.models import PlannedJob
 from pipeline.plan.prepare import PlanOptions, scan, skip_reason
 from pipeline.store.bucket import OutputTarget
 from pipeline.store.local import Store
-from tests.helpers.e2e import states, write_catalog
+from tests.helpers.e2e import QUICK_POLL_TIMEOUTS, states, write_catalog
 from tests.helpers.emulator import KEY, RunningEmulator, serve_in_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.usefixtures("ray_local")]
@@ -39,6 +39,7 @@ def settings_for(emulator: RunningEmulator, rpm: float, concurrency: int = 4) ->
     return Settings(
         endpoints=Endpoints(emulator.server.api_base, emulator.server.asset_base),
         rate=RateLimit(rpm=rpm, concurrency=concurrency),
+        timeouts=Timeouts(**QUICK_POLL_TIMEOUTS),
     )
 
 

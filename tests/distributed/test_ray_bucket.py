@@ -24,7 +24,7 @@ from pipeline.ledger import LedgerState, LedgerWriter
 from pipeline.review.export import CSV_COLUMNS
 from pipeline.store.bucket import BucketStore, OutputTarget
 from tests.distributed.test_distributed_run import fast_window_emulator, planned, settings_for
-from tests.helpers.e2e import records, run_cli, states, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, records, run_cli, states, write_catalog
 from tests.helpers.emulator import KEY, emulator_thread, serve_in_thread
 from tests.test_outputs_bucket import decoded_size, objects
 
@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-FAST = ["--no-progress", "--no-report", "--rpm", "6000"]
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from tests.helpers.e2e import (
 from tests.helpers.images import make_alpha_mask, make_animated, make_image, make_mask, truncate
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
+    QUICK,
     QUIET,
     assert_outputs_whole,
     emulator,
@@ -201,7 +202,7 @@ def test_odd_but_valid_images_and_masks_run_to_the_end(
     out = tmp_path / "out"
     with emulator() as emu:
         result = run_inprocess(
-            ["run", str(manifest), "--out", str(out), *QUIET], emu.env, monkeypatch, capsys
+            ["run", str(manifest), "--out", str(out), *QUIET, *QUICK], emu.env, monkeypatch, capsys
         )
     assert result.code == 0, result.streams
     assert_outputs_whole(out, want)
@@ -310,7 +311,7 @@ def test_a_result_url_on_a_foreign_host_is_never_contacted(
     manifest, out = _one_job_catalog(tmp_path)
     with emulator(foreign_temporary_url=True) as emu:
         result = run_inprocess(
-            ["run", str(manifest), "--out", str(out), *QUIET], emu.env, monkeypatch, capsys
+            ["run", str(manifest), "--out", str(out), *QUIET, *QUICK], emu.env, monkeypatch, capsys
         )
         downloads = [e for e in emu.log if e["route"] in ("asset", "temporary")]
     assert result.code == 0, result.streams
@@ -335,7 +336,7 @@ def test_hostile_ids_write_nothing_anywhere(
     out = tmp_path / "out"
     with emulator() as emu:
         result = run_inprocess(
-            ["run", str(manifest), "--out", str(out), *QUIET], emu.env, monkeypatch, capsys
+            ["run", str(manifest), "--out", str(out), *QUIET, *QUICK], emu.env, monkeypatch, capsys
         )
         assert emu.log == []  # nothing sent
     assert result.code == 2

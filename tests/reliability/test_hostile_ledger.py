@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 from pipeline.cli import main
 from pipeline.ledger import read_ledger
 from pipeline.review.view import read_ledger_view
-from tests.helpers.e2e import (
-    write_mixed_catalog as write_catalog,
-)
+from tests.helpers.e2e import write_mixed_catalog as write_catalog
+from tests.helpers.e2e import write_profile
 from tests.reliability.figures import tally
 from tests.reliability.harness import (
     QUIET,
@@ -63,6 +62,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
     # One job at a time: the seeded faults meet the calls in one order (an HTML 5xx of a feature
     # call twice for one job would fail it, outcome_unknown).
     args = ["run", str(manifest), "--out", str(out), *QUIET, "--concurrency", "1"]
+    args += ["--config", str(write_profile(folder))]  # quick polls and backoffs
     with emulator(rate_5xx=0.3, rate_truncate=0.3, seed=2) as emu:
         mp = pytest.MonkeyPatch()
         for name, value in emu.env.items():
