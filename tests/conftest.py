@@ -20,6 +20,9 @@ SHARED_BY_FOLDER = {"distributed": "ray", "browser": "chromium"}
 TESTS = Path(__file__).resolve().parent
 
 
+# tryfirst: xdist's worker reads the xdist_group marks in its own hook of the same name, which
+# pytest would otherwise call before this one (the later registered plugin runs first).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
