@@ -30,7 +30,7 @@ from pipeline.review.channels import (
     url_maker,
 )
 from pipeline.review.export import ExportError, export
-from tests.helpers.e2e import REPO, records, run_inprocess
+from tests.helpers.e2e import QUICK_POLLS, REPO, records, run_inprocess
 
 BASE = "https://cdn.example.com/edits/"
 GROUND = 255
@@ -242,6 +242,7 @@ def shopify_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.delenv("ONEMIN_API_KEY", raising=False)
         args = ["run", str(jobs / "shopify.yaml"), "--emulator", "--no-progress", "--no-report"]
+        args += ["--config", str(QUICK_POLLS), "--rpm", "60000"]
         assert pipeline.cli.main(args) == 0
     yield jobs / "out" / "shopify"
 

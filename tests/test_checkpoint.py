@@ -21,7 +21,8 @@ from pipeline.ledger.reader import read_state
 from pipeline.ledger.schema import Started, Submitted, Succeeded, decode_line
 from tests.helpers.ledgers import extras_fields, job_fields, random_ledger
 
-SEEDS = range(6)
+# Two seeds in make test-fast, all six in make test.
+SEEDS = [*range(2), *(pytest.param(seed, marks=pytest.mark.slow) for seed in range(2, 6))]
 CUTS_PER_LEDGER = 12
 
 

@@ -24,6 +24,9 @@ from tests.helpers.e2e import (
 )
 from tests.helpers.emulator import emulator_thread
 
+# Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
+pytestmark = pytest.mark.slow
+
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 
 
@@ -169,7 +172,6 @@ def test_emulator_flag_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert states(tmp_path / "o") == dict.fromkeys([f"sku-{j:04d}" for j in range(3)], "succeeded")
 
 
-@pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 24, images=3)
     out = tmp_path / "out"
@@ -202,7 +204,6 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     assert not list(out.glob("*/.part-*"))
 
 
-@pytest.mark.slow
 def test_sigint_settles_in_flight_and_exits_130(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 40, images=2)
     out = tmp_path / "out"

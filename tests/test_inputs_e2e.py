@@ -12,6 +12,9 @@ from PIL import Image
 from tests.helpers.e2e import QUICK_POLLS, run_cli
 from tests.helpers.emulator import emulator_thread
 
+# Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
+pytestmark = pytest.mark.slow
+
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 

@@ -189,7 +189,7 @@ def test_a_remote_inputs_url_is_what_the_ledger_and_the_review_page_show(
     manifest.write_text(yaml.safe_dump({"version": 1, "jobs": [job]}))
     out = tmp_path / "out"
     args = ["run", str(manifest), "--emulator", "--out", str(out), "--no-progress", "--no-report"]
-    args += ["--config", str(QUICK_POLLS)]
+    args += ["--config", str(QUICK_POLLS), "--rpm", "60000"]
     assert run_cli(args, {}, monkeypatch) == 0
     started = [r for r in records(out) if r["status"] == "started"]
     assert started[0]["job"]["image"] == url  # what the user wrote, not the cache's file

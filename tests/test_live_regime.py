@@ -29,6 +29,9 @@ from tests.helpers.e2e import (
 )
 from tests.helpers.emulator import RunningEmulator, emulator_thread
 
+# Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
+pytestmark = pytest.mark.slow
+
 FAST = ["--no-progress", "--no-report", "--rpm", "60000", "--config", str(QUICK_POLLS)]
 JOBS = 8
 CONCURRENCY = 4

@@ -60,6 +60,7 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     assert code == ExitCode.BROKEN_PIPE
 
 
+@pytest.mark.slow  # real processes and pipes
 def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:
     """The control: without the guard, the same script fails loudly (what the issue saw)."""
     bare = CHATTY.replace("raise SystemExit(run_quietly(main))", "raise SystemExit(main())")
@@ -67,6 +68,7 @@ def test_unguarded_script_does_show_the_traceback(tmp_path: Path) -> None:
     assert "BrokenPipeError" in stderr
 
 
+@pytest.mark.slow  # real processes and pipes
 def test_print_quietly_keeps_the_run_exit_code(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """

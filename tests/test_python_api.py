@@ -12,6 +12,7 @@ import pipeline
 from tests.helpers.e2e import QUICK_POLLS, write_catalog
 
 
+@pytest.mark.slow  # whole runs against the emulator
 def test_run_validate_status_export_against_the_emulator(tmp_path: Path) -> None:
     manifest = write_catalog(tmp_path, 4)
     assert pipeline.validate(manifest).ok
@@ -34,6 +35,7 @@ def test_run_validate_status_export_against_the_emulator(tmp_path: Path) -> None
     assert len(list((tmp_path / "shop").glob("*.png"))) == 4
 
 
+@pytest.mark.slow  # whole runs against the emulator
 def test_nothing_is_printed_unless_a_console_is_given(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,6 +85,7 @@ def test_what_keeps_a_run_from_starting_is_raised_from_the_one_tree(
         pipeline.run(manifest, no_such_option=1)
 
 
+@pytest.mark.slow  # whole runs against the emulator
 def test_the_key_given_to_run_never_reaches_a_file(tmp_path: Path) -> None:
     secret = "sk-python-api-" + "9" * 24
     manifest = write_catalog(tmp_path, 2)

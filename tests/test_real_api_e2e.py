@@ -22,6 +22,9 @@ from tests.helpers.e2e import (
 )
 from tests.helpers.emulator import emulator_thread
 
+# Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
+pytestmark = pytest.mark.slow
+
 FAST = ["--no-progress", "--no-report", "--rpm", "60000"]  # profiles poll quickly
 QUICK_POLL_PROFILE = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}
 
@@ -45,7 +48,6 @@ def test_sixty_percent_processing_buys_one_edit_per_job_and_polls_the_rest(
     assert set(states(out).values()) == {"succeeded"}
 
 
-@pytest.mark.slow
 def test_one_budget_for_every_request_meets_no_429(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,7 +79,6 @@ def test_eight_percent_html_403s_finish_with_exit_0(
     assert set(states(out).values()) == {"succeeded"}
 
 
-@pytest.mark.slow
 def test_kill_9_while_every_record_processes_then_resume_buys_only_what_was_in_flight(
     tmp_path: Path,
 ) -> None:

@@ -32,6 +32,9 @@ from tests.helpers.emulator import emulator_thread
 from tests.helpers.fakes import png_bytes
 from tests.helpers.images import make_image, write_manifest
 
+# Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
+pytestmark = pytest.mark.slow
+
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 

@@ -565,7 +565,7 @@ def test_a_run_with_a_generated_mask_shows_it_on_its_report(
     )
     out = tmp_path / "out"
     args = ["run", str(manifest), "--out", str(out), "--emulator", "--no-progress"]
-    args += ["--config", str(QUICK_POLLS)]
+    args += ["--config", str(QUICK_POLLS), "--rpm", "60000"]
     assert run_cli(args, {}, monkeypatch) == 0
     started = next(r for r in records(out) if r["status"] == "started")
     assert started["job"]["mask_recipe"] == "box:0,0.5,1,1;invert=0;grow=2;feather=0"
