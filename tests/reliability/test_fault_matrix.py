@@ -204,7 +204,10 @@ def test_forgotten_assets_are_uploaded_again_once(
     assert summary(out)["stats"]["upload/count"] == sum(inputs.values()) + reuploads
     assert len(_jobs_reuploaded(out)) == forgets - len(failed)
     assert_outputs_whole(out, {j: e for j, e in expected.items() if j not in failed})
-    assert paid_feature_calls(log) == JOBS - len(failed)
+    # A loaded machine can make a feature call outlive its timeout: an unknown outcome, sent
+    # again, may be paid twice; nothing else may be.
+    lost_to_load = sum(1 for line in records(out) if line["status"] == "unknown_outcome")
+    assert JOBS - len(failed) <= paid_feature_calls(log) <= JOBS - len(failed) + lost_to_load
 
 
 def job_id_is_inpaint(job_id: str) -> bool:
