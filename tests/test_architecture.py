@@ -27,6 +27,7 @@ TOP_LEVEL_MAX = 10
 LAZY_ALLOWED = {
     "pipeline.distributed.driver": "Ray is an optional extra; without --ray none of it loads",
     "pipeline.emulator": "only --emulator needs the server and its image code",
+    "pipeline.review.server": "aiohttp's web server: only `pipeline review` serves the page",
 }
 
 

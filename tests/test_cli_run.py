@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.e2e import QUICK_POLLS, run_cli, states, write_catalog
+from tests.helpers.e2e import QUICK_POLLS, REPO, run_cli, states, write_catalog
 from tests.helpers.emulator import emulator_thread
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
@@ -109,3 +111,18 @@ def test_doctor_through_the_cli_spends_nothing_and_says_what_it_found(
     out = capsys.readouterr().out
     assert "ready" in out and emulator.env["ONEMIN_API_KEY"] not in out
     assert main(["doctor", "--api-base", "http://127.0.0.1:9"]) == 1  # no key, or unreachable
+
+
+@pytest.mark.slow  # a fresh interpreter each
+@pytest.mark.parametrize("command", ["status", "report", "export"])
+def test_a_command_line_loads_its_own_command_not_the_runs_stack(command: str) -> None:
+    probe = (
+        "import sys; from pipeline.cli import build_parser; "
+        f"build_parser({command!r}); "
+        "print(sorted(m for m in ('pipeline.runner.start', 'pipeline.scheduler', "
+        "'pipeline.review.server', 'pipeline.cli.doctor') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert loaded.stdout.strip() == "[]"

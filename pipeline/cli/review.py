@@ -22,7 +22,6 @@ from pipeline.ledger.decisions import record_decisions, record_picks
 from pipeline.reporting.status import manifest_jobs, recorded_manifest
 from pipeline.review.page import ManifestJob, write_report
 from pipeline.review.page import manifest_rows as page_rows
-from pipeline.review.server import serve
 from pipeline.review.view import JobView, read_ledger_view
 
 DEFAULT_PORT = 8765
@@ -233,6 +232,9 @@ def pick_problem(job: JobView, index: int) -> str | None:
 def serve_page(
     args: argparse.Namespace, manifest_jobs: Callable[[], Iterable[ManifestJob]] | None = None
 ) -> int:
+    # Loaded here: aiohttp's server is for this command alone (``report`` writes files).
+    from pipeline.review.server import serve
+
     def ready(url: str) -> None:
         print(f"review page: {url}  (Ctrl-C to stop)", flush=True)
 
