@@ -149,6 +149,11 @@ class RowPass:
     )
     _flawed: str | None = None  # location of the latest entry the manifest found wrong
     _image_columns: dict[RowLayout, int] = field(default_factory=dict)
+    # Whether to tell the signature of each row's own photo (``photo``), for the plan memo.
+    signatures: bool = False
+    # The latest row of distinct photos: its photo's ``(dev, ino, size, mtime_ns, ctime_ns)``
+    # when the pass may vouch for it by that alone (``signatures`` on), else None.
+    photo: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self._known = self.preflight.known_image
@@ -319,6 +324,7 @@ class RowPass:
                 keys = variant.image_keys = ImageKeys(variant.document)
             key = keys.key(digest)
             prompt = None
+        self.photo = self.preflight.quick.signature
         return (variant, job_id, number, prompt, key, path, digest)
 
     def _quick_variant(
@@ -379,6 +385,8 @@ class RowPass:
             document["parameters"]["prompt"] = prompt
         else:
             prompt = None
+        if self.signatures:
+            self.photo = self.preflight.settled_signature(image.value, digest)
         yield (variant, job_id, number, prompt, key_of(document), image.value, digest)
 
     def _variant(
