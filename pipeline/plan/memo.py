@@ -120,6 +120,7 @@ class MemoWriter:
         self._temp = folder / f".{MEMO_NAME}.{secrets.token_hex(4)}.tmp"
         self._handle: BinaryIO | None = self._temp.open("xb")
         self._batch: list[Any] = [(MAGIC, MEMO_VERSION, digest)]
+        self._flush()  # a frame of its own: a reader tells a stale memo from it alone
         self._numbers: dict[Shape, int] = {}
         self._records = 0
         self.spoiled = False  # something the memo cannot vouch for: it will not be kept
@@ -231,31 +232,39 @@ class MemoWriter:
 
 class MemoRows:
     """The rows a memo holds, handed out as ``RowPass`` hands out a pass's (hits, PlannedJobs,
-    ``on_clear`` when the shapes are forgotten); raises ``MemoStale`` (see the module)."""
+    ``on_clear`` when the shapes are forgotten); raises ``MemoStale`` (see the module).
+    ``open`` reads the header alone: a memo of another digest is refused before any row."""
 
-    def __init__(self, path: Path, digest: str, on_clear: Callable[[list[Shape]], None]) -> None:
-        self.path = path
-        self.digest = digest
+    def __init__(self, handle: BinaryIO, on_clear: Callable[[list[Shape]], None]) -> None:
+        self._handle = handle
         self.on_clear = on_clear
         self._shapes: list[Shape] = []
         self._count = 0  # records read, the header's excepted
+
+    @classmethod
+    def open(
+        cls, path: Path, digest: str, on_clear: Callable[[list[Shape]], None]
+    ) -> MemoRows | None:
+        """The memo at ``path`` if it is one of this ``digest``; else None."""
+        try:
+            handle = path.open("rb")
+        except OSError:
+            return None
+        try:
+            header = next(_batches(handle), None)
+        except MemoStale:
+            header = None
+        if header != [(MAGIC, MEMO_VERSION, digest)]:
+            handle.close()
+            return None
+        return cls(handle, on_clear)
 
     def shapes(self) -> list[Shape]:
         return list(self._shapes)
 
     def __iter__(self) -> Iterator[Hit | PlannedJob]:
-        try:
-            handle = self.path.open("rb")
-        except OSError as exc:
-            raise MemoStale(f"no memo ({exc.strerror})") from exc
-        with handle:
-            batches = _batches(handle)
-            header = next(batches, [None])
-            if header[:1] != [(MAGIC, MEMO_VERSION, self.digest)]:
-                raise MemoStale("the memo is of another manifest, items file or version")
-            if (yield from self._records(header[1:])):
-                return
-            for batch in batches:
+        with self._handle:
+            for batch in _batches(self._handle):
                 if (yield from self._records(batch)):
                     return
         raise MemoStale("the memo ends before its last record")

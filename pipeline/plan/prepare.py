@@ -216,10 +216,10 @@ def prepare(
     preflight = preflight if preflight is not None else Preflight()
     digest = memo_digest(manifest, preflight) if memo is not None else None
     if memo is not None and digest is not None and memo.read:
-        plan = _plan_from_memo(manifest, ledger, options, credits, memo.folder / MEMO_NAME, digest)
+        plan, started = _plan_from_memo(manifest, ledger, options, credits, memo.folder, digest)
         if plan is not None:
             return plan
-        if options_again is not None:
+        if started and options_again is not None:
             options = options_again()
     writer = None
     if memo is not None and digest is not None:
@@ -291,18 +291,22 @@ def _plan_from_memo(
     ledger: LedgerState,
     options: PlanOptions,
     credits: CreditTable,
-    path: Path,
+    folder: Path,
     digest: str,
-) -> CheckedPlan | None:
-    """The plan from the memo's rows, or None if the memo cannot stand for this pass."""
+) -> tuple[CheckedPlan | None, bool]:
+    """The plan from the memo's rows, or None if the memo cannot stand for this pass; and
+    whether any row was handed to the plan (its options' callbacks were called then)."""
     plan = _empty_plan(manifest, credits)
     tally = _Tally(plan, ledger, options, credits)
+    rows = MemoRows.open(folder / MEMO_NAME, digest, tally.forget)
+    if rows is None:
+        return None, False
     try:
-        _take_rows(plan, tally, MemoRows(path, digest, tally.forget), None)
+        _take_rows(plan, tally, rows, None)
     except MemoStale:
         tally.spool.close()
-        return None
-    return _finished(plan, tally, manifest)
+        return None, True
+    return _finished(plan, tally, manifest), True
 
 
 def _forget_both(tally: _Tally, writer: MemoWriter) -> Callable[[list[Shape]], None]:
