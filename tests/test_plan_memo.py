@@ -1,8 +1,9 @@
 """The plan memo (``pipeline.plan.memo``): a pass over an unchanged catalog reads the memo the
 last clean pass kept instead of checking every row, and plans exactly what the full pass plans
 (summary, skipped jobs, the jobs to run, the done jobs told to ``on_done``); anything changed or
-in doubt (a photo replaced with the same size and mtime, an edited or new row, a deleted photo,
-``--rehash``, a damaged or truncated memo) takes the full pass.
+in doubt takes the full pass (an edited or new row, a deleted, broken or resized photo,
+``--rehash``, a damaged or truncated memo), except a row's own photo replaced or touched,
+which is checked again alone.
 
 The stat cache's clock runs ten seconds ahead of the files' times (a nightly run comes hours
 after the photos were written), so no file is racily clean.
@@ -28,6 +29,7 @@ from pipeline.plan import prepare as prepare_module
 from pipeline.plan.memo import MEMO_NAME, MemoPlace
 from pipeline.plan.prepare import CheckedPlan, PlanOptions, prepare
 from pipeline.preflight import Preflight
+from pipeline.preflight import files as files_module
 from pipeline.preflight import statcache as statcache_module
 from pipeline.preflight.statcache import StatCache
 from tests.helpers.images import make_image, write_manifest
@@ -198,23 +200,120 @@ def replace_keeping_size_and_mtime(photo: Path, donor: Path) -> None:
     assert photo.stat().st_size == old.st_size and photo.stat().st_mtime_ns == old.st_mtime_ns
 
 
-def test_a_photo_replaced_with_the_same_size_and_mtime_takes_the_full_pass(
+@pytest.fixture
+def rechecked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The photos the memo's reader checked again (``PhotoRecheck``), by name."""
+    seen: list[str] = []
+    original = memo_module.PhotoRecheck.__call__
+
+    def counting(self: Any, shape: Any, record: tuple[Any, ...]) -> Any:
+        seen.append(Path(record[5]).name)
+        return original(self, shape, record)
+
+    monkeypatch.setattr(memo_module.PhotoRecheck, "__call__", counting)
+    return seen
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_photo_replaced_with_the_same_size_and_mtime_is_checked_again_alone(
+    tmp_path: Path, passes: list[str], rechecked: list[str], shared: bool
+) -> None:
+    folder = tmp_path / "c"
+    manifest = catalog(folder, shared=shared)
+    state = tmp_path / "state"
+    ledger = half_done(plan_of(manifest, state))
+    replace_keeping_size_and_mtime(folder / "img" / "p1.png", folder / "img" / "p2.png")
+    passes.clear()
+    after = plan_of(manifest, state, ledger)
+    full = plan_of(manifest, state, ledger, memo=False)
+    assert_same(after, full)
+    # sku-4 (even: done before) reads p1 when shared: new bytes, so it runs again.
+    assert "sku-4" in {planned.job.id for planned in after.jobs} or not shared
+    assert passes == ["memo", "full"] and after.asked == 1
+    assert rechecked == ["p1.png"] * (4 if shared else 1)  # each row naming it
+    passes.clear()
+    again = plan_of(manifest, state, ledger)  # the memo was patched: nothing checked again
+    assert passes == ["memo"] and len(rechecked) == (4 if shared else 1)
+    assert_same(again, full)
+
+
+def test_rows_sharing_an_image_and_a_mask_take_the_full_pass_when_one_changes(
     tmp_path: Path, passes: list[str]
+) -> None:
+    """Rows of a shared shape (an inpaint job: image and mask): a file they share is checked
+    by its signature once; if it moved, the full pass."""
+    folder = tmp_path / "c"
+    make_image(folder / "a.png")
+    make_image(folder / "m.png", mode="L", color=255, background=0)
+    with (folder / "items.csv").open("w", newline="") as sink:
+        writer = csv.writer(sink)
+        writer.writerow(("id", "image", "mask", "prompt"))
+        writer.writerows([f"sku-{n}", "a.png", "m.png", f"cat {n % 2}"] for n in range(9))
+    defaults = {"type": "inpaint"}
+    manifest = write_manifest(folder, {"defaults": defaults, "items": "items.csv"})
+    state = tmp_path / "state"
+    ledger = half_done(plan_of(manifest, state))
+    passes.clear()
+    assert_same(plan_of(manifest, state, ledger), plan_of(manifest, state, ledger, memo=False))
+    assert passes == ["memo", "full"]
+    later = (folder / "m.png").stat().st_mtime_ns + 5_000_000_000
+    os.utime(folder / "m.png", ns=(later, later))
+    passes.clear()
+    after = plan_of(manifest, state, ledger)
+    assert passes == ["full"] and after.asked == 2
+    assert_same(after, plan_of(manifest, state, ledger, memo=False))
+
+
+def test_a_touched_photo_keeps_its_key_and_a_changed_one_runs_alone(
+    tmp_path: Path, passes: list[str], rechecked: list[str]
+) -> None:
+    folder = tmp_path / "c"
+    manifest = catalog(folder)
+    state = tmp_path / "state"
+    first = plan_of(manifest, state)
+    ledger = LedgerState()
+    for order, planned in enumerate(first.jobs):
+        ledger.jobs[planned.job.id] = JobState(planned.job.id, Status.SUCCEEDED, planned.key, order)
+    photo = folder / "img" / "p5.png"
+    later = photo.stat().st_mtime_ns + 5_000_000_000
+    os.utime(photo, ns=(later, later))
+    fresh = make_image(folder / "new.png", (64, 48), color=(250, 250, 1))
+    os.replace(fresh, folder / "img" / "p8.png")
+    passes.clear()
+    after = plan_of(manifest, state, ledger)
+    assert passes == ["memo"] and sorted(rechecked) == ["p5.png", "p8.png"]
+    assert [planned.job.id for planned in after.jobs] == ["sku-8"]
+    assert_same(after, plan_of(manifest, state, ledger, memo=False))
+
+
+@pytest.mark.parametrize("how", ["other-size", "broken", "deleted", "large"])
+def test_a_photo_the_memo_cannot_vouch_for_takes_the_full_pass(
+    tmp_path: Path, passes: list[str], monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     folder = tmp_path / "c"
     manifest = catalog(folder)
     state = tmp_path / "state"
     ledger = half_done(plan_of(manifest, state))
-    replace_keeping_size_and_mtime(folder / "img" / "p4.png", folder / "img" / "p5.png")
+    photo = folder / "img" / "p4.png"
+    if how == "other-size":  # size: auto resolves to another size: another variant
+        os.replace(make_image(folder / "tall.png", (48, 96), color=(3, 3, 200)), photo)
+    elif how == "broken":
+        photo.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    elif how == "deleted":
+        photo.unlink()
+    else:  # a notice ("is N MB"), said with the photo's first job
+        monkeypatch.setattr(files_module, "LARGE_FILE_BYTES", 10)
+        os.replace(make_image(folder / "new.png", (64, 48), color=(1, 99, 1)), photo)
     passes.clear()
     after = plan_of(manifest, state, ledger)
-    assert passes == ["full"]
-    assert after.asked == 2  # the memo went stale part way: the plan started over
-    assert_same(after, plan_of(manifest, state, ledger, memo=False))
-    assert "sku-4" in {planned.job.id for planned in after.jobs}  # done before, new bytes now
-    passes.clear()
-    assert_same(plan_of(manifest, state, ledger), after)  # the new memo holds the new photo
-    assert passes == ["memo"]
+    assert passes == ["full"] and after.asked == 2
+    full = plan_of(manifest, state, ledger, memo=False)
+    assert after.plan.summary == full.plan.summary
+    if how in ("other-size", "large"):
+        assert_same(after, full)
+    else:
+        assert [problem.job for problem in after.plan.summary.problems] == ["sku-4"]
+        assert not (state / MEMO_NAME).exists()
 
 
 def test_an_edited_row_and_a_new_row_take_the_full_pass(tmp_path: Path, passes: list[str]) -> None:
@@ -236,21 +335,6 @@ def test_an_edited_row_and_a_new_row_take_the_full_pass(tmp_path: Path, passes: 
     assert passes == ["full"]
     assert_same(grown, plan_of(manifest, state, ledger, memo=False))
     assert grown.plan.total == 13
-
-
-def test_a_deleted_photo_is_a_problem_and_leaves_no_memo(tmp_path: Path, passes: list[str]) -> None:
-    folder = tmp_path / "c"
-    manifest = catalog(folder)
-    state = tmp_path / "state"
-    plan_of(manifest, state)
-    (folder / "img" / "p7.png").unlink()
-    passes.clear()
-    after = plan_of(manifest, state)
-    assert passes == ["full"]
-    assert not after.plan.ok
-    assert [problem.job for problem in after.plan.summary.problems] == ["sku-7"]
-    assert after.plan.summary == plan_of(manifest, state, memo=False).plan.summary
-    assert not (state / MEMO_NAME).exists()
 
 
 def test_rehash_takes_the_full_pass_and_writes_a_new_memo(

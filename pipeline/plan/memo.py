@@ -14,10 +14,13 @@ checks' limits, and the versions of the keys, the facts and this format.
 The next pass (``MemoRows``), when that digest matches, checks no row: each file is only
 ``stat``-ed against its signature, and the rows are handed to the plan as the pass would have
 handed them, so the skip rule, ``--only``, ``--limit``, the reviews and the summary are the
-plan's own, unchanged. Anything in doubt raises ``MemoStale`` and the plan takes the full pass
-(which writes a new memo): no memo, another digest (an edited, added or removed row), a file
-whose signature moved (replaced, touched, deleted), a damaged or truncated memo (each batch
-carries its CRC-32, the end its record count). Catalogs the memo cannot describe (``glob:``
+plan's own, unchanged. A row's own photo whose signature moved (new bytes, a touch) is checked
+again alone, as the full pass checks it (``PhotoRecheck``: the stat cache, or one read), and
+its record patched in the memo. Anything else in doubt raises ``MemoStale`` and the plan takes
+the full pass (which writes a new memo): no memo, another digest (an edited, added or removed
+row), a photo that is gone, broken, now of another size or with a notice, a shared file whose
+signature moved, a damaged or truncated memo (each batch carries its CRC-32, the end its record
+count). Catalogs the memo cannot describe (``glob:``
 entries, whose matches change with the folder; remote inputs, whose bytes change behind their
 URL) are never memoised.
 """
@@ -37,14 +40,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pipeline.manifest import Manifest
-from pipeline.models import PlannedJob
-from pipeline.plan.keys import KEY_VERSION
+from pipeline.models import InputRef, PlannedJob
+from pipeline.plan.keys import KEY_VERSION, key_of
 from pipeline.plan.onepass import Hit, Shape
 from pipeline.preflight import Preflight
+from pipeline.preflight.files import ImageFacts, closest_size
 from pipeline.preflight.reader import FACTS_VERSION
 
 MEMO_NAME = "plan.memo"
-MEMO_VERSION = 1  # bump when what a record holds changes: older memos are then not read
+MEMO_VERSION = 2  # bump when what a record holds changes: older memos are then not read
 MAGIC = b"onemin-plan-memo"
 BATCH = 4096  # records per pickled batch: all C, small in memory
 _FRAME = struct.Struct("<II")  # a batch's length and CRC-32
@@ -62,6 +66,11 @@ class MemoPlace:
 
     folder: Path
     read: bool = True
+
+
+# A row's own photo checked again: its hit, and its record for the memo.
+Recheck = Callable[[Shape, tuple[Any, ...]], tuple[Hit, tuple[Any, ...]]]
+_NEVER = (-1, -1, -1, -1, -1)  # a signature no file has: checked again next time too
 
 
 class MemoStale(Exception):
@@ -142,7 +151,7 @@ class MemoWriter:
         shape = hit[0]
         number = self._numbers.get(shape)
         if number is None:
-            number = self._shape(shape)
+            number = self._shape(shape, len(hit) > 5)
             if number is None:
                 return
         if len(hit) > 5:
@@ -193,13 +202,16 @@ class MemoWriter:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _shape(self, shape: Shape) -> int | None:
+    def _shape(self, shape: Shape, own_photos: bool) -> int | None:
+        """Number a shape and record it, with the files its rows share (none when each row
+        has its own photo: the first row's is that row's alone)."""
         assert shape.planned is not None
-        files = self._marks(shape.planned)
+        files = () if own_photos else self._marks(shape.planned)
         if files is None:
             return None
         number = self._numbers[shape] = len(self._numbers)
-        self._add((_SHAPE, shape.prefix, shape.planned, files))
+        record = (_SHAPE, shape.prefix, shape.planned, files, shape.document, shape.sized_by_image)
+        self._add(record)
         return number
 
     def _marks(self, planned: PlannedJob) -> tuple[FileMark, ...] | None:
@@ -235,15 +247,29 @@ class MemoRows:
     ``on_clear`` when the shapes are forgotten); raises ``MemoStale`` (see the module).
     ``open`` reads the header alone: a memo of another digest is refused before any row."""
 
-    def __init__(self, handle: BinaryIO, on_clear: Callable[[list[Shape]], None]) -> None:
+    def __init__(
+        self,
+        handle: BinaryIO,
+        on_clear: Callable[[list[Shape]], None],
+        recheck: Recheck | None = None,
+    ) -> None:
         self._handle = handle
+        self.path = Path(handle.name)
         self.on_clear = on_clear
+        self.recheck = recheck
         self._shapes: list[Shape] = []
         self._count = 0  # records read, the header's excepted
+        self._frame = 0  # the batch being read (the header's is 0)
+        # The records of photos checked again, by batch and by their place in it.
+        self.patches: dict[int, dict[int, tuple[Any, ...]]] = {}
 
     @classmethod
     def open(
-        cls, path: Path, digest: str, on_clear: Callable[[list[Shape]], None]
+        cls,
+        path: Path,
+        digest: str,
+        on_clear: Callable[[list[Shape]], None],
+        recheck: Recheck | None = None,
     ) -> MemoRows | None:
         """The memo at ``path`` if it is one of this ``digest``; else None."""
         try:
@@ -257,7 +283,7 @@ class MemoRows:
         if header != [(MAGIC, MEMO_VERSION, digest)]:
             handle.close()
             return None
-        return cls(handle, on_clear)
+        return cls(handle, on_clear, recheck)
 
     def shapes(self) -> list[Shape]:
         return list(self._shapes)
@@ -265,9 +291,34 @@ class MemoRows:
     def __iter__(self) -> Iterator[Hit | PlannedJob]:
         with self._handle:
             for batch in _batches(self._handle):
+                self._frame += 1
                 if (yield from self._records(batch)):
                     return
         raise MemoStale("the memo ends before its last record")
+
+    def rewrite(self) -> None:
+        """Write the memo again with the records of the photos checked again (after a pass
+        that read it to its end): batches without one are copied as they are."""
+        if not self.patches:
+            return
+        temp = self.path.with_name(f".{MEMO_NAME}.{secrets.token_hex(4)}.tmp")
+        try:
+            with self.path.open("rb") as source, temp.open("xb") as sink:
+                for number, (frame, data) in enumerate(_frames(source)):
+                    changes = self.patches.get(number)
+                    if changes:
+                        batch = pickle.loads(data)
+                        for place, record in changes.items():
+                            batch[place] = record
+                        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                        frame = _FRAME.pack(len(data), zlib.crc32(data))
+                    sink.write(frame)
+                    sink.write(data)
+            os.replace(temp, self.path)
+        except (OSError, MemoStale, pickle.PickleError):
+            for path in (temp, self.path):  # the old memo no longer holds: the full pass
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def _records(self, batch: list[Any]) -> Generator[Hit | PlannedJob, None, bool]:
         """A batch's rows; returns True at the end record."""
@@ -286,20 +337,24 @@ class MemoRows:
                     continue
                 try:
                     info = stat(record[5])
-                except (OSError, ValueError) as exc:
-                    raise MemoStale(f"{record[5]} cannot be looked at") from exc
+                except (OSError, ValueError):
+                    info = None
                 if (
-                    info.st_mtime_ns != record[10]
+                    info is None
+                    or info.st_mtime_ns != record[10]
                     or info.st_ctime_ns != record[11]
                     or info.st_ino != record[8]
                     or info.st_size != record[9]
                     or info.st_dev != record[7]
                 ):
-                    raise MemoStale(f"{record[5]} changed")
+                    yield self._checked_again(shapes[first], record, batch)
+                    continue
                 yield (shapes[first], *record[1:7])
             elif first == _SHAPE:
                 _check_marks(record[3])
-                shapes.append(Shape(record[1], record[2], clean=True, built=True))
+                shape = Shape(record[1], record[2], clean=True, built=True, document=record[4])
+                shape.sized_by_image = record[5]
+                shapes.append(shape)
             elif first == _JOB:
                 _check_marks(record[2])
                 yield record[1]
@@ -310,6 +365,46 @@ class MemoRows:
             else:
                 raise MemoStale("an unknown record")
         return False
+
+    def _checked_again(self, shape: Shape, record: tuple[Any, ...], batch: list[Any]) -> Hit:
+        """The row of a photo whose signature moved (new bytes, a touch, gone), from a check of
+        the photo alone (``recheck``); its record is patched for the next night."""
+        if self.recheck is None:
+            raise MemoStale(f"{record[5]} changed")
+        hit, patched = self.recheck(shape, record)
+        self.patches.setdefault(self._frame, {})[batch.index(record)] = patched
+        return hit
+
+
+class PhotoRecheck:
+    """A row's own photo checked again (``Preflight.check_local_image``: the stat cache, or
+    one read), its content key made anew from its variant's key document: what the full pass
+    makes of that row, when the photo is still a clean one of the same variant (size and
+    upload recipe). Anything else (a problem, a notice, another variant) raises
+    ``MemoStale``: the full pass then says what is what."""
+
+    def __init__(self, preflight: Preflight, base: str) -> None:
+        self.preflight = preflight
+        self.base = base
+
+    def __call__(self, shape: Shape, record: tuple[Any, ...]) -> tuple[Hit, tuple[Any, ...]]:
+        path, prompt, planned = record[5], record[3], shape.planned
+        if shape.document is None or planned is None:
+            raise MemoStale(f"{path} changed")
+        facts, notes, digest = self.preflight.check_local_image(InputRef("file", path), self.base)
+        if not isinstance(facts, ImageFacts) or notes or digest is None:
+            raise MemoStale(f"{path} needs the full pass")
+        size = closest_size(facts.width, facts.height) if shape.sized_by_image else None
+        recipe = self.preflight.image_recipe(facts)
+        if (size is not None and size != planned.job.size) or recipe != planned.image_recipe:
+            raise MemoStale(f"{path} is now of another shape")
+        document = {**shape.document, "image": f"sha256:{digest}"}
+        if prompt is not None:
+            document["parameters"] = {**document["parameters"], "prompt": prompt}
+        key = key_of(document)
+        signature = self.preflight.settled_signature(path, digest) or _NEVER
+        hit: Hit = (shape, record[1], record[2], prompt, key, path, digest)
+        return hit, (*record[:4], key, path, digest, *signature)
 
 
 def _check_marks(marks: tuple[FileMark, ...]) -> None:
@@ -323,7 +418,8 @@ def _check_marks(marks: tuple[FileMark, ...]) -> None:
             raise MemoStale(f"{path} changed")
 
 
-def _batches(handle: BinaryIO) -> Iterator[list[Any]]:
+def _frames(handle: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+    """Each batch's frame header and its bytes, their CRC checked."""
     while True:
         frame = handle.read(_FRAME.size)
         if not frame:
@@ -334,6 +430,11 @@ def _batches(handle: BinaryIO) -> Iterator[list[Any]]:
         data = handle.read(size)
         if len(data) != size or zlib.crc32(data) != crc:
             raise MemoStale("the memo is damaged")
+        yield frame, data
+
+
+def _batches(handle: BinaryIO) -> Iterator[list[Any]]:
+    for _frame, data in _frames(handle):
         try:
             batch = pickle.loads(data)
         except Exception as exc:  # written by another version, or damaged past its CRC

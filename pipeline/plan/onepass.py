@@ -117,6 +117,8 @@ class Shape:
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
     keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
     image_keys: ImageKeys | None = None  # a variant's keys by image digest (``_quick_row``)
+    # A variant of rows of distinct photos whose size ``auto`` resolves from each photo.
+    sized_by_image: bool = False
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -403,6 +405,7 @@ class RowPass:
         if isinstance(planned, Problem):  # the file went away since its check
             return _renamed(planned, job_id, location)
         variant = Shape(shape.prefix, planned[0], clean=True, built=True, document=planned[1])
+        variant.sized_by_image = job.size == AUTO_SIZE
         shape.variants[size, recipe] = variant
         return variant
 

@@ -22,7 +22,15 @@ from pipeline.ledger.decisions import Decision, standing
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job, PlannedJob, Status
 from pipeline.plan.keys import KEY_VERSION, Planner, content_key, file_digest
-from pipeline.plan.memo import MEMO_NAME, MemoPlace, MemoRows, MemoStale, MemoWriter, memo_digest
+from pipeline.plan.memo import (
+    MEMO_NAME,
+    MemoPlace,
+    MemoRows,
+    MemoStale,
+    MemoWriter,
+    PhotoRecheck,
+    memo_digest,
+)
 from pipeline.plan.onepass import Hit, RowPass, Shape, materialize
 from pipeline.plan.spool import Spool
 from pipeline.plan.summary import PlanSummary
@@ -216,11 +224,15 @@ def prepare(
     preflight = preflight if preflight is not None else Preflight()
     digest = memo_digest(manifest, preflight) if memo is not None else None
     if memo is not None and digest is not None and memo.read:
-        plan, started = _plan_from_memo(manifest, ledger, options, credits, memo.folder, digest)
+        place = memo.folder / MEMO_NAME
+        plan, started = _plan_from_memo(
+            manifest, ledger, options, credits, preflight, place, digest
+        )
         if plan is not None:
             return plan
-        if started and options_again is not None:
-            options = options_again()
+        if started:  # some rows were handed out: the full pass starts afresh
+            preflight.start_over()
+            options = options_again() if options_again is not None else options
     writer = None
     if memo is not None and digest is not None:
         writer = MemoWriter.open(memo.folder, digest, preflight)
@@ -291,14 +303,17 @@ def _plan_from_memo(
     ledger: LedgerState,
     options: PlanOptions,
     credits: CreditTable,
-    folder: Path,
+    preflight: Preflight,
+    path: Path,
     digest: str,
 ) -> tuple[CheckedPlan | None, bool]:
-    """The plan from the memo's rows, or None if the memo cannot stand for this pass; and
-    whether any row was handed to the plan (its options' callbacks were called then)."""
+    """The plan from the memo's rows (a photo whose signature moved checked again, alone),
+    or None if the memo cannot stand for this pass; and whether any row was handed to the
+    plan (its options' callbacks were called then)."""
     plan = _empty_plan(manifest, credits)
     tally = _Tally(plan, ledger, options, credits)
-    rows = MemoRows.open(folder / MEMO_NAME, digest, tally.forget)
+    recheck = PhotoRecheck(preflight, str(manifest.base_dir))
+    rows = MemoRows.open(path, digest, tally.forget, recheck)
     if rows is None:
         return None, False
     try:
@@ -306,6 +321,7 @@ def _plan_from_memo(
     except MemoStale:
         tally.spool.close()
         return None, True
+    rows.rewrite()
     return _finished(plan, tally, manifest), True
 
 

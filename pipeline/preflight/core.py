@@ -382,6 +382,10 @@ class Preflight:
     def _inspect_mask(self, real: str) -> ImageFacts | str:
         return self.reader.mask(real)
 
+    def start_over(self) -> None:
+        """A pass that starts over (a stale plan memo) gives the notices about files again."""
+        self._noted.clear()
+
     def settled_signature(self, path: str, digest: str | None) -> tuple[int, ...] | None:
         """``(dev, ino, size, mtime_ns, ctime_ns)`` of the file at ``path`` (as a job names it)
         when it still holds the bytes of ``digest`` (None: whatever they were) that this pass
