@@ -32,9 +32,12 @@ from pipeline.preflight import Preflight
 from pipeline.preflight import files as files_module
 from pipeline.preflight import statcache as statcache_module
 from pipeline.preflight.statcache import StatCache
+from tests.helpers.e2e import QUICK_POLLS, run_cli, write_catalog
+from tests.helpers.emulator import emulator_thread
 from tests.helpers.images import make_image, write_manifest
 
 LATER_NS = 10 * 1_000_000_000
+FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
 
 @pytest.fixture(autouse=True)
@@ -410,3 +413,28 @@ def test_the_memo_cache_starts_over_like_the_pass(
     memo, full = plan_of(manifest, state, ledger), plan_of(manifest, state, ledger, memo=False)
     assert_same(memo, full)
     assert len(full.jobs) == 14
+
+
+def test_a_run_whose_memo_goes_stale_part_way_refetches_a_lost_output_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through the CLI: the plan starts over with fresh options (a fresh ``DoneJobs``), so a
+    done job told to the first attempt is not re-fetched twice."""
+    manifest = write_catalog(tmp_path, 6)
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--out", str(out), *FAST]
+    with emulator_thread() as emulator:
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert (out / MEMO_NAME).exists()
+        outputs = sorted((out / "sku-0000").iterdir())
+        for output in outputs:
+            output.unlink()
+        later = (tmp_path / "img" / "m1.png").stat().st_mtime_ns + 5_000_000_000
+        os.utime(tmp_path / "img" / "m1.png", ns=(later, later))  # sku-0001's mask: stale
+        capsys.readouterr()
+        fetched = len(emulator.log)
+        assert run_cli(args, emulator.env, monkeypatch) == 0
+        assert "re-fetched free from their stored results: 1 jobs" in capsys.readouterr().out
+        assert sorted((out / "sku-0000").iterdir()) == outputs
+        assert len(emulator.calls("features")) == 6
+        assert len(emulator.log) - fetched <= 3  # the record, its result: once
