@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pipeline import __version__
 from pipeline.manifest import Manifest
 from pipeline.models import InputRef, PlannedJob
 from pipeline.plan.keys import KEY_VERSION, key_of
@@ -82,8 +83,6 @@ def memo_digest(manifest: Manifest, preflight: Preflight) -> str | None:
     manifest is one the memo cannot describe (``glob:`` entries; rows told to ``on_row``)."""
     if manifest.globs or manifest.on_row is not None:
         return None
-    from pipeline import __version__
-
     digest = hashlib.sha256()
     settings = (
         MEMO_VERSION,

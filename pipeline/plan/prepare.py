@@ -3,7 +3,8 @@
 The pass streams the manifest through preflight and the planner (``plan.onepass``: each
 shared row shape checked once, each id on its own), decides per valid job whether it runs
 (the ledger, ``--retry-failed``, ``--only``, ``--limit``, reviews) and spools those that do
-(``plan.spool``). Content keys are ``plan.keys``' (re-exported here).
+(``plan.spool``). Content keys are ``plan.keys``' (re-exported here). A pass over a catalog
+unchanged since a clean pass reads that pass's rows from its memo instead (``plan.memo``).
 """
 
 from __future__ import annotations
