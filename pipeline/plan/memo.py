@@ -34,7 +34,7 @@ import pickle
 import secrets
 import struct
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -242,8 +242,9 @@ class MemoWriter:
 
 
 class MemoRows:
-    """The rows a memo holds, handed out as ``RowPass`` hands out a pass's (hits, PlannedJobs,
-    ``on_clear`` when the shapes are forgotten); raises ``MemoStale`` (see the module).
+    """The rows a memo holds, handed to the plan as ``RowPass`` hands out a pass's (hits,
+    PlannedJobs, ``on_clear`` when the shapes are forgotten); raises ``MemoStale`` (see the
+    module).
     ``open`` reads the header alone: a memo of another digest is refused before any row."""
 
     def __init__(
@@ -287,11 +288,14 @@ class MemoRows:
     def shapes(self) -> list[Shape]:
         return list(self._shapes)
 
-    def __iter__(self) -> Iterator[Hit | PlannedJob]:
+    def feed(self, row: Callable[[Hit], None], job: Callable[[PlannedJob], None]) -> None:
+        """Hand every row to ``row`` (a ``Hit``) or ``job`` (a job checked on its own), in
+        the pass's order; raises ``MemoStale``. (Called, not iterated: a row costs no
+        generator's resumption.)"""
         with self._handle:
             for batch in _batches(self._handle):
                 self._frame += 1
-                if (yield from self._records(batch)):
+                if self._feed(batch, row, job):
                     return
         raise MemoStale("the memo ends before its last record")
 
@@ -319,12 +323,15 @@ class MemoRows:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def _records(self, batch: list[Any]) -> Generator[Hit | PlannedJob, None, bool]:
-        """A batch's rows; returns True at the end record."""
+    def _feed(
+        self, batch: list[Any], row: Callable[[Hit], None], job: Callable[[PlannedJob], None]
+    ) -> bool:
+        """A batch's rows; True at the end record."""
         stat = os.stat
         shapes = self._shapes
+        count = self._count
         for record in batch:
-            self._count += 1
+            count += 1
             if record is None:
                 self.on_clear(shapes)
                 shapes = self._shapes = []
@@ -332,7 +339,7 @@ class MemoRows:
             first = record[0]
             if type(first) is int:
                 if len(record) == 5:
-                    yield (shapes[first], *record[1:])
+                    row((shapes[first], *record[1:]))
                     continue
                 try:
                     info = stat(record[5])
@@ -346,9 +353,9 @@ class MemoRows:
                     or info.st_size != record[9]
                     or info.st_dev != record[7]
                 ):
-                    yield self._checked_again(shapes[first], record, batch)
+                    row(self._checked_again(shapes[first], record, batch))
                     continue
-                yield (shapes[first], *record[1:7])
+                row((shapes[first], *record[1:7]))
             elif first == _SHAPE:
                 _check_marks(record[3])
                 shape = Shape(record[1], record[2], clean=True, built=True, document=record[4])
@@ -356,13 +363,14 @@ class MemoRows:
                 shapes.append(shape)
             elif first == _JOB:
                 _check_marks(record[2])
-                yield record[1]
+                job(record[1])
             elif first == _END:
-                if record[1] != self._count - 1:
+                if record[1] != count - 1:
                     raise MemoStale("the memo's record count does not match")
                 return True
             else:
                 raise MemoStale("an unknown record")
+        self._count = count
         return False
 
     def _checked_again(self, shape: Shape, record: tuple[Any, ...], batch: list[Any]) -> Hit:

@@ -274,19 +274,22 @@ def _take_rows(
 ) -> None:
     """Feed the pass's items to the tally (and the memo's writer)."""
     summary = plan.summary
-    for item in rows:
-        if type(item) is tuple:
-            tally.row(item)
-            if writer is not None:
-                writer.hit(item, rows.photo)  # type: ignore[union-attr]
-        elif isinstance(item, PlannedJob):
-            tally.job(item)
-            if writer is not None:
-                writer.job(item)
-        elif isinstance(item, Notice):
-            summary.add_warning(item)
-        else:
-            summary.add_problems([item])  # type: ignore[list-item]
+    if isinstance(rows, MemoRows):
+        rows.feed(tally.row, tally.job)
+    else:
+        for item in rows:
+            if type(item) is tuple:
+                tally.row(item)
+                if writer is not None:
+                    writer.hit(item, rows.photo)
+            elif isinstance(item, PlannedJob):
+                tally.job(item)
+                if writer is not None:
+                    writer.job(item)
+            elif isinstance(item, Notice):
+                summary.add_warning(item)
+            else:
+                summary.add_problems([item])  # type: ignore[list-item]
     tally.count(rows.shapes())
 
 
