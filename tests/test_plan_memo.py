@@ -438,3 +438,14 @@ def test_a_run_whose_memo_goes_stale_part_way_refetches_a_lost_output_once(
         assert sorted((out / "sku-0000").iterdir()) == outputs
         assert len(emulator.calls("features")) == 6
         assert len(emulator.log) - fetched <= 3  # the record, its result: once
+
+
+def test_a_killed_pass_leaves_one_temporary_at_most(tmp_path: Path) -> None:
+    """The memo is written under one fixed temporary name, a killed run's replaced."""
+    manifest = catalog(tmp_path / "c")
+    state = tmp_path / "state"
+    state.mkdir()
+    leftover = state / f".{MEMO_NAME}.tmp"
+    leftover.write_bytes(b"a killed run's half memo")
+    plan_of(manifest, state)
+    assert sorted(path.name for path in state.iterdir() if "memo" in path.name) == [MEMO_NAME]

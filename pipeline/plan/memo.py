@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import secrets
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -125,13 +124,13 @@ class MemoWriter:
     def __init__(self, folder: Path, digest: str, preflight: Preflight) -> None:
         self.path = folder / MEMO_NAME
         self._preflight = preflight
-        self._temp = folder / f".{MEMO_NAME}.{secrets.token_hex(4)}.tmp"
-        self._handle: BinaryIO | None = self._temp.open("xb")
-        self._batch: list[Any] = [(MAGIC, MEMO_VERSION, digest)]
-        self._flush()  # a frame of its own: a reader tells a stale memo from it alone
         self._numbers: dict[Shape, int] = {}
         self._records = 0
         self.spoiled = False  # something the memo cannot vouch for: it will not be kept
+        self._temp = _temporary(self.path)
+        self._handle: BinaryIO | None = self._temp.open("xb")
+        self._batch: list[Any] = [(MAGIC, MEMO_VERSION, digest)]
+        self._flush()  # a frame of its own: a reader tells a stale memo from it alone
 
     @classmethod
     def open(cls, folder: Path, digest: str, preflight: Preflight) -> MemoWriter | None:
@@ -304,7 +303,7 @@ class MemoRows:
         that read it to its end): batches without one are copied as they are."""
         if not self.patches:
             return
-        temp = self.path.with_name(f".{MEMO_NAME}.{secrets.token_hex(4)}.tmp")
+        temp = _temporary(self.path)
         try:
             with self.path.open("rb") as source, temp.open("xb") as sink:
                 for number, (frame, data) in enumerate(_frames(source)):
@@ -412,6 +411,15 @@ class PhotoRecheck:
         signature = self.preflight.settled_signature(path, digest) or _NEVER
         hit: Hit = (shape, record[1], record[2], prompt, key, path, digest)
         return hit, (*record[:4], key, path, digest, *signature)
+
+
+def _temporary(path: Path) -> Path:
+    """The memo's temporary name, a killed run's removed first: one fixed name, replaced rather
+    than hunted for (as the checkpoint's); a second writer at once cannot create it and keeps
+    no memo this time."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.unlink(missing_ok=True)
+    return temp
 
 
 def _check_marks(marks: tuple[FileMark, ...]) -> None:
