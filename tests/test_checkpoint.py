@@ -7,6 +7,7 @@ job. A checkpoint that does not describe the ledger (torn, damaged, foreign, sta
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -327,3 +328,38 @@ def test_an_id_no_utf8_can_hold_is_never_a_traceback(tmp_path: Path) -> None:
     state.job_for("odd-\ud800", Status.STARTED, "k")
     write_checkpoint(state, ledger)
     assert "odd-\ud800" in read_state(ledger).jobs
+
+
+def test_uuids_times_and_credits_are_read_on_first_use_even_after_a_rewrite(
+    tmp_path: Path,
+) -> None:
+    """A nightly no-op never reads a job's uuid, time or credits: a checkpoint's are read on
+    first use, from the checkpoint as it was loaded (a run may have replaced it since)."""
+    ledger = tmp_path / LEDGER_NAME
+    random_ledger(ledger, 7, jobs=40)
+    write_checkpoint(read_state(ledger, use_checkpoint=False), ledger)
+    loaded = load_checkpoint(ledger).state
+    assert loaded is not None
+    table = loaded.table
+    assert table._uuids is None and table._credits is None and table._updated is None
+    other = tmp_path / "other" / LEDGER_NAME
+    other.parent.mkdir()
+    random_ledger(other, 8, jobs=40)
+    write_checkpoint(read_state(other, use_checkpoint=False), other)
+    os.replace(checkpoint_path(other), checkpoint_path(ledger))  # as a run replaces it
+    assert_same_state(loaded, read_state(ledger, use_checkpoint=False))
+    assert table._uuids is not None and not table._later
+
+
+def test_a_column_read_on_first_use_that_changed_in_place_is_an_error(
+    checkpointed: Path,
+) -> None:
+    loaded = load_checkpoint(checkpointed).state
+    assert loaded is not None
+    path = checkpoint_path(checkpointed)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:  # in place: the very bytes the state reads from
+        handle.seek(len(MAGIC))
+        handle.write(b"\xff" * (size - len(MAGIC)))
+    with pytest.raises(OSError, match="changed while the run read it"):
+        _ = loaded.table.uuids

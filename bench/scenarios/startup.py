@@ -12,10 +12,15 @@ whole ledger is folded, and the run writes ``ledger.checkpoint``), then again, a
 would, from that checkpoint and the lines the first resume added. Then the nightly no-op: all
 1,000,000 jobs done (a 3,000,000-line ledger), run to its exit, without and with the checkpoint.
 Each figure comes with its split: reading the ledger, the preflight pass, the rest.
+
+The first run in a folder checks every row (the full pass) and leaves the plan memo
+(``plan.memo``, ``pipeline.plan.memo``); the second ("from checkpoint") finds the catalog
+unchanged and plans from the memo: its "preflight pass" is the memo read, a ``stat`` per file.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +32,7 @@ from bench.procs import ChildResult, Interrupt, probe_args, run_child
 from bench.scenarios import memory
 from bench.scenarios.catalogs import CATALOGS, PAIRS
 from bench.scenarios.preflight import TARGET_US_PER_ROW, bare_csv
+from pipeline.plan.memo import MEMO_NAME as MEMO
 
 TITLE = "Start-up (time to the first feature call, 1,000,000 jobs)"
 FIRST_CALL_TARGET = 10.0  # issue 16: a fresh 1,000,000-job run calls within 10 s
@@ -42,6 +48,7 @@ def run(quick: bool) -> ScenarioResult:
     jobs = 100_000 if quick else 1_000_000
     result.params = {"jobs": jobs, "ledger_lines": jobs}
     manifest = CATALOGS.catalog(jobs)
+    start_load = _load()
     with scratch("startup") as folder:
         fresh = memory.REAL_RUNS.get(jobs) or _run(folder / "fresh", manifest)
         _report(result, fresh, "fresh", FIRST_CALL_TARGET)
@@ -51,9 +58,18 @@ def run(quick: bool) -> ScenarioResult:
         _report(result, resumed, "resume", RESUME_TARGET)
         checkpoint = folder / "resume" / "out" / "ledger.checkpoint"
         result.details["checkpoint_bytes_after_first_resume"] = _size(checkpoint)
+        result.details["plan_memo_bytes_after_first_resume"] = _size(checkpoint.with_name(MEMO))
         again = _run(folder / "resume", manifest)
         _report(result, again, "resume from checkpoint", RESUME_TARGET)
         _no_op(result, folder / "no-op", manifest, jobs)
+    result.notes.append(
+        "the second resume and the second no-op plan from the memo the first one left (the "
+        "catalog is unchanged): their preflight figure is the memo read, a stat per file"
+    )
+    result.notes.append(
+        f"load average (1, 5, 15 min) at the start {start_load}, at the end {_load()}, on "
+        f"{os.cpu_count()} CPUs: wall figures grow with it"
+    )
     result.notes.append(
         "the full preflight pass comes first by design (docs/manifest.md#preflight: problems "
         "before any request), "
@@ -123,6 +139,10 @@ def _no_op(result: ScenarioResult, folder: Path, manifest: Path, jobs: int) -> N
         peak = Figure(f"{kind}: peak RSS", child.maxrss_mb, "MB", ("<=", NO_OP_TARGET_MB))
         result.add(peak)
         result.add(Figure(f"{kind}: reading the ledger", ledger, "s"))
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _fmt(value: float | None) -> str:

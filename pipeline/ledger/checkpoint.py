@@ -21,10 +21,13 @@ an error: the full fold is what a run without one does, and the next checkpoint 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import struct
 import sys
+import weakref
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ import msgspec
 
 from pipeline.durability import atomic_file
 from pipeline.layout import CHECKPOINT_SUFFIX
-from pipeline.ledger.compact import STATUSES, ByteIndex
+from pipeline.ledger.compact import LATER_COLUMNS, STATUSES, ByteIndex
 from pipeline.ledger.extras import JobExtras
 from pipeline.ledger.fold import LedgerState
 from pipeline.ledger.schema import Submitted
@@ -326,7 +329,13 @@ def _load(handle: io.BufferedReader, ledger: Path) -> Loaded:
     problem = identity_problem(ledger, header.identity)
     if problem is not None:
         return Loaded(None, f"ignored: {problem}")
-    columns = {name: reader.column(typecode, size) for name, typecode, size in header.sections}
+    later = _LaterFile(handle)
+    columns: dict[str, Any] = {}
+    for name, typecode, size in header.sections:
+        if name in LATER_COLUMNS:
+            columns[name] = later.column(typecode, size, reader)
+        else:
+            columns[name] = reader.column(typecode, size)
     extras = _extras_decoder.decode(reader.read(header.extras))
     crc = reader.crc
     stored = handle.read(_LENGTH.size + 1)
@@ -352,13 +361,23 @@ class _CrcReader:
         self.crc = zlib.crc32(data, self.crc)
         return data
 
+    def skip(self, size: int) -> int:
+        """Read ``size`` bytes through a small buffer (the CRC covers them; nothing is kept);
+        their own CRC-32."""
+        buffer = memoryview(bytearray(min(size, COPY_BLOCK)))
+        own = 0
+        left = size
+        while left:
+            part = buffer[: min(left, len(buffer))]
+            if self.handle.readinto(part) != len(part):
+                raise _Corrupt("it is shorter than its header says (torn)")
+            self.crc = zlib.crc32(part, self.crc)
+            own = zlib.crc32(part, own)
+            left -= len(part)
+        return own
+
     def column(self, typecode: str, size: int) -> bytearray | array[int]:
-        column: bytearray | array[int] = bytearray(size)
-        if typecode:
-            itemsize = array(typecode).itemsize
-            if size % itemsize:
-                raise _Corrupt(f"a column of {typecode!r} has {size} bytes")
-            column = array(typecode, [0]) * (size // itemsize)  # one allocation, no copy
+        column = _empty_column(typecode, size)
         view = memoryview(column).cast("B")
         try:
             for start in range(0, size, COPY_BLOCK):
@@ -371,6 +390,65 @@ class _CrcReader:
         return column
 
 
+def _empty_column(typecode: str, size: int) -> bytearray | array[int]:
+    if not typecode:
+        return bytearray(size)
+    itemsize = array(typecode).itemsize
+    if size % itemsize:
+        raise _Corrupt(f"a column of {typecode!r} has {size} bytes")
+    return array(typecode, [0]) * (size // itemsize)  # one allocation, no copy
+
+
+class _LaterFile:
+    """The checkpoint's columns read on first use (``compact.LATER_COLUMNS``), through a
+    descriptor of their own: a checkpoint written meanwhile replaces the file's name, not the
+    bytes this one holds. Closed when the last of them is read or dropped."""
+
+    def __init__(self, handle: io.BufferedReader) -> None:
+        self.fd = os.dup(handle.fileno())
+        weakref.finalize(self, os.close, self.fd)
+
+    def column(self, typecode: str, size: int, reader: _CrcReader) -> Later:
+        offset = reader.handle.tell()
+        if typecode and size % array(typecode).itemsize:
+            raise _Corrupt(f"a column of {typecode!r} has {size} bytes")
+        crc = reader.skip(size)
+        return Later(self, typecode, size, offset, crc)
+
+    def read(self, column: bytearray | array[int], offset: int, crc: int) -> None:
+        view = memoryview(column).cast("B")
+        try:
+            done = 0
+            while done < len(view):
+                got = os.preadv(self.fd, [view[done:]], offset + done)
+                if got <= 0:
+                    break
+                done += got
+            if done != len(view) or zlib.crc32(view) != crc:
+                raise OSError(errno.EIO, "the ledger checkpoint changed while the run read it")
+        finally:
+            view.release()
+
+
+@dataclass(frozen=True)
+class Later:
+    """One column of a checkpoint, read when called."""
+
+    file: _LaterFile
+    typecode: str
+    size: int
+    offset: int
+    crc: int
+
+    def __len__(self) -> int:
+        return self.size // (array(self.typecode).itemsize if self.typecode else 1)
+
+    def __call__(self) -> bytearray | array[int]:
+        column = _empty_column(self.typecode, self.size)
+        self.file.read(column, self.offset, self.crc)
+        return column
+
+
 def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerState:
     state = LedgerState()
     table, assets = state.table, state.assets
@@ -378,9 +456,9 @@ def _state(header: Header, columns: dict[str, Any], extras: Extras) -> LedgerSta
     for name in ("status", "flags", "output_count", "output_ext", "attempts"):
         setattr(table, name, _sized(columns[name], header.jobs, name))
     table.keys = _sized(columns["keys"], header.jobs * 32, "keys")
-    table.uuids = _sized(columns["uuids"], header.jobs * 16, "uuids")
-    table.credits = _sized(columns["credits"], header.jobs, "credits")
-    table.updated = _sized(columns["updated"], header.jobs, "updated")
+    lengths = {"uuids": header.jobs * 16, "credits": header.jobs, "updated": header.jobs}
+    for name, length in lengths.items():  # read on first use (``compact.LATER_COLUMNS``)
+        table.read_later(name, _sized(columns[name], length, name))
     table.key_text, table.uuid_text = extras.key_text, extras.uuid_text
     table.outputs_text, table.updated_text = extras.outputs_text, extras.updated_text
     table.big = {(name, number): value for name, number, value in extras.big}

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import zlib
 from array import array
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pipeline.ledger.schema import JobDetails, Submitted
 
 KEY_BYTES = 32  # a content key is the hex of a sha256
+LATER_COLUMNS = frozenset({"uuids", "credits", "updated"})  # ``JobTable.read_later``
 UUID_BYTES = 16
 MIN_SLOTS = 16
 FIBONACCI = 0x9E3779B1  # 2**32 / golden ratio: spreads CRC-32's structured low bits
@@ -249,12 +250,14 @@ class JobTable:
         self.status = bytearray()
         self.flags = bytearray()
         self.keys = bytearray()  # KEY_BYTES a job
-        self.uuids = bytearray()  # UUID_BYTES a job
+        self._uuids: bytearray | None = bytearray()  # UUID_BYTES a job
         self.output_count = bytearray()
         self.output_ext = bytearray()
         self.attempts = bytearray()  # NO_SMALL: None
-        self.credits = array("I")  # NO_WORD: None
-        self.updated = array("q")  # updated_millis of the latest line
+        self._credits: array[int] | None = array("I")  # NO_WORD: None
+        self._updated: array[int] | None = array("q")  # updated_millis of the latest line
+        # Columns a checkpoint holds that are read on their first use (``read_later``).
+        self._later: dict[str, Callable[[], Any]] = {}
         # What does not fit a column, by job number (see the module docstring).
         self.key_text: dict[int, str] = {}
         self.uuid_text: dict[int, str] = {}
@@ -267,6 +270,54 @@ class JobTable:
 
     def __len__(self) -> int:
         return len(self.status)
+
+    # -- columns read on first use --------------------------------------------------------------
+    # A job's uuid, its latest time and its credits: a nightly no-op or a resume does not read
+    # them while it plans (about 28 bytes a job held for nothing), so a checkpoint's are read
+    # when first asked for (``pipeline.ledger.checkpoint``).
+
+    def read_later(self, name: str, load: Callable[[], Any]) -> None:
+        """Column ``name`` (``uuids``, ``credits``, ``updated``) comes from ``load()`` when
+        first used."""
+        if name not in LATER_COLUMNS:
+            raise ValueError(f"{name} is read at once")
+        setattr(self, f"_{name}", None)
+        self._later[name] = load
+
+    def _loaded(self, name: str) -> Any:
+        value = self._later.pop(name)()
+        setattr(self, f"_{name}", value)
+        return value
+
+    @property
+    def uuids(self) -> bytearray:
+        column = self._uuids
+        return column if column is not None else self._loaded("uuids")
+
+    @uuids.setter
+    def uuids(self, value: bytearray) -> None:
+        self._later.pop("uuids", None)
+        self._uuids = value
+
+    @property
+    def credits(self) -> array[int]:
+        column = self._credits
+        return column if column is not None else self._loaded("credits")
+
+    @credits.setter
+    def credits(self, value: array[int]) -> None:
+        self._later.pop("credits", None)
+        self._credits = value
+
+    @property
+    def updated(self) -> array[int]:
+        column = self._updated
+        return column if column is not None else self._loaded("updated")
+
+    @updated.setter
+    def updated(self, value: array[int]) -> None:
+        self._later.pop("updated", None)
+        self._updated = value
 
     def find(self, job_id: str) -> int:
         return self.ids.find(as_bytes(job_id))
@@ -441,6 +492,7 @@ class JobTable:
         ids = self.ids
         columns = (ids.blob, ids.ends, ids.slots, self.status, self.flags, self.keys, self.uuids)
         more = (self.output_count, self.output_ext, self.attempts, self.credits, self.updated)
+        # (this reads the columns read on first use: ``memory`` is for measurements)
         return sum(len(column) * _itemsize(column) for column in (*columns, *more))
 
 

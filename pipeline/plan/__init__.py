@@ -1,7 +1,8 @@
 """Stage 2, the plan: the one pass over a manifest (``onepass``: each row shape checked once,
 each id on its own), content keys (``keys``), the skip rule and ``--limit``/``--only``
-(``prepare``), the spool of jobs to run (``spool``) and the plan's summary (``summary``: the
-text of ``validate`` and ``--dry-run``)."""
+(``prepare``), the spool of jobs to run (``spool``), the memo of a clean pass (``memo``: an
+unchanged catalog is not checked again) and the plan's summary (``summary``: the text of
+``validate`` and ``--dry-run``)."""
 
 from __future__ import annotations
 

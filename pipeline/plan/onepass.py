@@ -117,6 +117,8 @@ class Shape:
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
     keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
     image_keys: ImageKeys | None = None  # a variant's keys by image digest (``_quick_row``)
+    # A variant of rows of distinct photos whose size ``auto`` resolves from each photo.
+    sized_by_image: bool = False
 
     def location(self, number: int) -> str:
         return f"{self.prefix}{number}"
@@ -149,6 +151,11 @@ class RowPass:
     )
     _flawed: str | None = None  # location of the latest entry the manifest found wrong
     _image_columns: dict[RowLayout, int] = field(default_factory=dict)
+    # Whether to tell the signature of each row's own photo (``photo``), for the plan memo.
+    signatures: bool = False
+    # The latest row of distinct photos: its photo's ``(dev, ino, size, mtime_ns, ctime_ns)``
+    # when the pass may vouch for it by that alone (``signatures`` on), else None.
+    photo: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self._known = self.preflight.known_image
@@ -319,6 +326,7 @@ class RowPass:
                 keys = variant.image_keys = ImageKeys(variant.document)
             key = keys.key(digest)
             prompt = None
+        self.photo = self.preflight.quick.signature
         return (variant, job_id, number, prompt, key, path, digest)
 
     def _quick_variant(
@@ -379,6 +387,8 @@ class RowPass:
             document["parameters"]["prompt"] = prompt
         else:
             prompt = None
+        if self.signatures:
+            self.photo = self.preflight.settled_signature(image.value, digest)
         yield (variant, job_id, number, prompt, key_of(document), image.value, digest)
 
     def _variant(
@@ -395,6 +405,7 @@ class RowPass:
         if isinstance(planned, Problem):  # the file went away since its check
             return _renamed(planned, job_id, location)
         variant = Shape(shape.prefix, planned[0], clean=True, built=True, document=planned[1])
+        variant.sized_by_image = job.size == AUTO_SIZE
         shape.variants[size, recipe] = variant
         return variant
 

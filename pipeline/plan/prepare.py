@@ -3,7 +3,8 @@
 The pass streams the manifest through preflight and the planner (``plan.onepass``: each
 shared row shape checked once, each id on its own), decides per valid job whether it runs
 (the ledger, ``--retry-failed``, ``--only``, ``--limit``, reviews) and spools those that do
-(``plan.spool``). Content keys are ``plan.keys``' (re-exported here).
+(``plan.spool``). Content keys are ``plan.keys``' (re-exported here). A pass over a catalog
+unchanged since a clean pass reads that pass's rows from its memo instead (``plan.memo``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from pipeline.ledger.decisions import Decision, standing
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job, PlannedJob, Status
 from pipeline.plan.keys import KEY_VERSION, Planner, content_key, file_digest
+from pipeline.plan.memo import (
+    MEMO_NAME,
+    MemoPlace,
+    MemoRows,
+    MemoStale,
+    MemoWriter,
+    PhotoRecheck,
+    memo_digest,
+)
 from pipeline.plan.onepass import Hit, RowPass, Shape, materialize
 from pipeline.plan.spool import Spool
 from pipeline.plan.summary import PlanSummary
@@ -196,6 +206,8 @@ def prepare(
     options: PlanOptions,
     credits: CreditTable,
     preflight: Preflight | None = None,
+    memo: MemoPlace | None = None,
+    options_again: Callable[[], PlanOptions] | None = None,
 ) -> CheckedPlan:
     """Check the whole manifest (one pass), then stream the jobs that must run.
 
@@ -204,34 +216,125 @@ def prepare(
     twice and no job is held in memory: a million-row catalog plans in flat memory. Rows of a
     shared shape (``plan.onepass``) are counted on their shape and spooled as a few fields.
     ``preflight`` (fresh for each pass) may bring a stat cache (``Preflight(stat_cache=...)``).
+
+    ``memo``: where the plan memo (``plan.memo``) is kept: a clean pass writes it, and a pass
+    whose manifest and files are as the memo found them reads its rows instead of checking
+    them. If the memo turns out stale part way, the full pass starts over with
+    ``options_again()`` (fresh callbacks: ``on_done`` was told of some jobs already).
     """
     preflight = preflight if preflight is not None else Preflight()
+    digest = memo_digest(manifest, preflight) if memo is not None else None
+    if memo is not None and digest is not None and memo.read:
+        place = memo.folder / MEMO_NAME
+        plan, started = _plan_from_memo(
+            manifest, ledger, options, credits, preflight, place, digest
+        )
+        if plan is not None:
+            return plan
+        if started:  # some rows were handed out: the full pass starts afresh
+            preflight.start_over()
+            options = options_again() if options_again is not None else options
+    writer = None
+    if memo is not None and digest is not None:
+        writer = MemoWriter.open(memo.folder, digest, preflight)
     planner = Planner(digest_of=preflight.digest)
-    plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
-    summary = plan.summary
-    summary.credit_source = credits.source
+    plan = _empty_plan(manifest, credits)
     tally = _Tally(plan, ledger, options, credits)
-    rows = RowPass(manifest, preflight, plan_job(preflight, planner), tally.forget)
-    for item in rows:
-        if type(item) is tuple:
-            tally.row(item)
-        elif isinstance(item, PlannedJob):
-            tally.job(item)
-        elif isinstance(item, Notice):
-            summary.add_warning(item)
-        else:
-            summary.add_problems([item])  # type: ignore[list-item]
+    rows = RowPass(
+        manifest,
+        preflight,
+        plan_job(preflight, planner),
+        tally.forget if writer is None else _forget_both(tally, writer),
+        signatures=writer is not None,
+    )
+    try:
+        _take_rows(plan, tally, rows, writer)
+        duplicates = preflight.duplicate_ids()
+        if duplicates:
+            plan.summary.add_problems(_name_duplicates(manifest, duplicates))
+        plan.summary.remote_inputs = preflight.fetched
+    finally:
+        if writer is not None:
+            # Problems, warnings or remote inputs: the memo could not give the same report.
+            summary = plan.summary
+            if not summary.ok or summary.warning_count or preflight.fetched or preflight.sources:
+                writer.spoil()
+            writer.commit()
+    return _finished(plan, tally, manifest)
+
+
+def _empty_plan(manifest: Manifest, credits: CreditTable) -> CheckedPlan:
+    plan = CheckedPlan(PlanSummary(manifest=manifest.path, name=manifest.name))
+    plan.summary.credit_source = credits.source
+    return plan
+
+
+def _take_rows(
+    plan: CheckedPlan, tally: _Tally, rows: RowPass | MemoRows, writer: MemoWriter | None
+) -> None:
+    """Feed the pass's items to the tally (and the memo's writer)."""
+    summary = plan.summary
+    if isinstance(rows, MemoRows):
+        rows.feed(tally.row, tally.job)
+    else:
+        for item in rows:
+            if type(item) is tuple:
+                tally.row(item)
+                if writer is not None:
+                    writer.hit(item, rows.photo)
+            elif isinstance(item, PlannedJob):
+                tally.job(item)
+                if writer is not None:
+                    writer.job(item)
+            elif isinstance(item, Notice):
+                summary.add_warning(item)
+            else:
+                summary.add_problems([item])  # type: ignore[list-item]
     tally.count(rows.shapes())
-    duplicates = preflight.duplicate_ids()
-    if duplicates:
-        summary.add_problems(_name_duplicates(manifest, duplicates))
-    summary.add_problems(tally.chosen.unknown_ids(manifest.display_name))
-    summary.remote_inputs = preflight.fetched
-    if summary.ok:
+
+
+def _finished(plan: CheckedPlan, tally: _Tally, manifest: Manifest) -> CheckedPlan:
+    plan.summary.add_problems(tally.chosen.unknown_ids(manifest.display_name))
+    if plan.summary.ok:
         plan.jobs = iter(tally.spool)
     else:
         tally.spool.close()
     return plan
+
+
+def _plan_from_memo(
+    manifest: Manifest,
+    ledger: LedgerState,
+    options: PlanOptions,
+    credits: CreditTable,
+    preflight: Preflight,
+    path: Path,
+    digest: str,
+) -> tuple[CheckedPlan | None, bool]:
+    """The plan from the memo's rows (a photo whose signature moved checked again, alone),
+    or None if the memo cannot stand for this pass; and whether any row was handed to the
+    plan (its options' callbacks were called then)."""
+    plan = _empty_plan(manifest, credits)
+    tally = _Tally(plan, ledger, options, credits)
+    recheck = PhotoRecheck(preflight, str(manifest.base_dir))
+    rows = MemoRows.open(path, digest, tally.forget, recheck)
+    if rows is None:
+        return None, False
+    try:
+        _take_rows(plan, tally, rows, None)
+    except MemoStale:
+        tally.spool.close()
+        return None, True
+    rows.rewrite()
+    return _finished(plan, tally, manifest), True
+
+
+def _forget_both(tally: _Tally, writer: MemoWriter) -> Callable[[list[Shape]], None]:
+    def forget(shapes: list[Shape]) -> None:
+        tally.forget(shapes)
+        writer.cleared()
+
+    return forget
 
 
 class _Tally:

@@ -382,6 +382,22 @@ class Preflight:
     def _inspect_mask(self, real: str) -> ImageFacts | str:
         return self.reader.mask(real)
 
+    def start_over(self) -> None:
+        """A pass that starts over (a stale plan memo) gives the notices about files again."""
+        self._noted.clear()
+
+    def settled_signature(self, path: str, digest: str | None) -> tuple[int, ...] | None:
+        """``(dev, ino, size, mtime_ns, ctime_ns)`` of the file at ``path`` (as a job names it)
+        when it still holds the bytes of ``digest`` (None: whatever they were) that this pass
+        checked, and was not modified in the instant it was read; None: nothing but a new
+        check may vouch for it (the plan memo, ``pipeline.plan.memo``)."""
+        try:
+            real = self._real_path(path)
+        except ValueError:
+            return None
+        signature = self.reader.settled(real, digest)
+        return None if signature is None else tuple(signature)
+
     def digest(self, path: str) -> str:
         """sha256 hex of a file ``check`` passed, from the read that checked it (or the stat
         cache): the planner's ``digest_of``. Raises OSError if it can no longer be read."""

@@ -43,6 +43,8 @@ class QuickLook:
         self._base = ""
         self._limit = folders
         self._regular = stat.S_ISREG
+        # The signature of the photo ``known`` last found unchanged (the plan memo keeps it).
+        self.signature: tuple[int, int, int, int, int] | None = None
 
     def known(self, cell: str, base: str) -> KnownPhoto | None:
         """``(path, real path, digest, encoded image verdict)`` of the file a plain cell
@@ -74,6 +76,7 @@ class QuickLook:
         row = self.cache.unchanged(real, signature)
         if row is None or row[_IMAGE] is None:
             return None
+        self.signature = signature
         return shown + name, real, row[_DIGEST], row[_IMAGE]
 
     def _folder(self, base: str, text: str) -> Folder:

@@ -119,6 +119,21 @@ class InputReader:
         known = self._memory.get(real)
         return known.digest if known is not None else None
 
+    def settled(self, real: str, digest: str | None) -> Signature | None:
+        """The signature of ``real`` as it is now, when this pass or the stat cache knows the
+        file unchanged since it was read, with this ``digest`` (None: any), and not racily
+        clean (a plan memo may then vouch for it by its signature alone); None otherwise."""
+        info = _stat(real)
+        if isinstance(info, str):
+            return None
+        signature = Signature.of(info)
+        known = self._recall(real, signature)
+        if known is None or signature.racy(known.checked_ns):
+            return None
+        if digest is not None and known.digest != digest:
+            return None
+        return signature
+
     # -- the three sources, in order --
 
     def _verdict(self, real: str, role: str, taken: os.stat_result | None = None) -> Verdict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import KEY_ENV, http_url_problem, load_settings
@@ -20,6 +21,7 @@ from pipeline.ledger import LedgerState, OutputLock, read_ledger
 from pipeline.ledger.decisions import read_decisions
 from pipeline.manifest import Manifest, load_manifest
 from pipeline.models import Job
+from pipeline.plan.memo import MemoPlace
 from pipeline.plan.prepare import (
     CheckedPlan,
     PlanOptions,
@@ -99,7 +101,8 @@ def validate_manifest(
     state_dir = state or output_target(None, None, manifest.base_dir, manifest.name).state_dir
     with input_cache(state_dir, rehash, console) as cache:
         preflight = Preflight(stat_cache=cache)
-        return prepare(manifest, LedgerState(), PlanOptions(), load_credit_table(), preflight)
+        memo = MemoPlace(state_dir, read=not rehash)
+        return prepare(manifest, LedgerState(), PlanOptions(), load_credit_table(), preflight, memo)
 
 
 def plan_options(options: RunOptions, target: OutputTarget, done: DoneJobs | None) -> PlanOptions:
@@ -120,8 +123,16 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
     with OutputLock(state_dir):
         ledger = read_ledger(state_dir / LEDGER_NAME)
         _report_ledger_damage(ledger, state_dir, context.console)
-        done = DoneJobs(ledger.output_records)  # the re-fetch of lost outputs checks these
-        plan = _prepared(context, ledger, plan_options(context.options, context.target, done))
+        # The re-fetch of lost outputs checks the done jobs; a plan that starts over (a stale
+        # plan memo) asks for fresh options, so the latest DoneJobs is the plan's.
+        done_jobs: list[DoneJobs] = []
+
+        def options() -> PlanOptions:
+            done_jobs[:] = [DoneJobs(ledger.output_records)]
+            return plan_options(context.options, context.target, done_jobs[0])
+
+        plan = _prepared(context, ledger, options)
+        done = done_jobs[0]
         if not plan.ok:
             if created:
                 _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
@@ -130,17 +141,24 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
         return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
 
 
-def _prepared(context: RunContext, ledger: LedgerState, options: PlanOptions) -> CheckedPlan:
+def _prepared(
+    context: RunContext, ledger: LedgerState, options: Callable[[], PlanOptions]
+) -> CheckedPlan:
     """The one pass, with the state folder's stat cache: unchanged inputs are not read again
-    (kept even when the plan fails, so a fixed catalog does not read every photo again). A
-    run with a report makes each photo's thumbnail from the bytes the pass read."""
+    (kept even when the plan fails, so a fixed catalog does not read every photo again), and
+    its plan memo: an unchanged catalog is not checked again (``plan.memo``). A run with a
+    report makes each photo's thumbnail from the bytes the pass read. ``options`` is called
+    once, or twice when the memo turns out stale part way."""
     state_dir = context.target.state_dir
+    rehash = context.options.rehash
     with (
-        input_cache(state_dir, context.options.rehash, context.console) as cache,
+        input_cache(state_dir, rehash, context.console) as cache,
         _source_thumbnails(context) as thumbnails,
     ):
         preflight = Preflight(stat_cache=cache, on_image_read=thumbnails)
-        return prepare(context.manifest, ledger, options, load_credit_table(), preflight)
+        memo = MemoPlace(state_dir, read=not rehash)
+        credits = load_credit_table()
+        return prepare(context.manifest, ledger, options(), credits, preflight, memo, options)
 
 
 def _source_thumbnails(
@@ -174,7 +192,7 @@ def _remove_empty(state_dir: Path) -> None:
 def _dry_run(context: RunContext) -> RunResult:
     target = context.target
     ledger = read_ledger(target.state_dir / LEDGER_NAME)
-    plan = _prepared(context, ledger, plan_options(context.options, target, None))
+    plan = _prepared(context, ledger, lambda: plan_options(context.options, target, None))
     if not plan.ok:
         raise PlanRefused(plan.summary)
     context.console.say(format_plan(plan.summary))
