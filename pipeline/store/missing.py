@@ -21,12 +21,17 @@ class HasOutputs(Protocol):
 def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
     """Whether any of a succeeded job's outputs (paths relative to ``out_dir``) is gone.
 
-    A stat per file (5.5 us here) rather than a listing per job folder (13.5 us): jobs have one
-    to a few outputs.
+    One ``access`` per file, as every run asks this of every done job (a million every night):
+    2.2 us an output here, against 3.6 for ``os.path.isfile`` (a Python function around a stat)
+    and 13.5 for a listing per job folder. A file's name taken by a folder counts as present:
+    nothing the pipeline writes makes one.
     """
     root = os.fspath(out_dir) + os.sep
-    isfile = os.path.isfile
-    return not all(isfile(root + output) for output in outputs)
+    access, present = os.access, os.F_OK
+    for output in outputs:  # noqa: SIM110 (a loop: no generator made for each job)
+        if not access(root + output, present):
+            return True
+    return False
 
 
 def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[HasOutputs], bool]:
