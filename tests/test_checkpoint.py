@@ -17,7 +17,7 @@ import pytest
 from pipeline.ledger import LEDGER_NAME, LedgerWriter, Status, checkpoint_path, read_ledger
 from pipeline.ledger import checkpoint as checkpoint_module
 from pipeline.ledger.checkpoint import MAGIC, load_checkpoint, write_checkpoint
-from pipeline.ledger.fold import DetailedLedger, LedgerState, ResumeState
+from pipeline.ledger.fold import DetailedLedger, LedgerState, ResumeState, apply
 from pipeline.ledger.reader import read_state
 from pipeline.ledger.schema import Started, Submitted, Succeeded, decode_line
 from tests.helpers.ledgers import extras_fields, job_fields, random_ledger
@@ -363,3 +363,20 @@ def test_a_column_read_on_first_use_that_changed_in_place_is_an_error(
         handle.write(b"\xff" * (size - len(MAGIC)))
     with pytest.raises(OSError, match="changed while the run read it"):
         _ = loaded.table.uuids
+
+
+def test_a_fold_kept_without_uuids_reads_none_and_is_never_a_checkpoint(tmp_path: Path) -> None:
+    data = random_ledger(tmp_path / "ledger.jsonl", 3, jobs=20)
+    (tmp_path / LEDGER_NAME).write_bytes(data)
+    whole = read_state(tmp_path / LEDGER_NAME, use_checkpoint=False)
+    lean = LedgerState(uuids=False)
+    for line in data.splitlines(keepends=True):
+        record = decode_line(line)
+        if record is not None:
+            apply(lean, record)
+    assert any(job.uuid for job in whole.jobs.values())
+    assert [job.uuid for job in lean.jobs.values()] == [""] * len(whole.jobs)
+    assert [job.status for job in lean.jobs.values()] == [j.status for j in whole.jobs.values()]
+    assert lean.table.memory() < whole.table.memory()
+    with pytest.raises(ValueError, match="without record uuids"):
+        write_checkpoint(lean, tmp_path / LEDGER_NAME)

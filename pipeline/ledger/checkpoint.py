@@ -207,6 +207,8 @@ def snapshot(state: LedgerState, ledger: Path, *, copy: bool) -> Snapshot | None
     """The state as checkpoint pieces. ``copy``: the columns are copied (a run goes on
     changing them while a thread writes); else they are views, to be written at once.
     None when the ledger cannot be read (then there is nothing to check a checkpoint with)."""
+    if not state.table.keeps_uuids:
+        raise ValueError("a fold kept without record uuids is not a checkpoint")
     identity = ledger_identity(ledger, state.offset, state.lines)
     if identity is None:
         return None

@@ -245,12 +245,15 @@ def millis_text(millis: int) -> str:
 class JobTable:
     """Every job's fold state in columns (see the module docstring); ``JobRef`` reads them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, uuids: bool = True) -> None:
         self.ids = ByteIndex()
         self.status = bytearray()
         self.flags = bytearray()
         self.keys = bytearray()  # KEY_BYTES a job
         self._uuids: bytearray | None = bytearray()  # UUID_BYTES a job
+        # False: no record uuid is kept (every ``uuid`` reads ""), for a reader that shows none
+        # (the report: 16 bytes a job). Such a table is never written as a checkpoint.
+        self.keeps_uuids = uuids
         self.output_count = bytearray()
         self.output_ext = bytearray()
         self.attempts = bytearray()  # NO_SMALL: None
@@ -327,7 +330,8 @@ class JobTable:
         self.status.append(STATUS_CODE[status])
         self.flags.append(0)
         self.keys += bytes(KEY_BYTES)
-        self.uuids += bytes(UUID_BYTES)
+        if self.keeps_uuids:
+            self.uuids += bytes(UUID_BYTES)
         self.output_count.append(0)
         self.output_ext.append(0)
         self.attempts.append(NO_SMALL)
@@ -385,6 +389,8 @@ class JobTable:
         return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     def set_uuid(self, number: int, value: str) -> None:
+        if not self.keeps_uuids:
+            return
         flags = self.flags[number] & ~UUID_FORM
         if self.uuid_text:
             self.uuid_text.pop(number, None)

@@ -172,8 +172,8 @@ class LedgerState(ExtrasLookup):
     figures (its summary adds this run's spend) stay as they were; so with ``possibly_charged``
     (feature calls whose answer was lost after sending) and ``run_possibly_charged``."""
 
-    def __init__(self) -> None:
-        self.table = JobTable()
+    def __init__(self, *, uuids: bool = True) -> None:
+        self.table = JobTable(uuids=uuids)  # uuids: see ``JobTable``
         self.jobs = JobsView(self.table)
         self.assets = AssetTable()  # upload key (content digest) -> path
         self.damage = Damage()

@@ -430,7 +430,7 @@ class ReportFold:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.state = LedgerState()
+        self.state = LedgerState(uuids=False)  # the page shows no record uuid: 16 bytes a job
         offsets = _offset_typecode(path)
         self.started_at = array(offsets)  # offset + 1 of the latest started line with details
         # offset + 1 of the line whose checks judge the job's current outputs (succeeded or
