@@ -337,6 +337,13 @@ def _scaled(
     ):
         slope = (value_b - value_a) / (big - small)
         at_million = value_b + slope * (million - big)
+        note = f"{slope * 1e6:.2f} {unit} per million beyond {big:,}"
+        if slope < 0:
+            # The smaller size cost more: the machine's load changed between the two runs and
+            # there is no line to read. Scale the larger size whole instead: an upper bound (its
+            # start-up is scaled too), never a figure below what was measured.
+            at_million = value_b * million / big
+            note = f"{big:,}'s figure x {million // big} (the {small:,} run cost more: load)"
         target = NIGHTLY_TARGETS[million][index] if index is not None else None
         result.add(
             Figure(
@@ -344,7 +351,7 @@ def _scaled(
                 at_million,
                 unit,
                 ("<=", target) if target is not None else None,
-                note=f"{slope * 1e6:.2f} {unit} per million beyond {big:,}",
+                note=note,
             )
         )
 
