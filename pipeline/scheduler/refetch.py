@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Protocol
 from pipeline.errors import ApiError, JobFatal, RecordFailed, StoreError, TransientError
 from pipeline.events import EventBus, OutputsRefetched, ResultLost
 from pipeline.ledger import FoldedJob, JobRef
-from pipeline.ledger.compact import JobTable
+from pipeline.ledger.compact import EXTENSIONS, OUTPUTS_TEXT, JobTable
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.results import ResultSource, fetch_checked
 from pipeline.store.local import Store
@@ -85,13 +86,22 @@ class DoneJobs:
         return len(self._jobs) + len(self._numbers)
 
     def missing(
-        self, gone: Callable[[tuple[str, ...]], bool]
+        self, gone: Callable[[tuple[str, ...]], bool], local_root: Path | None = None
     ) -> list[tuple[FoldedJob, PlannedJob | None]]:
-        """The done jobs whose outputs are ``gone`` (blocking: run it in a thread)."""
+        """The done jobs whose outputs are ``gone`` (blocking: run it in a thread).
+
+        ``local_root``: the outputs are files under this folder (what ``gone`` asks), so the
+        compact fold's jobs of one output are looked at without building their output tuples:
+        every run asks this of every done job, a million a night (2.2 us a job, not 3.6)."""
         found: list[tuple[FoldedJob, PlannedJob | None]] = []
         table = self._table
         if table is not None:
-            for number in self._numbers:
+            numbers = (
+                self._numbers
+                if local_root is None
+                else _beyond_single_outputs(table, self._numbers, local_root)
+            )
+            for number in numbers:
                 if gone(table.outputs(number)):
                     found.append((JobRef(table, number), None))
         for item in self._jobs:
@@ -99,6 +109,23 @@ class DoneJobs:
             if gone(state.outputs):
                 found.append((state, planned))
         return found
+
+
+def _beyond_single_outputs(table: JobTable, numbers: array[int], root: Path) -> list[int]:
+    """The jobs whose outputs need ``gone``'s look: those of one output named by the store's
+    rule that is missing under ``root``, and every job of another shape (``outputs_missing``
+    asks the same ``access`` of each)."""
+    prefix = os.fspath(root) + os.sep
+    access, present = os.access, os.F_OK
+    flags, counts, exts, job_id = table.flags, table.output_count, table.output_ext, table.job_id
+    ask: list[int] = []
+    for number in numbers:
+        single = not flags[number] & OUTPUTS_TEXT and counts[number] == 1
+        if not single or not access(
+            f"{prefix}{job_id(number)}/0.{EXTENSIONS[exts[number]]}", present
+        ):
+            ask.append(number)
+    return ask
 
 
 @dataclass
@@ -148,6 +175,7 @@ class Refetcher:
         # ``gone``: whether outputs are missing; default the files under ``out_dir`` (a bucket
         # run passes ``pipeline.store.bucket.BucketListing(out).missing``)
         self._gone = gone or (lambda outputs: outputs_missing(out_dir, outputs))
+        self._local_root = out_dir if gone is None else None  # outputs are files under it
         self._client = client
         self._store = store
         self._gate = gate
@@ -163,7 +191,7 @@ class Refetcher:
         if not len(done):
             return report
         self._records_of = done.records_of
-        missing = iter(await asyncio.to_thread(done.missing, self._gone))
+        missing = iter(await asyncio.to_thread(done.missing, self._gone, self._local_root))
 
         async def worker() -> None:
             # A few workers draining one iterator, not a task per job: a folder whose images

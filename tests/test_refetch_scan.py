@@ -1,0 +1,44 @@
+"""The refetch scan: which done jobs' outputs are gone, asked of every done job on every run.
+Its quick look at a compact job of one output must find what the general question finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.ledger import JobRef, LedgerState, Status
+from pipeline.models import Feature, InputRef, Job, PlannedJob
+from pipeline.scheduler.refetch import DoneJobs
+from pipeline.store.missing import outputs_missing
+
+OUTPUTS = {
+    "one-kept": ("one-kept/0.png",),
+    "one-gone": ("one-gone/0.png",),
+    "jpeg-gone": ("jpeg-gone/0.jpg",),
+    "two-kept": ("two-kept/0.png", "two-kept/1.png"),
+    "two-half": ("two-half/0.png", "two-half/1.png"),
+    "own-name-kept": ("elsewhere/kept.png",),
+    "own-name-gone": ("elsewhere/gone.png",),
+    "none": (),
+}
+PRESENT = {"one-kept/0.png", "two-kept/0.png", "two-kept/1.png", "two-half/0.png"}
+PRESENT |= {"elsewhere/kept.png"}
+
+
+def test_the_quick_look_finds_what_the_general_question_finds(tmp_path: Path) -> None:
+    table = LedgerState().table
+    done = DoneJobs()
+    for job_id, outputs in OUTPUTS.items():
+        number = table.add(job_id, Status.SUCCEEDED)
+        table.set_outputs(number, outputs)
+        planned = PlannedJob(Job(job_id, Feature.INPAINT, InputRef("file", "x"), "p"), "k")
+        done(JobRef(table, number), planned)
+    for relative in PRESENT:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"png")
+
+    def gone(outputs: tuple[str, ...]) -> bool:
+        return outputs_missing(tmp_path, outputs)
+
+    general = sorted(state.job_id for state, _ in done.missing(gone))
+    quick = sorted(state.job_id for state, _ in done.missing(gone, tmp_path))
+    assert general == quick == ["jpeg-gone", "one-gone", "own-name-gone", "two-half"]
