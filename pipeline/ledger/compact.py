@@ -413,6 +413,14 @@ class JobTable:
         prefix, ext = self.job_id(number), EXTENSIONS[self.output_ext[number]]
         return tuple(f"{prefix}/{index}.{ext}" for index in range(count))
 
+    def only_output(self, number: int) -> str | None:
+        """The output of a job of one output named by the store's rule (``outputs()``'s one
+        item, without the tuple: the refetch scan asks it of every done job every run); None
+        for any other job."""
+        if self.output_count[number] != 1 or self.flags[number] & OUTPUTS_TEXT:
+            return None
+        return f"{self.job_id(number)}/0.{EXTENSIONS[self.output_ext[number]]}"
+
     def output_total(self, number: int) -> int:
         if self.flags[number] & OUTPUTS_TEXT:
             return len(self.outputs_text[number])
