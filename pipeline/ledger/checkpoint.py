@@ -392,13 +392,19 @@ class _CrcReader:
         return column
 
 
-def _empty_column(typecode: str, size: int) -> bytearray | array[int]:
-    if not typecode:
-        return bytearray(size)
-    itemsize = array(typecode).itemsize
+def _items(typecode: str, size: int) -> int:
+    """How many items ``size`` bytes of a column of ``typecode`` hold ("": bytes)."""
+    itemsize = array(typecode).itemsize if typecode else 1
     if size % itemsize:
         raise _Corrupt(f"a column of {typecode!r} has {size} bytes")
-    return array(typecode, [0]) * (size // itemsize)  # one allocation, no copy
+    return size // itemsize
+
+
+def _empty_column(typecode: str, size: int) -> bytearray | array[int]:
+    items = _items(typecode, size)
+    if not typecode:
+        return bytearray(items)
+    return array(typecode, [0]) * items  # one allocation, no copy
 
 
 class _LaterFile:
@@ -412,8 +418,7 @@ class _LaterFile:
 
     def column(self, typecode: str, size: int, reader: _CrcReader) -> Later:
         offset = reader.handle.tell()
-        if typecode and size % array(typecode).itemsize:
-            raise _Corrupt(f"a column of {typecode!r} has {size} bytes")
+        _items(typecode, size)  # a size no column of its type has is damage, found now
         crc = reader.skip(size)
         return Later(self, typecode, size, offset, crc)
 
@@ -443,7 +448,7 @@ class Later:
     crc: int
 
     def __len__(self) -> int:
-        return self.size // (array(self.typecode).itemsize if self.typecode else 1)
+        return _items(self.typecode, self.size)
 
     def __call__(self) -> bytearray | array[int]:
         column = _empty_column(self.typecode, self.size)
