@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -126,6 +127,30 @@ class PlannedJob:
     # A mask made here (generated, modified or scaled): the PNG uploaded in place of the file;
     # ``mask_digest`` is then the sha256 of these bytes, so identical masks go up once.
     mask_png: bytes | None = None
+    # A new photo of a first run, checked from its header: read once, by its upload, which
+    # gives ``image_digest`` and the ``key`` (empty until then). See ``UnreadImage``.
+    unread: UnreadImage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadImage:
+    """A job's photo that preflight checked from its header and trailer only: a job no earlier
+    run knows, whose photo the stat cache does not know either (docs/ledger.md#stat-cache).
+    Its upload reads it, once: the digest, the decode check and the report's thumbnail come
+    from those bytes, and the content key is completed then, before anything is sent.
+
+    ``head`` and ``tail`` are the key document's canonical JSON around the image's hex digest,
+    so the key is exactly the one a full pass gives (``plan.keys.ImageKeys``); ``expected``
+    are the header facts the plan was made from (format, upright width and height,
+    orientation, 16-bit): bytes that say otherwise were changed since, and are not sent."""
+
+    head: bytes
+    tail: bytes
+    expected: tuple[str, int, int, int, bool]
+
+    def key(self, digest: str) -> str:
+        """The content key of the job with the photo whose sha256 (hex) is ``digest``."""
+        return hashlib.sha256(self.head + digest.encode("ascii") + self.tail).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

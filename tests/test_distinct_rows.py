@@ -157,7 +157,7 @@ def test_distinct_photos_are_built_once_and_planned_once_per_variant(
 
     def counting_plan(*args: Any) -> Any:
         plan = original_plan(*args)
-        return lambda job: planned.append(1) or plan(job)
+        return lambda job, digest=None: planned.append(1) or plan(job, digest)
 
     monkeypatch.setattr(sources, "build_job", counting_build)
     monkeypatch.setattr(plan_module, "plan_job", counting_plan)

@@ -55,9 +55,9 @@ def full_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     seen: list[str] = []
     original = core_module.Preflight.check_local_image
 
-    def counting(self: Preflight, ref: Any, base: str) -> Any:
+    def counting(self: Preflight, ref: Any, base: str, glance: bool = False) -> Any:
         seen.append(os.path.basename(ref.value))
-        return original(self, ref, base)
+        return original(self, ref, base, glance)
 
     with monkeypatch.context() as patch:
         patch.setattr(core_module.Preflight, "check_local_image", counting)

@@ -136,10 +136,12 @@ def recipe_for_file(
         return recipe_for(image, header, max_side, fit_to)
 
 
-def prepare_upload(path: str | Path, recipe: Recipe) -> UploadBytes:
-    """The bytes to upload for the file at ``path`` (a local file or a cached remote input)."""
+def prepare_upload(path: str | Path, recipe: Recipe, data: bytes | None = None) -> UploadBytes:
+    """The bytes to upload for the file at ``path`` (a local file or a cached remote input);
+    ``data``: its bytes, when the caller read them already."""
     path = Path(path)
-    data = path.read_bytes()
+    if data is None:
+        data = path.read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         kind = image.format or ""
         if recipe.identity and kind in _CONTENT_TYPES:

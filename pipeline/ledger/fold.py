@@ -234,6 +234,10 @@ class LedgerState(ExtrasLookup):
         state = self.state_of(job_id, key)
         return state.status if state is not None else None
 
+    def knows(self, job_id: str) -> bool:
+        """Whether any line of the ledger is about this job, whatever its content."""
+        return self.table.find(job_id) >= 0
+
     def state_of(self, job_id: str, key: str) -> JobRef | None:
         table = self.table
         number = table.find(job_id)

@@ -27,10 +27,14 @@ import orjson
 
 from pipeline.images import masks
 from pipeline.images.upload import Recipe
-from pipeline.models import MODEL, InputRef, Job, PlannedJob
+from pipeline.models import MODEL, InputRef, Job, PlannedJob, UnreadImage
 from pipeline.preflight.effective import EffectiveMask
+from pipeline.preflight.files import ImageFacts
 
 KEY_VERSION = 1
+# The digest a template of rows of distinct photos is planned with when its first photo was not
+# read (``models.UnreadImage``): each row gets its own key and digest, so none carries this one.
+UNREAD_DIGEST = "0" * 64
 CACHE_SIZE = 65_536  # distinct files whose digest is remembered
 
 
@@ -66,17 +70,14 @@ class ImageKeys:
     token, and each key hashes a digest between the two halves. The same bytes are hashed, so
     the same keys come out (a test compares them with ``key_of``)."""
 
-    _MARKER = "sha256:" + "*" * 64  # no digest has a "*"; a quote inside a string is escaped
-
     def __init__(self, document: Mapping[str, Any]) -> None:
-        probe = {**document, "image": self._MARKER}
-        text = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS)
-        before, found, after = text.partition(orjson.dumps(self._MARKER))
         self._document = dict(document)
+        halves = key_halves(document)
         self._head: Any = None  # the hash of everything before the digest, copied per key
-        self._tail = b'"' + after
-        if found and self._tail.count(found) == 0:
-            self._head = hashlib.sha256(before + b'"sha256:')
+        self._tail = b""
+        if halves is not None:
+            self._head = hashlib.sha256(halves[0])
+            self._tail = halves[1]
 
     def key(self, digest: str) -> str:
         """The key of the document with ``"image": "sha256:<digest>"`` (hex, lowercase)."""
@@ -87,6 +88,32 @@ class ImageKeys:
         hashed.update(digest.encode("ascii"))
         hashed.update(self._tail)
         return hashed.hexdigest()
+
+
+_MARKER = "sha256:" + "*" * 64  # no digest has a "*"; a quote inside a string is escaped
+
+
+def key_halves(document: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
+    """The canonical JSON of ``document`` with ``"image": "sha256:<digest>"``, split around
+    the digest: ``key_of`` is then the sha256 of head + digest + tail. None if the split is
+    not exact (it always is: the marker cannot occur elsewhere)."""
+    probe = {**document, "image": _MARKER}
+    text = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS)
+    before, found, after = text.partition(orjson.dumps(_MARKER))
+    tail = b'"' + after
+    if not found or tail.count(found):
+        return None
+    return before + b'"sha256:', tail
+
+
+def unread_image(document: Mapping[str, Any], facts: ImageFacts) -> UnreadImage | None:
+    """What completes the key of a job whose photo is read at its upload (``UnreadImage``),
+    from its key document and the header facts its plan was made from."""
+    halves = key_halves(document)
+    if halves is None:
+        return None
+    expected = (facts.format, facts.width, facts.height, facts.orientation, facts.sixteen_bit)
+    return UnreadImage(halves[0], halves[1], expected)
 
 
 def with_prompt(document: dict[str, Any], prompt: str) -> str:
@@ -150,9 +177,12 @@ class Planner:
         image_recipe: Recipe | None = None,
         mask_recipe: Recipe | None = None,
         effective: EffectiveMask | None = None,
+        image_digest: str | None = None,
     ) -> tuple[PlannedJob, dict[str, Any]]:
-        """``plan``, and the key document (``with_prompt`` re-keys it for another prompt)."""
-        image_digest = self._file_digest(job.image)
+        """``plan``, and the key document (``with_prompt`` re-keys it for another prompt).
+        ``image_digest``: the image's, when the caller has it (else it is asked for)."""
+        if image_digest is None:
+            image_digest = self._file_digest(job.image)
         mask_digest = self._file_digest(job.mask) if job.mask is not None else None
         recipes = {
             name: recipe.token

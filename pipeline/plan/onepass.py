@@ -24,15 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import Notice, Problem
 from pipeline.images.upload import Recipe
 from pipeline.manifest.build import input_ref, placeholders
 from pipeline.manifest.shapes import Row, RowLayout
 from pipeline.manifest.sources import Manifest
-from pipeline.models import PROMPT_MAX, Feature, InputRef, Job, PlannedJob
-from pipeline.plan.keys import ImageKeys, key_of, with_prompt
+from pipeline.models import PROMPT_MAX, Feature, InputRef, Job, PlannedJob, UnreadImage
+from pipeline.plan.keys import UNREAD_DIGEST, ImageKeys, key_of, unread_image, with_prompt
 from pipeline.plan.spool import with_identity
 from pipeline.preflight.core import Preflight
 from pipeline.preflight.fields import AUTO_SIZE, prompt_problems, remote_ref_problem, remote_urls
@@ -48,12 +48,24 @@ _uncached_input_ref = input_ref.__wrapped__  # distinct photos: a cache would on
 
 # (shape, job id, row number, prompt, key[, image path, image digest]): a valid job of a shared
 # shape; the prompt and content key are the row's own when the shape's prompt is (else None:
-# the shape's); a row of an ``ImageShape`` has its own key, image and digest.
+# the shape's); a row of an ``ImageShape`` has its own key, image and digest, or, for a photo
+# its upload reads (``RowPass.glance``), an ``UnreadImage`` for its key and no digest.
 Hit = (
     tuple["Shape", str, int, str | None, str | None]
     | tuple["Shape", str, int, str | None, str, str, str]
+    | tuple["Shape", str, int, str | None, UnreadImage, str, None]
 )
-PlanJob = Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]
+
+
+class PlanJob(Protocol):
+    """A checked job planned (``prepare.plan_job``): its PlannedJob and key document, or why
+    an input cannot be read; ``image_digest`` when the caller has it."""
+
+    def __call__(
+        self, job: Job, image_digest: str | None = None
+    ) -> tuple[PlannedJob, dict[str, Any]] | Problem: ...
+
+
 Built = tuple[Job | None, list[Problem]]  # a row's job (if any) and the manifest's problems
 
 
@@ -156,6 +168,9 @@ class RowPass:
     # The latest row of distinct photos: its photo's ``(dev, ino, size, mtime_ns, ctime_ns)``
     # when the pass may vouch for it by that alone (``signatures`` on), else None.
     photo: tuple[int, ...] | None = None
+    # Whether a row's new photo may be glanced at and read by its upload (a first run's job no
+    # earlier run knows: ``models.UnreadImage``); None: every photo is read here.
+    glance: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         self._known = self.preflight.known_image
@@ -361,7 +376,8 @@ class RowPass:
         location = f"{shape.prefix}{number}"
         image = self._lifted(cell)
         base = str(self.manifest.base_dir)
-        facts, notes, digest = self.preflight.check_local_image(image, base)
+        glance = self.glance is not None and self.glance(job_id)
+        facts, notes, digest = self.preflight.check_local_image(image, base, glance)
         if shape.flawed or shape.problems or reason or long or notes or type(facts) is str:
             problems = [_renamed(problem, job_id, location) for problem in shape.flawed]
             if reason is not None:
@@ -375,33 +391,49 @@ class RowPass:
             yield from (Notice(job_id, "image", note, location) for note in notes)
             if problems:
                 return
-        assert isinstance(facts, ImageFacts) and digest is not None
-        variant = self._variant(shape, image, facts, job_id, location)
+        assert isinstance(facts, ImageFacts)
+        variant = self._variant(shape, image, facts, job_id, location, unread=digest is None)
         if isinstance(variant, Problem):
             yield variant
             return
         assert variant.document is not None and variant.planned is not None
         document = variant.document
-        document["image"] = f"sha256:{digest}"
         if shape.lifted_prompt:
             document["parameters"]["prompt"] = prompt
         else:
             prompt = None
+        if digest is None:  # glanced at: its upload reads it and completes the key
+            unread = unread_image(document, facts) if glance else None
+            if unread is not None:
+                self.photo = None  # nothing read: the plan memo cannot vouch for it
+                yield (variant, job_id, number, prompt, unread, image.value, None)
+                return
+            digest = self.preflight.digest(image.value)
+        document["image"] = f"sha256:{digest}"
         if self.signatures:
             self.photo = self.preflight.settled_signature(image.value, digest)
         yield (variant, job_id, number, prompt, key_of(document), image.value, digest)
 
     def _variant(
-        self, shape: ImageShape, image: InputRef, facts: ImageFacts, job_id: str, location: str
+        self,
+        shape: ImageShape,
+        image: InputRef,
+        facts: ImageFacts,
+        job_id: str,
+        location: str,
+        unread: bool = False,
     ) -> Shape | Problem:
-        """The planned shape of the rows whose images resolve to this size and recipe."""
+        """The planned shape of the rows whose images resolve to this size and recipe.
+        ``unread``: the photo was glanced at, not read; the shape is planned without its
+        digest (each row has its own)."""
         job = shape.job
         size = closest_size(facts.width, facts.height) if job.size == AUTO_SIZE else job.size
         recipe = self.preflight.image_recipe(facts)
         variant = shape.variants.get((size, recipe))
         if variant is not None:
             return variant
-        planned = self.plan_job(replace(job, image=image, size=size))
+        digest = UNREAD_DIGEST if unread else None
+        planned = self.plan_job(replace(job, image=image, size=size), digest)
         if isinstance(planned, Problem):  # the file went away since its check
             return _renamed(planned, job_id, location)
         variant = Shape(shape.prefix, planned[0], clean=True, built=True, document=planned[1])
@@ -541,7 +573,7 @@ def materialize(
     job_id: str,
     number: int,
     prompt: str | None,
-    key: str | None,
+    key: str | UnreadImage | None,
     image: str | None = None,
     image_digest: str | None = None,
 ) -> PlannedJob:
@@ -549,4 +581,7 @@ def materialize(
     image in the first row's)."""
     assert shape.planned is not None
     location = shape.location(number)
+    if isinstance(key, UnreadImage):  # a photo its upload reads: no digest, no key yet
+        planned = with_identity(shape.planned, job_id, location, prompt, "", image)
+        return replace(planned, image_digest=None, unread=key)
     return with_identity(shape.planned, job_id, location, prompt, key, image, image_digest)

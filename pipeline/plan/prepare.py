@@ -21,7 +21,7 @@ from pipeline.errors import ManifestError, Problem
 from pipeline.ledger import FoldedJob, LedgerState
 from pipeline.ledger.decisions import Decision, standing
 from pipeline.manifest import Manifest, load_manifest
-from pipeline.models import Job, PlannedJob, Status
+from pipeline.models import Job, PlannedJob, Status, UnreadImage
 from pipeline.plan.keys import KEY_VERSION, Planner, content_key, file_digest
 from pipeline.plan.memo import (
     MEMO_NAME,
@@ -32,7 +32,7 @@ from pipeline.plan.memo import (
     PhotoRecheck,
     memo_digest,
 )
-from pipeline.plan.onepass import Hit, RowPass, Shape, materialize
+from pipeline.plan.onepass import Hit, PlanJob, RowPass, Shape, materialize
 from pipeline.plan.spool import Spool
 from pipeline.plan.summary import PlanSummary
 from pipeline.preflight import Notice, Preflight, id_fingerprint
@@ -74,13 +74,14 @@ def scan(
         yield from _name_duplicates(manifest, duplicates)
 
 
-def plan_job(
-    preflight: Preflight, planner: Planner
-) -> Callable[[Job], tuple[PlannedJob, dict[str, Any]] | Problem]:
+def plan_job(preflight: Preflight, planner: Planner) -> PlanJob:
     """The planner fed from preflight's caches (call on a job ``check`` passed): the
-    PlannedJob and its key document, or why an input cannot be read."""
+    PlannedJob and its key document, or why an input cannot be read. ``image_digest``: the
+    image's, when the caller has it."""
 
-    def plan(job: Job) -> tuple[PlannedJob, dict[str, Any]] | Problem:
+    def plan(
+        job: Job, image_digest: str | None = None
+    ) -> tuple[PlannedJob, dict[str, Any]] | Problem:
         try:
             mask_recipe = preflight.upload_recipe(job, "mask") if job.mask is not None else None
             return planner.plan_and_document(
@@ -89,6 +90,7 @@ def plan_job(
                 preflight.upload_recipe(job, "image"),
                 mask_recipe,
                 preflight.effective_mask(job),
+                image_digest,
             )
         except OSError as exc:  # the file went away or changed permissions since preflight
             reason = exc.strerror or str(exc)
@@ -166,6 +168,9 @@ class PlanOptions:
     missing: Callable[[FoldedJob], bool] | None = None
     # told of every job skipped as done (pipeline.scheduler.refetch brings back lost outputs, free)
     on_done: Callable[[FoldedJob, PlannedJob], None] | None = None
+    # A run (not validate, not a dry run, not Ray): a new photo of a job no earlier run knows
+    # is glanced at here and read once by its upload (``models.UnreadImage``).
+    read_at_upload: bool = False
 
 
 def skip_reason(state: FoldedJob | None, options: PlanOptions) -> Skip | None:
@@ -246,6 +251,7 @@ def prepare(
         plan_job(preflight, planner),
         tally.forget if writer is None else _forget_both(tally, writer),
         signatures=writer is not None,
+        glance=_new_job(ledger) if options.read_at_upload else None,
     )
     try:
         _take_rows(plan, tally, rows, writer)
@@ -329,6 +335,16 @@ def _plan_from_memo(
     return _finished(plan, tally, manifest), True
 
 
+def _new_job(ledger: LedgerState) -> Callable[[str], bool]:
+    """Whether no earlier run knows the job: its content key cannot decide anything yet, so its
+    photo may be read by its upload, and keyed then."""
+
+    def new(job_id: str) -> bool:
+        return not ledger.knows(job_id)
+
+    return new
+
+
 def _forget_both(tally: _Tally, writer: MemoWriter) -> Callable[[list[Shape]], None]:
     def forget(shapes: list[Shape]) -> None:
         tally.forget(shapes)
@@ -374,7 +390,10 @@ class _Tally:
         image = len(hit) > 5  # its own photo (path and digest)
         planned = shape.planned
         assert planned is not None
-        state = self.ledger.state_of(job_id, row_key or planned.key)
+        if isinstance(row_key, UnreadImage):  # a job no earlier run knows (``_new_job``)
+            state, row_key = None, None
+        else:
+            state = self.ledger.state_of(job_id, row_key or planned.key)
         if self._plain:  # no --only, --limit or reviews: the ledger alone decides
             reason, redo = (None if state is None else skip_reason(state, self.options)), False
         else:

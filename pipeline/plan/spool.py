@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.images.upload import Recipe
-from pipeline.models import InputRef, Job, PlannedJob
+from pipeline.models import InputRef, Job, PlannedJob, UnreadImage
 
 BATCH = 4096  # records per pickle: large enough that pickling is all C, small in memory
 
@@ -157,4 +157,6 @@ def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
     return reduce
 
 
-_REDUCERS: dict[type, Any] = {cls: _by_fields(cls) for cls in (PlannedJob, Job, InputRef, Recipe)}
+_REDUCERS: dict[type, Any] = {
+    cls: _by_fields(cls) for cls in (PlannedJob, Job, InputRef, Recipe, UnreadImage)
+}

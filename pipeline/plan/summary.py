@@ -87,6 +87,8 @@ class PlanSummary:
         uploads = self._uploads[planned.job.feature]
         if planned.image_digest is not None:
             uploads.add(planned.image_digest)
+        elif planned.unread is not None:  # read by its upload: its path stands for its bytes
+            uploads.add("unread:" + planned.job.image.value)
         if planned.mask_digest is not None:
             # A converted mask uploads other bytes than the file's.
             uploads.add(("converted:" if planned.mask_convert else "") + planned.mask_digest)

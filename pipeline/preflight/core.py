@@ -267,9 +267,15 @@ class Preflight:
         return rendered if isinstance(rendered, EffectiveMask) else None
 
     def _cached_facts(self, ref: InputRef | None, inspect: _Inspect) -> ImageFacts | None:
+        """A checked file's facts, for planning its job. A photo glanced at (``check_local_
+        image``) gives its header facts: what planning needs, and its upload checks the rest."""
         if ref is None or ref.kind != "file":
             return None
         real, _refusal = self._resolve(ref.value, None)
+        if inspect is self._image_facts:
+            glanced = self.reader.glanced(real)
+            if glanced is not None:
+                return glanced
         facts = inspect(real)
         return facts if isinstance(facts, ImageFacts) else None
 
@@ -322,13 +328,14 @@ class Preflight:
         return facts
 
     def check_local_image(
-        self, ref: InputRef, base: str
+        self, ref: InputRef, base: str, glance: bool = False
     ) -> tuple[ImageFacts | str, list[str], str | None]:
         """A local image file's facts (or the problem's message), the notices about the file
         not given yet, and its digest (None with a problem): exactly what ``check`` says about
         a job's ``image``, for a caller that makes the Problem and Notices itself (``rows``:
         each row its own photo), from one look at the file (one ``lstat``, or a read).
-        ``base``: the manifest's folder, absolute."""
+        ``base``: the manifest's folder, absolute. ``glance``: a new photo whose header and end
+        say it is whole is not read (its upload reads it): facts, and no digest."""
         try:
             real, info = self._real_paths.with_stat(ref.value)
         except ValueError:  # a NUL byte or an unencodable character: no file has this name
@@ -336,7 +343,7 @@ class Preflight:
             verdict: ImageFacts | str = UNUSABLE_NAME
         else:
             refusal = folder_refusal(ref.value, real, base, self._base_real(base))
-            verdict = refusal or self.reader.image(real, info)
+            verdict = refusal or self.reader.image(real, info, glance)
             if self._on_image_read is not None:
                 self._pass_on_read(ref.value, real)
         facts, notes = self._file_verdict(ref, "image", base, real, verdict)

@@ -7,6 +7,11 @@ answer comes, in order, from this pass's memory (a bounded LRU), from the stat c
 ``stat`` and one lookup), or from reading the file: one ``open``, one read of the whole file,
 then the hash and the checks from the same bytes. A file larger than ``WHOLE_READ_MAX`` (past
 any size the API takes) is hashed while streamed, then checked from its path: read twice.
+
+A first run's new photo may instead be glanced at (``image(..., glance=True)``: its header and
+last bytes, ``files.glance_facts``) and read once later, by its upload (``read_photo`` on a
+worker thread, ``learn`` back on the caller's): the digest, the full check and the report's
+thumbnail then come from the bytes uploaded (docs/ledger.md#stat-cache).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pipeline.preflight.files import (
     MAX_PIXELS,
     UNUSABLE_NAME,
     ImageFacts,
+    glance_facts,
     image_facts,
     mask_facts,
     unusable_file,
@@ -58,6 +64,19 @@ def read_whole(real: str) -> bytes:
         return handle.read()
 
 
+class PhotoRead(NamedTuple):
+    """A photo read once for its upload (``InputReader.read_photo``): its bytes, and what the
+    stat cache is to remember of them."""
+
+    data: bytes
+    known: Known
+
+    @property
+    def verdict(self) -> Verdict:
+        assert self.known.image is not None
+        return self.known.image
+
+
 class InputReader:
     """Facts and digests of input files, each file read at most once (see the module)."""
 
@@ -73,16 +92,57 @@ class InputReader:
         self._read_file = read
         self._memory: OrderedDict[str, Known] = OrderedDict()
         self._memory_size = memory_size
+        # Files glanced at (``image(..., glance=True)``): their header facts, while unchanged,
+        # so planning their job reads nothing either.
+        self._glanced: OrderedDict[str, tuple[Signature, ImageFacts]] = OrderedDict()
         # When set, the bytes of the latest file read for its facts as an image, kept until
         # the caller takes them (``take_image_bytes``): the report's thumbnail is made from
         # them, so a run does not open the photo again for it.
         self.keep_image_bytes = False
         self._image_bytes: tuple[str, bytes] | None = None
 
-    def image(self, real: str, info: os.stat_result | None = None) -> Verdict:
+    def image(self, real: str, info: os.stat_result | None = None, glance: bool = False) -> Verdict:
         """The file's facts as an image, or why it cannot be one. ``info``: its stat, when the
-        caller just took it."""
-        return self._verdict(real, IMAGE, info)
+        caller just took it. ``glance``: a file this pass and the stat cache do not know is
+        looked at, not read, when its header and end say it is whole (its upload will read
+        it: ``read_photo``); ``recalled_digest`` then has no digest for it."""
+        return self._verdict(real, IMAGE, info, glance)
+
+    def recall_image(self, real: str) -> Known | None:
+        """What this pass or the stat cache knows of the file as an image, if it is unchanged
+        (not read)."""
+        info = _stat(real)
+        if isinstance(info, str):
+            return None
+        known = self._recall(real, Signature.of(info))
+        return known if known is not None and known.image is not None else None
+
+    def read_photo(self, real: str) -> PhotoRead | str:
+        """Read the file once: its bytes, digest and facts as an image; or why it cannot be
+        read. Touches nothing shared (a worker thread may call it); ``learn`` keeps the
+        result."""
+        info = _stat(real)
+        if isinstance(info, str):
+            return info
+        problem = unusable_file(info)
+        if problem:
+            return problem
+        signature = Signature.of(info)
+        checked_ns = self.cache.now()
+        try:
+            data = self._read_file(real)
+        except OSError as exc:
+            return _unreadable(exc)
+        if len(data) != signature.size:
+            return "changed while it was read; run again"
+        verdict = image_facts(real, data, len(data), self.max_pixels)
+        digest = hashlib.sha256(data).hexdigest()
+        return PhotoRead(data, Known(signature, checked_ns, digest, image=verdict))
+
+    def learn(self, real: str, read: PhotoRead) -> None:
+        """Remember a ``read_photo`` (in this pass's memory and the stat cache); call it from
+        the thread that owns the reader."""
+        self._remember(real, read.known, store=True)
 
     def mask(self, real: str) -> Verdict:
         """The file's facts as a mask (its content warnings among the notes), or why not."""
@@ -136,7 +196,9 @@ class InputReader:
 
     # -- the three sources, in order --
 
-    def _verdict(self, real: str, role: str, taken: os.stat_result | None = None) -> Verdict:
+    def _verdict(
+        self, real: str, role: str, taken: os.stat_result | None = None, glance: bool = False
+    ) -> Verdict:
         info = taken if taken is not None else _stat(real)
         if isinstance(info, str):
             return info
@@ -149,12 +211,42 @@ class InputReader:
             verdict = known.image if role == IMAGE else known.mask
             if verdict is not None:
                 return verdict
+        elif glance and role == IMAGE:
+            glanced = self._glance(real, signature)
+            if glanced is not None:
+                return glanced
         read = self._read(real, signature, role, known)
         if isinstance(read, str):
             return read
         verdict = read.image if role == IMAGE else read.mask
         assert verdict is not None
         return verdict
+
+    def glanced(self, real: str) -> ImageFacts | None:
+        """The header facts of a file this pass glanced at, if it is unchanged since: what
+        planning its job needs (its recipe), read from nothing. None: not glanced at."""
+        seen = self._glanced.get(real)
+        if seen is None:
+            return None
+        info = _stat(real)
+        if isinstance(info, str) or Signature.of(info) != seen[0]:
+            return None
+        return seen[1]
+
+    def _glance(self, real: str, signature: Signature) -> ImageFacts | None:
+        """The header facts of a file glanced at in this pass (if unchanged), or of a look at
+        it now; None: read it."""
+        seen = self._glanced.get(real)
+        if seen is not None and seen[0] == signature:
+            return seen[1]
+        if signature.size > WHOLE_READ_MAX:
+            return None
+        facts = glance_facts(real, signature.size, self.max_pixels)
+        if facts is not None:
+            self._glanced[real] = (signature, facts)
+            if len(self._glanced) > self._memory_size:
+                self._glanced.popitem(last=False)
+        return facts
 
     def _recall(self, real: str, signature: Signature) -> Known | None:
         """What this pass or the stat cache knows of the file, if it is unchanged."""

@@ -38,6 +38,7 @@ from pipeline.runner.results import RunResult
 from pipeline.scheduler import (
     CreditBudget,
     DoneJobs,
+    PhotoReader,
     Refetcher,
     RunOutcome,
     Scheduler,
@@ -54,6 +55,7 @@ async def run_session(
     plan: CheckedPlan,
     syncer: Syncer,
     done: DoneJobs | None = None,
+    photos: PhotoReader | None = None,
 ) -> RunResult:
     settings, options = context.settings, context.options
     bus = EventBus()
@@ -82,7 +84,7 @@ async def run_session(
         assert api_key is not None
         client = OneMinClient(session, endpoints, api_key, settings.timeouts)
         throttle = Throttle(settings.rate)  # one budget: the run and the re-fetch share it
-        scheduler = _scheduler(settings, client, store, bus, ledger, throttle)
+        scheduler = _scheduler(settings, client, store, bus, ledger, throttle, photos)
         refetcher = Refetcher(
             client,
             store,
@@ -144,6 +146,7 @@ def _scheduler(
     bus: EventBus,
     ledger: LedgerState,
     throttle: Throttle,
+    photos: PhotoReader | None,
 ) -> Scheduler:
     return build_scheduler(
         client,
@@ -158,6 +161,7 @@ def _scheduler(
         ),
         credits_for=load_credit_table().for_job,
         mask_converter=mask_upload_bytes,
+        photos=photos,
     )
 
 

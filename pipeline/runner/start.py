@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.config import KEY_ENV, http_url_problem, load_settings
@@ -34,6 +34,7 @@ from pipeline.preflight import Preflight
 from pipeline.preflight.statcache import StatCache
 from pipeline.reporting.runlog import RunLog
 from pipeline.runner.options import Console, RunContext, RunOptions
+from pipeline.runner.photos import FirstReads
 from pipeline.runner.results import RunResult
 from pipeline.runner.session import run_session
 from pipeline.runner.thumbnails import SourceThumbnails
@@ -113,6 +114,7 @@ def plan_options(options: RunOptions, target: OutputTarget, done: DoneJobs | Non
         rejected=reviewer_rejections(read_decisions(target.state_dir)),
         missing=missing_rule(target.outputs_gone()) if options.redo_missing else None,
         on_done=done,
+        read_at_upload=not (options.dry_run or options.ray),
     )
 
 
@@ -131,34 +133,50 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
             done_jobs[:] = [DoneJobs(ledger.output_records)]
             return plan_options(context.options, context.target, done_jobs[0])
 
-        plan = _prepared(context, ledger, options)
-        done = done_jobs[0]
-        if not plan.ok:
-            if created:
-                _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
-            raise PlanRefused(plan.summary)
-        _print_warnings(plan, context.console)
-        return asyncio.run(run_session(context, store, ledger, plan, syncer, done))
+        # The stat cache and the thumbnails stay open through the run: a first run's new
+        # photos are read by their uploads (``runner.photos``), not by the pass.
+        with _inputs(context) as (cache, thumbnails):
+            plan, preflight = _prepared(context, ledger, options, cache, thumbnails)
+            done = done_jobs[0]
+            if not plan.ok:
+                if created:
+                    _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
+                raise PlanRefused(plan.summary)
+            _print_warnings(plan, context.console)
+            photos = FirstReads(preflight.reader, thumbnails)
+            return asyncio.run(run_session(context, store, ledger, plan, syncer, done, photos))
+
+
+@contextlib.contextmanager
+def _inputs(context: RunContext) -> Iterator[tuple[StatCache, SourceThumbnails | None]]:
+    """The state folder's stat cache, and the report's source thumbnails (made from the bytes
+    read), open together."""
+    state_dir, rehash = context.target.state_dir, context.options.rehash
+    with (
+        input_cache(state_dir, rehash, context.console) as cache,
+        _source_thumbnails(context) as thumbnails,
+    ):
+        yield cache, thumbnails
 
 
 def _prepared(
-    context: RunContext, ledger: LedgerState, options: Callable[[], PlanOptions]
-) -> CheckedPlan:
+    context: RunContext,
+    ledger: LedgerState,
+    options: Callable[[], PlanOptions],
+    cache: StatCache,
+    thumbnails: SourceThumbnails | None,
+) -> tuple[CheckedPlan, Preflight]:
     """The one pass, with the state folder's stat cache: unchanged inputs are not read again
     (kept even when the plan fails, so a fixed catalog does not read every photo again), and
     its plan memo: an unchanged catalog is not checked again (``plan.memo``). A run with a
     report makes each photo's thumbnail from the bytes the pass read. ``options`` is called
     once, or twice when the memo turns out stale part way."""
     state_dir = context.target.state_dir
-    rehash = context.options.rehash
-    with (
-        input_cache(state_dir, rehash, context.console) as cache,
-        _source_thumbnails(context) as thumbnails,
-    ):
-        preflight = Preflight(stat_cache=cache, on_image_read=thumbnails)
-        memo = MemoPlace(state_dir, read=not rehash)
-        credits = load_credit_table()
-        return prepare(context.manifest, ledger, options(), credits, preflight, memo, options)
+    preflight = Preflight(stat_cache=cache, on_image_read=thumbnails)
+    memo = MemoPlace(state_dir, read=not context.options.rehash)
+    credits = load_credit_table()
+    plan = prepare(context.manifest, ledger, options(), credits, preflight, memo, options)
+    return plan, preflight
 
 
 def _source_thumbnails(
@@ -192,7 +210,9 @@ def _remove_empty(state_dir: Path) -> None:
 def _dry_run(context: RunContext) -> RunResult:
     target = context.target
     ledger = read_ledger(target.state_dir / LEDGER_NAME)
-    plan = _prepared(context, ledger, lambda: plan_options(context.options, target, None))
+    with _inputs(context) as (cache, thumbnails):
+        options = lambda: plan_options(context.options, target, None)  # noqa: E731
+        plan, _preflight = _prepared(context, ledger, options, cache, thumbnails)
     if not plan.ok:
         raise PlanRefused(plan.summary)
     context.console.say(format_plan(plan.summary))

@@ -35,12 +35,20 @@ class SourceThumbnails:
         self.made = 0
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._existing: set[str] | None = None  # listed by the worker, once
+        self._lock = threading.Lock()  # the worker's and ``make_now``'s callers' turns
         self._thread = threading.Thread(target=self._work, name="source-thumbnails", daemon=True)
         self._thread.start()
 
     def __call__(self, path: str, data: bytes) -> None:
         if len(data) <= LARGEST:
             self._queue.put((path, data))
+
+    def make_now(self, path: str, data: bytes) -> None:
+        """Make the thumbnail on the calling thread (a first run's photo read by its upload:
+        ``runner.photos``); never raises (the report tries again)."""
+        if len(data) <= LARGEST:
+            with self._lock, contextlib.suppress(Exception):
+                self._make(path, data)
 
     def close(self) -> None:
         """Make what is queued, then stop (before the run starts: the report sees them all)."""
@@ -56,7 +64,7 @@ class SourceThumbnails:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             # An undecodable photo or a full disk: the report tries again.
-            with contextlib.suppress(Exception):
+            with self._lock, contextlib.suppress(Exception):
                 self._make(*item)
 
     def _make(self, path: str, data: bytes) -> None:

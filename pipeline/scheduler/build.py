@@ -29,6 +29,7 @@ from pipeline.scheduler.job import (
     AssetHostCheck,
     Client,
     MaskConverter,
+    PhotoReader,
     ResumeState,
     StopSignal,
     Timing,
@@ -86,9 +87,11 @@ def build_scheduler(
     mask_converter: MaskConverter | None = None,
     timing: Timing | None = None,
     submit: SubmitPolicy | None = None,
+    photos: PhotoReader | None = None,
 ) -> Scheduler:
     """The pool and its parts, each handed what it needs. ``submit``: how each feature call is
-    sent (default: the policy of ``options.submit``)."""
+    sent (default: the policy of ``options.submit``). ``photos``: reads the photos a first run
+    planned unread (``PlannedJob.unread``)."""
     policy = policy or RetryPolicy()
     options = options or SchedulerOptions()
     credits = credits or CreditBudget()
@@ -99,7 +102,7 @@ def build_scheduler(
     if inflight is not None:
         gate = WatchedGate(gate, inflight)  # 429s reach the controller too
     steps = StepRunner(gate, policy, bus, stop, timing.sleep, timing.clock)
-    uploads = Uploads(client, steps, resume, bus, store, mask_converter)
+    uploads = Uploads(client, steps, resume, bus, store, mask_converter, photos=photos)
     # asked once per run, by whichever part needs it first
     asset_host = AssetHostCheck(client, timing.sleep)
     purchase = Purchase(
@@ -119,6 +122,7 @@ def build_scheduler(
         bus=bus,
         store=store,
         resume=resume,
+        uploads=uploads,
         purchase=purchase,
         polling=polling,
         results=Results(client, store, steps, stop, timing.clock, asset_host),

@@ -119,6 +119,25 @@ class ResumeState(Protocol):
 
 
 MaskConverter = Callable[[Path], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoBytes:
+    """A first run's new photo as its one read found it (``PhotoReader``)."""
+
+    data: bytes | None  # None: this run read it already (an earlier job's): not read again
+    digest: str  # sha256 hex
+    facts: tuple[str, int, int, int, bool]  # as ``UnreadImage.expected``
+
+
+class PhotoReader(Protocol):
+    """Reads the photo of a job planned with ``PlannedJob.unread``: once, for its upload; the
+    digest, the full check and the report's thumbnail come from those bytes
+    (``runner/photos.py``). A string: why the photo cannot be used."""
+
+    async def read(self, path: str) -> PhotoBytes | str: ...
+
+
 Sleep = Callable[[float], Awaitable[object]]
 
 
@@ -191,6 +210,8 @@ class JobRun:
     # Answers of this job's feature calls lost after sending (unknown outcomes), earlier runs'
     # included: the call is re-sent once, async; a second loss fails the job.
     lost_answers: int = 0
+    # The bytes of the job's photo read at its start (``PlannedJob.unread``), until uploaded.
+    photo: bytes | None = None
 
     @property
     def at_gate(self) -> bool:

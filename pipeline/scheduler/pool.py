@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from pipeline.errors import (
+    InputUnreadable,
     JobFatal,
     OutcomeUnknown,
     PipelineError,
@@ -81,6 +82,7 @@ from pipeline.scheduler.job import (
 from pipeline.scheduler.polling import Polling
 from pipeline.scheduler.purchase import Purchase
 from pipeline.scheduler.results import Fetched, Results
+from pipeline.scheduler.uploads import Uploads
 from pipeline.store.local import Store
 
 T = TypeVar("T")
@@ -98,6 +100,7 @@ class Scheduler:
         bus: EventBus,
         store: Store,
         resume: ResumeState,
+        uploads: Uploads,
         purchase: Purchase,
         polling: Polling,
         results: Results,
@@ -112,6 +115,7 @@ class Scheduler:
         self._bus = bus
         self._store = store
         self._resume = resume
+        self._uploads = uploads
         self._purchase = purchase
         self._polling = polling
         self._results = results
@@ -258,8 +262,16 @@ class Scheduler:
 
     async def _run_job(self, run: JobRun) -> None:
         """One job from its first step to its terminal event."""
-        job, key, started = run.job, run.planned.key, self._clock()
+        job, started = run.job, self._clock()
         self._store.sweep_temps(job.id)
+        if run.planned.unread is not None:  # a first run's new photo: read once, keyed now
+            try:
+                await self._uploads.read_photo(run)
+            except InputUnreadable as exc:
+                self._bus.emit(JobStarted(run.planned))
+                self._fail(run, exc)  # the photo's fault: nothing was sent
+                return
+        key = run.planned.key
         self._bus.emit(JobStarted(run.planned))
         run.lost_answers = self._resume.lost_answers(job.id, key)
         pending = self._resume.pending_for(job.id, key)

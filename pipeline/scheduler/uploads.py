@@ -3,6 +3,10 @@ runs), shared by every job with the same bytes while it is in flight.
 
 At most ``UPLOADS_IN_FLIGHT`` uploads are open at once (the live API's reported limit); each
 still passes the one rate budget first, so the limit only ever holds uploads back.
+
+A first run's new photo (``PlannedJob.unread``) is read at its job's start (``read_photo``),
+once: its digest completes the content key before anything is sent or written, and the same
+bytes are uploaded (docs/ledger.md#stat-cache).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.config import UPLOADS_IN_FLIGHT
@@ -18,7 +22,7 @@ from pipeline.errors import InputUnreadable, Stopped
 from pipeline.events import AssetsUploaded, EventBus
 from pipeline.images.upload import Recipe, prepare_upload
 from pipeline.models import Asset, InputRef
-from pipeline.scheduler.job import Client, JobRun, MaskConverter, ResumeState
+from pipeline.scheduler.job import Client, JobRun, MaskConverter, PhotoReader, ResumeState
 from pipeline.scheduler.steps import StepRunner
 from pipeline.store.local import Store
 
@@ -33,8 +37,10 @@ class Uploads:
         store: Store,
         mask_converter: MaskConverter | None = None,
         in_flight: int = UPLOADS_IN_FLIGHT,
+        photos: PhotoReader | None = None,
     ) -> None:
         self._client = client
+        self._photos = photos
         self._slots = asyncio.Semaphore(in_flight)
         self._steps = steps
         self._resume = resume
@@ -43,10 +49,30 @@ class Uploads:
         self._mask_converter = mask_converter
         self._in_flight: dict[str, asyncio.Future[Asset]] = {}
 
+    async def read_photo(self, run: JobRun) -> None:
+        """Read the photo of a job planned with ``unread``: its key and digest completed in
+        ``run.planned``, its bytes kept in ``run.photo`` for the upload. Raises InputUnreadable
+        (nothing sent) when the bytes do not decode or are not what the plan was made from."""
+        planned = run.planned
+        unread = planned.unread
+        assert unread is not None
+        path = planned.job.image.value
+        if self._photos is None:
+            raise InputUnreadable(f"{path} was not read before its upload; run again")
+        read = await self._photos.read(path)
+        if isinstance(read, str):
+            raise InputUnreadable(f"{path} {read}")
+        if read.facts != unread.expected:
+            raise InputUnreadable(f"{path} changed since it was checked; run again")
+        key = unread.key(read.digest)
+        run.planned = replace(planned, key=key, image_digest=read.digest, unread=None)
+        run.photo = read.data
+
     async def assets_for(self, run: JobRun) -> dict[str, Asset]:
         """The job's inputs as uploaded assets, by role ("image", "mask")."""
         planned = run.planned
-        image = _Prepared(planned.image_recipe)
+        image = _Prepared(planned.image_recipe, data=run.photo)
+        run.photo = None  # held by this call only: a re-upload reads the file again
         roles = [("image", planned.job.image, planned.image_digest, image)]
         if planned.mask_png is not None:  # made here: keyed by the PNG's digest
             made = InputRef("file", f"{planned.job.id}.mask.png")
@@ -125,11 +151,12 @@ class Uploads:
         path = Path(ref.value)
         try:
             if prepared.recipe is not None:  # upright, at most max_input_side, 8-bit, gray
-                upload = prepare_upload(path, prepared.recipe)
+                upload = prepare_upload(path, prepared.recipe, prepared.data)
                 return upload.data, upload.filename, upload.content_type
             if prepared.convert and self._mask_converter is not None:
                 return self._mask_converter(path), f"{path.stem}.png", "image/png"
-            return path.read_bytes(), path.name, _content_type(path.name)
+            data = prepared.data if prepared.data is not None else path.read_bytes()
+            return data, path.name, _content_type(path.name)
         except OSError as exc:
             raise InputUnreadable(f"cannot read {path}: {exc.strerror}") from exc
 
@@ -150,6 +177,7 @@ class _Prepared:
     recipe: Recipe | None = None
     convert: bool = False
     made: bytes | None = None  # a mask preflight made: these PNG bytes are uploaded as they are
+    data: bytes | None = None  # the file's bytes, read already (``Uploads.read_photo``)
 
     @property
     def token(self) -> str:

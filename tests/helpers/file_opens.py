@@ -7,10 +7,13 @@ cannot be removed: one is installed on first use and records only while ``record
 active.
 
 Use: ``with recording() as opened: ...`` then ``opened.count(path)`` (paths made real).
+``reading(folder)`` counts the bytes read from files instead (``open`` patched: a test's own).
 """
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import sys
 import threading
@@ -63,3 +66,65 @@ def recording() -> Iterator[Opened]:
         yield opened
     finally:
         _active.remove(opened)
+
+
+class BytesRead(dict[str, int]):
+    """Bytes read from each file (real paths) while ``reading`` was active."""
+
+    def of(self, path: Path | str) -> int:
+        return self.get(os.path.realpath(path), 0)
+
+
+@contextmanager
+def reading(folder: Path) -> Iterator[BytesRead]:
+    """Count the bytes read from the files under ``folder`` (every thread) while the block
+    runs: each binary ``open()`` of such a file (builtins, ``io``, pathlib's, Pillow's) gets
+    a raw file that counts what its reads return. Opens counts files; this counts bytes, so a
+    look at a header is told from a read of the whole file."""
+    counts = BytesRead()
+    lock = threading.Lock()
+    root = os.path.realpath(folder) + os.sep
+    original = builtins.open
+
+    class CountingFile(io.FileIO):
+        real = ""
+
+        def _count(self, count: int) -> None:
+            with lock:
+                counts[self.real] = counts.get(self.real, 0) + count
+
+        def readinto(self, buffer: Any) -> int | None:
+            count = super().readinto(buffer)
+            self._count(count or 0)
+            return count
+
+        def readall(self) -> bytes:
+            data = super().readall()
+            self._count(len(data))
+            return data
+
+        def read(self, size: int | None = -1) -> bytes | None:
+            data = super().read(size)
+            self._count(len(data or b""))
+            return data
+
+    def counting_open(
+        file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kw: Any
+    ) -> Any:
+        if isinstance(file, str | bytes | os.PathLike) and set(mode) == {"r", "b"}:
+            real = os.path.realpath(os.fsdecode(file))
+            if real.startswith(root):
+                raw = CountingFile(file, "r")
+                raw.real = real
+                if buffering == 0:
+                    return raw
+                return io.BufferedReader(
+                    raw, buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE
+                )
+        return original(file, mode, buffering, *args, **kw)
+
+    builtins.open = io.open = counting_open  # type: ignore[assignment]
+    try:
+        yield counts
+    finally:
+        builtins.open = io.open = original
