@@ -168,8 +168,19 @@ def test_a_first_run_reads_each_new_photo_once_and_a_second_run_reads_and_buys_n
             assert run_cli(cli_run(manifest), emulator.env, monkeypatch) == 0
         assert len(emulator.server.state.charges) == charges
         assert sum(again.values()) == 0
-    keys = {line["job_id"]: line["key"] for line in records(out) if line["status"] == "succeeded"}
-    assert keys == {job.job.id: job.key for job in planned_jobs(manifest, LedgerState(), False)}
+        keys = {
+            line["job_id"]: line["key"] for line in records(out) if line["status"] == "succeeded"
+        }
+        assert keys == {job.job.id: job.key for job in planned_jobs(manifest, LedgerState(), False)}
+        # A known job's replaced photo: the plan reads it (its key decides), the upload again;
+        # its new thumbnail comes from the plan's read, before the run starts.
+        noise_photo(photos[1], 99)
+        thumbs = len(list((out / ".thumbs").iterdir()))
+        with reading(tmp_path / "img") as replaced:
+            assert run_cli(cli_run(manifest), emulator.env, monkeypatch) == 0
+        assert len(emulator.server.state.charges) == charges + 1
+        assert dict(replaced) == {str(photos[1]): 2 * photos[1].stat().st_size}
+        assert len(list((out / ".thumbs").iterdir())) == thumbs  # the old one pruned
 
 
 def damaged_inside(photo: Path) -> None:

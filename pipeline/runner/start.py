@@ -143,6 +143,8 @@ def _locked_run(context: RunContext, store: Store, syncer: Syncer) -> RunResult:
                     _remove_empty(state_dir)  # nothing was sent: leave nothing behind either
                 raise PlanRefused(plan.summary)
             _print_warnings(plan, context.console)
+            if thumbnails is not None:
+                thumbnails.wait()
             photos = FirstReads(preflight.reader, thumbnails)
             return asyncio.run(run_session(context, store, ledger, plan, syncer, done, photos))
 

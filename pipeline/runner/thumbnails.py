@@ -50,6 +50,11 @@ class SourceThumbnails:
             with self._lock, contextlib.suppress(Exception):
                 self._make(path, data)
 
+    def wait(self) -> None:
+        """Until what preflight queued is made (before the run starts: its thumbnail listener
+        then finds them made, and reads no photo again)."""
+        self._queue.join()
+
     def close(self) -> None:
         """Make what is queued, then stop (before the run starts: the report sees them all)."""
         self._queue.put(None)
@@ -66,6 +71,8 @@ class SourceThumbnails:
             # An undecodable photo or a full disk: the report tries again.
             with self._lock, contextlib.suppress(Exception):
                 self._make(*item)
+            self._queue.task_done()
+        self._queue.task_done()
 
     def _make(self, path: str, data: bytes) -> None:
         source = Input("file", os.path.basename(path), path, stat_file(path))
