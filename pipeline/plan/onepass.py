@@ -129,6 +129,9 @@ class Shape:
     document: dict[str, Any] | None = None  # the key document, when each row has its prompt
     keys: dict[str, str] = field(default_factory=dict)  # prompt -> key, the latest few
     image_keys: ImageKeys | None = None  # a variant's keys by image digest (``_quick_row``)
+    # The latest row's ``UnreadImage`` when its prompt is the shape's: the next row with the
+    # same header facts shares it (one object: the spool pickles it once a batch).
+    unread: UnreadImage | None = None
     # A variant of rows of distinct photos whose size ``auto`` resolves from each photo.
     sized_by_image: bool = False
 
@@ -402,17 +405,33 @@ class RowPass:
             document["parameters"]["prompt"] = prompt
         else:
             prompt = None
-        if digest is None:  # glanced at: its upload reads it and completes the key
-            unread = unread_image(document, facts) if glance else None
+        if digest is None and glance:  # glanced at: its upload reads it, keys it then
+            unread = self._unread(variant, document, facts, shared=not shape.lifted_prompt)
             if unread is not None:
                 self.photo = None  # nothing read: the plan memo cannot vouch for it
                 yield (variant, job_id, number, prompt, unread, image.value, None)
                 return
+        if digest is None:
             digest = self.preflight.digest(image.value)
         document["image"] = f"sha256:{digest}"
         if self.signatures:
             self.photo = self.preflight.settled_signature(image.value, digest)
         yield (variant, job_id, number, prompt, key_of(document), image.value, digest)
+
+    @staticmethod
+    def _unread(
+        variant: Shape, document: dict[str, Any], facts: ImageFacts, shared: bool
+    ) -> UnreadImage | None:
+        """The ``UnreadImage`` of a row glanced at; ``shared``: its key document is the
+        variant's own (the prompt too), so the latest one serves rows with the same facts."""
+        latest = variant.unread
+        expected = (facts.format, facts.width, facts.height, facts.orientation, facts.sixteen_bit)
+        if shared and latest is not None and latest.expected == expected:
+            return latest
+        unread = unread_image(document, facts)
+        if shared:
+            variant.unread = unread
+        return unread
 
     def _variant(
         self,
