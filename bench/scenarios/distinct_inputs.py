@@ -17,7 +17,9 @@ fills the state folder's stat cache, a ledger of every job done is written (the 
 the pipeline computes), then the no-op nightly re-run with ``--emulator`` is timed to its exit,
 with its peak memory; the two sizes scale the figures to 1,000,000 (linear fit). The ledger
 part (read and folded whole today; issue 24 item 2 makes it proportional to change) is read
-from the probe's ledger events and given apart.
+from the probe's ledger events and given apart. Then the same no-op once more after the kernel
+dropped its caches (as root): the warm figures are the easy regime, a night after a busy day
+is the cold one (every photo's stat and every look at an output wait on the disk).
 
 **Bytes read** come from ``/proc/<pid>/io`` of the child: ``rchar`` (the bytes its read calls
 returned, from files, the page cache and sockets alike) is the honest count of what the
@@ -96,7 +98,8 @@ def run(quick: bool) -> ScenarioResult:
     )
     result.notes.append(
         "bytes read are rchar after imports (end - ready readings) unless said: what the "
-        "pipeline asked for, page cache or not; the first run's photo reads are counted by the probe"
+        "pipeline asked for, page cache or not; the first run's photo reads are counted by "
+        "the probe"
     )
     return result
 
@@ -302,8 +305,43 @@ def _nightly(result: ScenarioResult, folder: Path, sizes: tuple[int, int]) -> No
         _read_share(
             result, f"{count:,} small photos: no-op bytes read / catalog", noop, catalog, 1.0
         )
+        _cold_noop(result, folder, catalog.manifest, out, count, noop)
     small, big = sizes
     _scaled(result, measured, small, big)
+
+
+def _cold_noop(
+    result: ScenarioResult, folder: Path, manifest: Path, out: Path, count: int, warm: ChildResult
+) -> None:
+    """The no-op again after the kernel dropped its caches (page cache, dentries, inodes): a
+    night after a busy day, when every stat of a photo and every look at an output waits on
+    the disk. Needs root (``/proc/sys/vm/drop_caches``); said so when not measured."""
+    name = f"{count:,} small photos: no-op nightly re-run, caches dropped first"
+    if not _drop_caches():
+        result.notes.append(f"{name}: not measured (dropping the caches needs root)")
+        return
+    cold = _child(folder / f"n{count}-cold", "run", manifest, "--out", str(out), "--emulator")
+    preflight = _between(cold, "preflight_start", "preflight_end") or 0.0
+    beyond = _between(cold, "scheduler_start", "end") or 0.0
+    result.add(
+        Figure(
+            name,
+            cold.wall,
+            "s",
+            note=f"warm: {warm.wall:.2f} s; preflight pass {preflight:.2f} s, the look at each "
+            f"done job's output and the end {beyond:.2f} s",
+        )
+    )
+
+
+def _drop_caches() -> bool:
+    """Write back, then drop the page cache, dentries and inodes; False if not allowed."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def _parts(child: ChildResult) -> dict[str, float]:
