@@ -25,7 +25,6 @@ class FirstReads:
     def __init__(self, reader: InputReader, thumbnails: SourceThumbnails | None = None) -> None:
         self._reader = reader
         self._thumbnails = thumbnails
-        self.photos_read = 0
 
     async def read(self, path: str) -> PhotoBytes | str:
         """The photo at ``path``: its bytes (None if this run read it already), digest and
@@ -39,17 +38,15 @@ class FirstReads:
         if isinstance(read, str):
             return read
         self._reader.learn(real, read)
-        self.photos_read += 1
         return _answer(read.data, read.known.digest, read.verdict)
 
     def _read(self, path: str, real: str) -> PhotoRead | str:
         """On a worker thread: the one read, its checks, and the thumbnail from its bytes."""
         read = self._reader.read_photo(real)
+        thumbnails = self._thumbnails
         # A photo that does not decode has no thumbnail.
-        decoded = not isinstance(read, str) and isinstance(read.verdict, ImageFacts)
-        if self._thumbnails is not None and decoded:
-            assert not isinstance(read, str)
-            self._thumbnails.make_now(path, read.data)
+        if isinstance(read, PhotoRead) and isinstance(read.verdict, ImageFacts) and thumbnails:
+            thumbnails.make_now(path, read.data)
         return read
 
 
