@@ -4,9 +4,10 @@ its size, mode and orientation (``ImageFacts``), from bytes ``preflight.reader``
 Integrity is checked as cheaply as the format allows: PNG by ``verify()`` (every chunk's CRC, no
 pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a full decode.
 
-``glance_facts`` is the first run's cheaper look at a new photo that its upload will read anyway
-(docs/ledger.md#stat-cache): the header and the last bytes only. It vouches for a file only when
-both say it is whole; anything else takes the full check, so its messages are the same.
+``glance_facts`` is the first run's cheaper look at a new PNG or JPEG photo that its upload will
+read anyway (docs/ledger.md#stat-cache): the header and the last bytes only. It vouches for a
+file only when both say it is whole; anything else takes the full check, so its messages are the
+same.
 """
 
 from __future__ import annotations
@@ -106,14 +107,17 @@ _JPEG_END = b"\xff\xd9"  # EOI
 
 
 def glance_facts(real: str, size: int, max_pixels: int) -> ImageFacts | None:
-    """An image file's facts from its header and its last ``TRAILER`` bytes, when those say it
-    is a whole, usable still image: what ``image_facts`` finds in such a file, without reading
-    its pixel data. None when anything is off (a problem, a truncated end, trailing bytes):
-    ``image_facts`` then reads it all and says what is wrong."""
+    """A PNG or JPEG file's facts from its header and its last ``TRAILER`` bytes, when those
+    say it is a whole, usable still image: what ``image_facts`` finds in such a file, without
+    reading its pixel data. None when anything is off (a problem, a truncated end, trailing
+    bytes) and for WebP (Pillow reads a WebP whole to open it): ``image_facts`` then reads it
+    all and says what is wrong."""
     try:
         # Unbuffered: Pillow's small reads of the header cost what they ask for, no more.
         with open(real, "rb", buffering=0) as handle:
             head = handle.read(32)
+            if head[:4] == b"RIFF":  # WebP: no cheaper look than the full check
+                return None
             handle.seek(0)
             with bombs_refused(), Image.open(handle) as image:
                 if _header_problem(image, max_pixels) is not None:
@@ -123,17 +127,14 @@ def glance_facts(real: str, size: int, max_pixels: int) -> ImageFacts | None:
             end = handle.read(TRAILER)
     except Exception:  # whatever Pillow raises: the full check says it in words
         return None
-    return facts if _looks_whole(facts.format, head, end, size) else None
+    return facts if _looks_whole(facts.format, end) else None
 
 
-def _looks_whole(kind: str, head: bytes, end: bytes, size: int) -> bool:
+def _looks_whole(kind: str, end: bytes) -> bool:
     """Whether a file of this format ends where a whole one does (a cut-off copy does not)."""
     if kind == "PNG":
         return end == _PNG_END
-    if kind == "JPEG":
-        return end.endswith(_JPEG_END)
-    # WebP: the RIFF header gives the length of what follows it, so a cut shows exactly.
-    return head[:4] == b"RIFF" and int.from_bytes(head[4:8], "little") + 8 == size
+    return kind == "JPEG" and end.endswith(_JPEG_END)
 
 
 class RealPaths:
