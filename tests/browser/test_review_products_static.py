@@ -57,6 +57,23 @@ def settled(page: Any) -> None:
     page.wait_for_function("() => !document.body.dataset.busy")
 
 
+def stored_in_the_browser(page: Any) -> None:
+    """Until another page of this browser sees the decisions the page keeps: Chromium hands a
+    page's ``localStorage`` writes to the browser process on its own time, and a reload under
+    load could come first."""
+    key = page.evaluate(
+        "Object.keys(localStorage).find((k) => k.startsWith('pipeline-report:decisions:'))"
+    )
+    other = page.context.new_page()
+    try:
+        other.goto(page.url)
+        other.wait_for_function(
+            "(key) => (localStorage.getItem(key) || '').includes('rejected')", arg=key
+        )
+    finally:
+        other.close()
+
+
 def grid_items(page: Any) -> list[str]:
     """The grid in order: "# name" for a product header, a job id for a card."""
     return page.eval_on_selector_all(
@@ -141,6 +158,7 @@ def test_a_products_header_decides_in_the_browser_and_exports(
         page.click("#export")
     exported = json.loads(Path(download.value.path()).read_text())
     assert sorted(exported["rejected"]) == [job_id(3, angle) for angle in range(3)]
+    stored_in_the_browser(page)
     page.reload()  # kept in this browser
     wait_ready(page)
     settled(page)
