@@ -301,6 +301,7 @@ def _take_rows(
 
 def _finished(plan: CheckedPlan, tally: _Tally, manifest: Manifest) -> CheckedPlan:
     plan.summary.add_problems(tally.chosen.unknown_ids(manifest.display_name))
+    plan.summary.settle_uploads()
     if plan.summary.ok:
         plan.jobs = iter(tally.spool)
     else:

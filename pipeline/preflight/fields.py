@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -50,13 +51,13 @@ def id_problem(job_id: str) -> str | None:
     return f"{job_id!r} cannot name the job's output folder: {reason}" if reason else None
 
 
-class IdSet:
-    """The ids of one pass as 8-byte fingerprints in an array, not as a set of strings (about
-    95 bytes each): memory must not grow with a million-row catalog.
+class Fingerprints:
+    """64-bit fingerprints of one pass in an array, not a set of Python objects (about 95 bytes
+    a string): memory must not grow with a million-row catalog.
 
-    A bit per fingerprint's low bits: an id whose bit is already set may repeat one (false
-    positives are a few percent at a million ids), so only those are kept as Python ints.
-    Duplicates are therefore known once the pass is over (``duplicates``).
+    A bit per fingerprint's low bits: a fingerprint whose bit is already set may repeat one
+    (false positives are a few percent at a million), so only those are kept as Python ints.
+    Repeats are therefore known once the pass is over (``duplicates``, ``distinct``).
     """
 
     def __init__(self, filter_bits: int | None = None) -> None:
@@ -65,6 +66,46 @@ class IdSet:
         self._ids: array[int] = array("Q")
         self._filter = bytearray(max(1, bits // 8))
         self._maybe_seen: set[int] = set()
+
+    def add_fingerprint(self, fingerprint: int) -> None:
+        self._ids.append(fingerprint)
+        index = fingerprint & self._mask
+        byte, bit = index >> 3, 1 << (index & 7)
+        if self._filter[byte] & bit:
+            self._maybe_seen.add(fingerprint)
+        else:
+            self._filter[byte] |= bit
+
+    def __len__(self) -> int:
+        """How many were added, repeats included."""
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[int]:
+        """Every fingerprint added, in order, repeats included."""
+        return iter(self._ids)
+
+    def distinct(self) -> int:
+        """How many distinct fingerprints were added (a pass over the array)."""
+        if not self._maybe_seen:
+            return len(self._ids)
+        seen = Counter(f for f in self._ids if f in self._maybe_seen)
+        return len(self._ids) - sum(count - 1 for count in seen.values())
+
+    def duplicates(self) -> set[int]:
+        """The fingerprints added more than once."""
+        if not self._ids or not self._maybe_seen:
+            return set()
+        seen: set[int] = set()
+        duplicates: set[int] = set()
+        for fingerprint in self._ids:  # only candidates are held as Python ints
+            if fingerprint in self._maybe_seen:
+                (duplicates if fingerprint in seen else seen).add(fingerprint)
+        return duplicates
+
+
+class IdSet(Fingerprints):
+    """The ids of one pass as fingerprints (``id_fingerprint``); ``duplicates`` once the pass
+    is over. ``add`` has ``add_fingerprint`` inlined: it runs once a row of the catalog."""
 
     def add(self, job_id: str) -> None:
         # id_fingerprint's ASCII case inlined: this runs once per row of the catalog.
@@ -77,17 +118,6 @@ class IdSet:
             self._maybe_seen.add(fingerprint)
         else:
             self._filter[byte] |= bit
-
-    def duplicates(self) -> set[int]:
-        """Fingerprints of the ids added more than once (``id_fingerprint``)."""
-        if not self._ids or not self._maybe_seen:
-            return set()
-        seen: set[int] = set()
-        duplicates: set[int] = set()
-        for fingerprint in self._ids:  # only candidates are held as Python ints
-            if fingerprint in self._maybe_seen:
-                (duplicates if fingerprint in seen else seen).add(fingerprint)
-        return duplicates
 
 
 def prompt_problems(prompt: str) -> Iterator[tuple[str, str]]:

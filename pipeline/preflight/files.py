@@ -102,6 +102,7 @@ def _inspect(
 
 
 TRAILER = 12  # bytes read at the end of a file by ``glance_facts``
+GLANCE_BUFFER = 8192  # bytes a read of ``glance_facts`` asks of the file system
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, and its CRC
 _JPEG_END = b"\xff\xd9"  # EOI
 
@@ -113,8 +114,9 @@ def glance_facts(real: str, size: int, max_pixels: int) -> ImageFacts | None:
     bytes) and for WebP (Pillow reads a WebP whole to open it): ``image_facts`` then reads it
     all and says what is wrong."""
     try:
-        # Unbuffered: Pillow's small reads of the header cost what they ask for, no more.
-        with open(real, "rb", buffering=0) as handle:
+        # Buffered (a system call a block, not one per marker): a header costs a block or
+        # two, the end one more.
+        with open(real, "rb", buffering=GLANCE_BUFFER) as handle:
             head = handle.read(32)
             if head[:4] == b"RIFF":  # WebP: no cheaper look than the full check
                 return None
