@@ -22,17 +22,14 @@ the original; they change nothing the pipeline does.
 With ``$BENCH_OPENS_UNDER`` set to a folder, an audit hook (PEP 578) also counts every
 ``open()`` of a file under it, whoever opens it; the ``end`` line then has ``opens`` (how
 many), ``opened_bytes`` (the sizes of the files opened, once per open) and ``read_from``: the
-bytes the reads of those files returned (a binary ``open()`` of such a file gets a raw file
-that counts them; buffering, seeking and reading are the standard library's own). A look at a
-header opens a file but reads a few kB of it: ``read_from`` tells the two apart.
+bytes the reads of those files returned (``readings.ReadCounter``). A look at a header opens
+a file but reads a few kB of it: ``read_from`` tells the two apart.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import functools
-import io
 import os
 import sys
 from collections import Counter
@@ -41,7 +38,7 @@ from typing import Any, TypeVar
 
 import pipeline.cli
 import pipeline.runner.start as run_module
-from bench.readings import EVENTS_ENV, Events
+from bench.readings import EVENTS_ENV, Events, ReadCounter
 from pipeline.api.client import OneMinClient
 from pipeline.scheduler import Scheduler
 from pipeline.store.local import Store
@@ -105,44 +102,6 @@ def count_opens(folder: str) -> Counter[str]:
     return opened
 
 
-def count_reads(folder: str) -> Counter[str]:
-    """The bytes read from files under ``folder`` from now on, by path (``builtins.open`` and
-    ``io.open`` hand such a file a counting raw file; every other open is untouched)."""
-    prefix = os.path.join(os.path.realpath(folder), "")
-    read: Counter[str] = Counter()
-    original = builtins.open
-
-    class CountingFile(io.FileIO):
-        def readinto(self, buffer: Any) -> int | None:
-            count = super().readinto(buffer)
-            read[str(self.name)] += count or 0
-            return count
-
-        def readall(self) -> bytes:
-            data = super().readall()
-            read[str(self.name)] += len(data)
-            return data
-
-        def read(self, size: int | None = -1) -> bytes | None:
-            data = super().read(size)
-            read[str(self.name)] += len(data or b"")
-            return data
-
-    def counting_open(
-        file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kw: Any
-    ) -> Any:
-        if isinstance(file, str | bytes | os.PathLike) and set(mode) == {"r", "b"}:
-            path = os.path.abspath(os.fsdecode(file))
-            if path.startswith(prefix):
-                raw = CountingFile(path, "r")
-                size = buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE
-                return raw if buffering == 0 else io.BufferedReader(raw, size)
-        return original(file, mode, buffering, *args, **kw)
-
-    builtins.open = io.open = counting_open  # type: ignore[assignment]
-    return read
-
-
 def _opened_bytes(opened: Counter[str]) -> int:
     total = 0
     for path, times in opened.items():
@@ -158,7 +117,9 @@ def main(argv: list[str]) -> int:
         without_checks()
     under = os.environ.get(OPENS_ENV)
     opened = count_opens(under) if under else None
-    read = count_reads(under) if under else None
+    reads = ReadCounter(under) if under else None
+    if reads is not None:
+        reads.install()
     events.note("ready")
     code = 130
     try:
@@ -167,8 +128,8 @@ def main(argv: list[str]) -> int:
         extra: dict[str, Any] = {"code": code}
         if opened is not None:
             extra |= {"opens": sum(opened.values()), "opened_bytes": _opened_bytes(opened)}
-        if read is not None:
-            extra["read_from"] = sum(read.values())
+        if reads is not None:
+            extra["read_from"] = reads.total
         events.note("end", **extra)
     return code
 

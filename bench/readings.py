@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import os
 import resource
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -66,3 +71,70 @@ class Events:
         }
         with open(self._path, "ab") as sink:
             sink.write(orjson.dumps(line) + b"\n")
+
+
+class ReadCounter:
+    """The bytes read from files under ``folder``, by real path, while installed: each binary
+    ``open()`` of such a file (builtins, ``io``, pathlib's, Pillow's) gets a raw file that
+    counts what its reads return; buffering, seeking and reading stay the standard library's.
+    Opens count files; this counts bytes, so a look at a header is told from a whole read.
+    Counts are added under a lock: worker threads read too. (The probe's ``read_from``, and
+    ``tests.helpers.file_opens.reading``.)"""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.counts: dict[str, int] = {}
+        self._root = os.path.join(os.path.realpath(folder), "")
+        self._lock = threading.Lock()
+        self._original: Callable[..., Any] | None = None
+
+    def install(self) -> None:
+        original = self._original = builtins.open
+        counter = self
+
+        class CountingFile(io.FileIO):
+            real = ""
+
+            def readinto(self, buffer: Any) -> int | None:
+                count = super().readinto(buffer)
+                counter.add(self.real, count or 0)
+                return count
+
+            def readall(self) -> bytes:
+                data = super().readall()
+                counter.add(self.real, len(data))
+                return data
+
+            def read(self, size: int | None = -1) -> bytes | None:
+                data = super().read(size)
+                counter.add(self.real, len(data or b""))
+                return data
+
+        def counting_open(
+            file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kw: Any
+        ) -> Any:
+            if isinstance(file, str | bytes | os.PathLike) and set(mode) == {"r", "b"}:
+                real = os.path.realpath(os.fsdecode(file))
+                if real.startswith(counter._root):
+                    raw = CountingFile(file, "r")
+                    raw.real = real
+                    if buffering == 0:
+                        return raw
+                    size = buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE
+                    return io.BufferedReader(raw, size)
+            return original(file, mode, buffering, *args, **kw)
+
+        builtins.open = io.open = counting_open  # type: ignore[assignment]
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            builtins.open = io.open = self._original
+            self._original = None
+
+    def add(self, real: str, count: int) -> None:
+        with self._lock:
+            self.counts[real] = self.counts.get(real, 0) + count
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())

@@ -12,8 +12,6 @@ Use: ``with recording() as opened: ...`` then ``opened.count(path)`` (paths made
 
 from __future__ import annotations
 
-import builtins
-import io
 import os
 import sys
 import threading
@@ -21,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bench.readings import ReadCounter
 
 _active: list[list[str]] = []
 _lock = threading.Lock()
@@ -78,53 +78,12 @@ class BytesRead(dict[str, int]):
 @contextmanager
 def reading(folder: Path) -> Iterator[BytesRead]:
     """Count the bytes read from the files under ``folder`` (every thread) while the block
-    runs: each binary ``open()`` of such a file (builtins, ``io``, pathlib's, Pillow's) gets
-    a raw file that counts what its reads return. Opens counts files; this counts bytes, so a
-    look at a header is told from a read of the whole file."""
+    runs (``bench.readings.ReadCounter``: the benchmarks' own count)."""
+    counter = ReadCounter(folder)
     counts = BytesRead()
-    lock = threading.Lock()
-    root = os.path.realpath(folder) + os.sep
-    original = builtins.open
-
-    class CountingFile(io.FileIO):
-        real = ""
-
-        def _count(self, count: int) -> None:
-            with lock:
-                counts[self.real] = counts.get(self.real, 0) + count
-
-        def readinto(self, buffer: Any) -> int | None:
-            count = super().readinto(buffer)
-            self._count(count or 0)
-            return count
-
-        def readall(self) -> bytes:
-            data = super().readall()
-            self._count(len(data))
-            return data
-
-        def read(self, size: int | None = -1) -> bytes | None:
-            data = super().read(size)
-            self._count(len(data or b""))
-            return data
-
-    def counting_open(
-        file: Any, mode: str = "r", buffering: int = -1, *args: Any, **kw: Any
-    ) -> Any:
-        if isinstance(file, str | bytes | os.PathLike) and set(mode) == {"r", "b"}:
-            real = os.path.realpath(os.fsdecode(file))
-            if real.startswith(root):
-                raw = CountingFile(file, "r")
-                raw.real = real
-                if buffering == 0:
-                    return raw
-                return io.BufferedReader(
-                    raw, buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE
-                )
-        return original(file, mode, buffering, *args, **kw)
-
-    builtins.open = io.open = counting_open  # type: ignore[assignment]
+    counter.counts = counts
+    counter.install()
     try:
         yield counts
     finally:
-        builtins.open = io.open = original
+        counter.uninstall()
