@@ -112,8 +112,7 @@ def unread_image(document: Mapping[str, Any], facts: ImageFacts) -> UnreadImage 
     halves = key_halves(document)
     if halves is None:
         return None
-    expected = (facts.format, facts.width, facts.height, facts.orientation, facts.sixteen_bit)
-    return UnreadImage(halves[0], halves[1], expected)
+    return UnreadImage(halves[0], halves[1], facts.planned_from)
 
 
 def with_prompt(document: dict[str, Any], prompt: str) -> str:

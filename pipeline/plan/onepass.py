@@ -425,8 +425,7 @@ class RowPass:
         """The ``UnreadImage`` of a row glanced at; ``shared``: its key document is the
         variant's own (the prompt too), so the latest one serves rows with the same facts."""
         latest = variant.unread
-        expected = (facts.format, facts.width, facts.height, facts.orientation, facts.sixteen_bit)
-        if shared and latest is not None and latest.expected == expected:
+        if shared and latest is not None and latest.expected == facts.planned_from:
             return latest
         unread = unread_image(document, facts)
         if shared:

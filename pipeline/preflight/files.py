@@ -56,6 +56,12 @@ class ImageFacts:
     sixteen_bit: bool = False  # 16 bits per channel: uploaded converted to 8 bits
     edits_nothing: bool = False  # as a mask, all black: an error unless modifiers change it
 
+    @property
+    def planned_from(self) -> tuple[str, int, int, int, bool]:
+        """What a plan made from the header decides by (``models.UnreadImage.expected``):
+        format, upright width and height, orientation, 16-bit."""
+        return (self.format, self.width, self.height, self.orientation, self.sixteen_bit)
+
 
 def image_facts(real: str, data: bytes | None, size: int, max_pixels: int) -> ImageFacts | str:
     """The facts of an image file from its bytes (``data``; None: read from ``real``, for a

@@ -121,13 +121,9 @@ class InputReader:
         """Read the file once: its bytes, digest and facts as an image; or why it cannot be
         read. Touches nothing shared (a worker thread may call it); ``learn`` keeps the
         result."""
-        info = _stat(real)
-        if isinstance(info, str):
-            return info
-        problem = unusable_file(info)
-        if problem:
-            return problem
-        signature = Signature.of(info)
+        signature = _usable(real)
+        if isinstance(signature, str):
+            return signature
         checked_ns = self.cache.now()
         try:
             data = self._read_file(real)
@@ -199,13 +195,9 @@ class InputReader:
     def _verdict(
         self, real: str, role: str, taken: os.stat_result | None = None, glance: bool = False
     ) -> Verdict:
-        info = taken if taken is not None else _stat(real)
-        if isinstance(info, str):
-            return info
-        problem = unusable_file(info)
-        if problem:
-            return problem
-        signature = Signature.of(info)
+        signature = _usable(real, taken)
+        if isinstance(signature, str):
+            return signature
         known = self._recall(real, signature)
         if known is not None:
             verdict = known.image if role == IMAGE else known.mask
@@ -304,6 +296,15 @@ class InputReader:
                 _encoded(known.mask, self.max_pixels),
             )
             self.cache.remember(real, entry)
+
+
+def _usable(real: str, taken: os.stat_result | None = None) -> Signature | str:
+    """The signature of a file that can be an input (``taken``: its stat, if just taken), or
+    why it cannot."""
+    info = taken if taken is not None else _stat(real)
+    if isinstance(info, str):
+        return info
+    return unusable_file(info) or Signature.of(info)
 
 
 def _stat(real: str) -> os.stat_result | str:

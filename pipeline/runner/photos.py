@@ -53,5 +53,4 @@ class FirstReads:
 def _answer(data: bytes | None, digest: str, verdict: Verdict) -> PhotoBytes | str:
     if isinstance(verdict, str):
         return verdict
-    facts = (verdict.format, verdict.width, verdict.height, verdict.orientation)
-    return PhotoBytes(data, digest, (*facts, verdict.sixteen_bit))
+    return PhotoBytes(data, digest, verdict.planned_from)
