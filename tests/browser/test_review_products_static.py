@@ -57,21 +57,43 @@ def settled(page: Any) -> None:
     page.wait_for_function("() => !document.body.dataset.busy")
 
 
-def stored_in_the_browser(page: Any) -> None:
-    """Until another page of this browser sees the decisions the page keeps: Chromium hands a
-    page's ``localStorage`` writes to the browser process on its own time, and a reload under
-    load could come first."""
-    key = page.evaluate(
-        "Object.keys(localStorage).find((k) => k.startsWith('pipeline-report:decisions:'))"
+def kept_in_the_browser(page: Any) -> tuple[str, str]:
+    """The key and value the static page keeps its decisions under in ``localStorage``, read
+    in the page that wrote them."""
+    kept = page.evaluate(
+        """() => {
+          const key = Object.keys(localStorage)
+            .find((k) => k.startsWith('pipeline-report:decisions:'));
+          return key ? [key, localStorage.getItem(key)] : null;
+        }"""
     )
+    assert kept is not None, "the static page kept no decisions in this browser"
+    return kept[0], kept[1]
+
+
+def reopened(page: Any, kept: tuple[str, str]) -> Any:
+    """The report opened again in this browser, holding what the first page kept.
+
+    Chromium hands a page's ``localStorage`` writes to its storage service on its own time, and
+    twice under CI load a reload (and another page, for 30 s) read none of them. What this
+    test owns is that the page reads back what it wrote, so the new page is given that value
+    before its script runs."""
+    key, value = kept
+    url = page.url
     other = page.context.new_page()
-    try:
-        other.goto(page.url)
-        other.wait_for_function(
-            "(key) => (localStorage.getItem(key) || '').includes('rejected')", arg=key
-        )
-    finally:
-        other.close()
+    other.add_init_script(script=f"localStorage.setItem({json.dumps(key)}, {json.dumps(value)});")
+    page.close()
+    other.goto(url)
+    wait_ready(other)
+    settled(other)
+    return other
+
+
+def rejected_count(page: Any, expected: str) -> None:
+    """Until the page's count of rejected jobs reads ``expected`` (a click decides async)."""
+    page.wait_for_function(
+        "(n) => document.getElementById('rejected-count').innerText === n", arg=expected
+    )
 
 
 def grid_items(page: Any) -> list[str]:
@@ -158,11 +180,10 @@ def test_a_products_header_decides_in_the_browser_and_exports(
         page.click("#export")
     exported = json.loads(Path(download.value.path()).read_text())
     assert sorted(exported["rejected"]) == [job_id(3, angle) for angle in range(3)]
-    stored_in_the_browser(page)
-    page.reload()  # kept in this browser
-    wait_ready(page)
-    settled(page)
-    assert page.locator("#rejected-count").inner_text() == "3"
-    page.locator('.product-head[data-product="p-003"] .product-decide .reject').click()
-    settled(page)  # the same decision again takes it back, as a job's button does
-    assert page.locator("#rejected-count").inner_text() == "0"
+    key, value = kept_in_the_browser(page)
+    assert sorted(json.loads(value)) == [job_id(3, angle) for angle in range(3)]
+    again = reopened(page, (key, value))  # kept in this browser
+    rejected_count(again, "3")
+    again.locator('.product-head[data-product="p-003"] .product-decide .reject').click()
+    rejected_count(again, "0")  # the same decision again takes it back, as a job's button does
+    assert json.loads(kept_in_the_browser(again)[1]) == {}
