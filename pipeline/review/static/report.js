@@ -680,16 +680,22 @@
 
   // A product's header decides for each of its jobs that has images of its current content
   // (the server checks that again); on the static page the same toggle as a job's buttons.
+  // Busy from the click on: finding the members may load chunks before anything is drawn.
   async function decideProduct(product, decision) {
-    const members = await membersOf(product);
-    const targets = members.filter((job) => DECIDABLE.has(job.status));
-    if (!targets.length) {
-      $("live-status").textContent = product.name + ": no job with images to decide";
-      return;
+    document.body.dataset.busy = "1";
+    try {
+      const members = await membersOf(product);
+      const targets = members.filter((job) => DECIDABLE.has(job.status));
+      if (!targets.length) {
+        $("live-status").textContent = product.name + ": no job with images to decide";
+        return;
+      }
+      const same = targets.every((job) => decisionOf(job) === decision);
+      await decide(targets, same && !INDEX.live ? null : decision, product.name);
+      await render();
+    } finally {
+      delete document.body.dataset.busy;
     }
-    const same = targets.every((job) => decisionOf(job) === decision);
-    await decide(targets, same && !INDEX.live ? null : decision, product.name);
-    await render();
   }
 
   async function pick(job, index) {
