@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from pipeline.layout import REVIEWS_NAME
+from pipeline.ledger.schema import utc_now
 
 DECISIONS = ("approved", "rejected")
 APPROVED, REJECTED = DECISIONS
@@ -42,10 +43,6 @@ class Decision:
     def applies_to(self, key: str | None) -> bool:
         """True when this decision was made for the content ``key`` (None: unknown, so yes)."""
         return self.key is None or key is None or self.key == key
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def record_decisions(

@@ -19,6 +19,7 @@ import orjson
 
 from pipeline.durability import atomic_write
 from pipeline.layout import RUNS_DIR, SUMMARY_NAME
+from pipeline.ledger.schema import utc_now
 
 SCHEMA = "onemin-pipeline/folder-summary/1"
 # RunStats counters that mean a request went out (a job starts by uploading or reusing its
@@ -96,7 +97,7 @@ def folder_summary(
     return {
         "schema": SCHEMA,
         "manifest": manifest_name,
-        "updated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "updated_at": utc_now(),
         "jobs": {"total": manifest_total, **{state: int(n) for state, n in states.items()}},
         "credits_all_runs": credits_all_runs,
         "possibly_charged": possibly_charged,  # feature calls whose answer was lost, all runs
