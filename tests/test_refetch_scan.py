@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.ledger import JobRef, LedgerState, Status
 from pipeline.models import Feature, InputRef, Job, PlannedJob
 from pipeline.scheduler.refetch import DoneJobs, _beyond_single_outputs
-from pipeline.store.missing import outputs_missing
+from pipeline.store.missing import OutputLook, files_under, outputs_missing
 
 OUTPUTS = {
     "one-kept": ("one-kept/0.png",),
@@ -41,8 +41,8 @@ def test_the_quick_look_finds_what_the_general_question_finds(tmp_path: Path) ->
     def gone(outputs: tuple[str, ...]) -> bool:
         return outputs_missing(tmp_path, outputs)
 
-    general = sorted(state.job_id for state, _ in done.missing(gone))
-    quick = sorted(state.job_id for state, _ in done.missing(gone, tmp_path))
+    general = sorted(state.job_id for state, _ in done.missing(OutputLook(gone)))
+    quick = sorted(state.job_id for state, _ in done.missing(files_under(tmp_path)))
     assert general == quick == ["jpeg-gone", "one-gone", "own-name-gone", "two-half"]
 
 

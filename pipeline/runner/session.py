@@ -92,8 +92,7 @@ async def run_session(
             bus,
             context.target.state_dir,
             stopping=lambda: scheduler.stopping,
-            # A folder OUT: the default rule, and the quick look that knows it is files.
-            gone=context.target.outputs_gone() if context.target.bucket else None,
+            look=context.target.outputs_look(),
         )
         refetch = asyncio.create_task(refetcher.run(done or DoneJobs()))  # beside the run, free
         if options.ray:

@@ -112,7 +112,7 @@ def plan_options(options: RunOptions, target: OutputTarget, done: DoneJobs | Non
         limit=options.limit,
         only=options.only,
         rejected=reviewer_rejections(read_decisions(target.state_dir)),
-        missing=missing_rule(target.outputs_gone()) if options.redo_missing else None,
+        missing=missing_rule(target.outputs_look().gone) if options.redo_missing else None,
         on_done=done,
         read_at_upload=not (options.dry_run or options.ray),
     )

@@ -44,7 +44,7 @@ from pipeline.ledger.compact import JobTable
 from pipeline.models import FeatureResult, PlannedJob
 from pipeline.scheduler.results import ResultSource, fetch_checked
 from pipeline.store.local import Store
-from pipeline.store.missing import outputs_missing
+from pipeline.store.missing import OutputLook, files_under
 from pipeline.store.verify import parse_size
 
 GONE_STATUSES = frozenset({401, 403, 404, 410})  # the stored object or its signature is gone
@@ -96,15 +96,14 @@ class DoneJobs:
     def __len__(self) -> int:
         return len(self._jobs) + len(self._numbers)
 
-    def missing(
-        self, gone: Callable[[tuple[str, ...]], bool], local_root: Path | None = None
-    ) -> list[tuple[FoldedJob, PlannedJob | None]]:
-        """The done jobs whose outputs are ``gone`` (blocking: run it in a thread).
+    def missing(self, look: OutputLook) -> list[tuple[FoldedJob, PlannedJob | None]]:
+        """The done jobs whose outputs are gone by ``look`` (blocking: run it in a thread).
 
-        ``local_root``: the outputs are files under this folder (what ``gone`` asks), so the
-        compact fold's jobs of one output are looked at without building their output tuples:
-        every run asks this of every done job, a million a night (2.5 us a job, not 3.6)."""
+        When the outputs are files under ``look.local_root``, the compact fold's jobs of one
+        output are looked at without building their output tuples: every run asks this of
+        every done job, a million a night (2.5 us a job, not 3.6)."""
         found: list[tuple[FoldedJob, PlannedJob | None]] = []
+        gone, local_root = look.gone, look.local_root
         table = self._table
         if table is not None:
             numbers = (
@@ -201,12 +200,11 @@ class Refetcher:
         *,
         stopping: Callable[[], bool] = lambda: False,
         concurrency: int = CONCURRENCY,
-        gone: Callable[[tuple[str, ...]], bool] | None = None,
+        look: OutputLook | None = None,
     ) -> None:
-        # ``gone``: whether outputs are missing; default the files under ``out_dir`` (a bucket
-        # run passes ``pipeline.store.bucket.BucketListing(out).missing``)
-        self._gone = gone or (lambda outputs: outputs_missing(out_dir, outputs))
-        self._local_root = out_dir if gone is None else None  # outputs are files under it
+        # ``look``: how outputs are missing; default the files under ``out_dir`` (the session
+        # passes its target's, a bucket's listing for a bucket OUT)
+        self._look = look or files_under(out_dir)
         self._client = client
         self._store = store
         self._gate = gate
@@ -222,7 +220,7 @@ class Refetcher:
         if not len(done):
             return report
         self._records_of = done.records_of
-        missing = iter(await asyncio.to_thread(done.missing, self._gone, self._local_root))
+        missing = iter(await asyncio.to_thread(done.missing, self._look))
 
         async def worker() -> None:
             # A few workers draining one iterator, not a task per job: a folder whose images

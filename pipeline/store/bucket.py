@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from pipeline.layout import (
     SUPERSEDED_DIR,
 )
 from pipeline.store.local import Store
-from pipeline.store.missing import outputs_missing
+from pipeline.store.missing import OutputLook, files_under
 
 BUCKET_STATUS_HINT = (
     "a bucket OUT keeps its ledger in the run's local state folder: "
@@ -66,13 +66,12 @@ class OutputTarget:
             return BucketStore(self.out, staging)
         return Store(Path(self.out))
 
-    def outputs_gone(self) -> Callable[[tuple[str, ...]], bool]:
+    def outputs_look(self) -> OutputLook:
         """Whether a done job's outputs are missing: the bucket's listing or the local files
         (the one rule of ``status``, ``--redo-missing`` and the re-fetch)."""
         if self.bucket:
-            return BucketListing(self.out).missing
-        state_dir = self.state_dir
-        return lambda outputs: outputs_missing(state_dir, outputs)
+            return OutputLook(BucketListing(self.out).missing)
+        return files_under(self.state_dir)
 
     def copy_state(self) -> list[str]:
         """Copy the ledger and the summary to a bucket ``OUT``; a warning per file that could

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,21 @@ def outputs_missing(out_dir: Path, outputs: tuple[str, ...]) -> bool:
         if not access(root + output, present):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class OutputLook:
+    """How to tell that a done job's outputs are gone. ``gone`` asks of a job's outputs;
+    ``local_root`` is the folder they are files under (None for a bucket), which lets the
+    re-fetch's scan look at a job of one output without building its tuple."""
+
+    gone: Callable[[tuple[str, ...]], bool]
+    local_root: Path | None = None
+
+
+def files_under(root: Path) -> OutputLook:
+    """The look of a folder OUT: each output a file under ``root``."""
+    return OutputLook(lambda outputs: outputs_missing(root, outputs), root)
 
 
 def missing_rule(gone: Callable[[tuple[str, ...]], bool]) -> Callable[[HasOutputs], bool]:
