@@ -121,7 +121,7 @@ def test_a_job_an_earlier_run_knows_has_its_photo_read_by_the_plan(tmp_path: Pat
     assert jobs["p0"].unread is not None and jobs["p2"].unread is not None
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_a_glance_finds_what_the_full_check_finds_in_a_whole_file(tmp_path: Path, fmt: str) -> None:
     photo = noise_photo(tmp_path / f"p.{fmt.lower()}", 1, fmt)
     size = photo.stat().st_size
@@ -131,13 +131,57 @@ def test_a_glance_finds_what_the_full_check_finds_in_a_whole_file(tmp_path: Path
     assert read.of(photo) <= GLANCE_BYTES < size  # the header and the end only
 
 
-def test_a_glance_leaves_webp_to_the_full_check(tmp_path: Path) -> None:
-    """Pillow reads a WebP whole to open it: a glance would read as much and check less."""
-    photo = noise_photo(tmp_path / "p.webp", 1, "WEBP")
-    assert glance_facts(str(photo), photo.stat().st_size, MAX_PIXELS) is None
+def webp_photo(path: Path, mode: str, lossless: bool, orientation: int, xmp: bool) -> Path:
+    """A WebP of each layout Pillow writes: simple lossy (``VP8 ``) or lossless (``VP8L``), or
+    extended (``VP8X``) with alpha (``ALPH`` when lossy), EXIF or XMP at the end."""
+    size = (320, 240)
+    noise = random.Random(7).randbytes(size[0] * size[1] * len(mode))
+    options: dict[str, Any] = {"lossless": lossless}
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif
+    if xmp:  # Pillow takes an orientation from XMP too, when EXIF has none
+        options["xmp"] = b'<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    Image.frombytes(mode, size, noise).save(path, "WEBP", **options)
+    return path
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("lossless", [False, True], ids=["lossy", "lossless"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
+@pytest.mark.parametrize(
+    ("orientation", "xmp"), [(1, False), (6, False), (1, True)], ids=["plain", "exif6", "xmp8"]
+)
+def test_a_webp_glance_reads_chunk_headers_and_finds_what_pillow_finds(
+    tmp_path: Path, mode: str, lossless: bool, orientation: int, xmp: bool
+) -> None:
+    photo = webp_photo(tmp_path / "p.webp", mode, lossless, orientation, xmp)
+    size = photo.stat().st_size
+    with reading(tmp_path) as read:
+        glanced = glance_facts(str(photo), size, MAX_PIXELS)
+    assert glanced == image_facts(str(photo), photo.read_bytes(), size, MAX_PIXELS)
+    # A block where chunk headers lie: the start, past the alpha chunk, the end's metadata.
+    assert read.of(photo) <= 3 * GLANCE_BUFFER < size
+
+
+def test_a_webp_glance_vouches_for_no_animation_and_no_inconsistent_chunk(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (64, 48), (index * 60, 0, 0)) for index in range(3)]
+    animated = tmp_path / "animated.webp"
+    frames[0].save(animated, "WEBP", save_all=True, append_images=frames[1:])
+    assert glance_facts(str(animated), animated.stat().st_size, MAX_PIXELS) is None
+    photo = webp_photo(tmp_path / "p.webp", "RGBA", False, 6, False)
+    data = photo.read_bytes()
+    assert data[12:16] == b"VP8X"
+    wrong_canvas = bytearray(data)
+    wrong_canvas[24] ^= 0x01  # the canvas width no longer the bitstream's
+    longer_chunk = bytearray(data)
+    longer_chunk[16] += 2  # the first chunk's length runs past the next chunk's start
+    for broken in (wrong_canvas, longer_chunk):
+        photo.write_bytes(bytes(broken))
+        assert glance_facts(str(photo), len(broken), MAX_PIXELS) is None
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_a_glance_vouches_for_no_cut_off_file(tmp_path: Path, fmt: str) -> None:
     photo = noise_photo(tmp_path / f"p.{fmt.lower()}", 2, fmt)
     data = photo.read_bytes()
@@ -151,10 +195,11 @@ def test_a_glance_vouches_for_no_cut_off_file(tmp_path: Path, fmt: str) -> None:
 # -- the run ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
 def test_a_first_run_reads_each_new_photo_once_and_a_second_run_reads_and_buys_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    manifest = catalog(tmp_path, 5)
+    manifest = catalog(tmp_path, 5, fmt=fmt)
     photos = sorted((tmp_path / "img").iterdir())
     # Photos written just now are "racily clean" (docs/ledger.md#stat-cache): read as if later.
     later = lambda: time.time_ns() + 2 * RACY_WINDOW_NS  # noqa: E731
@@ -180,7 +225,7 @@ def test_a_first_run_reads_each_new_photo_once_and_a_second_run_reads_and_buys_n
         assert keys == {job.job.id: job.key for job in planned_jobs(manifest, LedgerState(), False)}
         # A known job's replaced photo: the plan reads it (its key decides), the upload again;
         # its new thumbnail comes from the plan's read, before the run starts.
-        noise_photo(photos[1], 99)
+        noise_photo(photos[1], 99, fmt)
         thumbs = len(list((out / ".thumbs").iterdir()))
         with reading(tmp_path / "img") as replaced:
             assert run_cli(cli_run(manifest), emulator.env, monkeypatch) == 0

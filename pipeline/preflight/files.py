@@ -4,10 +4,10 @@ its size, mode and orientation (``ImageFacts``), from bytes ``preflight.reader``
 Integrity is checked as cheaply as the format allows: PNG by ``verify()`` (every chunk's CRC, no
 pixel decoding), JPEG decoded at 1/8 scale (still reads every byte), WebP by a full decode.
 
-``glance_facts`` is the first run's cheaper look at a new PNG or JPEG photo that its upload will
-read anyway (docs/ledger.md#stat-cache): the header and the last bytes only. It vouches for a
-file only when both say it is whole; anything else takes the full check, so its messages are the
-same.
+``glance_facts`` is the first run's cheaper look at a new photo that its upload will read anyway
+(docs/ledger.md#stat-cache): the header and the end only (for WebP, its chunk headers). It
+vouches for a file only when both say it is whole; anything else takes the full check, so its
+messages are the same.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -33,6 +34,7 @@ from pipeline.preflight.maskfile import (
     is_all_black,
     mask_as_grayscale,
 )
+from pipeline.preflight.webp import webp_header
 
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo is scaled down (max_input_side); beyond: a bomb
 LARGE_FILE_BYTES = 50 * 1024 * 1024  # OpenAI's documented cap per image file; not in the seeds
@@ -114,18 +116,20 @@ _JPEG_END = b"\xff\xd9"  # EOI
 
 
 def glance_facts(real: str, size: int, max_pixels: int) -> ImageFacts | None:
-    """A PNG or JPEG file's facts from its header and its last ``TRAILER`` bytes, when those
-    say it is a whole, usable still image: what ``image_facts`` finds in such a file, without
-    reading its pixel data. None when anything is off (a problem, a truncated end, trailing
-    bytes) and for WebP (Pillow reads a WebP whole to open it): ``image_facts`` then reads it
-    all and says what is wrong."""
+    """A file's facts from its header and its end, when those say it is a whole, usable still
+    image: what ``image_facts`` finds in such a file, without reading its pixel data. A PNG or
+    JPEG is opened by Pillow, which reads the header only, and its last ``TRAILER`` bytes must
+    be a whole file's end; a WebP, which Pillow would read whole, by its RIFF chunk headers
+    (``preflight.webp``), which must end exactly at the file's end. None when anything is off
+    (a problem, a truncated end, trailing bytes): ``image_facts`` then reads the file and says
+    what is wrong."""
     try:
         # Buffered (a system call a block, not one per marker): a header costs a block or
         # two, the end one more.
         with open(real, "rb", buffering=GLANCE_BUFFER) as handle:
             head = handle.read(32)
-            if head[:4] == b"RIFF":  # WebP: no cheaper look than the full check
-                return None
+            if head[:4] == b"RIFF":
+                return _webp_glance(real, handle, head, size, max_pixels)
             handle.seek(0)
             with bombs_refused(), Image.open(handle) as image:
                 if _header_problem(image, max_pixels) is not None:
@@ -136,6 +140,26 @@ def glance_facts(real: str, size: int, max_pixels: int) -> ImageFacts | None:
     except Exception:  # whatever Pillow raises: the full check says it in words
         return None
     return facts if _looks_whole(facts.format, end) else None
+
+
+def _webp_glance(
+    real: str, handle: BinaryIO, head: bytes, size: int, max_pixels: int
+) -> ImageFacts | None:
+    """``glance_facts`` of a WebP file: the facts ``_facts`` takes from Pillow's opened image,
+    from the chunk headers; its orientation by Pillow's own rule, from the EXIF and XMP bytes."""
+    header = webp_header(handle, head, size)
+    if header is None or header.width * header.height > max_pixels:
+        return None
+    probe = Image.new("1", (1, 1))  # carries the metadata the way the opened file's info does
+    for name, data in (("exif", header.exif), ("xmp", header.xmp)):
+        if data is not None:
+            probe.info[name] = data
+    orientation = orientation_of(probe)
+    width, height = header.width, header.height
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    mode = "RGBA" if header.alpha else "RGB"
+    return ImageFacts(real, "WebP", width, height, mode, _file_notes(size), False, orientation)
 
 
 def _looks_whole(kind: str, end: bytes) -> bool:
