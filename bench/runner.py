@@ -40,6 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "preflight": preflight.run,
     "remote_preflight": remote_preflight.run,
     "distinct_inputs": distinct_inputs.run,
+    "distinct_webp": distinct_inputs.run_webp,
     "overhead": overhead.run,
     "throughput": throughput.run,
     "rate_control": rate_control.run,
