@@ -181,6 +181,33 @@ def test_a_webp_glance_vouches_for_no_animation_and_no_inconsistent_chunk(tmp_pa
         assert glance_facts(str(photo), len(broken), MAX_PIXELS) is None
 
 
+@pytest.mark.parametrize(
+    ("mode", "lossless", "orientation"),
+    [("RGB", False, 1), ("RGBA", False, 6), ("RGB", True, 1), ("RGBA", True, 6)],
+)
+def test_a_webp_glance_never_gives_other_facts_than_the_full_check(
+    tmp_path: Path, mode: str, lossless: bool, orientation: int
+) -> None:
+    """A byte changed anywhere, half the time in the headers: the glance may vouch for a file
+    whose bitstream no longer decodes (its upload's full check finds that), but whatever it
+    says of a file that decodes is what the full check says."""
+    data = webp_photo(tmp_path / "p.webp", mode, lossless, orientation, False).read_bytes()
+    chance = random.Random(len(data))
+    vouched = 0
+    for trial in range(100):
+        changed = bytearray(data)
+        at = chance.randrange(64 if trial % 2 else len(changed))
+        changed[at] = chance.randrange(256)
+        photo = tmp_path / "changed.webp"
+        photo.write_bytes(bytes(changed))
+        glanced = glance_facts(str(photo), len(changed), MAX_PIXELS)
+        full = image_facts(str(photo), bytes(changed), len(changed), MAX_PIXELS)
+        if glanced is not None and not isinstance(full, str):
+            assert glanced == full, (trial, at)
+            vouched += 1
+    assert vouched > 0  # the comparison was made
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_a_glance_vouches_for_no_cut_off_file(tmp_path: Path, fmt: str) -> None:
     photo = noise_photo(tmp_path / f"p.{fmt.lower()}", 2, fmt)
