@@ -104,7 +104,7 @@ class ReadCounter:
                 counter.add(self.real, len(data))
                 return data
 
-            def read(self, size: int | None = -1) -> bytes | None:
+            def read(self, size: int | None = -1) -> bytes:
                 data = super().read(size)
                 counter.add(self.real, len(data or b""))
                 return data
@@ -123,7 +123,7 @@ class ReadCounter:
                     return io.BufferedReader(raw, size)
             return original(file, mode, buffering, *args, **kw)
 
-        builtins.open = io.open = counting_open  # type: ignore[assignment]
+        builtins.open = io.open = counting_open
 
     def uninstall(self) -> None:
         if self._original is not None:

@@ -129,8 +129,8 @@ def _shots_catalog(folder: Path, jobs: int, fmt: str) -> Path:
         (folder / f"shot-{index:03d}.png").write_bytes(body + chunk + end)
         rows.append(Row(f"job-{index:03d}", f"shot-{index:03d}.png", mask.name))
     manifest = write_catalog(folder, iter(rows))
-    text = manifest.read_text(encoding="utf-8")
-    manifest.write_text(text.replace("quality: low}", f"quality: low, output_format: {fmt}}}"))
+    yaml_text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(yaml_text.replace("quality: low}", f"quality: low, output_format: {fmt}}}"))
     return manifest
 
 

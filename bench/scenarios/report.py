@@ -43,13 +43,28 @@ SIDE = 1024
 LINKS_PER_FILE = 50_000
 WRITE_TIMEOUT = 1800.0
 JOBS_PER_PRODUCT = 4  # a product's angles: the jobs of one group
+
+
+def _verdicts(border_min: int) -> Any:
+    """The checks a run stores on a 1024 px product shot whose border is ``border_min``."""
+    facts = ImageFacts(
+        1024,
+        1024,
+        900_000,
+        "png",
+        "RGB",
+        provenance="trainedAlgorithmicMedia",
+        border_min=border_min,
+        border_alpha_min=255,
+        fill=0.9,
+        product=(60, 60, 964, 964),
+    )
+    return orjson.loads(checks_from_facts(facts).to_json())
+
+
 # The verdicts a run stores on an output: one passing every channel, one off-white border.
-_FACTS = {"provenance": "trainedAlgorithmicMedia", "border_alpha_min": 255, "fill": 0.9,
-          "product": (60, 60, 964, 964)}  # fmt: skip
-PASSING = orjson.loads(checks_from_facts(
-    ImageFacts(1024, 1024, 900_000, "png", "RGB", border_min=255, **_FACTS)).to_json())  # fmt: skip
-OFF_WHITE = orjson.loads(checks_from_facts(
-    ImageFacts(1024, 1024, 900_000, "png", "RGB", border_min=247, **_FACTS)).to_json())  # fmt: skip
+PASSING = _verdicts(255)
+OFF_WHITE = _verdicts(247)
 
 
 def run(quick: bool) -> ScenarioResult:
