@@ -7,6 +7,7 @@ the two on catalogs full of edge cases (the one-by-one path is the fast path tur
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ HEADER = ("id", "image", "mask", "prompt", "n")
 DROPPED = ("long", "sku-0", "short", "sku-7", "sku-8", "own-3", "own-5")  # rows with problems
 
 
-def catalog(folder: Path, rows: list[tuple[str, ...]], **header: Any) -> Path:
+def catalog(folder: Path, rows: Sequence[tuple[str, ...]], **header: Any) -> Path:
     make_image(folder / "img" / "a.png", (64, 64))
     make_image(folder / "img" / "b.png", (96, 64))
     make_mask(folder / "img" / "ma.png", (64, 64))
@@ -45,7 +46,7 @@ def catalog(folder: Path, rows: list[tuple[str, ...]], **header: Any) -> Path:
 
 
 def edge_rows() -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for index in range(60):
         image, mask = ("img/a.png", "img/ma.png") if index % 2 else ("img/b.png", "img/mb.png")
         rows.append((f"sku-{index}", image, mask, "studio shot", ""))
@@ -206,8 +207,8 @@ def test_a_full_shape_cache_starts_over_without_losing_a_job(
     assert plan.summary.total.calls == 40 and plan.summary.total.jobs == 40
 
 
-def _small_cache_init(cls: type) -> Any:
-    original = cls.__init__  # type: ignore[misc]
+def _small_cache_init(cls: type[rows_module.RowPass]) -> Any:
+    original = cls.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -225,7 +226,7 @@ def test_a_default_template_naming_the_id_column_turns_the_fast_path_off(
     )
     fast, slow = both_ways(path, monkeypatch)
     assert fast == slow
-    assert [p.job.prompt for p in fast] == [f"photo of sku-{i}" for i in range(5)]  # type: ignore[union-attr]
+    assert [p.job.prompt for p in fast] == [f"photo of sku-{i}" for i in range(5)]
 
 
 def test_the_spool_gives_back_every_kind_of_record_in_order(tmp_path: Path) -> None:
