@@ -15,8 +15,9 @@ import bisect
 import random
 import selectors
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import pytest
 
@@ -43,6 +44,7 @@ from tests.test_scheduler import make_jobs
 pytestmark = pytest.mark.slow  # minutes of a run simulated on virtual time: seconds of CPU each
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 RPM = 150.0
 JITTER = 0.2
 
@@ -51,7 +53,7 @@ class _Now:
     value = 0.0
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """Real I/O is looked at without blocking; a wait for a timer moves the clock instead."""
 
     def __init__(self, now: _Now) -> None:
@@ -76,7 +78,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._virtual.value
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> Any:
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
         """Run ``asyncio.to_thread``'s work (a result's marketplace checks) inline: a thread
         finishing in real time would leave every task waiting with no timer to jump to."""
         future: asyncio.Future[T] = self.create_future()
@@ -222,7 +226,7 @@ def simulate(
         store = Store(tmp_path / "out")
         store.prepare()
         scheduler = build_scheduler(
-            client,  # type: ignore[arg-type]
+            client,
             store,
             bus,
             Throttle(RateLimit(rpm=RPM)),  # on the loop's clock
