@@ -4,6 +4,7 @@ budgets count calls."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from pipeline.errors import (
     StopReason,
 )
 from pipeline.events import JobDeferred
+from pipeline.models import FeatureResult, InputRef, Job
 from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
@@ -27,13 +29,13 @@ async def test_breaker_trips_after_five_exhausted_jobs_and_fails_none(tmp_path: 
     harness = Harness(tmp_path, client, concurrency=1, max_attempts=3)
     jobs = make_jobs(tmp_path, 12)
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason == StopReason.API_UNREACHABLE  # type: ignore[attr-defined]
-    assert outcome.stop_message.startswith("API unreachable")  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.API_UNREACHABLE
+    assert outcome.stop_message.startswith("API unreachable")
     assert stats.failed == 0 and not harness.by_status("failed")
     assert len(client.feature_calls) == 5 * 3  # five jobs, three tries each, then stop
     client.script.clear()  # the API is back: the next run finishes everything
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason is None and stats.succeeded == 12  # type: ignore[attr-defined]
+    assert outcome.stop_reason is None and stats.succeeded == 12
 
 
 async def test_breaker_reports_the_input_host(tmp_path: Path) -> None:
@@ -51,8 +53,8 @@ async def test_breaker_reports_the_input_host(tmp_path: Path) -> None:
         for i, j in enumerate(jobs)
     ]
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason == StopReason.INPUT_HOST_UNREACHABLE  # type: ignore[attr-defined]
-    assert "input host unreachable" in outcome.stop_message  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.INPUT_HOST_UNREACHABLE
+    assert "input host unreachable" in outcome.stop_message
     assert stats.failed == 0 and client.feature_calls == []
 
 
@@ -64,7 +66,7 @@ async def test_a_success_resets_the_count(tmp_path: Path) -> None:
     harness = Harness(tmp_path, client, concurrency=1, max_attempts=2)
     jobs = make_jobs(tmp_path, 10)
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason is None  # type: ignore[attr-defined]
+    assert outcome.stop_reason is None
     assert stats.failed == 4 and stats.succeeded == 6
 
 
@@ -75,7 +77,7 @@ async def test_exhausted_job_without_trip_is_failed_as_transient(tmp_path: Path)
     _, stats = await harness.run(make_jobs(tmp_path, 3))
     assert stats.failed == 1 and stats.succeeded == 2
     failed = harness.by_status("failed")
-    assert failed[0]["attempts"] == 2 and failed[0]["error"]["kind"] == "server_error"  # type: ignore[index]
+    assert failed[0]["attempts"] == 2 and failed[0]["error"]["kind"] == "server_error"
 
 
 async def test_job_fatal_failure_is_not_transient_and_breaks_the_streak(tmp_path: Path) -> None:
@@ -88,7 +90,7 @@ async def test_job_fatal_failure_is_not_transient_and_breaks_the_streak(tmp_path
     )
     harness = Harness(tmp_path, client, concurrency=1, max_attempts=2, breaker_jobs=4)
     outcome, stats = await harness.run(make_jobs(tmp_path, 7))
-    assert outcome.stop_reason is None  # type: ignore[attr-defined]
+    assert outcome.stop_reason is None
     assert stats.failed == 6 and stats.succeeded == 1
 
 
@@ -126,7 +128,7 @@ async def test_max_credits_counts_only_calls_sent(tmp_path: Path, concurrency: i
         tmp_path, client, concurrency=concurrency, max_credits=10_000, credits_for=lambda j: 1000
     )
     outcome, stats = await harness.run(make_jobs(tmp_path, 40))
-    assert outcome.stop_reason == "max_credits"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "max_credits"
     # Jobs that had started but not sent their call reserved nothing: the cap is used fully.
     assert len(client.feature_calls) == 10
     assert stats.counters["credits/estimated"] == 10_000
@@ -138,7 +140,7 @@ async def test_failed_call_releases_its_reservation(tmp_path: Path) -> None:
     harness = Harness(tmp_path, client, concurrency=1, max_credits=3000, credits_for=lambda j: 1000)
     outcome, stats = await harness.run(make_jobs(tmp_path, 6))
     assert stats.failed == 2 and stats.succeeded == 3
-    assert outcome.stop_reason == "max_credits"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "max_credits"
 
 
 async def test_max_total_credits_counts_earlier_runs(tmp_path: Path) -> None:
@@ -152,9 +154,9 @@ async def test_max_total_credits_counts_earlier_runs(tmp_path: Path) -> None:
         credits_for=lambda j: 1000,
     )
     outcome, _ = await harness.run(make_jobs(tmp_path, 10))
-    assert outcome.stop_reason == StopReason.MAX_TOTAL_CREDITS  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.MAX_TOTAL_CREDITS
     assert len(client.feature_calls) == 3
-    assert "--max-total-credits" in outcome.stop_message  # type: ignore[attr-defined]
+    assert "--max-total-credits" in outcome.stop_message
 
 
 async def test_reported_used_credit_reconciles_the_spend(tmp_path: Path) -> None:
@@ -163,16 +165,18 @@ async def test_reported_used_credit_reconciles_the_spend(tmp_path: Path) -> None
     original = client.run_feature
     used = iter(range(50_000, 100_000, 2500))
 
-    async def run_feature(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+    async def run_feature(
+        job: Job, image_path: str, mask_path: str | None, *, asynchronous: bool = False
+    ) -> FeatureResult:
         from dataclasses import replace
 
-        result = await original(*args, **kw)  # type: ignore[arg-type]
+        result = await original(job, image_path, mask_path, asynchronous=asynchronous)
         return replace(result, used_credit=next(used))
 
     client.run_feature = run_feature  # type: ignore[method-assign]
     harness = Harness(tmp_path, client, concurrency=1, max_credits=6000, credits_for=lambda j: 1000)
     outcome, _ = await harness.run(make_jobs(tmp_path, 10))
-    assert outcome.stop_reason == "max_credits"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "max_credits"
     # baseline 49,000 (first answer 50,000 includes its own 1000); after 3 calls the account
     # says 4,000+... : 1000 + 2500 + 2500 = 6000 observed, no fourth call fits.
     assert len(client.feature_calls) == 3
@@ -211,13 +215,11 @@ async def test_429_counts_no_attempt_on_any_step(tmp_path: Path) -> None:
     assert harness.by_status("succeeded")[0]["attempts"] == 1
 
 
-def _fields(job: object) -> dict[str, object]:
-    return {name: getattr(job, name) for name in job.__slots__}  # type: ignore[attr-defined]
+def _fields(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in job.__slots__}
 
 
-def _url(i: int) -> object:
-    from pipeline.models import InputRef
-
+def _url(i: int) -> InputRef:
     return InputRef("url", f"http://127.0.0.1:9/photos/{i}.png?token=secret")
 
 
@@ -244,7 +246,7 @@ async def test_html_403_is_retried_and_the_job_succeeds(tmp_path: Path) -> None:
     client.fail("upload", page)
     harness = Harness(tmp_path, client, max_attempts=3)
     outcome, stats = await harness.run(make_jobs(tmp_path, 2))
-    assert outcome.stop_reason is None and stats.succeeded == 2  # type: ignore[attr-defined]
+    assert outcome.stop_reason is None and stats.succeeded == 2
     assert stats.counters["retry/http/403"] == 3
 
 
@@ -255,5 +257,5 @@ async def test_json_403_about_the_key_stops_the_run(tmp_path: Path) -> None:
     client.fail("feature", error_for_status(403, "Invalid API key", json_body=True))
     harness = Harness(tmp_path, client, concurrency=1)
     outcome, stats = await harness.run(make_jobs(tmp_path, 5))
-    assert outcome.stop_reason == StopReason.KEY_REJECTED  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.KEY_REJECTED
     assert stats.failed == 0 and len(client.feature_calls) == 1

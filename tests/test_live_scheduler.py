@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.api.client import SinkFactory
 from pipeline.errors import AnswerLost, DownloadFailed, KeyRejected, ServerError, StopReason
 from pipeline.events import UnknownStatusWord
 from pipeline.ledger import read_ledger
@@ -86,12 +87,12 @@ async def test_a_resumed_job_remembers_its_lost_answer(tmp_path: Path) -> None:
     client.fail("feature", lost(), KeyRejected("HTTP 401: key", 401))
     harness = Harness(tmp_path, client, submit="sync")
     outcome, _ = await harness.run(make_jobs(tmp_path, 1))
-    assert outcome.stop_reason == "key_rejected"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "key_rejected"
     client.fail("feature", lost(520))
     await harness.run(make_jobs(tmp_path, 1))
     assert client.async_flags == [False, True, True]
     assert harness.latest()["job-0"] == "failed"
-    assert harness.by_status("failed")[-1]["error"]["kind"] == "outcome_unknown"  # type: ignore[index]
+    assert harness.by_status("failed")[-1]["error"]["kind"] == "outcome_unknown"
 
 
 async def test_answers_lost_job_after_job_stop_the_run(tmp_path: Path) -> None:
@@ -99,8 +100,8 @@ async def test_answers_lost_job_after_job_stop_the_run(tmp_path: Path) -> None:
     client.fail("feature", *[lost()] * 20)
     harness = Harness(tmp_path, client, submit="async", concurrency=1, breaker_jobs=3)
     outcome, _ = await harness.run(make_jobs(tmp_path, 10))
-    assert outcome.stop_reason == StopReason.API_UNREACHABLE  # type: ignore[attr-defined]
-    assert "losing answers" in outcome.stop_message  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.API_UNREACHABLE
+    assert "losing answers" in outcome.stop_message
     assert len(client.feature_calls) == 6  # three jobs, two calls each, then the stop
 
 
@@ -114,7 +115,7 @@ async def test_a_private_bucket_buys_a_job_of_n_images_as_n_calls_of_one(tmp_pat
     _, stats = await harness.run(make_jobs(tmp_path, 2, n=3))
     assert stats.succeeded == 2
     assert client.feature_n == [1] * 6 and len(client.unsigned_checks) == 1  # asked once
-    parts = sorted((line["job_id"], line["part"]) for line in harness.by_status("submitted"))  # type: ignore[type-var]
+    parts = sorted((line["job_id"], line["part"]) for line in harness.by_status("submitted"))
     assert parts == [(f"job-{j}", i) for j in range(2) for i in range(3)]
     for job in ("job-0", "job-1"):
         assert sorted(p.name for p in (harness.out / job).glob("*.png")) == [
@@ -123,8 +124,8 @@ async def test_a_private_bucket_buys_a_job_of_n_images_as_n_calls_of_one(tmp_pat
             "2.png",
         ]
     done = harness.by_status("succeeded")
-    assert all(len(line["uuids"]) == 3 for line in done)  # type: ignore[arg-type]
-    assert sum(int(line["credits"]) for line in done) == 6 * 4000  # type: ignore[call-overload]
+    assert all(len(line["uuids"]) == 3 for line in done)
+    assert sum(int(line["credits"]) for line in done) == 6 * 4000
 
 
 async def test_a_public_bucket_buys_one_call_per_job(tmp_path: Path) -> None:
@@ -152,7 +153,7 @@ async def test_a_resume_never_buys_a_paid_image_again(tmp_path: Path) -> None:
     harness = Harness(tmp_path, client, submit="async", concurrency=1)
     jobs = make_jobs(tmp_path, 1, n=3)
     outcome, _ = await harness.run(jobs)
-    assert outcome.stop_reason == "key_rejected"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "key_rejected"
     assert [line["part"] for line in harness.by_status("submitted")] == [0]
     client.run_feature = original  # type: ignore[method-assign]
     await harness.run(jobs)
@@ -172,10 +173,12 @@ async def test_an_image_no_url_serves_makes_the_job_partial_then_redo_buys_only_
     refused = DownloadFailed("result 1 refused by every URL: HTTP 403", 403)
     original = client.fetch_result
 
-    async def refuse_the_second(result: FeatureResult, index: int, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+    async def refuse_the_second(
+        result: FeatureResult, index: int, dest: Path, *, sink: SinkFactory | None = None
+    ) -> int:
         if index == 1:
             raise refused
-        return await original(result, index, *args, **kw)  # type: ignore[arg-type]
+        return await original(result, index, dest, sink=sink)
 
     client.fetch_result = refuse_the_second  # type: ignore[method-assign]
     harness = Harness(tmp_path, client)
@@ -184,7 +187,7 @@ async def test_an_image_no_url_serves_makes_the_job_partial_then_redo_buys_only_
     assert stats.partial == 1 and stats.succeeded == 0
     [partial] = harness.by_status("partial")
     assert partial["missing"] == [1] and partial["outputs"] == ["job-0/0.png"]
-    assert partial["error"]["kind"] == "download"  # type: ignore[index]
+    assert partial["error"]["kind"] == "download"
     await harness.run(jobs)  # skipped: nothing is bought again silently
     assert client.feature_n == [2]
     client.fetch_result = original  # type: ignore[method-assign]
@@ -217,7 +220,7 @@ async def test_an_outage_of_the_result_host_is_no_partial(tmp_path: Path) -> Non
     harness = Harness(tmp_path, client, max_attempts=3, breaker_jobs=0)
     await harness.run(make_jobs(tmp_path, 1))
     assert harness.latest()["job-0"] == "failed"  # transient: the next run fetches it, free
-    assert harness.by_status("failed")[0]["error"]["transient"] is True  # type: ignore[index]
+    assert harness.by_status("failed")[0]["error"]["transient"] is True
 
 
 # -- the rest of the regime --------------------------------------------------------------------
@@ -248,8 +251,8 @@ async def test_a_cdn_challenge_on_every_request_stops_the_run_saying_so(tmp_path
     client.fail("upload", *[challenge] * 100)
     harness = Harness(tmp_path, client, max_attempts=2, breaker_jobs=3, concurrency=1)
     outcome, _ = await harness.run(make_jobs(tmp_path, 6, shared_image=False))
-    assert outcome.stop_reason == StopReason.CDN_CHALLENGE  # type: ignore[attr-defined]
-    assert "CDN in front of the API refuses this client" in outcome.stop_message  # type: ignore[attr-defined]
+    assert outcome.stop_reason == StopReason.CDN_CHALLENGE
+    assert "CDN in front of the API refuses this client" in outcome.stop_message
     assert harness.by_status("failed") == []  # deferred, not failed: resumable
 
 

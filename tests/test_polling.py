@@ -3,6 +3,7 @@ Nothing sleeps."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,7 +113,7 @@ async def test_record_failing_every_time_fails_the_job(tmp_path: Path) -> None:
     _, stats = await harness.run(make_jobs(tmp_path, 1))
     assert stats.failed == 1 and len(client.feature_calls) == 3
     failed = harness.by_status("failed")[0]
-    assert failed["error"]["kind"] == "record_failed" and failed["attempts"] == 3  # type: ignore[index]
+    assert failed["error"]["kind"] == "record_failed" and failed["attempts"] == 3
 
 
 async def test_processing_timeout_fails_the_job_with_its_uuid(tmp_path: Path) -> None:
@@ -123,8 +124,8 @@ async def test_processing_timeout_fails_the_job_with_its_uuid(tmp_path: Path) ->
     _, stats = await harness.run(make_jobs(tmp_path, 1))
     assert stats.failed == 1 and len(client.feature_calls) == 1  # never bought again
     failed = harness.by_status("failed")[0]
-    assert failed["error"]["kind"] == "processing_timeout"  # type: ignore[index]
-    assert "rec-1" in failed["error"]["message"]  # type: ignore[index]
+    assert failed["error"]["kind"] == "processing_timeout"
+    assert "rec-1" in failed["error"]["message"]
     assert sum(harness.sleeps.calls) == 60.0  # the deadline bounds the waiting
 
 
@@ -213,7 +214,7 @@ async def test_resumed_record_the_api_forgot_is_bought_again(tmp_path: Path) -> 
     assert all((tmp_path / "out" / j.job.id / "0.png").exists() for j in jobs)
 
 
-def _most_records_in_flight(events: list[object]) -> int:
+def _most_records_in_flight(events: Iterable[object]) -> int:
     open_, most = 0, 0
     for event in events:
         if isinstance(event, FeatureSubmitted) and not event.result.finished:

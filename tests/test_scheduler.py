@@ -7,6 +7,7 @@ import hashlib
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -35,6 +36,7 @@ from pipeline.plan.prepare import PlanOptions, skip_reason
 from pipeline.reporting.stats import RunStats
 from pipeline.scheduler import (
     CreditBudget,
+    RunOutcome,
     Scheduler,
     SchedulerOptions,
     Timing,
@@ -86,18 +88,18 @@ def make_jobs(
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, client: FakeClient, **options: object) -> None:
+    def __init__(self, tmp_path: Path, client: FakeClient, **options: Any) -> None:
         self.out = tmp_path / "out"
         self.client = client
         self.sleeps = Sleeps()
         # Sync unless a test says otherwise: these tests count calls, retries and sleeps of one
         # answer per call; the async default's polls are tested in test_polling and test_live.
-        self.options = {"submit": "sync", **options}
+        self.options: dict[str, Any] = {"submit": "sync", **options}
         self.events: list[Event] = []  # every event of the latest run, in order
         self.scheduler: Scheduler | None = None  # the latest run's
 
-    async def run(self, jobs: list[PlannedJob], **overrides: object) -> tuple[object, RunStats]:
-        options = {**self.options, **overrides}
+    async def run(self, jobs: list[PlannedJob], **overrides: Any) -> tuple[RunOutcome, RunStats]:
+        options: dict[str, Any] = {**self.options, **overrides}
         store = Store(self.out)
         store.prepare()
         ledger = read_ledger(self.out / "ledger.jsonl")
@@ -124,58 +126,58 @@ class Harness:
             bus.subscribe(writer)
             bus.subscribe(stats)
             bus.subscribe(self.events.append)
-            for reason, count in skipped.items():
-                bus.emit(JobsSkipped(reason, count))
+            for skip, count in skipped.items():
+                bus.emit(JobsSkipped(skip, count))
             scheduler = build_scheduler(
-                self.client,  # type: ignore[arg-type]
+                self.client,
                 store,
                 bus,
-                options.get("throttle")  # type: ignore[arg-type]
+                options.get("throttle")
                 or Throttle(RateLimit(rpm=0), clock=self.sleeps.clock, sleep=self.sleeps),
                 ledger.resume(),
-                policy=options.get("policy")  # type: ignore[arg-type]
+                policy=options.get("policy")
                 or RetryPolicy(RetrySettings(max_attempts=int(options.get("max_attempts", 3)))),
                 options=SchedulerOptions(
-                    concurrency=options.get("concurrency", 4),  # type: ignore[arg-type]
+                    concurrency=options.get("concurrency", 4),
                     # The scripted steps are those of sync calls unless a test says otherwise.
-                    **{  # type: ignore[arg-type]
+                    **{
                         "submit": "sync",
                         **{k: v for k, v in options.items() if k in SCHEDULER_OPTIONS},
                     },
                 ),
                 credits=CreditBudget(
-                    options.get("max_credits"),  # type: ignore[arg-type]
-                    options.get("max_total_credits"),  # type: ignore[arg-type]
-                    float(options.get("spent_before", 0.0)),  # type: ignore[arg-type]
+                    options.get("max_credits"),
+                    options.get("max_total_credits"),
+                    float(options.get("spent_before", 0.0)),
                 ),
-                credits_for=options.get("credits_for", lambda job: 4000),  # type: ignore[arg-type]
-                mask_converter=options.get("mask_converter"),  # type: ignore[arg-type]
+                credits_for=options.get("credits_for", lambda job: 4000),
+                mask_converter=options.get("mask_converter"),
                 timing=Timing(
                     sleep=self.sleeps,
                     clock=self.sleeps.clock,
-                    rand=options.get("rand", random.random),  # type: ignore[arg-type]
+                    rand=options.get("rand", random.random),
                 ),
             )
             self.scheduler = scheduler
             outcome = await scheduler.run(runnable)
         return outcome, stats
 
-    def by_status(self, status: str) -> list[dict[str, object]]:
+    def by_status(self, status: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line["status"] == status]
 
-    def lines(self) -> list[dict[str, object]]:
+    def lines(self) -> list[dict[str, Any]]:
         text = (self.out / "ledger.jsonl").read_bytes()
         return [orjson.loads(line) for line in text.splitlines()]
 
     def latest(self) -> dict[str, str]:
-        return {line["job_id"]: line["status"] for line in self.lines()}  # type: ignore[misc]
+        return {line["job_id"]: line["status"] for line in self.lines()}
 
 
 async def test_all_jobs_done_with_decodable_outputs(tmp_path: Path) -> None:
     harness = Harness(tmp_path, FakeClient())
     jobs = make_jobs(tmp_path, 6, n=2)
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason is None  # type: ignore[attr-defined]
+    assert outcome.stop_reason is None
     assert stats.succeeded == 6
     for job in jobs:
         files = sorted((harness.out / job.job.id).glob("*.png"))
@@ -285,11 +287,11 @@ async def test_download_exhausted_fails_then_retry_failed_fetches_only(tmp_path:
     harness = Harness(tmp_path, client, max_attempts=3)
     jobs = make_jobs(tmp_path, 1)
     _, stats = await harness.run(jobs)
-    assert stats.failed == 1 and harness.lines()[-1]["error"]["kind"] == "download"  # type: ignore[index]
+    assert stats.failed == 1 and harness.lines()[-1]["error"]["kind"] == "download"
     # The download failed on transient errors alone (docs/ledger.md#transient-failures): the next
     # run tries the job again without --retry-failed, and fetches the stored result instead of
     # buying it again.
-    assert harness.lines()[-1]["error"]["transient"] is True  # type: ignore[index]
+    assert harness.lines()[-1]["error"]["transient"] is True
     _, stats = await harness.run(jobs)
     assert stats.succeeded == 1
     assert len(client.feature_calls) == 1  # fetched from the stored result, not bought again
@@ -314,7 +316,7 @@ async def test_run_fatal_stops_and_leaves_jobs_resumable(tmp_path: Path, fatal: 
     harness = Harness(tmp_path, client, concurrency=1)
     jobs = make_jobs(tmp_path, 10)
     outcome, stats = await harness.run(jobs)
-    assert outcome.stop_reason == fatal.kind  # type: ignore[attr-defined]
+    assert outcome.stop_reason == fatal.kind
     assert len(client.feature_calls) == 1
     assert stats.failed == 0
     assert "failed" not in harness.latest().values()
@@ -326,7 +328,7 @@ async def test_max_credits_stops_before_the_budget_is_exceeded(tmp_path: Path) -
     client = FakeClient()
     harness = Harness(tmp_path, client, concurrency=1, max_credits=10_000)
     outcome, stats = await harness.run(make_jobs(tmp_path, 5))
-    assert outcome.stop_reason == "max_credits"  # type: ignore[attr-defined]
+    assert outcome.stop_reason == "max_credits"
     assert len(client.feature_calls) == 2  # 2 x 4000 fits, a third would not
     assert stats.counters["credits/estimated"] == 8000
 
