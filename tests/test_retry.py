@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -11,7 +12,17 @@ from tests.helpers.fakes import FakeClient
 from tests.test_scheduler import Harness, make_jobs
 
 
-def policy(jitter: float = 0.0, rand: float = 0.0, **kw: float) -> RetryPolicy:
+class Settings(TypedDict, total=False):
+    """The RetrySettings a test may set besides the jitter."""
+
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    retry_after_max: float
+    breaker_jobs: int
+
+
+def policy(jitter: float = 0.0, rand: float = 0.0, **kw: Unpack[Settings]) -> RetryPolicy:
     return RetryPolicy(RetrySettings(jitter=jitter, **kw), random=lambda: rand)
 
 
