@@ -60,7 +60,7 @@ def shot(
 
 def encode(image: Image.Image, fmt: str, *, provenance: bool = True, **save: object) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)  # type: ignore[arg-type]
+    image.save(buffer, fmt, **save)
     data = buffer.getvalue()
     return add_provenance(data, creator_tool=TOOL) if provenance else data
 
