@@ -13,7 +13,7 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.harness import Expected as Want
 
-Maker = Callable[[Path], None]
+Maker = Callable[[Path], object]  # makes the file at the path; what it returns is not used
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -115,7 +115,7 @@ ODD_BUT_VALID_IMAGES: dict[str, Maker] = {
 
 
 def _validate(
-    folder: Path, jobs: list[dict[str, object]], capsys: pytest.CaptureFixture[str]
+    folder: Path, jobs: Sequence[Mapping[str, object]], capsys: pytest.CaptureFixture[str]
 ) -> CliResult:
     manifest = folder / "manifest.yaml"
     manifest.write_text(json.dumps({"version": 1, "jobs": jobs}))  # JSON is YAML
