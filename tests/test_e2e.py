@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,7 +245,7 @@ def test_resume_reads_each_row_once_and_counts_the_rest(
 
         original = sources.build_job
 
-        def counting_build_job(*a: object, **kw: object) -> object:
+        def counting_build_job(*a: Any, **kw: Any) -> object:  # build_job's arguments
             built.append(1)
             return original(*a, **kw)
 
