@@ -23,6 +23,7 @@ from pipeline.images.masks import (
     render_mask,
     write_mask_preview,
 )
+from tests.helpers.images import level, pixel
 
 
 def shape(text: str) -> ShapeSource:
@@ -185,7 +186,7 @@ def test_feather_is_linear_and_stays_within_its_band() -> None:
     feather = 8
     mask = render_mask(MaskRecipe(shape("box:0,0,50,100"), feather=feather), (100, 100)).mask
     reach = masks.feather_reach(feather)
-    row = [mask.getpixel((x, 50)) for x in range(100)]
+    row = [level(mask, (x, 50)) for x in range(100)]
     assert all(v == 255 for v in row[: 50 - reach])
     assert all(v == 0 for v in row[50 + reach :])
     band = row[50 - reach : 50 + reach]
@@ -256,7 +257,7 @@ def test_write_mask_preview(tmp_path: Path) -> None:
     assert Image.open(mask_path).tobytes() == mask.tobytes()
     overlay = Image.open(overlay_path).convert("RGB")
     assert overlay.getpixel((30, 10)) == (0, 0, 255)  # kept: untouched
-    assert overlay.getpixel((5, 10))[0] > 100  # edited: tinted
+    assert pixel(overlay, (5, 10))[0] > 100  # edited: tinted
     assert not list((tmp_path / "m").glob(".*tmp"))
     with pytest.raises(ValueError, match="file name"):
         write_mask_preview(tmp_path, "../x", source, mask)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops
 
-from pipeline.images.masks import AlphaSource, FileSource, MaskRecipe, ShapeSource
+from pipeline.images.masks import AlphaSource, FileSource, MaskRecipe, MaskSource, ShapeSource
 from pipeline.images.protect import fit_to
 from pipeline.images.provenance import read_provenance
 from pipeline.manifest import load_manifest
@@ -19,7 +19,13 @@ from pipeline.plan.prepare import Planner, content_key, scan
 from pipeline.preflight import Notice, Preflight
 from tests.helpers.e2e import QUICK_POLLS, run_cli
 from tests.helpers.emulator import emulator_thread
-from tests.helpers.images import demo_inputs, make_image, make_mask, write_manifest
+from tests.helpers.images import (
+    band_extrema,
+    demo_inputs,
+    make_image,
+    make_mask,
+    write_manifest,
+)
 
 FAST = ["--no-progress", "--no-report", "--rpm", "6000", "--config", str(QUICK_POLLS)]
 
@@ -40,7 +46,7 @@ def scanned(manifest: Path, preflight: Preflight | None = None) -> list[Any]:
 
 # --- manifest -------------------------------------------------------------------------------
 
-FORMS = [
+FORMS: list[tuple[str, MaskSource]] = [
     ("box:0,0.7,1,1", ShapeSource("box", (0, 0.7, 1, 1), True)),
     ("Ellipse: 0.3, 0.2, 0.7, 0.6", ShapeSource("ellipse", (0.3, 0.2, 0.7, 0.6), True)),
     ("box:0,10,64,64", ShapeSource("box", (0, 10, 64, 64), False)),
@@ -302,7 +308,7 @@ def test_a_changed_protected_job_moves_its_raw_aside(
 
 
 def _max_difference(first: Image.Image, second: Image.Image) -> int:
-    return max(high for _low, high in ImageChops.difference(first, second).getextrema())
+    return max(high for _low, high in band_extrema(ImageChops.difference(first, second)))
 
 
 # --- validate --masks -----------------------------------------------------------------------

@@ -16,13 +16,14 @@ from PIL import Image
 
 from pipeline.layout import LEDGER_NAME, REPORT_NAME, THUMBS_DIR
 from pipeline.ledger.decisions import record_decisions
-from pipeline.ledger.schema import JobDetails, Started, Succeeded, to_line
+from pipeline.ledger.schema import JobDetails, Record, Started, Succeeded, to_line
 from pipeline.models import ErrorInfo, Feature
 from pipeline.review.page import build_payload, embed_json, write_report
 from pipeline.review.thumbs import make_thumbnail
 from pipeline.review.view import progress_series
 from tests.browser.synthetic_run import SyntheticJob, build_run, records
 from tests.helpers.e2e import QUICK_POLLS
+from tests.helpers.images import pixel
 
 HOSTILE_PROMPT = "<script>alert(1)</script> & \u2028 </x-end>"
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
@@ -157,7 +158,7 @@ def test_inpainter_source_shows_the_mask_as_an_overlay(mixed_run: Path) -> None:
     tinted = Image.open(mixed_run / source["thumb"]).convert("RGB")
     plain = Image.open(mixed_run / source["plain"]).convert("RGB")
     x, y = tinted.width // 2, tinted.height // 8  # inside the synthetic mask's ellipse
-    assert tinted.getpixel((x, y))[1] < plain.getpixel((x, y))[1] - 40  # red: less green
+    assert pixel(tinted, (x, y))[1] < pixel(plain, (x, y))[1] - 40  # red: less green
     corner = (1, tinted.height - 2)  # outside it: untouched
     assert tinted.getpixel(corner) == pytest.approx(plain.getpixel(corner), abs=12)
 
@@ -506,7 +507,7 @@ def _generated_mask_run(tmp_path: Path, recipe: str, mask: str | None = None) ->
     Image.new("RGB", (64, 64), (0, 0, 255)).save(out / "j" / "0.png")
     details = JobDetails(feature=Feature.INPAINT.value, image=str(source), mask=mask,
                          parameters={"prompt": "p"}, mask_recipe=recipe)  # fmt: skip
-    lines = [
+    lines: list[Record] = [
         Started(job_id="j", key="k", job=details, ts="2026-12-01T10:00:00Z"),
         Succeeded(job_id="j", key="k", outputs=("j/0.png",), ts="2026-12-01T10:00:01Z"),
     ]
@@ -522,7 +523,7 @@ def test_a_generated_mask_is_drawn_from_its_recipe(tmp_path: Path) -> None:
     with Image.open(out / job["source"]["thumb"]) as thumb:
         tinted = thumb.convert("RGB")
     width, height = tinted.size
-    left, right = tinted.getpixel((width // 4, height // 2)), tinted.getpixel((width * 3 // 4, 5))
+    left, right = pixel(tinted, (width // 4, height // 2)), pixel(tinted, (width * 3 // 4, 5))
     assert left[0] > left[2] + 60  # the box edits the left half: tinted red
     assert all(abs(channel - 250) <= 8 for channel in right)  # the rest is the plain source
 
@@ -535,7 +536,7 @@ def test_an_inverted_file_mask_is_drawn_as_sent(tmp_path: Path) -> None:
     with Image.open(out / job["source"]["thumb"]) as thumb:
         tinted = thumb.convert("RGB")
     width, height = tinted.size
-    left, right = tinted.getpixel((width // 4, height // 2)), tinted.getpixel((width * 3 // 4, 5))
+    left, right = pixel(tinted, (width // 4, height // 2)), pixel(tinted, (width * 3 // 4, 5))
     assert right[0] > right[2] + 60 and all(abs(c - 250) <= 8 for c in left)  # inverted
 
 

@@ -16,6 +16,28 @@ Size = tuple[int, int]
 Box = tuple[int, int, int, int]
 
 
+def pixel(image: Image.Image, xy: Size) -> tuple[int, ...]:
+    """The bands of one pixel of a multi-band image (RGB, RGBA, ...): getpixel's tuple."""
+    value = image.getpixel(xy)
+    assert isinstance(value, tuple), f"a {image.mode} pixel has one band: {value!r}"
+    return value
+
+
+def level(image: Image.Image, xy: Size) -> int:
+    """The one value of a pixel of a one-band image of integers (L, 1, P, I)."""
+    value = image.getpixel(xy)
+    assert isinstance(value, int), f"a {image.mode} pixel is not one integer: {value!r}"
+    return value
+
+
+def band_extrema(image: Image.Image) -> list[tuple[int, int]]:
+    """getextrema of a multi-band image: the (lowest, highest) value of each band."""
+    extrema = image.getextrema()
+    bands = [band for band in extrema if isinstance(band, tuple)]
+    assert len(bands) == len(extrema) == len(image.getbands()) > 1, extrema
+    return bands
+
+
 def make_image(
     path: Path,
     size: Size = (64, 64),
