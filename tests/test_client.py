@@ -6,6 +6,7 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import aiohttp
 import orjson
@@ -38,7 +39,7 @@ KEY = "test-key-123"
 
 
 def image_bytes(
-    size: tuple[int, int] = (64, 48), mode: str = "RGB", color: object = "navy"
+    size: tuple[int, int] = (64, 48), mode: str = "RGB", color: float | str = "navy"
 ) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, "PNG")
@@ -59,8 +60,27 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+class TimeoutsGiven(TypedDict, total=False):
+    """The Timeouts fields a test may set, with their types."""
+
+    connect: float
+    upload: float
+    feature: float
+    download: float
+    max_download_bytes: int
+    max_json_bytes: int
+    poll: float
+    processing: float
+    poll_initial: float
+    poll_max: float
+    gateway: float
+
+
 def client_for(
-    server: EmulatorServer, session: aiohttp.ClientSession, key: str = KEY, **timeouts: float
+    server: EmulatorServer,
+    session: aiohttp.ClientSession,
+    key: str = KEY,
+    **timeouts: Unpack[TimeoutsGiven],
 ) -> OneMinClient:
     endpoints = Endpoints(server.api_base, server.asset_base)
     return OneMinClient(session, endpoints, key, replace(Timeouts(), **timeouts))
