@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,18 +21,18 @@ from tests.helpers.e2e import (
     write_mixed_catalog,
     write_profile,
 )
-from tests.helpers.emulator import emulator_thread
+from tests.helpers.emulator import RunningEmulator, emulator_thread
 
 # Whole runs of the CLI against the emulator: make test runs them, test-fast does not.
 pytestmark = pytest.mark.slow
 
 FAST = ["--no-progress", "--no-report", "--rpm", "60000"]  # profiles poll quickly
-QUICK_POLL_PROFILE = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}
+QUICK_POLL_PROFILE: dict[str, Any] = {"timeouts": {"poll_initial": 0.05, "poll_max": 0.1}}
 
 
-def bought(emulator: object) -> int:
+def bought(emulator: RunningEmulator) -> int:
     """Feature calls the emulator charged for (a processing record is charged once)."""
-    return sum(1 for e in emulator.log if e["route"] == "features" and e["credits"])  # type: ignore[attr-defined]
+    return sum(1 for e in emulator.log if e["route"] == "features" and e["credits"])
 
 
 def test_sixty_percent_processing_buys_one_edit_per_job_and_polls_the_rest(

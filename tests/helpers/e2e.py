@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import pytest
@@ -23,7 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 # A settings file that polls records at once and often (the emulator's edits are short): test
 # runs pass it with --config unless they bring their own profile (``write_profile``).
 QUICK_POLLS = Path(__file__).resolve().parent / "quick_polls.yaml"
-QUICK_POLL_TIMEOUTS = {"poll_initial": 0.05, "poll_max": 0.2}
+
+
+class PollTimeouts(TypedDict):
+    """Quick polls as Timeouts fields (typed, so ``Timeouts(**QUICK_POLL_TIMEOUTS)`` checks)."""
+
+    poll_initial: float
+    poll_max: float
+
+
+QUICK_POLL_TIMEOUTS: PollTimeouts = {"poll_initial": 0.05, "poll_max": 0.2}
 
 
 def write_catalog(
