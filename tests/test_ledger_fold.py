@@ -30,7 +30,12 @@ def line(job_id: str, status: str, key: str = "k1", **fields: Any) -> dict[str, 
 
 
 TIMEOUT = {"kind": "processing_timeout", "message": "still processing after 900 s"}
-SUBMITTED = {"attempt": 1, "credits": 4000, "uuid": "rec-1", "result_paths": ["r/0.png"]}
+SUBMITTED: dict[str, Any] = {
+    "attempt": 1,
+    "credits": 4000,
+    "uuid": "rec-1",
+    "result_paths": ["r/0.png"],
+}
 
 # Each job's lines, and the state every reader must agree on.
 CASES: dict[str, tuple[list[dict[str, Any]], Status]] = {
@@ -142,7 +147,12 @@ def test_a_paid_result_is_pending_until_success_or_other_content(ledger_path: Pa
 
 def test_a_record_still_processing_is_pending_and_paid_once(tmp_path: Path) -> None:
     path = tmp_path / LEDGER_NAME
-    processing = {"attempt": 1, "credits": 4000, "uuid": "rec-9", "result_paths": []}
+    processing: dict[str, Any] = {
+        "attempt": 1,
+        "credits": 4000,
+        "uuid": "rec-9",
+        "result_paths": [],
+    }
     finished = {**processing, "result_paths": ["r/9.png"]}
     path.write_bytes(
         b"\n".join(

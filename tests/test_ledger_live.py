@@ -27,7 +27,12 @@ def write(path: Path, *lines: dict[str, Any]) -> Path:
 
 
 def part(job_id: str, index: int, uuid: str, paths: list[str], **fields: Any) -> dict[str, Any]:
-    values = {"uuid": uuid, "result_paths": paths, "credits": 1000, "part": index} | fields
+    values: dict[str, Any] = {
+        "uuid": uuid,
+        "result_paths": paths,
+        "credits": 1000,
+        "part": index,
+    } | fields
     return line(job_id, "submitted", **values)
 
 
@@ -75,7 +80,13 @@ def test_a_succeeded_job_bought_per_image_keeps_each_outputs_record(tmp_path: Pa
 def test_unknown_outcomes_are_spent_possibly_charged_and_remembered_per_job(
     tmp_path: Path,
 ) -> None:
-    lost = {"step": "feature", "attempt": 1, "http_status": 524, "error": ERROR, "credits": 1000}
+    lost: dict[str, Any] = {
+        "step": "feature",
+        "attempt": 1,
+        "http_status": 524,
+        "error": ERROR,
+        "credits": 1000,
+    }
     out = write(tmp_path, line("j", "started"), line("j", "unknown_outcome", **lost))
     ledger = read_ledger(out / LEDGER_NAME)
     assert (ledger.credits_spent, ledger.possibly_charged) == (1000, 1)
@@ -93,7 +104,7 @@ def test_unknown_outcomes_are_spent_possibly_charged_and_remembered_per_job(
 
 def test_a_partial_job_shows_its_missing_images_in_status(tmp_path: Path) -> None:
     error = {"kind": "download", "message": "result 1: no URL serves it"}
-    partial = {
+    partial: dict[str, Any] = {
         "outputs": ["j/0.png"],
         "missing": [1, 2],
         "uuid": "u0",
@@ -101,7 +112,7 @@ def test_a_partial_job_shows_its_missing_images_in_status(tmp_path: Path) -> Non
         "credits": 3000,
         "error": error,
     }
-    lost = {"step": "feature", "attempt": 1, "error": ERROR, "credits": 1000}
+    lost: dict[str, Any] = {"step": "feature", "attempt": 1, "error": ERROR, "credits": 1000}
     out = write(
         tmp_path,
         line("j", "submitted", uuid="u0", result_paths=["r/a", "r/b", "r/c"], credits=3000),
