@@ -43,7 +43,7 @@ REPORT_BYTES_PER_JOB = 250
 def synthetic_run(out: Path, jobs: int) -> Path:
     """``jobs`` jobs over one source: succeeded, one in 50 failed, their lines only."""
     out.mkdir(parents=True)
-    lines = []
+    lines: list[dict[str, Any]] = []
     for number in range(jobs):
         job_id, key = f"sku-{number:06d}", f"{number:064x}"
         second, millis = divmod(number, 1000)

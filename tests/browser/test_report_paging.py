@@ -63,7 +63,7 @@ def paged_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     Image.new("RGB", (48, 48), (200, 180, 150)).save(source)
     output = out.parent / "output.png"
     Image.new("RGB", (48, 48), (90, 120, 200)).save(output)
-    lines = []
+    lines: list[dict[str, Any]] = []
     for number in range(JOBS):
         job_id, key = _id(number), f"{number:064x}"
         ts = f"2026-12-01T10:{number // 60:02d}:{number % 60:02d}.000Z"
