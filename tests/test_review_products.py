@@ -19,6 +19,7 @@ from pipeline.review import page as report_page
 from pipeline.review.page import (
     CHECKED,
     FAILS,
+    ManifestJob,
     build_payload,
     check_state,
     check_token,
@@ -184,7 +185,7 @@ def test_a_product_across_a_chunk_boundary_is_whole_in_both_chunks(
 
 def test_pending_jobs_of_one_group_in_a_row_are_one_product(tmp_path: Path) -> None:
     out = write_ledger(tmp_path / "out", [job_lines("a-1", 1, group="a")])
-    manifest = [
+    manifest: list[ManifestJob] = [
         ("a-1", None, "IMAGE_INPAINTER", "x.png", None, "p", "a"),
         ("b-1", None, "IMAGE_INPAINTER", "x.png", None, "p", "b"),
         ("b-2", None, "IMAGE_INPAINTER", "x.png", None, "p", "b"),

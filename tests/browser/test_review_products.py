@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.cli import main
-from pipeline.images.checks import ImageChecks
+from pipeline.images.checks import Channel, ImageChecks
 from tests.browser.playwright_helpers import served, wait_ready
 from tests.helpers.e2e import QUICK_POLLS, records, spawn_cli
 
@@ -69,7 +69,7 @@ def write_products(folder: Path) -> Path:
     return path
 
 
-def fails(checks: list[dict[str, Any]], channel: str) -> bool:
+def fails(checks: list[dict[str, Any]], channel: Channel) -> bool:
     return any(not ImageChecks.from_json(orjson.dumps(c)).passes(channel) for c in checks)
 
 
@@ -94,8 +94,8 @@ def test_review_by_product_through_the_page_then_a_shopify_csv(
     done = {r["job_id"]: r for r in records(out) if r["status"] == "succeeded"}
     keys = {job_id: line["key"] for job_id, line in done.items()}
     assert len(done) == 7 and len(done["linen-lamp-1"]["outputs"]) == 3
-    failing_amazon = sorted(j for j, line in done.items() if fails(line["checks"], "amazon"))
-    failing_shopify = [j for j, line in done.items() if fails(line["checks"], "shopify")]
+    failing_amazon = sorted(j for j, line in done.items() if fails(line["checks"], Channel.AMAZON))
+    failing_shopify = [j for j, line in done.items() if fails(line["checks"], Channel.SHOPIFY)]
 
     with served(out) as url:
         page.goto(url)
