@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from pipeline import cli
 from pipeline.api.client import OneMinClient
-from pipeline.ledger import LedgerWriter
+from pipeline.ledger import LedgerWriter, Record
 
 # How long a request is left in flight before the kill (the emulator's latency keeps it open).
 IN_FLIGHT = 0.05
@@ -117,7 +117,7 @@ def mid_ledger_line(hit: Countdown) -> None:
     """Half a ledger line reaches the file: the torn tail a crash mid-write leaves."""
     original = LedgerWriter.write
 
-    def patched(self: LedgerWriter, record: dict[str, Any]) -> None:
+    def patched(self: LedgerWriter, record: Record) -> None:
         if hit():
             self._file.write(b'{"ts": "2025-01-01T00:00:00.000Z", "job_id": "sku-')
             self._file.flush()

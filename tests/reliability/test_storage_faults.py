@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.ledger import LedgerWriter
+from pipeline.ledger import LedgerWriter, Record
 from tests.helpers.e2e import (
     CliResult,
     assert_ledger_parses,
@@ -187,7 +187,7 @@ def test_disk_full_while_writing_the_ledger_stops_cleanly_and_resumes(
     original = LedgerWriter.write
     written = {"lines": 0}
 
-    def filling_up(self: LedgerWriter, record: dict[str, Any]) -> None:
+    def filling_up(self: LedgerWriter, record: Record) -> None:
         written["lines"] += 1
         if written["lines"] == 6:
             self._file = DEV_FULL.open("ab", buffering=0)  # as the writer opens its own
