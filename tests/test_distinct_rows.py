@@ -157,7 +157,12 @@ def test_distinct_photos_are_built_once_and_planned_once_per_variant(
 
     def counting_plan(*args: Any) -> Any:
         plan = original_plan(*args)
-        return lambda job, digest=None: planned.append(1) or plan(job, digest)
+
+        def counted(job: Any, digest: Any = None) -> Any:
+            planned.append(1)
+            return plan(job, digest)
+
+        return counted
 
     monkeypatch.setattr(sources, "build_job", counting_build)
     monkeypatch.setattr(plan_module, "plan_job", counting_plan)
