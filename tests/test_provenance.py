@@ -34,9 +34,9 @@ def exif_with_make() -> Image.Exif:
     return exif
 
 
-def encoded(image: Image.Image, **options: object) -> bytes:
+def encoded(image: Image.Image, *, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, **options)
+    image.save(buffer, format, **options)
     return buffer.getvalue()
 
 
