@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import JobFailed, JobRetrying, JobSucceeded, RunStopping
+from pipeline.events import Event, JobFailed, JobRetrying, JobSucceeded, RunStopping
 from pipeline.models import ErrorInfo
 from pipeline.reporting.runlog import (
     Heartbeat,
@@ -75,7 +75,7 @@ def test_open_unwritable_is_one_line_error(tmp_path: Path) -> None:
 
 def test_listener_logs_failures_and_stop_and_retries_only_when_verbose() -> None:
     error = ErrorInfo("http", "server said no", 500)
-    events = [
+    events: list[Event] = [
         JobRetrying("a", "k", "feature", 1, error, 2.0),
         JobFailed("a", "k", error, 4),
         JobSucceeded("b", "k", ("b/0.png",), 1, 10, "u"),
