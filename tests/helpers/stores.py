@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ class StoreServer:
         self.filesystem().mkdir(name)
         return f"{self.scheme}://{name}"
 
-    def filesystem(self) -> object:
+    def filesystem(self) -> Any:  # an fsspec filesystem (fsspec has no types)
         from pipeline.inputs import objectstore
 
         return objectstore.filesystem(f"{self.scheme}://x")
