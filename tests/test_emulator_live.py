@@ -222,7 +222,7 @@ async def test_failures_before_the_origin_acted_stay_free(
     server = await start(rate_5xx=0.5, rate_busy_400=0.3, seed=4)
     image = await upload_path(session, server, product_photo())
     server.config.rate_drop = 0.5  # the upload went through; now the calls meet the faults
-    statuses = []
+    statuses: list[int | None] = []  # None: the connection dropped
     for _ in range(16):
         try:
             statuses.append((await post_feature(session, server, background_payload(image)))[0])
