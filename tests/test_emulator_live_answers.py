@@ -356,11 +356,11 @@ def test_new_faults_leave_old_sequences_alone() -> None:
         error_bodies="live",
     )
 
-    def fates(config: EmulatorConfig) -> list[tuple[Any, ...]]:
+    def fates(config: EmulatorConfig) -> list[object]:  # features' fault tuples, then downloads'
         plan = FaultPlan(config)
         features = [plan.feature() for _ in range(60)]
         downloads = [plan.download(True) for _ in range(20)]
-        return [(f.drop, f.storm_429, f.server_error, f.failed) for f in features] + downloads
+        return [*[(f.drop, f.storm_429, f.server_error, f.failed) for f in features], *downloads]
 
     assert fates(old) == fates(new)
     plan = FaultPlan(new)
