@@ -186,8 +186,9 @@ def variant_run(tmp_path: Path) -> Path:
     return out
 
 
-def shopify_rows(out: Path, dest: Path, **options: bool) -> list[tuple[str, str, str]]:
-    export_channel(out, str(dest), ChannelOptions(Profile.SHOPIFY, BASE), **options)
+def shopify_rows(out: Path, dest: Path, all_variants: bool = False) -> list[tuple[str, str, str]]:
+    options = ChannelOptions(Profile.SHOPIFY, BASE)
+    export_channel(out, str(dest), options, all_variants=all_variants)
     table = read_table(dest / "shopify.csv")
     return [
         (row["Handle"], row["Image Src"].removeprefix(BASE), row["Image Position"]) for row in table
@@ -276,8 +277,8 @@ def test_a_shopify_export_goes_back_as_a_product_csv(
         in result.stderr
     )
 
-    with (dest / "shopify.csv").open(newline="", encoding="utf-8") as handle:
-        header, *body = list(csv.reader(handle))
+    with (dest / "shopify.csv").open(newline="", encoding="utf-8") as csv_file:
+        header, *body = list(csv.reader(csv_file))
     assert tuple(header) == SHOPIFY_COLUMNS
     approved = [row for row in source_rows() if row["Handle"] != "canvas-sneaker"]
     assert len(body) == len(approved) == 3  # one row per delivered image of approved products
