@@ -176,7 +176,7 @@ def test_a_walk_past_its_bound_is_a_problem(
     assert "looked at 10 entries without finishing" in err and "catalog.yaml:1 glob 1" in err
 
 
-NUL_CASES = {
+NUL_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "yaml image": ({"jobs": [{"id": "a", "image": "img/a\x00.png"}]}, "job 'a'", "image:"),
     "yaml mask": (
         {"jobs": [{"id": "a", "image": "img/ok.png", "type": "inpaint", "mask": "m\x00.png"}]},
