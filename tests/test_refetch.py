@@ -143,6 +143,11 @@ class _Client:
 
     def __init__(self, polls: dict[str, object], downloads: dict[str, object]) -> None:
         self.polls, self.downloads = polls, downloads
+        self.unsigned_reads = False  # as a new client: not asked yet
+
+    async def serves_unsigned(self, path: str) -> bool:
+        """The asset host serves no unsigned read: every result is a scripted download."""
+        return False
 
     async def poll_result(self, uuid: str) -> FeatureResult:
         answer = self.polls[uuid]
