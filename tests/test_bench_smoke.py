@@ -23,7 +23,8 @@ def test_overhead_scenario_runs_both_clients_and_reports_figures() -> None:
     ratio = figures["pipeline / bare CPU, c=2"]
     assert ratio.target == ("<=", TARGET_RATIO)
     for name in ("pipeline CPU per job, c=2", "bare loop CPU per job, c=2"):
-        assert figures[name].value is not None and math.isfinite(figures[name].value)
+        value = figures[name].value
+        assert value is not None and math.isfinite(value)
     assert len(ratio.runs) == 1
     # Inputs are ~2 MB noisy PNGs, so results stay big (the emulator keeps unmasked pixels).
     assert result.details["input_bytes"] > 1_500_000
