@@ -15,11 +15,10 @@ from pathlib import Path
 from pipeline.errors import Problem
 from pipeline.models import Feature, PlannedJob
 from pipeline.preflight import Notice
-from pipeline.preflight.fields import Fingerprints
+from pipeline.preflight.fields import Fingerprints, fingerprint
 
 KEEP = 1000  # problems (and warnings) kept for printing; the rest are only counted
 UPLOAD_FILTER_BITS = 1 << 23  # 1 MB a feature: about 12% of a million uploads are checked twice
-_WORD = (1 << 64) - 1
 
 
 @dataclass
@@ -71,8 +70,8 @@ class PlanSummary:
             return kept[0].distinct() if kept else 0
         both = Fingerprints(UPLOAD_FILTER_BITS)
         for fingerprints in kept:
-            for fingerprint in fingerprints:
-                both.add_fingerprint(fingerprint)
+            for value in fingerprints:
+                both.add_fingerprint(value)
         return both.distinct()
 
     def settle_uploads(self) -> None:
@@ -102,8 +101,8 @@ class PlanSummary:
         uploads = self._uploads.get(planned.job.feature)
         if uploads is None:
             uploads = self._uploads[planned.job.feature] = Fingerprints(UPLOAD_FILTER_BITS)
-        for fingerprint in upload_fingerprints(planned):
-            uploads.add_fingerprint(fingerprint)
+        for value in upload_fingerprints(planned):
+            uploads.add_fingerprint(value)
 
     def count_jobs(
         self, planned: PlannedJob, calls: int, credits: int, redo: int, skipped: int, held: int
@@ -149,10 +148,10 @@ def upload_fingerprints(planned: PlannedJob) -> Iterator[int]:
     if planned.image_digest is not None:
         yield int(planned.image_digest[:16], 16)
     elif planned.unread is not None:
-        yield hash(("unread", planned.job.image.value)) & _WORD
+        yield fingerprint(("unread", planned.job.image.value))
     if planned.mask_digest is not None:
         if planned.mask_convert:
-            yield hash(("converted", planned.mask_digest)) & _WORD
+            yield fingerprint(("converted", planned.mask_digest))
         else:
             yield int(planned.mask_digest[:16], 16)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from urllib.parse import urlsplit
 
 from pipeline.inputs.objectstore import REMOTE_SCHEMES
@@ -31,6 +31,11 @@ AUTO_SIZE = "auto"
 COMPRESSION_RANGE = range(0, 101)
 ID_FILTER_BITS = 1 << 26  # 8 MB: about 1.5% of a million ids look like repeats, and are checked
 _WORD = (1 << 64) - 1
+
+
+def fingerprint(value: Hashable) -> int:
+    """64 bits of ``value``'s hash, for ``Fingerprints`` (compared within one pass only)."""
+    return hash(value) & _WORD
 
 
 def id_fingerprint(job_id: str) -> int:
