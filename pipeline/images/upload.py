@@ -91,8 +91,12 @@ def orientation_of(image: Image.Image) -> int:
 
 def upright_size(image: Image.Image) -> tuple[int, int]:
     """The image's size as a person sees it (EXIF orientation applied)."""
-    width, height = image.size
-    return (height, width) if orientation_of(image) in _SWAPS else (width, height)
+    return upright(*image.size, orientation_of(image))
+
+
+def upright(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """A stored width and height as a person sees them under this EXIF orientation."""
+    return (height, width) if orientation in _SWAPS else (width, height)
 
 
 def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int] | None:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.images.upload import is_16bit, orientation_of
+from pipeline.images.upload import is_16bit, orientation_of, upright
 from pipeline.models import SIZES
 from pipeline.preflight.maskfile import (
     MASK_MODES_AS_IS,
@@ -155,9 +155,7 @@ def _webp_glance(
         if data is not None:
             probe.info[name] = data
     orientation = orientation_of(probe)
-    width, height = header.width, header.height
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
+    width, height = upright(header.width, header.height, orientation)
     mode = "RGBA" if header.alpha else "RGB"
     return ImageFacts(real, "WebP", width, height, mode, _file_notes(size), False, orientation)
 
@@ -283,9 +281,7 @@ def _facts(
     # PNG's eXIf chunk is read by Pillow only with the pixels, which would break verify(); phone
     # cameras write JPEG (or HEIC, refused), so PNG orientation is taken as upright.
     orientation = 1 if kind == "PNG" else orientation_of(image)
-    width, height = image.size
-    if orientation in (5, 6, 7, 8):  # a quarter turn: every check sees the image upright
-        width, height = height, width
+    width, height = upright(*image.size, orientation)  # every check sees the image upright
     if data is None:
         with open(real, "rb") as handle:
             data = handle.read(32)
